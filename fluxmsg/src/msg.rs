@@ -1,0 +1,190 @@
+//! The fluxMsg envelope.
+
+use bytes::Bytes;
+
+use crate::{Error, Id, Map, Value};
+
+/// The envelope every message travels in, field for field the Go fluxrig's `FluxMsg`.
+///
+/// On the wire it is a CBOR map with short text keys (shown after each field). Fields that
+/// hold their default value (no id, empty text, empty map, zero) are left out of the
+/// encoding, and the Go fluxrig reads a missing field as its zero value; the decoder
+/// accepts both a missing field and an explicit `null` or zero.
+///
+/// ```
+/// use fluxmsg::{FluxMsg, Id};
+///
+/// let msg = FluxMsg::builder()
+///     .id(Id::U64(42))
+///     .ts(1_767_225_600_000_000_000)
+///     .meta("iso8583.mti", "0100")
+///     .data_path("iso8583.field.11", "123456")?
+///     .raw(&b"\x01\x00"[..])
+///     .build();
+/// assert_eq!(msg.meta.get("iso8583.mti").map(String::as_str), Some("0100"));
+/// assert_eq!(msg.data.get_path("iso8583.field.11").and_then(|v| v.as_str()), Some("123456"));
+/// # Ok::<(), fluxmsg::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FluxMsg {
+    /// Message id (`id`); filled by the runtime on emit when absent.
+    pub id: Option<Id>,
+    /// Parent or correlation id (`ref_id`).
+    pub ref_id: Option<Id>,
+    /// OpenTelemetry trace id in hex (`trace`); empty when absent.
+    pub trace: String,
+    /// Id of the gear that created the message (`src_id`).
+    pub src_id: Option<Id>,
+    /// Routing and protocol headers (`meta`); binary values go in as `hex:<hex>`.
+    pub meta: Map<String>,
+    /// Business fields (`data`), addressed by dotted paths.
+    pub data: Map<Value>,
+    /// System flags (`flags`); see [`FluxMsg::FLAG_SYNC_PROBE`].
+    pub flags: u32,
+    /// Original wire bytes, or bytes to write (`raw`).
+    pub raw: Bytes,
+    /// Audit trail (`path`): one hop per port arrival and per emit.
+    pub path: Vec<Hop>,
+    /// Creation time in Unix nanoseconds (`ts`).
+    pub ts: i64,
+    /// Top-level fields this version does not know, kept so that they are forwarded.
+    ///
+    /// Keys must not be the name of a field above: encoding such a message fails with
+    /// [`Error::ReservedKey`].
+    pub extra: Map<Value>,
+}
+
+impl FluxMsg {
+    /// Flag bit 0: the message is a convergence probe.
+    pub const FLAG_SYNC_PROBE: u32 = 0x01;
+
+    /// The CBOR keys of the envelope, in canonical order.
+    pub const KEYS: [&'static str; 10] = [
+        "id", "ts", "raw", "data", "meta", "path", "flags", "trace", "ref_id", "src_id",
+    ];
+
+    /// A message with every field at its default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a builder.
+    pub fn builder() -> FluxMsgBuilder {
+        FluxMsgBuilder::default()
+    }
+
+    /// Sets a metadata entry, writing a non-UTF-8 value as `hex:<hex>` as the Go fluxrig does.
+    pub fn set_meta_bytes(&mut self, key: impl Into<String>, value: &[u8]) {
+        let text = match std::str::from_utf8(value) {
+            Ok(s) => s.to_owned(),
+            Err(_) => hex_prefixed(value),
+        };
+        self.meta.insert(key, text);
+    }
+}
+
+fn hex_prefixed(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(4 + bytes.len() * 2);
+    s.push_str("hex:");
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// One step of a message's audit trail: a CBOR map `{g, p, t}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hop {
+    /// The gear (`g`).
+    pub gear: Id,
+    /// The port (`p`).
+    pub port: Id,
+    /// When, in Unix nanoseconds (`t`).
+    pub ts: i64,
+}
+
+/// Builds a [`FluxMsg`] with chained setters.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct FluxMsgBuilder {
+    msg: FluxMsg,
+}
+
+impl FluxMsgBuilder {
+    /// Sets `id`.
+    pub fn id(mut self, id: impl Into<Id>) -> Self {
+        self.msg.id = Some(id.into());
+        self
+    }
+
+    /// Sets `ref_id`.
+    pub fn ref_id(mut self, id: impl Into<Id>) -> Self {
+        self.msg.ref_id = Some(id.into());
+        self
+    }
+
+    /// Sets `src_id`.
+    pub fn src_id(mut self, id: impl Into<Id>) -> Self {
+        self.msg.src_id = Some(id.into());
+        self
+    }
+
+    /// Sets `trace`.
+    pub fn trace(mut self, trace: impl Into<String>) -> Self {
+        self.msg.trace = trace.into();
+        self
+    }
+
+    /// Adds a metadata entry.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.msg.meta.insert(key, value.into());
+        self
+    }
+
+    /// Adds a top-level data entry (the key is taken as is, dots included).
+    pub fn data(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.msg.data.insert(key, value.into());
+        self
+    }
+
+    /// Sets a data value at a dotted path, creating intermediate maps.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::set_path`].
+    pub fn data_path(mut self, path: &str, value: impl Into<Value>) -> Result<Self, Error> {
+        self.msg.data.set_path(path, value)?;
+        Ok(self)
+    }
+
+    /// Sets `flags`.
+    pub fn flags(mut self, flags: u32) -> Self {
+        self.msg.flags = flags;
+        self
+    }
+
+    /// Sets `raw`.
+    pub fn raw(mut self, raw: impl Into<Bytes>) -> Self {
+        self.msg.raw = raw.into();
+        self
+    }
+
+    /// Appends a hop to `path`.
+    pub fn hop(mut self, hop: Hop) -> Self {
+        self.msg.path.push(hop);
+        self
+    }
+
+    /// Sets `ts`.
+    pub fn ts(mut self, ts: i64) -> Self {
+        self.msg.ts = ts;
+        self
+    }
+
+    /// The message.
+    pub fn build(self) -> FluxMsg {
+        self.msg
+    }
+}
