@@ -1,8 +1,6 @@
 //! The encoder: RFC 8949 core deterministic CBOR, written straight into a `Vec<u8>`.
 
-use std::cmp::Ordering;
-
-use crate::map::canonical_cmp;
+use crate::msg::Field;
 use crate::{Error, FluxMsg, Hop, Id, Integer, LimitExceeded, Limits, Map, Value};
 
 const MAJOR_UINT: u8 = 0;
@@ -152,116 +150,38 @@ impl Encoder<'_> {
         int(self.buf, hop.ts);
     }
 
-    /// Writes envelope field `i` of [`FluxMsg::KEYS`] if it is not at its default.
-    fn field(&mut self, i: usize, m: &FluxMsg) -> Result<(), Error> {
-        match i {
-            0 => {
-                if let Some(v) = &m.id {
-                    self.buf.extend_from_slice(b"\x62id");
-                    id(self.buf, v);
+    fn field(&mut self, field: Field<'_>) -> Result<(), Error> {
+        let key = field.key();
+        head(self.buf, MAJOR_TEXT, key.len() as u64);
+        self.buf.extend_from_slice(key.as_bytes());
+        match field {
+            Field::Id(v) | Field::RefId(v) | Field::SrcId(v) => id(self.buf, v),
+            Field::Ts(v) => int(self.buf, v),
+            Field::Raw(b) => bytes(self.buf, b),
+            Field::Data(m) => self.map(m, 1)?,
+            Field::Meta(m) => {
+                head(self.buf, MAJOR_MAP, m.len() as u64);
+                for (k, v) in m {
+                    text(self.buf, k);
+                    text(self.buf, v);
                 }
             }
-            1 => {
-                if m.ts != 0 {
-                    self.buf.extend_from_slice(b"\x62ts");
-                    int(self.buf, m.ts);
+            Field::Path(hops) => {
+                head(self.buf, MAJOR_ARRAY, hops.len() as u64);
+                for h in hops {
+                    self.hop(h);
                 }
             }
-            2 => {
-                if !m.raw.is_empty() {
-                    self.buf.extend_from_slice(b"\x63raw");
-                    bytes(self.buf, &m.raw);
-                }
-            }
-            3 => {
-                if !m.data.is_empty() {
-                    self.buf.extend_from_slice(b"\x64data");
-                    self.map(&m.data, 1)?;
-                }
-            }
-            4 => {
-                if !m.meta.is_empty() {
-                    self.buf.extend_from_slice(b"\x64meta");
-                    head(self.buf, MAJOR_MAP, m.meta.len() as u64);
-                    for (k, v) in &m.meta {
-                        text(self.buf, k);
-                        text(self.buf, v);
-                    }
-                }
-            }
-            5 => {
-                if !m.path.is_empty() {
-                    self.buf.extend_from_slice(b"\x64path");
-                    head(self.buf, MAJOR_ARRAY, m.path.len() as u64);
-                    for hop in &m.path {
-                        self.hop(hop);
-                    }
-                }
-            }
-            6 => {
-                if m.flags != 0 {
-                    self.buf.extend_from_slice(b"\x65flags");
-                    head(self.buf, MAJOR_UINT, u64::from(m.flags));
-                }
-            }
-            7 => {
-                if !m.trace.is_empty() {
-                    self.buf.extend_from_slice(b"\x65trace");
-                    text(self.buf, &m.trace);
-                }
-            }
-            8 => {
-                if let Some(v) = &m.ref_id {
-                    self.buf.extend_from_slice(b"\x66ref_id");
-                    id(self.buf, v);
-                }
-            }
-            _ => {
-                if let Some(v) = &m.src_id {
-                    self.buf.extend_from_slice(b"\x66src_id");
-                    id(self.buf, v);
-                }
-            }
+            Field::Flags(v) => head(self.buf, MAJOR_UINT, u64::from(v)),
+            Field::Trace(s) => text(self.buf, s),
+            Field::Extra(_, v) => self.value(v, 1)?,
         }
         Ok(())
     }
 
     fn message(&mut self, m: &FluxMsg) -> Result<(), Error> {
-        let count = usize::from(m.id.is_some())
-            + usize::from(m.ts != 0)
-            + usize::from(!m.raw.is_empty())
-            + usize::from(!m.data.is_empty())
-            + usize::from(!m.meta.is_empty())
-            + usize::from(!m.path.is_empty())
-            + usize::from(m.flags != 0)
-            + usize::from(!m.trace.is_empty())
-            + usize::from(m.ref_id.is_some())
-            + usize::from(m.src_id.is_some())
-            + m.extra.len();
-        head(self.buf, MAJOR_MAP, count as u64);
-        if m.extra.is_empty() {
-            for i in 0..FluxMsg::KEYS.len() {
-                self.field(i, m)?;
-            }
-            return Ok(());
-        }
-        // Unknown fields interleave with the known ones in canonical key order.
-        let mut extra = m.extra.iter().peekable();
-        for (i, key) in FluxMsg::KEYS.iter().enumerate() {
-            while let Some((k, v)) = extra.next_if(|(k, _)| canonical_cmp(k, key).is_le()) {
-                if canonical_cmp(k, key) == Ordering::Equal {
-                    return Err(Error::ReservedKey(k.to_owned()));
-                }
-                text(self.buf, k);
-                self.value(v, 1)?;
-            }
-            self.field(i, m)?;
-        }
-        for (k, v) in extra {
-            text(self.buf, k);
-            self.value(v, 1)?;
-        }
-        Ok(())
+        head(self.buf, MAJOR_MAP, m.field_count() as u64);
+        m.try_for_each_field(|f| self.field(f), |k| Error::ReservedKey(k.to_owned()))
     }
 }
 

@@ -89,5 +89,6 @@ pub use crate::error::{DecodeErrorKind, Error, LimitExceeded, PathErrorKind};
 pub use crate::id::Id;
 pub use crate::map::{Iter as MapIter, Map};
 pub use crate::msg::{FluxMsg, FluxMsgBuilder, Hop};
+pub use crate::serde_impl::{from_value, to_value};
 pub use crate::value::{Integer, IntegerOutOfRange, Value};
 pub use bytes;

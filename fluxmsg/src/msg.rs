@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::map::canonical_cmp;
 use crate::{Error, Id, Map, Value};
 
 /// The envelope every message travels in, field for field the Go fluxrig's `FluxMsg`.
@@ -80,6 +81,97 @@ impl FluxMsg {
             Err(_) => hex_prefixed(value),
         };
         self.meta.insert(key, text);
+    }
+}
+
+/// One envelope field that is not at its default, as the encoders visit them.
+pub(crate) enum Field<'a> {
+    Id(&'a Id),
+    Ts(i64),
+    Raw(&'a Bytes),
+    Data(&'a Map<Value>),
+    Meta(&'a Map<String>),
+    Path(&'a [Hop]),
+    Flags(u32),
+    Trace(&'a str),
+    RefId(&'a Id),
+    SrcId(&'a Id),
+    Extra(&'a str, &'a Value),
+}
+
+impl Field<'_> {
+    /// The field's CBOR key.
+    pub(crate) fn key(&self) -> &str {
+        match self {
+            Field::Id(_) => "id",
+            Field::Ts(_) => "ts",
+            Field::Raw(_) => "raw",
+            Field::Data(_) => "data",
+            Field::Meta(_) => "meta",
+            Field::Path(_) => "path",
+            Field::Flags(_) => "flags",
+            Field::Trace(_) => "trace",
+            Field::RefId(_) => "ref_id",
+            Field::SrcId(_) => "src_id",
+            Field::Extra(k, _) => k,
+        }
+    }
+}
+
+impl FluxMsg {
+    /// How many fields an encoding of this message holds.
+    pub(crate) fn field_count(&self) -> usize {
+        usize::from(self.id.is_some())
+            + usize::from(self.ts != 0)
+            + usize::from(!self.raw.is_empty())
+            + usize::from(!self.data.is_empty())
+            + usize::from(!self.meta.is_empty())
+            + usize::from(!self.path.is_empty())
+            + usize::from(self.flags != 0)
+            + usize::from(!self.trace.is_empty())
+            + usize::from(self.ref_id.is_some())
+            + usize::from(self.src_id.is_some())
+            + self.extra.len()
+    }
+
+    /// The envelope field at position `i` of [`FluxMsg::KEYS`], unless it is at its default.
+    fn known_field(&self, i: usize) -> Option<Field<'_>> {
+        match i {
+            0 => self.id.as_ref().map(Field::Id),
+            1 => (self.ts != 0).then_some(Field::Ts(self.ts)),
+            2 => (!self.raw.is_empty()).then_some(Field::Raw(&self.raw)),
+            3 => (!self.data.is_empty()).then_some(Field::Data(&self.data)),
+            4 => (!self.meta.is_empty()).then_some(Field::Meta(&self.meta)),
+            5 => (!self.path.is_empty()).then_some(Field::Path(&self.path)),
+            6 => (self.flags != 0).then_some(Field::Flags(self.flags)),
+            7 => (!self.trace.is_empty()).then_some(Field::Trace(&self.trace)),
+            8 => self.ref_id.as_ref().map(Field::RefId),
+            _ => self.src_id.as_ref().map(Field::SrcId),
+        }
+    }
+
+    /// Calls `f` on every field to encode, in canonical key order, with the unknown fields of
+    /// [`FluxMsg::extra`] merged in; `reserved` makes the error for an extra field that has an
+    /// envelope field's name.
+    #[inline]
+    pub(crate) fn try_for_each_field<E>(
+        &self,
+        mut f: impl FnMut(Field<'_>) -> Result<(), E>,
+        reserved: impl Fn(&str) -> E,
+    ) -> Result<(), E> {
+        let mut extra = self.extra.iter().peekable();
+        for (i, key) in Self::KEYS.iter().enumerate() {
+            while let Some((k, v)) = extra.next_if(|(k, _)| canonical_cmp(k, key).is_le()) {
+                if k == *key {
+                    return Err(reserved(k));
+                }
+                f(Field::Extra(k, v))?;
+            }
+            if let Some(field) = self.known_field(i) {
+                f(field)?;
+            }
+        }
+        extra.try_for_each(|(k, v)| f(Field::Extra(k, v)))
     }
 }
 

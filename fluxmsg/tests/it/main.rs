@@ -1,0 +1,10 @@
+//! The one integration-test binary of fluxmsg; one module per area.
+
+mod codec;
+mod hostile;
+#[cfg(feature = "json")]
+mod json;
+mod serde_ciborium;
+mod strategy;
+mod system;
+mod vectors;

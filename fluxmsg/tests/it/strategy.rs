@@ -1,0 +1,107 @@
+//! proptest strategies for random messages and values, shared by the areas.
+
+use fluxmsg::{FluxMsg, Hop, Id, Integer, Map, Value};
+use proptest::collection::{btree_map, vec};
+use proptest::prelude::*;
+
+pub(crate) fn id() -> impl Strategy<Value = Id> {
+    prop_oneof![any::<u64>().prop_map(Id::U64), any::<[u8; 16]>().prop_map(Id::Uuid)]
+}
+
+fn integer() -> impl Strategy<Value = Integer> {
+    prop_oneof![
+        any::<u64>().prop_map(Integer::from),
+        any::<i64>().prop_map(Integer::from),
+        (-(1i128 << 64)..-(1i128 << 63)).prop_map(|v| Integer::try_from(v).expect("in range")),
+        (0u64..30).prop_map(Integer::from),
+    ]
+}
+
+fn float() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>(),
+        any::<f32>().prop_map(f64::from),
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(f64::NEG_INFINITY),
+        Just(-0.0),
+        Just(0.0),
+        Just(1.5),
+        Just(65504.0),
+        Just(5.960_464_477_539_063e-8),
+        Just(100_000.0),
+        Just(1.1),
+    ]
+}
+
+pub(crate) fn key() -> impl Strategy<Value = String> {
+    prop_oneof!["[a-z0-9_.]{0,10}", "\\PC{0,6}"]
+}
+
+pub(crate) fn value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        integer().prop_map(Value::Integer),
+        float().prop_map(Value::Float),
+        "\\PC{0,24}".prop_map(Value::Text),
+        vec(any::<u8>(), 0..40).prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 48, 6, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..5).prop_map(Value::Array),
+            btree_map(key(), inner, 0..5).prop_map(|m| Value::Map(m.into_iter().collect())),
+        ]
+    })
+}
+
+pub(crate) fn data() -> impl Strategy<Value = Map<Value>> {
+    btree_map(key(), value(), 0..6).prop_map(|m| m.into_iter().collect())
+}
+
+fn hop() -> impl Strategy<Value = Hop> {
+    (id(), id(), any::<i64>()).prop_map(|(gear, port, ts)| Hop { gear, port, ts })
+}
+
+fn extra() -> impl Strategy<Value = Map<Value>> {
+    btree_map(key(), value(), 0..3).prop_map(|m| {
+        m.into_iter()
+            .filter(|(k, _)| !FluxMsg::KEYS.contains(&k.as_str()))
+            .collect()
+    })
+}
+
+pub(crate) fn message() -> impl Strategy<Value = FluxMsg> {
+    (
+        (
+            proptest::option::of(id()),
+            proptest::option::of(id()),
+            prop_oneof![Just(String::new()), "[0-9a-f]{32}"],
+            proptest::option::of(id()),
+            btree_map(key(), "\\PC{0,16}", 0..6),
+        ),
+        (
+            data(),
+            prop_oneof![Just(0u32), any::<u32>()],
+            vec(any::<u8>(), 0..64),
+            vec(hop(), 0..4),
+            any::<i64>(),
+            extra(),
+        ),
+    )
+        .prop_map(
+            |((id, ref_id, trace, src_id, meta), (data, flags, raw, path, ts, extra))| FluxMsg {
+                id,
+                ref_id,
+                trace,
+                src_id,
+                meta: meta.into_iter().collect(),
+                data,
+                flags,
+                raw: raw.into(),
+                path,
+                ts,
+                extra,
+            },
+        )
+}
