@@ -24,7 +24,7 @@ impl Serialize for ByteStr<'_> {
 }
 
 /// Deserializes a byte string (or a sequence of bytes, as JSON has them) into [`Bytes`].
-struct ByteBuf(Bytes);
+pub(crate) struct ByteBuf(pub(crate) Bytes);
 
 impl<'de> Deserialize<'de> for ByteBuf {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
