@@ -40,6 +40,16 @@ pub enum Error {
     /// A typed payload could not be converted to or from a data map.
     #[error("payload {0}")]
     Payload(String),
+    /// A JSON document is not a fluxMsg in the JSON view (see the `json` module, feature
+    /// `json`).
+    #[error("invalid JSON fluxMsg at `{path}`: {reason}")]
+    Json {
+        /// Where in the document: object keys joined by `.`, array indices in brackets, as in
+        /// `data.iso8583.field` or `path[2].g`; `(root)` for the document itself.
+        path: String,
+        /// What was wrong there.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -1,0 +1,321 @@
+//! The `fluxrig` command line; until the engine exists, a tool for fluxMsgs.
+//!
+//! It shows the message codec end to end: `msg decode` prints a CBOR fluxMsg as its JSON
+//! view, `msg encode` turns that JSON back into canonical CBOR, and `demo` (also `msg demo`)
+//! builds an ISO 8583 authorization request, encodes it, decodes it and checks that the bytes
+//! come back identical, then reads a message as the Go fluxrig writes it.
+//!
+//! ```text
+//! cargo run --example fluxrig -- demo
+//! cargo run --example fluxrig -- msg decode < msg.cbor > msg.json
+//! cargo run --example fluxrig -- msg encode < msg.json > msg.cbor
+//! cargo run --example fluxrig -- msg decode --max-hops 8 --max-depth 4 < msg.cbor
+//! ```
+//!
+//! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints one
+//! `error: …` line on stderr and exits with status 1; a usage error exits with status 2.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, ensure};
+use clap::{Args, Parser, Subcommand};
+use fluxrig::fluxmsg::{Codec, FluxMsg, Hop, Id, json};
+
+/// Exit status for bad input.
+const BAD_INPUT: u8 = 1;
+/// Exit status for a usage error, as clap uses.
+const USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fluxrig",
+    version,
+    about = "fluxrig for Rust: a protocol patchbay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with single fluxMsgs.
+    #[command(subcommand)]
+    Msg(MsgCommand),
+    /// Run the codec demo (the same as `msg demo`).
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum MsgCommand {
+    /// Read one CBOR fluxMsg from stdin and print it as JSON.
+    Decode(LimitArgs),
+    /// Read one JSON fluxMsg from stdin and write its canonical CBOR to stdout.
+    Encode(LimitArgs),
+    /// Build an ISO 8583 message, encode it, decode it and show each step.
+    Demo,
+}
+
+/// The codec's limits; those not given keep their defaults.
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Most hops a message's path may hold [default: 64].
+    #[arg(long, value_name = "N")]
+    max_hops: Option<usize>,
+    /// Most bytes an encoded message may take [default: 2097152].
+    #[arg(long, value_name = "BYTES")]
+    max_size: Option<usize>,
+    /// Deepest nesting in data, the data map being level 1 [default: 32].
+    #[arg(long, value_name = "N")]
+    max_depth: Option<usize>,
+}
+
+impl LimitArgs {
+    fn codec(&self) -> Result<Codec, Failure> {
+        let mut builder = Codec::builder();
+        if let Some(n) = self.max_hops {
+            builder = builder.max_hops(n);
+        }
+        if let Some(n) = self.max_size {
+            builder = builder.max_size(n);
+        }
+        if let Some(n) = self.max_depth {
+            builder = builder.max_depth(n);
+        }
+        builder.build().map_err(|e| Failure {
+            status: USAGE,
+            error: e.into(),
+        })
+    }
+}
+
+/// An error and the exit status it calls for.
+struct Failure {
+    status: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure {
+            status: BAD_INPUT,
+            error: error.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let status = run(
+        std::env::args_os(),
+        &mut io::stdin().lock(),
+        &mut io::stdout().lock(),
+        &mut io::stderr().lock(),
+    );
+    ExitCode::from(status)
+}
+
+/// Runs the command line `args` (program name first) on `input` and `output`, reports a
+/// failure on `errors`, and returns the exit status.
+pub(crate) fn run(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+    errors: &mut dyn Write,
+) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` come this way too, for stdout and with status 0.
+            let text = e.render().to_string();
+            // Nothing is left to report a failed write to.
+            let _ = if e.use_stderr() {
+                errors.write_all(text.as_bytes())
+            } else {
+                output.write_all(text.as_bytes())
+            };
+            return u8::try_from(e.exit_code()).unwrap_or(USAGE);
+        }
+    };
+    let result = match cli.command {
+        Command::Msg(MsgCommand::Decode(limits)) => decode(&limits, input, output),
+        Command::Msg(MsgCommand::Encode(limits)) => encode(&limits, input, output),
+        Command::Msg(MsgCommand::Demo) | Command::Demo => demo(output).map_err(Failure::from),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(failure) => {
+            // `{:#}` puts the error and its causes on one line.
+            let _ = writeln!(errors, "error: {:#}", failure.error);
+            failure.status
+        }
+    }
+}
+
+fn decode(limits: &LimitArgs, input: &mut dyn Read, output: &mut dyn Write) -> Result<(), Failure> {
+    let codec = limits.codec()?;
+    // Read one byte past the size limit at most: enough for the decoder to refuse the input.
+    let cap = u64::try_from(codec.limits().max_size()).map_or(u64::MAX, |n| n.saturating_add(1));
+    let mut bytes = Vec::new();
+    input
+        .take(cap)
+        .read_to_end(&mut bytes)
+        .context("reading stdin")?;
+    let msg = codec.decode(&bytes)?;
+    writeln!(output, "{}", json::to_string_pretty(&msg)).context("writing stdout")?;
+    Ok(())
+}
+
+fn encode(limits: &LimitArgs, input: &mut dyn Read, output: &mut dyn Write) -> Result<(), Failure> {
+    let codec = limits.codec()?;
+    let mut text = String::new();
+    input.read_to_string(&mut text).context("reading stdin")?;
+    let msg = json::from_str(&text)?;
+    let bytes = codec.encode_to_vec(&msg)?;
+    output.write_all(&bytes).context("writing stdout")?;
+    output.flush().context("writing stdout")?;
+    Ok(())
+}
+
+/// Data fields of the demo's authorization request: ISO 8583 field number and value.
+const FIELDS: [(u8, &str); 20] = [
+    (2, "4111111111111111"), // Primary account number.
+    (3, "000000"),           // Processing code: purchase.
+    (4, "000000012500"),     // Amount: 125.00.
+    (7, "0101120000"),       // Transmission date and time.
+    (11, "123456"),          // System trace audit number.
+    (12, "120000"),
+    (13, "0101"),
+    (14, "2812"), // Card expiry.
+    (18, "5411"), // Merchant category: grocery stores.
+    (19, "250"),
+    (22, "051"), // Entry mode: chip.
+    (25, "00"),
+    (32, "412345"),       // Acquirer.
+    (37, "601112345678"), // Retrieval reference number.
+    (41, "TERM0001"),
+    (42, "MERCHANT0000001"),
+    (43, "FLUXRIG GROCERY         PARIS        FR"),
+    (49, "978"), // Currency: euro.
+    (55, "9F2608A1B2C3D4E5F607"),
+    (60, "000000"),
+];
+
+/// 2026-01-01T00:00:00Z in Unix nanoseconds.
+const TS: i64 = 1_767_225_600_000_000_000;
+
+/// The demo's message: an ISO 8583 authorization request as a TCP listener gear would emit
+/// it, three hops into a scenario.
+fn payment() -> anyhow::Result<FluxMsg> {
+    let mut msg = FluxMsg::builder()
+        .id(Id::U64(0x0001_2345_6789_abcd))
+        .src_id(Id::U64(11))
+        .trace("4bf92f3577b34da6a3ce929d0e0e4736")
+        .ts(TS)
+        .meta("iso8583.mti", "0100")
+        .meta("iso8583.spec", "iso87ascii")
+        .meta("listener", "pos-tcp")
+        .meta("conn.id", "9f2c")
+        .meta("peer.ip", "10.0.0.7")
+        .meta("peer.port", "50123")
+        .meta("tls", "false")
+        .meta("content-type", "application/iso8583")
+        .data_path("iso8583.mti", "0100")?;
+    // The raw message: MTI, primary bitmap, then the fields back to back.
+    let mut bitmap = [0u8; 8];
+    let mut raw = b"0100".to_vec();
+    for (n, value) in FIELDS {
+        msg = msg.data_path(&format!("iso8583.field.{n}"), value)?;
+        let bit = usize::from(n - 1);
+        bitmap[bit / 8] |= 0x80 >> (bit % 8);
+    }
+    raw.extend_from_slice(&bitmap);
+    for (_, value) in FIELDS {
+        raw.extend_from_slice(value.as_bytes());
+    }
+    raw.resize(200, b' ');
+    for (i, gear) in [11u64, 12, 13].into_iter().enumerate() {
+        let step = i64::try_from(i)? * 40_000;
+        msg = msg.hop(Hop {
+            gear: Id::U64(gear),
+            port: Id::U64(gear * 100 + 1),
+            ts: TS + 10_000 + step,
+        });
+    }
+    Ok(msg.raw(raw).build())
+}
+
+/// A message as the Go fluxrig v0.5 writes it: keys in struct order rather than sorted,
+/// `null` for empty fields, and a UUIDv7 id as a 16-byte byte string.
+const GO_MESSAGE: &[u8] = &[
+    0xa6, // A map of six entries.
+    0x62, b'i', b'd', 0x50, // "id": 16 bytes,
+    0x01, 0x90, 0xa5, 0xb2, 0x7c, 0x3d, 0x7e, 0x4f, 0x8a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x6a, 0x7b,
+    0x64, b'm', b'e', b't', b'a', 0xf6, // "meta": null,
+    0x64, b'd', b'a', b't', b'a', 0xf6, // "data": null,
+    0x63, b'r', b'a', b'w', 0xf6, // "raw": null,
+    0x64, b'p', b'a', b't', b'h', 0xf6, // "path": null,
+    0x62, b't', b's', 0x1b, 0x18, 0x86, 0x72, 0x51, 0xed, 0xfa, 0x00, 0x00, // "ts": TS.
+];
+
+fn demo(out: &mut dyn Write) -> anyhow::Result<()> {
+    let codec = Codec::new();
+    let msg = payment()?;
+    let bytes = codec.encode_to_vec(&msg)?;
+    let back = codec.decode(&bytes)?;
+    ensure!(back == msg, "the decoded message differs from the original");
+    let again = codec.encode_to_vec(&back)?;
+
+    writeln!(
+        out,
+        "An ISO 8583 authorization request (MTI 0100), as JSON:"
+    )?;
+    writeln!(out, "{}", json::to_string_pretty(&back))?;
+    writeln!(
+        out,
+        "\nEncoded: {} bytes of CBOR ({} data fields, {} meta entries, {} hops, {} bytes of raw).",
+        bytes.len(),
+        FIELDS.len() + 1,
+        back.meta.len(),
+        back.path.len(),
+        back.raw.len(),
+    )?;
+    writeln!(out, "The first 64 bytes:")?;
+    hex_dump(out, bytes.get(..64).unwrap_or(&bytes))?;
+    ensure!(
+        again == bytes,
+        "re-encoding the decoded message gave other bytes"
+    );
+    writeln!(out, "Decoded and encoded again: identical bytes.")?;
+
+    let go = codec.decode(GO_MESSAGE)?;
+    let canonical = codec.encode_to_vec(&go)?;
+    writeln!(
+        out,
+        "\nA message from the Go fluxrig ({} bytes: UUID id, null fields, keys unsorted) reads as",
+        GO_MESSAGE.len(),
+    )?;
+    writeln!(out, "{}", json::to_string_pretty(&go))?;
+    writeln!(out, "and encodes canonically in {} bytes.", canonical.len())?;
+    Ok(())
+}
+
+/// Writes `bytes` as offset, hex and ASCII columns, 16 bytes a line.
+fn hex_dump(out: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
+    for (i, line) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        let text: String = line
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() {
+                    char::from(b)
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        writeln!(out, "  {:04x}  {:<47}  |{text}|", i * 16, hex.join(" "))?;
+    }
+    Ok(())
+}

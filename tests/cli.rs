@@ -1,0 +1,195 @@
+//! The `fluxrig` command line of `examples/fluxrig.rs`: its round trips, exit statuses and
+//! error lines.
+//!
+//! The example's source is compiled into this test and run in process on byte buffers, from
+//! argument parsing to the exit status; only its three-line `main` is left out.
+
+use fluxrig::fluxmsg::{FluxMsg, Hop, Id};
+use serde_json::json;
+
+#[allow(dead_code)]
+#[path = "../examples/fluxrig.rs"]
+mod cli;
+
+/// What a run of the command line left behind.
+#[derive(Debug)]
+struct Run {
+    status: u8,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Runs `fluxrig <args>` with `stdin` as standard input.
+fn fluxrig(args: &[&str], stdin: &[u8]) -> Run {
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let argv = std::iter::once("fluxrig").chain(args.iter().copied());
+    let status = cli::run(argv, &mut &stdin[..], &mut stdout, &mut stderr);
+    Run {
+        status,
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Checks that a run failed with `status` and a single `error:` line containing `reason`.
+#[track_caller]
+fn check_failure(run: &Run, status: u8, reason: &str) {
+    assert_eq!(run.status, status, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert!(run.stderr.starts_with("error: "), "{run:?}");
+    assert!(run.stderr.ends_with('\n'), "{run:?}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
+    assert!(
+        run.stderr.contains(reason),
+        "{:?} lacks {reason:?}",
+        run.stderr
+    );
+}
+
+fn message() -> FluxMsg {
+    FluxMsg::builder()
+        .id(Id::U64(42))
+        .ts(1_767_225_600_000_000_000)
+        .meta("iso8583.mti", "0100")
+        .data_path("iso8583.field.11", "123456")
+        .expect("path")
+        .raw(&b"\x01\x00"[..])
+        .hop(Hop {
+            gear: Id::U64(5),
+            port: Id::U64(6),
+            ts: 7,
+        })
+        .hop(Hop {
+            gear: Id::U64(8),
+            port: Id::U64(9),
+            ts: 10,
+        })
+        .build()
+}
+
+#[test]
+fn decode_prints_json_and_encode_gives_the_bytes_back() -> anyhow::Result<()> {
+    let cbor = message().to_cbor()?;
+    let decoded = fluxrig(&["msg", "decode"], &cbor);
+    assert_eq!(decoded.status, 0, "{decoded:?}");
+    assert!(decoded.stderr.is_empty(), "{decoded:?}");
+    let view: serde_json::Value = serde_json::from_slice(&decoded.stdout)?;
+    assert_eq!(
+        view,
+        json!({
+            "id": 42,
+            "ts": 1_767_225_600_000_000_000_i64,
+            "meta": {"iso8583.mti": "0100"},
+            "data": {"iso8583": {"field": {"11": "123456"}}},
+            "raw": "0100",
+            "path": [{"g": 5, "p": 6, "t": 7}, {"g": 8, "p": 9, "t": 10}],
+        })
+    );
+    let encoded = fluxrig(&["msg", "encode"], &decoded.stdout);
+    assert_eq!(encoded.status, 0, "{encoded:?}");
+    assert_eq!(encoded.stdout, cbor);
+    Ok(())
+}
+
+#[test]
+fn non_canonical_input_re_encodes_canonically() -> anyhow::Result<()> {
+    // {"ts": 1, "meta": null, "data": null, "id": 2}: unsorted keys and null fields.
+    let input = b"\xa4\x62ts\x01\x64meta\xf6\x64data\xf6\x62id\x02";
+    let decoded = fluxrig(&["msg", "decode"], input);
+    assert_eq!(decoded.status, 0, "{decoded:?}");
+    let encoded = fluxrig(&["msg", "encode"], &decoded.stdout);
+    assert_eq!(encoded.status, 0, "{encoded:?}");
+    assert_eq!(encoded.stdout, b"\xa2\x62id\x02\x62ts\x01");
+    Ok(())
+}
+
+#[test]
+fn bad_input_gives_one_error_line_and_status_1() {
+    // The value of "id" is missing.
+    check_failure(
+        &fluxrig(&["msg", "decode"], b"\xa1\x62id"),
+        1,
+        "invalid fluxMsg at byte 4: unexpected end of input",
+    );
+    check_failure(
+        &fluxrig(&["msg", "decode"], b"not cbor at all"),
+        1,
+        "invalid fluxMsg at byte 0",
+    );
+    check_failure(&fluxrig(&["msg", "decode"], b""), 1, "at byte 0");
+    check_failure(
+        &fluxrig(&["msg", "encode"], b"{\"id\": \"nope\"}"),
+        1,
+        "invalid JSON fluxMsg at `id`: invalid id `nope`",
+    );
+    check_failure(
+        &fluxrig(&["msg", "encode"], b"{\"data\": \n\n"),
+        1,
+        "invalid JSON fluxMsg at `(root)`: not JSON",
+    );
+    check_failure(
+        &fluxrig(&["msg", "encode"], b"\xff\xfe"),
+        1,
+        "reading stdin",
+    );
+}
+
+#[test]
+fn limits_apply_to_both_directions() -> anyhow::Result<()> {
+    let cbor = message().to_cbor()?;
+    check_failure(
+        &fluxrig(&["msg", "decode", "--max-hops", "1"], &cbor),
+        1,
+        "2 hops, at most 1 allowed",
+    );
+    check_failure(
+        &fluxrig(&["msg", "decode", "--max-size", "8"], &cbor),
+        1,
+        "at most 8 allowed",
+    );
+    let deep = br#"{"data": {"a": {"b": {"c": 1}}}}"#;
+    check_failure(
+        &fluxrig(&["msg", "encode", "--max-depth", "2"], deep),
+        1,
+        "nesting deeper than 2 levels",
+    );
+    let ok = fluxrig(&["msg", "encode", "--max-depth", "3"], deep);
+    assert_eq!(ok.status, 0, "{ok:?}");
+    Ok(())
+}
+
+#[test]
+fn usage_errors_give_status_2() {
+    check_failure(
+        &fluxrig(&["msg", "decode", "--max-depth", "0"], b""),
+        2,
+        "invalid limits",
+    );
+    let run = fluxrig(&["msg", "frobnicate"], b"");
+    assert_eq!(run.status, 2, "{run:?}");
+    assert!(run.stderr.starts_with("error:"), "{run:?}");
+    let run = fluxrig(&[], b"");
+    assert_eq!(run.status, 2, "{run:?}");
+    let help = fluxrig(&["--help"], b"");
+    assert_eq!(help.status, 0, "{help:?}");
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("msg"),
+        "{help:?}"
+    );
+}
+
+#[test]
+fn demo_runs() {
+    for args in [&["demo"][..], &["msg", "demo"]] {
+        let run = fluxrig(args, b"");
+        assert_eq!(run.status, 0, "{run:?}");
+        let out = String::from_utf8_lossy(&run.stdout);
+        assert!(out.contains("\"iso8583.mti\": \"0100\""), "{out}");
+        assert!(out.contains("identical bytes"), "{out}");
+        assert!(
+            out.contains("0190a5b2-7c3d-7e4f-8a1b-2c3d4e5f6a7b"),
+            "{out}"
+        );
+    }
+}
