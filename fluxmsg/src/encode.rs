@@ -1,6 +1,6 @@
 //! The encoder: RFC 8949 core deterministic CBOR, written straight into a `Vec<u8>`.
 
-use crate::msg::Field;
+use crate::map::canonical_cmp;
 use crate::{Error, FluxMsg, Hop, Id, Integer, LimitExceeded, Limits, Map, Value};
 
 const MAJOR_UINT: u8 = 0;
@@ -10,180 +10,366 @@ const MAJOR_TEXT: u8 = 3;
 const MAJOR_ARRAY: u8 = 4;
 const MAJOR_MAP: u8 = 5;
 
-/// Writes a data item head in its shortest form.
-#[inline]
-pub(crate) fn head(buf: &mut Vec<u8>, major: u8, n: u64) {
+/// Byte strings and texts longer than this are appended with `extend_from_slice` instead of
+/// being copied into the pre-zeroed window, so that large payloads are copied once and never
+/// zeroed first.
+const LARGE: usize = 256;
+
+/// An output cursor over a `Vec<u8>` whose length is a zeroed window ahead of the cursor:
+/// every write checks the room once and then stores into a slice, with no per-byte capacity
+/// checks. [`Writer::finish`] cuts the vector back to what was written.
+pub(crate) struct Writer<'a> {
+    buf: &'a mut Vec<u8>,
+    pos: usize,
+}
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
+        let pos = buf.len();
+        Writer { buf, pos }
+    }
+
+    /// Bytes written so far, including what the vector held before.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Cuts the vector to `len` bytes (what was written, or where a failed write began).
+    pub(crate) fn finish(self, len: usize) {
+        self.buf.truncate(len);
+    }
+
+    /// The window from the cursor on, at least `n` bytes long.
+    #[inline(always)]
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        if self.buf.len() - self.pos < n {
+            self.grow(n);
+        }
+        &mut self.buf[self.pos..]
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, n: usize) {
+        let want = (self.buf.len() * 2).max(self.pos + n).max(self.pos + 256);
+        self.buf.resize(want, 0);
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.room(1)[0] = b;
+        self.pos += 1;
+    }
+
+    #[inline(always)]
+    fn raw<const N: usize>(&mut self, b: &[u8; N]) {
+        self.room(N)[..N].copy_from_slice(b);
+        self.pos += N;
+    }
+
+    /// A data item head in its shortest form.
+    #[inline(always)]
+    pub(crate) fn head(&mut self, major: u8, n: u64) {
+        let out = self.room(9);
+        self.pos += put_head(out, major, n);
+    }
+
+    /// A text or byte string.
+    #[inline(always)]
+    fn string(&mut self, major: u8, s: &[u8]) {
+        let n = s.len();
+        if n > LARGE {
+            self.head(major, n as u64);
+            self.buf.truncate(self.pos);
+            self.buf.extend_from_slice(s);
+            self.pos = self.buf.len();
+            return;
+        }
+        if self.buf.len() - self.pos < 9 + n {
+            self.grow(9 + n);
+        }
+        if n < 24 {
+            // The common case: a short string behind a one-byte head.
+            let out = &mut self.buf[self.pos..self.pos + 1 + n];
+            out[0] = (major << 5) | n as u8;
+            copy_short(&mut out[1..], s);
+            self.pos += 1 + n;
+        } else {
+            let out = &mut self.buf[self.pos..];
+            let k = put_head(out, major, n as u64);
+            out[k..k + n].copy_from_slice(s);
+            self.pos += k + n;
+        }
+    }
+
+    #[inline(always)]
+    fn text(&mut self, s: &str) {
+        self.string(MAJOR_TEXT, s.as_bytes());
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) {
+        self.string(MAJOR_BYTES, b);
+    }
+
+    #[inline(always)]
+    fn int(&mut self, v: i64) {
+        if v >= 0 {
+            self.head(MAJOR_UINT, v as u64);
+        } else {
+            self.head(MAJOR_NINT, !v as u64);
+        }
+    }
+
+    fn integer(&mut self, v: Integer) {
+        let v = i128::from(v);
+        if v >= 0 {
+            self.head(MAJOR_UINT, v as u64);
+        } else {
+            self.head(MAJOR_NINT, (-1 - v) as u64);
+        }
+    }
+
+    /// A float in the shortest of half, single and double precision that keeps its value;
+    /// every NaN becomes the canonical half-precision quiet NaN.
+    fn float(&mut self, f: f64) {
+        if f.is_nan() {
+            self.raw(&[0xf9, 0x7e, 0x00]);
+            return;
+        }
+        let h = half::f16::from_f64(f);
+        if f64::from(h).to_bits() == f.to_bits() {
+            let b = h.to_be_bytes();
+            self.raw(&[0xf9, b[0], b[1]]);
+            return;
+        }
+        let s = f as f32;
+        if f64::from(s).to_bits() == f.to_bits() {
+            let b = s.to_be_bytes();
+            self.raw(&[0xfa, b[0], b[1], b[2], b[3]]);
+        } else {
+            let b = f.to_be_bytes();
+            self.raw(&[0xfb, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        }
+    }
+
+    #[inline(always)]
+    fn id(&mut self, id: &Id) {
+        match id {
+            Id::U64(v) => self.head(MAJOR_UINT, *v),
+            Id::Uuid(b) => {
+                self.raw(&[0x50]);
+                self.raw(b);
+            }
+        }
+    }
+}
+
+/// Writes a head into `out` (at least 9 bytes) and returns its length.
+#[inline(always)]
+fn put_head(out: &mut [u8], major: u8, n: u64) -> usize {
     let m = major << 5;
     if n < 24 {
-        buf.push(m | n as u8);
+        out[0] = m | n as u8;
+        1
     } else if n <= 0xff {
-        buf.extend_from_slice(&[m | 24, n as u8]);
+        out[0] = m | 24;
+        out[1] = n as u8;
+        2
     } else if n <= 0xffff {
-        let b = (n as u16).to_be_bytes();
-        buf.extend_from_slice(&[m | 25, b[0], b[1]]);
+        out[0] = m | 25;
+        out[1..3].copy_from_slice(&(n as u16).to_be_bytes());
+        3
     } else if n <= 0xffff_ffff {
-        let b = (n as u32).to_be_bytes();
-        buf.extend_from_slice(&[m | 26, b[0], b[1], b[2], b[3]]);
+        out[0] = m | 26;
+        out[1..5].copy_from_slice(&(n as u32).to_be_bytes());
+        5
     } else {
-        buf.push(m | 27);
-        buf.extend_from_slice(&n.to_be_bytes());
+        out[0] = m | 27;
+        out[1..9].copy_from_slice(&n.to_be_bytes());
+        9
     }
 }
 
-#[inline]
-fn text(buf: &mut Vec<u8>, s: &str) {
-    head(buf, MAJOR_TEXT, s.len() as u64);
-    buf.extend_from_slice(s.as_bytes());
-}
-
-#[inline]
-fn bytes(buf: &mut Vec<u8>, b: &[u8]) {
-    head(buf, MAJOR_BYTES, b.len() as u64);
-    buf.extend_from_slice(b);
-}
-
-#[inline]
-fn int(buf: &mut Vec<u8>, v: i64) {
-    if v >= 0 {
-        head(buf, MAJOR_UINT, v as u64);
+/// Copies `src` into `dst` (of equal length) with fixed-size moves for short lengths, which
+/// compile to a few loads and stores instead of a call to `memcpy`.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if (8..=16).contains(&n) {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+    } else if (4..8).contains(&n) {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+    } else if n < 4 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
     } else {
-        head(buf, MAJOR_NINT, !v as u64);
+        dst[..n].copy_from_slice(src);
     }
 }
 
-fn integer(buf: &mut Vec<u8>, v: Integer) {
-    let v = i128::from(v);
-    if v >= 0 {
-        head(buf, MAJOR_UINT, v as u64);
-    } else {
-        head(buf, MAJOR_NINT, (-1 - v) as u64);
-    }
-}
-
-/// Writes a float in the shortest of half, single and double precision that keeps its value;
-/// every NaN becomes the canonical half-precision quiet NaN.
-fn float(buf: &mut Vec<u8>, f: f64) {
-    if f.is_nan() {
-        buf.extend_from_slice(&[0xf9, 0x7e, 0x00]);
-        return;
-    }
-    let h = half::f16::from_f64(f);
-    if f64::from(h).to_bits() == f.to_bits() {
-        let b = h.to_be_bytes();
-        buf.extend_from_slice(&[0xf9, b[0], b[1]]);
-        return;
-    }
-    let s = f as f32;
-    if f64::from(s).to_bits() == f.to_bits() {
-        buf.push(0xfa);
-        buf.extend_from_slice(&s.to_be_bytes());
-    } else {
-        buf.push(0xfb);
-        buf.extend_from_slice(&f.to_be_bytes());
-    }
-}
-
-#[inline]
-fn id(buf: &mut Vec<u8>, id: &Id) {
-    match id {
-        Id::U64(v) => head(buf, MAJOR_UINT, *v),
-        Id::Uuid(b) => bytes(buf, b),
-    }
-}
+/// Nesting beyond the depth limit (the caller knows the limit).
+struct TooDeep;
 
 struct Encoder<'a> {
-    buf: &'a mut Vec<u8>,
+    w: Writer<'a>,
     max_depth: usize,
 }
 
 impl Encoder<'_> {
-    fn value(&mut self, v: &Value, depth: usize) -> Result<(), Error> {
+    fn value(&mut self, v: &Value, depth: usize) -> Result<(), TooDeep> {
         match v {
-            Value::Null => self.buf.push(0xf6),
-            Value::Bool(false) => self.buf.push(0xf4),
-            Value::Bool(true) => self.buf.push(0xf5),
-            Value::Integer(i) => integer(self.buf, *i),
-            Value::Float(f) => float(self.buf, *f),
-            Value::Text(s) => text(self.buf, s),
-            Value::Bytes(b) => bytes(self.buf, b),
+            Value::Null => self.w.byte(0xf6),
+            Value::Bool(false) => self.w.byte(0xf4),
+            Value::Bool(true) => self.w.byte(0xf5),
+            Value::Integer(i) => self.w.integer(*i),
+            Value::Float(f) => self.w.float(*f),
+            Value::Text(s) => self.w.text(s),
+            Value::Bytes(b) => self.w.bytes(b),
             Value::Array(items) => {
-                self.check_depth(depth)?;
-                head(self.buf, MAJOR_ARRAY, items.len() as u64);
+                if depth > self.max_depth {
+                    return Err(TooDeep);
+                }
+                self.w.head(MAJOR_ARRAY, items.len() as u64);
                 for item in items {
                     self.value(item, depth + 1)?;
                 }
             }
             Value::Map(m) => {
-                self.check_depth(depth)?;
+                if depth > self.max_depth {
+                    return Err(TooDeep);
+                }
                 self.map(m, depth)?;
             }
         }
         Ok(())
     }
 
-    fn check_depth(&self, depth: usize) -> Result<(), Error> {
-        if depth > self.max_depth {
-            return Err(Error::Limit(LimitExceeded::Depth {
-                max: self.max_depth,
-            }));
-        }
-        Ok(())
-    }
-
     /// Writes a map whose own nesting level is `depth` (already checked).
-    fn map(&mut self, m: &Map<Value>, depth: usize) -> Result<(), Error> {
-        head(self.buf, MAJOR_MAP, m.len() as u64);
+    fn map(&mut self, m: &Map<Value>, depth: usize) -> Result<(), TooDeep> {
+        self.w.head(MAJOR_MAP, m.len() as u64);
         for (k, v) in m {
-            text(self.buf, k);
-            self.value(v, depth + 1)?;
+            self.w.text(k);
+            // Text values, the common case, skip the recursive call.
+            match v {
+                Value::Text(s) => self.w.text(s),
+                _ => self.value(v, depth + 1)?,
+            }
         }
         Ok(())
     }
 
     fn hop(&mut self, hop: &Hop) {
         // {"g": gear, "p": port, "t": ts}: keys already in canonical order.
-        self.buf.extend_from_slice(&[0xa3, 0x61, b'g']);
-        id(self.buf, &hop.gear);
-        self.buf.extend_from_slice(&[0x61, b'p']);
-        id(self.buf, &hop.port);
-        self.buf.extend_from_slice(&[0x61, b't']);
-        int(self.buf, hop.ts);
+        self.w.raw(&[0xa3, 0x61, b'g']);
+        self.w.id(&hop.gear);
+        self.w.raw(&[0x61, b'p']);
+        self.w.id(&hop.port);
+        self.w.raw(&[0x61, b't']);
+        self.w.int(hop.ts);
     }
 
-    fn field(&mut self, field: Field<'_>) -> Result<(), Error> {
-        let key = field.key();
-        head(self.buf, MAJOR_TEXT, key.len() as u64);
-        self.buf.extend_from_slice(key.as_bytes());
-        match field {
-            Field::Id(v) | Field::RefId(v) | Field::SrcId(v) => id(self.buf, v),
-            Field::Ts(v) => int(self.buf, v),
-            Field::Raw(b) => bytes(self.buf, b),
-            Field::Data(m) => self.map(m, 1)?,
-            Field::Meta(m) => {
-                head(self.buf, MAJOR_MAP, m.len() as u64);
-                for (k, v) in m {
-                    text(self.buf, k);
-                    text(self.buf, v);
-                }
+    fn meta(&mut self, m: &Map<String>) {
+        self.w.head(MAJOR_MAP, m.len() as u64);
+        for (k, v) in m {
+            self.w.text(k);
+            self.w.text(v);
+        }
+    }
+
+    /// Writes the unknown fields that sort before the envelope key `key`.
+    #[inline(always)]
+    fn extras_before(&mut self, extra: &mut Option<Extras<'_>>, key: &str) -> Result<(), Error> {
+        let Some(extra) = extra else {
+            return Ok(());
+        };
+        while let Some((k, v)) = extra.next_if(|(k, _)| canonical_cmp(k, key).is_le()) {
+            if k == key {
+                return Err(Error::ReservedKey(k.to_owned()));
             }
-            Field::Path(hops) => {
-                head(self.buf, MAJOR_ARRAY, hops.len() as u64);
-                for h in hops {
-                    self.hop(h);
-                }
-            }
-            Field::Flags(v) => head(self.buf, MAJOR_UINT, u64::from(v)),
-            Field::Trace(s) => text(self.buf, s),
-            Field::Extra(_, v) => self.value(v, 1)?,
+            self.w.text(k);
+            self.value(v, 1).map_err(|TooDeep| self.too_deep())?;
         }
         Ok(())
     }
 
+    fn too_deep(&self) -> Error {
+        Error::Limit(LimitExceeded::Depth {
+            max: self.max_depth,
+        })
+    }
+
+    /// Writes the envelope in canonical key order, straight-line: this is the hot path.
+    /// [`FluxMsg::KEYS`] lists the same order, which the serde path follows; the
+    /// properties that compare both keep them in step.
     fn message(&mut self, m: &FluxMsg) -> Result<(), Error> {
-        head(self.buf, MAJOR_MAP, m.field_count() as u64);
-        m.try_for_each_field(|f| self.field(f), |k| Error::ReservedKey(k.to_owned()))
+        self.w.head(MAJOR_MAP, m.field_count() as u64);
+        let ex = &mut (!m.extra.is_empty()).then(|| m.extra.iter().peekable());
+        self.extras_before(ex, "id")?;
+        if let Some(v) = &m.id {
+            self.w.raw(b"\x62id");
+            self.w.id(v);
+        }
+        self.extras_before(ex, "ts")?;
+        if m.ts != 0 {
+            self.w.raw(b"\x62ts");
+            self.w.int(m.ts);
+        }
+        self.extras_before(ex, "raw")?;
+        if !m.raw.is_empty() {
+            self.w.raw(b"\x63raw");
+            self.w.bytes(&m.raw);
+        }
+        self.extras_before(ex, "data")?;
+        if !m.data.is_empty() {
+            self.w.raw(b"\x64data");
+            self.map(&m.data, 1).map_err(|TooDeep| self.too_deep())?;
+        }
+        self.extras_before(ex, "meta")?;
+        if !m.meta.is_empty() {
+            self.w.raw(b"\x64meta");
+            self.meta(&m.meta);
+        }
+        self.extras_before(ex, "path")?;
+        if !m.path.is_empty() {
+            self.w.raw(b"\x64path");
+            self.w.head(MAJOR_ARRAY, m.path.len() as u64);
+            for h in &m.path {
+                self.hop(h);
+            }
+        }
+        self.extras_before(ex, "flags")?;
+        if m.flags != 0 {
+            self.w.raw(b"\x65flags");
+            self.w.head(MAJOR_UINT, u64::from(m.flags));
+        }
+        self.extras_before(ex, "trace")?;
+        if !m.trace.is_empty() {
+            self.w.raw(b"\x65trace");
+            self.w.text(&m.trace);
+        }
+        self.extras_before(ex, "ref_id")?;
+        if let Some(v) = &m.ref_id {
+            self.w.raw(b"\x66ref_id");
+            self.w.id(v);
+        }
+        self.extras_before(ex, "src_id")?;
+        if let Some(v) = &m.src_id {
+            self.w.raw(b"\x66src_id");
+            self.w.id(v);
+        }
+        for (k, v) in ex.iter_mut().flatten() {
+            self.w.text(k);
+            self.value(v, 1).map_err(|TooDeep| self.too_deep())?;
+        }
+        Ok(())
     }
 }
+
+type Extras<'a> = std::iter::Peekable<crate::map::Iter<'a, Value>>;
 
 fn bounded(
     buf: &mut Vec<u8>,
@@ -192,11 +378,11 @@ fn bounded(
 ) -> Result<usize, Error> {
     let start = buf.len();
     let mut enc = Encoder {
-        buf,
+        w: Writer::new(buf),
         max_depth: limits.max_depth(),
     };
     let result = write(&mut enc).and_then(|()| {
-        let len = buf.len() - start;
+        let len = enc.w.position() - start;
         if len > limits.max_size() {
             return Err(Error::Limit(LimitExceeded::Size {
                 len,
@@ -205,9 +391,11 @@ fn bounded(
         }
         Ok(len)
     });
-    if result.is_err() {
-        buf.truncate(start);
-    }
+    let end = match result {
+        Ok(len) => start + len,
+        Err(_) => start,
+    };
+    enc.w.finish(end);
     result
 }
 
@@ -222,5 +410,9 @@ pub(crate) fn message(msg: &FluxMsg, limits: &Limits, buf: &mut Vec<u8>) -> Resu
 }
 
 pub(crate) fn value(v: &Value, limits: &Limits, buf: &mut Vec<u8>) -> Result<usize, Error> {
-    bounded(buf, limits, |enc| enc.value(v, 1))
+    let max = limits.max_depth();
+    bounded(buf, limits, |enc| {
+        enc.value(v, 1)
+            .map_err(|TooDeep| Error::Limit(LimitExceeded::Depth { max }))
+    })
 }

@@ -99,25 +99,6 @@ pub(crate) enum Field<'a> {
     Extra(&'a str, &'a Value),
 }
 
-impl Field<'_> {
-    /// The field's CBOR key.
-    pub(crate) fn key(&self) -> &str {
-        match self {
-            Field::Id(_) => "id",
-            Field::Ts(_) => "ts",
-            Field::Raw(_) => "raw",
-            Field::Data(_) => "data",
-            Field::Meta(_) => "meta",
-            Field::Path(_) => "path",
-            Field::Flags(_) => "flags",
-            Field::Trace(_) => "trace",
-            Field::RefId(_) => "ref_id",
-            Field::SrcId(_) => "src_id",
-            Field::Extra(k, _) => k,
-        }
-    }
-}
-
 impl FluxMsg {
     /// How many fields an encoding of this message holds.
     pub(crate) fn field_count(&self) -> usize {
