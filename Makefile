@@ -32,3 +32,10 @@ bench-build:
 
 run:
 	$(CARGO) run --release --example fluxrig -- demo
+
+# Seeds the corpus from the wire test vectors, then fuzzes the decoder under AddressSanitizer.
+# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	python3 -c 'import tomllib,pathlib,sys; d=pathlib.Path(sys.argv[1]); d.mkdir(parents=True,exist_ok=True); [(d/f"{p.stem}-{i:03}-{k}").write_bytes(bytes.fromhex("".join(c[k].split()))) for p in sorted(pathlib.Path("fluxmsg/testdata").glob("*.toml")) for i,c in enumerate(tomllib.loads(p.read_text())["case"]) for k in ("hex","canonical_hex") if k in c]' fluxmsg/fuzz/corpus/decode
+	cd fluxmsg && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)

@@ -320,16 +320,20 @@ impl<'a, S: Source> Decoder<'a, S> {
     fn hop(&mut self) -> Result<Hop> {
         let h = self.map_head("path")?;
         let (mut gear, mut port, mut ts) = (None, None, None);
+        let mut unknown: Vec<&str> = Vec::new();
         for _ in 0..h.arg {
             let (key, at) = self.key()?;
             let dup = match key {
                 "g" => gear.replace(self.id("path")?).is_some(),
                 "p" => port.replace(self.id("path")?).is_some(),
                 "t" => ts.replace(self.i64("path")?).is_some(),
-                // Unknown hop fields are skipped (and dropped on re-encoding).
+                // Unknown hop fields are skipped (and dropped on re-encoding), but must still
+                // be unique, as keys are everywhere else.
                 _ => {
                     self.value(2)?;
-                    false
+                    let dup = unknown.contains(&key);
+                    unknown.push(key);
+                    dup
                 }
             };
             if dup {
