@@ -6,7 +6,7 @@ use bytes::Bytes;
 use crate::map::Push;
 
 use crate::{
-    DecodeErrorKind as K, Error, FluxMsg, Hop, Id, Integer, LimitExceeded, Limits, Map, Value,
+    DecodeErrorKind as K, Error, FluxMsg, Hop, Id, Integer, LimitExceeded, Limits, Map, Text, Value,
 };
 
 /// Where decoded byte strings come from.
@@ -123,8 +123,8 @@ impl<'a, S: Source> Decoder<'a, S> {
     #[inline]
     fn str_of(&mut self, h: Head) -> Result<&'a str> {
         let (start, end) = self.payload(h)?;
-        std::str::from_utf8(&self.input[start..end])
-            .map_err(|_| Error::decode(h.at, K::InvalidUtf8))
+        crate::utf8::from_utf8(&self.input[start..end])
+            .ok_or_else(|| Error::decode(h.at, K::InvalidUtf8))
     }
 
     #[inline]
@@ -190,7 +190,7 @@ impl<'a, S: Source> Decoder<'a, S> {
                 let (start, end) = self.payload(h)?;
                 Value::Bytes(self.src.bytes(self.input, start, end))
             }
-            3 => Value::Text(self.str_of(h)?.to_owned()),
+            3 => Value::Text(Text::from(self.str_of(h)?)),
             4 => {
                 self.check_depth(h.at, depth)?;
                 let mut items = Vec::with_capacity(self.capacity(h.arg, 1));
@@ -223,7 +223,7 @@ impl<'a, S: Source> Decoder<'a, S> {
         for _ in 0..h.arg {
             let (key, at) = self.key()?;
             let value = self.value(depth + 1)?;
-            match map.push_decoded(key.to_owned(), value) {
+            match map.push_decoded(Text::from(key), value) {
                 Push::InOrder => {}
                 Push::Duplicate => return self.err(at, K::DuplicateKey),
                 Push::OutOfOrder => sorted = false,
@@ -295,7 +295,7 @@ impl<'a, S: Source> Decoder<'a, S> {
         v.ok_or_else(|| Error::decode(h.at, K::OutOfRange { field }))
     }
 
-    fn meta(&mut self) -> Result<Map<String>> {
+    fn meta(&mut self) -> Result<Map<Text>> {
         if self.is_null() {
             return Ok(Map::new());
         }
@@ -305,7 +305,7 @@ impl<'a, S: Source> Decoder<'a, S> {
         for _ in 0..h.arg {
             let (key, at) = self.key()?;
             let value = self.text("meta")?;
-            match map.push_decoded(key.to_owned(), value.to_owned()) {
+            match map.push_decoded(Text::from(key), Text::from(value)) {
                 Push::InOrder => {}
                 Push::Duplicate => return self.err(at, K::DuplicateKey),
                 Push::OutOfOrder => sorted = false,
@@ -460,7 +460,7 @@ impl<'a, S: Source> Decoder<'a, S> {
                 }
                 _ => {
                     let value = self.value(1)?;
-                    match msg.extra.push_decoded(key.to_owned(), value) {
+                    match msg.extra.push_decoded(Text::from(key), value) {
                         Push::InOrder => {}
                         Push::Duplicate => return self.err(at, K::DuplicateKey),
                         Push::OutOfOrder => extra_sorted = false,

@@ -1,7 +1,7 @@
 //! The encoder: RFC 8949 core deterministic CBOR, written straight into a `Vec<u8>`.
 
 use crate::map::canonical_cmp;
-use crate::{Error, FluxMsg, Hop, Id, Integer, LimitExceeded, Limits, Map, Value};
+use crate::{Error, FluxMsg, Hop, Id, Integer, LimitExceeded, Limits, Map, Text, Value};
 
 const MAJOR_UINT: u8 = 0;
 const MAJOR_NINT: u8 = 1;
@@ -272,7 +272,7 @@ impl Encoder<'_> {
         self.w.int(hop.ts);
     }
 
-    fn meta(&mut self, m: &Map<String>) {
+    fn meta(&mut self, m: &Map<Text>) {
         self.w.head(MAJOR_MAP, m.len() as u64);
         for (k, v) in m {
             self.w.text(k);

@@ -99,7 +99,7 @@ pub use serde_json;
 use serde_json::{Map as JsonMap, Number, Value as Json};
 
 use crate::id::hex_digit;
-use crate::{Error, FluxMsg, Hop, Id, Integer, MAX_DEPTH_CEILING, Map, Value};
+use crate::{Error, FluxMsg, Hop, Id, Integer, MAX_DEPTH_CEILING, Map, Text, Value};
 
 /// The JSON view of a message.
 ///
@@ -423,13 +423,13 @@ fn read_id(v: &Json, at: &At<'_>) -> Result<Id, Error> {
     }
 }
 
-fn read_meta(v: &Json, at: &At<'_>) -> Result<Map<String>, Error> {
+fn read_meta(v: &Json, at: &At<'_>) -> Result<Map<Text>, Error> {
     let Json::Object(obj) = v else {
         return Err(expected(at, "an object of strings", v));
     };
     let mut meta = Map::with_capacity(obj.len());
     for (key, value) in obj {
-        meta.insert(key.as_str(), read_str(value, &at.key(key))?.to_owned());
+        meta.insert(key.as_str(), Text::from(read_str(value, &at.key(key))?));
     }
     Ok(meta)
 }
@@ -500,7 +500,7 @@ fn read_value(v: &Json, at: &At<'_>, depth: usize) -> Result<Value, Error> {
                 return Err(at.err(format!("unsupported number {n}")));
             }
         }
-        Json::String(s) => Value::Text(s.clone()),
+        Json::String(s) => Value::Text(Text::from(s)),
         Json::Array(items) => {
             check_depth(at, depth)?;
             let mut out = Vec::with_capacity(items.len());

@@ -82,6 +82,8 @@ mod msg;
 mod path;
 mod serde_impl;
 pub mod system;
+mod text;
+mod utf8;
 mod value;
 
 pub use crate::codec::{Codec, CodecBuilder, Limits, MAX_DEPTH_CEILING};
@@ -90,5 +92,6 @@ pub use crate::id::Id;
 pub use crate::map::{Iter as MapIter, Map};
 pub use crate::msg::{FluxMsg, FluxMsgBuilder, Hop};
 pub use crate::serde_impl::{from_value, to_value};
+pub use crate::text::Text;
 pub use crate::value::{Integer, IntegerOutOfRange, Value};
 pub use bytes;

@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use crate::Value;
+use crate::{Text, Value};
 
 /// Where a decoded key fell against the previous one.
 pub(crate) enum Push {
@@ -32,18 +32,18 @@ pub(crate) fn canonical_cmp(a: &str, b: &str) -> Ordering {
 /// needs, and encoding it is a straight walk.
 ///
 /// ```
-/// use fluxmsg::Map;
+/// use fluxmsg::{Map, Text};
 ///
-/// let mut m: Map<String> = Map::new();
-/// m.insert("peer.ip", "10.0.0.7".to_owned());
-/// m.insert("conn.id", "9f2c".to_owned());
-/// assert_eq!(m.get("conn.id").map(String::as_str), Some("9f2c"));
+/// let mut m: Map<Text> = Map::new();
+/// m.insert("peer.ip", Text::from("10.0.0.7"));
+/// m.insert("conn.id", Text::from("9f2c"));
+/// assert_eq!(m.get("conn.id").map(Text::as_str), Some("9f2c"));
 /// // Canonical order: equal lengths sort bytewise.
 /// assert_eq!(m.keys().collect::<Vec<_>>(), ["conn.id", "peer.ip"]);
 /// ```
 #[derive(Clone, PartialEq)]
 pub struct Map<V = Value> {
-    entries: Vec<(String, V)>,
+    entries: Vec<(Text, V)>,
 }
 
 impl<V> Default for Map<V> {
@@ -101,7 +101,7 @@ impl<V> Map<V> {
     }
 
     /// Inserts `value` under `key`, returning the value it replaces.
-    pub fn insert(&mut self, key: impl Into<String>, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: impl Into<Text>, value: V) -> Option<V> {
         let key = key.into();
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
@@ -117,7 +117,7 @@ impl<V> Map<V> {
         let i = match self.find(key) {
             Ok(i) => i,
             Err(i) => {
-                self.entries.insert(i, (key.to_owned(), make()));
+                self.entries.insert(i, (Text::from(key), make()));
                 i
             }
         };
@@ -156,7 +156,7 @@ impl<V> Map<V> {
 
     /// Appends an entry during decoding, telling where the key falls against the last one.
     #[inline]
-    pub(crate) fn push_decoded(&mut self, key: String, value: V) -> Push {
+    pub(crate) fn push_decoded(&mut self, key: Text, value: V) -> Push {
         let push = match self.entries.last() {
             Some((last, _)) => match canonical_cmp(last, &key) {
                 Ordering::Less => Push::InOrder,
@@ -184,7 +184,7 @@ impl<V: fmt::Debug> fmt::Debug for Map<V> {
 
 /// Iterator over a [`Map`]'s entries, in canonical order.
 #[derive(Debug, Clone)]
-pub struct Iter<'a, V>(std::slice::Iter<'a, (String, V)>);
+pub struct Iter<'a, V>(std::slice::Iter<'a, (Text, V)>);
 
 impl<'a, V> Iterator for Iter<'a, V> {
     type Item = (&'a str, &'a V);
@@ -211,15 +211,15 @@ impl<'a, V> IntoIterator for &'a Map<V> {
 }
 
 impl<V> IntoIterator for Map<V> {
-    type Item = (String, V);
-    type IntoIter = std::vec::IntoIter<(String, V)>;
+    type Item = (Text, V);
+    type IntoIter = std::vec::IntoIter<(Text, V)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.entries.into_iter()
     }
 }
 
-impl<K: Into<String>, V> FromIterator<(K, V)> for Map<V> {
+impl<K: Into<Text>, V> FromIterator<(K, V)> for Map<V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut m = Map::new();
         m.extend(iter);
@@ -227,7 +227,7 @@ impl<K: Into<String>, V> FromIterator<(K, V)> for Map<V> {
     }
 }
 
-impl<K: Into<String>, V> Extend<(K, V)> for Map<V> {
+impl<K: Into<Text>, V> Extend<(K, V)> for Map<V> {
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
         for (k, v) in iter {
             self.insert(k, v);

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::map::canonical_cmp;
-use crate::{Error, Id, Map, Value};
+use crate::{Error, Id, Map, Text, Value};
 
 /// The envelope every message travels in, field for field the Go fluxrig's `FluxMsg`.
 ///
@@ -22,7 +22,7 @@ use crate::{Error, Id, Map, Value};
 ///     .data_path("iso8583.field.11", "123456")?
 ///     .raw(&b"\x01\x00"[..])
 ///     .build();
-/// assert_eq!(msg.meta.get("iso8583.mti").map(String::as_str), Some("0100"));
+/// assert_eq!(msg.meta.get("iso8583.mti").map(|t| t.as_str()), Some("0100"));
 /// assert_eq!(msg.data.get_path("iso8583.field.11").and_then(|v| v.as_str()), Some("123456"));
 /// # Ok::<(), fluxmsg::Error>(())
 /// ```
@@ -37,7 +37,7 @@ pub struct FluxMsg {
     /// Id of the gear that created the message (`src_id`).
     pub src_id: Option<Id>,
     /// Routing and protocol headers (`meta`); binary values go in as `hex:<hex>`.
-    pub meta: Map<String>,
+    pub meta: Map<Text>,
     /// Business fields (`data`), addressed by dotted paths.
     pub data: Map<Value>,
     /// System flags (`flags`); see [`FluxMsg::FLAG_SYNC_PROBE`].
@@ -75,10 +75,10 @@ impl FluxMsg {
     }
 
     /// Sets a metadata entry, writing a non-UTF-8 value as `hex:<hex>` as the Go fluxrig does.
-    pub fn set_meta_bytes(&mut self, key: impl Into<String>, value: &[u8]) {
+    pub fn set_meta_bytes(&mut self, key: impl Into<Text>, value: &[u8]) {
         let text = match std::str::from_utf8(value) {
-            Ok(s) => s.to_owned(),
-            Err(_) => hex_prefixed(value),
+            Ok(s) => Text::from(s),
+            Err(_) => Text::from(hex_prefixed(value)),
         };
         self.meta.insert(key, text);
     }
@@ -90,7 +90,7 @@ pub(crate) enum Field<'a> {
     Ts(i64),
     Raw(&'a Bytes),
     Data(&'a Map<Value>),
-    Meta(&'a Map<String>),
+    Meta(&'a Map<Text>),
     Path(&'a [Hop]),
     Flags(u32),
     Trace(&'a str),
@@ -211,13 +211,13 @@ impl FluxMsgBuilder {
     }
 
     /// Adds a metadata entry.
-    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn meta(mut self, key: impl Into<Text>, value: impl Into<Text>) -> Self {
         self.msg.meta.insert(key, value.into());
         self
     }
 
     /// Adds a top-level data entry (the key is taken as is, dots included).
-    pub fn data(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+    pub fn data(mut self, key: impl Into<Text>, value: impl Into<Value>) -> Self {
         self.msg.data.insert(key, value.into());
         self
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::map::Push;
 use crate::msg::Field;
-use crate::{FluxMsg, Hop, Id, Integer, Map, Value};
+use crate::{FluxMsg, Hop, Id, Integer, Map, Text, Value};
 
 /// Serializes a byte slice as a byte string (serde serializes `[u8]` as a sequence).
 struct ByteStr<'a>(&'a [u8]);
@@ -58,6 +58,31 @@ struct Nullable<T>(T);
 impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Nullable<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Option::<T>::deserialize(d).map(|v| Nullable(v.unwrap_or_default()))
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("text")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text::from(v))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text::from(v))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -183,7 +208,7 @@ fn visit_text_map<'de, A: MapAccess<'de>, V: Deserialize<'de>>(
 ) -> Result<Map<V>, A::Error> {
     let mut map = Map::with_capacity(access.size_hint().unwrap_or(0).min(1024));
     let mut sorted = true;
-    while let Some((k, v)) = access.next_entry::<String, V>()? {
+    while let Some((k, v)) = access.next_entry::<Text, V>()? {
         match map.push_decoded(k, v) {
             Push::InOrder => {}
             Push::Duplicate => return Err(de::Error::custom("duplicate map key")),
@@ -253,10 +278,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Float(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::Text(v.to_owned()))
+        Ok(Value::Text(Text::from(v)))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::Text(v))
+        Ok(Value::Text(Text::from(v)))
     }
     fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
         Ok(Value::Bytes(Bytes::copy_from_slice(v)))
@@ -332,7 +357,7 @@ impl<'de> Visitor<'de> for MsgVisitor {
         let mut msg = FluxMsg::default();
         let mut seen = 0u16;
         let mut extra_sorted = true;
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key::<Text>()? {
             let bit = match key.as_str() {
                 "id" => {
                     msg.id = map.next_value()?;

@@ -42,7 +42,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Codec, Error, Map, Value, from_value, to_value};
+use crate::{Codec, Error, Map, Text, Value, from_value, to_value};
 
 mod sealed {
     pub trait Sealed {}
@@ -148,7 +148,7 @@ pub struct EnrollmentReply {
     pub passport: Bytes,
     /// Settings pushed to the rack.
     #[serde(deserialize_with = "nullable")]
-    pub config: Map<String>,
+    pub config: Map<Text>,
     /// Human-readable status.
     pub message: String,
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::Map;
+use crate::{Map, Text};
 
 /// A CBOR integer: any value from -2^64 to 2^64 - 1, the full range of CBOR's major types 0
 /// and 1, so every `u64` and every `i64` fits.
@@ -111,7 +111,7 @@ pub enum Value {
     /// A floating-point number (encoded in the shortest exact form: half, single or double).
     Float(f64),
     /// A UTF-8 text string.
-    Text(String),
+    Text(Text),
     /// A byte string.
     Bytes(Bytes),
     /// An array.
@@ -156,7 +156,7 @@ impl Value {
     /// The text, if this is text.
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Value::Text(s) => Some(s),
+            Value::Text(s) => Some(s.as_str()),
             _ => None,
         }
     }
@@ -249,12 +249,18 @@ impl From<f32> for Value {
 
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
-        Value::Text(v.to_owned())
+        Value::Text(Text::from(v))
     }
 }
 
 impl From<String> for Value {
     fn from(v: String) -> Self {
+        Value::Text(Text::from(v))
+    }
+}
+
+impl From<Text> for Value {
+    fn from(v: Text) -> Self {
         Value::Text(v)
     }
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use fluxmsg::{
-    Codec, DecodeErrorKind, Error, FluxMsg, Hop, Id, LimitExceeded, Map, PathErrorKind, Value,
+    Codec, DecodeErrorKind, Error, FluxMsg, Hop, Id, LimitExceeded, Map, PathErrorKind, Text, Value,
 };
 use proptest::prelude::*;
 
@@ -34,11 +34,11 @@ fn payment() -> FluxMsg {
 #[test]
 fn equal_messages_give_equal_bytes_whatever_the_insertion_order() {
     let mut a = FluxMsg::new();
-    a.meta.insert("zz", "1".to_owned());
-    a.meta.insert("a", "2".to_owned());
+    a.meta.insert("zz", "1".into());
+    a.meta.insert("a", "2".into());
     let mut b = FluxMsg::new();
-    b.meta.insert("a", "2".to_owned());
-    b.meta.insert("zz", "1".to_owned());
+    b.meta.insert("a", "2".into());
+    b.meta.insert("zz", "1".into());
     assert_eq!(a.to_cbor().expect("a"), b.to_cbor().expect("b"));
 }
 
@@ -247,13 +247,10 @@ fn meta_bytes_fall_back_to_hex() {
     msg.set_meta_bytes("iso8583.raw_header", &[0x16, 0x01, 0xff]);
     msg.set_meta_bytes("peer.ip", b"10.0.0.1");
     assert_eq!(
-        msg.meta.get("iso8583.raw_header").map(String::as_str),
+        msg.meta.get("iso8583.raw_header").map(Text::as_str),
         Some("hex:1601ff")
     );
-    assert_eq!(
-        msg.meta.get("peer.ip").map(String::as_str),
-        Some("10.0.0.1")
-    );
+    assert_eq!(msg.meta.get("peer.ip").map(Text::as_str), Some("10.0.0.1"));
 }
 
 proptest! {

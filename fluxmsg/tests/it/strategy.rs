@@ -1,25 +1,31 @@
 //! proptest strategies for random messages and values, shared by the areas.
 
-use fluxmsg::{FluxMsg, Hop, Id, Integer, Map, Value};
+use fluxmsg::{FluxMsg, Hop, Id, Integer, Map, Text, Value};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 
 pub(crate) fn id() -> impl Strategy<Value = Id> {
-    prop_oneof![any::<u64>().prop_map(Id::U64), any::<[u8; 16]>().prop_map(Id::Uuid)]
+    prop_oneof![
+        any::<u64>().prop_map(Id::U64),
+        any::<[u8; 16]>().prop_map(Id::Uuid)
+    ]
 }
 
 fn integer() -> impl Strategy<Value = Integer> {
     prop_oneof![
         any::<u64>().prop_map(Integer::from),
         any::<i64>().prop_map(Integer::from),
-        (-(1i128 << 64)..-(1i128 << 63)).prop_map(|v| Integer::try_from(v).expect("in range")),
+        (i128::from(Integer::MIN)..i128::from(i64::MIN))
+            .prop_map(|v| Integer::try_from(v).expect("in range")),
         (0u64..30).prop_map(Integer::from),
+        prop::sample::select(vec![Integer::MIN, Integer::MAX, Integer::from(i64::MIN)]),
     ]
 }
 
 fn float() -> impl Strategy<Value = f64> {
     prop_oneof![
         any::<f64>(),
+        any::<u64>().prop_map(f64::from_bits),
         any::<f32>().prop_map(f64::from),
         Just(f64::NAN),
         Just(f64::INFINITY),
@@ -34,8 +40,14 @@ fn float() -> impl Strategy<Value = f64> {
     ]
 }
 
+/// Keys, many of them starting with `$` like the JSON view's typed-value tags.
 pub(crate) fn key() -> impl Strategy<Value = String> {
-    prop_oneof!["[a-z0-9_.]{0,10}", "\\PC{0,6}"]
+    prop_oneof![
+        "[a-z0-9_.]{0,10}",
+        "\\PC{0,6}",
+        "\\$[a-z]{0,5}",
+        prop::sample::select(vec!["$int", "$float", "$bytes", "$map", "$"]).prop_map(String::from),
+    ]
 }
 
 pub(crate) fn value() -> impl Strategy<Value = Value> {
@@ -44,13 +56,15 @@ pub(crate) fn value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         integer().prop_map(Value::Integer),
         float().prop_map(Value::Float),
-        "\\PC{0,24}".prop_map(Value::Text),
+        "\\PC{0,30}".prop_map(Value::from),
         vec(any::<u8>(), 0..40).prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 48, 6, |inner| {
         prop_oneof![
             vec(inner.clone(), 0..5).prop_map(Value::Array),
-            btree_map(key(), inner, 0..5).prop_map(|m| Value::Map(m.into_iter().collect())),
+            btree_map(key(), inner.clone(), 0..5).prop_map(|m| Value::Map(m.into_iter().collect())),
+            // One-key maps, which the JSON view must tell from typed values.
+            (key(), inner).prop_map(|(k, v)| Value::Map(Map::from_iter([(k, v)]))),
         ]
     })
 }
@@ -76,9 +90,9 @@ pub(crate) fn message() -> impl Strategy<Value = FluxMsg> {
         (
             proptest::option::of(id()),
             proptest::option::of(id()),
-            prop_oneof![Just(String::new()), "[0-9a-f]{32}"],
+            prop_oneof![Just(String::new()), "[0-9a-f]{32}", "\\PC{0,8}"],
             proptest::option::of(id()),
-            btree_map(key(), "\\PC{0,16}", 0..6),
+            btree_map(key(), "\\PC{0,30}".prop_map(Text::from), 0..6),
         ),
         (
             data(),

@@ -2,8 +2,7 @@
 //! logs.
 
 use fluxmsg::system::{
-    Command, CommandReply, EnrollmentReply, Heartbeat, HeartbeatReply, Hello, Payload,
-    ScenarioPush,
+    Command, CommandReply, EnrollmentReply, Heartbeat, HeartbeatReply, Hello, Payload, ScenarioPush,
 };
 use fluxmsg::{Codec, Error, Map, Value};
 
@@ -11,11 +10,16 @@ use fluxmsg::{Codec, Error, Map, Value};
 fn check<P: Payload + PartialEq + std::fmt::Debug>(p: &P) {
     let bytes = p.to_cbor().expect("encode");
     assert_eq!(&P::from_cbor(&bytes).expect("decode"), p);
-    assert_eq!(&P::from_data(&p.to_data().expect("to data")).expect("from data"), p);
+    assert_eq!(
+        &P::from_data(&p.to_data().expect("to data")).expect("from data"),
+        p
+    );
     // Canonical: decoding as a plain value and re-encoding changes nothing.
     let value = Codec::new().decode_value(&bytes).expect("value");
     let mut again = Vec::new();
-    Codec::new().encode_value(&value, &mut again).expect("encode value");
+    Codec::new()
+        .encode_value(&value, &mut again)
+        .expect("encode value");
     assert_eq!(again, bytes);
 }
 
@@ -41,7 +45,7 @@ fn every_payload_round_trips() {
     check(&EnrollmentReply {
         status: "active".into(),
         passport: vec![1, 2, 3].into(),
-        config: [("rack.max_hops", "32".to_owned())].into_iter().collect(),
+        config: [("rack.max_hops", "32".into())].into_iter().collect(),
         message: "welcome".into(),
     });
     check(&Heartbeat {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use fluxmsg::{Codec, DecodeErrorKind, Error, FluxMsg, Id, LimitExceeded, Map, Value};
+use fluxmsg::{Codec, DecodeErrorKind, Error, FluxMsg, Id, LimitExceeded, Map, Text, Value};
 use serde::Deserialize;
 
 const FILES: [(&str, &str); 3] = [
@@ -331,7 +331,10 @@ fn check_facts(case: &Case, msg: &FluxMsg) {
         assert_eq!(&hex(&msg.raw), raw, "case `{name}`: raw");
     }
     if let Some(meta) = &case.meta {
-        let want: Map<String> = meta.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let want: Map<Text> = meta
+            .iter()
+            .map(|(k, v)| (k.as_str(), Text::from(v)))
+            .collect();
         assert_eq!(msg.meta, want, "case `{name}`: meta");
     }
     for (path, want) in case.data.iter().flatten() {
