@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fluxrig::fluxmsg::{Codec, FluxMsg, Hop, Id, Map, Value};
+use fluxrig::fluxmsg::{Codec, FluxMsg, Hop, Id, Map, Text, Value};
 
 const T0: i64 = 1_767_225_600_000_000_000;
 
@@ -59,7 +59,7 @@ fn payment() -> FluxMsg {
         data.set_path(&format!("iso8583.field.{n}"), v)
             .expect("fresh paths do not conflict");
     }
-    let meta: Map<String> = [
+    let meta: Map<Text> = [
         ("iso8583.mti", "0100"),
         ("iso8583.mti_class", "01"),
         ("conn.id", "9f2c41d07a11"),
@@ -73,7 +73,7 @@ fn payment() -> FluxMsg {
         ),
     ]
     .into_iter()
-    .map(|(k, v)| (k, v.to_owned()))
+    .map(|(k, v)| (k, Text::from(v)))
     .collect();
     FluxMsg {
         id: Some(Id::U64(0x0123_4567_89ab_cdef)),
