@@ -48,7 +48,7 @@ impl<'de> Deserialize<'de> for ByteBuf {
                 Ok(ByteBuf(Bytes::from(out)))
             }
         }
-        d.deserialize_bytes(V)
+        d.deserialize_byte_buf(V)
     }
 }
 

@@ -72,3 +72,11 @@ fn go_shaped_message_reads_through_serde() {
     assert_eq!(fast.id, Some(fluxmsg::Id::Uuid([7; 16])));
     assert_eq!(fast.ts, 65536);
 }
+
+#[test]
+fn large_byte_strings_read_through_serde() {
+    // ciborium reads byte strings past its 4 KiB scratch buffer only as owned buffers.
+    let mut msg = FluxMsg::builder().raw(vec![0xa5; 64 * 1024]).build();
+    msg.data.insert("blob", Value::from(vec![1u8; 10_000]));
+    check(&msg);
+}
