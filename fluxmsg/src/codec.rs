@@ -121,6 +121,7 @@ impl Codec {
     /// # Errors
     ///
     /// [`Error::Decode`] with the offset and the reason.
+    #[inline]
     pub fn decode(&self, input: &[u8]) -> Result<FluxMsg, Error> {
         decode::message(input, decode::Copy, &self.limits)
     }
@@ -135,6 +136,7 @@ impl Codec {
     /// # Errors
     ///
     /// As [`Codec::decode`].
+    #[inline]
     pub fn decode_shared(&self, input: &Bytes) -> Result<FluxMsg, Error> {
         decode::message(input, decode::Shared(input), &self.limits)
     }

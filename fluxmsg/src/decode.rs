@@ -476,14 +476,16 @@ impl<'a, S: Source> Decoder<'a, S> {
         if !extra_sorted && !msg.extra.finish_unsorted() {
             return self.err(h.at, K::DuplicateKey);
         }
+        self.finish()?;
         Ok(msg)
     }
 
-    fn finish<T>(&self, v: T) -> Result<T> {
+    /// Refuses bytes after the top-level item.
+    fn finish(&self) -> Result<()> {
         if self.pos != self.input.len() {
             return self.err(self.pos, K::TrailingBytes);
         }
-        Ok(v)
+        Ok(())
     }
 }
 
@@ -505,14 +507,16 @@ fn decoder<'a, S: Source>(input: &'a [u8], src: S, limits: &Limits) -> Result<De
     })
 }
 
+#[inline]
 pub(crate) fn message<S: Source>(input: &[u8], src: S, limits: &Limits) -> Result<FluxMsg> {
-    let mut d = decoder(input, src, limits)?;
-    let msg = d.message(limits.max_hops())?;
-    d.finish(msg)
+    // The message is the whole input: `Decoder::message` checks for trailing bytes itself,
+    // so that the (large) message is moved as few times as possible.
+    decoder(input, src, limits)?.message(limits.max_hops())
 }
 
 pub(crate) fn value<S: Source>(input: &[u8], src: S, limits: &Limits) -> Result<Value> {
     let mut d = decoder(input, src, limits)?;
     let v = d.value(1)?;
-    d.finish(v)
+    d.finish()?;
+    Ok(v)
 }
