@@ -1,5 +1,6 @@
 # The one entry point. `make help` lists the targets.
 
+SHELL := bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
@@ -13,8 +14,11 @@ help:
 	@echo "make run     - the main job on the embedded default (for now: the codec demo)"
 	@echo "make fuzz    - fuzz the fluxMsg decoder for FUZZ_SECONDS seconds (default 60)"
 
+# Ends with one line that adds up every test binary's results.
 test:
-	$(CARGO) test --workspace --all-features
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace --all-features 2>&1 | tee target/test.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
 
 lint:
 	$(CARGO) fmt --all --check
