@@ -65,7 +65,7 @@
 //!
 //! | feature | adds |
 //! | --- | --- |
-//! | `json` | [`json`]: the lossless JSON view of a message, for people and HTTP APIs |
+//! | `json` | the module `json`: the lossless JSON view of a message, for people and HTTP APIs |
 //!
 //! MSRV: the workspace's `rust-version`.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -92,6 +92,11 @@ integer_from!(u8, u16, u32, u64, i8, i16, i32, i64);
 /// paths; here they are refused at decode). Floats compare equal when their encodings are
 /// equal: every NaN equals every NaN, and `0.0` differs from `-0.0`.
 ///
+/// Values are trees, dropped and compared recursively. The decoder never builds one deeper
+/// than [`Limits::max_depth`](crate::Limits::max_depth) and the encoder refuses deeper ones,
+/// but a tree nested hundreds of thousands of levels deep, built in code, can exhaust the
+/// stack when it is dropped, as with any recursive value type.
+///
 /// ```
 /// use fluxmsg::Value;
 ///
