@@ -53,13 +53,17 @@ impl Default for Limits {
 /// Encodes and decodes fluxMsgs under a set of [`Limits`].
 ///
 /// The encoder writes RFC 8949 core deterministic CBOR: shortest integer, length and float
-/// forms, definite lengths, map keys sorted, default-valued envelope fields left out. Equal
-/// messages therefore give equal bytes, and any canonical CBOR encoder agrees byte for byte.
+/// forms (every NaN as `f97e00`), definite lengths, map keys sorted, default-valued envelope
+/// fields left out. Equal messages therefore give equal bytes, and a canonical CBOR encoder
+/// given the same data model (the same fields left out) agrees byte for byte; ciborium
+/// through this crate's serde traits is checked to.
 ///
 /// The decoder accepts any key order and either id form, and refuses malformed, truncated,
 /// over-deep and over-large input with an [`Error::Decode`] that names the byte offset. It
-/// never panics, recurses at most [`Limits::max_depth`] levels, and reserves memory only in
-/// proportion to the input it has.
+/// never panics and recurses at most [`Limits::max_depth`] levels. It reserves room for at
+/// most 1,024 items of a container before they arrive, and never more than the rest of the
+/// input could hold, so memory follows the input actually read, not the lengths it
+/// announces.
 ///
 /// ```
 /// use fluxmsg::{Codec, FluxMsg, Id};

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::map::Push;
+use crate::map::{Builder, Duplicate};
 
 use crate::{
     DecodeErrorKind as K, Error, FluxMsg, Hop, Id, Integer, LimitExceeded, Limits, Map, Text, Value,
@@ -55,6 +55,9 @@ struct Decoder<'a, S> {
 }
 
 type Result<T> = std::result::Result<T, Error>;
+
+/// The most items a container reserves room for before they arrive.
+const MAX_RESERVE: usize = 1024;
 
 const EXPECT_ID: &str = "an unsigned integer or a 16-byte byte string";
 
@@ -129,16 +132,7 @@ impl<'a, S: Source> Decoder<'a, S> {
 
     #[inline]
     fn text(&mut self, field: &'static str) -> Result<&'a str> {
-        let h = self.head()?;
-        if h.major != 3 {
-            return self.err(
-                h.at,
-                K::TypeMismatch {
-                    field,
-                    expected: "text",
-                },
-            );
-        }
+        let h = self.head_of(3, field, "text")?;
         self.str_of(h)
     }
 
@@ -151,12 +145,45 @@ impl<'a, S: Source> Decoder<'a, S> {
         Ok((self.str_of(h)?, h.at))
     }
 
-    /// A capacity for `n` announced items of at least `min_size` bytes each, bounded by what
-    /// is left of the input.
+    /// A capacity to reserve for `n` announced items of at least `min_size` bytes each:
+    /// bounded by what is left of the input, and by [`MAX_RESERVE`] so that nested
+    /// containers, each announcing the rest of the input, cannot multiply the reservation.
+    /// Containers larger than that grow as their items actually arrive.
     #[inline]
     fn capacity(&self, n: u64, min_size: usize) -> usize {
         let left = (self.input.len() - self.pos) / min_size;
-        usize::try_from(n).map_or(left, |n| n.min(left))
+        usize::try_from(n)
+            .map_or(left, |n| n.min(left))
+            .min(MAX_RESERVE)
+    }
+
+    /// The next head, which must be of major type `major`.
+    #[inline]
+    fn head_of(&mut self, major: u8, field: &'static str, expected: &'static str) -> Result<Head> {
+        let h = self.head()?;
+        if h.major != major {
+            return self.err(h.at, K::TypeMismatch { field, expected });
+        }
+        Ok(h)
+    }
+
+    /// The entries of a map whose head is `h`, each value read by `value`; duplicate keys
+    /// are refused.
+    #[inline]
+    fn entries<V>(
+        &mut self,
+        h: Head,
+        mut value: impl FnMut(&mut Self) -> Result<V>,
+    ) -> Result<Map<V>> {
+        let mut map = Builder::with_capacity(self.capacity(h.arg, 2));
+        for _ in 0..h.arg {
+            let (key, at) = self.key()?;
+            let v = value(self)?;
+            map.push(Text::from(key), v)
+                .map_err(|Duplicate| Error::decode(at, K::DuplicateKey))?;
+        }
+        map.finish()
+            .map_err(|Duplicate| Error::decode(h.at, K::DuplicateKey))
     }
 
     #[inline]
@@ -218,35 +245,11 @@ impl<'a, S: Source> Decoder<'a, S> {
 
     /// The entries of a map whose head is `h` and whose own nesting level is `depth`.
     fn map_body(&mut self, h: Head, depth: usize) -> Result<Map<Value>> {
-        let mut map = Map::with_capacity(self.capacity(h.arg, 2));
-        let mut sorted = true;
-        for _ in 0..h.arg {
-            let (key, at) = self.key()?;
-            let value = self.value(depth + 1)?;
-            match map.push_decoded(Text::from(key), value) {
-                Push::InOrder => {}
-                Push::Duplicate => return self.err(at, K::DuplicateKey),
-                Push::OutOfOrder => sorted = false,
-            }
-        }
-        if !sorted && !map.finish_unsorted() {
-            return self.err(h.at, K::DuplicateKey);
-        }
-        Ok(map)
+        self.entries(h, |d| d.value(depth + 1))
     }
 
     fn map_head(&mut self, field: &'static str) -> Result<Head> {
-        let h = self.head()?;
-        if h.major != 5 {
-            return self.err(
-                h.at,
-                K::TypeMismatch {
-                    field,
-                    expected: "a map",
-                },
-            );
-        }
-        Ok(h)
+        self.head_of(5, field, "a map")
     }
 
     fn id(&mut self, field: &'static str) -> Result<Id> {
@@ -300,27 +303,13 @@ impl<'a, S: Source> Decoder<'a, S> {
             return Ok(Map::new());
         }
         let h = self.map_head("meta")?;
-        let mut map = Map::with_capacity(self.capacity(h.arg, 2));
-        let mut sorted = true;
-        for _ in 0..h.arg {
-            let (key, at) = self.key()?;
-            let value = self.text("meta")?;
-            match map.push_decoded(Text::from(key), Text::from(value)) {
-                Push::InOrder => {}
-                Push::Duplicate => return self.err(at, K::DuplicateKey),
-                Push::OutOfOrder => sorted = false,
-            }
-        }
-        if !sorted && !map.finish_unsorted() {
-            return self.err(h.at, K::DuplicateKey);
-        }
-        Ok(map)
+        self.entries(h, |d| d.text("meta").map(Text::from))
     }
 
     fn hop(&mut self) -> Result<Hop> {
         let h = self.map_head("path")?;
         let (mut gear, mut port, mut ts) = (None, None, None);
-        let mut unknown: Vec<&str> = Vec::new();
+        let mut unknown = Builder::with_capacity(0);
         for _ in 0..h.arg {
             let (key, at) = self.key()?;
             let dup = match key {
@@ -331,15 +320,16 @@ impl<'a, S: Source> Decoder<'a, S> {
                 // be unique, as keys are everywhere else.
                 _ => {
                     self.value(2)?;
-                    let dup = unknown.contains(&key);
-                    unknown.push(key);
-                    dup
+                    unknown.push(Text::from(key), ()).is_err()
                 }
             };
             if dup {
                 return self.err(at, K::DuplicateKey);
             }
         }
+        unknown
+            .finish()
+            .map_err(|Duplicate| Error::decode(h.at, K::DuplicateKey))?;
         let missing = |f| Error::decode(h.at, K::MissingField(f));
         Ok(Hop {
             gear: gear.ok_or_else(|| missing("g"))?,
@@ -352,16 +342,7 @@ impl<'a, S: Source> Decoder<'a, S> {
         if self.is_null() {
             return Ok(Vec::new());
         }
-        let h = self.head()?;
-        if h.major != 4 {
-            return self.err(
-                h.at,
-                K::TypeMismatch {
-                    field: "path",
-                    expected: "an array",
-                },
-            );
-        }
+        let h = self.head_of(4, "path", "an array")?;
         if h.arg > max_hops as u64 {
             return self.err(
                 h.at,
@@ -383,7 +364,7 @@ impl<'a, S: Source> Decoder<'a, S> {
         let h = self.map_head("message")?;
         let mut msg = FluxMsg::default();
         let mut seen = 0u16;
-        let mut extra_sorted = true;
+        let mut extra = Builder::with_capacity(0);
         for _ in 0..h.arg {
             let (key, at) = self.key()?;
             let bit = match key {
@@ -397,16 +378,7 @@ impl<'a, S: Source> Decoder<'a, S> {
                 }
                 "raw" => {
                     if !self.is_null() {
-                        let h = self.head()?;
-                        if h.major != 2 {
-                            return self.err(
-                                h.at,
-                                K::TypeMismatch {
-                                    field: "raw",
-                                    expected: "a byte string",
-                                },
-                            );
-                        }
+                        let h = self.head_of(2, "raw", "a byte string")?;
                         let (start, end) = self.payload(h)?;
                         msg.raw = self.src.bytes(self.input, start, end);
                     }
@@ -429,16 +401,7 @@ impl<'a, S: Source> Decoder<'a, S> {
                 }
                 "flags" => {
                     if !self.is_null() {
-                        let h = self.head()?;
-                        if h.major != 0 {
-                            return self.err(
-                                h.at,
-                                K::TypeMismatch {
-                                    field: "flags",
-                                    expected: "an unsigned integer",
-                                },
-                            );
-                        }
+                        let h = self.head_of(0, "flags", "an unsigned integer")?;
                         msg.flags = u32::try_from(h.arg)
                             .map_err(|_| Error::decode(h.at, K::OutOfRange { field: "flags" }))?;
                     }
@@ -460,10 +423,8 @@ impl<'a, S: Source> Decoder<'a, S> {
                 }
                 _ => {
                     let value = self.value(1)?;
-                    match msg.extra.push_decoded(Text::from(key), value) {
-                        Push::InOrder => {}
-                        Push::Duplicate => return self.err(at, K::DuplicateKey),
-                        Push::OutOfOrder => extra_sorted = false,
+                    if extra.push(Text::from(key), value).is_err() {
+                        return self.err(at, K::DuplicateKey);
                     }
                     0
                 }
@@ -473,9 +434,9 @@ impl<'a, S: Source> Decoder<'a, S> {
             }
             seen |= bit;
         }
-        if !extra_sorted && !msg.extra.finish_unsorted() {
-            return self.err(h.at, K::DuplicateKey);
-        }
+        msg.extra = extra
+            .finish()
+            .map_err(|Duplicate| Error::decode(h.at, K::DuplicateKey))?;
         self.finish()?;
         Ok(msg)
     }

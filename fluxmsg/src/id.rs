@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::Error;
+use crate::{Error, hex};
 
 /// An identifier as it travels in `id`, `ref_id`, `src_id` and in hops.
 ///
@@ -80,17 +80,8 @@ impl FromStr for Id {
             let (Some(&hi), Some(&lo)) = (digits.next(), digits.next()) else {
                 return Err(err());
             };
-            *slot = (hex_digit(hi).ok_or_else(err)? << 4) | hex_digit(lo).ok_or_else(err)?;
+            *slot = (hex::digit(hi).ok_or_else(err)? << 4) | hex::digit(lo).ok_or_else(err)?;
         }
         Ok(Id::Uuid(out))
-    }
-}
-
-pub(crate) fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }

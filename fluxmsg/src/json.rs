@@ -43,6 +43,12 @@
 //! [`from_json`] cannot, since serde_json has already read it as a float). Floats come back
 //! with the same bits, including `-0.0`, because fluxmsg turns on serde_json's
 //! `float_roundtrip` feature. serde_json's `arbitrary_precision` feature is not supported.
+//! serde_json reads `-0` as the float `-0.0`, so that is what it becomes.
+//!
+//! What serde_json decides when reading text applies as well: JSON text nested deeper than
+//! 127 levels is refused by its parser (a CBOR message decoded with a `max_depth` above
+//! that shows as JSON that does not read back), and of two equal keys in one object the
+//! last one wins, where the CBOR decoder refuses the message.
 //!
 //! Errors are [`Error::Json`], naming where the document went wrong (`data.iso8583.field`,
 //! `path[2].g`) and why.
@@ -98,7 +104,6 @@ use bytes::Bytes;
 pub use serde_json;
 use serde_json::{Map as JsonMap, Number, Value as Json};
 
-use crate::id::hex_digit;
 use crate::{Error, FluxMsg, Hop, Id, Integer, MAX_DEPTH_CEILING, Map, Text, Value};
 
 /// The JSON view of a message.
@@ -264,12 +269,8 @@ fn hop_to_json(hop: &Hop) -> Json {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
+    let mut s = String::new();
+    crate::hex::push(&mut s, bytes);
     s
 }
 
@@ -465,7 +466,7 @@ fn read_hex(s: &str, at: &At<'_>, what: &str) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(s.len() / 2);
     let mut high = None;
     for (i, b) in s.bytes().enumerate() {
-        let Some(digit) = hex_digit(b) else {
+        let Some(digit) = crate::hex::digit(b) else {
             // Every byte before `i` is an ASCII digit, so `i` starts a character.
             let c = s.get(i..).and_then(|rest| rest.chars().next());
             let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);

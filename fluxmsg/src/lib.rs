@@ -57,9 +57,12 @@
 //!
 //! # serde
 //!
-//! [`FluxMsg`], [`Value`], [`Map`], [`Id`] and [`Hop`] implement serde's traits so that
-//! `ciborium` writes exactly the bytes of [`Codec::encode`] and reads them back; the codec
-//! itself does not go through serde, which is why it is several times faster.
+//! [`FluxMsg`], [`Value`], [`Map`], [`Text`], [`Id`] and [`Hop`] implement serde's traits so
+//! that `ciborium` writes exactly the bytes of [`Codec::encode`] and reads them back; the
+//! codec itself does not go through serde, which is why it is several times faster.
+//! Reading through serde is more lenient where the serde data model cannot tell the
+//! difference: ciborium skips tags, and ids may also arrive as text (as human-readable
+//! formats write them). The limits of [`Codec`] apply to the codec only.
 //!
 //! # Features
 //!
@@ -74,6 +77,7 @@ mod codec;
 mod decode;
 mod encode;
 mod error;
+mod hex;
 mod id;
 #[cfg(feature = "json")]
 pub mod json;

@@ -5,16 +5,6 @@ use std::fmt;
 
 use crate::{Text, Value};
 
-/// Where a decoded key fell against the previous one.
-pub(crate) enum Push {
-    /// After it: the map is still sorted.
-    InOrder,
-    /// Equal to it: not pushed.
-    Duplicate,
-    /// Before it: the map needs sorting (and a duplicate check) at the end.
-    OutOfOrder,
-}
-
 /// Orders text keys as RFC 8949's core deterministic encoding orders their encoded forms:
 /// shorter keys first, then bytewise.
 #[inline]
@@ -153,26 +143,52 @@ impl<V> Map<V> {
     pub fn values_mut(&mut self) -> impl ExactSizeIterator<Item = &mut V> + '_ {
         self.entries.iter_mut().map(|(_, v)| v)
     }
+}
 
-    /// Appends an entry during decoding, telling where the key falls against the last one.
-    #[inline]
-    pub(crate) fn push_decoded(&mut self, key: Text, value: V) -> Push {
-        let push = match self.entries.last() {
-            Some((last, _)) => match canonical_cmp(last, &key) {
-                Ordering::Less => Push::InOrder,
-                Ordering::Equal => return Push::Duplicate,
-                Ordering::Greater => Push::OutOfOrder,
-            },
-            None => Push::InOrder,
-        };
-        self.entries.push((key, value));
-        push
+/// A key appeared twice in a map being built.
+#[derive(Debug)]
+pub(crate) struct Duplicate;
+
+/// Builds a [`Map`] from entries in any order, refusing duplicate keys.
+///
+/// Entries that arrive in canonical order (what every canonical encoder writes) cost one
+/// comparison each; out-of-order input is sorted once at the end. Every decoder of the
+/// crate builds its maps with this.
+pub(crate) struct Builder<V> {
+    map: Map<V>,
+    sorted: bool,
+}
+
+impl<V> Builder<V> {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Builder {
+            map: Map::with_capacity(n),
+            sorted: true,
+        }
     }
 
-    /// Restores canonical order after out-of-order pushes; returns `false` on a duplicate key.
-    pub(crate) fn finish_unsorted(&mut self) -> bool {
-        self.entries.sort_by(|a, b| canonical_cmp(&a.0, &b.0));
-        self.entries.windows(2).all(|w| w[0].0 != w[1].0)
+    #[inline]
+    pub(crate) fn push(&mut self, key: Text, value: V) -> Result<(), Duplicate> {
+        if let Some((last, _)) = self.map.entries.last() {
+            match canonical_cmp(last, &key) {
+                Ordering::Less => {}
+                Ordering::Equal => return Err(Duplicate),
+                Ordering::Greater => self.sorted = false,
+            }
+        }
+        self.map.entries.push((key, value));
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Result<Map<V>, Duplicate> {
+        if !self.sorted {
+            let entries = &mut self.map.entries;
+            entries.sort_by(|a, b| canonical_cmp(&a.0, &b.0));
+            if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+                return Err(Duplicate);
+            }
+        }
+        Ok(self.map)
     }
 }
 

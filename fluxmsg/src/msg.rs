@@ -157,13 +157,8 @@ impl FluxMsg {
 }
 
 fn hex_prefixed(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(4 + bytes.len() * 2);
-    s.push_str("hex:");
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
+    let mut s = String::from("hex:");
+    crate::hex::push(&mut s, bytes);
     s
 }
 

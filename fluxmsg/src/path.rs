@@ -2,8 +2,13 @@
 
 use crate::{Error, Map, PathErrorKind, Value};
 
+/// Whether `path` has an empty segment (or is empty).
+fn has_empty_segment(path: &str) -> bool {
+    path.is_empty() || path.starts_with('.') || path.ends_with('.') || path.contains("..")
+}
+
 fn segments(path: &str) -> Result<(), Error> {
-    if path.split('.').any(str::is_empty) {
+    if has_empty_segment(path) {
         return Err(Error::Path {
             path: path.to_owned(),
             kind: PathErrorKind::EmptySegment,
@@ -37,6 +42,9 @@ impl Map<Value> {
     /// # Ok::<(), fluxmsg::Error>(())
     /// ```
     pub fn get_path(&self, path: &str) -> Option<&Value> {
+        if has_empty_segment(path) {
+            return None;
+        }
         let mut parts = path.split('.');
         let mut cur = self.get(parts.next()?)?;
         for part in parts {
@@ -47,6 +55,9 @@ impl Map<Value> {
 
     /// The value at a dotted path, mutably.
     pub fn get_path_mut(&mut self, path: &str) -> Option<&mut Value> {
+        if has_empty_segment(path) {
+            return None;
+        }
         let mut parts = path.split('.');
         let mut cur = self.get_mut(parts.next()?)?;
         for part in parts {
@@ -101,6 +112,9 @@ impl Map<Value> {
 
     /// Removes the value at a dotted path and returns it; intermediate maps stay.
     pub fn remove_path(&mut self, path: &str) -> Option<Value> {
+        if has_empty_segment(path) {
+            return None;
+        }
         match path.rsplit_once('.') {
             None => self.remove(path),
             Some((parent, last)) => match self.get_path_mut(parent)? {

@@ -10,7 +10,7 @@ use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visito
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::map::Push;
+use crate::map::{Builder, Duplicate};
 use crate::msg::Field;
 use crate::{FluxMsg, Hop, Id, Integer, Map, Text, Value};
 
@@ -149,14 +149,16 @@ impl<'de> Deserialize<'de> for Hop {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Hop, A::Error> {
                 let (mut gear, mut port, mut ts) = (None, None, None);
-                while let Some(key) = map.next_key::<String>()? {
+                let mut unknown = Builder::with_capacity(0);
+                while let Some(key) = map.next_key::<Text>()? {
                     let dup = match key.as_str() {
                         "g" => gear.replace(map.next_value()?).is_some(),
                         "p" => port.replace(map.next_value()?).is_some(),
                         "t" => ts.replace(map.next_value()?).is_some(),
+                        // Skipped, as the codec skips them, and unique, as it requires.
                         _ => {
                             map.next_value::<IgnoredAny>()?;
-                            false
+                            unknown.push(key.clone(), ()).is_err()
                         }
                     };
                     if dup {
@@ -165,6 +167,7 @@ impl<'de> Deserialize<'de> for Hop {
                         )));
                     }
                 }
+                unknown.finish().map_err(duplicate)?;
                 Ok(Hop {
                     gear: gear.ok_or_else(|| de::Error::missing_field("g"))?,
                     port: port.ok_or_else(|| de::Error::missing_field("p"))?,
@@ -206,19 +209,15 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Map<V> {
 fn visit_text_map<'de, A: MapAccess<'de>, V: Deserialize<'de>>(
     mut access: A,
 ) -> Result<Map<V>, A::Error> {
-    let mut map = Map::with_capacity(access.size_hint().unwrap_or(0).min(1024));
-    let mut sorted = true;
+    let mut map = Builder::with_capacity(access.size_hint().unwrap_or(0).min(1024));
     while let Some((k, v)) = access.next_entry::<Text, V>()? {
-        match map.push_decoded(k, v) {
-            Push::InOrder => {}
-            Push::Duplicate => return Err(de::Error::custom("duplicate map key")),
-            Push::OutOfOrder => sorted = false,
-        }
+        map.push(k, v).map_err(duplicate)?;
     }
-    if !sorted && !map.finish_unsorted() {
-        return Err(de::Error::custom("duplicate map key"));
-    }
-    Ok(map)
+    map.finish().map_err(duplicate)
+}
+
+fn duplicate<E: de::Error>(_: Duplicate) -> E {
+    E::custom("duplicate map key")
 }
 
 impl Serialize for Value {
@@ -232,6 +231,8 @@ impl Serialize for Value {
                 (None, Some(n)) => s.serialize_i64(n),
                 (None, None) => s.serialize_i128(i128::from(*i)),
             },
+            // Every NaN as the one canonical NaN, as the codec writes it.
+            Value::Float(f) if f.is_nan() => s.serialize_f64(f64::NAN),
             Value::Float(f) => s.serialize_f64(*f),
             Value::Text(t) => s.serialize_str(t),
             Value::Bytes(b) => s.serialize_bytes(b),
@@ -356,7 +357,7 @@ impl<'de> Visitor<'de> for MsgVisitor {
         }
         let mut msg = FluxMsg::default();
         let mut seen = 0u16;
-        let mut extra_sorted = true;
+        let mut extra = Builder::with_capacity(0);
         while let Some(key) = map.next_key::<Text>()? {
             let bit = match key.as_str() {
                 "id" => {
@@ -403,23 +404,16 @@ impl<'de> Visitor<'de> for MsgVisitor {
                     512
                 }
                 _ => {
-                    let value = map.next_value()?;
-                    match msg.extra.push_decoded(key, value) {
-                        Push::InOrder => {}
-                        Push::Duplicate => return Err(de::Error::custom("duplicate map key")),
-                        Push::OutOfOrder => extra_sorted = false,
-                    }
+                    extra.push(key, map.next_value()?).map_err(duplicate)?;
                     0
                 }
             };
             if seen & bit != 0 {
-                return Err(de::Error::custom("duplicate map key"));
+                return Err(duplicate(Duplicate));
             }
             seen |= bit;
         }
-        if !extra_sorted && !msg.extra.finish_unsorted() {
-            return Err(de::Error::custom("duplicate map key"));
-        }
+        msg.extra = extra.finish().map_err(duplicate)?;
         Ok(msg)
     }
 }

@@ -201,6 +201,11 @@ fn dotted_paths() {
         }
     );
     assert_eq!(data, before, "a failed set changes nothing");
+    // An empty key is a key, but a path never reaches it.
+    data.insert("", fluxmsg::Value::from(1u8));
+    assert_eq!(data.get_path(""), None);
+    assert_eq!(data.remove_path(""), None);
+    data.remove("");
     for bad in ["", ".a", "a.", "a..b"] {
         assert!(matches!(
             data.set_path(bad, 1u8),

@@ -336,6 +336,53 @@ fn deep_nesting_hits_the_depth_limit_without_overflowing_the_stack() {
 }
 
 #[test]
+fn nested_containers_cannot_multiply_what_they_reserve() {
+    // 31 nested arrays, each announcing 2^32 - 1 items, around one 64 KiB byte string: every
+    // level could claim the rest of the input. What the decoder asks of the allocator must
+    // follow what it read, not what the heads announce.
+    let mut input = b"\xa1\x64data\xa1\x61a".to_vec();
+    for _ in 0..31 {
+        input.extend_from_slice(&[0x9a, 0xff, 0xff, 0xff, 0xff]);
+    }
+    input.extend_from_slice(&[0x5a, 0x00, 0x01, 0x00, 0x00]);
+    input.resize(input.len() + 65_536, 0x5a);
+    let (result, requested) = crate::alloc::requested_by(|| Codec::new().decode(&input));
+    let err = result.expect_err("the arrays never end");
+    assert_eq!(err.decode_kind(), Some(&DecodeErrorKind::UnexpectedEnd));
+    assert!(
+        requested < 4 << 20,
+        "{requested} bytes requested for {} bytes of input",
+        input.len()
+    );
+}
+
+#[test]
+fn many_unknown_hop_keys_are_still_checked_for_duplicates() {
+    // 5,000 distinct keys out of order, then a repeat of one of them.
+    let mut hop = vec![0xb9, 0x13, 0x88];
+    hop.extend_from_slice(b"\x61g\x01\x61p\x02\x61t\x03");
+    for i in (0..4_996u32).rev() {
+        let key = format!("k{i:05}");
+        hop.push(0x60 | key.len() as u8);
+        hop.extend_from_slice(key.as_bytes());
+        hop.push(0x00);
+    }
+    hop.extend_from_slice(b"\x66k00042\x00");
+    let input = [&b"\xa1\x64path\x81"[..], &hop].concat();
+    let err = Codec::new().decode(&input).expect_err("k00042 twice");
+    assert_eq!(err.decode_kind(), Some(&DecodeErrorKind::DuplicateKey));
+    // Without the repeat, it decodes.
+    let mut hop_ok = hop.clone();
+    hop_ok.truncate(hop.len() - 8);
+    hop_ok[1..3].copy_from_slice(&[0x13, 0x87]);
+    let input = [&b"\xa1\x64path\x81"[..], &hop_ok].concat();
+    assert_eq!(
+        Codec::new().decode(&input).expect("unique keys").path.len(),
+        1
+    );
+}
+
+#[test]
 fn huge_announced_lengths_fail_without_reserving_memory() {
     let codec = Codec::new();
     let end = DecodeErrorKind::UnexpectedEnd;

@@ -1,5 +1,6 @@
 //! The one integration-test binary of fluxmsg; one module per area.
 
+mod alloc;
 mod codec;
 mod hostile;
 #[cfg(feature = "json")]

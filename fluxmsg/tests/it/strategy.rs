@@ -28,6 +28,8 @@ fn float() -> impl Strategy<Value = f64> {
         any::<u64>().prop_map(f64::from_bits),
         any::<f32>().prop_map(f64::from),
         Just(f64::NAN),
+        Just(-f64::NAN),
+        Just(f64::from_bits(0x7ff8_0000_0000_0001)),
         Just(f64::INFINITY),
         Just(f64::NEG_INFINITY),
         Just(-0.0),
