@@ -292,3 +292,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn machine_id_from_host_is_a_private_address_or_a_typed_error() {
+    // The outcome depends on the host's addresses; either way it is never machine id 0 or
+    // an untyped failure.
+    match Generator::builder()
+        .machine_id_from_host()
+        .clock(clock_at(0))
+        .build()
+    {
+        Ok(ids) => assert_ne!(ids.machine_id(), 0),
+        Err(Error::NoPrivateIpv4 { .. } | Error::HostAddresses(_) | Error::ReservedMachineId) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
