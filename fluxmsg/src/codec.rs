@@ -127,7 +127,7 @@ impl Codec {
     /// [`Error::Decode`] with the offset and the reason.
     #[inline]
     pub fn decode(&self, input: &[u8]) -> Result<FluxMsg, Error> {
-        decode::message(input, decode::Copy, &self.limits)
+        decode::message(input, decode::Copied, &self.limits)
     }
 
     /// Decodes one message that fills all of `input` without copying byte strings: `raw`
@@ -160,7 +160,7 @@ impl Codec {
     ///
     /// As [`Codec::decode`].
     pub fn decode_value(&self, input: &[u8]) -> Result<Value, Error> {
-        decode::value(input, decode::Copy, &self.limits)
+        decode::value(input, decode::Copied, &self.limits)
     }
 }
 

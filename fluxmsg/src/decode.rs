@@ -1,25 +1,24 @@
 //! The decoder: a bounds-checked cursor over the input, with no recursion beyond the depth
-//! limit and no allocation beyond what the input's length justifies.
+//! limit and no reservation for items that have not arrived beyond [`MAX_RESERVE`].
 
 use bytes::Bytes;
 
 use crate::map::{Builder, Duplicate};
-
 use crate::{
     DecodeErrorKind as K, Error, FluxMsg, Hop, Id, Integer, LimitExceeded, Limits, Map, Text, Value,
 };
 
 /// Where decoded byte strings come from.
-pub(crate) trait Source: std::marker::Copy {
+pub(crate) trait Source: Copy {
     /// The bytes `input[start..end]` as [`Bytes`].
     fn bytes(self, input: &[u8], start: usize, end: usize) -> Bytes;
 }
 
 /// Copies byte strings out of the input.
-#[derive(Clone, std::marker::Copy)]
-pub(crate) struct Copy;
+#[derive(Clone, Copy)]
+pub(crate) struct Copied;
 
-impl Source for Copy {
+impl Source for Copied {
     #[inline]
     fn bytes(self, input: &[u8], start: usize, end: usize) -> Bytes {
         Bytes::copy_from_slice(&input[start..end])
@@ -27,7 +26,7 @@ impl Source for Copy {
 }
 
 /// Slices byte strings out of a shared input buffer.
-#[derive(Clone, std::marker::Copy)]
+#[derive(Clone, Copy)]
 pub(crate) struct Shared<'b>(pub(crate) &'b Bytes);
 
 impl Source for Shared<'_> {
@@ -38,7 +37,7 @@ impl Source for Shared<'_> {
 }
 
 /// A data item head: major type, argument and where it started.
-#[derive(Clone, std::marker::Copy)]
+#[derive(Clone, Copy)]
 struct Head {
     major: u8,
     /// The additional information (low five bits of the initial byte).
