@@ -10,7 +10,7 @@ help:
 	@echo "make test    - every test of the workspace (what CI runs, with make lint)"
 	@echo "make lint    - rustfmt and clippy, warnings denied"
 	@echo "make doc     - the API docs, warnings denied"
-	@echo "make bench   - the criterion suites (cargo bench --bench codec)"
+	@echo "make bench   - the criterion suites (codec, idgen)"
 	@echo "make run     - the main job on the embedded default (for now: the codec demo)"
 	@echo "make fuzz    - fuzz the fluxMsg decoder for FUZZ_SECONDS seconds (default 60)"
 
@@ -30,6 +30,7 @@ doc:
 
 bench:
 	$(CARGO) bench --bench codec
+	$(CARGO) bench --bench idgen
 
 bench-build:
 	$(CARGO) bench --no-run
