@@ -1,0 +1,4 @@
+//! The one integration-test binary of snake; one module per area.
+
+mod server;
+mod subject;

@@ -1,0 +1,1 @@
+//! Tests: the managed nats-server (written with it).
