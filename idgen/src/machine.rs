@@ -87,12 +87,12 @@ pub(crate) fn parse_fib_trie(text: &str) -> Vec<Ipv4Addr> {
         let line = line.trim();
         if let Some(addr) = line.strip_prefix("|-- ") {
             last = addr.trim().parse().ok();
-        } else if line.starts_with("/32 host LOCAL") {
-            if let Some(ip) = last.take() {
-                if !ip.is_loopback() && !found.contains(&ip) {
-                    found.push(ip);
-                }
-            }
+        } else if line.starts_with("/32 host LOCAL")
+            && let Some(ip) = last.take()
+            && !ip.is_loopback()
+            && !found.contains(&ip)
+        {
+            found.push(ip);
         }
     }
     found

@@ -276,10 +276,10 @@ impl NatsServerBuilder {
         if self.port == Some(0) {
             return invalid("port 0: leave the port unset to get a free one".to_owned());
         }
-        if let Some(file) = &self.config_file {
-            if !file.is_file() {
-                return invalid(format!("config file {} is not a file", file.display()));
-            }
+        if let Some(file) = &self.config_file
+            && !file.is_file()
+        {
+            return invalid(format!("config file {} is not a file", file.display()));
         }
         if let Some(arg) = self.args.iter().find(|a| moves_log(a)) {
             return invalid(format!(
@@ -527,10 +527,10 @@ impl NatsServer {
                 Ok(())
             }
             Err(error) => {
-                if let Some(mut child) = self.child.take() {
-                    if let Err(kill_error) = kill(&mut child) {
-                        tracing::warn!(pid, error = %kill_error, "Could not kill a nats-server that failed to start.");
-                    }
+                if let Some(mut child) = self.child.take()
+                    && let Err(kill_error) = kill(&mut child)
+                {
+                    tracing::warn!(pid, error = %kill_error, "Could not kill a nats-server that failed to start.");
                 }
                 tracing::warn!(pid, error = %error, "The nats-server failed to start.");
                 Err(error)

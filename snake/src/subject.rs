@@ -33,6 +33,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::Error;
 
@@ -88,22 +89,24 @@ pub fn token<'a>(what: &'static str, name: &'a str) -> Result<&'a str, Error> {
 }
 
 /// A concrete subject (no wildcards), built from validated tokens.
+///
+/// Cloning is cheap (a reference count), as every message carries one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Subject(String);
+pub struct Subject(Arc<str>);
 
 impl Subject {
     fn join(parts: &[&str]) -> Subject {
-        Subject(parts.join("."))
+        Subject(parts.join(".").into())
     }
 
     /// `flux.agent.hello`: a rack introduces itself.
     pub fn hello() -> Subject {
-        Subject("flux.agent.hello".to_owned())
+        Subject("flux.agent.hello".into())
     }
 
     /// `flux.agent.heartbeat`: a rack's periodic heartbeat.
     pub fn heartbeat() -> Subject {
-        Subject("flux.agent.heartbeat".to_owned())
+        Subject("flux.agent.heartbeat".into())
     }
 
     /// `flux.agent.enrollment.<name>.<nonce>`: the mixer's answer to one hello.
@@ -121,7 +124,7 @@ impl Subject {
 
     /// `flux.agent.notify.<machine>`: the mixer's messages to one machine id.
     pub fn notify(machine_id: u32) -> Subject {
-        Subject(format!("flux.agent.notify.{machine_id}"))
+        Subject(format!("flux.agent.notify.{machine_id}").into())
     }
 
     /// `flux.rack.<rack>.scenario`: scenarios pushed to one rack.
@@ -209,7 +212,7 @@ impl Subject {
         for part in s.split('.') {
             token("subject token", part)?;
         }
-        Ok(Subject(s.to_owned()))
+        Ok(Subject(s.into()))
     }
 
     /// The subject as text.
@@ -247,9 +250,39 @@ impl AsRef<str> for Subject {
 /// # Ok::<(), snake::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Pattern(String);
+pub struct Pattern {
+    text: String,
+    /// Where the first wildcard starts, and whether the pattern is `<literal prefix>.>`:
+    /// the shapes that match without splitting the subject into tokens.
+    shape: Shape,
+}
+
+/// How a pattern matches, decided once when it is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Shape {
+    /// No wildcard: equality.
+    Exact,
+    /// Literal tokens then a final `>`: a prefix test (the prefix keeps its dot).
+    Prefix(usize),
+    /// Anything else: token by token.
+    General,
+}
 
 impl Pattern {
+    fn new(text: String) -> Pattern {
+        let has_star = text.split('.').any(|t| t == "*");
+        let shape = if text == ">" {
+            Shape::Prefix(0)
+        } else if !has_star && text.ends_with(".>") {
+            Shape::Prefix(text.len() - 1)
+        } else if !has_star && !text.ends_with(".>") {
+            Shape::Exact
+        } else {
+            Shape::General
+        };
+        Pattern { text, shape }
+    }
+
     /// Reads a pattern: dot-separated tokens, each a valid [`token`] or `*`, and `>` only as
     /// the last token.
     ///
@@ -274,12 +307,12 @@ impl Pattern {
                 }
             }
         }
-        Ok(Pattern(s.to_owned()))
+        Ok(Pattern::new(s.to_owned()))
     }
 
     /// `flux.msg.>`: the whole data plane.
     pub fn msg_all() -> Pattern {
-        Pattern("flux.msg.>".to_owned())
+        Pattern::new("flux.msg.>".to_owned())
     }
 
     /// `flux.msg.<rack>.>`: every port of one rack.
@@ -288,49 +321,68 @@ impl Pattern {
     ///
     /// [`Error::InvalidName`] when `rack` is not a valid [`token`].
     pub fn msg_rack(rack: &str) -> Result<Pattern, Error> {
-        Ok(Pattern(format!("flux.msg.{}.>", token("rack name", rack)?)))
+        Ok(Pattern::new(format!(
+            "flux.msg.{}.>",
+            token("rack name", rack)?
+        )))
     }
 
     /// `flux.dlq.>`: every dead letter.
     pub fn dead_letters() -> Pattern {
-        Pattern("flux.dlq.>".to_owned())
+        Pattern::new("flux.dlq.>".to_owned())
     }
 
     /// `flux.agent.>`: everything racks send the mixer and the mixer sends racks.
     pub fn agent_all() -> Pattern {
-        Pattern("flux.agent.>".to_owned())
+        Pattern::new("flux.agent.>".to_owned())
     }
 
     /// `flux.telemetry.>`: every telemetry batch.
     pub fn telemetry_all() -> Pattern {
-        Pattern("flux.telemetry.>".to_owned())
+        Pattern::new("flux.telemetry.>".to_owned())
     }
 
     /// The pattern as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// Whether `subject` matches, as NATS decides it.
     pub fn matches(&self, subject: &Subject) -> bool {
-        matches(&self.0, subject.as_str())
+        let subject = subject.as_str();
+        match self.shape {
+            Shape::Exact => self.text == subject,
+            // Tokens are never empty, so anything after the prefix is one token or more.
+            Shape::Prefix(n) => {
+                subject.len() > n && subject.as_bytes().starts_with(&self.text.as_bytes()[..n])
+            }
+            Shape::General => matches(&self.text, subject),
+        }
+    }
+
+    /// Whether the pattern has wildcards (else it matches exactly one subject).
+    pub fn is_wildcard(&self) -> bool {
+        self.shape != Shape::Exact
     }
 }
 
 impl From<Subject> for Pattern {
     fn from(s: Subject) -> Self {
-        Pattern(s.0)
+        Pattern::new(s.0.to_string())
     }
 }
 
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 /// NATS matching of a dot-separated pattern against a subject.
 pub(crate) fn matches(pattern: &str, subject: &str) -> bool {
+    if pattern == subject {
+        return true;
+    }
     let mut subject = subject.split('.');
     for p in pattern.split('.') {
         match (p, subject.next()) {

@@ -69,7 +69,7 @@ fn cases(file: &str) -> Vec<Case> {
 fn unhex(name: &str, hex: &str) -> Vec<u8> {
     let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     assert!(
-        digits.len() % 2 == 0,
+        digits.len().is_multiple_of(2),
         "case `{name}`: odd number of hex digits"
     );
     digits

@@ -1,0 +1,285 @@
+//! Guaranteed consumers over JetStream pull consumers, with snake's dead letters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures::{FutureExt, StreamExt};
+
+use super::{Nats, from_nats};
+use crate::config::{ConsumerConfig, DeliverPolicy};
+use crate::error::NatsOp;
+use crate::{Error, Message, Subject};
+
+/// What a consumer's deliveries need to dead-letter a message.
+struct Shared {
+    nats: Arc<Nats>,
+    stream: String,
+    max_deliver: u32,
+    dead_letter: Option<Subject>,
+}
+
+pub(crate) struct NatsConsumer {
+    shared: Arc<Shared>,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    messages: Option<pull::Stream>,
+    name: String,
+    durable: bool,
+    advisories: tokio::task::JoinHandle<()>,
+}
+
+impl NatsConsumer {
+    pub(crate) async fn new(
+        nats: &Arc<Nats>,
+        stream_name: &str,
+        cfg: ConsumerConfig,
+    ) -> Result<NatsConsumer, Error> {
+        if nats.is_closed() {
+            return Err(Error::Closed);
+        }
+        let stream = nats.stream(stream_name).await?;
+        let config = pull::Config {
+            durable_name: cfg.durable.clone(),
+            filter_subject: cfg.filter.as_str().to_owned(),
+            deliver_policy: match cfg.deliver {
+                DeliverPolicy::All => jetstream::consumer::DeliverPolicy::All,
+                DeliverPolicy::New => jetstream::consumer::DeliverPolicy::New,
+            },
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: cfg.ack_wait,
+            max_deliver: i64::from(cfg.max_deliver),
+            ..Default::default()
+        };
+        let created = match &cfg.durable {
+            Some(name) => stream.get_or_create_consumer(name, config).await,
+            None => stream.create_consumer(config).await,
+        };
+        let consumer = created.map_err(|e| Error::nats(NatsOp::Consumer, e))?;
+        let name = consumer.cached_info().name.clone();
+        let shared = Arc::new(Shared {
+            nats: Arc::clone(nats),
+            stream: stream_name.to_owned(),
+            max_deliver: cfg.max_deliver,
+            dead_letter: cfg.dead_letter,
+        });
+        // The server gives up on a message whose last delivery's ack wait ran out, and says
+        // so only in an advisory: dead-letter it from there.
+        let advisory = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name}.{name}");
+        let subscriber = nats
+            .client
+            .subscribe(advisory)
+            .await
+            .map_err(|e| Error::nats(NatsOp::Subscribe, e))?;
+        let advisories = tokio::spawn(advisories(subscriber, stream, Arc::clone(&shared)));
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| Error::nats(NatsOp::Fetch, e))?;
+        Ok(NatsConsumer {
+            shared,
+            consumer,
+            messages: Some(messages),
+            name,
+            durable: cfg.durable.is_some(),
+            advisories,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) async fn next(&mut self) -> Result<(Message, u64, u32, NatsDelivery), Error> {
+        loop {
+            if self.shared.nats.is_closed() {
+                return Err(Error::Closed);
+            }
+            let messages = match &mut self.messages {
+                Some(m) => m,
+                None => self.messages.insert(
+                    self.consumer
+                        .messages()
+                        .await
+                        .map_err(|e| Error::nats(NatsOp::Fetch, e))?,
+                ),
+            };
+            match messages.next().await {
+                Some(Ok(m)) => {
+                    let (sequence, deliveries) = match m.info() {
+                        Ok(info) => (
+                            info.stream_sequence,
+                            u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Skipped a delivery without JetStream metadata.");
+                            continue;
+                        }
+                    };
+                    let Some(reply) = m.reply.clone() else {
+                        continue;
+                    };
+                    let m = m.message;
+                    let Some(message) = from_nats(&m.subject, None, m.headers.as_ref(), m.payload)
+                    else {
+                        // Not a subject snake can carry: it would fail forever.
+                        let _ = self.shared.send(reply, AckKind::Term).await;
+                        continue;
+                    };
+                    let delivery = NatsDelivery {
+                        reply,
+                        shared: Arc::clone(&self.shared),
+                    };
+                    return Ok((message, sequence, deliveries, delivery));
+                }
+                Some(Err(e)) => {
+                    use jetstream::consumer::pull::MessagesErrorKind as K;
+                    match e.kind() {
+                        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
+                            return Err(Error::nats(NatsOp::Fetch, e));
+                        }
+                        _ => {
+                            tracing::warn!(consumer = %self.name, error = %e, "A JetStream pull failed; pulling again.");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                None => self.messages = None,
+            }
+        }
+    }
+}
+
+impl Drop for NatsConsumer {
+    fn drop(&mut self) {
+        self.advisories.abort();
+        // Messages pulled but never handed out go back to the server at once, so that a
+        // durable consumer resumed right away starts after the last ack, as in process.
+        // The pull subscription goes first, so that the server cannot hand them to it again
+        // (it drops pull requests nobody listens to any more).
+        if let Some(mut messages) = self.messages.take() {
+            let mut buffered = Vec::new();
+            while let Some(Some(Ok(m))) = messages.next().now_or_never() {
+                buffered.push(m);
+            }
+            drop(messages);
+            // A short delay lets the server drop the old pull request before it redelivers.
+            for m in buffered {
+                let _ = m
+                    .ack_with(AckKind::Nak(Some(Duration::from_millis(20))))
+                    .now_or_never();
+            }
+        }
+        if !self.durable
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let stream = self.shared.stream.clone();
+            let name = self.name.clone();
+            let js = self.shared.nats.js.clone();
+            rt.spawn(async move {
+                if let Ok(s) = js.get_stream(&stream).await {
+                    let _ = s.delete_consumer(&name).await;
+                }
+            });
+        }
+    }
+}
+
+/// Dead-letters the messages the server reports as out of deliveries.
+async fn advisories(
+    mut sub: async_nats::Subscriber,
+    stream: jetstream::stream::Stream,
+    shared: Arc<Shared>,
+) {
+    while let Some(advisory) = sub.next().await {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&advisory.payload) else {
+            continue;
+        };
+        let Some(seq) = v.get("stream_seq").and_then(serde_json::Value::as_u64) else {
+            continue;
+        };
+        let deliveries = v
+            .get("deliveries")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(shared.max_deliver, |d| u32::try_from(d).unwrap_or(u32::MAX));
+        let msg = match stream.get_raw_message(seq).await {
+            Ok(m) => from_nats(&m.subject, None, Some(&m.headers), m.payload),
+            Err(e) => {
+                tracing::warn!(stream = %shared.stream, sequence = seq, error = %e, "Could not read a message that exhausted its deliveries.");
+                None
+            }
+        };
+        if let Some(msg) = msg {
+            shared
+                .nats
+                .dead_letter(
+                    msg,
+                    shared.dead_letter.as_ref(),
+                    &shared.stream,
+                    "max_deliver",
+                    deliveries,
+                )
+                .await;
+        }
+    }
+}
+
+impl Shared {
+    /// Sends an acknowledgement of `kind` for the delivery whose reply subject is `reply`.
+    async fn send(&self, reply: async_nats::Subject, kind: AckKind) -> Result<(), Error> {
+        self.nats
+            .client
+            .publish(reply, kind.into())
+            .await
+            .map_err(|e| Error::nats(NatsOp::Ack, e))
+    }
+}
+
+/// The acknowledgement handle of one delivery: its reply subject.
+pub(crate) struct NatsDelivery {
+    reply: async_nats::Subject,
+    shared: Arc<Shared>,
+}
+
+impl NatsDelivery {
+    pub(crate) async fn ack(self) -> Result<(), Error> {
+        self.shared.send(self.reply, AckKind::Ack).await
+    }
+
+    pub(crate) async fn nak(
+        self,
+        message: Message,
+        deliveries: u32,
+        delay: Duration,
+    ) -> Result<(), Error> {
+        if deliveries >= self.shared.max_deliver {
+            // The server would drop it silently: it goes to the dead-letter subject now.
+            return self.give_up(message, "max_deliver", deliveries).await;
+        }
+        let delay = (!delay.is_zero()).then_some(delay);
+        self.shared.send(self.reply, AckKind::Nak(delay)).await
+    }
+
+    pub(crate) async fn term(
+        self,
+        message: Message,
+        deliveries: u32,
+        reason: &str,
+    ) -> Result<(), Error> {
+        self.give_up(message, &format!("terminated: {reason}"), deliveries)
+            .await
+    }
+
+    async fn give_up(self, message: Message, reason: &str, deliveries: u32) -> Result<(), Error> {
+        let s = &self.shared;
+        s.nats
+            .dead_letter(
+                message,
+                s.dead_letter.as_ref(),
+                &s.stream,
+                reason,
+                deliveries,
+            )
+            .await;
+        s.send(self.reply, AckKind::Term).await
+    }
+}

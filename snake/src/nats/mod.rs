@@ -1,0 +1,453 @@
+//! The NATS backend: async-nats over core NATS and JetStream.
+//!
+//! Core publish and subscribe map one to one. Streams are JetStream streams, consumers are
+//! pull consumers with explicit acks, buckets are JetStream key-value buckets. JetStream has
+//! no dead-letter subject, so snake adds one: a nak on the last allowed delivery, a `term`,
+//! and the server's max-deliveries advisory (a last delivery whose ack wait ran out) each
+//! publish the message to the consumer's dead-letter subject before it is terminated.
+
+mod consumer;
+mod kv;
+mod options;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream::StorageType};
+use async_nats::{ConnectErrorKind, Event, HeaderMap, RequestErrorKind};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+pub(crate) use self::consumer::{NatsConsumer, NatsDelivery};
+pub(crate) use self::kv::{NatsKv, NatsKvWatch};
+pub use self::options::NatsOptions;
+use crate::config::{Storage, StreamConfig};
+use crate::error::NatsOp;
+use crate::message::header;
+use crate::{ConnectionState, Error, Headers, Message, Pattern, PubAck, Subject};
+
+/// What the connection's event callback updates.
+struct Events {
+    state: watch::Sender<ConnectionState>,
+    dropped_slow: AtomicU64,
+}
+
+impl Events {
+    fn on(&self, event: Event) {
+        match event {
+            Event::Connected => {
+                tracing::info!("Connected to NATS.");
+                self.set(ConnectionState::Connected);
+            }
+            Event::Disconnected => {
+                tracing::warn!("Disconnected from NATS; reconnecting.");
+                self.set(ConnectionState::Disconnected);
+            }
+            Event::Closed => self.set(ConnectionState::Closed),
+            Event::SlowConsumer(sid) => {
+                let n = self.dropped_slow.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    sid,
+                    dropped_total = n,
+                    reason = "slow_consumer",
+                    "Dropped a message for a subscriber whose queue is full."
+                );
+            }
+            other => tracing::warn!(event = %other, "NATS connection event."),
+        }
+    }
+
+    fn set(&self, state: ConnectionState) {
+        // Closed is final: a late event of the dying connection does not reopen it.
+        self.state.send_if_modified(|s| {
+            let change = *s != state && *s != ConnectionState::Closed;
+            if change {
+                *s = state;
+            }
+            change
+        });
+    }
+}
+
+pub(crate) struct Nats {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    events: Arc<Events>,
+    dropped_dead: AtomicU64,
+}
+
+impl Nats {
+    pub(crate) async fn connect(opts: NatsOptions) -> Result<Arc<Nats>, Error> {
+        let events = Arc::new(Events {
+            state: watch::channel(ConnectionState::Disconnected).0,
+            dropped_slow: AtomicU64::new(0),
+        });
+        let mut o = async_nats::ConnectOptions::new()
+            .require_tls(opts.require_tls)
+            .connection_timeout(opts.connection_timeout)
+            .request_timeout(Some(opts.request_timeout))
+            .max_reconnects(opts.max_reconnects);
+        if let Some(token) = &opts.token {
+            o = o.token(token.clone());
+        }
+        if let Some((user, password)) = &opts.user_password {
+            o = o.user_and_password(user.clone(), password.clone());
+        }
+        for ca in &opts.root_certificates {
+            o = o.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &opts.client_certificate {
+            o = o.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(name) = &opts.name {
+            o = o.name(name);
+        }
+        let ev = Arc::clone(&events);
+        o = o.event_callback(move |event| {
+            let ev = Arc::clone(&ev);
+            async move { ev.on(event) }
+        });
+        let client = o
+            .connect(opts.urls.as_slice())
+            .await
+            .map_err(|e| match e.kind() {
+                ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+                    Error::Unauthorized { source: e.into() }
+                }
+                _ => Error::nats(NatsOp::Connect, e),
+            })?;
+        events.set(ConnectionState::Connected);
+        let js = jetstream::ContextBuilder::new()
+            .timeout(opts.request_timeout)
+            .build(client.clone());
+        Ok(Arc::new(Nats {
+            client,
+            js,
+            events,
+            dropped_dead: AtomicU64::new(0),
+        }))
+    }
+
+    pub(crate) fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.events.state.subscribe()
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.events.state.borrow() == ConnectionState::Closed
+    }
+
+    pub(crate) async fn close(&self) {
+        self.events.set(ConnectionState::Closed);
+        if let Err(e) = self.client.drain().await {
+            tracing::warn!(error = %e, "Could not drain the NATS connection.");
+        }
+    }
+
+    pub(crate) fn dropped(&self) -> (u64, u64) {
+        (
+            self.events.dropped_slow.load(Ordering::Relaxed),
+            self.dropped_dead.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) async fn publish(&self, msg: Message) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let subject = msg.subject.as_str().to_owned();
+        let headers = to_headers(&msg.headers);
+        let r = match (msg.reply, headers) {
+            (None, None) => self.client.publish(subject, msg.payload).await,
+            (None, Some(h)) => {
+                self.client
+                    .publish_with_headers(subject, h, msg.payload)
+                    .await
+            }
+            (Some(r), None) => {
+                self.client
+                    .publish_with_reply(subject, r.as_str().to_owned(), msg.payload)
+                    .await
+            }
+            (Some(r), Some(h)) => {
+                self.client
+                    .publish_with_reply_and_headers(subject, r.as_str().to_owned(), h, msg.payload)
+                    .await
+            }
+        };
+        r.map_err(|e| Error::nats(NatsOp::Publish, e))
+    }
+
+    pub(crate) async fn subscribe(&self, pattern: &Pattern) -> Result<NatsSubscription, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let sub = self
+            .client
+            .subscribe(pattern.as_str().to_owned())
+            .await
+            .map_err(|e| Error::nats(NatsOp::Subscribe, e))?;
+        Ok(NatsSubscription { sub })
+    }
+
+    pub(crate) async fn request(
+        &self,
+        subject: Subject,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let req = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
+        match self
+            .client
+            .send_request(subject.as_str().to_owned(), req)
+            .await
+        {
+            Ok(m) => from_nats(
+                &m.subject,
+                m.reply.as_deref(),
+                m.headers.as_ref(),
+                m.payload,
+            )
+            .ok_or_else(|| {
+                Error::nats(
+                    NatsOp::Request,
+                    "the reply's subject is not a valid subject",
+                )
+            }),
+            Err(e) => Err(match e.kind() {
+                RequestErrorKind::NoResponders => Error::NoResponders(subject.to_string()),
+                RequestErrorKind::TimedOut => Error::Timeout(timeout),
+                _ => Error::nats(NatsOp::Request, e),
+            }),
+        }
+    }
+
+    pub(crate) async fn create_stream(&self, cfg: &StreamConfig) -> Result<(), Error> {
+        let dup = match cfg.max_age {
+            // JetStream refuses a duplicate window longer than the stream's max age.
+            Some(age) => cfg.duplicate_window.min(age),
+            None => cfg.duplicate_window,
+        };
+        let config = jetstream::stream::Config {
+            name: cfg.name.clone(),
+            subjects: cfg.subjects.iter().map(|p| p.as_str().to_owned()).collect(),
+            max_age: cfg.max_age.unwrap_or_default(),
+            max_bytes: cfg
+                .max_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            storage: storage(cfg.storage),
+            duplicate_window: dup,
+            ..Default::default()
+        };
+        match self.js.create_stream(config).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.kind() {
+                jetstream::context::CreateStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST =>
+                {
+                    Error::StreamConflict(cfg.name.clone())
+                }
+                _ => Error::nats(NatsOp::Stream, e),
+            }),
+        }
+    }
+
+    /// Sends a message to its stream; the returned future waits for the acknowledgement.
+    pub(crate) async fn stream_send(&self, msg: Message) -> Result<PendingAck, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let to = msg.subject.as_str().to_owned();
+        // Without headers, a plain PUB: lighter on the wire and in the stream than HPUB.
+        let sent = match to_headers(&msg.headers) {
+            None => self.js.publish(to, msg.payload).await,
+            Some(h) => self.js.publish_with_headers(to, h, msg.payload).await,
+        };
+        let fut = sent.map_err(|e| publish_error(msg.subject.as_str(), e))?;
+        Ok(PendingAck {
+            fut,
+            subject: msg.subject,
+        })
+    }
+
+    pub(crate) async fn stream_publish(&self, msg: Message) -> Result<PubAck, Error> {
+        self.stream_send(msg).await?.wait().await
+    }
+
+    pub(crate) async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream, Error> {
+        self.js.get_stream(name).await.map_err(|e| match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Error::StreamNotFound(name.to_owned())
+            }
+            _ => Error::nats(NatsOp::Stream, e),
+        })
+    }
+
+    /// Publishes a message that gave up to `to`, with the reason in headers; without a
+    /// dead-letter subject, counts and logs it.
+    pub(crate) async fn dead_letter(
+        &self,
+        mut msg: Message,
+        to: Option<&Subject>,
+        stream: &str,
+        reason: &str,
+        deliveries: u32,
+    ) {
+        let Some(to) = to else {
+            self.count_dead_drop(stream, reason);
+            return;
+        };
+        msg.headers.insert(header::DLQ_REASON, reason);
+        msg.headers
+            .insert(header::DLQ_SUBJECT, msg.subject.to_string());
+        msg.headers.insert(header::DLQ_STREAM, stream);
+        msg.headers
+            .insert(header::DLQ_DELIVERIES, deliveries.to_string());
+        msg.subject = to.clone();
+        msg.reply = None;
+        tracing::warn!(
+            subject = %msg.subject,
+            stream,
+            deliveries,
+            reason,
+            "Sent a message to its dead-letter subject."
+        );
+        if self.publish(msg).await.is_err() {
+            self.count_dead_drop(stream, "closed");
+        }
+    }
+
+    fn count_dead_drop(&self, stream: &str, reason: &str) {
+        let n = self.dropped_dead.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(
+            stream,
+            reason,
+            dropped_total = n,
+            "Dropped a message that exhausted its deliveries: its consumer has no dead-letter subject."
+        );
+    }
+}
+
+/// A stream acknowledgement still to come.
+pub(crate) struct PendingAck {
+    fut: jetstream::context::PublishAckFuture,
+    subject: Subject,
+}
+
+impl PendingAck {
+    pub(crate) async fn wait(self) -> Result<PubAck, Error> {
+        let ack = self
+            .fut
+            .await
+            .map_err(|e| publish_error(self.subject.as_str(), e))?;
+        Ok(PubAck {
+            stream: ack.stream,
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
+fn publish_error(subject: &str, e: jetstream::context::PublishError) -> Error {
+    match e.kind() {
+        jetstream::context::PublishErrorKind::StreamNotFound => Error::NoStream(subject.to_owned()),
+        _ => Error::nats(NatsOp::StreamPublish, e),
+    }
+}
+
+/// A core subscription.
+pub(crate) struct NatsSubscription {
+    sub: async_nats::Subscriber,
+}
+
+impl NatsSubscription {
+    pub(crate) async fn next(&mut self) -> Option<Message> {
+        loop {
+            let m = self.sub.next().await?;
+            if let Some(m) = convert(m) {
+                return Some(m);
+            }
+        }
+    }
+
+    pub(crate) async fn next_batch(&mut self, buf: &mut Vec<Message>, max: usize) -> usize {
+        let Some(first) = self.next().await else {
+            return 0;
+        };
+        buf.push(first);
+        let mut n = 1;
+        while n < max {
+            match self.sub.next().now_or_never() {
+                Some(Some(m)) => {
+                    if let Some(m) = convert(m) {
+                        buf.push(m);
+                        n += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+        n
+    }
+}
+
+fn convert(m: async_nats::Message) -> Option<Message> {
+    from_nats(
+        &m.subject,
+        m.reply.as_deref(),
+        m.headers.as_ref(),
+        m.payload,
+    )
+}
+
+/// A message as snake carries it; `None` (logged) when the subject is not one snake can name.
+pub(crate) fn from_nats(
+    subject: &str,
+    reply: Option<&str>,
+    headers: Option<&HeaderMap>,
+    payload: Bytes,
+) -> Option<Message> {
+    let subject = match Subject::parse(subject) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(subject, error = %e, "Skipped a message whose subject snake cannot name.");
+            return None;
+        }
+    };
+    let mut msg = Message::new(subject, payload);
+    msg.reply = reply.and_then(|r| Subject::parse(r).ok());
+    if let Some(h) = headers {
+        for (name, values) in h.iter() {
+            for v in values {
+                msg.headers.append(name.to_string(), v.as_str());
+            }
+        }
+    }
+    Some(msg)
+}
+
+fn to_headers(headers: &Headers) -> Option<HeaderMap> {
+    if headers.is_empty() {
+        return None;
+    }
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        map.append(name, value);
+    }
+    Some(map)
+}
+
+fn storage(s: Storage) -> StorageType {
+    match s {
+        Storage::File => StorageType::File,
+        Storage::Memory => StorageType::Memory,
+    }
+}

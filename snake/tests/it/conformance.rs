@@ -1,0 +1,615 @@
+//! The conformance suite: the semantics every backend must have, written once against
+//! [`Snake`] and run here on the in-process backend (on paused time, so waits cost nothing).
+//! The NATS backend runs the same functions against a real server.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use snake::{
+    ConnectionState, ConsumerConfig, DeliverPolicy, Error, KvConfig, KvOperation, Message, Pattern,
+    Snake, StreamConfig, Subject, header,
+};
+
+fn subject(s: &str) -> Subject {
+    Subject::parse(s).expect("valid subject")
+}
+
+fn pattern(s: &str) -> Pattern {
+    Pattern::parse(s).expect("valid pattern")
+}
+
+/// A stream capturing `flux.msg.>` under a name unique to the test.
+async fn msg_stream(snake: &Snake, name: &str) {
+    let cfg = StreamConfig::new(name, [Pattern::msg_all()]).expect("config");
+    snake.create_stream(cfg).await.expect("stream");
+}
+
+/// Nothing more arrives within `wait`.
+async fn quiet(consumer: &mut snake::Consumer, wait: Duration) {
+    if let Ok(d) = tokio::time::timeout(wait, consumer.next()).await {
+        panic!("unexpected delivery: {d:?}");
+    }
+}
+
+pub(crate) async fn wildcards(snake: &Snake) {
+    let mut one = snake
+        .subscribe(pattern("flux.msg.*.acceptor.>"))
+        .await
+        .expect("sub");
+    let mut all = snake.subscribe(Pattern::msg_all()).await.expect("sub");
+    let mut exact = snake
+        .subscribe(pattern("flux.msg.r1.acceptor.in"))
+        .await
+        .expect("sub");
+    let sent = [
+        "flux.msg.r1.acceptor.in",
+        "flux.msg.r2.acceptor.out",
+        "flux.msg.r1.issuer.in",
+        "flux.msgx.r1.acceptor.in",
+    ];
+    for s in sent {
+        snake
+            .publish(Message::new(subject(s), &b"x"[..]))
+            .await
+            .expect("publish");
+    }
+    // A marker that every pattern but `exact` sees, so that the reads below end.
+    snake
+        .publish(Message::new(subject("flux.msg.end.acceptor.end"), &b""[..]))
+        .await
+        .expect("publish");
+    snake
+        .publish(Message::new(
+            subject("flux.msg.r1.acceptor.in"),
+            &b"end"[..],
+        ))
+        .await
+        .expect("publish");
+    async fn until_end(sub: &mut snake::Subscription, end: &str) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Some(m) = sub.next().await {
+            got.push(m.subject.to_string());
+            if got.last().map(String::as_str) == Some(end) && m.payload != b"x"[..] {
+                break;
+            }
+        }
+        got
+    }
+    assert_eq!(
+        until_end(&mut one, "flux.msg.r1.acceptor.in").await,
+        [
+            "flux.msg.r1.acceptor.in",
+            "flux.msg.r2.acceptor.out",
+            "flux.msg.end.acceptor.end",
+            "flux.msg.r1.acceptor.in"
+        ]
+    );
+    assert_eq!(
+        until_end(&mut all, "flux.msg.r1.acceptor.in").await,
+        [
+            "flux.msg.r1.acceptor.in",
+            "flux.msg.r2.acceptor.out",
+            "flux.msg.r1.issuer.in",
+            "flux.msg.end.acceptor.end",
+            "flux.msg.r1.acceptor.in"
+        ]
+    );
+    assert_eq!(
+        until_end(&mut exact, "flux.msg.r1.acceptor.in").await,
+        ["flux.msg.r1.acceptor.in", "flux.msg.r1.acceptor.in"]
+    );
+}
+
+pub(crate) async fn per_subject_order(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    let to = subject("flux.msg.r1.g.in");
+    let mut sub = snake
+        .subscribe(Pattern::from(to.clone()))
+        .await
+        .expect("sub");
+    let mut publisher = snake.stream_publisher(64);
+    for i in 0..1_000u32 {
+        publisher
+            .publish(Message::new(to.clone(), i.to_be_bytes().to_vec()))
+            .await
+            .expect("publish");
+    }
+    let acks = publisher.flush().await.expect("flush");
+    assert!(acks.iter().all(|a| !a.duplicate));
+    let mut batch = Vec::new();
+    while batch.len() < 1_000 {
+        assert!(sub.next_batch(&mut batch, 256).await > 0);
+    }
+    let core: Vec<u32> = batch
+        .iter()
+        .map(|m| u32::from_be_bytes(m.payload[..].try_into().expect("4 bytes")))
+        .collect();
+    assert_eq!(core, (0..1_000).collect::<Vec<_>>());
+    let mut consumer = snake
+        .consumer(stream, ConsumerConfig::new(Pattern::from(to)))
+        .await
+        .expect("consumer");
+    for i in 0..1_000u32 {
+        let d = consumer.next().await.expect("delivery");
+        assert_eq!(d.message.payload, i.to_be_bytes()[..]);
+        d.ack().await.expect("ack");
+    }
+}
+
+pub(crate) async fn ack_means_no_redelivery(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    let to = subject("flux.msg.r1.g.in");
+    snake
+        .stream_publish(Message::new(to.clone(), &b"a"[..]))
+        .await
+        .expect("publish");
+    let cfg = ConsumerConfig::new(to.into()).ack_wait(Duration::from_millis(300));
+    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
+    let d = consumer.next().await.expect("delivery");
+    assert_eq!(d.deliveries, 1);
+    d.ack().await.expect("ack");
+    quiet(&mut consumer, Duration::from_secs(1)).await;
+}
+
+pub(crate) async fn nak_and_ack_wait_mean_redelivery(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    let to = subject("flux.msg.r1.g.in");
+    snake
+        .stream_publish(Message::new(to.clone(), &b"a"[..]))
+        .await
+        .expect("publish");
+    let cfg = ConsumerConfig::new(to.into())
+        .ack_wait(Duration::from_millis(300))
+        .max_deliver(10);
+    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
+    let d = consumer.next().await.expect("delivery");
+    d.nak(Duration::ZERO).await.expect("nak");
+    let d = consumer.next().await.expect("redelivery after nak");
+    assert_eq!((d.message.payload.as_ref(), d.deliveries), (&b"a"[..], 2));
+    // Not acked at all: delivered again once the ack wait has passed.
+    drop(d);
+    let d = consumer.next().await.expect("redelivery after ack wait");
+    assert_eq!(d.deliveries, 3);
+    d.ack().await.expect("ack");
+}
+
+pub(crate) async fn max_deliver_leads_to_dead_letter(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    let to = subject("flux.msg.r1.g.in");
+    let dlq = Subject::dead_letter("r1", "g", "in").expect("dlq");
+    let mut letters = snake.subscribe(Pattern::dead_letters()).await.expect("sub");
+    snake
+        .stream_publish(Message::new(to.clone(), &b"poison"[..]).with_id("m-1"))
+        .await
+        .expect("publish");
+    snake
+        .stream_publish(Message::new(to.clone(), &b"bad"[..]).with_id("m-2"))
+        .await
+        .expect("publish");
+    let cfg = ConsumerConfig::new(to.clone().into())
+        .ack_wait(Duration::from_millis(300))
+        .max_deliver(3)
+        .dead_letter(dlq.clone());
+    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
+    let mut seen = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+        let Ok(d) = next else { break };
+        let d = d.expect("delivery");
+        seen.push((d.message.id().map(str::to_owned), d.deliveries));
+        if d.message.payload == b"bad"[..] {
+            d.term("unparsable").await.expect("term");
+        } else {
+            d.nak(Duration::ZERO).await.expect("nak");
+        }
+    }
+    let poison: Vec<u32> = seen
+        .iter()
+        .filter(|(id, _)| id.as_deref() == Some("m-1"))
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(
+        poison,
+        [1, 2, 3],
+        "delivered max_deliver times, then no more"
+    );
+    let mut reasons = HashSet::new();
+    for _ in 0..2 {
+        let letter = tokio::time::timeout(Duration::from_secs(2), letters.next())
+            .await
+            .expect("a dead letter")
+            .expect("open");
+        assert_eq!(letter.subject, dlq);
+        assert_eq!(letter.headers.get(header::DLQ_SUBJECT), Some(to.as_str()));
+        assert_eq!(letter.headers.get(header::DLQ_STREAM), Some(stream));
+        let id = letter.id().expect("id kept").to_owned();
+        let reason = letter.headers.get(header::DLQ_REASON).expect("reason");
+        reasons.insert((
+            id,
+            reason.to_owned(),
+            letter
+                .headers
+                .get(header::DLQ_DELIVERIES)
+                .map(str::to_owned),
+        ));
+    }
+    assert!(
+        reasons.contains(&(
+            "m-1".to_owned(),
+            "max_deliver".to_owned(),
+            Some("3".to_owned())
+        )),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&(
+            "m-2".to_owned(),
+            "terminated: unparsable".to_owned(),
+            Some("1".to_owned())
+        )),
+        "{reasons:?}"
+    );
+}
+
+pub(crate) async fn dedup_within_window(snake: &Snake, stream: &str) {
+    let cfg = StreamConfig::new(stream, [Pattern::msg_all()])
+        .expect("config")
+        .duplicate_window(Duration::from_secs(2));
+    snake.create_stream(cfg).await.expect("stream");
+    let to = subject("flux.msg.r1.g.in");
+    let first = snake
+        .stream_publish(Message::new(to.clone(), &b"a"[..]).with_id("42"))
+        .await
+        .expect("publish");
+    let again = snake
+        .stream_publish(Message::new(to.clone(), &b"a"[..]).with_id("42"))
+        .await
+        .expect("publish");
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(again.sequence, first.sequence);
+    let other = snake
+        .stream_publish(Message::new(to.clone(), &b"b"[..]).with_id("43"))
+        .await
+        .expect("publish");
+    assert!(!other.duplicate);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let later = snake
+        .stream_publish(Message::new(to, &b"a"[..]).with_id("42"))
+        .await
+        .expect("publish");
+    assert!(!later.duplicate, "outside the window the id is new again");
+}
+
+pub(crate) async fn request_reply(snake: &Snake) {
+    let ctrl = Subject::ctrl("acceptor").expect("subject");
+    let err = snake
+        .request(ctrl.clone(), &b"drain"[..], Duration::from_millis(200))
+        .await
+        .expect_err("nobody listens");
+    assert!(matches!(err, Error::NoResponders(_)), "{err}");
+    let mut listener = snake
+        .subscribe(Pattern::from(ctrl.clone()))
+        .await
+        .expect("sub");
+    // A listener that does not answer: the request times out.
+    let err = snake
+        .request(ctrl.clone(), &b"drain"[..], Duration::from_millis(200))
+        .await
+        .expect_err("no answer");
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    let _ = listener.next().await;
+    let responder = {
+        let snake = snake.clone();
+        tokio::spawn(async move {
+            let req = listener.next().await.expect("request");
+            snake.respond(&req, &b"drained"[..]).await.expect("respond");
+        })
+    };
+    let reply = snake
+        .request(ctrl, &b"drain"[..], Duration::from_secs(5))
+        .await
+        .expect("reply");
+    assert_eq!(reply.payload, b"drained"[..]);
+    responder.await.expect("responder");
+}
+
+pub(crate) async fn kv_compare_and_set_and_watch(snake: &Snake, bucket: &str) {
+    let kv = snake
+        .kv(KvConfig::new(bucket).expect("config"))
+        .await
+        .expect("bucket");
+    let r1 = kv.create("tickets.a", &b"1"[..]).await.expect("create");
+    let err = kv.create("tickets.a", &b"2"[..]).await.expect_err("exists");
+    assert!(matches!(err, Error::KeyExists { .. }), "{err}");
+    let mut watch = kv.watch("tickets.>").await.expect("watch");
+    let first = watch.next().await.expect("current value first");
+    assert_eq!((first.key.as_str(), first.revision), ("tickets.a", r1));
+    let err = kv
+        .update("tickets.a", &b"3"[..], r1 + 100)
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(err, Error::WrongRevision { expected, current, .. } if expected == r1 + 100 && current == r1),
+        "{err}"
+    );
+    let r2 = kv.update("tickets.a", &b"3"[..], r1).await.expect("cas");
+    assert!(r2 > r1);
+    let e = kv.get("tickets.a").await.expect("get").expect("present");
+    assert_eq!((e.value.as_ref(), e.revision), (&b"3"[..], r2));
+    let r3 = kv.delete("tickets.a").await.expect("delete");
+    assert_eq!(kv.get("tickets.a").await.expect("get"), None);
+    kv.put("other.b", &b"x"[..]).await.expect("put");
+    let r5 = kv.put("tickets.b", &b"y"[..]).await.expect("put");
+    let changes: Vec<(String, u64, KvOperation)> =
+        [watch.next().await, watch.next().await, watch.next().await]
+            .into_iter()
+            .map(|e| {
+                let e = e.expect("change");
+                (e.key, e.revision, e.operation)
+            })
+            .collect();
+    assert_eq!(
+        changes,
+        [
+            ("tickets.a".to_owned(), r2, KvOperation::Put),
+            ("tickets.a".to_owned(), r3, KvOperation::Delete),
+            ("tickets.b".to_owned(), r5, KvOperation::Put),
+        ]
+    );
+    // Compare and set after a delete starts from the delete's revision.
+    kv.update("tickets.a", &b"4"[..], r3)
+        .await
+        .expect("cas after delete");
+    for bad in ["", ".a", "a..b", "a b", "a*"] {
+        assert!(
+            matches!(kv.put(bad, &b""[..]).await, Err(Error::InvalidKey(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+pub(crate) async fn kv_ttl(snake: &Snake, bucket: &str) {
+    let cfg = KvConfig::new(bucket)
+        .expect("config")
+        .ttl(Duration::from_secs(1));
+    let kv = snake.kv(cfg).await.expect("bucket");
+    kv.put("k", &b"v"[..]).await.expect("put");
+    assert!(kv.get("k").await.expect("get").is_some());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(kv.get("k").await.expect("get"), None, "expired");
+    kv.create("k", &b"w"[..])
+        .await
+        .expect("an expired key can be created again");
+}
+
+pub(crate) async fn durable_consumers_resume(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    let to = subject("flux.msg.r1.g.in");
+    for i in 0..4u8 {
+        snake
+            .stream_publish(Message::new(to.clone(), vec![i]))
+            .await
+            .expect("publish");
+    }
+    let cfg = ConsumerConfig::new(to.clone().into())
+        .durable("g-in")
+        .expect("name");
+    let mut c = snake.consumer(stream, cfg.clone()).await.expect("consumer");
+    for i in 0..2u8 {
+        let d = c.next().await.expect("delivery");
+        assert_eq!(d.message.payload, [i][..]);
+        d.ack().await.expect("ack");
+    }
+    drop(c);
+    let mut c = snake.consumer(stream, cfg).await.expect("resumed");
+    let d = c.next().await.expect("delivery");
+    assert_eq!(d.message.payload, [2][..], "resumes after the last ack");
+    d.ack().await.expect("ack");
+    // A consumer that starts with new messages only.
+    let cfg = ConsumerConfig::new(to.clone().into()).deliver(DeliverPolicy::New);
+    let mut fresh = snake.consumer(stream, cfg).await.expect("consumer");
+    snake
+        .stream_publish(Message::new(to, vec![9]))
+        .await
+        .expect("publish");
+    assert_eq!(
+        fresh.next().await.expect("delivery").message.payload,
+        [9][..]
+    );
+}
+
+pub(crate) async fn stream_limits(snake: &Snake, stream: &str) {
+    let cfg = StreamConfig::new(stream, [Pattern::msg_all()])
+        .expect("config")
+        .max_bytes(2_500)
+        .max_age(Duration::from_secs(2));
+    snake.create_stream(cfg).await.expect("stream");
+    let to = subject("flux.msg.r1.g.in");
+    for i in 0..5u8 {
+        snake
+            .stream_publish(Message::new(to.clone(), vec![i; 1_000]))
+            .await
+            .expect("publish");
+    }
+    // 5,000 payload bytes published, 2,500 kept: the two newest messages. (A server counts
+    // subject, headers and its own overhead too, about 50 bytes a message: still two.)
+    let mut c = snake
+        .consumer(stream, ConsumerConfig::new(to.clone().into()))
+        .await
+        .expect("consumer");
+    for i in 3..5u8 {
+        let d = c.next().await.expect("delivery");
+        assert_eq!(d.message.payload, [i; 1_000][..]);
+        d.ack().await.expect("ack");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut late = snake
+        .consumer(stream, ConsumerConfig::new(to.into()))
+        .await
+        .expect("consumer");
+    quiet(&mut late, Duration::from_secs(1)).await;
+}
+
+pub(crate) async fn errors_and_state(snake: &Snake) {
+    let err = snake
+        .stream_publish(Message::new(subject("flux.telemetry.metrics"), &b""[..]))
+        .await
+        .expect_err("no stream");
+    assert!(matches!(err, Error::NoStream(_)), "{err}");
+    let err = snake
+        .consumer("nope", ConsumerConfig::new(Pattern::msg_all()))
+        .await
+        .expect_err("no stream");
+    assert!(matches!(err, Error::StreamNotFound(_)), "{err}");
+    let state = snake.state();
+    assert_eq!(*state.borrow(), ConnectionState::Connected);
+    snake.close().await;
+    assert_eq!(*state.borrow(), ConnectionState::Closed);
+    let err = snake
+        .publish(Message::new(subject("flux.msg.a.b.c"), &b""[..]))
+        .await
+        .expect_err("closed");
+    assert!(matches!(err, Error::Closed), "{err}");
+}
+
+mod memory {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn wildcards() {
+        super::wildcards(&Snake::memory()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_subject_order() {
+        super::per_subject_order(&Snake::memory(), "order").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ack_means_no_redelivery() {
+        super::ack_means_no_redelivery(&Snake::memory(), "ack").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nak_and_ack_wait_mean_redelivery() {
+        super::nak_and_ack_wait_mean_redelivery(&Snake::memory(), "nak").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_deliver_leads_to_dead_letter() {
+        super::max_deliver_leads_to_dead_letter(&Snake::memory(), "dlq").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dedup_within_window() {
+        super::dedup_within_window(&Snake::memory(), "dedup").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_reply() {
+        super::request_reply(&Snake::memory()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kv_compare_and_set_and_watch() {
+        super::kv_compare_and_set_and_watch(&Snake::memory(), "cas").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kv_ttl() {
+        super::kv_ttl(&Snake::memory(), "ttl").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn durable_consumers_resume() {
+        super::durable_consumers_resume(&Snake::memory(), "durable").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_limits() {
+        super::stream_limits(&Snake::memory(), "limits").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_and_state() {
+        super::errors_and_state(&Snake::memory()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dead_letters_without_a_subject_are_counted() {
+        let snake = Snake::memory();
+        msg_stream(&snake, "counted").await;
+        let to = subject("flux.msg.r1.g.in");
+        snake
+            .stream_publish(Message::new(to.clone(), &b"x"[..]))
+            .await
+            .expect("publish");
+        let cfg = ConsumerConfig::new(to.into()).max_deliver(1);
+        let mut c = snake.consumer("counted", cfg).await.expect("consumer");
+        c.next()
+            .await
+            .expect("delivery")
+            .nak(Duration::ZERO)
+            .await
+            .expect("nak");
+        quiet(&mut c, Duration::from_secs(1)).await;
+        assert_eq!(snake.dropped(), (0, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_subscribers_lose_messages_counted() {
+        let snake = Snake::memory();
+        let _slow = snake.subscribe(Pattern::msg_all()).await.expect("sub");
+        let to = subject("flux.msg.r1.g.in");
+        for _ in 0..65_536 + 10 {
+            snake
+                .publish(Message::new(to.clone(), &b""[..]))
+                .await
+                .expect("publish");
+        }
+        assert_eq!(snake.dropped(), (10, 0));
+    }
+}
+
+/// The same suite against a real nats-server, one per test.
+#[cfg(feature = "nats-server-tests")]
+mod nats {
+    use snake::{NatsOptions, NatsServer};
+
+    use super::*;
+
+    /// A server of its own and a connection to it.
+    async fn connect() -> (NatsServer, Snake) {
+        let server = NatsServer::start().expect("nats-server");
+        let snake = Snake::nats(NatsOptions::new(server.url()))
+            .await
+            .expect("connect");
+        (server, snake)
+    }
+
+    macro_rules! conformance {
+        ($($name:ident $(($arg:literal))?;)*) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (_server, snake) = connect().await;
+                super::$name(&snake $(, $arg)?).await;
+            }
+        )*};
+    }
+
+    conformance! {
+        wildcards;
+        per_subject_order("order");
+        ack_means_no_redelivery("ack");
+        nak_and_ack_wait_mean_redelivery("nak");
+        max_deliver_leads_to_dead_letter("dlq");
+        dedup_within_window("dedup");
+        request_reply;
+        kv_compare_and_set_and_watch("cas");
+        kv_ttl("ttl");
+        durable_consumers_resume("durable");
+        stream_limits("limits");
+        errors_and_state;
+    }
+}
