@@ -258,13 +258,7 @@ impl Memory {
     }
 
     fn count_dead_drop(&self, stream: &str, reason: &str) {
-        let n = self.dropped_dead.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::error!(
-            stream,
-            reason,
-            dropped_total = n,
-            "Dropped a message that exhausted its deliveries: its consumer has no dead-letter subject."
-        );
+        crate::message::count_dead_drop(&self.dropped_dead, stream, reason);
     }
 }
 

@@ -1,5 +1,7 @@
 //! Messages as the transport carries them: subject, optional reply subject, headers, payload.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 
 use crate::Subject;
@@ -101,4 +103,16 @@ impl Message {
     pub fn id(&self) -> Option<&str> {
         self.headers.get(header::MSG_ID)
     }
+}
+
+/// Counts and logs a message that exhausted its deliveries with nowhere to go: the same
+/// record for every backend.
+pub(crate) fn count_dead_drop(counter: &AtomicU64, stream: &str, reason: &str) {
+    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::error!(
+        stream,
+        reason,
+        dropped_total = n,
+        "Dropped a message that exhausted its deliveries: its consumer has no dead-letter subject."
+    );
 }

@@ -473,68 +473,40 @@ pub(crate) async fn errors_and_state(snake: &Snake) {
     assert!(matches!(err, Error::Closed), "{err}");
 }
 
+/// Every case of the suite, with the stream or bucket name it uses; `$run` turns the list
+/// into tests for one backend.
+macro_rules! cases {
+    ($run:ident) => {
+        $run! {
+            wildcards;
+            per_subject_order("order");
+            ack_means_no_redelivery("ack");
+            nak_and_ack_wait_mean_redelivery("nak");
+            max_deliver_leads_to_dead_letter("dlq");
+            dedup_within_window("dedup");
+            request_reply;
+            kv_compare_and_set_and_watch("cas");
+            kv_ttl("ttl");
+            durable_consumers_resume("durable");
+            stream_limits("limits");
+            errors_and_state;
+        }
+    };
+}
+
 mod memory {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn wildcards() {
-        super::wildcards(&Snake::memory()).await;
+    macro_rules! on_memory {
+        ($($name:ident $(($arg:literal))?;)*) => {$(
+            #[tokio::test(start_paused = true)]
+            async fn $name() {
+                super::$name(&Snake::memory() $(, $arg)?).await;
+            }
+        )*};
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn per_subject_order() {
-        super::per_subject_order(&Snake::memory(), "order").await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn ack_means_no_redelivery() {
-        super::ack_means_no_redelivery(&Snake::memory(), "ack").await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn nak_and_ack_wait_mean_redelivery() {
-        super::nak_and_ack_wait_mean_redelivery(&Snake::memory(), "nak").await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn max_deliver_leads_to_dead_letter() {
-        super::max_deliver_leads_to_dead_letter(&Snake::memory(), "dlq").await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn dedup_within_window() {
-        super::dedup_within_window(&Snake::memory(), "dedup").await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn request_reply() {
-        super::request_reply(&Snake::memory()).await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn kv_compare_and_set_and_watch() {
-        super::kv_compare_and_set_and_watch(&Snake::memory(), "cas").await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn kv_ttl() {
-        super::kv_ttl(&Snake::memory(), "ttl").await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn durable_consumers_resume() {
-        super::durable_consumers_resume(&Snake::memory(), "durable").await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn stream_limits() {
-        super::stream_limits(&Snake::memory(), "limits").await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn errors_and_state() {
-        super::errors_and_state(&Snake::memory()).await;
-    }
+    cases!(on_memory);
 
     #[tokio::test(start_paused = true)]
     async fn dead_letters_without_a_subject_are_counted() {
@@ -598,18 +570,5 @@ mod nats {
         )*};
     }
 
-    conformance! {
-        wildcards;
-        per_subject_order("order");
-        ack_means_no_redelivery("ack");
-        nak_and_ack_wait_mean_redelivery("nak");
-        max_deliver_leads_to_dead_letter("dlq");
-        dedup_within_window("dedup");
-        request_reply;
-        kv_compare_and_set_and_watch("cas");
-        kv_ttl("ttl");
-        durable_consumers_resume("durable");
-        stream_limits("limits");
-        errors_and_state;
-    }
+    cases!(conformance);
 }
