@@ -230,7 +230,8 @@ impl Snake {
                 let name = cfg
                     .durable
                     .clone()
-                    .unwrap_or_else(|| format!("ephemeral-{}", m.next_id()));
+                    // `~` is not allowed in a durable name, so the two never collide.
+                    .unwrap_or_else(|| format!("~ephemeral-{}", m.next_id()));
                 let name = stream.add_consumer(cfg, name);
                 Ok(Consumer {
                     inner: ConsumerInner::Memory {
@@ -573,9 +574,11 @@ impl Delivery {
     pub async fn nak(self, delay: Duration) -> Result<(), Error> {
         match self.acker {
             Acker::Memory {
-                stream, consumer, ..
+                memory,
+                stream,
+                consumer,
             } => {
-                stream.nak(&consumer, self.sequence, delay);
+                stream.nak(&memory, &consumer, self.sequence, delay);
                 Ok(())
             }
             Acker::Nats(n) => n.nak(self.message, self.deliveries, delay).await,

@@ -109,9 +109,10 @@ impl Bucket {
         if h.len() > history {
             h.drain(..h.len() - history);
         }
-        drop(st);
-        // No watcher is fine; a lagging one learns of it from its receiver.
+        // Sent under the lock, so that watchers see revisions in order. No watcher is fine;
+        // a lagging one learns of it from its receiver.
         let _ = self.events.send(entry.clone());
+        drop(st);
         Ok(entry.revision)
     }
 

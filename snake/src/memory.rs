@@ -5,7 +5,7 @@
 //! message id within a window, and feed consumers that track deliveries, ack deadlines,
 //! naks and dead letters. Time is `tokio::time`, so tests can pause and advance it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -75,6 +75,10 @@ impl Memory {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+        // Consumers waiting for a message learn that none will come.
+        for stream in lock(&self.streams).values() {
+            stream.notify.notify_waiters();
+        }
     }
 
     fn is_closed(&self) -> bool {
@@ -294,7 +298,10 @@ struct StreamState {
     msgs: BTreeMap<u64, Stored>,
     next_seq: u64,
     bytes: u64,
-    dedup: HashMap<String, (u64, Instant)>,
+    /// Message ids seen within the duplicate window, and the same ids in arrival order so
+    /// that expired ones leave from the front without a scan.
+    dedup: HashMap<String, u64>,
+    dedup_order: VecDeque<(Instant, String)>,
     consumers: HashMap<String, ConsumerState>,
 }
 
@@ -325,10 +332,16 @@ impl Stream {
         let mut st = lock(&self.state);
         self.expire(&mut st, now);
         let window = self.cfg.duplicate_window;
-        st.dedup
-            .retain(|_, (_, at)| now.duration_since(*at) < window);
+        while let Some((at, _)) = st.dedup_order.front() {
+            if now.duration_since(*at) < window {
+                break;
+            }
+            if let Some((_, id)) = st.dedup_order.pop_front() {
+                st.dedup.remove(&id);
+            }
+        }
         if let Some(id) = msg.id()
-            && let Some(&(seq, _)) = st.dedup.get(id)
+            && let Some(&seq) = st.dedup.get(id)
         {
             return PubAck {
                 stream: self.cfg.name.clone(),
@@ -339,7 +352,8 @@ impl Stream {
         let seq = st.next_seq;
         st.next_seq += 1;
         if let Some(id) = msg.id() {
-            st.dedup.insert(id.to_owned(), (seq, now));
+            st.dedup.insert(id.to_owned(), seq);
+            st.dedup_order.push_back((now, id.to_owned()));
         }
         st.bytes += msg.payload.len() as u64;
         st.msgs.insert(seq, Stored { msg, at: now });
@@ -509,12 +523,34 @@ impl Stream {
         }
     }
 
-    pub(crate) fn nak(&self, name: &str, seq: u64, delay: Duration) {
-        if let Some(c) = lock(&self.state).consumers.get_mut(name)
-            && let Some(p) = c.pending.get_mut(&seq)
-        {
-            p.due = Instant::now() + delay;
-        }
+    /// Schedules a redelivery after `delay`; a nak on the last allowed delivery sends the
+    /// message to the dead-letter subject at once, as the NATS backend does.
+    pub(crate) fn nak(&self, memory: &Memory, name: &str, seq: u64, delay: Duration) {
+        let letter = {
+            let mut guard = lock(&self.state);
+            let st = &mut *guard;
+            let Some(c) = st.consumers.get_mut(name) else {
+                return;
+            };
+            let Some(p) = c.pending.get_mut(&seq) else {
+                return;
+            };
+            if p.deliveries < c.cfg.max_deliver {
+                p.due = Instant::now() + delay;
+                None
+            } else {
+                let deliveries = p.deliveries;
+                c.pending.remove(&seq);
+                st.msgs.get(&seq).map(|stored| DeadLetter {
+                    msg: stored.msg.clone(),
+                    to: c.cfg.dead_letter.clone(),
+                    stream: self.cfg.name.clone(),
+                    reason: "max_deliver".to_owned(),
+                    deliveries,
+                })
+            }
+        };
+        memory.dead_letters(letter.into_iter().collect());
         self.notify.notify_waiters();
     }
 

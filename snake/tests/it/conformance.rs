@@ -490,8 +490,36 @@ macro_rules! cases {
             durable_consumers_resume("durable");
             stream_limits("limits");
             errors_and_state;
+            nak_on_the_last_delivery_dead_letters_at_once("last");
         }
     };
+}
+
+pub(crate) async fn nak_on_the_last_delivery_dead_letters_at_once(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    let to = subject("flux.msg.r1.g.in");
+    let dlq = Subject::dead_letter("r1", "g", "in").expect("dlq");
+    let mut letters = snake
+        .subscribe(Pattern::from(dlq.clone()))
+        .await
+        .expect("sub");
+    snake
+        .stream_publish(Message::new(to.clone(), &b"x"[..]).with_id("last"))
+        .await
+        .expect("publish");
+    let cfg = ConsumerConfig::new(to.into())
+        .max_deliver(1)
+        .dead_letter(dlq);
+    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
+    let d = consumer.next().await.expect("delivery");
+    // A long delay: the dead letter must not wait for it, nor for another `next`.
+    d.nak(Duration::from_secs(30)).await.expect("nak");
+    let letter = tokio::time::timeout(Duration::from_secs(2), letters.next())
+        .await
+        .expect("dead letter without waiting")
+        .expect("open");
+    assert_eq!(letter.id(), Some("last"));
+    assert_eq!(letter.headers.get(header::DLQ_REASON), Some("max_deliver"));
 }
 
 mod memory {
@@ -527,6 +555,62 @@ mod memory {
             .expect("nak");
         quiet(&mut c, Duration::from_secs(1)).await;
         assert_eq!(snake.dropped(), (0, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_wakes_a_waiting_consumer() {
+        let snake = Snake::memory();
+        msg_stream(&snake, "closing").await;
+        let mut c = snake
+            .consumer("closing", ConsumerConfig::new(Pattern::msg_all()))
+            .await
+            .expect("consumer");
+        let closer = {
+            let snake = snake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                snake.close().await;
+            })
+        };
+        let next = tokio::time::timeout(Duration::from_secs(2), c.next())
+            .await
+            .expect("woken by close");
+        assert!(matches!(next, Err(Error::Closed)), "{next:?}");
+        closer.await.expect("closer");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_reach_a_watcher_in_revision_order() {
+        let snake = Snake::memory();
+        let kv = snake
+            .kv(KvConfig::new("busy").expect("config"))
+            .await
+            .expect("bucket");
+        let mut watch = kv.watch(">").await.expect("watch");
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let kv = kv.clone();
+                tokio::spawn(async move {
+                    for i in 0..500 {
+                        kv.put(&format!("w{w}.k{i}"), &b"v"[..]).await.expect("put");
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        let mut last = 0;
+        for _ in 0..2_000 {
+            let e = tokio::time::timeout(Duration::from_secs(5), watch.next())
+                .await
+                .expect("a change")
+                .expect("open");
+            assert!(e.revision > last, "{} after {last}", e.revision);
+            last = e.revision;
+        }
+        assert_eq!(last, 2_000);
+        for w in writers {
+            w.await.expect("writer");
+        }
     }
 
     #[tokio::test(start_paused = true)]
