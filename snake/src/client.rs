@@ -221,8 +221,11 @@ impl Snake {
     ///
     /// # Errors
     ///
+    /// [`Error::InvalidName`] for a name that is not a valid [`token`](crate::token),
     /// [`Error::StreamNotFound`] when there is no such stream.
     pub async fn consumer(&self, stream: &str, cfg: ConsumerConfig) -> Result<Consumer, Error> {
+        // The name also goes into advisory subjects on NATS.
+        crate::token("stream name", stream)?;
         match &self.backend {
             Backend::Memory(m) => {
                 let stream = m.stream(stream)?;
