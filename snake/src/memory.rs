@@ -479,13 +479,12 @@ impl Stream {
             if p.deliveries >= consumer.cfg.max_deliver {
                 let deliveries = p.deliveries;
                 consumer.pending.remove(&seq);
-                letters.push(DeadLetter {
-                    msg: stored.msg.clone(),
-                    to: consumer.cfg.dead_letter.clone(),
-                    stream: self.cfg.name.clone(),
-                    reason: "max_deliver".to_owned(),
+                letters.push(self.letter(
+                    stored,
+                    &consumer.cfg,
+                    "max_deliver".to_owned(),
                     deliveries,
-                });
+                ));
                 continue;
             }
             p.deliveries += 1;
@@ -541,13 +540,9 @@ impl Stream {
             } else {
                 let deliveries = p.deliveries;
                 c.pending.remove(&seq);
-                st.msgs.get(&seq).map(|stored| DeadLetter {
-                    msg: stored.msg.clone(),
-                    to: c.cfg.dead_letter.clone(),
-                    stream: self.cfg.name.clone(),
-                    reason: "max_deliver".to_owned(),
-                    deliveries,
-                })
+                st.msgs
+                    .get(&seq)
+                    .map(|stored| self.letter(stored, &c.cfg, "max_deliver".to_owned(), deliveries))
             }
         };
         memory.dead_letters(letter.into_iter().collect());
@@ -564,12 +559,13 @@ impl Stream {
             let Some(p) = c.pending.remove(&seq) else {
                 return;
             };
-            st.msgs.get(&seq).map(|stored| DeadLetter {
-                msg: stored.msg.clone(),
-                to: c.cfg.dead_letter.clone(),
-                stream: self.cfg.name.clone(),
-                reason: format!("terminated: {reason}"),
-                deliveries: p.deliveries,
+            st.msgs.get(&seq).map(|stored| {
+                self.letter(
+                    stored,
+                    &c.cfg,
+                    format!("terminated: {reason}"),
+                    p.deliveries,
+                )
             })
         };
         memory.dead_letters(letter.into_iter().collect());
@@ -577,5 +573,22 @@ impl Stream {
 
     pub(crate) fn name(&self) -> &str {
         &self.cfg.name
+    }
+
+    /// The dead letter of a stored message, for the consumer configured by `cfg`.
+    fn letter(
+        &self,
+        stored: &Stored,
+        cfg: &ConsumerConfig,
+        reason: String,
+        deliveries: u32,
+    ) -> DeadLetter {
+        DeadLetter {
+            msg: stored.msg.clone(),
+            to: cfg.dead_letter.clone(),
+            stream: self.cfg.name.clone(),
+            reason,
+            deliveries,
+        }
     }
 }
