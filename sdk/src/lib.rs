@@ -1,8 +1,96 @@
 //! The gear contract: what a gear author implements and what a gear receives.
 //!
-//! Lifecycle (init, start, process, drain, stop), named ports, manifests with a JSON Schema of
-//! the gear's configuration, the context a gear runs in, and a test harness that runs a gear
-//! without a rack.
-//! With the feature `guest`, it will also hold the guest side of WebAssembly gears.
+//! A **gear** is a processing unit with named one-way ports. This crate holds everything a gear
+//! author needs and nothing a rack needs on top:
 //!
-//! It has no code yet: the contract arrives with the gear catalog issue.
+//! - [`Gear`]: the lifecycle `init` → `start` → `process` → `drain` → `stop`. Passive gears
+//!   implement [`Gear::process`], a synchronous call per message driven in batches (no boxed
+//!   future, no lock per message); active gears spawn tasks in [`Gear::start`] and send through
+//!   an [`Emitter`].
+//! - [`GearKind`]: the configuration struct (its JSON Schema comes from `schemars`), the
+//!   [`Manifest`] (type, category, ports with dynamic patterns such as `out_<name>`, terminus)
+//!   and the constructor. [`GearType`] erases it for the factory.
+//! - [`Context`]: configuration, name, tracing span, ids, clock, emitter, snake handle,
+//!   counters, tasks.
+//! - [`Runner`]: drives a gear; shared by the rack engine and the [`Harness`], which runs a
+//!   gear in a unit test.
+//!
+//! Errors are data: a gear's `Err`, and a gear's panic, send that one message to the `error`
+//! port with `error.reason` (and `error.detail`) in its metadata.
+//!
+//! # Example
+//!
+//! A gear that uppercases `data.name`, tested with the harness:
+//!
+//! ```
+//! # fn main() -> Result<(), sdk::Error> {
+//! use fluxmsg::{FluxMsg, Value};
+//! use sdk::{Category, Context, Gear, GearError, GearKind, Harness, InPort, Manifest, OutPort, Outcome, Outbox};
+//!
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! #[serde(deny_unknown_fields)]
+//! struct Config { field: String }
+//!
+//! struct Upper { field: String, out: OutPort }
+//!
+//! impl GearKind for Upper {
+//!     type Config = Config;
+//!     fn manifest() -> Manifest {
+//!         Manifest::new("upper", Category::Logic).input("in", "any message").output("out", "edited")
+//!     }
+//!     fn new(config: Config) -> Result<Self, sdk::ConfigError> {
+//!         Ok(Upper { field: config.field, out: OutPort::ERROR })
+//!     }
+//! }
+//!
+//! impl Gear for Upper {
+//!     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+//!         self.out = ctx.output("out")?;
+//!         Ok(())
+//!     }
+//!     fn process(&mut self, _: InPort, msg: &mut FluxMsg, _: &mut Outbox<'_>) -> Result<Outcome, GearError> {
+//!         let Some(Value::Text(text)) = msg.data.get_path_mut(&self.field) else {
+//!             return Err(GearError::new("no_field").with_detail(&self.field));
+//!         };
+//!         *text = text.to_uppercase().into();
+//!         Ok(Outcome::Emit(self.out))
+//!     }
+//! }
+//!
+//! let mut h = Harness::new::<Upper>(&serde_json::json!({ "field": "name" }))?;
+//! h.send("in", FluxMsg::builder().data("name", "ada").build())?;
+//! assert_eq!(h.take("out")[0].data.get("name"), Some(&Value::from("ADA")));
+//!
+//! h.send("in", FluxMsg::new())?;
+//! assert_eq!(h.error_reasons(), ["no_field"]);
+//!
+//! // A misspelt key is refused before anything runs, naming the field.
+//! let err = Harness::new::<Upper>(&serde_json::json!({ "feild": "name" })).unwrap_err();
+//! assert!(err.to_string().contains("feild"), "{err}");
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod context;
+mod emit;
+mod error;
+mod gear;
+mod harness;
+mod ids;
+mod kind;
+mod manifest;
+mod port;
+mod runner;
+mod stats;
+
+pub use crate::config::HumanDuration;
+pub use crate::context::{Context, Services};
+pub use crate::emit::{Closed, ERROR_DETAIL, ERROR_REASON, Emission, Emitter, Outbox, mark_error};
+pub use crate::error::{ConfigError, Error, FieldError, GearError};
+pub use crate::gear::{Gear, GearKind, Outcome};
+pub use crate::harness::{Harness, HarnessBuilder};
+pub use crate::ids::IdSource;
+pub use crate::kind::{GearType, Prepared};
+pub use crate::manifest::{Category, Direction, Manifest, PortSpec, Status, Terminus};
+pub use crate::port::{ERROR_PORT, InPort, OutPort, PortName, PortStatus, Ports};
+pub use crate::stats::{Stats, StatsSnapshot};

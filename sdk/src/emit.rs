@@ -1,0 +1,155 @@
+use std::sync::Arc;
+
+use fluxmsg::FluxMsg;
+use tokio::sync::mpsc;
+
+use crate::error::GearError;
+use crate::port::{OutPort, PortStatus};
+use crate::stats::Stats;
+
+/// The metadata key that carries an error's reason code.
+pub const ERROR_REASON: &str = "error.reason";
+/// The metadata key that carries an error's human-readable detail.
+pub const ERROR_DETAIL: &str = "error.detail";
+
+/// Writes `error`'s reason (and detail, if any) into `msg`'s metadata.
+pub fn mark_error(msg: &mut FluxMsg, error: &GearError) {
+    msg.meta.insert(ERROR_REASON, error.reason().into());
+    match error.detail() {
+        Some(detail) => msg.meta.insert(ERROR_DETAIL, detail.into()),
+        None => msg.meta.remove(ERROR_DETAIL),
+    };
+}
+
+/// Where a passive gear puts the messages it sends besides the one it is processing
+/// (copies, splits, replies). Collected by the runner and moved on with the batch.
+#[derive(Debug)]
+pub struct Outbox<'a> {
+    buf: &'a mut Vec<(OutPort, FluxMsg)>,
+    status: &'a [PortStatus],
+}
+
+impl<'a> Outbox<'a> {
+    pub(crate) fn new(buf: &'a mut Vec<(OutPort, FluxMsg)>, status: &'a [PortStatus]) -> Self {
+        Outbox { buf, status }
+    }
+
+    /// Sends `msg` on `port` once the batch is done.
+    pub fn emit(&mut self, port: OutPort, msg: FluxMsg) {
+        self.buf.push((port, msg));
+    }
+
+    /// Sends `msg` to `error` with the reason of `error`.
+    pub fn error(&mut self, mut msg: FluxMsg, error: &GearError) {
+        mark_error(&mut msg, error);
+        self.buf.push((OutPort::ERROR, msg));
+    }
+
+    /// What the engine knows about where `port` leads (availability, load).
+    pub fn status(&self, port: OutPort) -> &PortStatus {
+        static UNKNOWN: PortStatus = PortStatus::new_const();
+        self.status.get(port.index()).unwrap_or(&UNKNOWN)
+    }
+}
+
+/// What an active gear sent, as the engine receives it.
+// Channel slots hold a message inline; boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Emission {
+    /// One message for one port.
+    One(OutPort, FluxMsg),
+    /// Several messages for one port, in order.
+    Many(OutPort, Vec<FluxMsg>),
+}
+
+impl Emission {
+    /// How many messages it carries.
+    pub fn len(&self) -> usize {
+        match self {
+            Emission::One(..) => 1,
+            Emission::Many(_, msgs) => msgs.len(),
+        }
+    }
+
+    /// Whether it carries none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The engine is gone (the gear is being stopped); the message was not sent.
+#[derive(Debug, thiserror::Error)]
+#[error("the gear's output is closed")]
+pub struct Closed;
+
+/// How an active gear's tasks send messages: a bounded channel to the engine, so a slow
+/// consumer slows the source down (back-pressure) instead of losing messages.
+///
+/// Cheap to clone; one per task.
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    tx: mpsc::Sender<Emission>,
+    stats: Arc<Stats>,
+}
+
+impl Emitter {
+    /// A new emitter with room for `capacity` pending emissions, and the receiving end that
+    /// the engine drains.
+    pub fn channel(capacity: usize, stats: Arc<Stats>) -> (Emitter, mpsc::Receiver<Emission>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Emitter { tx, stats }, rx)
+    }
+
+    /// Sends `msg` on `port`, waiting while the engine is full.
+    pub async fn emit(&self, port: OutPort, msg: FluxMsg) -> Result<(), Closed> {
+        self.send(Emission::One(port, msg)).await
+    }
+
+    /// Sends `msgs` on `port` as one batch, waiting while the engine is full.
+    pub async fn emit_batch(&self, port: OutPort, msgs: Vec<FluxMsg>) -> Result<(), Closed> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        self.send(Emission::Many(port, msgs)).await
+    }
+
+    /// Sends `msg` to `error` with the reason of `error`.
+    pub async fn error(&self, mut msg: FluxMsg, error: &GearError) -> Result<(), Closed> {
+        mark_error(&mut msg, error);
+        self.emit(OutPort::ERROR, msg).await
+    }
+
+    /// Sends `msg` on `port` if there is room now; gives it back otherwise.
+    #[allow(clippy::result_large_err)] // the message itself, handed back without a copy
+    pub fn try_emit(&self, port: OutPort, msg: FluxMsg) -> Result<(), FluxMsg> {
+        let Ok(permit) = self.tx.try_reserve() else {
+            return Err(msg);
+        };
+        permit.send(Emission::One(port, msg));
+        self.count(port, 1);
+        Ok(())
+    }
+
+    /// The gear's counters, for tasks that count their own drops.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    async fn send(&self, emission: Emission) -> Result<(), Closed> {
+        let (port, n) = match &emission {
+            Emission::One(port, _) => (*port, 1),
+            Emission::Many(port, msgs) => (*port, msgs.len() as u64),
+        };
+        self.tx.send(emission).await.map_err(|_| Closed)?;
+        self.count(port, n);
+        Ok(())
+    }
+
+    fn count(&self, port: OutPort, n: u64) {
+        self.stats.add_out(n);
+        if port == OutPort::ERROR {
+            self.stats.add_errors(n);
+        }
+    }
+}

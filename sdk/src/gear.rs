@@ -1,0 +1,124 @@
+use fluxmsg::FluxMsg;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::emit::Outbox;
+use crate::error::{ConfigError, GearError};
+use crate::manifest::Manifest;
+use crate::port::{InPort, OutPort, Ports};
+
+/// A processing unit: what a gear author implements.
+///
+/// The lifecycle is `init` → `start` → `process`… → `drain` → `stop`, driven by a
+/// [`Runner`](crate::Runner) in a rack or in the [`Harness`](crate::Harness).
+///
+/// - **Passive** gears (filters, transforms, routers, sinks) only implement
+///   [`process`](Gear::process), a plain synchronous call per message: no future, no lock.
+///   The runner calls it for each message of a batch and moves the results on in one go.
+/// - **Active** gears (sources, I/O) also implement [`start`](Gear::start), where they spawn
+///   their own tasks with [`Context::spawn`] and emit through an [`Emitter`](crate::Emitter).
+///
+/// `drain` and `stop` may be called more than once, and `stop` on a gear that never started.
+pub trait Gear: Send + 'static {
+    /// Binds the gear to its context: resolve port names to [`OutPort`]s, open state.
+    /// A failure aborts the scenario apply.
+    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Starts an active gear's tasks. Called once, after every gear of the scenario is
+    /// initialised.
+    fn start(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Handles one message that arrived on `port`.
+    ///
+    /// The gear edits `msg` in place and says where it goes with the [`Outcome`]; further
+    /// messages (copies, splits) go through `out`. An `Err` sends the message, as the gear left
+    /// it, to `error` with the reason in `error.reason`; so does a panic, which costs that
+    /// message only.
+    fn process(
+        &mut self,
+        port: InPort,
+        msg: &mut FluxMsg,
+        out: &mut Outbox<'_>,
+    ) -> Result<Outcome, GearError>;
+
+    /// Stops taking input and finishes in-flight work. Sources stop producing.
+    fn drain(&mut self) {}
+
+    /// Releases resources.
+    fn stop(&mut self) {}
+}
+
+/// Where the message a gear just processed goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send it on this output port.
+    Emit(OutPort),
+    /// Drop it on purpose; counted with this reason (`filtered`, `sampled`).
+    Drop(&'static str),
+    /// The gear kept it (a sink wrote it, an I/O gear queued it): nothing more to do.
+    Consumed,
+}
+
+/// A gear type that can be registered by name: its configuration, manifest and constructor.
+///
+/// ```
+/// use fluxmsg::FluxMsg;
+/// use sdk::{Category, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outcome, Outbox};
+///
+/// /// Counts messages into `meta.seen`.
+/// struct Counter { seen: u64, out: OutPort }
+///
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// #[serde(deny_unknown_fields)]
+/// struct CounterConfig {}
+///
+/// impl GearKind for Counter {
+///     type Config = CounterConfig;
+///     fn manifest() -> Manifest {
+///         Manifest::new("counter", Category::Logic).input("in", "any").output("out", "counted")
+///     }
+///     fn new(_: CounterConfig) -> Result<Self, sdk::ConfigError> {
+///         Ok(Counter { seen: 0, out: OutPort::ERROR })
+///     }
+/// }
+///
+/// impl Gear for Counter {
+///     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+///         self.out = ctx.output("out")?;
+///         Ok(())
+///     }
+///     fn process(&mut self, _: InPort, msg: &mut FluxMsg, _: &mut Outbox<'_>) -> Result<Outcome, GearError> {
+///         self.seen += 1;
+///         msg.meta.insert("seen", self.seen.to_string().into());
+///         Ok(Outcome::Emit(self.out))
+///     }
+/// }
+/// ```
+pub trait GearKind: Gear + Sized {
+    /// The configuration, read from the scenario's `config:` map. Its JSON Schema (from
+    /// `schemars`) becomes the manifest's `config_schema`; use `#[serde(deny_unknown_fields)]`
+    /// so that a misspelt key is an error.
+    type Config: DeserializeOwned + JsonSchema;
+
+    /// The manifest, without the configuration schema (filled in from [`GearKind::Config`]).
+    fn manifest() -> Manifest;
+
+    /// The concrete ports a gear with this configuration has. The default is the manifest's
+    /// fixed ports; gears with dynamic ports add theirs.
+    fn ports(config: &Self::Config) -> Result<Ports, ConfigError> {
+        let _ = config;
+        Ok(Ports::fixed(&Self::manifest()))
+    }
+
+    /// Builds the gear from a configuration that already matches the schema. Checks the rules
+    /// a schema cannot express (a regular expression that does not compile) and does nothing
+    /// else: no sockets, no tasks. It runs at validation time, before anything runs.
+    fn new(config: Self::Config) -> Result<Self, ConfigError>;
+}

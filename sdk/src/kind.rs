@@ -1,0 +1,182 @@
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::{ConfigError, Error, FieldError};
+use crate::gear::{Gear, GearKind};
+use crate::manifest::Manifest;
+use crate::port::Ports;
+
+type PrepareFn = fn(&serde_json::Value) -> Result<(Box<dyn Gear>, Ports), ConfigError>;
+
+/// A registered gear type with its type erased: manifest, compiled config schema, constructor.
+///
+/// Made from a [`GearKind`] with [`GearType::of`]; the factory keeps one per type name, and
+/// the [`Harness`](crate::Harness) builds gears through the same path.
+#[derive(Clone)]
+pub struct GearType {
+    manifest: Arc<Manifest>,
+    schema: Arc<jsonschema::Validator>,
+    prepare: PrepareFn,
+}
+
+impl fmt::Debug for GearType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GearType")
+            .field("kind", &self.manifest.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A gear built from a validated configuration, not yet running.
+pub struct Prepared {
+    pub(crate) kind: String,
+    pub(crate) config: serde_json::Value,
+    pub(crate) ports: Ports,
+    pub(crate) gear: Box<dyn Gear>,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("kind", &self.kind)
+            .field("ports", &self.ports)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// The gear's type.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The concrete ports its configuration gives it.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &serde_json::Value {
+        &self.config
+    }
+}
+
+impl GearType {
+    /// The type of `G`, with its manifest's `config_schema` generated from `G::Config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Schema`] when the generated schema does not compile, or the manifest's type name
+    /// is not a valid name.
+    pub fn of<G: GearKind>() -> Result<GearType, Error> {
+        let mut manifest = G::manifest();
+        let schema = schemars::schema_for!(G::Config);
+        manifest.config_schema = serde_json::to_value(&schema).map_err(|e| Error::Schema {
+            kind: manifest.kind.clone(),
+            reason: e.to_string(),
+        })?;
+        GearType::from_parts(manifest, prepare::<G>)
+    }
+
+    fn from_parts(manifest: Manifest, prepare: PrepareFn) -> Result<GearType, Error> {
+        let bad = |reason: String| Error::Schema {
+            kind: manifest.kind.clone(),
+            reason,
+        };
+        if !crate::port::PortName::is_valid(&manifest.kind) {
+            return Err(bad(
+                "the type name must be 1 to 64 of a-z, 0-9, '_' and '-'".into(),
+            ));
+        }
+        let schema =
+            jsonschema::validator_for(&manifest.config_schema).map_err(|e| bad(e.to_string()))?;
+        Ok(GearType {
+            manifest: Arc::new(manifest),
+            schema: Arc::new(schema),
+            prepare,
+        })
+    }
+
+    /// The type name.
+    pub fn kind(&self) -> &str {
+        &self.manifest.kind
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Checks `config` against the schema, then against the gear's own rules, and builds the
+    /// gear (no tasks, no sockets). A missing configuration (`null`) counts as `{}`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] listing every schema violation with its field path, or the first
+    /// problem found while reading the configuration.
+    pub fn prepare(&self, config: &serde_json::Value) -> Result<Prepared, ConfigError> {
+        let empty = serde_json::Value::Object(serde_json::Map::new());
+        let config = if config.is_null() { &empty } else { config };
+        let problems: Vec<FieldError> = self
+            .schema
+            .iter_errors(config)
+            .map(|e| FieldError {
+                path: dotted(e.instance_path().as_str()),
+                reason: e.to_string(),
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(ConfigError::from_problems(problems));
+        }
+        let (gear, ports) = (self.prepare)(config)?;
+        Ok(Prepared {
+            kind: self.manifest.kind.clone(),
+            config: config.clone(),
+            ports,
+            gear,
+        })
+    }
+}
+
+fn prepare<G: GearKind>(config: &serde_json::Value) -> Result<(Box<dyn Gear>, Ports), ConfigError> {
+    let config: G::Config = serde_path_to_error::deserialize(config).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigError::field(path, e.into_inner())
+    })?;
+    let ports = G::ports(&config)?;
+    let gear = G::new(config)?;
+    Ok((Box::new(gear), ports))
+}
+
+/// `/rules/0/regex` → `rules[0].regex`.
+fn dotted(pointer: &str) -> String {
+    let mut out = String::new();
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(&segment);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&segment);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dotted;
+
+    #[test]
+    fn pointers_become_dotted_paths() {
+        assert_eq!(dotted(""), "");
+        assert_eq!(dotted("/rate/tps"), "rate.tps");
+        assert_eq!(dotted("/rules/0/regex"), "rules[0].regex");
+        assert_eq!(dotted("/a~1b"), "a/b");
+    }
+}

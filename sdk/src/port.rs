@@ -1,0 +1,202 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::error::Error;
+use crate::manifest::{Direction, Manifest};
+
+/// The output port every gear has, where refused and failed messages go.
+pub const ERROR_PORT: &str = "error";
+
+/// A validated port name: 1 to 64 bytes of `a-z`, `0-9`, `_` and `-` (never a dot).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortName(Arc<str>);
+
+impl PortName {
+    /// Checks `name` against the naming rule.
+    pub fn new(name: &str) -> Result<PortName, Error> {
+        if PortName::is_valid(name) {
+            Ok(PortName(name.into()))
+        } else {
+            Err(Error::PortName(name.to_owned()))
+        }
+    }
+
+    /// Whether `name` follows the naming rule.
+    pub fn is_valid(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for PortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An input port of one gear, resolved from its name once (see [`Context::input`]).
+///
+/// [`Context::input`]: crate::Context::input
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InPort(pub(crate) u16);
+
+/// An output port of one gear, resolved from its name once (see [`Context::output`]).
+///
+/// [`Context::output`]: crate::Context::output
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OutPort(pub(crate) u16);
+
+impl OutPort {
+    /// The `error` port, which every gear has.
+    pub const ERROR: OutPort = OutPort(0);
+
+    /// The port's position in its gear's [`Ports::outputs`].
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl InPort {
+    /// The port's position in its gear's [`Ports::inputs`].
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// The concrete ports of one configured gear: the fixed ports of its manifest plus the
+/// dynamic ones its configuration asks for. Output 0 is always `error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports {
+    inputs: Vec<PortName>,
+    outputs: Vec<PortName>,
+}
+
+impl Ports {
+    /// The fixed ports of `manifest`.
+    pub fn fixed(manifest: &Manifest) -> Ports {
+        let mut ports = Ports {
+            inputs: Vec::new(),
+            outputs: vec![PortName(ERROR_PORT.into())],
+        };
+        for name in manifest.fixed_ports(Direction::Input) {
+            ports.push(Direction::Input, PortName(name.into()));
+        }
+        for name in manifest.fixed_ports(Direction::Output) {
+            ports.push(Direction::Output, PortName(name.into()));
+        }
+        ports
+    }
+
+    /// Adds a port (no effect if it is already there).
+    pub fn push(&mut self, dir: Direction, name: PortName) {
+        let list = match dir {
+            Direction::Input => &mut self.inputs,
+            Direction::Output => &mut self.outputs,
+        };
+        if !list.contains(&name) {
+            list.push(name);
+        }
+    }
+
+    /// Adds a port by name, checked against the naming rule.
+    pub fn with(mut self, dir: Direction, name: &str) -> Result<Ports, Error> {
+        self.push(dir, PortName::new(name)?);
+        Ok(self)
+    }
+
+    /// The input ports, in order.
+    pub fn inputs(&self) -> &[PortName] {
+        &self.inputs
+    }
+
+    /// The output ports, in order; the first is `error`.
+    pub fn outputs(&self) -> &[PortName] {
+        &self.outputs
+    }
+
+    /// The input port called `name`.
+    pub fn input(&self, name: &str) -> Option<InPort> {
+        position(&self.inputs, name).map(InPort)
+    }
+
+    /// The output port called `name`.
+    pub fn output(&self, name: &str) -> Option<OutPort> {
+        position(&self.outputs, name).map(OutPort)
+    }
+
+    /// The name of an input port of this gear.
+    pub fn input_name(&self, port: InPort) -> Option<&PortName> {
+        self.inputs.get(port.index())
+    }
+
+    /// The name of an output port of this gear.
+    pub fn output_name(&self, port: OutPort) -> Option<&PortName> {
+        self.outputs.get(port.index())
+    }
+}
+
+fn position(list: &[PortName], name: &str) -> Option<u16> {
+    list.iter()
+        .position(|p| p.as_str() == name)
+        .and_then(|i| u16::try_from(i).ok())
+}
+
+/// What the engine knows about where an output port leads, for gears that choose between
+/// ports (`route` destinations): whether it is available and how loaded it is.
+///
+/// The engine (or the test harness) updates it; gears read it without a lock.
+#[derive(Debug)]
+pub struct PortStatus {
+    available: AtomicBool,
+    load: AtomicU32,
+}
+
+impl Default for PortStatus {
+    fn default() -> PortStatus {
+        PortStatus::new_const()
+    }
+}
+
+impl PortStatus {
+    pub(crate) const fn new_const() -> PortStatus {
+        PortStatus {
+            available: AtomicBool::new(true),
+            load: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether the port leads somewhere that can take messages now.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// How many messages are in flight towards the port's destination.
+    pub fn load(&self) -> u32 {
+        self.load.load(Ordering::Relaxed)
+    }
+
+    /// Marks the port available or not.
+    pub fn set_available(&self, available: bool) {
+        self.available.store(available, Ordering::Relaxed);
+    }
+
+    /// Sets the number of messages in flight.
+    pub fn set_load(&self, load: u32) {
+        self.load.store(load, Ordering::Relaxed);
+    }
+}

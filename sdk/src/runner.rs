@@ -1,0 +1,251 @@
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxmsg::FluxMsg;
+use tokio::sync::mpsc;
+
+use crate::context::{Context, Services};
+use crate::emit::{Emission, Emitter, Outbox, mark_error};
+use crate::error::{Error, GearError};
+use crate::gear::{Gear, Outcome};
+use crate::kind::Prepared;
+use crate::port::{InPort, OutPort};
+use crate::stats::{Stats, StatsSnapshot};
+
+/// Drives one gear through its lifecycle and its batches; shared by the rack engine and the
+/// [`Harness`](crate::Harness), so a gear behaves the same in both.
+///
+/// Per batch it calls [`Gear::process`] once per message, with no allocation, lock or future
+/// per message; it catches a panic and turns it into an error for that message alone; it
+/// routes `Err` results to `error`; and it counts in, out, errors and drops.
+pub struct Runner {
+    gear: Box<dyn Gear>,
+    ctx: Context,
+    state: State,
+    emissions: Option<mpsc::Receiver<Emission>>,
+    drops: Vec<(&'static str, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    New,
+    Ready,
+    Running,
+    Drained,
+    Stopped,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::New => "not initialised",
+            State::Ready => "initialised",
+            State::Running => "running",
+            State::Drained => "drained",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("ctx", &self.ctx)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    /// A runner for the gear `name`, built from `prepared`, lending it `services`.
+    pub fn new(name: &str, prepared: Prepared, services: Services) -> Runner {
+        let stats = Arc::new(Stats::new(name));
+        let (emitter, rx) = Emitter::channel(services.emit_capacity, Arc::clone(&stats));
+        let Prepared {
+            kind,
+            config,
+            ports,
+            gear,
+        } = prepared;
+        Runner {
+            gear,
+            ctx: Context::new(name, &kind, config, ports, services, stats, emitter),
+            state: State::New,
+            emissions: Some(rx),
+            drops: Vec::new(),
+        }
+    }
+
+    /// The receiving end of the gear's [`Emitter`]: what its own tasks send. Taken once by
+    /// whoever moves messages on.
+    pub fn take_emissions(&mut self) -> Option<mpsc::Receiver<Emission>> {
+        self.emissions.take()
+    }
+
+    /// The gear's context.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// The gear's counters now.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.ctx.stats().snapshot()
+    }
+
+    /// Calls [`Gear::init`].
+    pub fn init(&mut self) -> Result<(), Error> {
+        self.expect(State::New, "init")?;
+        let _span = self.ctx.span().clone().entered();
+        self.gear
+            .init(&mut self.ctx)
+            .map_err(|source| self.lifecycle("init", source))?;
+        self.state = State::Ready;
+        Ok(())
+    }
+
+    /// Calls [`Gear::start`]. Needs a Tokio runtime (active gears spawn tasks).
+    pub fn start(&mut self) -> Result<(), Error> {
+        self.expect(State::Ready, "start")?;
+        let _span = self.ctx.span().clone().entered();
+        self.gear
+            .start(&mut self.ctx)
+            .map_err(|source| self.lifecycle("start", source))?;
+        self.state = State::Running;
+        Ok(())
+    }
+
+    /// Processes a batch that arrived on `port`, appending what leaves to `out` (port, message).
+    ///
+    /// Every message of `batch` ends up in `out` or counted as dropped. Before `init` and after
+    /// `stop` the batch is left untouched and an [`Error::State`] returned.
+    pub fn process(
+        &mut self,
+        port: InPort,
+        batch: &mut Vec<FluxMsg>,
+        out: &mut Vec<(OutPort, FluxMsg)>,
+    ) -> Result<(), Error> {
+        if matches!(self.state, State::New | State::Stopped) {
+            return Err(self.state_error("process"));
+        }
+        let n = batch.len() as u64;
+        let before = out.len();
+        let outputs = self.ctx.ports().outputs().len();
+        let _span = self.ctx.span().clone().entered();
+        for mut msg in batch.drain(..) {
+            let result = {
+                let mut outbox = Outbox::new(out, self.ctx.status_table());
+                let gear = &mut self.gear;
+                catch_unwind(AssertUnwindSafe(|| {
+                    gear.process(port, &mut msg, &mut outbox)
+                }))
+            };
+            let failure = match result {
+                Ok(Ok(Outcome::Emit(to))) if to.index() < outputs => {
+                    out.push((to, msg));
+                    continue;
+                }
+                Ok(Ok(Outcome::Emit(to))) => GearError::new("bad_port")
+                    .with_detail(format_args!("the gear emitted on port #{}", to.index())),
+                Ok(Ok(Outcome::Drop(reason))) => {
+                    tally(&mut self.drops, reason);
+                    continue;
+                }
+                Ok(Ok(Outcome::Consumed)) => continue,
+                Ok(Err(error)) => error,
+                Err(panic) => {
+                    let detail = panic_message(panic.as_ref());
+                    tracing::warn!(detail = %detail, "gear panicked; its message goes to error");
+                    GearError::new("panic").with_detail(detail)
+                }
+            };
+            mark_error(&mut msg, &failure);
+            out.push((OutPort::ERROR, msg));
+        }
+        let stats = self.ctx.stats();
+        stats.add_in(n);
+        stats.add_out((out.len() - before) as u64);
+        let errors = out[before..]
+            .iter()
+            .filter(|(p, _)| *p == OutPort::ERROR)
+            .count() as u64;
+        if errors > 0 {
+            stats.add_errors(errors);
+        }
+        for (reason, count) in self.drops.drain(..) {
+            stats.add_dropped(reason, count);
+        }
+        Ok(())
+    }
+
+    /// Calls [`Gear::drain`], then stops the gear's tasks: cancels its shutdown token, waits up
+    /// to `timeout` for them and aborts those still running. Idempotent.
+    pub async fn drain(&mut self, timeout: Duration) {
+        if !matches!(self.state, State::Ready | State::Running) {
+            return;
+        }
+        {
+            let _span = self.ctx.span().clone().entered();
+            self.gear.drain();
+        }
+        let aborted = self.ctx.wind_down(timeout).await;
+        if aborted > 0 {
+            tracing::warn!(gear = %self.ctx.name(), aborted, "gear tasks overstayed the drain timeout");
+        }
+        self.state = State::Drained;
+    }
+
+    /// Calls [`Gear::stop`]. Idempotent, and safe on a gear that never started. A gear that
+    /// still has tasks (not drained) has them aborted.
+    pub fn stop(&mut self) {
+        if self.state == State::Stopped {
+            return;
+        }
+        let _span = self.ctx.span().clone().entered();
+        self.ctx.abort_tasks();
+        self.gear.stop();
+        self.state = State::Stopped;
+    }
+
+    fn expect(&self, state: State, action: &'static str) -> Result<(), Error> {
+        if self.state == state {
+            Ok(())
+        } else {
+            Err(self.state_error(action))
+        }
+    }
+
+    fn state_error(&self, action: &'static str) -> Error {
+        Error::State {
+            gear: self.ctx.name().to_owned(),
+            action,
+            state: self.state.name(),
+        }
+    }
+
+    fn lifecycle(&self, stage: &'static str, source: GearError) -> Error {
+        Error::Lifecycle {
+            gear: self.ctx.name().to_owned(),
+            stage,
+            source,
+        }
+    }
+}
+
+fn tally(drops: &mut Vec<(&'static str, u64)>, reason: &'static str) {
+    match drops.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, n)) => *n += 1,
+        None => drops.push((reason, 1)),
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
