@@ -1,0 +1,29 @@
+/// What the factory and the catalog refuse.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No gear type of that name is registered.
+    #[error("unknown gear type {kind:?} (known: {known})")]
+    UnknownType {
+        /// The type asked for.
+        kind: String,
+        /// The registered types, comma-separated.
+        known: String,
+    },
+    /// A gear type of that name is already registered.
+    #[error("gear type {0:?} is already registered")]
+    Duplicate(String),
+    /// A gear's configuration is refused.
+    #[error("gear {gear:?} ({kind}): {source}")]
+    Config {
+        /// The gear's name.
+        gear: String,
+        /// Its type.
+        kind: String,
+        /// Every problem, with its field path.
+        source: sdk::ConfigError,
+    },
+    /// The gear contract refused something (a manifest, a schema, a port).
+    #[error(transparent)]
+    Gear(#[from] sdk::Error),
+}

@@ -1,0 +1,10 @@
+//! The gears crate's integration tests: one module per gear, all through the sdk harness.
+
+mod factory;
+mod filter;
+mod generate;
+mod io_http;
+mod io_tcp;
+mod log;
+mod route;
+mod transform;
