@@ -3,7 +3,11 @@
 //! Work in progress: the catalog lands gear by gear.
 
 mod error;
+mod expr;
 mod factory;
+mod field;
+mod rule;
+mod template;
 
 pub mod filter;
 pub mod generate;
@@ -15,6 +19,7 @@ pub mod transform;
 
 pub use crate::error::Error;
 pub use crate::factory::Factory;
+pub use crate::rule::Condition;
 
 fn register_builtin(factory: &mut Factory) -> Result<(), Error> {
     generate::register(factory)?;
