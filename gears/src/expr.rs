@@ -32,7 +32,8 @@ fn engine() -> &'static Engine {
             .set_max_modules(0);
         engine.disable_symbol("eval");
         engine.on_print(|text| tracing::info!(target: "fluxrig::expr", text, "print"));
-        engine.on_debug(|text, _, pos| tracing::debug!(target: "fluxrig::expr", text, %pos, "debug"));
+        engine
+            .on_debug(|text, _, pos| tracing::debug!(target: "fluxrig::expr", text, %pos, "debug"));
         engine
     })
 }
@@ -63,7 +64,7 @@ impl Expr {
             .compile(src)
             .map_err(|e| format!("expression does not compile: {e}"))?;
         let names = identifiers(src);
-        let has = |name: &str| names.iter().any(|n| *n == name);
+        let has = |name: &str| names.contains(&name);
         Ok(Expr {
             ast: Arc::new(ast),
             uses: Uses {
@@ -80,7 +81,11 @@ impl Expr {
     }
 
     /// Evaluates the expression over `msg`.
-    pub(crate) fn eval(&self, msg: &FluxMsg, scope: &mut Scope<'static>) -> Result<Value, GearError> {
+    pub(crate) fn eval(
+        &self,
+        msg: &FluxMsg,
+        scope: &mut Scope<'static>,
+    ) -> Result<Value, GearError> {
         scope.clear();
         let u = self.uses;
         if u.data {
@@ -119,7 +124,11 @@ impl Expr {
     }
 
     /// Evaluates the expression as a condition: it must give a bool.
-    pub(crate) fn test(&self, msg: &FluxMsg, scope: &mut Scope<'static>) -> Result<bool, GearError> {
+    pub(crate) fn test(
+        &self,
+        msg: &FluxMsg,
+        scope: &mut Scope<'static>,
+    ) -> Result<bool, GearError> {
         match self.eval(msg, scope)? {
             Value::Bool(b) => Ok(b),
             other => Err(GearError::new("expr_failed").with_detail(format_args!(
@@ -140,7 +149,9 @@ fn identifiers(src: &str) -> Vec<&str> {
 fn id_dynamic(id: Option<&fluxmsg::Id>) -> Dynamic {
     match id {
         None => Dynamic::UNIT,
-        Some(fluxmsg::Id::U64(n)) => i64::try_from(*n).map_or_else(|_| Dynamic::from(n.to_string()), Dynamic::from),
+        Some(fluxmsg::Id::U64(n)) => {
+            i64::try_from(*n).map_or_else(|_| Dynamic::from(n.to_string()), Dynamic::from)
+        }
         Some(other) => Dynamic::from(other.to_string()),
     }
 }
@@ -205,7 +216,10 @@ fn dynamic_to_value(d: Dynamic, depth: usize) -> Result<Value, GearError> {
         }
         return Ok(Value::Map(out));
     }
-    Err(GearError::new("expr_failed").with_detail(format_args!("cannot store a {} in a message", d.type_name())))
+    Err(GearError::new("expr_failed").with_detail(format_args!(
+        "cannot store a {} in a message",
+        d.type_name()
+    )))
 }
 
 #[cfg(test)]
@@ -224,7 +238,8 @@ mod tests {
         let mut scope = Scope::new();
         let e = Expr::compile("data.amount * 2 + 1").expect("compiles");
         assert_eq!(e.eval(&msg, &mut scope).expect("runs"), Value::from(3001));
-        let c = Expr::compile(r#"data.amount > 1000 && meta["country"] == "FR""#).expect("compiles");
+        let c =
+            Expr::compile(r#"data.amount > 1000 && meta["country"] == "FR""#).expect("compiles");
         assert!(c.test(&msg, &mut scope).expect("runs"));
     }
 

@@ -159,7 +159,7 @@ fn type_error(field: &Field, value: &Value, want: &str) -> GearError {
 fn id_value(id: Id) -> Value {
     match id {
         Id::U64(n) => Value::from(n),
-        other => Value::from(other.to_string()),
+        other @ Id::Uuid(_) => Value::from(other.to_string()),
     }
 }
 
@@ -242,7 +242,7 @@ impl Val<'_> {
         match self {
             Val::Value(v) => v.clone(),
             Val::Str(s) => Value::from(s),
-            Val::Id(id) => id_value(id.clone()),
+            Val::Id(id) => id_value(*id),
             Val::U64(n) => Value::from(n),
             Val::I64(n) => Value::from(n),
             Val::Bytes(b) => Value::Bytes(Bytes::copy_from_slice(b)),

@@ -1,8 +1,112 @@
-//! The `filter` gear (work in progress).
+//! The `filter` gear: passes or drops each message by a [`Condition`].
+//!
+//! Give `pass_if` (keep what matches) or `drop_if` (drop what matches). Dropped messages are
+//! counted with the reason `filtered`; a condition that fails to evaluate (an expression error)
+//! sends the message to `error`.
+//!
+//! ```yaml
+//! - name: big-only
+//!   type: filter
+//!   config:
+//!     pass_if: { field: data.amount, gte: 1000 }
+//! ```
+//!
+//! ```
+//! # fn main() -> Result<(), sdk::Error> {
+//! use fluxmsg::FluxMsg;
+//! let mut h = sdk::Harness::new::<gears::filter::Filter>(&serde_json::json!({
+//!     "drop_if": { "field": "meta.test", "equals": "true" }
+//! }))?;
+//! h.send("in", FluxMsg::builder().meta("test", "true").build())?;
+//! h.send("in", FluxMsg::new())?;
+//! assert_eq!(h.take("out").len(), 1);
+//! assert_eq!(h.stats().dropped("filtered"), 1);
+//! # Ok(()) }
+//! ```
 
+use fluxmsg::FluxMsg;
+use schemars::JsonSchema;
+use sdk::{
+    Category, ConfigError, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outbox,
+    Outcome, Terminus,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::rule::{Condition, Scratch, Test};
 use crate::{Error, Factory};
 
 pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
-    let _ = factory;
-    Ok(())
+    factory.register::<Filter>()
+}
+
+/// The configuration of a `filter` gear: exactly one of `pass_if` and `drop_if`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Keep the messages for which this holds; drop the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_if: Option<Condition>,
+    /// Drop the messages for which this holds; keep the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_if: Option<Condition>,
+}
+
+/// The `filter` gear (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Filter {
+    test: Test,
+    keep_if: bool,
+    out: OutPort,
+    scratch: Scratch,
+}
+
+impl GearKind for Filter {
+    type Config = Config;
+
+    fn manifest() -> Manifest {
+        Manifest::new("filter", Category::Logic)
+            .summary("pass or drop messages by a condition")
+            .input("in", "messages to test")
+            .output("out", "messages that passed")
+            .terminus(Terminus::Transparent)
+    }
+
+    fn new(config: Config) -> Result<Filter, ConfigError> {
+        let (condition, keep_if, path) = match (&config.pass_if, &config.drop_if) {
+            (Some(c), None) => (c, true, "pass_if"),
+            (None, Some(c)) => (c, false, "drop_if"),
+            _ => {
+                return Err(ConfigError::field(
+                    "",
+                    "give exactly one of pass_if and drop_if",
+                ));
+            }
+        };
+        Ok(Filter {
+            test: condition.compile(path)?,
+            keep_if,
+            out: OutPort::ERROR,
+            scratch: Scratch::default(),
+        })
+    }
+}
+
+impl Gear for Filter {
+    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        self.out = ctx.output("out")?;
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        _: InPort,
+        msg: &mut FluxMsg,
+        _: &mut Outbox<'_>,
+    ) -> Result<Outcome, GearError> {
+        if self.test.matches(msg, &mut self.scratch)? == self.keep_if {
+            Ok(Outcome::Emit(self.out))
+        } else {
+            Ok(Outcome::Drop("filtered"))
+        }
+    }
 }

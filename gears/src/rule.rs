@@ -165,14 +165,21 @@ impl Condition {
         } else if let Some(p) = &self.prefix {
             FieldTest::Prefix(p.clone())
         } else if let Some(r) = &self.regex {
-            FieldTest::Regex(Regex::new(r).map_err(|e| ConfigError::field(format!("{path}.regex"), e))?)
+            FieldTest::Regex(
+                Regex::new(r).map_err(|e| ConfigError::field(format!("{path}.regex"), e))?,
+            )
         } else if let Some(e) = self.exists {
             FieldTest::Exists(e)
         } else {
-            let (cmp, n) = [(Cmp::Gt, self.gt), (Cmp::Gte, self.gte), (Cmp::Lt, self.lt), (Cmp::Lte, self.lte)]
-                .into_iter()
-                .find_map(|(c, n)| n.map(|n| (c, n)))
-                .ok_or_else(|| ConfigError::field(path, "no test given"))?;
+            let (cmp, n) = [
+                (Cmp::Gt, self.gt),
+                (Cmp::Gte, self.gte),
+                (Cmp::Lt, self.lt),
+                (Cmp::Lte, self.lte),
+            ]
+            .into_iter()
+            .find_map(|(c, n)| n.map(|n| (c, n)))
+            .ok_or_else(|| ConfigError::field(path, "no test given"))?;
             FieldTest::Compare(cmp, n)
         })
     }
@@ -287,33 +294,88 @@ mod tests {
             .build();
         let mut s = Scratch::default();
         let check = |c: serde_json::Value, s: &mut Scratch| {
-            cond(c).compile("c").expect("compiles").matches(&msg, s).expect("runs")
+            cond(c)
+                .compile("c")
+                .expect("compiles")
+                .matches(&msg, s)
+                .expect("runs")
         };
-        assert!(check(serde_json::json!({"field": "data.amount", "gt": 1000}), &mut s));
-        assert!(!check(serde_json::json!({"field": "data.amount", "lt": 1000}), &mut s));
-        assert!(check(serde_json::json!({"field": "data.amount", "equals": 1500}), &mut s));
-        assert!(check(serde_json::json!({"field": "data.amount", "equals": 1500.0}), &mut s));
-        assert!(check(serde_json::json!({"field": "data.pan", "prefix": "4"}), &mut s));
-        assert!(check(serde_json::json!({"field": "meta.mti", "equals": "0100"}), &mut s));
-        assert!(check(serde_json::json!({"field": "meta.mti", "gte": 100}), &mut s));
-        assert!(check(serde_json::json!({"field": "meta.mti", "regex": "^01"}), &mut s));
-        assert!(check(serde_json::json!({"field": "meta.nope", "exists": false}), &mut s));
-        assert!(!check(serde_json::json!({"field": "meta.nope", "not_equals": "x"}), &mut s));
+        assert!(check(
+            serde_json::json!({"field": "data.amount", "gt": 1000}),
+            &mut s
+        ));
+        assert!(!check(
+            serde_json::json!({"field": "data.amount", "lt": 1000}),
+            &mut s
+        ));
+        assert!(check(
+            serde_json::json!({"field": "data.amount", "equals": 1500}),
+            &mut s
+        ));
+        assert!(check(
+            serde_json::json!({"field": "data.amount", "equals": 1500.0}),
+            &mut s
+        ));
+        assert!(check(
+            serde_json::json!({"field": "data.pan", "prefix": "4"}),
+            &mut s
+        ));
+        assert!(check(
+            serde_json::json!({"field": "meta.mti", "equals": "0100"}),
+            &mut s
+        ));
+        assert!(check(
+            serde_json::json!({"field": "meta.mti", "gte": 100}),
+            &mut s
+        ));
+        assert!(check(
+            serde_json::json!({"field": "meta.mti", "regex": "^01"}),
+            &mut s
+        ));
+        assert!(check(
+            serde_json::json!({"field": "meta.nope", "exists": false}),
+            &mut s
+        ));
+        assert!(!check(
+            serde_json::json!({"field": "meta.nope", "not_equals": "x"}),
+            &mut s
+        ));
         assert!(check(
             serde_json::json!({"all": [{"field": "data.pan", "prefix": "4"}, {"not": {"field": "data.amount", "lt": 10}}]}),
             &mut s
         ));
-        assert!(check(serde_json::json!({"any": [{"field": "id", "exists": true}, {"expr": "data.amount == 1500"}]}), &mut s));
+        assert!(check(
+            serde_json::json!({"any": [{"field": "id", "exists": true}, {"expr": "data.amount == 1500"}]}),
+            &mut s
+        ));
     }
 
     #[test]
     fn malformed_conditions_name_their_path() {
-        let err = |c: serde_json::Value| cond(c).compile("rules[1].when").expect_err("refused").to_string();
-        assert!(err(serde_json::json!({"field": "data.x"})).contains("config.rules[1].when: with `field`"));
-        assert!(err(serde_json::json!({"field": "data.x", "gt": 1, "lt": 2})).contains("exactly one"));
-        assert!(err(serde_json::json!({"field": "data.x", "regex": "("})).contains("config.rules[1].when.regex"));
-        assert!(err(serde_json::json!({"field": "bogus", "exists": true})).contains("unknown field \"bogus\""));
-        assert!(err(serde_json::json!({"all": []})).contains("config.rules[1].when.all: an empty list"));
+        let err = |c: serde_json::Value| {
+            cond(c)
+                .compile("rules[1].when")
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(
+            err(serde_json::json!({"field": "data.x"}))
+                .contains("config.rules[1].when: with `field`")
+        );
+        assert!(
+            err(serde_json::json!({"field": "data.x", "gt": 1, "lt": 2})).contains("exactly one")
+        );
+        assert!(
+            err(serde_json::json!({"field": "data.x", "regex": "("}))
+                .contains("config.rules[1].when.regex")
+        );
+        assert!(
+            err(serde_json::json!({"field": "bogus", "exists": true}))
+                .contains("unknown field \"bogus\"")
+        );
+        assert!(
+            err(serde_json::json!({"all": []})).contains("config.rules[1].when.all: an empty list")
+        );
         assert!(err(serde_json::json!({})).contains("an empty condition"));
     }
 }

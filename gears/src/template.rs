@@ -162,8 +162,14 @@ mod tests {
 
     #[test]
     fn placeholders_literals_and_escapes() {
-        assert_eq!(render(&parse("a ${x} b ${ y }").expect("parses")), "a <x> b <y>");
-        assert_eq!(render(&parse("cost: $$5 $ ok").expect("parses")), "cost: $5 $ ok");
+        assert_eq!(
+            render(&parse("a ${x} b ${ y }").expect("parses")),
+            "a <x> b <y>"
+        );
+        assert_eq!(
+            render(&parse("cost: $$5 $ ok").expect("parses")),
+            "cost: $5 $ ok"
+        );
         assert_eq!(parse("plain").expect("parses").as_literal(), Some("plain"));
         assert!(parse("${open").is_err());
     }

@@ -48,6 +48,10 @@ pub trait Gear: Send + 'static {
         out: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError>;
 
+    /// Called after each batch: the place to flush buffered output once per batch instead of
+    /// once per message.
+    fn flush(&mut self) {}
+
     /// Stops taking input and finishes in-flight work. Sources stop producing.
     fn drain(&mut self) {}
 

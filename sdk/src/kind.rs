@@ -70,11 +70,12 @@ impl GearType {
     /// is not a valid name.
     pub fn of<G: GearKind>() -> Result<GearType, Error> {
         let mut manifest = G::manifest();
-        let schema = schemars::schema_for!(G::Config);
-        manifest.config_schema = serde_json::to_value(&schema).map_err(|e| Error::Schema {
-            kind: manifest.kind.clone(),
-            reason: e.to_string(),
-        })?;
+        let schema = schemars::generate::SchemaSettings::draft2020_12()
+            .into_generator()
+            .into_root_schema_for::<G::Config>();
+        let mut schema = schema.to_value();
+        not_nullable(&mut schema);
+        manifest.config_schema = schema;
         GearType::from_parts(manifest, prepare::<G>)
     }
 
@@ -147,6 +148,43 @@ fn prepare<G: GearKind>(config: &serde_json::Value) -> Result<(Box<dyn Gear>, Po
     let ports = G::ports(&config)?;
     let gear = G::new(config)?;
     Ok((Box::new(gear), ports))
+}
+
+/// An optional field is one that may be left out, not one that may be null: `anyOf [T, null]`
+/// becomes `T` and `type: [t, "null"]` becomes `t`, so that a wrong value inside an optional
+/// field gets its own error instead of "not valid under any of the schemas".
+fn not_nullable(schema: &mut serde_json::Value) {
+    use serde_json::Value;
+    let is_null = |v: &Value| v.get("type").and_then(Value::as_str) == Some("null");
+    if let Value::Object(map) = schema {
+        if let Some(Value::Array(types)) = map.get_mut("type") {
+            types.retain(|t| t.as_str() != Some("null"));
+            if let [only] = types.as_slice() {
+                let only = only.clone();
+                map.insert("type".into(), only);
+            }
+        }
+        if let Some(Value::Array(any)) = map.get("anyOf")
+            && any.len() == 2
+            && let Some(keep) = any.iter().find(|v| !is_null(v))
+            && any.iter().any(is_null)
+        {
+            let keep = keep.clone();
+            map.remove("anyOf");
+            if let Value::Object(inner) = keep {
+                for (k, v) in inner {
+                    map.entry(k).or_insert(v);
+                }
+            }
+        }
+        for v in map.values_mut() {
+            not_nullable(v);
+        }
+    } else if let Value::Array(items) = schema {
+        for v in items {
+            not_nullable(v);
+        }
+    }
 }
 
 /// `/rules/0/regex` → `rules[0].regex`.

@@ -94,3 +94,4 @@ pub use crate::kind::{GearType, Prepared};
 pub use crate::manifest::{Category, Direction, Manifest, PortSpec, Status, Terminus};
 pub use crate::port::{ERROR_PORT, InPort, OutPort, PortName, PortStatus, Ports};
 pub use crate::stats::{Stats, StatsSnapshot};
+pub use idgen::{Clock, ManualClock};

@@ -163,6 +163,12 @@ impl Runner {
             mark_error(&mut msg, &failure);
             out.push((OutPort::ERROR, msg));
         }
+        if n > 0 {
+            let gear = &mut self.gear;
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| gear.flush())) {
+                tracing::warn!(detail = %panic_message(panic.as_ref()), "gear panicked in flush");
+            }
+        }
         let stats = self.ctx.stats();
         stats.add_in(n);
         stats.add_out((out.len() - before) as u64);
