@@ -93,5 +93,6 @@ pub use crate::ids::IdSource;
 pub use crate::kind::{GearType, Prepared};
 pub use crate::manifest::{Category, Direction, Manifest, PortSpec, Status, Terminus};
 pub use crate::port::{ERROR_PORT, InPort, OutPort, PortName, PortStatus, Ports};
+pub use crate::runner::Runner;
 pub use crate::stats::{Stats, StatsSnapshot};
 pub use idgen::{Clock, ManualClock};

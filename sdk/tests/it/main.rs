@@ -1,0 +1,6 @@
+//! The sdk's integration tests: the gear contract as a gear author and an engine see it.
+
+mod gears;
+mod lifecycle;
+mod manifest;
+mod processing;
