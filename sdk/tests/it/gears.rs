@@ -18,6 +18,7 @@ pub(crate) struct Probe {
 
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "only its schema and its parsing are under test")]
 pub(crate) struct ProbeConfig {
     /// A nested section, to check error paths.
     #[serde(default)]
@@ -28,6 +29,7 @@ pub(crate) struct ProbeConfig {
 
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "only its schema and its parsing are under test")]
 pub(crate) struct Rate {
     #[schemars(range(min = 1))]
     pub(crate) tps: u32,
