@@ -38,6 +38,7 @@ doc:
 bench:
 	$(CARGO) bench --bench codec
 	$(CARGO) bench --bench idgen
+	$(CARGO) bench --bench gears
 	$(CARGO) bench --bench snake
 
 bench-build:

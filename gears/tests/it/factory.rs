@@ -1,1 +1,175 @@
-//! Tests of the `factory` gear.
+//! Tests of the factory: the catalog, registration, validation.
+
+use fluxmsg::FluxMsg;
+use gears::{Error, Factory};
+use sdk::{
+    Category, ConfigError, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outbox,
+    Outcome,
+};
+use serde_json::json;
+
+const BUILTIN: [&str; 7] = [
+    "filter",
+    "generate",
+    "io_http",
+    "io_tcp",
+    "log",
+    "route",
+    "transform",
+];
+
+#[test]
+fn the_builtin_catalog_has_every_gear_with_a_manifest() {
+    let factory = Factory::builtin();
+    assert_eq!(factory.kinds().collect::<Vec<_>>(), BUILTIN);
+    for m in factory.manifests() {
+        assert!(!m.summary.is_empty(), "{} has a summary", m.kind);
+        assert!(
+            m.ports.iter().any(|p| p.name == "error"),
+            "{} has an error port",
+            m.kind
+        );
+        assert_eq!(
+            m.config_schema["type"], "object",
+            "{} has an object schema",
+            m.kind
+        );
+        assert_eq!(
+            m.config_schema["additionalProperties"],
+            json!(false),
+            "{} refuses unknown keys",
+            m.kind
+        );
+    }
+}
+
+#[test]
+fn an_unknown_type_lists_the_known_ones() {
+    let err = Factory::builtin()
+        .prepare("g1", "bento", &json!({}))
+        .expect_err("unknown");
+    assert_eq!(
+        err.to_string(),
+        "unknown gear type \"bento\" (known: filter, generate, io_http, io_tcp, log, route, transform)"
+    );
+}
+
+#[test]
+fn config_errors_name_the_gear_the_field_and_the_reason() {
+    let f = Factory::builtin();
+    let err = f
+        .prepare("audit", "log", &json!({ "every": "often" }))
+        .expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "gear \"audit\" (log): config.every: \"often\" is not of type \"integer\""
+    );
+    let err = f
+        .prepare("t", "transform", &json!({ "steps": [], "extra": 1 }))
+        .expect_err("refused");
+    assert!(err.to_string().contains("'extra' was unexpected"), "{err}");
+    match err {
+        Error::Config { gear, kind, source } => {
+            assert_eq!((gear.as_str(), kind.as_str()), ("t", "transform"));
+            assert_eq!(source.problems().len(), 1);
+        }
+        other => panic!("a config error, not {other:?}"),
+    }
+}
+
+/// A gear from an external pack.
+#[derive(Debug)]
+struct Echo {
+    out: OutPort,
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct EchoConfig {}
+
+impl GearKind for Echo {
+    type Config = EchoConfig;
+    fn manifest() -> Manifest {
+        Manifest::new("echo", Category::Logic)
+            .summary("echoes")
+            .input("in", "")
+            .output("out", "")
+    }
+    fn new(_: EchoConfig) -> Result<Echo, ConfigError> {
+        Ok(Echo {
+            out: OutPort::ERROR,
+        })
+    }
+}
+
+impl Gear for Echo {
+    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        self.out = ctx.output("out")?;
+        Ok(())
+    }
+    fn process(
+        &mut self,
+        _: InPort,
+        _: &mut FluxMsg,
+        _: &mut Outbox<'_>,
+    ) -> Result<Outcome, GearError> {
+        Ok(Outcome::Emit(self.out))
+    }
+}
+
+/// A pack that tries to replace a built-in gear.
+#[derive(Debug)]
+struct FakeLog;
+
+impl GearKind for FakeLog {
+    type Config = EchoConfig;
+    fn manifest() -> Manifest {
+        Manifest::new("log", Category::Observability)
+    }
+    fn new(_: EchoConfig) -> Result<FakeLog, ConfigError> {
+        Ok(FakeLog)
+    }
+}
+
+impl Gear for FakeLog {
+    fn process(
+        &mut self,
+        _: InPort,
+        _: &mut FluxMsg,
+        _: &mut Outbox<'_>,
+    ) -> Result<Outcome, GearError> {
+        Ok(Outcome::Consumed)
+    }
+}
+
+#[test]
+fn a_pack_registers_in_one_call_and_duplicates_are_refused() {
+    let mut f = Factory::builtin();
+    f.register_pack(|f| f.register::<Echo>())
+        .expect("registers");
+    assert!(f.get("echo").is_some());
+    let prepared = f.prepare("e", "echo", &json!({})).expect("valid");
+    assert_eq!(prepared.kind(), "echo");
+
+    let err = f.register::<Echo>().expect_err("taken");
+    assert_eq!(err.to_string(), "gear type \"echo\" is already registered");
+
+    // A pack that fails half-way registers nothing.
+    let mut f = Factory::empty();
+    let err = f
+        .register_pack(|f| {
+            f.register::<Echo>()?;
+            f.register::<FakeLog>()?;
+            f.register::<FakeLog>()
+        })
+        .expect_err("the duplicate fails the pack");
+    assert!(
+        matches!(err, Error::Duplicate(ref k) if k == "log"),
+        "{err}"
+    );
+    assert_eq!(f.kinds().count(), 0);
+
+    // A built-in cannot be silently overridden.
+    let mut f = Factory::builtin();
+    assert!(f.register::<FakeLog>().is_err());
+}

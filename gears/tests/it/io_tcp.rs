@@ -1,1 +1,594 @@
-//! Tests of the `io_tcp` gear.
+//! Tests of the `io_tcp` gear: real sockets on 127.0.0.1, real time, every wait bounded.
+
+use std::future::Future;
+use std::time::Duration;
+
+use fluxmsg::FluxMsg;
+use gears::io_tcp::IoTcp;
+use sdk::{Category, Harness, Terminus};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, sleep, timeout};
+
+/// The longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// Awaits `fut`, failing the test if it takes longer than [`WAIT`].
+async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    timeout(WAIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `cond` every 10 ms until it holds, failing the test after [`WAIT`].
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    within(what, async {
+        while !cond() {
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// `{"mode": mode, ...extra}`.
+fn config(mode: &str, extra: Value) -> Value {
+    let mut config = json!({ "mode": mode });
+    if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
+        config.extend(extra);
+    }
+    config
+}
+
+/// A started server gear bound to a free port of 127.0.0.1, and its address.
+fn server(extra: Value) -> (Harness, String) {
+    let mut config = config("server", extra);
+    // A port free a moment ago may be taken by the time the gear binds it (another test's
+    // client socket): try a few.
+    let mut last_error = None;
+    for _ in 0..5 {
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        config["bind"] = json!(addr);
+        let mut h = Harness::new::<IoTcp>(&config).expect("a valid server config");
+        match h.start() {
+            Ok(()) => return (h, addr),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    panic!("the server cannot bind a free port: {last_error:?}");
+}
+
+/// A started client gear that connects to `addr`.
+fn client(addr: &str, extra: Value) -> Harness {
+    let mut config = config("client", extra);
+    config["connect"] = json!(addr);
+    let mut h = Harness::new::<IoTcp>(&config).expect("a valid client config");
+    h.start().expect("a client starts without a server");
+    h
+}
+
+async fn connect(addr: &str) -> TcpStream {
+    let stream = within("connect", TcpStream::connect(addr))
+        .await
+        .expect("the gear accepts the connection");
+    stream
+        .set_nodelay(true)
+        .expect("TCP_NODELAY on a test socket");
+    stream
+}
+
+/// The next message the gear emits on `port`.
+async fn next(h: &mut Harness, port: &str) -> FluxMsg {
+    within(port, h.recv(port))
+        .await
+        .unwrap_or_else(|| panic!("a message on {port}"))
+}
+
+/// Exactly `n` bytes from `stream`.
+async fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    within("bytes from the gear", stream.read_exact(&mut buf))
+        .await
+        .expect("the gear writes to the socket");
+    buf
+}
+
+/// Waits until the gear closes `stream` (EOF or reset), failing if data comes first.
+async fn expect_closed(stream: &mut TcpStream) {
+    let mut buf = [0; 64];
+    match within("the gear to close the connection", stream.read(&mut buf)).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("expected the connection closed, read {:?}", &buf[..n]),
+    }
+}
+
+fn text(msg: &FluxMsg, key: &str) -> String {
+    msg.meta
+        .get(key)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| panic!("meta {key} in {msg:?}"))
+}
+
+fn reason(msg: &FluxMsg) -> String {
+    text(msg, sdk::ERROR_REASON)
+}
+
+/// A message for the connection `request` came from.
+fn reply(request: &FluxMsg, raw: &'static [u8]) -> FluxMsg {
+    FluxMsg::builder()
+        .meta("conn.id", text(request, "conn.id"))
+        .raw(raw)
+        .build()
+}
+
+fn raw(raw: &'static [u8]) -> FluxMsg {
+    FluxMsg::builder().raw(raw).build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_echo_round_trip_by_conn_id() {
+    let (mut h, addr) = server(json!({}));
+    let mut c = connect(&addr).await;
+    c.write_all(b"hello\n").await.expect("write");
+
+    let request = next(&mut h, "out").await;
+    assert_eq!(&request.raw[..], b"hello");
+    let conn_id = text(&request, "conn.id");
+    assert_eq!(conn_id.len(), 16, "{conn_id}");
+    assert!(conn_id.bytes().all(|b| b.is_ascii_hexdigit()), "{conn_id}");
+    assert_eq!(text(&request, "peer.ip"), "127.0.0.1");
+    let port = c.local_addr().expect("local address").port();
+    assert_eq!(text(&request, "peer.port"), port.to_string());
+    assert!(request.ts > 0, "arrival time set");
+
+    h.send("in", reply(&request, b"world")).expect("send");
+    assert_eq!(read_n(&mut c, 6).await, b"world\n");
+    h.shutdown().await;
+    assert!(h.error_reasons().is_empty());
+    let stats = h.stats();
+    assert_eq!((stats.messages_in, stats.messages_out), (1, 1));
+    assert!(stats.dropped.is_empty(), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaped_multi_byte_delimiter() {
+    // The JSON text holds a backslash and a letter: the gear reads the escapes.
+    let (mut h, addr) = server(json!({ "delimiter": "\\r\\n" }));
+    let mut c = connect(&addr).await;
+    c.write_all(b"a\nb\r\nc\r\n").await.expect("write");
+    let first = next(&mut h, "out").await;
+    assert_eq!(&first.raw[..], b"a\nb");
+    assert_eq!(&next(&mut h, "out").await.raw[..], b"c");
+    h.send("in", reply(&first, b"ok")).expect("send");
+    assert_eq!(read_n(&mut c, 4).await, b"ok\r\n");
+    h.shutdown().await;
+}
+
+/// Length-prefixed framing both ways: a frame split over several writes, then three frames
+/// (one empty) in one write, then a reply.
+async fn check_length_prefix(framing: &str, header: usize) {
+    let (mut h, addr) = server(json!({ "framing": framing }));
+    let mut c = connect(&addr).await;
+    let prefix = |len: usize| -> Vec<u8> {
+        let bytes = (len as u32).to_be_bytes();
+        bytes[4 - header..].to_vec()
+    };
+
+    let mut split = prefix(5);
+    split.extend_from_slice(b"hello");
+    for part in [&split[..1], &split[1..header + 2], &split[header + 2..]] {
+        c.write_all(part).await.expect("write");
+        c.flush().await.expect("flush");
+        // Not a synchronisation: spaces the writes so that they leave as separate segments.
+        sleep(Duration::from_millis(20)).await;
+    }
+    let mut batch = Vec::new();
+    for frame in [&b"x"[..], b"", b"yz"] {
+        batch.extend(prefix(frame.len()));
+        batch.extend_from_slice(frame);
+    }
+    c.write_all(&batch).await.expect("write");
+
+    let first = next(&mut h, "out").await;
+    assert_eq!(&first.raw[..], b"hello");
+    for want in [&b"x"[..], b"", b"yz"] {
+        assert_eq!(&next(&mut h, "out").await.raw[..], want);
+    }
+
+    h.send("in", reply(&first, b"reply")).expect("send");
+    let mut want = prefix(5);
+    want.extend_from_slice(b"reply");
+    assert_eq!(read_n(&mut c, header + 5).await, want);
+    h.shutdown().await;
+    assert!(h.error_reasons().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_prefix2_both_ways() {
+    check_length_prefix("length_prefix2", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_prefix4_both_ways() {
+    check_length_prefix("length_prefix4", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_crosses_both_ways() {
+    let (mut h, addr) = server(json!({ "framing": "length_prefix4" }));
+    let mut c = connect(&addr).await;
+    let body: Vec<u8> = (0..300_000_u32).map(|i| (i % 251) as u8).collect();
+    let mut frame = 300_000_u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    c.write_all(&frame).await.expect("write");
+
+    let request = next(&mut h, "out").await;
+    assert_eq!(request.raw.len(), body.len());
+    assert!(request.raw[..] == body[..], "the frame arrives intact");
+    h.send("in", request).expect("send the frame back");
+    assert!(
+        read_n(&mut c, frame.len()).await == frame,
+        "and returns intact"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_the_right_client() {
+    let (mut h, addr) = server(json!({}));
+    let mut a = connect(&addr).await;
+    let mut b = connect(&addr).await;
+    a.write_all(b"from-a\n").await.expect("write a");
+    b.write_all(b"from-b\n").await.expect("write b");
+    let mut from_a = None;
+    let mut from_b = None;
+    for _ in 0..2 {
+        let msg = next(&mut h, "out").await;
+        match &msg.raw[..] {
+            b"from-a" => from_a = Some(msg),
+            b"from-b" => from_b = Some(msg),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    let (from_a, from_b) = (from_a.expect("a's frame"), from_b.expect("b's frame"));
+    assert_ne!(text(&from_a, "conn.id"), text(&from_b, "conn.id"));
+
+    // Replies in the other order, each to its own connection.
+    h.send("in", reply(&from_b, b"to-b")).expect("send");
+    h.send("in", reply(&from_a, b"to-a")).expect("send");
+    assert_eq!(read_n(&mut a, 5).await, b"to-a\n");
+    assert_eq!(read_n(&mut b, 5).await, b"to-b\n");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_conn_id_the_only_connection_gets_it() {
+    let (mut h, addr) = server(json!({}));
+    let mut c = connect(&addr).await;
+    c.write_all(b"hi\n").await.expect("write");
+    next(&mut h, "out").await; // The gear has registered the connection.
+    h.send("in", raw(b"broadcast")).expect("send");
+    assert_eq!(read_n(&mut c, 10).await, b"broadcast\n");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_conn_id_two_connections_are_ambiguous() {
+    let (mut h, addr) = server(json!({}));
+    let mut a = connect(&addr).await;
+    let mut b = connect(&addr).await;
+    a.write_all(b"a\n").await.expect("write a");
+    b.write_all(b"b\n").await.expect("write b");
+    next(&mut h, "out").await;
+    next(&mut h, "out").await;
+
+    h.send("in", raw(b"which?")).expect("send");
+    let error = next(&mut h, "error").await;
+    assert_eq!(reason(&error), "ambiguous_route");
+    assert_eq!(&error.raw[..], b"which?", "the error keeps the message");
+    h.shutdown().await;
+    // Read once the gear's tasks are done: an emission is counted just after it is sent.
+    assert_eq!(h.stats().errors, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_or_closed_conn_id_is_no_connection() {
+    let (mut h, addr) = server(json!({}));
+
+    // Not a connection id at all: refused on the spot.
+    let bad = FluxMsg::builder()
+        .meta("conn.id", "zz")
+        .raw(&b"x"[..])
+        .build();
+    h.send("in", bad).expect("send");
+    assert_eq!(h.error_reasons(), ["no_connection"]);
+
+    // Nothing open, no conn.id.
+    h.send("in", raw(b"nobody")).expect("send");
+    assert_eq!(reason(&next(&mut h, "error").await), "no_connection");
+
+    // A well-formed id that this gear never gave.
+    let mut c = connect(&addr).await;
+    c.write_all(b"hi\n").await.expect("write");
+    let request = next(&mut h, "out").await;
+    let unknown = FluxMsg::builder()
+        .meta("conn.id", "00000000ffffffff")
+        .raw(&b"x"[..])
+        .build();
+    h.send("in", unknown).expect("send");
+    assert_eq!(reason(&next(&mut h, "error").await), "no_connection");
+
+    // A connection that closed: once the gear has noticed, its id is refused.
+    drop(c);
+    let mut refused = false;
+    within("the closed connection to be refused", async {
+        while !refused {
+            h.send("in", reply(&request, b"late")).expect("send");
+            sleep(Duration::from_millis(10)).await;
+            refused = h
+                .error_reasons()
+                .iter()
+                .any(|reason| reason == "no_connection");
+        }
+    })
+    .await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_closes_the_extra_connection() {
+    let (mut h, addr) = server(json!({ "max_connections": 1 }));
+    let mut a = connect(&addr).await;
+    a.write_all(b"a\n").await.expect("write");
+    let request = next(&mut h, "out").await;
+
+    let mut b = connect(&addr).await;
+    expect_closed(&mut b).await;
+    assert_eq!(h.stats().dropped("max_connections"), 1);
+
+    // The first connection is unaffected.
+    h.send("in", reply(&request, b"still here")).expect("send");
+    assert_eq!(read_n(&mut a, 11).await, b"still here\n");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_its_connection() {
+    let (mut h, addr) = server(json!({ "max_frame": 8 }));
+    let mut c = connect(&addr).await;
+    // A frame at the limit passes; the next one never ends within the limit.
+    c.write_all(b"12345678\n123456789").await.expect("write");
+    assert_eq!(&next(&mut h, "out").await.raw[..], b"12345678");
+    expect_closed(&mut c).await;
+    assert_eq!(h.stats().dropped("oversized_frame"), 1);
+
+    // Other connections go on.
+    let mut d = connect(&addr).await;
+    d.write_all(b"fine\n").await.expect("write");
+    assert_eq!(&next(&mut h, "out").await.raw[..], b"fine");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_length_prefix_closes_at_once() {
+    let (mut h, addr) = server(json!({ "framing": "length_prefix4", "max_frame": 16 }));
+    let mut c = connect(&addr).await;
+    // Announces 1 GiB and sends nothing more: the gear must not wait for it.
+    c.write_all(&(1_u32 << 30).to_be_bytes())
+        .await
+        .expect("write");
+    expect_closed(&mut c).await;
+    assert_eq!(h.stats().dropped("oversized_frame"), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed() {
+    let (mut h, addr) = server(json!({ "idle_timeout": "200ms" }));
+    let mut c = connect(&addr).await;
+    c.write_all(b"x\n").await.expect("write");
+    next(&mut h, "out").await;
+    let quiet_since = Instant::now();
+    expect_closed(&mut c).await;
+    let waited = quiet_since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150),
+        "closed after {waited:?}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_flushes_buffered_replies_then_closes() {
+    let (mut h, addr) = server(json!({}));
+    let mut c = connect(&addr).await;
+    c.write_all(b"q\n").await.expect("write");
+    let request = next(&mut h, "out").await;
+    for body in [&b"r1"[..], b"r2", b"r3"] {
+        h.send("in", reply(&request, body)).expect("send");
+    }
+    h.shutdown().await;
+    assert_eq!(read_n(&mut c, 9).await, b"r1\nr2\nr3\n");
+    expect_closed(&mut c).await;
+    assert!(h.stats().dropped.is_empty(), "{:?}", h.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_too_long_for_its_prefix_is_refused() {
+    let (mut h, _addr) = server(json!({ "framing": "length_prefix2" }));
+    h.send("in", FluxMsg::builder().raw(vec![0_u8; 70_000]).build())
+        .expect("send");
+    assert_eq!(h.error_reasons(), ["frame_too_long"]);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_fails_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address");
+    let mut h = Harness::new::<IoTcp>(&json!({ "mode": "server", "bind": addr.to_string() }))
+        .expect("a valid config: nothing is bound before start");
+    let err = h.start().expect_err("the port is taken").to_string();
+    assert!(err.contains("start") && err.contains("bind"), "{err}");
+    assert!(err.contains(&addr.to_string()), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reconnects_to_a_late_listener() {
+    let addr = format!("127.0.0.1:{}", crate::free_port());
+    let mut h = client(
+        &addr,
+        json!({ "reconnect_wait": "20ms", "reconnect_max": "80ms" }),
+    );
+    h.send("in", raw(b"early")).expect("send");
+    // Not a synchronisation: lets a few connection attempts fail before the server exists.
+    sleep(Duration::from_millis(200)).await;
+
+    let listener = TcpListener::bind(&addr)
+        .await
+        .expect("bind the late server");
+    let (mut s, _) = within("the client to connect", listener.accept())
+        .await
+        .expect("accept");
+    assert_eq!(read_n(&mut s, 6).await, b"early\n", "buffered while down");
+
+    s.write_all(b"resp\n").await.expect("write");
+    let response = next(&mut h, "out").await;
+    assert_eq!(&response.raw[..], b"resp");
+    assert_eq!(text(&response, "peer.ip"), "127.0.0.1");
+    assert_eq!(
+        text(&response, "peer.port"),
+        addr.rsplit(':').next().expect("port")
+    );
+    let first_conn = text(&response, "conn.id");
+
+    h.send("in", raw(b"later")).expect("send");
+    assert_eq!(read_n(&mut s, 6).await, b"later\n");
+
+    // The server drops the connection: the client comes back on its own.
+    drop(s);
+    let (mut s, _) = within("the client to reconnect", listener.accept())
+        .await
+        .expect("accept");
+    h.send("in", raw(b"again")).expect("send");
+    assert_eq!(read_n(&mut s, 6).await, b"again\n");
+    s.write_all(b"r2\n").await.expect("write");
+    let response = next(&mut h, "out").await;
+    assert_ne!(
+        text(&response, "conn.id"),
+        first_conn,
+        "a new connection id"
+    );
+
+    h.shutdown().await;
+    assert!(h.error_reasons().is_empty());
+    assert!(h.stats().dropped.is_empty(), "{:?}", h.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_buffer_overflow_drops_the_oldest() {
+    let addr = format!("127.0.0.1:{}", crate::free_port());
+    let mut h = client(
+        &addr,
+        json!({ "max_buffered_messages": 3, "reconnect_wait": "20ms", "reconnect_max": "50ms" }),
+    );
+    for i in 0..10 {
+        h.send("in", FluxMsg::builder().raw(format!("m{i}")).build())
+            .expect("send");
+    }
+    eventually("7 drops", || h.stats().dropped("buffer_full") == 7).await;
+
+    let listener = TcpListener::bind(&addr)
+        .await
+        .expect("bind the late server");
+    let (mut s, _) = within("the client to connect", listener.accept())
+        .await
+        .expect("accept");
+    assert_eq!(read_n(&mut s, 9).await, b"m7\nm8\nm9\n");
+    h.shutdown().await;
+    expect_closed(&mut s).await;
+    assert_eq!(h.stats().dropped("buffer_full"), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_drain_while_disconnected_counts_what_is_left() {
+    let addr = format!("127.0.0.1:{}", crate::free_port());
+    let mut h = client(&addr, json!({ "reconnect_wait": "1s" }));
+    h.send("in", raw(b"never")).expect("send");
+    h.shutdown().await;
+    assert_eq!(h.stats().dropped("shutdown"), 1);
+}
+
+/// Builds a gear from `config` and checks the error names each of `expect`.
+#[track_caller]
+fn check_config_error(config: &Value, expect: &[&str]) {
+    let err = Harness::new::<IoTcp>(config)
+        .expect_err("the config is refused")
+        .to_string();
+    for want in expect {
+        assert!(err.contains(want), "{err:?} should mention {want:?}");
+    }
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    check_config_error(&json!({}), &["mode"]);
+    check_config_error(
+        &json!({ "mode": "client" }),
+        &["config.connect", "required in client mode"],
+    );
+    check_config_error(&json!({ "mode": "server", "bnd": ":80" }), &["bnd"]);
+    check_config_error(
+        &json!({ "mode": "server", "framing": "bogus" }),
+        &["config.framing", "bogus", "length_prefix2"],
+    );
+    check_config_error(
+        &json!({ "mode": "server", "delimiter": "\\q" }),
+        &["config.delimiter", "unknown escape"],
+    );
+    check_config_error(
+        &json!({ "mode": "server", "connect": "a:1" }),
+        &["config.connect", "only used in client mode"],
+    );
+    check_config_error(
+        &json!({ "mode": "client", "connect": "no-port" }),
+        &["config.connect", "host:port"],
+    );
+    check_config_error(
+        &json!({ "mode": "server", "bind": "0.0.0.0:99999" }),
+        &["config.bind", "port"],
+    );
+    check_config_error(
+        &json!({ "mode": "client", "connect": "a:1", "reconnect_wait": "10s", "reconnect_max": "1s" }),
+        &["config.reconnect_wait", "reconnect_max"],
+    );
+    check_config_error(
+        &json!({ "mode": "server", "idle_timeout": "soon" }),
+        &["idle_timeout"],
+    );
+    check_config_error(
+        &json!({ "mode": "server", "max_buffered_messages": 0 }),
+        &["config.max_buffered_messages"],
+    );
+}
+
+#[test]
+fn defaults_and_registration() {
+    // Validation opens nothing: a client to nowhere and a server on a privileged port build.
+    Harness::new::<IoTcp>(&json!({ "mode": "client", "connect": "192.0.2.1:9" }))
+        .expect("a client config");
+    Harness::new::<IoTcp>(&json!({ "mode": "server", "bind": ":80" })).expect("a server config");
+
+    let factory = gears::Factory::builtin();
+    let kind = factory.get("io_tcp").expect("io_tcp is built in");
+    let manifest = kind.manifest();
+    assert_eq!(manifest.category, Category::Io);
+    assert_eq!(manifest.terminus, Terminus::Io);
+    assert!(!manifest.summary.is_empty());
+    let ports: Vec<&str> = manifest.ports.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(ports, ["error", "in", "out"]);
+    let schema = manifest.config_schema.to_string();
+    for key in ["max_buffered_messages", "length_prefix4", "reconnect_max"] {
+        assert!(schema.contains(key), "the schema documents {key}");
+    }
+}

@@ -5,7 +5,7 @@ use gears::transform::Transform;
 use sdk::Harness;
 use serde_json::json;
 
-fn run(steps: serde_json::Value, msg: FluxMsg) -> (Vec<FluxMsg>, Vec<String>) {
+fn run(steps: &serde_json::Value, msg: FluxMsg) -> (Vec<FluxMsg>, Vec<String>) {
     let mut h = Harness::new::<Transform>(&json!({ "steps": steps })).expect("valid config");
     h.send("in", msg).expect("processed");
     (h.take("out"), h.error_reasons())
@@ -24,7 +24,7 @@ fn payment() -> FluxMsg {
 #[test]
 fn set_copy_move_delete_apply_in_order() {
     let (out, errors) = run(
-        json!([
+        &json!([
             { "set": "data.currency", "value": "EUR" },
             { "set": "data.limits.daily", "value": { "max": 5000, "used": [1, 2] } },
             { "copy": "data.pan", "to": "meta.pan" },
@@ -56,7 +56,7 @@ fn set_copy_move_delete_apply_in_order() {
 #[test]
 fn expressions_compute_values() {
     let (out, _) = run(
-        json!([
+        &json!([
             { "set": "data.fee", "expr": "data.amount * 15 / 1000" },
             { "set": "data.big", "expr": "data.amount > 1000" },
             { "set": "meta.kind", "expr": "if meta[\"iso8583.mti\"] == \"0100\" { \"auth\" } else { \"other\" }" },
@@ -84,9 +84,9 @@ fn steps_apply_only_when_their_condition_holds() {
         { "set": "meta.tier", "value": "gold", "when": { "field": "data.amount", "gte": 1000 } },
         { "set": "meta.tier", "value": "basic", "when": { "field": "meta.tier", "exists": false } }
     ]);
-    let (out, _) = run(steps.clone(), payment());
+    let (out, _) = run(&steps, payment());
     assert_eq!(out[0].meta.get("tier").map(|t| t.as_str()), Some("gold"));
-    let (out, _) = run(steps, FluxMsg::builder().data("amount", 5).build());
+    let (out, _) = run(&steps, FluxMsg::builder().data("amount", 5).build());
     assert_eq!(out[0].meta.get("tier").map(|t| t.as_str()), Some("basic"));
 }
 
@@ -109,24 +109,24 @@ fn templates_read_the_clock() {
 #[test]
 fn a_failing_step_sends_the_message_to_error_with_its_reason() {
     // data.pan is text, so data.pan.x cannot be created under it.
-    let (out, errors) = run(json!([{ "set": "data.pan.x", "value": 1 }]), payment());
+    let (out, errors) = run(&json!([{ "set": "data.pan.x", "value": 1 }]), payment());
     assert!(out.is_empty());
     assert_eq!(errors, ["path_conflict"]);
-    let (_, errors) = run(json!([{ "set": "flags", "value": "high" }]), payment());
+    let (_, errors) = run(&json!([{ "set": "flags", "value": "high" }]), payment());
     assert_eq!(errors, ["type_mismatch"]);
     let (_, errors) = run(
-        json!([{ "set": "data.x", "expr": "data.amount / 0" }]),
+        &json!([{ "set": "data.x", "expr": "data.amount / 0" }]),
         payment(),
     );
     assert_eq!(errors, ["expr_failed"]);
-    let (_, errors) = run(json!([{ "set": "data.x", "expr": "loop {}" }]), payment());
+    let (_, errors) = run(&json!([{ "set": "data.x", "expr": "loop {}" }]), payment());
     assert_eq!(errors, ["expr_failed"]);
 }
 
 #[test]
 fn absent_sources_are_left_alone() {
     let (out, errors) = run(
-        json!([{ "copy": "data.nope", "to": "data.y" }, { "move": "meta.nope", "to": "data.z" }, { "delete": "data.none" }]),
+        &json!([{ "copy": "data.nope", "to": "data.y" }, { "move": "meta.nope", "to": "data.z" }, { "delete": "data.none" }]),
         payment(),
     );
     assert!(errors.is_empty());

@@ -1,0 +1,322 @@
+//! The `io_tcp` configuration, as written in a scenario, and the settings checked from it.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use sdk::{ConfigError, HumanDuration};
+use serde::{Deserialize, Serialize};
+
+use super::framing::Codec;
+
+/// The configuration of an [`IoTcp`](super::IoTcp) gear (the `config:` map of a scenario).
+///
+/// Every key but `mode` has a default; a misspelt key is an error. See the
+/// [module documentation](super) for an example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// `server` listens on `bind` and serves many connections; `client` keeps one connection
+    /// to `connect` open, reconnecting with backoff.
+    pub mode: Mode,
+    /// Server: the address to listen on, `host:port` (`:8080` means every interface).
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    /// Client: the address to connect to, `host:port`. Required in client mode, refused in
+    /// server mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    /// Server: how many connections may be open at once; 0 means no limit. A connection over
+    /// the limit is closed as soon as it is accepted and counted as dropped `max_connections`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How frames are cut from the byte stream and written to it.
+    #[serde(default)]
+    pub framing: Framing,
+    /// The delimiter of `delimiter` framing, with escapes `\n`, `\r`, `\t`, `\0`, `\\` and
+    /// `\xHH`; empty means `\n`. Not part of the frame; appended on write.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    /// The largest frame read, in bytes, delimiter or length prefix not included. A longer
+    /// frame closes its connection and is counted as dropped `oversized_frame`.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: u32,
+    /// A connection with no byte read or written for this long is closed; `0s` never closes.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Client: how long one connection attempt may take.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Client: the wait before reconnecting after a failed attempt or a lost connection;
+    /// doubled after each failed attempt up to `reconnect_max`.
+    #[serde(default = "default_reconnect_wait")]
+    pub reconnect_wait: HumanDuration,
+    /// Client: the longest wait between two connection attempts.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max: HumanDuration,
+    /// How many messages may wait to be written, per connection (server) or in total
+    /// (client, also while disconnected). When full the oldest is dropped and counted as
+    /// `buffer_full`.
+    #[serde(default = "default_max_buffered")]
+    pub max_buffered_messages: u32,
+    /// Client: whether frames read from the server are emitted on `out`; when false they are
+    /// read and discarded.
+    #[serde(default = "default_true")]
+    pub read_responses: bool,
+}
+
+/// Whether the gear listens or connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Mode {
+    /// Listen on `bind` and serve every connection that comes.
+    Server,
+    /// Keep one connection to `connect`.
+    Client,
+}
+
+/// How frames are cut from a TCP byte stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Framing {
+    /// Frames end with `delimiter` (a newline by default).
+    #[default]
+    #[serde(rename = "delimiter")]
+    Delimiter,
+    /// Frames start with their length on 2 bytes, big-endian, prefix not included.
+    #[serde(rename = "length_prefix2")]
+    LengthPrefix2,
+    /// Frames start with their length on 4 bytes, big-endian, prefix not included.
+    #[serde(rename = "length_prefix4")]
+    LengthPrefix4,
+}
+
+// Written by hand so that a wrong value is told the allowed ones ("is not one of ..."), which
+// the derived `oneOf` (one schema per documented variant) does not do.
+impl JsonSchema for Mode {
+    fn schema_name() -> Cow<'static, str> {
+        "Mode".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "enum": ["server", "client"],
+            "description": "server: listen on bind; client: keep one connection to connect"
+        })
+    }
+}
+
+impl JsonSchema for Framing {
+    fn schema_name() -> Cow<'static, str> {
+        "Framing".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "enum": ["delimiter", "length_prefix2", "length_prefix4"],
+            "description": "delimiter: frames end with `delimiter`; length_prefix2 / \
+                length_prefix4: frames start with their length on 2 / 4 bytes, big-endian, \
+                prefix not included"
+        })
+    }
+}
+
+fn default_bind() -> String {
+    "0.0.0.0:8080".to_owned()
+}
+
+fn default_max_connections() -> u32 {
+    4096
+}
+
+fn default_delimiter() -> String {
+    "\n".to_owned()
+}
+
+fn default_max_frame() -> u32 {
+    1 << 20
+}
+
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+fn default_reconnect_wait() -> HumanDuration {
+    HumanDuration::from_millis(100)
+}
+
+fn default_reconnect_max() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+fn default_max_buffered() -> u32 {
+    1000
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The configuration once checked, in the shapes the tasks use.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) mode: Mode,
+    pub(crate) bind: String,
+    pub(crate) connect: String,
+    /// `usize::MAX` when unlimited.
+    pub(crate) max_connections: usize,
+    pub(crate) codec: Codec,
+    pub(crate) max_frame: usize,
+    /// `None` when idle connections are kept.
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) reconnect_wait: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) max_buffered: usize,
+    pub(crate) read_responses: bool,
+}
+
+impl Settings {
+    /// Checks the rules the schema cannot express.
+    pub(crate) fn from_config(config: Config) -> Result<Settings, ConfigError> {
+        let connect = match (config.mode, config.connect) {
+            (Mode::Client, None) => {
+                return Err(ConfigError::field(
+                    "connect",
+                    "required in client mode: the host:port to connect to",
+                ));
+            }
+            (Mode::Client, Some(addr)) => {
+                check_host_port(&addr).map_err(|e| ConfigError::field("connect", e))?;
+                addr
+            }
+            (Mode::Server, Some(_)) => {
+                return Err(ConfigError::field(
+                    "connect",
+                    "only used in client mode (this gear is a server; did you mean bind?)",
+                ));
+            }
+            (Mode::Server, None) => String::new(),
+        };
+        let bind = match config.bind.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => config.bind,
+        };
+        check_host_port(&bind).map_err(|e| ConfigError::field("bind", e))?;
+        let codec = match config.framing {
+            Framing::Delimiter => {
+                let delimiter =
+                    unescape(&config.delimiter).map_err(|e| ConfigError::field("delimiter", e))?;
+                Codec::Delimiter(if delimiter.is_empty() {
+                    Bytes::from_static(b"\n")
+                } else {
+                    Bytes::from(delimiter)
+                })
+            }
+            Framing::LengthPrefix2 => Codec::Prefix2,
+            Framing::LengthPrefix4 => Codec::Prefix4,
+        };
+        if config.max_frame == 0 {
+            return Err(ConfigError::field("max_frame", "must be at least 1 byte"));
+        }
+        if config.max_buffered_messages == 0 {
+            return Err(ConfigError::field(
+                "max_buffered_messages",
+                "must be at least 1",
+            ));
+        }
+        if config.connect_timeout.get().is_zero() {
+            return Err(ConfigError::field("connect_timeout", "must be positive"));
+        }
+        if config.reconnect_wait.get().is_zero() {
+            return Err(ConfigError::field("reconnect_wait", "must be positive"));
+        }
+        if config.reconnect_wait > config.reconnect_max {
+            return Err(ConfigError::field(
+                "reconnect_wait",
+                format_args!(
+                    "{} is longer than reconnect_max ({})",
+                    config.reconnect_wait, config.reconnect_max
+                ),
+            ));
+        }
+        let idle = config.idle_timeout.get();
+        Ok(Settings {
+            mode: config.mode,
+            bind,
+            connect,
+            max_connections: match config.max_connections {
+                0 => usize::MAX,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
+            codec,
+            max_frame: usize::try_from(config.max_frame).unwrap_or(usize::MAX),
+            idle_timeout: (!idle.is_zero()).then_some(idle),
+            connect_timeout: config.connect_timeout.get(),
+            reconnect_wait: config.reconnect_wait.get(),
+            reconnect_max: config.reconnect_max.get(),
+            max_buffered: usize::try_from(config.max_buffered_messages).unwrap_or(usize::MAX),
+            read_responses: config.read_responses,
+        })
+    }
+}
+
+/// Checks the shape `host:port` without resolving the host (no I/O at validation time).
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is not host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("{addr:?} has no host"));
+    }
+    port.parse::<u16>()
+        .map(|_| ())
+        .map_err(|_| format!("{addr:?} has no valid port (0 to 65535)"))
+}
+
+/// Reads the escapes of a delimiter: `\n`, `\r`, `\t`, `\0`, `\\` and `\xHH`.
+pub(crate) fn unescape(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let escaped = match bytes.next() {
+            Some(b'n') => b'\n',
+            Some(b'r') => b'\r',
+            Some(b't') => b'\t',
+            Some(b'0') => 0,
+            Some(b'\\') => b'\\',
+            Some(b'x') => {
+                let hex = [bytes.next(), bytes.next()];
+                let [Some(hi), Some(lo)] = hex else {
+                    return Err(format!("{text:?}: \\x needs two hex digits"));
+                };
+                std::str::from_utf8(&[hi, lo])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("{text:?}: \\x needs two hex digits"))?
+            }
+            Some(other) => {
+                return Err(format!(
+                    "{text:?}: unknown escape \\{} (use \\n, \\r, \\t, \\0, \\\\ or \\xHH)",
+                    char::from(other)
+                ));
+            }
+            None => return Err(format!("{text:?} ends with a lone backslash")),
+        };
+        out.push(escaped);
+    }
+    Ok(out)
+}

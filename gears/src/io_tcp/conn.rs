@@ -1,0 +1,418 @@
+//! One TCP connection: its outbound queue and the task that reads and writes it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fluxmsg::{FluxMsg, Map, Text};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::sync::{Notify, watch};
+use tokio::time::{Instant, sleep_until};
+
+use super::Shared;
+use super::framing::{Codec, Decoder, Oversized};
+
+/// Bytes asked of the socket per read, at least.
+const READ_CHUNK: usize = 8 * 1024;
+/// Bytes of frames encoded per write, at most (one frame may exceed it alone).
+const WRITE_BATCH: usize = 64 * 1024;
+/// An idle buffer larger than this is given back rather than kept for the next frame.
+const SHRINK_ABOVE: usize = 256 * 1024;
+
+/// Connection ids, unique in the process, so that a `conn.id` kept across a gear restart
+/// never reaches a newer connection.
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A new connection id.
+pub(crate) fn next_conn_id() -> u64 {
+    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A connection id as it appears in `conn.id`: 16 lower-case hex digits.
+pub(crate) fn format_conn_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// Reads a `conn.id` back (1 to 16 hex digits).
+pub(crate) fn parse_conn_id(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
+/// The payloads waiting to be written to one connection: bounded, oldest dropped first.
+///
+/// Pushed by the routing task, taken by the connection's writer; the lock is held for a
+/// push or a pop, never across I/O.
+#[derive(Debug)]
+pub(crate) struct SendQueue {
+    payloads: Mutex<VecDeque<Bytes>>,
+    capacity: usize,
+    wake: Notify,
+}
+
+impl SendQueue {
+    pub(crate) fn new(capacity: usize) -> SendQueue {
+        SendQueue {
+            payloads: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Queues `payload`, dropping the oldest ones if the queue is full; returns how many were
+    /// dropped.
+    pub(crate) fn push(&self, payload: Bytes) -> u64 {
+        let mut dropped = 0;
+        {
+            let mut queue = self.payloads.lock().unwrap_or_else(PoisonError::into_inner);
+            while queue.len() >= self.capacity {
+                queue.pop_front();
+                dropped += 1;
+            }
+            queue.push_back(payload);
+        }
+        self.wake.notify_one();
+        dropped
+    }
+
+    /// Moves the oldest payloads into `into`, at least one if any, up to about `max_bytes`.
+    fn take(&self, into: &mut Vec<Bytes>, max_bytes: usize) {
+        let mut queue = self.payloads.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut bytes = 0;
+        while let Some(front) = queue.front() {
+            if bytes > 0 && bytes + front.len() > max_bytes {
+                break;
+            }
+            bytes += front.len();
+            into.extend(queue.pop_front());
+        }
+    }
+
+    /// Empties the queue; returns how many payloads it held.
+    pub(crate) fn clear(&self) -> u64 {
+        let mut queue = self.payloads.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = queue.len() as u64;
+        queue.clear();
+        n
+    }
+}
+
+/// The drain signal, seen by every connection of a gear.
+#[derive(Debug, Clone)]
+pub(crate) struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// A stop signal and the sender that raises it (sending `true`, or dropping it).
+    pub(crate) fn channel() -> (watch::Sender<bool>, Stop) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Stop(rx))
+    }
+
+    /// Whether the gear is draining.
+    pub(crate) fn is_set(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
+    /// Returns once the gear drains.
+    pub(crate) async fn wait(&mut self) {
+        // An error means the sender is gone: stop as well.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// What a connection task needs besides the socket.
+#[derive(Debug)]
+pub(crate) struct Link<'a> {
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) queue: &'a SendQueue,
+    pub(crate) stop: Stop,
+    /// Whether frames read are emitted (false: read and discarded).
+    pub(crate) emit: bool,
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnEnd {
+    /// Why, for logs: `peer_closed`, `read_error`, `write_error`, `oversized_frame`,
+    /// `idle_timeout`, `drained`, `engine_closed`.
+    pub(crate) reason: &'static str,
+    /// Payloads taken from the queue but not (completely) written.
+    pub(crate) unsent: u64,
+}
+
+/// The last time a connection read or wrote, and whether it is waiting on the engine.
+#[derive(Debug)]
+struct Activity {
+    born: Instant,
+    last_ms: AtomicU64,
+    emitting: AtomicBool,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.born + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The encoded frames being written, and where each ends.
+#[derive(Debug, Default)]
+struct WriteBuf {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    written: usize,
+}
+
+impl WriteBuf {
+    fn is_done(&self) -> bool {
+        self.written >= self.bytes.len()
+    }
+
+    fn unsent(&self) -> u64 {
+        self.ends.iter().filter(|&&end| end > self.written).count() as u64
+    }
+}
+
+/// Serves one connection until the peer leaves, an error, an oversized frame, the idle
+/// timeout, or the drain (which stops reading and flushes the queue first).
+pub(crate) async fn run(mut stream: TcpStream, link: Link<'_>, shared: &Shared) -> ConnEnd {
+    let activity = Activity {
+        born: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        emitting: AtomicBool::new(false),
+    };
+    let meta = ConnMeta::new(link.id, link.peer);
+    let mut wbuf = WriteBuf::default();
+    let reason = {
+        let (rd, wr) = stream.split();
+        let mut reader = pin!(read_loop(
+            rd,
+            shared,
+            &meta,
+            &activity,
+            link.stop.clone(),
+            link.emit
+        ));
+        let mut writer = pin!(write_loop(
+            wr,
+            &shared.settings.codec,
+            link.queue,
+            &mut wbuf,
+            &activity,
+            link.stop
+        ));
+        let idle = shared.settings.idle_timeout;
+        let mut deadline = idle.and_then(|d| activity.born.checked_add(d));
+        let mut reading = true;
+        loop {
+            tokio::select! {
+                end = &mut reader, if reading => match end {
+                    // Draining: stop reading, let the writer flush.
+                    ReadEnd::Stopped => reading = false,
+                    ReadEnd::Closed(reason) => break reason,
+                },
+                reason = &mut writer => break reason,
+                () = sleep_until(deadline.unwrap_or(activity.born)), if reading && deadline.is_some() => {
+                    let now = Instant::now();
+                    let next = if activity.emitting.load(Ordering::Relaxed) {
+                        idle.and_then(|d| now.checked_add(d))
+                    } else {
+                        idle.and_then(|d| activity.last().checked_add(d))
+                    };
+                    match next {
+                        Some(at) if at <= now => {
+                            tracing::info!(idle = ?idle, "Closing an idle connection.");
+                            break "idle_timeout";
+                        }
+                        other => deadline = other,
+                    }
+                }
+            }
+        }
+    };
+    ConnEnd {
+        reason,
+        unsent: wbuf.unsent(),
+    }
+}
+
+/// The metadata every frame of a connection carries.
+#[derive(Debug)]
+struct ConnMeta {
+    id: Text,
+    ip: Text,
+    port: Text,
+}
+
+impl ConnMeta {
+    fn new(id: u64, peer: SocketAddr) -> ConnMeta {
+        ConnMeta {
+            id: format_conn_id(id).into(),
+            ip: peer.ip().to_string().into(),
+            port: peer.port().to_string().into(),
+        }
+    }
+
+    fn message(&self, raw: Bytes, ts: i64) -> FluxMsg {
+        let mut meta = Map::with_capacity(3);
+        meta.insert(super::CONN_ID, self.id.clone());
+        meta.insert(super::PEER_IP, self.ip.clone());
+        meta.insert(super::PEER_PORT, self.port.clone());
+        let mut msg = FluxMsg::new();
+        msg.meta = meta;
+        msg.raw = raw;
+        msg.ts = ts;
+        msg
+    }
+}
+
+enum ReadEnd {
+    Stopped,
+    Closed(&'static str),
+}
+
+async fn read_loop(
+    mut rd: ReadHalf<'_>,
+    shared: &Shared,
+    meta: &ConnMeta,
+    activity: &Activity,
+    mut stop: Stop,
+    emit: bool,
+) -> ReadEnd {
+    let settings = &shared.settings;
+    let mut decoder = Decoder::new(settings.codec.clone(), settings.max_frame);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if !emit {
+            buf.clear();
+        } else if let Some(end) =
+            emit_frames(&mut decoder, &mut buf, shared, meta, activity, &mut stop).await
+        {
+            return end;
+        }
+        if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+            // Same for the read buffer after a large frame.
+            buf = BytesMut::new();
+        }
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            biased;
+            () = stop.wait() => return ReadEnd::Stopped,
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) => return ReadEnd::Closed("peer_closed"),
+                Ok(_) => activity.touch(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "Read failed.");
+                    return ReadEnd::Closed("read_error");
+                }
+            },
+        }
+    }
+}
+
+/// Emits every complete frame of `buf`; `Some` if the connection must stop reading.
+async fn emit_frames(
+    decoder: &mut Decoder,
+    buf: &mut BytesMut,
+    shared: &Shared,
+    meta: &ConnMeta,
+    activity: &Activity,
+    stop: &mut Stop,
+) -> Option<ReadEnd> {
+    loop {
+        let frame = match decoder.decode(buf) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return None,
+            Err(Oversized { len }) => {
+                tracing::warn!(
+                    len,
+                    max_frame = shared.settings.max_frame,
+                    "Closing a connection that sent a frame over max_frame."
+                );
+                shared.emitter.stats().add_dropped("oversized_frame", 1);
+                return Some(ReadEnd::Closed("oversized_frame"));
+            }
+        };
+        let msg = meta.message(frame, shared.now_nanos());
+        activity.emitting.store(true, Ordering::Relaxed);
+        let sent = tokio::select! {
+            biased;
+            () = stop.wait() => None,
+            sent = shared.emitter.emit(shared.out, msg) => Some(sent),
+        };
+        activity.emitting.store(false, Ordering::Relaxed);
+        activity.touch();
+        match sent {
+            None => return Some(ReadEnd::Stopped),
+            Some(Err(_)) => return Some(ReadEnd::Closed("engine_closed")),
+            Some(Ok(())) => {}
+        }
+    }
+}
+
+async fn write_loop(
+    mut wr: WriteHalf<'_>,
+    codec: &Codec,
+    queue: &SendQueue,
+    wbuf: &mut WriteBuf,
+    activity: &Activity,
+    mut stop: Stop,
+) -> &'static str {
+    let mut batch = Vec::new();
+    loop {
+        if wbuf.is_done() {
+            if wbuf.bytes.capacity() > SHRINK_ABOVE {
+                // One large frame must not keep its buffer for the connection's lifetime.
+                wbuf.bytes = Vec::new();
+            }
+            wbuf.bytes.clear();
+            wbuf.ends.clear();
+            wbuf.written = 0;
+            // Read the signal before the queue: whatever was queued before the drain began is
+            // then seen by `take`, and flushed.
+            let stopping = stop.is_set();
+            queue.take(&mut batch, WRITE_BATCH);
+            for payload in batch.drain(..) {
+                // `process` refused payloads that do not fit, so this always encodes.
+                if codec.encode(&payload, &mut wbuf.bytes) {
+                    wbuf.ends.push(wbuf.bytes.len());
+                }
+            }
+            if wbuf.is_done() {
+                if stopping {
+                    let _ = wr.shutdown().await;
+                    return "drained";
+                }
+                tokio::select! {
+                    () = queue.wake.notified() => {}
+                    () = stop.wait() => {}
+                }
+                continue;
+            }
+        }
+        match wr.write(&wbuf.bytes[wbuf.written..]).await {
+            Ok(0) => return "write_error",
+            Ok(n) => {
+                wbuf.written += n;
+                activity.touch();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "Write failed.");
+                return "write_error";
+            }
+        }
+    }
+}
