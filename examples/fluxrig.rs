@@ -3,13 +3,16 @@
 //! It shows the message codec end to end: `msg decode` prints a CBOR fluxMsg as its JSON
 //! view, `msg encode` turns that JSON back into canonical CBOR, and `demo` (also `msg demo`)
 //! builds an ISO 8583 authorization request, encodes it, decodes it and checks that the bytes
-//! come back identical, then reads a message as the Go fluxrig writes it.
+//! come back identical, then reads a message as the Go fluxrig writes it. `gears list` and
+//! `gears show <type>` print the built-in gear catalog and a gear type's manifest.
 //!
 //! ```text
 //! cargo run --example fluxrig -- demo
 //! cargo run --example fluxrig -- msg decode < msg.cbor > msg.json
 //! cargo run --example fluxrig -- msg encode < msg.json > msg.cbor
 //! cargo run --example fluxrig -- msg decode --max-hops 8 --max-depth 4 < msg.cbor
+//! cargo run --example fluxrig -- gears list
+//! cargo run --example fluxrig -- gears show route
 //! ```
 //!
 //! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints one
@@ -22,6 +25,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, ensure};
 use clap::{Args, Parser, Subcommand};
 use fluxrig::fluxmsg::{Codec, FluxMsg, Hop, Id, json};
+use fluxrig::gears::Factory;
 
 /// Exit status for bad input.
 const BAD_INPUT: u8 = 1;
@@ -46,6 +50,20 @@ enum Command {
     Msg(MsgCommand),
     /// Run the codec demo (the same as `msg demo`).
     Demo,
+    /// The built-in gear catalog.
+    #[command(subcommand)]
+    Gears(GearsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum GearsCommand {
+    /// One line per gear type: name, category, summary.
+    List,
+    /// A gear type's manifest (ports, terminus, config schema) as JSON.
+    Show {
+        /// The gear type, as in scenarios (`transform`).
+        kind: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +160,7 @@ pub(crate) fn run(
         Command::Msg(MsgCommand::Decode(limits)) => decode(&limits, input, output),
         Command::Msg(MsgCommand::Encode(limits)) => encode(&limits, input, output),
         Command::Msg(MsgCommand::Demo) | Command::Demo => demo(output).map_err(Failure::from),
+        Command::Gears(command) => gears(&command, output),
     };
     match result {
         Ok(()) => 0,
@@ -151,6 +170,28 @@ pub(crate) fn run(
             failure.status
         }
     }
+}
+
+fn gears(command: &GearsCommand, output: &mut dyn Write) -> Result<(), Failure> {
+    let factory = Factory::builtin();
+    match command {
+        GearsCommand::List => {
+            for m in factory.manifests() {
+                let category = serde_json::to_value(m.category)?;
+                let category = category.as_str().unwrap_or_default();
+                writeln!(output, "{:<10} {:<14} {}", m.kind, category, m.summary)?;
+            }
+        }
+        GearsCommand::Show { kind } => {
+            let gear = factory.get(kind).with_context(|| {
+                let known: Vec<_> = factory.kinds().collect();
+                format!("unknown gear type {kind:?} (known: {})", known.join(", "))
+            })?;
+            serde_json::to_writer_pretty(&mut *output, gear.manifest())?;
+            writeln!(output)?;
+        }
+    }
+    Ok(())
 }
 
 fn decode(limits: &LimitArgs, input: &mut dyn Read, output: &mut dyn Write) -> Result<(), Failure> {

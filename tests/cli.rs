@@ -193,3 +193,42 @@ fn demo_runs() {
         );
     }
 }
+
+#[test]
+fn the_gear_catalog_is_listed_and_each_manifest_shown() {
+    let run = fluxrig(&["gears", "list"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    let out = String::from_utf8_lossy(&run.stdout);
+    let kinds: Vec<_> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "filter",
+            "generate",
+            "io_http",
+            "io_tcp",
+            "log",
+            "route",
+            "transform"
+        ]
+    );
+    assert!(out.contains("io_tcp     io"), "{out}");
+
+    let run = fluxrig(&["gears", "show", "route"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    let manifest: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(manifest["type"], "route");
+    assert_eq!(manifest["ports"][2]["name"], "out_<name>");
+    assert_eq!(manifest["ports"][2]["dynamic"], true);
+    assert!(manifest["config_schema"]["properties"]["rules"].is_object());
+
+    let run = fluxrig(&["gears", "show", "bento"], b"");
+    check_failure(
+        &run,
+        1,
+        "unknown gear type \"bento\" (known: filter, generate",
+    );
+}
