@@ -1,6 +1,56 @@
 //! The built-in gear catalog and the factory that turns a gear type name into a gear.
 //!
-//! Work in progress: the catalog lands gear by gear.
+//! The Go fluxrig hands generation, mapping, routing and HTTP to an embedded Bento engine; this
+//! catalog does them natively, each gear in one module with its configuration, manifest, docs
+//! and tests:
+//!
+//! | type | category | ports | what it does |
+//! |---|---|---|---|
+//! | [`generate`] | logic | `out` | a source for simulation and load: count or duration, constant or ramp rate, templates with counters, seeded random values and time |
+//! | [`transform`] | logic | `in` → `out` | set, copy, move, delete fields and metadata; literals, templates, Rhai expressions |
+//! | [`route`] | logic | `in` → `out_<name>` | ordered rules choose a port; `failover`, `round_robin`, `least_loaded` trees |
+//! | [`filter`] | logic | `in` → `out` | pass or drop by a condition (drops counted) |
+//! | [`log`] | observability | `in` → `out` | one JSON line per message, sampled, as a sink or a tap |
+//! | [`io_tcp`] | io | `in`, `out` | TCP server or client; delimiter or length-prefix framing; replies by `conn.id` |
+//! | [`io_http`] | io | `in`, `out` | HTTP server (reply by id, 504 on timeout) or client (timeouts, retries) |
+//!
+//! Every gear also has the output port `error`, where a message goes with `error.reason` in its
+//! metadata when the gear refuses it or fails on it (a panic included).
+//!
+//! # Conditions and expressions
+//!
+//! `route`, `filter` and `transform` share one [`Condition`] language (`field` with `equals`,
+//! `not_equals`, `prefix`, `regex`, `exists`, `gt`, `gte`, `lt`, `lte`; `all`, `any`, `not`;
+//! `expr`). Fields are `data.<dotted path>`, `meta.<key>` and the envelope fields (`id`,
+//! `ref_id`, `src_id`, `trace`, `flags`, `ts`, `raw`). Expressions are
+//! [Rhai](https://rhai.rs): sandboxed (no file, network or process access, `eval` disabled) and
+//! bounded (100,000 operations, call depth 32, 1 MiB strings, 100,000-item arrays and maps), so
+//! a runaway expression costs its message, not the rack. Only the message parts an expression
+//! names are handed to it.
+//!
+//! # Example
+//!
+//! The factory validates a gear's configuration against its manifest's schema before anything
+//! runs, and names the field:
+//!
+//! ```
+//! use gears::Factory;
+//! use serde_json::json;
+//!
+//! let factory = Factory::builtin();
+//! let err = factory
+//!     .prepare("big-only", "filter", &json!({ "pass_if": { "field": "data.amount", "gte": "lots" } }))
+//!     .unwrap_err();
+//! assert_eq!(err.to_string(), "gear \"big-only\" (filter): config.pass_if.gte: \"lots\" is not of type \"number\"");
+//!
+//! let gear = factory
+//!     .prepare("big-only", "filter", &json!({ "pass_if": { "field": "data.amount", "gte": 1000 } }))
+//!     .unwrap();
+//! assert_eq!(gear.ports().inputs()[0].as_str(), "in");
+//! ```
+//!
+//! External gear packs register with [`Factory::register_pack`]; a type name registered twice
+//! is an error. Write a new gear with the `sdk` crate and test it with `sdk::Harness`.
 
 mod error;
 mod expr;
