@@ -7,7 +7,8 @@
 //!
 //! A line holds `ts` (the gear's clock, RFC 3339), `gear`, and either the whole message in
 //! fluxMsg's JSON view (`id`, `meta`, `data`, `raw` in hex, …) or, with
-//! `fields`, only those fields, keyed by their names.
+//! `fields`, only those fields, keyed by their names. The message's own `ts` (and a `gear`
+//! field) appear as `msg_ts` (and `msg_gear`).
 //!
 //! ```yaml
 //! - name: audit
@@ -161,13 +162,6 @@ impl Log {
     fn write_line(&mut self, msg: &FluxMsg) -> io::Result<()> {
         let now = self.clock.as_ref().map(|c| c.now()).unwrap_or_default();
         let mut line = serde_json::Map::new();
-        line.insert(
-            "ts".into(),
-            humantime::format_rfc3339_millis(UNIX_EPOCH + now)
-                .to_string()
-                .into(),
-        );
-        line.insert("gear".into(), self.name.clone().into());
         match &self.fields {
             Some(fields) => {
                 for (name, field) in fields {
@@ -179,10 +173,24 @@ impl Log {
             }
             None => {
                 if let serde_json::Value::Object(whole) = fluxmsg::json::to_json(msg) {
-                    line.extend(whole);
+                    line = whole;
                 }
             }
         }
+        // The line's own time and gear come first; message fields of the same name are kept
+        // under `msg_ts` and `msg_gear`.
+        for (key, renamed) in [("ts", "msg_ts"), ("gear", "msg_gear")] {
+            if let Some(value) = line.remove(key) {
+                line.insert(renamed.into(), value);
+            }
+        }
+        line.insert(
+            "ts".into(),
+            humantime::format_rfc3339_millis(UNIX_EPOCH + now)
+                .to_string()
+                .into(),
+        );
+        line.insert("gear".into(), self.name.clone().into());
         self.line.clear();
         serde_json::to_writer(&mut self.line, &line)?;
         self.line.push(b'\n');

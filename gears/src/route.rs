@@ -268,7 +268,9 @@ impl Node {
                 }
                 let (_, i) = best?;
                 *next = (i + 1) % n;
-                children[i].pick(out)
+                // A status may change between reading the loads and choosing: then take any
+                // child that can still take the message, in turn.
+                (0..n).find_map(|k| children[(i + k) % n].pick(out))
             }
         }
     }

@@ -279,7 +279,12 @@ impl Gear for Transform {
                 }
                 Op::Move(from, to) => {
                     if let Some(v) = from.take(msg) {
-                        to.set(msg, v)?;
+                        // A move that cannot write leaves the value where it was.
+                        let kept = v.clone();
+                        if let Err(e) = to.set(msg, v) {
+                            from.set(msg, kept)?;
+                            return Err(e);
+                        }
                     }
                 }
                 Op::Delete(field) => {

@@ -244,7 +244,16 @@ impl Context {
     /// Returns how many tasks had to be aborted.
     pub(crate) async fn wind_down(&mut self, timeout: Duration) -> usize {
         self.shutdown.cancel();
-        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        let gear = Arc::clone(&self.name);
+        let all_done = async {
+            while let Some(joined) = self.tasks.join_next().await {
+                if let Err(e) = joined
+                    && e.is_panic()
+                {
+                    tracing::error!(gear = %gear, "a gear task panicked");
+                }
+            }
+        };
         if tokio::time::timeout(timeout, all_done).await.is_ok() {
             return 0;
         }

@@ -98,9 +98,8 @@ impl Runner {
     pub fn init(&mut self) -> Result<(), Error> {
         self.expect(State::New, "init")?;
         let _span = self.ctx.span().clone().entered();
-        self.gear
-            .init(&mut self.ctx)
-            .map_err(|source| self.lifecycle("init", source))?;
+        let (gear, ctx) = (&mut self.gear, &mut self.ctx);
+        guarded(|| gear.init(ctx)).map_err(|source| self.lifecycle("init", source))?;
         self.state = State::Ready;
         Ok(())
     }
@@ -109,9 +108,8 @@ impl Runner {
     pub fn start(&mut self) -> Result<(), Error> {
         self.expect(State::Ready, "start")?;
         let _span = self.ctx.span().clone().entered();
-        self.gear
-            .start(&mut self.ctx)
-            .map_err(|source| self.lifecycle("start", source))?;
+        let (gear, ctx) = (&mut self.gear, &mut self.ctx);
+        guarded(|| gear.start(ctx)).map_err(|source| self.lifecycle("start", source))?;
         self.state = State::Running;
         Ok(())
     }
@@ -163,10 +161,22 @@ impl Runner {
             mark_error(&mut msg, &failure);
             out.push((OutPort::ERROR, msg));
         }
+        // Extra messages a gear put in its outbox on a port it does not have go to error.
+        for (port, msg) in &mut out[before..] {
+            if port.index() >= outputs {
+                let failure = GearError::new("bad_port")
+                    .with_detail(format_args!("the gear emitted on port #{}", port.index()));
+                mark_error(msg, &failure);
+                *port = OutPort::ERROR;
+            }
+        }
         if n > 0 {
             let gear = &mut self.gear;
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| gear.flush())) {
-                tracing::warn!(detail = %panic_message(panic.as_ref()), "gear panicked in flush");
+            if let Err(e) = guarded(|| {
+                gear.flush();
+                Ok(())
+            }) {
+                tracing::warn!(error = %e, "gear panicked in flush");
             }
         }
         let stats = self.ctx.stats();
@@ -193,7 +203,13 @@ impl Runner {
         }
         {
             let _span = self.ctx.span().clone().entered();
-            self.gear.drain();
+            let gear = &mut self.gear;
+            if let Err(e) = guarded(|| {
+                gear.drain();
+                Ok(())
+            }) {
+                tracing::warn!(error = %e, "gear panicked in drain");
+            }
         }
         let aborted = self.ctx.wind_down(timeout).await;
         if aborted > 0 {
@@ -210,7 +226,13 @@ impl Runner {
         }
         let _span = self.ctx.span().clone().entered();
         self.ctx.abort_tasks();
-        self.gear.stop();
+        let gear = &mut self.gear;
+        if let Err(e) = guarded(|| {
+            gear.stop();
+            Ok(())
+        }) {
+            tracing::warn!(error = %e, "gear panicked in stop");
+        }
         self.state = State::Stopped;
     }
 
@@ -237,6 +259,13 @@ impl Runner {
             source,
         }
     }
+}
+
+/// Runs a lifecycle hook, turning a panic into an error.
+fn guarded(hook: impl FnOnce() -> Result<(), GearError>) -> Result<(), GearError> {
+    catch_unwind(AssertUnwindSafe(hook)).unwrap_or_else(|panic| {
+        Err(GearError::new("panic").with_detail(panic_message(panic.as_ref())))
+    })
 }
 
 fn tally(drops: &mut Vec<(&'static str, u64)>, reason: &'static str) {

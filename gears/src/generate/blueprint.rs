@@ -63,8 +63,10 @@ impl Var {
             }
             ("random_float", Some(arg)) => {
                 let (min, max): (f64, f64) = range(inner, arg)?;
-                if !min.is_finite() || !max.is_finite() {
-                    return Err(format!("${{{inner}}}: MIN and MAX must be finite"));
+                if !(max - min).is_finite() {
+                    return Err(format!(
+                        "${{{inner}}}: MIN, MAX and the span between them must be finite"
+                    ));
                 }
                 Ok(Var::Float(min, max))
             }

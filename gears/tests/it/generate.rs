@@ -447,6 +447,9 @@ fn config_errors_name_the_field_and_the_problem() {
         "{err}"
     );
 
+    let err = refused(&json!({ "template": { "data": { "x": "${random_float:-1e308:1e308}" } } }));
+    assert!(err.contains("config.template.data.x: ${random_float:-1e308:1e308}: MIN, MAX and the span between them must be finite"), "{err}");
+
     let err = refused(&json!({ "template": { "meta": { "mti": "${random_hex:0}" } } }));
     assert!(
         err.contains("config.template.meta.mti: ${random_hex:0}: N must be"),

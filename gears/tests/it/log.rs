@@ -32,6 +32,7 @@ async fn a_sink_writes_one_json_line_per_message() {
             FluxMsg::builder()
                 .id(i as u64)
                 .data("n", i)
+                .ts(1_000 + i)
                 .raw(&b"\x01\xff"[..])
                 .build()
         }),
@@ -45,6 +46,10 @@ async fn a_sink_writes_one_json_line_per_message() {
     assert_eq!(lines[1]["id"], 1);
     assert_eq!(lines[1]["data"]["n"], 1);
     assert_eq!(lines[1]["raw"], "01ff");
+    assert_eq!(
+        lines[1]["msg_ts"], 1_001,
+        "the message's own ts is kept beside the line's"
+    );
     assert!(h.take("out").is_empty(), "a sink forwards nothing");
     let _ = std::fs::remove_file(&path);
 }

@@ -124,6 +124,21 @@ fn a_failing_step_sends_the_message_to_error_with_its_reason() {
 }
 
 #[test]
+fn a_move_that_cannot_write_keeps_the_value() {
+    let mut h =
+        Harness::new::<Transform>(&json!({ "steps": [{ "move": "data.pan", "to": "flags" }] }))
+            .expect("valid");
+    h.send("in", payment()).expect("processed");
+    let failed = h.take("error");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0].data.get("pan"),
+        payment().data.get("pan"),
+        "nothing lost"
+    );
+}
+
+#[test]
 fn absent_sources_are_left_alone() {
     let (out, errors) = run(
         &json!([{ "copy": "data.nope", "to": "data.y" }, { "move": "meta.nope", "to": "data.z" }, { "delete": "data.none" }]),

@@ -99,6 +99,12 @@ impl Gear for Probe {
                 Ok(Outcome::Emit(self.out))
             }
             "bad_port" => Ok(Outcome::Emit(OutPort::ERROR).and_bad()),
+            "bad_outbox" => {
+                if let Outcome::Emit(bad) = Outcome::Consumed.and_bad() {
+                    out.emit(bad, msg.clone());
+                }
+                Ok(Outcome::Emit(self.out))
+            }
             _ => Ok(Outcome::Emit(self.out)),
         }
     }
@@ -196,5 +202,39 @@ impl Gear for Ticker {
         _: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError> {
         Err(GearError::new("no_input"))
+    }
+}
+
+/// A gear whose init panics.
+#[derive(Debug)]
+pub(crate) struct Panicky;
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub(crate) struct NoConfig {}
+
+impl GearKind for Panicky {
+    type Config = NoConfig;
+
+    fn manifest() -> Manifest {
+        Manifest::new("panicky", Category::Logic).input("in", "")
+    }
+
+    fn new(_: NoConfig) -> Result<Panicky, ConfigError> {
+        Ok(Panicky)
+    }
+}
+
+impl Gear for Panicky {
+    fn init(&mut self, _: &mut Context) -> Result<(), GearError> {
+        panic!("init blew up")
+    }
+
+    fn process(
+        &mut self,
+        _: InPort,
+        _: &mut FluxMsg,
+        _: &mut Outbox<'_>,
+    ) -> Result<Outcome, GearError> {
+        Ok(Outcome::Consumed)
     }
 }

@@ -83,6 +83,9 @@ fn emitting_on_a_port_the_gear_does_not_have_is_an_error() {
     let mut h = probe();
     h.send("in", msg("bad_port")).expect("processed");
     assert_eq!(h.error_reasons(), ["bad_port"]);
+    h.send("in", msg("bad_outbox")).expect("processed");
+    assert_eq!(h.error_reasons(), ["bad_port"], "through the outbox too");
+    assert_eq!(h.take("out").len(), 1);
 }
 
 #[test]
@@ -95,4 +98,13 @@ fn an_unknown_input_port_is_refused_and_nothing_is_counted() {
         "{err}"
     );
     assert_eq!(h.stats().messages_in, 0);
+}
+
+#[test]
+fn a_panic_in_init_is_an_error_not_a_crash() {
+    let err = Harness::new::<crate::gears::Panicky>(&json!({})).expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "gear \"gear\" failed to init: panic: init blew up"
+    );
 }
