@@ -52,10 +52,11 @@ fn batch() -> Vec<FluxMsg> {
 fn pair<H: Fn(&mut FluxMsg) -> Option<OutPort>>(
     c: &mut Criterion,
     name: &str,
+    kind: &str,
     config: &serde_json::Value,
     make_hand: impl FnOnce(&Ports) -> H,
 ) {
-    let (mut runner, input) = runner(name, config);
+    let (mut runner, input) = runner(kind, config);
     let hand = make_hand(runner.context().ports());
     // Check once that both do the same thing before timing them.
     let mut by_gear = Vec::new();
@@ -122,7 +123,7 @@ fn transform(c: &mut Criterion) {
         { "delete": "data.iso8583.field.55" },
         { "set": "meta.route_key", "template": "${meta.iso8583.mti}-${data.iso8583.field.41}" }
     ]});
-    pair(c, "transform", &config, |ports| {
+    pair(c, "transform", "transform", &config, |ports| {
         let out = port(ports, "out");
         move |m: &mut FluxMsg| {
             m.data.insert("currency", Value::from("EUR"));
@@ -146,7 +147,7 @@ fn transform_expr(c: &mut Criterion) {
     let config = json!({ "steps": [
         { "set": "data.amount_major", "expr": "parse_int(data.iso8583.field[\"4\"]) / 100" }
     ]});
-    pair(c, "transform-expr", &config, |ports| {
+    pair(c, "transform-expr", "transform", &config, |ports| {
         let out = port(ports, "out");
         move |m: &mut FluxMsg| {
             let minor: i64 = field(m, "4")?.parse().ok()?;
@@ -168,7 +169,7 @@ fn route(c: &mut Criterion) {
         ],
         "default": "out_other"
     });
-    pair(c, "route", &config, |ports| {
+    pair(c, "route", "route", &config, |ports| {
         let [financial, mastercard, visa_a, other] =
             ["out_financial", "out_mastercard", "out_visa_a", "out_other"].map(|p| port(ports, p));
         move |m: &mut FluxMsg| {
@@ -193,7 +194,7 @@ fn filter(c: &mut Criterion) {
         { "field": "meta.iso8583.mti_class", "equals": "01" },
         { "field": "data.iso8583.field.4", "gte": 100 }
     ] } });
-    pair(c, "filter", &config, |ports| {
+    pair(c, "filter", "filter", &config, |ports| {
         let out = port(ports, "out");
         move |m: &mut FluxMsg| {
             let class = m.meta.get("iso8583.mti_class").is_some_and(|t| t == "01");

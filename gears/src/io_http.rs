@@ -42,7 +42,9 @@
 //! - the body from `raw`.
 //!
 //! A reply that matches no waiting request (unknown id, already answered, or late) goes to
-//! `error` with `unmatched_reply`.
+//! `error` with `unmatched_reply`; if the engine has no room for it right then, it is counted
+//! as dropped with reason `error_port_full` instead (the task that matches replies serves
+//! every request, so it never waits).
 //!
 //! Requests the gear answers by itself are counted as dropped, by reason: no reply within
 //! `timeout` → 504, `timeout`; body over `max_body` → 413, `too_large`; more than
@@ -88,6 +90,9 @@
 //! `http_status` (the detail names the status). Other failures are not retried and go to
 //! `error` at once: `bad_request` (an invalid `http.method` or path), `request` (the
 //! connection broke mid-exchange), `too_large` (a response body over `max_body`).
+//!
+//! Requests in flight or queued when the engine's drain timeout aborts the gear's tasks are
+//! counted as dropped with reason `shutdown`.
 //!
 //! So that a `server` and a `client` chain into a proxy, a message from a server gear sent to a
 //! client gear is forwarded with its method, path, query and headers, and its response comes

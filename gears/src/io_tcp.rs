@@ -65,8 +65,12 @@
 //! Counted in the gear's stats (`flux.gear.messages_dropped`) by reason: `buffer_full` (the
 //! oldest message of a full outbound buffer), `max_connections` (a connection refused),
 //! `oversized_frame` (a frame over `max_frame`, whose connection is closed),
-//! `connection_closed` (messages still buffered when their connection closed), and `shutdown`
-//! (client messages still buffered when the gear drained while disconnected).
+//! `connection_closed` (messages still buffered when their connection closed), `shutdown`
+//! (client messages still buffered when the gear drained while disconnected, frames already
+//! read from a peer but not yet emitted when reading stopped at drain, and messages still
+//! buffered when the drain timeout aborted the gear's tasks), and `error_port_full` (a
+//! message for no open connection, which would go to `error`, while the engine had no room:
+//! the routing task serves every connection, so it never waits).
 //!
 //! # Lifecycle
 //!
@@ -168,6 +172,43 @@ struct Egress {
     msg: FluxMsg,
 }
 
+/// The tasks' end of the egress channel. Messages still in it when it is dropped (the tasks
+/// were aborted at the drain timeout) are counted as dropped `shutdown`.
+struct EgressRx {
+    rx: mpsc::Receiver<Egress>,
+    stats: Arc<sdk::Stats>,
+}
+
+impl std::ops::Deref for EgressRx {
+    type Target = mpsc::Receiver<Egress>;
+    fn deref(&self) -> &Self::Target {
+        &self.rx
+    }
+}
+
+impl std::ops::DerefMut for EgressRx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.rx
+    }
+}
+
+impl Drop for EgressRx {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut left = 0;
+        while self.rx.try_recv().is_ok() {
+            left += 1;
+        }
+        if left > 0 {
+            self.stats.add_dropped("shutdown", left);
+            tracing::warn!(
+                left,
+                "Dropped messages never routed: the gear's tasks were aborted."
+            );
+        }
+    }
+}
+
 /// What every task of one gear shares.
 struct Shared {
     settings: Arc<Settings>,
@@ -252,6 +293,10 @@ impl Gear for IoTcp {
             out: self.out,
             now: Box::new(move || clock.now()),
         });
+        let egress = EgressRx {
+            rx: egress,
+            stats: Arc::clone(shared.emitter.stats()),
+        };
         let token = ctx.shutdown();
         let shutdown = async move { token.cancelled().await };
         match self.settings.mode {
@@ -264,7 +309,10 @@ impl Gear for IoTcp {
                 ctx.spawn(server::run(listener, shared, egress, shutdown));
             }
             Mode::Client => {
-                let queue = Arc::new(conn::SendQueue::new(self.settings.max_buffered));
+                let queue = Arc::new(conn::SendQueue::new(
+                    self.settings.max_buffered,
+                    Arc::clone(shared.emitter.stats()),
+                ));
                 let (stop_tx, stop) = conn::Stop::channel();
                 ctx.spawn(client::pump(
                     Arc::clone(&shared),

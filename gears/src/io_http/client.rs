@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use sdk::{Context, Emitter, GearError, IdSource, OutPort, Outcome};
+use sdk::{Context, Emitter, GearError, IdSource, OutPort, Outcome, Stats};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
@@ -88,10 +88,15 @@ pub(super) fn enqueue(
 /// Starts a request task per queued message, at most `max_in_flight` at once. On shutdown it
 /// closes the queue, sends what is already queued, and waits for every request.
 async fn dispatch(
-    mut rx: mpsc::Receiver<FluxMsg>,
+    rx: mpsc::Receiver<FluxMsg>,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let mut rx = Queued {
+        rx,
+        stats: Arc::clone(shared.emitter.stats()),
+    };
+    let rx = &mut rx.rx;
     let mut running = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     let mut closing = false;
@@ -114,6 +119,54 @@ async fn dispatch(
     }
     while let Some(done) = running.join_next().await {
         finished(&shared, done);
+    }
+}
+
+/// The dispatcher's end of the queue. Messages still in it when it is dropped (the dispatcher
+/// was aborted at the drain timeout) are counted as dropped `shutdown`.
+struct Queued {
+    rx: mpsc::Receiver<FluxMsg>,
+    stats: Arc<Stats>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut left = 0;
+        while self.rx.try_recv().is_ok() {
+            left += 1;
+        }
+        if left > 0 {
+            self.stats.add_dropped("shutdown", left);
+            tracing::warn!(
+                left,
+                "Dropped queued requests: the gear's tasks were aborted."
+            );
+        }
+    }
+}
+
+/// One request in flight. Dropped before [`InFlight::done`] (its task was aborted at the
+/// drain timeout), its message is counted as dropped `shutdown`; a panic is counted by
+/// [`finished`] instead.
+struct InFlight {
+    stats: Option<Arc<Stats>>,
+}
+
+impl InFlight {
+    fn done(mut self) {
+        self.stats = None;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(stats) = self.stats.take()
+            && !std::thread::panicking()
+        {
+            stats.add_dropped("shutdown", 1);
+            tracing::debug!("Dropped a request in flight: its task was aborted.");
+        }
     }
 }
 
@@ -187,6 +240,14 @@ impl Target {
 /// Sends one message as a request, retrying as configured, and emits the response on `out`
 /// or the message on `error`.
 async fn call(shared: Arc<Shared>, msg: FluxMsg) {
+    let in_flight = InFlight {
+        stats: Some(Arc::clone(shared.emitter.stats())),
+    };
+    attempt_all(shared, msg).await;
+    in_flight.done();
+}
+
+async fn attempt_all(shared: Arc<Shared>, msg: FluxMsg) {
     let settings = &shared.settings;
     let target = match Target::of(settings, &msg) {
         Ok(target) => target,

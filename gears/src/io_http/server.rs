@@ -151,7 +151,7 @@ async fn table(
                 Some(Command::Register(id, tx)) => {
                     pending.insert(id, tx);
                 }
-                Some(Command::Reply(reply)) => deliver(&mut pending, reply, &emitter).await,
+                Some(Command::Reply(reply)) => deliver(&mut pending, reply, &emitter),
                 None => break,
             },
             _ = sweep.tick() => {
@@ -166,11 +166,7 @@ async fn table(
     }
 }
 
-async fn deliver(
-    pending: &mut HashMap<Id, oneshot::Sender<FluxMsg>>,
-    reply: FluxMsg,
-    emitter: &Emitter,
-) {
+fn deliver(pending: &mut HashMap<Id, oneshot::Sender<FluxMsg>>, reply: FluxMsg, emitter: &Emitter) {
     let (by_ref, by_meta) = meta::reply_keys(&reply);
     let waiting = by_ref
         .and_then(|id| pending.remove(&id))
@@ -191,8 +187,18 @@ async fn deliver(
         }
     };
     tracing::debug!(detail = %detail, "A reply matched no waiting request.");
-    if emitter.error(reply, &unmatched(detail)).await.is_err() {
-        emitter.stats().add_dropped("closed", 1);
+    // Never wait for engine room here: this one task matches replies for every request.
+    // A full (or closed) engine loses the error message, counted.
+    let error = unmatched(detail);
+    let mut reply = reply;
+    sdk::mark_error(&mut reply, &error);
+    if emitter.try_emit(OutPort::ERROR, reply).is_err() {
+        emitter.stats().add_dropped("error_port_full", 1);
+        tracing::warn!(
+            reason = error.reason(),
+            detail = error.detail().unwrap_or(""),
+            "The engine is full; dropped an unmatched reply instead of sending it to error."
+        );
     }
 }
 

@@ -6,19 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
 use tracing::Instrument;
 
 use super::conn::{self, Link, SendQueue, Stop, format_conn_id, next_conn_id};
-use super::{Backoff, Egress, Shared};
+use super::{Backoff, Egress, EgressRx, Shared};
 
 /// Moves egress into the queue until `shutdown` completes or the egress channel closes; then
 /// moves what was already sent and raises `stop`, so that the link flushes and closes.
 pub(crate) async fn pump(
     shared: Arc<Shared>,
     queue: Arc<SendQueue>,
-    mut egress: mpsc::Receiver<Egress>,
+    mut egress: EgressRx,
     shutdown: impl Future<Output = ()>,
     stop: watch::Sender<bool>,
 ) {

@@ -4,11 +4,12 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fluxmsg::{FluxMsg, Map, Text};
+use sdk::Stats;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -50,20 +51,36 @@ pub(crate) fn parse_conn_id(text: &str) -> Option<u64> {
 /// The payloads waiting to be written to one connection: bounded, oldest dropped first.
 ///
 /// Pushed by the routing task, taken by the connection's writer; the lock is held for a
-/// push or a pop, never across I/O.
+/// push or a pop, never across I/O. Whatever it still holds when dropped (the tasks were
+/// aborted at the drain timeout) is counted as dropped `shutdown`.
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     payloads: Mutex<VecDeque<Bytes>>,
     capacity: usize,
     wake: Notify,
+    stats: Arc<Stats>,
+}
+
+impl Drop for SendQueue {
+    fn drop(&mut self) {
+        let left = self.clear();
+        if left > 0 {
+            self.stats.add_dropped("shutdown", left);
+            tracing::warn!(
+                left,
+                "Dropped messages never written: the gear's tasks were aborted."
+            );
+        }
+    }
 }
 
 impl SendQueue {
-    pub(crate) fn new(capacity: usize) -> SendQueue {
+    pub(crate) fn new(capacity: usize, stats: Arc<Stats>) -> SendQueue {
         SendQueue {
             payloads: Mutex::new(VecDeque::new()),
             capacity: capacity.max(1),
             wake: Notify::new(),
+            stats,
         }
     }
 
@@ -168,15 +185,42 @@ impl Activity {
     }
 }
 
-/// The encoded frames being written, and where each ends.
-#[derive(Debug, Default)]
+/// The encoded frames being written, and where each ends. Frames still unwritten when it is
+/// dropped (the task was aborted at the drain timeout) are counted as dropped `shutdown`.
+#[derive(Debug)]
 struct WriteBuf {
     bytes: Vec<u8>,
     ends: Vec<usize>,
     written: usize,
+    stats: Arc<Stats>,
+}
+
+impl Drop for WriteBuf {
+    fn drop(&mut self) {
+        let left = self.unsent();
+        if left > 0 {
+            self.stats.add_dropped("shutdown", left);
+        }
+    }
 }
 
 impl WriteBuf {
+    fn new(stats: Arc<Stats>) -> WriteBuf {
+        WriteBuf {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            written: 0,
+            stats,
+        }
+    }
+
+    /// How many frames are not (completely) written; the caller counts them, not the drop.
+    fn take_unsent(&mut self) -> u64 {
+        let n = self.unsent();
+        self.ends.clear();
+        n
+    }
+
     fn is_done(&self) -> bool {
         self.written >= self.bytes.len()
     }
@@ -195,7 +239,7 @@ pub(crate) async fn run(mut stream: TcpStream, link: Link<'_>, shared: &Shared) 
         emitting: AtomicBool::new(false),
     };
     let meta = ConnMeta::new(link.id, link.peer);
-    let mut wbuf = WriteBuf::default();
+    let mut wbuf = WriteBuf::new(Arc::clone(shared.emitter.stats()));
     let reason = {
         let (rd, wr) = stream.split();
         let mut reader = pin!(read_loop(
@@ -245,7 +289,7 @@ pub(crate) async fn run(mut stream: TcpStream, link: Link<'_>, shared: &Shared) 
     };
     ConnEnd {
         reason,
-        unsent: wbuf.unsent(),
+        unsent: wbuf.take_unsent(),
     }
 }
 
@@ -356,11 +400,27 @@ async fn emit_frames(
         activity.emitting.store(false, Ordering::Relaxed);
         activity.touch();
         match sent {
-            None => return Some(ReadEnd::Stopped),
+            None => {
+                // Read from the peer but never emitted: this frame and every whole frame
+                // still in the buffer.
+                let lost = 1 + count_frames(decoder, buf);
+                shared.emitter.stats().add_dropped("shutdown", lost);
+                tracing::debug!(lost, "Dropped frames read but not emitted at drain.");
+                return Some(ReadEnd::Stopped);
+            }
             Some(Err(_)) => return Some(ReadEnd::Closed("engine_closed")),
             Some(Ok(())) => {}
         }
     }
+}
+
+/// Decodes and discards every complete frame of `buf`; returns how many there were.
+fn count_frames(decoder: &mut Decoder, buf: &mut BytesMut) -> u64 {
+    let mut n = 0;
+    while let Ok(Some(_)) = decoder.decode(buf) {
+        n += 1;
+    }
+    n
 }
 
 async fn write_loop(

@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use sdk::GearError;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
 use super::conn::{self, ConnEnd, Link, SendQueue, Stop, format_conn_id, next_conn_id};
-use super::{Backoff, Egress, Shared};
+use super::{Backoff, Egress, EgressRx, Shared};
 
 /// The first wait after a failed accept; doubled up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -78,7 +77,7 @@ struct Hub {
 pub(crate) async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut egress: mpsc::Receiver<Egress>,
+    mut egress: EgressRx,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop) = Stop::channel();
@@ -96,7 +95,7 @@ pub(crate) async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             msg = egress.recv() => match msg {
-                Some(msg) => hub.route(msg).await,
+                Some(msg) => hub.route(msg),
                 None => break,
             },
             Some(done) = hub.tasks.join_next_with_id() => hub.closed(done),
@@ -119,7 +118,7 @@ pub(crate) async fn run(
     drop(listener);
     egress.close();
     while let Ok(msg) = egress.try_recv() {
-        hub.route(msg).await;
+        hub.route(msg);
     }
     tracing::debug!(open = hub.conns.len(), "Draining the connections.");
     let _ = stop_tx.send(true);
@@ -149,7 +148,10 @@ impl Hub {
             tracing::debug!(peer = %peer, error = %e, "Could not set TCP_NODELAY.");
         }
         let id = next_conn_id();
-        let queue = Arc::new(SendQueue::new(settings.max_buffered));
+        let queue = Arc::new(SendQueue::new(
+            settings.max_buffered,
+            Arc::clone(self.shared.emitter.stats()),
+        ));
         let span = tracing::info_span!("conn", conn_id = %format_conn_id(id), peer = %peer);
         span.in_scope(|| tracing::info!(open = self.conns.len() + 1, "Connection accepted."));
         let link_queue = Arc::clone(&queue);
@@ -207,8 +209,9 @@ impl Hub {
         );
     }
 
-    /// Hands `msg` to the connection it is for, or sends it to `error`.
-    async fn route(&self, msg: Egress) {
+    /// Hands `msg` to the connection it is for, or sends it to `error` if the engine has room
+    /// (counted as dropped with reason `error_port_full` otherwise). Never waits.
+    fn route(&self, msg: Egress) {
         let Egress { conn, msg } = msg;
         let target = match conn {
             Some(id) => self.conns.get(&id).ok_or_else(|| {
@@ -241,8 +244,26 @@ impl Hub {
                 }
             }
             Err(error) => {
-                // A closed output means the engine is stopping: nothing left to tell.
-                let _ = self.shared.emitter.error(msg, &error).await;
+                // Never wait for engine room here: this one task routes for every
+                // connection. A full (or closed) engine loses the error message, counted.
+                let mut msg = msg;
+                sdk::mark_error(&mut msg, &error);
+                if self
+                    .shared
+                    .emitter
+                    .try_emit(sdk::OutPort::ERROR, msg)
+                    .is_err()
+                {
+                    self.shared
+                        .emitter
+                        .stats()
+                        .add_dropped("error_port_full", 1);
+                    tracing::warn!(
+                        reason = error.reason(),
+                        detail = error.detail().unwrap_or(""),
+                        "The engine is full; dropped an unroutable message instead of sending it to error."
+                    );
+                }
             }
         }
     }

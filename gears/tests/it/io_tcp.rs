@@ -414,6 +414,44 @@ async fn drain_flushes_buffered_replies_then_closes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_read_but_not_emitted_at_drain_count_as_shutdown() {
+    // Room for one emission: the first frame fills the engine, the second waits for room,
+    // the last two wait in the read buffer.
+    let mut last_error = None;
+    let mut started = None;
+    for _ in 0..5 {
+        let addr = format!("127.0.0.1:{}", crate::free_port());
+        let mut h = Harness::builder(sdk::GearType::of::<IoTcp>().expect("registers"))
+            .emit_capacity(1)
+            .build(&json!({ "mode": "server", "bind": addr }))
+            .expect("a valid server config");
+        match h.start() {
+            Ok(()) => {
+                started = Some((h, addr));
+                break;
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let (mut h, addr) =
+        started.unwrap_or_else(|| panic!("the server cannot bind a free port: {last_error:?}"));
+    let mut c = connect(&addr).await;
+    c.write_all(b"a\nb\nc\nd\n").await.expect("write");
+    // The bytes are read at once: wait (bounded) for the first emission, then give the gear a
+    // moment to decode the next frame and block on the engine.
+    for _ in 0..500 {
+        if h.stats().messages_out >= 1 {
+            break;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+    sleep(Duration::from_millis(200)).await;
+    h.shutdown().await;
+    assert_eq!(h.take("out").len(), 1);
+    assert_eq!(h.stats().dropped("shutdown"), 3, "{:?}", h.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_too_long_for_its_prefix_is_refused() {
     let (mut h, _addr) = server(json!({ "framing": "length_prefix2" }));
     h.send("in", FluxMsg::builder().raw(vec![0_u8; 70_000]).build())
