@@ -3,5 +3,12 @@
 //! It parses and validates scenarios, builds gears from the catalog, connects them with hot
 //! (in-process, bounded) and guaranteed (JetStream) wires, and applies a changed scenario as a
 //! diff, so that untouched gears keep running.
-//!
-//! It has no code yet: the engine arrives with its own issue.
+
+mod engine;
+mod error;
+pub mod scenario; // TEMP (scenario engineer): remove when lib.rs declares it
+
+pub use crate::engine::{
+    Change, GearSpec, Graph, Injector, Limits, PortRef, Rack, RackBuilder, Tap, Wire,
+};
+pub use crate::error::Error;

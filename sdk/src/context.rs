@@ -179,7 +179,8 @@ impl Context {
         self.status.get(port.index())
     }
 
-    pub(crate) fn status_table(&self) -> &[PortStatus] {
+    /// The status of every output port, in port order (the engine updates them).
+    pub fn port_statuses(&self) -> &[PortStatus] {
         &self.status
     }
 

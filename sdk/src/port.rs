@@ -65,6 +65,14 @@ impl OutPort {
     /// The `error` port, which every gear has.
     pub const ERROR: OutPort = OutPort(0);
 
+    /// The output port at `index` of its gear's [`Ports::outputs`], for engines that keep
+    /// ports by position. Gears resolve ports by name with [`Context::output`].
+    ///
+    /// [`Context::output`]: crate::Context::output
+    pub const fn from_index(index: u16) -> OutPort {
+        OutPort(index)
+    }
+
     /// The port's position in its gear's [`Ports::outputs`].
     pub fn index(self) -> usize {
         usize::from(self.0)
@@ -72,6 +80,14 @@ impl OutPort {
 }
 
 impl InPort {
+    /// The input port at `index` of its gear's [`Ports::inputs`], for engines that keep
+    /// ports by position. Gears resolve ports by name with [`Context::input`].
+    ///
+    /// [`Context::input`]: crate::Context::input
+    pub const fn from_index(index: u16) -> InPort {
+        InPort(index)
+    }
+
     /// The port's position in its gear's [`Ports::inputs`].
     pub fn index(self) -> usize {
         usize::from(self.0)

@@ -133,7 +133,7 @@ impl Runner {
         let _span = self.ctx.span().clone().entered();
         for mut msg in batch.drain(..) {
             let result = {
-                let mut outbox = Outbox::new(out, self.ctx.status_table());
+                let mut outbox = Outbox::new(out, self.ctx.port_statuses());
                 let gear = &mut self.gear;
                 catch_unwind(AssertUnwindSafe(|| {
                     gear.process(port, &mut msg, &mut outbox)

@@ -1,0 +1,730 @@
+//! The engine: runs the gears of a [`Graph`] on Tokio tasks joined by bounded queues, and
+//! applies a changed graph as a diff.
+
+mod graph;
+mod node;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fluxmsg::FluxMsg;
+use gears::Factory;
+use sdk::{Clock, IdSource, InPort, OutPort, Ports, Runner, Services, Stats, StatsSnapshot};
+use snake::Snake;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use self::graph::{GearSpec, Graph, PortRef, Wire};
+use self::node::{Control, Delivery, Identity, InFlight, Node, Outputs, Target};
+use crate::error::Error;
+
+/// The engine's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Deliveries (batches) a gear's input queue holds before senders wait (default 1,024).
+    pub queue: usize,
+    /// Most messages a gear processes in one batch (default 64).
+    pub batch: usize,
+    /// How long a send waits on a full queue before it counts as an error (default 5 s).
+    pub send_timeout: Duration,
+    /// How long a gear's tasks get to finish when it drains (default 5 s).
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            queue: 1024,
+            batch: 64,
+            send_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Limits {
+    /// The same limits with another queue size (at least 1).
+    #[must_use]
+    pub fn with_queue(mut self, queue: usize) -> Limits {
+        self.queue = queue.max(1);
+        self
+    }
+
+    /// The same limits with another batch size (at least 1).
+    #[must_use]
+    pub fn with_batch(mut self, batch: usize) -> Limits {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// The same limits with another send timeout.
+    #[must_use]
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Limits {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// The same limits with another drain timeout.
+    #[must_use]
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Limits {
+        self.drain_timeout = timeout;
+        self
+    }
+}
+
+/// Builds a [`Rack`].
+#[derive(Debug)]
+pub struct RackBuilder {
+    name: String,
+    factory: Factory,
+    snake: Option<Snake>,
+    ids: Option<Arc<dyn IdSource>>,
+    clock: Option<Arc<dyn Clock>>,
+    limits: Limits,
+}
+
+impl RackBuilder {
+    /// A rack called `name` with the built-in gear catalog, an in-process snake, ids from a
+    /// generator on this host's machine id, the system clock and default limits.
+    pub fn new(name: &str) -> RackBuilder {
+        RackBuilder {
+            name: name.to_owned(),
+            factory: Factory::builtin(),
+            snake: None,
+            ids: None,
+            clock: None,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The gear factory (for example the built-in one plus your own gears).
+    #[must_use]
+    pub fn factory(mut self, factory: Factory) -> RackBuilder {
+        self.factory = factory;
+        self
+    }
+
+    /// The snake handle gears get.
+    #[must_use]
+    pub fn snake(mut self, snake: Snake) -> RackBuilder {
+        self.snake = Some(snake);
+        self
+    }
+
+    /// The id source for messages and gear ids.
+    #[must_use]
+    pub fn ids(mut self, ids: Arc<dyn IdSource>) -> RackBuilder {
+        self.ids = Some(ids);
+        self
+    }
+
+    /// The clock.
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> RackBuilder {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The limits.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> RackBuilder {
+        self.limits = limits;
+        self
+    }
+
+    /// The rack, running nothing yet.
+    ///
+    /// # Errors
+    ///
+    /// When no id generator can be made for this host.
+    pub fn build(self) -> Result<Rack, Error> {
+        let clock = self.clock.unwrap_or_else(|| Arc::new(idgen::SystemClock));
+        let ids = match self.ids {
+            Some(ids) => ids,
+            None => default_ids()?,
+        };
+        let services = Services::new(ids, clock)
+            .with_snake(self.snake.unwrap_or_else(Snake::memory))
+            .with_emit_capacity(self.limits.queue);
+        Ok(Rack {
+            name: self.name,
+            factory: self.factory,
+            services,
+            limits: self.limits,
+            nodes: BTreeMap::new(),
+            graph: Graph::new(),
+            taps: Vec::new(),
+            in_flight: Arc::new(InFlight::default()),
+        })
+    }
+}
+
+fn default_ids() -> Result<Arc<dyn IdSource>, Error> {
+    let generator = idgen::Generator::builder()
+        .machine_id_from_host()
+        .build()
+        .or_else(|_| idgen::Generator::builder().machine_id(1).build())
+        .map_err(|e| {
+            Error::Lifecycle(sdk::Error::Schema {
+                kind: "rack".to_owned(),
+                reason: format!("no id generator: {e}"),
+            })
+        })?;
+    Ok(Arc::new(generator))
+}
+
+/// A running rack: gears on Tokio tasks, joined by bounded queues.
+///
+/// Start-up is [`Rack::apply`] from the empty graph; every later `apply` is a diff: gears
+/// whose type and configuration are unchanged keep running with their state, changed gears
+/// restart and keep their input queue, removed gears finish what is queued for them.
+#[derive(Debug)]
+pub struct Rack {
+    name: String,
+    factory: Factory,
+    services: Services,
+    limits: Limits,
+    nodes: BTreeMap<String, NodeHandle>,
+    graph: Graph,
+    taps: Vec<(PortRef, Target)>,
+    in_flight: Arc<InFlight>,
+}
+
+#[derive(Debug)]
+struct NodeHandle {
+    spec: GearSpec,
+    tx: mpsc::Sender<Delivery>,
+    ctl: mpsc::Sender<Control>,
+    task: JoinHandle<()>,
+    ports: Ports,
+    stats: Arc<Stats>,
+    busy: Arc<AtomicBool>,
+}
+
+/// What an [`Rack::apply`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Change {
+    /// Gears started.
+    pub added: Vec<String>,
+    /// Gears restarted with a new definition.
+    pub restarted: Vec<String>,
+    /// Gears stopped and removed.
+    pub removed: Vec<String>,
+    /// Gears left running untouched.
+    pub kept: Vec<String>,
+}
+
+struct Fresh {
+    name: String,
+    spec: GearSpec,
+    runner: Runner,
+    ports: Ports,
+}
+
+impl Rack {
+    /// A builder.
+    pub fn builder(name: &str) -> RackBuilder {
+        RackBuilder::new(name)
+    }
+
+    /// The rack's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The graph it runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Makes the rack run `graph`, as a diff from what it runs now.
+    ///
+    /// Everything is checked first (types, configurations, wires); a graph that fails changes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// A duplicate gear, an unknown type or bad configuration, a wire to an unknown gear or
+    /// port, or a gear that fails to initialise or start (the gears that failed are not
+    /// running; the rest of the change is applied).
+    pub async fn apply(&mut self, graph: Graph) -> Result<Change, Error> {
+        // 1. Check: every gear builds, every wire names real ports. Nothing runs yet.
+        let mut seen = BTreeSet::new();
+        let mut change = Change::default();
+        let mut fresh = Vec::new();
+        let mut ports: BTreeMap<String, Ports> = BTreeMap::new();
+        for spec in &graph.gears {
+            if !seen.insert(spec.name.clone()) {
+                return Err(Error::DuplicateGear(spec.name.clone()));
+            }
+            match self.nodes.get(&spec.name) {
+                Some(node) if node.spec == *spec => {
+                    ports.insert(spec.name.clone(), node.ports.clone());
+                    change.kept.push(spec.name.clone());
+                }
+                running => {
+                    let prepared = self.factory.prepare(&spec.name, &spec.kind, &spec.config)?;
+                    let gear_ports = prepared.ports().clone();
+                    ports.insert(spec.name.clone(), gear_ports.clone());
+                    if running.is_some() {
+                        change.restarted.push(spec.name.clone());
+                    } else {
+                        change.added.push(spec.name.clone());
+                    }
+                    let runner = Runner::new(&spec.name, prepared, self.services.clone());
+                    fresh.push(Fresh {
+                        name: spec.name.clone(),
+                        spec: spec.clone(),
+                        runner,
+                        ports: gear_ports,
+                    });
+                }
+            }
+        }
+        for wire in &graph.wires {
+            output_of(&ports, &wire.from)?;
+            input_of(&ports, &wire.to)?;
+        }
+        change.removed = self
+            .nodes
+            .keys()
+            .filter(|name| !seen.contains(*name))
+            .cloned()
+            .collect();
+
+        // 2. Initialise the new gears; a failure here still changes nothing.
+        for f in &mut fresh {
+            if let Err(e) = f.runner.init() {
+                for f in &mut fresh {
+                    f.runner.stop();
+                }
+                return Err(e.into());
+            }
+        }
+
+        // 3. Input queues: the kept and restarted gears keep theirs; new gears get one.
+        let mut queues: BTreeMap<String, mpsc::Sender<Delivery>> = BTreeMap::new();
+        let mut receivers: BTreeMap<String, mpsc::Receiver<Delivery>> = BTreeMap::new();
+        for spec in &graph.gears {
+            match self.nodes.get(&spec.name) {
+                Some(node) => {
+                    queues.insert(spec.name.clone(), node.tx.clone());
+                }
+                None => {
+                    let (tx, rx) = mpsc::channel(self.limits.queue);
+                    queues.insert(spec.name.clone(), tx);
+                    receivers.insert(spec.name.clone(), rx);
+                }
+            }
+        }
+
+        // 4. Restarted gears stop and hand their queue over (senders wait meanwhile).
+        for name in &change.restarted {
+            if let Some(node) = self.nodes.remove(name) {
+                let (handover, taken) = oneshot::channel();
+                let (done, finished) = oneshot::channel();
+                let _ = node.ctl.send(Control::Stop(Some(handover), done)).await;
+                let _ = finished.await;
+                if let Ok(rx) = taken.await {
+                    receivers.insert(name.clone(), rx);
+                }
+                let _ = node.task.await;
+            }
+        }
+
+        // 5. Taps on ports that no longer exist are closed.
+        self.taps.retain(|(at, _)| {
+            ports
+                .get(&at.gear)
+                .is_some_and(|p| p.output(&at.port).is_some())
+        });
+
+        // 6. Output tables for every gear of the new graph; kept gears are re-pointed.
+        let mut tables: BTreeMap<String, Outputs> = BTreeMap::new();
+        for spec in &graph.gears {
+            let gear_ports = &ports[&spec.name];
+            let mut table: Outputs = vec![Vec::new(); gear_ports.outputs().len()];
+            for wire in graph.wires.iter().filter(|w| w.from.gear == spec.name) {
+                let from = output_of(&ports, &wire.from)?;
+                let to = input_of(&ports, &wire.to)?;
+                let tx = queues[&wire.to.gear].clone();
+                table[from.index()].push(Target {
+                    tx,
+                    port: to,
+                    name: wire.to.to_string().into(),
+                });
+            }
+            for (at, target) in self.taps.iter().filter(|(at, _)| at.gear == spec.name) {
+                if let Some(port) = gear_ports.output(&at.port) {
+                    table[port.index()].push(target.clone());
+                }
+            }
+            tables.insert(spec.name.clone(), table);
+        }
+        for name in &change.kept {
+            if let (Some(node), Some(table)) = (self.nodes.get(name), tables.remove(name)) {
+                let _ = node.ctl.send(Control::Rewire(table)).await;
+            }
+        }
+
+        // 7. Start and spawn the new and restarted gears.
+        let mut failed = None;
+        for mut f in fresh {
+            if let Err(e) = f.runner.start() {
+                tracing::error!(rack = %self.name, gear = %f.name, error = %e, "gear failed to start");
+                f.runner.stop();
+                failed.get_or_insert(e);
+                continue;
+            }
+            let (Some(rx), Some(table), Some(tx)) = (
+                receivers.remove(&f.name),
+                tables.remove(&f.name),
+                queues.get(&f.name).cloned(),
+            ) else {
+                continue;
+            };
+            let handle = self.spawn(f, rx, table, tx)?;
+            self.nodes.insert(handle.spec.name.clone(), handle);
+        }
+
+        // 8. Removed gears finish what is queued for them, then stop.
+        for name in &change.removed {
+            if let Some(node) = self.nodes.remove(name) {
+                let (done, finished) = oneshot::channel();
+                let _ = node.ctl.send(Control::Stop(None, done)).await;
+                let _ = finished.await;
+                let _ = node.task.await;
+            }
+        }
+        tracing::info!(
+            rack = %self.name,
+            added = change.added.len(),
+            restarted = change.restarted.len(),
+            removed = change.removed.len(),
+            kept = change.kept.len(),
+            "graph applied"
+        );
+        self.graph = graph;
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(change),
+        }
+    }
+
+    fn spawn(
+        &self,
+        fresh: Fresh,
+        rx: mpsc::Receiver<Delivery>,
+        table: Outputs,
+        tx: mpsc::Sender<Delivery>,
+    ) -> Result<NodeHandle, Error> {
+        let Fresh {
+            name,
+            spec,
+            mut runner,
+            ports,
+        } = fresh;
+        let mint = || {
+            self.services.ids.next_id().map_err(|e| {
+                Error::Lifecycle(sdk::Error::Schema {
+                    kind: spec.kind.clone(),
+                    reason: format!("no id for the gear: {e}"),
+                })
+            })
+        };
+        let identity = Identity {
+            gear: mint()?,
+            ports: ports
+                .outputs()
+                .iter()
+                .map(|_| mint())
+                .collect::<Result<_, _>>()?,
+        };
+        let emissions = runner
+            .take_emissions()
+            .unwrap_or_else(|| mpsc::channel(1).1);
+        let stats = Arc::clone(runner.context().stats());
+        let (ctl_tx, ctl_rx) = mpsc::channel(16);
+        let busy = Arc::new(AtomicBool::new(false));
+        let node = Node {
+            name: name.into(),
+            runner,
+            rx,
+            ctl: ctl_rx,
+            emissions,
+            outputs: table,
+            ids: Arc::clone(&self.services.ids),
+            clock: Arc::clone(&self.services.clock),
+            identity,
+            limits: self.limits,
+            in_flight: Arc::clone(&self.in_flight),
+            busy: Arc::clone(&busy),
+        };
+        let task = tokio::spawn(node.run());
+        Ok(NodeHandle {
+            spec,
+            tx,
+            ctl: ctl_tx,
+            task,
+            ports,
+            stats,
+            busy,
+        })
+    }
+
+    /// A handle that puts messages into the input port `port` of the gear `gear`, as a wire
+    /// would (the send waits while the queue is full, up to the send timeout).
+    ///
+    /// # Errors
+    ///
+    /// An unknown gear or input port.
+    pub fn injector(&self, gear: &str, port: &str) -> Result<Injector, Error> {
+        let node = self
+            .nodes
+            .get(gear)
+            .ok_or_else(|| Error::UnknownGear(gear.to_owned()))?;
+        let at = PortRef::new(gear, port);
+        let input = node.ports.input(port).ok_or_else(|| Error::UnknownPort {
+            gear: gear.to_owned(),
+            dir: "input",
+            port: port.to_owned(),
+            known: names(node.ports.inputs()),
+        })?;
+        Ok(Injector {
+            tx: node.tx.clone(),
+            port: input,
+            at,
+            timeout: self.limits.send_timeout,
+            in_flight: Arc::clone(&self.in_flight),
+        })
+    }
+
+    /// Taps the output port `port` of the gear `gear`: from now on the tap gets a copy of
+    /// everything it emits, as a wire's target would (a tap that is not read slows the gear
+    /// down, then its sends time out). The tap stays across [`apply`](Rack::apply) while the
+    /// port exists.
+    ///
+    /// # Errors
+    ///
+    /// An unknown gear or output port.
+    pub async fn tap(&mut self, gear: &str, port: &str) -> Result<Tap, Error> {
+        let node = self
+            .nodes
+            .get(gear)
+            .ok_or_else(|| Error::UnknownGear(gear.to_owned()))?;
+        if node.ports.output(port).is_none() {
+            return Err(Error::UnknownPort {
+                gear: gear.to_owned(),
+                dir: "output",
+                port: port.to_owned(),
+                known: names(node.ports.outputs()),
+            });
+        }
+        let (tx, rx) = mpsc::channel(self.limits.queue);
+        self.taps.push((
+            PortRef::new(gear, port),
+            Target {
+                tx,
+                port: InPort::from_index(0),
+                name: format!("tap:{gear}.{port}").into(),
+            },
+        ));
+        self.rewire(gear).await?;
+        Ok(Tap {
+            rx,
+            buf: std::collections::VecDeque::new(),
+            in_flight: Arc::clone(&self.in_flight),
+        })
+    }
+
+    /// Sends `gear` its output table again (after a tap was added).
+    async fn rewire(&self, gear: &str) -> Result<(), Error> {
+        let node = self
+            .nodes
+            .get(gear)
+            .ok_or_else(|| Error::UnknownGear(gear.to_owned()))?;
+        let mut table: Outputs = vec![Vec::new(); node.ports.outputs().len()];
+        for wire in self.graph.wires.iter().filter(|w| w.from.gear == gear) {
+            let (Some(from), Some(to)) = (
+                node.ports.output(&wire.from.port),
+                self.nodes
+                    .get(&wire.to.gear)
+                    .and_then(|n| n.ports.input(&wire.to.port).map(|p| (p, n.tx.clone()))),
+            ) else {
+                continue;
+            };
+            table[from.index()].push(Target {
+                tx: to.1,
+                port: to.0,
+                name: wire.to.to_string().into(),
+            });
+        }
+        for (at, target) in self.taps.iter().filter(|(at, _)| at.gear == gear) {
+            if let Some(port) = node.ports.output(&at.port) {
+                table[port.index()].push(target.clone());
+            }
+        }
+        node.ctl
+            .send(Control::Rewire(table))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Every gear's counters, by gear name.
+    pub fn stats(&self) -> BTreeMap<String, StatsSnapshot> {
+        self.nodes
+            .iter()
+            .map(|(name, node)| (name.clone(), node.stats.snapshot()))
+            .collect()
+    }
+
+    /// Stops the rack: sources stop producing, in-flight messages drain (up to `timeout`),
+    /// then every gear stops.
+    ///
+    /// Returns whether everything in flight was delivered before the timeout.
+    pub async fn shutdown(mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut quieted = Vec::new();
+        for node in self.nodes.values() {
+            let (done, finished) = oneshot::channel();
+            if node.ctl.send(Control::Quiet(done)).await.is_ok() {
+                quieted.push(finished);
+            }
+        }
+        for finished in quieted {
+            let _ = tokio::time::timeout_at(deadline, finished).await;
+        }
+        let mut drained = false;
+        while tokio::time::Instant::now() < deadline {
+            let idle = self.nodes.values().all(|n| !n.busy.load(Ordering::Acquire));
+            if self.in_flight.is_zero() && idle {
+                drained = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !drained {
+            tracing::warn!(rack = %self.name, "shutdown timed out with messages in flight");
+        }
+        self.taps.clear();
+        for (_, node) in std::mem::take(&mut self.nodes) {
+            let (done, finished) = oneshot::channel();
+            let _ = node.ctl.send(Control::Stop(None, done)).await;
+            let _ = tokio::time::timeout_at(deadline, finished).await;
+            node.task.abort();
+        }
+        drained
+    }
+}
+
+/// Puts messages into one input port of one gear (see [`Rack::injector`]).
+#[derive(Debug, Clone)]
+pub struct Injector {
+    tx: mpsc::Sender<Delivery>,
+    port: InPort,
+    at: PortRef,
+    timeout: Duration,
+    in_flight: Arc<InFlight>,
+}
+
+impl Injector {
+    /// Sends one message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Full`] when the queue stays full for the send timeout (the message is given
+    /// back in nothing: it was not accepted), [`Error::Stopped`] when the gear is gone.
+    pub async fn send(&self, msg: FluxMsg) -> Result<(), Error> {
+        self.send_batch(vec![msg]).await
+    }
+
+    /// Sends messages as one batch.
+    ///
+    /// # Errors
+    ///
+    /// As [`Injector::send`].
+    pub async fn send_batch(&self, msgs: Vec<FluxMsg>) -> Result<(), Error> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let permit = match tokio::time::timeout(self.timeout, self.tx.reserve()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Error::Stopped),
+            Err(_) => return Err(Error::Full(self.at.clone())),
+        };
+        self.in_flight.add(msgs.len());
+        permit.send(Delivery {
+            port: self.port,
+            msgs,
+        });
+        Ok(())
+    }
+}
+
+/// A copy of everything one output port emits (see [`Rack::tap`]).
+#[derive(Debug)]
+pub struct Tap {
+    rx: mpsc::Receiver<Delivery>,
+    buf: std::collections::VecDeque<FluxMsg>,
+    in_flight: Arc<InFlight>,
+}
+
+impl Tap {
+    /// The next message; `None` once the tap is closed (the port or the rack is gone).
+    pub async fn recv(&mut self) -> Option<FluxMsg> {
+        loop {
+            if let Some(msg) = self.buf.pop_front() {
+                return Some(msg);
+            }
+            let delivery = self.rx.recv().await?;
+            self.in_flight.done(delivery.msgs.len());
+            self.buf.extend(delivery.msgs);
+        }
+    }
+
+    /// The next message if one is there now.
+    pub fn try_recv(&mut self) -> Option<FluxMsg> {
+        while self.buf.is_empty() {
+            let delivery = self.rx.try_recv().ok()?;
+            self.in_flight.done(delivery.msgs.len());
+            self.buf.extend(delivery.msgs);
+        }
+        self.buf.pop_front()
+    }
+}
+
+fn output_of(ports: &BTreeMap<String, Ports>, at: &PortRef) -> Result<OutPort, Error> {
+    let gear = ports
+        .get(&at.gear)
+        .ok_or_else(|| Error::UnknownGear(at.gear.clone()))?;
+    gear.output(&at.port).ok_or_else(|| Error::UnknownPort {
+        gear: at.gear.clone(),
+        dir: "output",
+        port: at.port.clone(),
+        known: names(gear.outputs()),
+    })
+}
+
+fn input_of(ports: &BTreeMap<String, Ports>, at: &PortRef) -> Result<InPort, Error> {
+    let gear = ports
+        .get(&at.gear)
+        .ok_or_else(|| Error::UnknownGear(at.gear.clone()))?;
+    gear.input(&at.port).ok_or_else(|| Error::UnknownPort {
+        gear: at.gear.clone(),
+        dir: "input",
+        port: at.port.clone(),
+        known: names(gear.inputs()),
+    })
+}
+
+fn names(ports: &[sdk::PortName]) -> String {
+    ports
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,324 @@
+//! One running gear: its task, its input queue, its output table.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Instant;
+
+use fluxmsg::{FluxMsg, Hop, Id};
+use sdk::{Emission, GearError, IdSource, InPort, OutPort, Runner, mark_error};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Limits;
+
+/// Messages for one input port of one gear.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) port: InPort,
+    pub(crate) msgs: Vec<FluxMsg>,
+}
+
+/// Where one output port sends: a gear's input queue (or a tap) and the port there.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) tx: mpsc::Sender<Delivery>,
+    pub(crate) port: InPort,
+    pub(crate) name: Arc<str>,
+}
+
+/// The output table of a node: targets per output port.
+pub(crate) type Outputs = Vec<Vec<Target>>;
+
+/// Orders from the engine to a node.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Replace the output table.
+    Rewire(Outputs),
+    /// Stop producing (sources): drain the gear, keep serving the queue.
+    Quiet(oneshot::Sender<()>),
+    /// Drain and stop the gear, then end. With a handover, the input queue is given back
+    /// untouched (a restart); without, what is queued is processed first (a removal).
+    Stop(
+        Option<oneshot::Sender<mpsc::Receiver<Delivery>>>,
+        oneshot::Sender<()>,
+    ),
+}
+
+/// Counters shared by every node of a rack: messages queued but not yet processed.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(AtomicI64);
+
+impl InFlight {
+    pub(crate) fn add(&self, n: usize) {
+        self.0.fetch_add(n as i64, Ordering::AcqRel);
+    }
+
+    pub(crate) fn done(&self, n: usize) {
+        self.0.fetch_sub(n as i64, Ordering::AcqRel);
+    }
+
+    pub(crate) fn is_zero(&self) -> bool {
+        self.0.load(Ordering::Acquire) <= 0
+    }
+}
+
+/// The ids a node stamps on hops: the gear's and each output port's.
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub(crate) gear: Id,
+    pub(crate) ports: Vec<Id>,
+}
+
+pub(crate) struct Node {
+    pub(crate) name: Arc<str>,
+    pub(crate) runner: Runner,
+    pub(crate) rx: mpsc::Receiver<Delivery>,
+    pub(crate) ctl: mpsc::Receiver<Control>,
+    pub(crate) emissions: mpsc::Receiver<Emission>,
+    pub(crate) outputs: Outputs,
+    pub(crate) ids: Arc<dyn IdSource>,
+    pub(crate) clock: Arc<dyn sdk::Clock>,
+    pub(crate) identity: Identity,
+    pub(crate) limits: Limits,
+    pub(crate) in_flight: Arc<InFlight>,
+    pub(crate) busy: Arc<AtomicBool>,
+}
+
+/// Per-port output buffers, reused across batches.
+struct Scratch {
+    batch: Vec<FluxMsg>,
+    out: Vec<(OutPort, FluxMsg)>,
+    by_port: Vec<Vec<FluxMsg>>,
+}
+
+impl Node {
+    pub(crate) async fn run(mut self) {
+        let mut scratch = Scratch {
+            batch: Vec::with_capacity(self.limits.batch),
+            out: Vec::new(),
+            by_port: Vec::new(),
+        };
+        let time =
+            metrics::histogram!("flux.gear.processing_time_ms", "gear" => self.name.to_string());
+        let mut emissions_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                ctl = self.ctl.recv() => match ctl {
+                    Some(Control::Rewire(outputs)) => self.outputs = outputs,
+                    Some(Control::Quiet(done)) => {
+                        self.runner.drain(self.limits.drain_timeout).await;
+                        let _ = done.send(());
+                    }
+                    Some(Control::Stop(handover, done)) => {
+                        if handover.is_none() {
+                            while let Ok(delivery) = self.rx.try_recv() {
+                                self.handle(delivery, &mut scratch).await;
+                            }
+                        }
+                        self.runner.drain(self.limits.drain_timeout).await;
+                        self.forward_emissions(&mut scratch).await;
+                        self.runner.stop();
+                        if let Some(handover) = handover {
+                            let _ = handover.send(self.rx);
+                        }
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.runner.drain(self.limits.drain_timeout).await;
+                        self.runner.stop();
+                        return;
+                    }
+                },
+                first = self.rx.recv() => {
+                    let Some(first) = first else { continue };
+                    self.busy.store(true, Ordering::Release);
+                    let started = Instant::now();
+                    let n = self.handle(first, &mut scratch).await;
+                    if n > 0 {
+                        time.record(started.elapsed().as_secs_f64() * 1000.0 / n as f64);
+                    }
+                    self.busy.store(false, Ordering::Release);
+                }
+                emission = self.emissions.recv(), if emissions_open => match emission {
+                    Some(emission) => {
+                        let (port, msgs) = match emission {
+                            Emission::One(port, msg) => (port, vec![msg]),
+                            Emission::Many(port, msgs) => (port, msgs),
+                        };
+                        scratch.out.extend(msgs.into_iter().map(|m| (port, m)));
+                        self.dispatch(&mut scratch).await;
+                    }
+                    None => emissions_open = false,
+                },
+            }
+        }
+    }
+
+    /// Processes one delivery and whatever else is already queued, in batches of one port
+    /// each, up to the batch size.
+    async fn handle(&mut self, first: Delivery, scratch: &mut Scratch) -> usize {
+        let mut next = Some(first);
+        let mut total = 0;
+        while let Some(delivery) = next.take() {
+            let port = delivery.port;
+            scratch.batch.extend(delivery.msgs);
+            while scratch.batch.len() < self.limits.batch {
+                match self.rx.try_recv() {
+                    Ok(more) if more.port == port => scratch.batch.extend(more.msgs),
+                    Ok(other) => {
+                        next = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            total += self.process(port, scratch).await;
+        }
+        total
+    }
+
+    async fn process(&mut self, port: InPort, scratch: &mut Scratch) -> usize {
+        let n = scratch.batch.len();
+        if n == 0 {
+            return 0;
+        }
+        if let Err(e) = self
+            .runner
+            .process(port, &mut scratch.batch, &mut scratch.out)
+        {
+            tracing::warn!(gear = %self.name, error = %e, dropped = n, "a batch reached a gear that is not running");
+            self.runner
+                .context()
+                .stats()
+                .add_dropped("not_running", n as u64);
+            scratch.batch.clear();
+        }
+        self.dispatch(scratch).await;
+        self.in_flight.done(n);
+        n
+    }
+
+    async fn forward_emissions(&mut self, scratch: &mut Scratch) {
+        while let Ok(emission) = self.emissions.try_recv() {
+            let (port, msgs) = match emission {
+                Emission::One(port, msg) => (port, vec![msg]),
+                Emission::Many(port, msgs) => (port, msgs),
+            };
+            scratch.out.extend(msgs.into_iter().map(|m| (port, m)));
+        }
+        self.dispatch(scratch).await;
+    }
+
+    /// Sends what the gear emitted: per port, to every target (copies for all but the last).
+    async fn dispatch(&mut self, scratch: &mut Scratch) {
+        if scratch.out.is_empty() {
+            return;
+        }
+        let ports = self.identity.ports.len();
+        if scratch.by_port.len() < ports {
+            scratch.by_port.resize_with(ports, Vec::new);
+        }
+        let now = i64::try_from(self.clock.now().as_nanos()).unwrap_or(i64::MAX);
+        for (port, mut msg) in scratch.out.drain(..) {
+            let i = port.index().min(ports.saturating_sub(1));
+            if msg.id.is_none() {
+                match self.ids.next_id() {
+                    Ok(id) => msg.id = Some(id),
+                    Err(e) => tracing::warn!(gear = %self.name, error = %e, "no id for a message"),
+                }
+            }
+            if msg.path.len() >= fluxmsg::Limits::default().max_hops() {
+                msg.path.remove(0);
+            }
+            msg.path.push(Hop {
+                gear: self.identity.gear,
+                port: self.identity.ports[i],
+                ts: now,
+            });
+            scratch.by_port[i].push(msg);
+        }
+        for i in 0..ports {
+            if scratch.by_port[i].is_empty() {
+                continue;
+            }
+            let msgs = std::mem::take(&mut scratch.by_port[i]);
+            self.send_port(i, msgs).await;
+        }
+    }
+
+    async fn send_port(&mut self, port: usize, msgs: Vec<FluxMsg>) {
+        let stats = Arc::clone(self.runner.context().stats());
+        let targets = self.outputs.get(port).cloned().unwrap_or_default();
+        if targets.is_empty() {
+            stats.add_dropped("unwired", msgs.len() as u64);
+            return;
+        }
+        let last = targets.len() - 1;
+        let mut msgs = Some(msgs);
+        for (k, target) in targets.iter().enumerate() {
+            let batch = if k == last {
+                msgs.take().unwrap_or_default()
+            } else {
+                msgs.as_ref().cloned().unwrap_or_default()
+            };
+            let n = batch.len();
+            if let Some(status) = self.runner.context().port_statuses().get(port) {
+                let depth = target.tx.max_capacity() - target.tx.capacity();
+                status.set_load(u32::try_from(depth).unwrap_or(u32::MAX));
+            }
+            self.in_flight.add(n);
+            let delivery = Delivery {
+                port: target.port,
+                msgs: batch,
+            };
+            match tokio::time::timeout(self.limits.send_timeout, target.tx.reserve()).await {
+                Ok(Ok(permit)) => permit.send(delivery),
+                Ok(Err(_)) => {
+                    self.in_flight.done(n);
+                    stats.add_dropped("target_gone", n as u64);
+                    tracing::warn!(gear = %self.name, to = %target.name, dropped = n, "a wire's target is gone");
+                }
+                Err(_) => {
+                    self.in_flight.done(n);
+                    self.lane_timeout(port, delivery.msgs, &target.name);
+                }
+            }
+        }
+    }
+
+    /// A send that timed out: the messages go to the gear's `error` port without waiting, or
+    /// are counted as dropped when that is full too (or is the port that timed out).
+    fn lane_timeout(&mut self, port: usize, msgs: Vec<FluxMsg>, to: &str) {
+        let stats = Arc::clone(self.runner.context().stats());
+        let n = msgs.len();
+        stats.add_errors(n as u64);
+        tracing::warn!(gear = %self.name, to, count = n, "hot lane send timed out");
+        let error = GearError::new("lane_timeout").with_detail(format_args!("{to} stayed full"));
+        let targets = if port == OutPort::ERROR.index() {
+            Vec::new()
+        } else {
+            self.outputs.first().cloned().unwrap_or_default()
+        };
+        let mut msgs = msgs;
+        for m in &mut msgs {
+            mark_error(m, &error);
+        }
+        let Some(target) = targets.first() else {
+            stats.add_dropped("lane_timeout", n as u64);
+            return;
+        };
+        self.in_flight.add(n);
+        if target
+            .tx
+            .try_send(Delivery {
+                port: target.port,
+                msgs,
+            })
+            .is_err()
+        {
+            self.in_flight.done(n);
+            stats.add_dropped("lane_timeout", n as u64);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+use crate::engine::PortRef;
+
+/// What the rack refuses.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A gear cannot be built (unknown type, bad configuration); nothing was changed.
+    #[error(transparent)]
+    Gear(#[from] gears::Error),
+    /// A gear failed to initialise or start.
+    #[error(transparent)]
+    Lifecycle(#[from] sdk::Error),
+    /// Two gears of a graph have the same name.
+    #[error("gear {0:?} is defined twice")]
+    DuplicateGear(String),
+    /// A wire or a tap names a gear the rack does not run.
+    #[error("no gear {0:?} in the rack")]
+    UnknownGear(String),
+    /// A wire or a tap names a port the gear does not have.
+    #[error("gear {gear:?} has no {dir} port {port:?} (it has: {known})")]
+    UnknownPort {
+        /// The gear.
+        gear: String,
+        /// `input` or `output`.
+        dir: &'static str,
+        /// The port asked for.
+        port: String,
+        /// The ports it has.
+        known: String,
+    },
+    /// The rack is shutting down or gone.
+    #[error("the rack is stopped")]
+    Stopped,
+    /// An injected message could not be queued within the send timeout.
+    #[error("{0}: the input queue stayed full for the send timeout")]
+    Full(PortRef),
+}

@@ -1,0 +1,385 @@
+//! The engine: pipelines, fan-out and fan-in, injection and taps, reload as a diff,
+//! back-pressure, shutdown.
+
+use std::time::Duration;
+
+use fluxmsg::{FluxMsg, Value};
+use gears::Factory;
+use rack_lib::{Error, Graph, Limits, Rack};
+use sdk::{
+    Category, ConfigError, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outbox,
+    Outcome,
+};
+use serde_json::json;
+
+/// Counts the messages it sees into `data.seen` and stamps `data.tag` with its config.
+#[derive(Debug)]
+struct Counter {
+    tag: String,
+    seen: u64,
+    out: OutPort,
+}
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct CounterConfig {
+    tag: String,
+}
+
+impl GearKind for Counter {
+    type Config = CounterConfig;
+    fn manifest() -> Manifest {
+        Manifest::new("counter", Category::Logic)
+            .summary("counts")
+            .input("in", "")
+            .output("out", "")
+    }
+    fn new(config: CounterConfig) -> Result<Counter, ConfigError> {
+        Ok(Counter {
+            tag: config.tag,
+            seen: 0,
+            out: OutPort::ERROR,
+        })
+    }
+}
+
+impl Gear for Counter {
+    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        self.out = ctx.output("out")?;
+        Ok(())
+    }
+    fn process(
+        &mut self,
+        _: InPort,
+        msg: &mut FluxMsg,
+        _: &mut Outbox<'_>,
+    ) -> Result<Outcome, GearError> {
+        self.seen += 1;
+        msg.data.insert("seen", Value::from(self.seen));
+        msg.data.insert("tag", Value::from(self.tag.as_str()));
+        Ok(Outcome::Emit(self.out))
+    }
+}
+
+/// Sleeps on every batch: a slow sink.
+#[derive(Debug)]
+struct Slow {
+    out: OutPort,
+}
+
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SlowConfig {}
+
+impl GearKind for Slow {
+    type Config = SlowConfig;
+    fn manifest() -> Manifest {
+        Manifest::new("slow", Category::Logic)
+            .summary("slow")
+            .input("in", "")
+            .output("out", "")
+    }
+    fn new(_: SlowConfig) -> Result<Slow, ConfigError> {
+        Ok(Slow {
+            out: OutPort::ERROR,
+        })
+    }
+}
+
+impl Gear for Slow {
+    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        self.out = ctx.output("out")?;
+        Ok(())
+    }
+    fn process(
+        &mut self,
+        _: InPort,
+        _: &mut FluxMsg,
+        _: &mut Outbox<'_>,
+    ) -> Result<Outcome, GearError> {
+        Ok(Outcome::Emit(self.out))
+    }
+    fn flush(&mut self) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn factory() -> Factory {
+    let mut f = Factory::builtin();
+    f.register_pack(|f| {
+        f.register::<Counter>()?;
+        f.register::<Slow>()
+    })
+    .expect("the test gears register");
+    f
+}
+
+fn rack(limits: Limits) -> Rack {
+    Rack::builder("test")
+        .factory(factory())
+        .limits(limits)
+        .build()
+        .expect("a rack")
+}
+
+async fn recv(tap: &mut rack_lib::Tap) -> FluxMsg {
+    tokio::time::timeout(Duration::from_secs(10), tap.recv())
+        .await
+        .expect("a message within 10 s")
+        .expect("the tap is open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_pipeline_delivers_every_message_with_ids_and_hops() {
+    let mut rack = rack(Limits::default());
+    rack.apply(
+        Graph::new()
+            .gear("gen", "generate", json!({ "count": 500, "template": { "data": { "n": "${counter}", "pan": "${random_choice:4111|5500}" } } }))
+            .gear("edit", "transform", json!({ "steps": [{ "set": "meta.seen_by", "value": "edit" }] }))
+            .gear("switch", "route", json!({ "rules": [{ "when": { "field": "data.pan", "prefix": "4" }, "to": "out_visa" }], "default": "out_other" }))
+            .gear("visa", "filter", json!({ "pass_if": { "field": "data.n", "gte": 0 } }))
+            .wire("gen", "edit")
+            .wire("edit", "switch")
+            .wire("switch.out_visa", "visa")
+            .wire("switch.out_other", "visa"),
+    )
+    .await
+    .expect("applied");
+    let mut tap = rack.tap("visa", "out").await.expect("tapped");
+    let mut ns = Vec::new();
+    for _ in 0..500 {
+        let m = recv(&mut tap).await;
+        assert!(m.id.is_some(), "the engine gives every message an id");
+        assert_eq!(m.path.len(), 4, "one hop per gear: {:?}", m.path);
+        assert_eq!(m.meta.get("seen_by").map(|t| t.as_str()), Some("edit"));
+        ns.push(m.data.get("n").and_then(Value::as_i64).expect("n"));
+    }
+    ns.sort_unstable();
+    assert_eq!(
+        ns,
+        (0..500).collect::<Vec<_>>(),
+        "fan-in merged both routes, nothing lost"
+    );
+    let stats = rack.stats();
+    assert_eq!(stats["switch"].messages_in, 500);
+    assert_eq!(stats["visa"].messages_out, 500);
+    assert!(rack.shutdown(Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_copies_to_every_wire() {
+    let mut rack = rack(Limits::default());
+    rack.apply(
+        Graph::new()
+            .gear("a", "counter", json!({ "tag": "a" }))
+            .gear("b", "counter", json!({ "tag": "b" }))
+            .gear("c", "counter", json!({ "tag": "c" }))
+            .wire("a", "b")
+            .wire("a", "c"),
+    )
+    .await
+    .expect("applied");
+    let (mut tb, mut tc) = (
+        rack.tap("b", "out").await.expect("tap"),
+        rack.tap("c", "out").await.expect("tap"),
+    );
+    let inject = rack.injector("a", "in").expect("injector");
+    inject.send(FluxMsg::new()).await.expect("sent");
+    assert_eq!(recv(&mut tb).await.data.get("tag"), Some(&Value::from("b")));
+    assert_eq!(recv(&mut tc).await.data.get("tag"), Some(&Value::from("c")));
+    rack.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_untouched_gears_and_their_state_and_restarts_changed_ones() {
+    let mut rack = rack(Limits::default());
+    let graph = |tag: &str| {
+        Graph::new()
+            .gear("count", "counter", json!({ "tag": "count" }))
+            .gear("label", "counter", json!({ "tag": tag }))
+            .wire("count", "label")
+    };
+    let change = rack.apply(graph("v1")).await.expect("applied");
+    assert_eq!(change.added, ["count", "label"]);
+    let mut tap = rack.tap("label", "out").await.expect("tap");
+    let inject = rack.injector("count", "in").expect("injector");
+    for _ in 0..3 {
+        inject.send(FluxMsg::new()).await.expect("sent");
+        recv(&mut tap).await;
+    }
+
+    let change = rack.apply(graph("v2")).await.expect("reloaded");
+    assert_eq!(
+        (change.kept.as_slice(), change.restarted.as_slice()),
+        (&["count".to_owned()][..], &["label".to_owned()][..])
+    );
+    inject
+        .send(FluxMsg::new())
+        .await
+        .expect("sent to the untouched gear");
+    let m = recv(&mut tap).await;
+    assert_eq!(
+        m.data.get("tag"),
+        Some(&Value::from("v2")),
+        "the changed gear runs its new config"
+    );
+    assert_eq!(
+        m.data.get("seen"),
+        Some(&Value::from(1)),
+        "the restarted gear starts afresh"
+    );
+    let stats = rack.stats();
+    assert_eq!(
+        stats["count"].messages_in, 4,
+        "the untouched gear kept counting: {stats:?}"
+    );
+    rack.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_for_a_restarting_gear_are_not_lost() {
+    let mut rack = rack(Limits::default().with_queue(8).with_batch(4));
+    let graph = |tag: &str| {
+        Graph::new()
+            .gear("count", "counter", json!({ "tag": "count" }))
+            .gear("slow", "slow", json!({}))
+            .gear("label", "counter", json!({ "tag": tag }))
+            .wire("count", "slow")
+            .wire("slow", "label")
+    };
+    rack.apply(graph("v1")).await.expect("applied");
+    let mut tap = rack.tap("label", "out").await.expect("tap");
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 200 {
+            match tokio::time::timeout(Duration::from_secs(10), tap.recv()).await {
+                Ok(Some(m)) => got.push(m.data.get("i").and_then(Value::as_i64).expect("i")),
+                _ => break,
+            }
+        }
+        got
+    });
+    let inject = rack.injector("count", "in").expect("injector");
+    let sender = tokio::spawn(async move {
+        for i in 0..200 {
+            inject
+                .send(FluxMsg::builder().data("i", i).build())
+                .await
+                .expect("sent");
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    rack.apply(graph("v2")).await.expect("reloaded mid-stream");
+    sender.await.expect("the sender finished");
+    let got = reader.await.expect("the reader finished");
+    assert_eq!(
+        got,
+        (0..200).collect::<Vec<_>>(),
+        "in order, nothing lost across the restart: {:?}",
+        rack.stats()
+    );
+    let stats = rack.stats();
+    assert!(
+        stats
+            .values()
+            .all(|s| s.dropped.is_empty() && s.errors == 0),
+        "{stats:?}"
+    );
+    rack.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sink_holds_a_fast_source_back_without_loss() {
+    let limits = Limits::default().with_queue(4).with_batch(16);
+    let mut rack = rack(limits);
+    rack.apply(
+        Graph::new()
+            .gear("gen", "generate", json!({ "count": 3000, "batch": 16, "template": { "data": { "n": "${counter}" } } }))
+            .gear("slow", "slow", json!({}))
+            .gear("sink", "filter", json!({ "drop_if": { "field": "data.n", "exists": true } }))
+            .wire("gen", "slow")
+            .wire("slow", "sink"),
+    )
+    .await
+    .expect("applied");
+    let mut max_ahead = 0;
+    for _ in 0..6000 {
+        let stats = rack.stats();
+        max_ahead = max_ahead.max(stats["gen"].messages_out - stats["sink"].messages_in);
+        if stats["sink"].messages_in == 3000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = rack.stats();
+    assert_eq!(
+        stats["sink"].dropped("filtered"),
+        3000,
+        "every message arrived: {stats:?}"
+    );
+    // The source runs ahead by what the bounded queues and the emitter hold, never by the
+    // whole stream.
+    assert!(
+        max_ahead < 1500,
+        "the source ran {max_ahead} messages ahead"
+    );
+    assert!(
+        stats["gen"].dropped.is_empty() && stats["slow"].dropped.is_empty(),
+        "{stats:?}"
+    );
+    rack.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_graph_changes_nothing() {
+    let mut rack = rack(Limits::default());
+    rack.apply(Graph::new().gear("a", "counter", json!({ "tag": "a" })))
+        .await
+        .expect("applied");
+    let before = rack.graph().clone();
+    let bad = [
+        (
+            Graph::new().gear("a", "bento", json!({})),
+            "unknown gear type \"bento\"",
+        ),
+        (
+            Graph::new().gear("a", "counter", json!({ "tagg": 1 })),
+            "'tagg' was unexpected",
+        ),
+        (
+            Graph::new()
+                .gear("a", "counter", json!({ "tag": "a" }))
+                .wire("a.nope", "a"),
+            "gear \"a\" has no output port \"nope\" (it has: error, out)",
+        ),
+        (
+            Graph::new()
+                .gear("a", "counter", json!({ "tag": "a" }))
+                .wire("a", "b"),
+            "no gear \"b\"",
+        ),
+        (
+            Graph::new()
+                .gear("a", "counter", json!({ "tag": "a" }))
+                .gear("a", "counter", json!({ "tag": "a" })),
+            "gear \"a\" is defined twice",
+        ),
+    ];
+    for (graph, message) in bad {
+        let err = rack.apply(graph).await.expect_err("refused");
+        assert!(err.to_string().contains(message), "{err} lacks {message}");
+        assert_eq!(rack.graph(), &before);
+    }
+    let mut tap = rack.tap("a", "out").await.expect("still running");
+    rack.injector("a", "in")
+        .expect("injector")
+        .send(FluxMsg::new())
+        .await
+        .expect("sent");
+    assert_eq!(recv(&mut tap).await.data.get("seen"), Some(&Value::from(1)));
+    assert!(matches!(
+        rack.tap("a", "nope").await,
+        Err(Error::UnknownPort { .. })
+    ));
+    rack.shutdown(Duration::from_secs(5)).await;
+}

@@ -1,0 +1,4 @@
+//! rack-lib's integration tests.
+
+mod engine;
+mod scenario;
