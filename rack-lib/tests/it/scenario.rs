@@ -597,8 +597,8 @@ gears:
         r#"
 8:15: gear `switch` (route): config.rules[0].to: "visa" is not an output port of route: name it out_<name> with a-z, 0-9, '_' or '-'
 12:14: gear `traffic` (generate): config.count: "many" is not of type "integer"
-16:7: gear `edit` (transform): config: Additional properties are not allowed ('stepz' was unexpected)
 16:7: gear `edit` (transform): config: "steps" is a required property
+16:14: gear `edit` (transform): config: Additional properties are not allowed ('stepz' was unexpected)
 17:5: gear `quiet` (route): config: "rules" is a required property
 "#,
     );
@@ -666,7 +666,12 @@ gears:
   - { name: four, type: log, deploy: { rack: a } }
   - { name: five, type: log, deploy: [a] }
 "#,
-        "X",
+        r#"
+5:39: `deploy.labels` must name at least one label (leave `deploy` out to run the gear on every rack)
+6:38: `deploy` as a map needs `labels` (a map of label: value)
+6:40: unknown key `rack` in `deploy` (accepted: labels)
+7:38: `deploy` must be a rack name or `{ labels: {...} }`, found a list
+"#,
     );
 }
 
@@ -682,7 +687,10 @@ gears:
   - { name: two, type: log, deploy: { labels: { region: east, role: core } } }
   - { name: three, type: log, deploy: { labels: { region: east } } }
 "#,
-        "X",
+        r#"
+5:37: no rack `b` (racks: a)
+6:37: no rack has the labels {region: east, role: core}
+"#,
     );
     check(
         r#"
@@ -691,7 +699,10 @@ gears:
   - { name: one, type: log, deploy: a }
   - { name: two, type: log, deploy: { labels: { region: east } } }
 "#,
-        "X",
+        r#"
+3:37: no rack `a`: the scenario declares no racks, so every gear runs on the implicit rack `local` (leave `deploy` out or declare `racks`)
+4:37: no rack has the labels {region: east} (the scenario declares no racks)
+"#,
     );
 }
 
