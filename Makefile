@@ -39,6 +39,7 @@ bench:
 	$(CARGO) bench --bench codec
 	$(CARGO) bench --bench idgen
 	$(CARGO) bench --bench gears
+	$(CARGO) bench --bench rack
 	$(CARGO) bench --bench snake
 
 bench-build:

@@ -4,6 +4,9 @@ use crate::engine::PortRef;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The scenario does not parse or does not validate; nothing was changed.
+    #[error("{0}")]
+    Scenario(#[from] crate::scenario::ScenarioError),
     /// A gear cannot be built (unknown type, bad configuration); nothing was changed.
     #[error(transparent)]
     Gear(#[from] gears::Error),
@@ -28,6 +31,9 @@ pub enum Error {
         /// The ports it has.
         known: String,
     },
+    /// The transport refused something (a subject with an invalid name, the stream).
+    #[error(transparent)]
+    Bus(#[from] snake::Error),
     /// The rack is shutting down or gone.
     #[error("the rack is stopped")]
     Stopped,

@@ -6,9 +6,9 @@
 
 mod engine;
 mod error;
-pub mod scenario; // TEMP (scenario engineer): remove when lib.rs declares it
+pub mod scenario;
 
 pub use crate::engine::{
-    Change, GearSpec, Graph, Injector, Limits, PortRef, Rack, RackBuilder, Tap, Wire,
+    Change, GearSpec, Graph, Injector, Limits, PortRef, Rack, RackBuilder, Subscription, Tap, Wire,
 };
 pub use crate::error::Error;

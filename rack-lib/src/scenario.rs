@@ -16,6 +16,28 @@
 //!   - { from: traffic.out, to: sink.in }      # two racks: guaranteed
 //! ```
 //!
+//! ```
+//! use rack_lib::scenario::{Lane, Scenario};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let scenario = Scenario::parse(
+//!     "meta: { name: demo, version: 1.0.0 }\n\
+//!      racks: [ { name: a }, { name: b } ]\n\
+//!      gears:\n\
+//!      - { name: traffic, type: generate, deploy: a }\n\
+//!      - { name: sink, type: log, deploy: b }\n\
+//!      wires: [ { from: traffic.out, to: sink.in } ]\n",
+//! )?;
+//! let validated = scenario.validate(&gears::Factory::builtin())?;
+//! assert_eq!(validated.racks(), ["a", "b"]);
+//! assert_eq!(validated.plan("b").wires[0].lane, Lane::Guaranteed);
+//!
+//! let err = Scenario::parse("meta: { name: demo }\n").unwrap_err();
+//! assert_eq!(err.to_string(), "1:7: `meta` needs a `version`");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! [`Scenario::parse`] reads the text: YAML syntax, shapes, unknown keys, names and endpoint
 //! syntax. [`Scenario::validate`] checks it against a [`gears::Factory`]: gear types and
 //! configurations, ports, racks, deployments and lanes, and gives a [`Validated`] scenario
@@ -34,7 +56,8 @@
 //! Scalars follow the YAML 1.2 core schema: `true`/`false`, `null`/`~`/empty, decimal, octal
 //! (`0o17`) and hex (`0x1f`) integers, floats; anything else, and anything quoted or tagged
 //! `!!str`, is a string. `.inf` and `.nan` are refused in a gear's `config` (JSON has no such
-//! numbers). Anchors and aliases are resolved; merge keys (`<<`) and custom tags are refused.
+//! numbers). Anchors and aliases are resolved (a problem inside aliased content points at
+//! the anchored original); merge keys (`<<`) and custom tags are refused.
 //! Keys of a gear's `config` must be strings (quote `"200"` to use it as a key).
 //!
 //! # Deployment

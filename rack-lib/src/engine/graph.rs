@@ -10,6 +10,23 @@ pub struct Graph {
     pub gears: Vec<GearSpec>,
     /// The wires between their ports.
     pub wires: Vec<Wire>,
+    /// Output ports whose messages go to the bus (guaranteed lanes to other racks, or to this
+    /// one), on `flux.msg.<rack>.<gear>.<port>`.
+    pub publish: Vec<PortRef>,
+    /// Guaranteed lanes into this rack: a port of a gear on some rack, delivered to a local
+    /// input port.
+    pub subscribe: Vec<Subscription>,
+}
+
+/// A guaranteed lane into this rack.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Subscription {
+    /// The rack of the publishing gear.
+    pub rack: String,
+    /// The publishing gear and output port.
+    pub from: PortRef,
+    /// The local input port.
+    pub to: PortRef,
 }
 
 /// One gear of a [`Graph`]: its name, type and configuration.
@@ -78,14 +95,73 @@ impl Graph {
     /// its `out` (for `from`) or `in` (for `to`) port.
     #[must_use]
     pub fn wire(mut self, from: &str, to: &str) -> Graph {
-        let split = |text: &str, default: &str| match text.split_once('.') {
-            Some((gear, port)) => PortRef::new(gear, port),
-            None => PortRef::new(text, default),
-        };
         self.wires.push(Wire {
             from: split(from, "out"),
             to: split(to, "in"),
         });
         self
+    }
+
+    /// Publishes the output port `from` (`gear.port`) to the bus.
+    #[must_use]
+    pub fn publish(mut self, from: &str) -> Graph {
+        self.publish.push(split(from, "out"));
+        self
+    }
+
+    /// Delivers what `rack`'s gear port `from` (`gear.port`) publishes into `to` (`gear.port`).
+    #[must_use]
+    pub fn subscribe(mut self, rack: &str, from: &str, to: &str) -> Graph {
+        self.subscribe.push(Subscription {
+            rack: rack.to_owned(),
+            from: split(from, "out"),
+            to: split(to, "in"),
+        });
+        self
+    }
+}
+
+fn split(text: &str, default: &str) -> PortRef {
+    match text.split_once('.') {
+        Some((gear, port)) => PortRef::new(gear, port),
+        None => PortRef::new(text, default),
+    }
+}
+
+impl From<&crate::scenario::RackPlan> for Graph {
+    /// The graph one rack runs for a validated scenario: its gears, hot wires between them,
+    /// and the guaranteed lanes it publishes and subscribes to.
+    fn from(plan: &crate::scenario::RackPlan) -> Graph {
+        use crate::scenario::Lane;
+        let mut graph = Graph::new();
+        for gear in &plan.gears {
+            graph.gears.push(GearSpec {
+                name: gear.name.clone(),
+                kind: gear.kind.clone(),
+                config: gear.config.clone(),
+            });
+        }
+        for wire in &plan.wires {
+            let from = PortRef::new(&wire.from.gear, &wire.from.port);
+            let to = PortRef::new(&wire.to.gear, &wire.to.port);
+            let here_from = wire.from.rack == plan.rack;
+            let here_to = wire.to.rack == plan.rack;
+            match wire.lane {
+                Lane::Hot if here_from && here_to => graph.wires.push(Wire { from, to }),
+                _ => {
+                    if here_from && !graph.publish.contains(&from) {
+                        graph.publish.push(from.clone());
+                    }
+                    if here_to {
+                        graph.subscribe.push(Subscription {
+                            rack: wire.from.rack.clone(),
+                            from,
+                            to,
+                        });
+                    }
+                }
+            }
+        }
+        graph
     }
 }

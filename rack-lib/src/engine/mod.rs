@@ -1,6 +1,7 @@
 //! The engine: runs the gears of a [`Graph`] on Tokio tasks joined by bounded queues, and
 //! applies a changed graph as a diff.
 
+mod bus;
 mod graph;
 mod node;
 
@@ -16,8 +17,8 @@ use snake::Snake;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use self::graph::{GearSpec, Graph, PortRef, Wire};
-use self::node::{Control, Delivery, Identity, InFlight, Node, Outputs, Target};
+pub use self::graph::{GearSpec, Graph, PortRef, Subscription, Wire};
+use self::node::{Control, Delivery, Identity, InFlight, Node, Outputs, Sink, Target};
 use crate::error::Error;
 
 /// The engine's limits.
@@ -32,6 +33,12 @@ pub struct Limits {
     pub send_timeout: Duration,
     /// How long a gear's tasks get to finish when it drains (default 5 s).
     pub drain_timeout: Duration,
+    /// How long a guaranteed lane waits for a message's ack before delivering it again
+    /// (default 30 s).
+    pub ack_wait: Duration,
+    /// Deliveries of a message on a guaranteed lane before it goes to the dead-letter
+    /// subject (default 5).
+    pub max_deliver: u32,
 }
 
 impl Default for Limits {
@@ -41,6 +48,8 @@ impl Default for Limits {
             batch: 64,
             send_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
         }
     }
 }
@@ -64,6 +73,13 @@ impl Limits {
     #[must_use]
     pub fn with_send_timeout(mut self, timeout: Duration) -> Limits {
         self.send_timeout = timeout;
+        self
+    }
+
+    /// The same limits with another ack wait for guaranteed lanes.
+    #[must_use]
+    pub fn with_ack_wait(mut self, wait: Duration) -> Limits {
+        self.ack_wait = wait;
         self
     }
 
@@ -157,6 +173,8 @@ impl RackBuilder {
             nodes: BTreeMap::new(),
             graph: Graph::new(),
             taps: Vec::new(),
+            publishers: BTreeMap::new(),
+            subscribers: BTreeMap::new(),
             in_flight: Arc::new(InFlight::default()),
         })
     }
@@ -190,6 +208,8 @@ pub struct Rack {
     nodes: BTreeMap<String, NodeHandle>,
     graph: Graph,
     taps: Vec<(PortRef, Target)>,
+    publishers: BTreeMap<PortRef, (mpsc::Sender<Vec<FluxMsg>>, JoinHandle<()>)>,
+    subscribers: BTreeMap<Subscription, JoinHandle<()>>,
     in_flight: Arc<InFlight>,
 }
 
@@ -241,6 +261,22 @@ impl Rack {
         &self.graph
     }
 
+    /// Makes the rack run its part of a validated scenario (its [`plan`]), as a diff from what
+    /// it runs now.
+    ///
+    /// [`plan`]: crate::scenario::Validated::plan
+    ///
+    /// # Errors
+    ///
+    /// As [`Rack::apply`].
+    pub async fn apply_scenario(
+        &mut self,
+        scenario: &crate::scenario::Validated,
+    ) -> Result<Change, Error> {
+        let plan = scenario.plan(&self.name);
+        self.apply(Graph::from(&plan)).await
+    }
+
     /// Makes the rack run `graph`, as a diff from what it runs now.
     ///
     /// Everything is checked first (types, configurations, wires); a graph that fails changes
@@ -288,6 +324,20 @@ impl Rack {
         for wire in &graph.wires {
             output_of(&ports, &wire.from)?;
             input_of(&ports, &wire.to)?;
+        }
+        for at in &graph.publish {
+            output_of(&ports, at)?;
+            snake::Subject::msg(&self.name, &at.gear, &at.port)?;
+        }
+        for sub in &graph.subscribe {
+            input_of(&ports, &sub.to)?;
+            snake::Subject::msg(&sub.rack, &sub.from.gear, &sub.from.port)?;
+            snake::Subject::dead_letter(&self.name, &sub.to.gear, &sub.to.port)?;
+        }
+        if (!graph.publish.is_empty() || !graph.subscribe.is_empty())
+            && let Some(snake) = &self.services.snake
+        {
+            bus::ensure_stream(snake).await?;
         }
         change.removed = self
             .nodes
@@ -343,7 +393,45 @@ impl Rack {
                 .is_some_and(|p| p.output(&at.port).is_some())
         });
 
-        // 6. Output tables for every gear of the new graph; kept gears are re-pointed.
+        // 6. Publishers for the guaranteed lanes out of this rack: kept ones keep running.
+        let old_publishers = std::mem::take(&mut self.publishers);
+        let mut retired = Vec::new();
+        for (at, publisher) in old_publishers {
+            if graph.publish.contains(&at) {
+                self.publishers.insert(at, publisher);
+            } else {
+                retired.push(publisher);
+            }
+        }
+        let wanted: Vec<(PortRef, Arc<Stats>)> = graph
+            .publish
+            .iter()
+            .filter(|at| !self.publishers.contains_key(*at))
+            .filter_map(|at| {
+                let stats = self
+                    .nodes
+                    .get(&at.gear)
+                    .map(|n| Arc::clone(&n.stats))
+                    .or_else(|| {
+                        fresh
+                            .iter()
+                            .find(|f| f.name == at.gear)
+                            .map(|f| Arc::clone(f.runner.context().stats()))
+                    })?;
+                Some((at.clone(), stats))
+            })
+            .collect();
+        for (at, stats) in wanted {
+            let Some(snake) = self.services.snake.clone() else {
+                continue;
+            };
+            let subject = snake::Subject::msg(&self.name, &at.gear, &at.port)?;
+            let (tx, rx) = mpsc::channel(self.limits.queue);
+            let task = bus::spawn_publisher(snake, subject, rx, Arc::clone(&self.in_flight), stats);
+            self.publishers.insert(at, (tx, task));
+        }
+
+        // 7. Output tables for every gear of the new graph; kept gears are re-pointed.
         let mut tables: BTreeMap<String, Outputs> = BTreeMap::new();
         for spec in &graph.gears {
             let gear_ports = &ports[&spec.name];
@@ -353,10 +441,19 @@ impl Rack {
                 let to = input_of(&ports, &wire.to)?;
                 let tx = queues[&wire.to.gear].clone();
                 table[from.index()].push(Target {
-                    tx,
-                    port: to,
+                    sink: Sink::Queue { tx, port: to },
                     name: wire.to.to_string().into(),
                 });
+            }
+            for at in graph.publish.iter().filter(|at| at.gear == spec.name) {
+                if let (Some(port), Some((tx, _))) =
+                    (gear_ports.output(&at.port), self.publishers.get(at))
+                {
+                    table[port.index()].push(Target {
+                        sink: Sink::Bus(tx.clone()),
+                        name: format!("bus:{}.{}.{}", self.name, at.gear, at.port).into(),
+                    });
+                }
             }
             for (at, target) in self.taps.iter().filter(|(at, _)| at.gear == spec.name) {
                 if let Some(port) = gear_ports.output(&at.port) {
@@ -371,7 +468,7 @@ impl Rack {
             }
         }
 
-        // 7. Start and spawn the new and restarted gears.
+        // 8. Start and spawn the new and restarted gears.
         let mut failed = None;
         for mut f in fresh {
             if let Err(e) = f.runner.start() {
@@ -391,7 +488,52 @@ impl Rack {
             self.nodes.insert(handle.spec.name.clone(), handle);
         }
 
-        // 8. Removed gears finish what is queued for them, then stop.
+        // 9. Guaranteed lanes into the rack: new ones start pulling, removed ones stop (what
+        // they delivered but was not handled is delivered again later).
+        let old_subscribers = std::mem::take(&mut self.subscribers);
+        for (sub, task) in old_subscribers {
+            if graph.subscribe.contains(&sub) && self.nodes.contains_key(&sub.to.gear) {
+                self.subscribers.insert(sub, task);
+            } else {
+                task.abort();
+            }
+        }
+        for sub in &graph.subscribe {
+            if self.subscribers.contains_key(sub) {
+                continue;
+            }
+            let (Some(snake), Some(node)) =
+                (self.services.snake.clone(), self.nodes.get(&sub.to.gear))
+            else {
+                continue;
+            };
+            let Some(port) = node.ports.input(&sub.to.port) else {
+                continue;
+            };
+            let task = bus::spawn_subscriber(bus::Inbound {
+                snake,
+                subject: snake::Subject::msg(&sub.rack, &sub.from.gear, &sub.from.port)?,
+                durable: format!(
+                    "{}-{}-{}-{}-{}-{}",
+                    self.name, sub.to.gear, sub.to.port, sub.rack, sub.from.gear, sub.from.port
+                ),
+                dead_letter: snake::Subject::dead_letter(&self.name, &sub.to.gear, &sub.to.port)?,
+                tx: node.tx.clone(),
+                port,
+                in_flight: Arc::clone(&self.in_flight),
+                stats: Arc::clone(&node.stats),
+                ack_wait: self.limits.ack_wait,
+                max_deliver: self.limits.max_deliver,
+            });
+            self.subscribers.insert(sub.clone(), task);
+        }
+
+        // 10. Removed gears finish what is queued for them, then stop; retired publishers send
+        // what they hold.
+        for (tx, task) in retired {
+            drop(tx);
+            let _ = tokio::time::timeout(self.limits.drain_timeout, task).await;
+        }
         for name in &change.removed {
             if let Some(node) = self.nodes.remove(name) {
                 let (done, finished) = oneshot::channel();
@@ -450,6 +592,15 @@ impl Rack {
         let stats = Arc::clone(runner.context().stats());
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
         let busy = Arc::new(AtomicBool::new(false));
+        let (acker, mut acks) = mpsc::unbounded_channel::<snake::Delivery>();
+        let gear = name.clone();
+        tokio::spawn(async move {
+            while let Some(delivery) = acks.recv().await {
+                if let Err(e) = delivery.ack().await {
+                    tracing::warn!(gear, error = %e, "ack failed; the message will be delivered again");
+                }
+            }
+        });
         let node = Node {
             name: name.into(),
             runner,
@@ -463,6 +614,7 @@ impl Rack {
             limits: self.limits,
             in_flight: Arc::clone(&self.in_flight),
             busy: Arc::clone(&busy),
+            acker,
         };
         let task = tokio::spawn(node.run());
         Ok(NodeHandle {
@@ -528,8 +680,10 @@ impl Rack {
         self.taps.push((
             PortRef::new(gear, port),
             Target {
-                tx,
-                port: InPort::from_index(0),
+                sink: Sink::Queue {
+                    tx,
+                    port: InPort::from_index(0),
+                },
                 name: format!("tap:{gear}.{port}").into(),
             },
         ));
@@ -558,8 +712,10 @@ impl Rack {
                 continue;
             };
             table[from.index()].push(Target {
-                tx: to.1,
-                port: to.0,
+                sink: Sink::Queue {
+                    tx: to.1,
+                    port: to.0,
+                },
                 name: wire.to.to_string().into(),
             });
         }
@@ -572,6 +728,20 @@ impl Rack {
             .send(Control::Rewire(table))
             .await
             .map_err(|_| Error::Stopped)
+    }
+
+    /// Stops everything at once, as a crash would: no drain, no acks for what is in flight
+    /// (guaranteed lanes deliver it again), nothing flushed.
+    pub fn abort(mut self) {
+        for (_, task) in std::mem::take(&mut self.subscribers) {
+            task.abort();
+        }
+        for (_, node) in std::mem::take(&mut self.nodes) {
+            node.task.abort();
+        }
+        for (_, (_, task)) in std::mem::take(&mut self.publishers) {
+            task.abort();
+        }
     }
 
     /// Every gear's counters, by gear name.
@@ -588,6 +758,10 @@ impl Rack {
     /// Returns whether everything in flight was delivered before the timeout.
     pub async fn shutdown(mut self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        // Guaranteed lanes stop pulling; what they delivered is handled below or redelivered.
+        for (_, task) in std::mem::take(&mut self.subscribers) {
+            task.abort();
+        }
         let mut quieted = Vec::new();
         for node in self.nodes.values() {
             let (done, finished) = oneshot::channel();
@@ -616,6 +790,10 @@ impl Rack {
             let _ = node.ctl.send(Control::Stop(None, done)).await;
             let _ = tokio::time::timeout_at(deadline, finished).await;
             node.task.abort();
+        }
+        for (_, (tx, task)) in std::mem::take(&mut self.publishers) {
+            drop(tx);
+            let _ = tokio::time::timeout_at(deadline, task).await;
         }
         drained
     }
@@ -660,6 +838,7 @@ impl Injector {
         permit.send(Delivery {
             port: self.port,
             msgs,
+            acks: Vec::new(),
         });
         Ok(())
     }

@@ -10,19 +10,54 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Limits;
 
-/// Messages for one input port of one gear.
+/// Messages for one input port of one gear, with the acks owed once they are handled
+/// (messages from a guaranteed lane).
 #[derive(Debug)]
 pub(crate) struct Delivery {
     pub(crate) port: InPort,
     pub(crate) msgs: Vec<FluxMsg>,
+    pub(crate) acks: Vec<snake::Delivery>,
 }
 
-/// Where one output port sends: a gear's input queue (or a tap) and the port there.
+/// Where one output port sends.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
-    pub(crate) tx: mpsc::Sender<Delivery>,
-    pub(crate) port: InPort,
+    pub(crate) sink: Sink,
     pub(crate) name: Arc<str>,
+}
+
+/// A gear's input queue (or a tap) and the port there, or a guaranteed lane's publisher.
+#[derive(Debug, Clone)]
+pub(crate) enum Sink {
+    Queue {
+        tx: mpsc::Sender<Delivery>,
+        port: InPort,
+    },
+    Bus(mpsc::Sender<Vec<FluxMsg>>),
+}
+
+impl Target {
+    /// Hands `msgs` over without waiting; gives them back when there is no room.
+    fn try_deliver(&self, msgs: Vec<FluxMsg>) -> Result<(), Vec<FluxMsg>> {
+        match &self.sink {
+            Sink::Queue { tx, port } => tx
+                .try_send(Delivery {
+                    port: *port,
+                    msgs,
+                    acks: Vec::new(),
+                })
+                .map_err(|e| e.into_inner().msgs),
+            Sink::Bus(tx) => tx.try_send(msgs).map_err(|e| e.into_inner()),
+        }
+    }
+
+    /// How many batches wait in the target's queue.
+    fn depth(&self) -> usize {
+        match &self.sink {
+            Sink::Queue { tx, .. } => tx.max_capacity() - tx.capacity(),
+            Sink::Bus(tx) => tx.max_capacity() - tx.capacity(),
+        }
+    }
 }
 
 /// The output table of a node: targets per output port.
@@ -81,11 +116,13 @@ pub(crate) struct Node {
     pub(crate) limits: Limits,
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) busy: Arc<AtomicBool>,
+    pub(crate) acker: mpsc::UnboundedSender<snake::Delivery>,
 }
 
 /// Per-port output buffers, reused across batches.
 struct Scratch {
     batch: Vec<FluxMsg>,
+    acks: Vec<snake::Delivery>,
     out: Vec<(OutPort, FluxMsg)>,
     by_port: Vec<Vec<FluxMsg>>,
 }
@@ -94,6 +131,7 @@ impl Node {
     pub(crate) async fn run(mut self) {
         let mut scratch = Scratch {
             batch: Vec::with_capacity(self.limits.batch),
+            acks: Vec::new(),
             out: Vec::new(),
             by_port: Vec::new(),
         };
@@ -163,9 +201,13 @@ impl Node {
         while let Some(delivery) = next.take() {
             let port = delivery.port;
             scratch.batch.extend(delivery.msgs);
+            scratch.acks.extend(delivery.acks);
             while scratch.batch.len() < self.limits.batch {
                 match self.rx.try_recv() {
-                    Ok(more) if more.port == port => scratch.batch.extend(more.msgs),
+                    Ok(more) if more.port == port => {
+                        scratch.batch.extend(more.msgs);
+                        scratch.acks.extend(more.acks);
+                    }
                     Ok(other) => {
                         next = Some(other);
                         break;
@@ -195,6 +237,10 @@ impl Node {
             scratch.batch.clear();
         }
         self.dispatch(scratch).await;
+        // Handled (passed on, refused to error, or dropped and counted): the lane may forget it.
+        for ack in scratch.acks.drain(..) {
+            let _ = self.acker.send(ack);
+        }
         self.in_flight.done(n);
         n
     }
@@ -254,6 +300,10 @@ impl Node {
             stats.add_dropped("unwired", msgs.len() as u64);
             return;
         }
+        if let Some(status) = self.runner.context().port_statuses().get(port) {
+            let depth = targets.iter().map(Target::depth).max().unwrap_or(0);
+            status.set_load(u32::try_from(depth).unwrap_or(u32::MAX));
+        }
         let last = targets.len() - 1;
         let mut msgs = Some(msgs);
         for (k, target) in targets.iter().enumerate() {
@@ -263,25 +313,43 @@ impl Node {
                 msgs.as_ref().cloned().unwrap_or_default()
             };
             let n = batch.len();
-            if let Some(status) = self.runner.context().port_statuses().get(port) {
-                let depth = target.tx.max_capacity() - target.tx.capacity();
-                status.set_load(u32::try_from(depth).unwrap_or(u32::MAX));
-            }
             self.in_flight.add(n);
-            let delivery = Delivery {
-                port: target.port,
-                msgs: batch,
+            let sent = match &target.sink {
+                Sink::Queue { tx, port } => {
+                    match tokio::time::timeout(self.limits.send_timeout, tx.reserve()).await {
+                        Ok(Ok(permit)) => {
+                            permit.send(Delivery {
+                                port: *port,
+                                msgs: batch,
+                                acks: Vec::new(),
+                            });
+                            Ok(())
+                        }
+                        Ok(Err(_)) => Err((batch, false)),
+                        Err(_) => Err((batch, true)),
+                    }
+                }
+                Sink::Bus(tx) => {
+                    match tokio::time::timeout(self.limits.send_timeout, tx.reserve()).await {
+                        Ok(Ok(permit)) => {
+                            permit.send(batch);
+                            Ok(())
+                        }
+                        Ok(Err(_)) => Err((batch, false)),
+                        Err(_) => Err((batch, true)),
+                    }
+                }
             };
-            match tokio::time::timeout(self.limits.send_timeout, target.tx.reserve()).await {
-                Ok(Ok(permit)) => permit.send(delivery),
-                Ok(Err(_)) => {
+            match sent {
+                Ok(()) => {}
+                Err((_, false)) => {
                     self.in_flight.done(n);
                     stats.add_dropped("target_gone", n as u64);
                     tracing::warn!(gear = %self.name, to = %target.name, dropped = n, "a wire's target is gone");
                 }
-                Err(_) => {
+                Err((batch, true)) => {
                     self.in_flight.done(n);
-                    self.lane_timeout(port, delivery.msgs, &target.name);
+                    self.lane_timeout(port, batch, &target.name);
                 }
             }
         }
@@ -309,14 +377,7 @@ impl Node {
             return;
         };
         self.in_flight.add(n);
-        if target
-            .tx
-            .try_send(Delivery {
-                port: target.port,
-                msgs,
-            })
-            .is_err()
-        {
+        if target.try_deliver(msgs).is_err() {
             self.in_flight.done(n);
             stats.add_dropped("lane_timeout", n as u64);
         }

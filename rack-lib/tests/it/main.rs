@@ -1,4 +1,5 @@
 //! rack-lib's integration tests.
 
 mod engine;
+mod guaranteed;
 mod scenario;

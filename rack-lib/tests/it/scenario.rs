@@ -17,7 +17,8 @@ fn run(yaml: &str) -> Result<Validated, String> {
 }
 
 /// Parses and validates `yaml` and compares the error (one `line:col: message` per problem)
-/// with `expect`.
+/// with `expect`. With `BLESS=1` in the environment it prints what it got instead (run with
+/// `--nocapture`), to write new expectations.
 #[track_caller]
 fn check(yaml: &str, expect: &str) {
     match run(yaml) {
