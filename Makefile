@@ -46,7 +46,7 @@ bench-build:
 	$(CARGO) bench --no-run
 
 run:
-	$(CARGO) run --release --example fluxrig -- demo
+	$(CARGO) run --release --example fluxrig -- rack run examples/scenarios/pipeline.yaml --duration 60s
 
 # Seeds the corpus from the wire test vectors, then fuzzes the decoder under AddressSanitizer.
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.

@@ -4,13 +4,17 @@
 //! view, `msg encode` turns that JSON back into canonical CBOR, and `demo` (also `msg demo`)
 //! builds an ISO 8583 authorization request, encodes it, decodes it and checks that the bytes
 //! come back identical, then reads a message as the Go fluxrig writes it. `gears list` and
-//! `gears show <type>` print the built-in gear catalog and a gear type's manifest.
+//! `gears show <type>` print the built-in gear catalog and a gear type's manifest. `rack run`
+//! runs a scenario standalone (no mixer) with live per-gear counts until Ctrl-C (or
+//! `--duration`), then drains and prints the final counts; `rack check` validates one.
 //!
 //! ```text
 //! cargo run --example fluxrig -- demo
 //! cargo run --example fluxrig -- msg decode < msg.cbor > msg.json
 //! cargo run --example fluxrig -- msg encode < msg.json > msg.cbor
 //! cargo run --example fluxrig -- msg decode --max-hops 8 --max-depth 4 < msg.cbor
+//! cargo run --example fluxrig -- rack run examples/scenarios/pipeline.yaml
+//! cargo run --example fluxrig -- rack check examples/scenarios/tcp_echo.yaml
 //! cargo run --example fluxrig -- gears list
 //! cargo run --example fluxrig -- gears show route
 //! ```
@@ -53,6 +57,36 @@ enum Command {
     /// The built-in gear catalog.
     #[command(subcommand)]
     Gears(GearsCommand),
+    /// Run a scenario standalone.
+    #[command(subcommand)]
+    Rack(RackCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RackCommand {
+    /// Run a scenario on one rack, in process, with live per-gear counts; Ctrl-C stops it.
+    Run(RunArgs),
+    /// Validate a scenario and print what each rack would run.
+    Check {
+        /// The scenario file.
+        scenario: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The scenario file (YAML).
+    scenario: std::path::PathBuf,
+    /// The rack to run [default: the only rack of the scenario, or `local`].
+    #[arg(long)]
+    rack: Option<String>,
+    /// Stop after this long (`30s`, `5m`) instead of waiting for Ctrl-C; it also stops once
+    /// every source is done and nothing is in flight.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// How long in-flight messages get to drain at the end.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    drain: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,10 +159,11 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 fn main() -> ExitCode {
+    // stdout is not locked for the whole run: `log` gears write to it too.
     let status = run(
         std::env::args_os(),
         &mut io::stdin().lock(),
-        &mut io::stdout().lock(),
+        &mut io::stdout(),
         &mut io::stderr().lock(),
     );
     ExitCode::from(status)
@@ -161,6 +196,8 @@ pub(crate) fn run(
         Command::Msg(MsgCommand::Encode(limits)) => encode(&limits, input, output),
         Command::Msg(MsgCommand::Demo) | Command::Demo => demo(output).map_err(Failure::from),
         Command::Gears(command) => gears(&command, output),
+        Command::Rack(RackCommand::Run(args)) => rack_run(&args, output),
+        Command::Rack(RackCommand::Check { scenario }) => rack_check(&scenario, output),
     };
     match result {
         Ok(()) => 0,
@@ -170,6 +207,119 @@ pub(crate) fn run(
             failure.status
         }
     }
+}
+
+fn load(path: &std::path::Path) -> Result<fluxrig::rack::scenario::Validated, Failure> {
+    let scenario = fluxrig::rack::scenario::Scenario::from_file(path)
+        .with_context(|| format!("{}", path.display()))?;
+    let validated = scenario
+        .validate(&Factory::builtin())
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(validated)
+}
+
+fn rack_check(path: &std::path::Path, output: &mut dyn Write) -> Result<(), Failure> {
+    let validated = load(path)?;
+    for rack in validated.racks() {
+        let plan = validated.plan(&rack);
+        writeln!(
+            output,
+            "rack {rack}: {} gears, {} wires",
+            plan.gears.len(),
+            plan.wires.len()
+        )?;
+        for gear in &plan.gears {
+            writeln!(output, "  {} ({})", gear.name, gear.kind)?;
+        }
+        for wire in &plan.wires {
+            writeln!(
+                output,
+                "  {}.{}.{} -> {}.{}.{} ({})",
+                wire.from.rack,
+                wire.from.gear,
+                wire.from.port,
+                wire.to.rack,
+                wire.to.gear,
+                wire.to.port,
+                wire.lane
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn rack_run(args: &RunArgs, output: &mut dyn Write) -> Result<(), Failure> {
+    let validated = load(&args.scenario)?;
+    let racks = validated.racks();
+    let rack_name = match (&args.rack, racks.as_slice()) {
+        (Some(name), _) => name.clone(),
+        (None, [only]) => only.clone(),
+        (None, _) => {
+            return Err(anyhow::anyhow!(
+                "the scenario has several racks ({}): choose one with --rack",
+                racks.join(", ")
+            )
+            .into());
+        }
+    };
+    if !racks.contains(&rack_name) {
+        return Err(anyhow::anyhow!(
+            "the scenario runs nothing on rack {rack_name:?} (racks: {})",
+            racks.join(", ")
+        )
+        .into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let mut rack = fluxrig::rack::Rack::builder(&rack_name).build()?;
+        rack.apply_scenario(&validated).await?;
+        let started = std::time::Instant::now();
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        ticker.tick().await;
+        let mut idle_ticks = 0;
+        let mut last_in = u64::MAX;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    writeln!(output, "stopping (Ctrl-C)")?;
+                    break;
+                }
+                _ = ticker.tick() => {
+                    let stats = rack.stats();
+                    let line: Vec<String> = stats
+                        .iter()
+                        .map(|(gear, s)| format!("{gear} {}/{}", s.messages_in, s.messages_out))
+                        .collect();
+                    writeln!(output, "[{:>4}s] in/out: {}", started.elapsed().as_secs(), line.join("  "))?;
+                    let total_in: u64 = stats.values().map(|s| s.messages_in + s.messages_out).sum();
+                    idle_ticks = if total_in == last_in { idle_ticks + 1 } else { 0 };
+                    last_in = total_in;
+                    if args.duration.is_some_and(|d| started.elapsed() >= d) {
+                        break;
+                    }
+                    if args.duration.is_some() && idle_ticks >= 2 {
+                        writeln!(output, "idle: every source is done")?;
+                        break;
+                    }
+                }
+            }
+        }
+        let stats = rack.stats();
+        let drained = rack.shutdown(args.drain).await;
+        writeln!(output, "{:<20} {:>10} {:>10} {:>8}  dropped", "gear", "in", "out", "errors")?;
+        for (gear, s) in &stats {
+            let dropped: Vec<String> = s.dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();
+            writeln!(output, "{gear:<20} {:>10} {:>10} {:>8}  {}", s.messages_in, s.messages_out, s.errors, dropped.join(" "))?;
+        }
+        if !drained {
+            writeln!(output, "some messages were still in flight after {:?}", args.drain)?;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(())
 }
 
 fn gears(command: &GearsCommand, output: &mut dyn Write) -> Result<(), Failure> {

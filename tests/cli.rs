@@ -232,3 +232,57 @@ fn the_gear_catalog_is_listed_and_each_manifest_shown() {
         "unknown gear type \"bento\" (known: filter, generate",
     );
 }
+
+#[test]
+fn rack_run_runs_the_shipped_pipeline_to_the_end() {
+    let run = fluxrig(
+        &[
+            "rack",
+            "run",
+            "examples/scenarios/pipeline.yaml",
+            "--duration",
+            "60s",
+        ],
+        b"",
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(out.contains("in/out: declined"), "live counts: {out}");
+    let terminals = out
+        .lines()
+        .find(|l| l.starts_with("terminals "))
+        .expect("a final line for the generator");
+    assert_eq!(
+        terminals.split_whitespace().collect::<Vec<_>>(),
+        ["terminals", "0", "1000", "0"],
+        "{out}"
+    );
+}
+
+#[test]
+fn rack_check_shows_the_plan_and_refuses_bad_scenarios_with_their_position() {
+    let run = fluxrig(&["rack", "check", "examples/scenarios/tcp_echo.yaml"], b"");
+    assert_eq!(run.status, 0, "{run:?}");
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(out.contains("rack local: 2 gears, 2 wires"), "{out}");
+    assert!(
+        out.contains("local.shout.out -> local.listener.in (hot)"),
+        "{out}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("fluxrig-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "meta: { name: x, version: 1.0.0 }\ngears:\n  - { name: a, type: bento }\n",
+    )
+    .expect("written");
+    let run = fluxrig(&["rack", "run", bad.to_str().expect("utf-8 path")], b"");
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("3:") && run.stderr.contains("bento"),
+        "{run:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,3 +3,4 @@
 mod engine;
 mod guaranteed;
 mod scenario;
+mod scenarios;
