@@ -48,7 +48,7 @@ async fn run_rack() -> Duration {
         if rack.stats().get("sink").is_some_and(|s| s.messages_in >= N) {
             break;
         }
-        tokio::time::sleep(Duration::from_micros(200)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let elapsed = start.elapsed();
     rack.shutdown(Duration::from_secs(5)).await;

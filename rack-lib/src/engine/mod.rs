@@ -578,6 +578,11 @@ impl Rack {
                 })
             })
         };
+        let counters = |metric: &'static str, list: &[sdk::PortName]| -> Vec<metrics::Counter> {
+            list.iter()
+                .map(|p| metrics::counter!(metric, "gear" => name.clone(), "port" => p.to_string()))
+                .collect()
+        };
         let identity = Identity {
             gear: mint()?,
             ports: ports
@@ -585,6 +590,8 @@ impl Rack {
                 .iter()
                 .map(|_| mint())
                 .collect::<Result<_, _>>()?,
+            port_in: counters("flux.port.messages_in", ports.inputs()),
+            port_out: counters("flux.port.messages_out", ports.outputs()),
         };
         let emissions = runner
             .take_emissions()

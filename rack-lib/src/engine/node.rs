@@ -96,11 +96,14 @@ impl InFlight {
     }
 }
 
-/// The ids a node stamps on hops: the gear's and each output port's.
+/// The ids a node stamps on hops (the gear's and each output port's) and its per-port
+/// counters (`flux.port.messages_in` / `flux.port.messages_out`, labelled gear and port).
 #[derive(Debug)]
 pub(crate) struct Identity {
     pub(crate) gear: Id,
     pub(crate) ports: Vec<Id>,
+    pub(crate) port_in: Vec<metrics::Counter>,
+    pub(crate) port_out: Vec<metrics::Counter>,
 }
 
 pub(crate) struct Node {
@@ -200,7 +203,12 @@ impl Node {
         let mut total = 0;
         while let Some(delivery) = next.take() {
             let port = delivery.port;
-            scratch.batch.extend(delivery.msgs);
+            if scratch.batch.is_empty() {
+                // Take the sender's vector whole instead of copying its messages one by one.
+                scratch.batch = delivery.msgs;
+            } else {
+                scratch.batch.extend(delivery.msgs);
+            }
             scratch.acks.extend(delivery.acks);
             while scratch.batch.len() < self.limits.batch {
                 match self.rx.try_recv() {
@@ -289,6 +297,9 @@ impl Node {
                 continue;
             }
             let msgs = std::mem::take(&mut scratch.by_port[i]);
+            if let Some(counter) = self.identity.port_out.get(i) {
+                counter.increment(msgs.len() as u64);
+            }
             self.send_port(i, msgs).await;
         }
     }
