@@ -233,6 +233,9 @@ impl Node {
         if n == 0 {
             return 0;
         }
+        if let Some(counter) = self.identity.port_in.get(port.index()) {
+            counter.increment(n as u64);
+        }
         if let Err(e) = self
             .runner
             .process(port, &mut scratch.batch, &mut scratch.out)
