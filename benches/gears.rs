@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fluxrig::fluxmsg::{FluxMsg, Text, Value};
 use fluxrig::gears::Factory;
-use fluxrig::sdk::{InPort, ManualClock, OutPort, Ports, Runner, Services};
+use fluxrig::sdk::{InPort, ManualClock, OutPort, Outputs, Ports, Runner, Services};
 use serde_json::json;
 
 mod shapes;
@@ -59,15 +59,22 @@ fn pair<H: Fn(&mut FluxMsg) -> Option<OutPort>>(
     let (mut runner, input) = runner(kind, config);
     let hand = make_hand(runner.context().ports());
     // Check once that both do the same thing before timing them.
-    let mut by_gear = Vec::new();
+    let mut outputs = Outputs::new();
     runner
-        .process(input, &mut batch(), &mut by_gear)
+        .process(input, &mut batch(), &mut outputs)
         .expect("processed");
-    let by_hand: Vec<_> = batch()
+    let mut by_gear: Vec<_> = outputs
+        .drain()
+        .flat_map(|(p, msgs)| msgs.into_iter().map(move |m| (p, m)))
+        .collect();
+    let mut by_hand: Vec<_> = batch()
         .into_iter()
         .filter_map(|mut m| hand(&mut m).map(|p| (p, m)))
         .collect();
     assert_eq!(by_gear.len(), by_hand.len(), "{name}: same number out");
+    let key = |(p, m): &(OutPort, FluxMsg)| (p.index(), m.id);
+    by_gear.sort_by_key(key);
+    by_hand.sort_by_key(key);
     for (g, h) in by_gear.iter().zip(&by_hand) {
         assert_eq!(g, h, "{name}: the same edit to the same port");
     }
@@ -78,7 +85,7 @@ fn pair<H: Fn(&mut FluxMsg) -> Option<OutPort>>(
         b.iter_batched(
             batch,
             |mut msgs| {
-                let mut out = Vec::with_capacity(BATCH);
+                let mut out = Outputs::new();
                 runner
                     .process(input, &mut msgs, &mut out)
                     .expect("processed");

@@ -132,9 +132,144 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
+/// Sorted percentiles of `samples` (nanoseconds) as microseconds.
+fn percentiles(samples: &mut [i64]) -> (f64, f64) {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).copied().unwrap_or(0) as f64 / 1000.0
+    };
+    (at(0.50), at(0.99))
+}
+
+/// Per-hop latency at a steady 20,000 msg/s: the time between consecutive hops of each
+/// message (a hop is stamped when a gear sends), p50 and p99.
+async fn hop_latency() -> (f64, f64, usize) {
+    let mut rack = Rack::builder("latency")
+        .limits(Limits::default().with_batch(BATCH))
+        .build()
+        .expect("a rack");
+    let count = 20_000;
+    rack.apply(
+        Graph::new()
+            .gear("gen", "generate", json!({ "count": count, "rate": { "tps": 20000 }, "template": { "data": { "n": "${counter}", "pan": "4111111111111111" } } }))
+            .gear("edit", "transform", json!({ "steps": [{ "set": "meta.stage", "value": "edited" }] }))
+            .gear("switch", "route", json!({ "rules": [{ "when": { "field": "data.pan", "prefix": "4" }, "to": "out_visa" }], "default": "out_other" }))
+            .gear("sink", "filter", json!({ "pass_if": { "field": "data.n", "exists": true } }))
+            .wire("gen", "edit")
+            .wire("edit", "switch")
+            .wire("switch.out_visa", "sink")
+            .wire("switch.out_other", "sink"),
+    )
+    .await
+    .expect("applied");
+    let mut tap = rack.tap("sink", "out").await.expect("tap");
+    let mut hops = Vec::new();
+    for _ in 0..count {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), tap.recv()).await else {
+            break;
+        };
+        hops.extend(m.path.windows(2).map(|w| w[1].ts - w[0].ts));
+    }
+    rack.shutdown(Duration::from_secs(5)).await;
+    let n = hops.len();
+    let (p50, p99) = percentiles(&mut hops);
+    (p50, p99, n)
+}
+
+/// Two racks over a real nats-server: `edge` generates and publishes, `core` consumes on a
+/// guaranteed lane. Throughput until `core` handled every message, and end-to-end latency
+/// (creation to handling) p50 and p99.
+async fn nats_pipeline(url: &str) -> (f64, f64, f64) {
+    let count = 20_000u64;
+    let connect = || fluxrig::snake::Snake::nats(fluxrig::snake::NatsOptions::new(url));
+    let (edge_bus, core_bus) = (
+        connect().await.expect("edge connects"),
+        connect().await.expect("core connects"),
+    );
+    let pool = |first: u32| {
+        Arc::new(
+            fluxrig::idgen::Pool::builder()
+                .machine_ids(first..first + 16)
+                .build()
+                .expect("ids"),
+        )
+    };
+    let mut core = Rack::builder("core")
+        .snake(core_bus)
+        .ids(pool(100))
+        .build()
+        .expect("core");
+    core.apply(
+        Graph::new()
+            .gear(
+                "edit",
+                "transform",
+                json!({ "steps": [{ "set": "meta.stage", "value": "edited" }] }),
+            )
+            .subscribe("edge", "gen.out", "edit.in"),
+    )
+    .await
+    .expect("core applied");
+    let mut tap = core.tap("edit", "out").await.expect("tap");
+    let mut edge = Rack::builder("edge")
+        .snake(edge_bus)
+        .ids(pool(200))
+        .build()
+        .expect("edge");
+    let start = Instant::now();
+    edge.apply(
+        Graph::new()
+            .gear("gen", "generate", json!({ "count": count, "batch": BATCH, "template": { "data": { "n": "${counter}" } } }))
+            .publish("gen.out"),
+    )
+    .await
+    .expect("edge applied");
+    let mut seen = std::collections::HashSet::new();
+    let mut latencies = Vec::new();
+    while (seen.len() as u64) < count {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), tap.recv()).await else {
+            break;
+        };
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        )
+        .unwrap_or(i64::MAX);
+        latencies.push(now - m.ts);
+        seen.insert(m.data.get("n").and_then(Value::as_i64).unwrap_or(-1));
+    }
+    let rate = seen.len() as f64 / start.elapsed().as_secs_f64();
+    edge.shutdown(Duration::from_secs(5)).await;
+    core.shutdown(Duration::from_secs(5)).await;
+    let (p50, p99) = percentiles(&mut latencies);
+    (rate, p50, p99)
+}
+
+fn latency(_: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (p50, p99, n) = rt.block_on(hop_latency());
+    println!("rack/hop-latency at 20,000 msg/s: p50 {p50:.1} µs, p99 {p99:.1} µs ({n} hops)");
+    match fluxrig::snake::NatsServer::start() {
+        Ok(server) => {
+            let (rate, p50, p99) = rt.block_on(nats_pipeline(&server.url()));
+            println!(
+                "rack/nats two racks, guaranteed lane: {rate:.0} msg/s, end-to-end p50 {p50:.0} µs, p99 {p99:.0} µs"
+            );
+        }
+        Err(e) => println!("rack/nats: skipped, no nats-server ({e}); run `make setup-nats`"),
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(10));
-    targets = pipeline
+    targets = pipeline, latency
 }
 criterion_main!(benches);

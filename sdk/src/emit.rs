@@ -21,28 +21,103 @@ pub fn mark_error(msg: &mut FluxMsg, error: &GearError) {
     };
 }
 
+/// What a batch sends, kept per output port, each port's messages in order.
+///
+/// The runner fills it; the engine takes each port's messages as one vector, so a message is
+/// moved once on its way out of a gear.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    ports: Vec<Vec<FluxMsg>>,
+    len: usize,
+}
+
+impl Outputs {
+    /// Empty outputs.
+    pub fn new() -> Outputs {
+        Outputs::default()
+    }
+
+    /// Adds `msg` to `port`'s messages.
+    pub fn push(&mut self, port: OutPort, msg: FluxMsg) {
+        let i = port.index();
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, Vec::new);
+        }
+        self.ports[i].push(msg);
+        self.len += 1;
+    }
+
+    /// How many messages it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The messages for `port`, in order.
+    pub fn port(&self, port: OutPort) -> &[FluxMsg] {
+        self.ports.get(port.index()).map_or(&[], Vec::as_slice)
+    }
+
+    /// The messages for each port, mutably (index = port index), to stamp them before they
+    /// leave.
+    pub fn ports_mut(&mut self) -> impl Iterator<Item = (OutPort, &mut Vec<FluxMsg>)> + '_ {
+        self.ports
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(i, v)| (OutPort(u16::try_from(i).unwrap_or(u16::MAX)), v))
+    }
+
+    /// Takes every port's messages, leaving it empty.
+    pub fn drain(&mut self) -> impl Iterator<Item = (OutPort, Vec<FluxMsg>)> + '_ {
+        self.len = 0;
+        self.ports
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(i, v)| {
+                (
+                    OutPort(u16::try_from(i).unwrap_or(u16::MAX)),
+                    std::mem::take(v),
+                )
+            })
+    }
+}
+
 /// Where a passive gear puts the messages it sends besides the one it is processing
 /// (copies, splits, replies). Collected by the runner and moved on with the batch.
 #[derive(Debug)]
 pub struct Outbox<'a> {
-    buf: &'a mut Vec<(OutPort, FluxMsg)>,
+    buf: &'a mut Outputs,
     status: &'a [PortStatus],
 }
 
 impl<'a> Outbox<'a> {
-    pub(crate) fn new(buf: &'a mut Vec<(OutPort, FluxMsg)>, status: &'a [PortStatus]) -> Self {
+    pub(crate) fn new(buf: &'a mut Outputs, status: &'a [PortStatus]) -> Self {
         Outbox { buf, status }
     }
 
-    /// Sends `msg` on `port` once the batch is done.
-    pub fn emit(&mut self, port: OutPort, msg: FluxMsg) {
-        self.buf.push((port, msg));
+    /// Sends `msg` on `port` once the batch is done. A port the gear does not have sends the
+    /// message to `error` (`bad_port`).
+    pub fn emit(&mut self, port: OutPort, mut msg: FluxMsg) {
+        if port.index() >= self.status.len() {
+            let failure = GearError::new("bad_port")
+                .with_detail(format_args!("the gear emitted on port #{}", port.index()));
+            mark_error(&mut msg, &failure);
+            self.buf.push(OutPort::ERROR, msg);
+            return;
+        }
+        self.buf.push(port, msg);
     }
 
     /// Sends `msg` to `error` with the reason of `error`.
     pub fn error(&mut self, mut msg: FluxMsg, error: &GearError) {
         mark_error(&mut msg, error);
-        self.buf.push((OutPort::ERROR, msg));
+        self.buf.push(OutPort::ERROR, msg);
     }
 
     /// What the engine knows about where `port` leads (availability, load).

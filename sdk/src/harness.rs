@@ -8,11 +8,11 @@ use snake::Snake;
 use tokio::sync::mpsc;
 
 use crate::context::Services;
-use crate::emit::{ERROR_REASON, Emission};
+use crate::emit::{ERROR_REASON, Emission, Outputs};
 use crate::error::Error;
 use crate::gear::GearKind;
 use crate::kind::GearType;
-use crate::port::{ERROR_PORT, OutPort, PortStatus};
+use crate::port::{ERROR_PORT, PortStatus};
 use crate::runner::Runner;
 use crate::stats::StatsSnapshot;
 
@@ -60,7 +60,7 @@ pub struct Harness {
     emissions: mpsc::Receiver<Emission>,
     clock: ManualClock,
     outputs: BTreeMap<String, VecDeque<FluxMsg>>,
-    buf: Vec<(OutPort, FluxMsg)>,
+    buf: Outputs,
     batch: Vec<FluxMsg>,
 }
 
@@ -117,12 +117,12 @@ impl Harness {
         let result = self.runner.process(input, &mut self.batch, &mut self.buf);
         self.batch.clear();
         let ports = self.runner.context().ports();
-        for (port, msg) in self.buf.drain(..) {
+        for (port, msgs) in self.buf.drain() {
             let name = ports.output_name(port).map_or("?", |p| p.as_str());
             self.outputs
                 .entry(name.to_owned())
                 .or_default()
-                .push_back(msg);
+                .extend(msgs);
         }
         result
     }
@@ -292,7 +292,7 @@ impl HarnessBuilder {
             emissions,
             clock,
             outputs: BTreeMap::new(),
-            buf: Vec::new(),
+            buf: Outputs::new(),
             batch: Vec::new(),
         })
     }

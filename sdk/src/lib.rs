@@ -85,7 +85,9 @@ mod stats;
 
 pub use crate::config::HumanDuration;
 pub use crate::context::{Context, Services};
-pub use crate::emit::{Closed, ERROR_DETAIL, ERROR_REASON, Emission, Emitter, Outbox, mark_error};
+pub use crate::emit::{
+    Closed, ERROR_DETAIL, ERROR_REASON, Emission, Emitter, Outbox, Outputs, mark_error,
+};
 pub use crate::error::{ConfigError, Error, FieldError, GearError};
 pub use crate::gear::{Gear, GearKind, Outcome};
 pub use crate::harness::{Harness, HarnessBuilder};

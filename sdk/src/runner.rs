@@ -7,7 +7,7 @@ use fluxmsg::FluxMsg;
 use tokio::sync::mpsc;
 
 use crate::context::{Context, Services};
-use crate::emit::{Emission, Emitter, Outbox, mark_error};
+use crate::emit::{Emission, Emitter, Outbox, Outputs, mark_error};
 use crate::error::{Error, GearError};
 use crate::gear::{Gear, Outcome};
 use crate::kind::Prepared;
@@ -114,7 +114,7 @@ impl Runner {
         Ok(())
     }
 
-    /// Processes a batch that arrived on `port`, appending what leaves to `out` (port, message).
+    /// Processes a batch that arrived on `port`, adding what leaves to `out`, per port.
     ///
     /// Every message of `batch` ends up in `out` or counted as dropped. Before `init` and after
     /// `stop` the batch is left untouched and an [`Error::State`] returned.
@@ -122,13 +122,14 @@ impl Runner {
         &mut self,
         port: InPort,
         batch: &mut Vec<FluxMsg>,
-        out: &mut Vec<(OutPort, FluxMsg)>,
+        out: &mut Outputs,
     ) -> Result<(), Error> {
         if matches!(self.state, State::New | State::Stopped) {
             return Err(self.state_error("process"));
         }
         let n = batch.len() as u64;
         let before = out.len();
+        let errors_before = out.port(OutPort::ERROR).len();
         let outputs = self.ctx.ports().outputs().len();
         let _span = self.ctx.span().clone().entered();
         for mut msg in batch.drain(..) {
@@ -141,7 +142,7 @@ impl Runner {
             };
             let failure = match result {
                 Ok(Ok(Outcome::Emit(to))) if to.index() < outputs => {
-                    out.push((to, msg));
+                    out.push(to, msg);
                     continue;
                 }
                 Ok(Ok(Outcome::Emit(to))) => GearError::new("bad_port")
@@ -159,16 +160,7 @@ impl Runner {
                 }
             };
             mark_error(&mut msg, &failure);
-            out.push((OutPort::ERROR, msg));
-        }
-        // Extra messages a gear put in its outbox on a port it does not have go to error.
-        for (port, msg) in &mut out[before..] {
-            if port.index() >= outputs {
-                let failure = GearError::new("bad_port")
-                    .with_detail(format_args!("the gear emitted on port #{}", port.index()));
-                mark_error(msg, &failure);
-                *port = OutPort::ERROR;
-            }
+            out.push(OutPort::ERROR, msg);
         }
         if n > 0 {
             let gear = &mut self.gear;
@@ -182,10 +174,7 @@ impl Runner {
         let stats = self.ctx.stats();
         stats.add_in(n);
         stats.add_out((out.len() - before) as u64);
-        let errors = out[before..]
-            .iter()
-            .filter(|(p, _)| *p == OutPort::ERROR)
-            .count() as u64;
+        let errors = (out.port(OutPort::ERROR).len() - errors_before) as u64;
         if errors > 0 {
             stats.add_errors(errors);
         }

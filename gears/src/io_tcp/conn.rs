@@ -263,6 +263,9 @@ pub(crate) async fn run(mut stream: TcpStream, link: Link<'_>, shared: &Shared) 
         let mut reading = true;
         loop {
             tokio::select! {
+                // The reader first: at a drain both ends stop together, and the reader must
+                // count the frames it read but could not emit before the connection closes.
+                biased;
                 end = &mut reader, if reading => match end {
                     // Draining: stop reading, let the writer flush.
                     ReadEnd::Stopped => reading = false,

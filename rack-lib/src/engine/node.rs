@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Instant;
 
 use fluxmsg::{FluxMsg, Hop, Id};
-use sdk::{Emission, GearError, IdSource, InPort, OutPort, Runner, mark_error};
+use sdk::{
+    Emission, GearError, IdSource, InPort, OutPort, Outputs as SdkOutputs, Runner, mark_error,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Limits;
@@ -126,8 +128,7 @@ pub(crate) struct Node {
 struct Scratch {
     batch: Vec<FluxMsg>,
     acks: Vec<snake::Delivery>,
-    out: Vec<(OutPort, FluxMsg)>,
-    by_port: Vec<Vec<FluxMsg>>,
+    out: SdkOutputs,
 }
 
 impl Node {
@@ -135,8 +136,7 @@ impl Node {
         let mut scratch = Scratch {
             batch: Vec::with_capacity(self.limits.batch),
             acks: Vec::new(),
-            out: Vec::new(),
-            by_port: Vec::new(),
+            out: SdkOutputs::new(),
         };
         let time =
             metrics::histogram!("flux.gear.processing_time_ms", "gear" => self.name.to_string());
@@ -187,7 +187,9 @@ impl Node {
                             Emission::One(port, msg) => (port, vec![msg]),
                             Emission::Many(port, msgs) => (port, msgs),
                         };
-                        scratch.out.extend(msgs.into_iter().map(|m| (port, m)));
+                        for m in msgs {
+                            scratch.out.push(port, m);
+                        }
                         self.dispatch(&mut scratch).await;
                     }
                     None => emissions_open = false,
@@ -262,44 +264,45 @@ impl Node {
                 Emission::One(port, msg) => (port, vec![msg]),
                 Emission::Many(port, msgs) => (port, msgs),
             };
-            scratch.out.extend(msgs.into_iter().map(|m| (port, m)));
+            for m in msgs {
+                scratch.out.push(port, m);
+            }
         }
         self.dispatch(scratch).await;
     }
 
-    /// Sends what the gear emitted: per port, to every target (copies for all but the last).
+    /// Sends what the gear emitted: per port, to every target (copies for all but the last),
+    /// each message stamped with an id (if it has none) and a hop.
     async fn dispatch(&mut self, scratch: &mut Scratch) {
         if scratch.out.is_empty() {
             return;
         }
-        let ports = self.identity.ports.len();
-        if scratch.by_port.len() < ports {
-            scratch.by_port.resize_with(ports, Vec::new);
-        }
+        let ports = self.identity.ports.len().max(1);
         let now = i64::try_from(self.clock.now().as_nanos()).unwrap_or(i64::MAX);
-        for (port, mut msg) in scratch.out.drain(..) {
-            let i = port.index().min(ports.saturating_sub(1));
-            if msg.id.is_none() {
-                match self.ids.next_id() {
-                    Ok(id) => msg.id = Some(id),
-                    Err(e) => tracing::warn!(gear = %self.name, error = %e, "no id for a message"),
-                }
-            }
-            if msg.path.len() >= fluxmsg::Limits::default().max_hops() {
-                msg.path.remove(0);
-            }
-            msg.path.push(Hop {
+        let max_hops = fluxmsg::Limits::default().max_hops();
+        for (port, msgs) in scratch.out.ports_mut() {
+            let hop = Hop {
                 gear: self.identity.gear,
-                port: self.identity.ports[i],
+                port: self.identity.ports[port.index().min(ports - 1)],
                 ts: now,
-            });
-            scratch.by_port[i].push(msg);
-        }
-        for i in 0..ports {
-            if scratch.by_port[i].is_empty() {
-                continue;
+            };
+            for msg in msgs.iter_mut() {
+                if msg.id.is_none() {
+                    match self.ids.next_id() {
+                        Ok(id) => msg.id = Some(id),
+                        Err(e) => {
+                            tracing::warn!(gear = %self.name, error = %e, "no id for a message");
+                        }
+                    }
+                }
+                if msg.path.len() >= max_hops {
+                    msg.path.remove(0);
+                }
+                msg.path.push(hop);
             }
-            let msgs = std::mem::take(&mut scratch.by_port[i]);
+        }
+        for (port, msgs) in scratch.out.drain() {
+            let i = port.index().min(ports - 1);
             if let Some(counter) = self.identity.port_out.get(i) {
                 counter.increment(msgs.len() as u64);
             }

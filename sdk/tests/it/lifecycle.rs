@@ -34,7 +34,7 @@ async fn hooks_run_in_order_and_drain_and_stop_are_idempotent() {
         "gear \"p\": cannot start while not initialised"
     );
     let mut batch = vec![msg("pass")];
-    let mut out = Vec::new();
+    let mut out = sdk::Outputs::new();
     assert!(r.process(sdk_in(&r), &mut batch, &mut out).is_err());
     assert_eq!(batch.len(), 1, "a refused batch is left untouched");
     r.init().expect("init");
