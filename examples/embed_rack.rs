@@ -2,8 +2,6 @@
 //! It registers `enrich` beside the built-in catalog, runs `transform → enrich`, feeds it
 //! payments and prints what comes out.
 
-use std::time::Duration;
-
 use fluxrig::fluxmsg::{FluxMsg, Value, json::to_string};
 use fluxrig::rack::{Graph, Rack};
 use fluxrig::sdk::{self, Context, Gear, GearError, GearKind, InPort, Manifest, Outbox};
@@ -17,14 +15,13 @@ impl GearKind for Enrich {
     type Config = Json;
     fn manifest() -> Manifest {
         Manifest::new("enrich", Category::Logic)
-            .summary("flags risky payments")
             .input("in", "")
             .output("out", "")
     }
     fn new(config: Json) -> Result<Self, sdk::ConfigError> {
-        let limit = config["limit"]
-            .as_i64()
-            .ok_or_else(|| sdk::ConfigError::field("limit", "an integer"))?;
+        let Some(limit) = config["limit"].as_i64() else {
+            return Err(sdk::ConfigError::field("limit", "an integer"));
+        };
         Ok(Enrich(limit, OutPort::ERROR))
     }
 }
@@ -40,11 +37,9 @@ impl Gear for Enrich {
         msg: &mut FluxMsg,
         _: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError> {
-        let amount = msg
-            .data
-            .get("amount")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| GearError::new("no_amount"))?;
+        let Some(amount) = msg.data.get("amount").and_then(Value::as_i64) else {
+            return Err(GearError::new("no_amount"));
+        };
         msg.data.insert("risky", Value::Bool(amount > self.0));
         Ok(Outcome::Emit(self.1))
     }
@@ -56,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     factory.register::<Enrich>()?;
     let mut rack = Rack::builder("embedded").factory(factory).build()?;
     let cents = json!({ "steps": [{ "set": "data.amount", "expr": "data.amount * 100" }] });
-    let graph = Graph::new()
+    let graph = Graph::new() // transform → enrich
         .gear("cents", "transform", cents)
         .gear("enrich", "enrich", json!({ "limit": 50_000 }))
         .wire("cents", "enrich");
@@ -69,6 +64,6 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         println!("{}", to_string(&out.recv().await.expect("the rack runs")));
     }
-    rack.shutdown(Duration::from_secs(5)).await;
+    rack.shutdown(std::time::Duration::from_secs(5)).await;
     Ok(())
 }
