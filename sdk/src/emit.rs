@@ -47,6 +47,21 @@ impl Outputs {
         self.len += 1;
     }
 
+    /// Adds `msgs` to `port`'s messages; when the port has none yet, the vector is kept as it
+    /// is (no copy).
+    pub fn put_all(&mut self, port: OutPort, mut msgs: Vec<FluxMsg>) {
+        let i = port.index();
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, Vec::new);
+        }
+        self.len += msgs.len();
+        if self.ports[i].is_empty() {
+            std::mem::swap(&mut self.ports[i], &mut msgs);
+        } else {
+            self.ports[i].append(&mut msgs);
+        }
+    }
+
     /// How many messages it holds.
     pub fn len(&self) -> usize {
         self.len
@@ -103,8 +118,8 @@ impl<'a> Outbox<'a> {
         Outbox { buf, status }
     }
 
-    /// Sends `msg` on `port` once the batch is done. A port the gear does not have sends the
-    /// message to `error` (`bad_port`).
+    /// Sends `msg` on `port` once the batch is done, ahead of the batch's own messages on the
+    /// same port. A port the gear does not have sends the message to `error` (`bad_port`).
     pub fn emit(&mut self, port: OutPort, mut msg: FluxMsg) {
         if port.index() >= self.status.len() {
             let failure = GearError::new("bad_port")

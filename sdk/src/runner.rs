@@ -26,6 +26,8 @@ pub struct Runner {
     state: State,
     emissions: Option<mpsc::Receiver<Emission>>,
     drops: Vec<(&'static str, u64)>,
+    /// Where each message of the batch goes (`None`: dropped or kept by the gear).
+    fates: Vec<Option<OutPort>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +77,7 @@ impl Runner {
             state: State::New,
             emissions: Some(rx),
             drops: Vec::new(),
+            fates: Vec::new(),
         }
     }
 
@@ -132,26 +135,32 @@ impl Runner {
         let errors_before = out.port(OutPort::ERROR).len();
         let outputs = self.ctx.ports().outputs().len();
         let _span = self.ctx.span().clone().entered();
-        for mut msg in batch.drain(..) {
+        // First every message is processed in place and its fate noted; then the messages
+        // move. When the whole batch goes to one port, the batch's vector moves as it is.
+        let mut fates = std::mem::take(&mut self.fates);
+        fates.clear();
+        for msg in batch.iter_mut() {
             let result = {
                 let mut outbox = Outbox::new(out, self.ctx.port_statuses());
                 let gear = &mut self.gear;
-                catch_unwind(AssertUnwindSafe(|| {
-                    gear.process(port, &mut msg, &mut outbox)
-                }))
+                catch_unwind(AssertUnwindSafe(|| gear.process(port, msg, &mut outbox)))
             };
             let failure = match result {
                 Ok(Ok(Outcome::Emit(to))) if to.index() < outputs => {
-                    out.push(to, msg);
+                    fates.push(Some(to));
                     continue;
                 }
                 Ok(Ok(Outcome::Emit(to))) => GearError::new("bad_port")
                     .with_detail(format_args!("the gear emitted on port #{}", to.index())),
                 Ok(Ok(Outcome::Drop(reason))) => {
                     tally(&mut self.drops, reason);
+                    fates.push(None);
                     continue;
                 }
-                Ok(Ok(Outcome::Consumed)) => continue,
+                Ok(Ok(Outcome::Consumed)) => {
+                    fates.push(None);
+                    continue;
+                }
                 Ok(Err(error)) => error,
                 Err(panic) => {
                     let detail = panic_message(panic.as_ref());
@@ -159,9 +168,24 @@ impl Runner {
                     GearError::new("panic").with_detail(detail)
                 }
             };
-            mark_error(&mut msg, &failure);
-            out.push(OutPort::ERROR, msg);
+            mark_error(msg, &failure);
+            fates.push(Some(OutPort::ERROR));
         }
+        match fates.first() {
+            Some(&Some(first))
+                if out.port(first).is_empty() && fates.iter().all(|f| *f == Some(first)) =>
+            {
+                out.put_all(first, std::mem::take(batch));
+            }
+            _ => {
+                for (msg, fate) in batch.drain(..).zip(fates.iter()) {
+                    if let Some(to) = fate {
+                        out.push(*to, msg);
+                    }
+                }
+            }
+        }
+        self.fates = fates;
         if n > 0 {
             let gear = &mut self.gear;
             if let Err(e) = guarded(|| {
