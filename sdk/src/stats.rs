@@ -16,7 +16,7 @@ pub struct Stats {
     messages_in: AtomicU64,
     messages_out: AtomicU64,
     errors: AtomicU64,
-    dropped: Mutex<BTreeMap<Cow<'static, str>, u64>>,
+    dropped: Mutex<BTreeMap<Cow<'static, str>, (u64, Counter)>>,
     facade: [Counter; 3],
 }
 
@@ -77,14 +77,20 @@ impl Stats {
         self.facade[2].increment(n);
     }
 
-    /// Counts `n` messages dropped for `reason` and logs it.
+    /// Counts `n` messages dropped for `reason` and logs it. The facade's counter for a reason
+    /// is registered once, on its first drop.
     pub fn add_dropped(&self, reason: impl Into<Cow<'static, str>>, n: u64) {
         let reason = reason.into();
         tracing::debug!(gear = %self.gear, reason = %reason, count = n, "messages dropped");
-        counter!("flux.gear.messages_dropped", "gear" => self.gear.clone(), "reason" => reason.to_string())
-            .increment(n);
         let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
-        *dropped.entry(reason).or_default() += n;
+        if let Some((count, counter)) = dropped.get_mut(&reason) {
+            *count += n;
+            counter.increment(n);
+            return;
+        }
+        let counter = counter!("flux.gear.messages_dropped", "gear" => self.gear.clone(), "reason" => reason.to_string());
+        counter.increment(n);
+        dropped.insert(reason, (n, counter));
     }
 
     /// The counters now.
@@ -94,7 +100,10 @@ impl Stats {
             messages_in: self.messages_in.load(Ordering::Relaxed),
             messages_out: self.messages_out.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            dropped: dropped.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            dropped: dropped
+                .iter()
+                .map(|(k, (n, _))| (k.to_string(), *n))
+                .collect(),
         }
     }
 }

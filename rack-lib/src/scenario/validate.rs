@@ -135,7 +135,21 @@ pub(crate) fn validate(
         }
     }
     let mut wires = Vec::new();
+    let mut written = std::collections::BTreeMap::new();
     for wire in &scenario.wires {
+        let key = (wire.from.to_string(), wire.to.to_string());
+        if let Some(first) = written.get(&key) {
+            problems.push(Problem::at(
+                wire.pos,
+                format!(
+                    "the wire {} -> {} is already defined at {first}; a second one would \
+                     deliver every message twice",
+                    wire.from, wire.to
+                ),
+            ));
+            continue;
+        }
+        written.insert(key, wire.pos);
         let from = end(
             &wire.from,
             wire.at.from,

@@ -817,3 +817,24 @@ fn from_file_reads_and_reports() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_wire_written_twice_is_refused() {
+    let yaml = "meta: { name: s, version: 1.0.0 }
+gears:
+  - { name: a, type: filter, config: { pass_if: { field: id, exists: true } } }
+  - { name: b, type: filter, config: { pass_if: { field: id, exists: true } } }
+wires:
+  - { from: a.out, to: b.in }
+  - { from: a.out, to: b.in }
+";
+    let err = Scenario::parse(yaml)
+        .expect("parses")
+        .validate(&gears::Factory::builtin())
+        .expect_err("refused")
+        .to_string();
+    assert_eq!(
+        err,
+        "7:5: the wire a.out -> b.in is already defined at 6:5; a second one would deliver every message twice"
+    );
+}
