@@ -137,14 +137,9 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use self::config::Settings;
 pub use self::config::{Config, Framing, Mode};
+use crate::meta::{CONN_ID, PEER_IP, PEER_PORT};
 use crate::{Error, Factory};
 
-/// The metadata key naming a connection.
-const CONN_ID: &str = "conn.id";
-/// The metadata key of the peer's IP address.
-const PEER_IP: &str = "peer.ip";
-/// The metadata key of the peer's port.
-const PEER_PORT: &str = "peer.port";
 /// Messages `process` may hand to the gear's tasks before refusing with `overloaded`.
 const EGRESS_CAPACITY: usize = 1024;
 
@@ -220,7 +215,7 @@ struct Shared {
 impl Shared {
     /// The time now in Unix nanoseconds, from the engine's clock.
     fn now_nanos(&self) -> i64 {
-        i64::try_from((self.now)().as_nanos()).unwrap_or(i64::MAX)
+        sdk::unix_nanos((self.now)())
     }
 }
 

@@ -56,6 +56,7 @@ mod error;
 mod expr;
 mod factory;
 mod field;
+mod meta;
 mod rule;
 mod template;
 

@@ -15,6 +15,12 @@ use crate::ids::IdSource;
 use crate::port::{InPort, OutPort, PortStatus, Ports};
 use crate::stats::Stats;
 
+/// A time since the Unix epoch in nanoseconds, the unit of `FluxMsg::ts` and hop times
+/// (saturating at `i64::MAX`, in the year 2262).
+pub fn unix_nanos(since_epoch: Duration) -> i64 {
+    i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX)
+}
+
 /// What the engine lends every gear: ids, time, the transport.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

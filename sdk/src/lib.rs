@@ -84,7 +84,7 @@ mod runner;
 mod stats;
 
 pub use crate::config::HumanDuration;
-pub use crate::context::{Context, Services};
+pub use crate::context::{Context, Services, unix_nanos};
 pub use crate::emit::{
     Closed, ERROR_DETAIL, ERROR_REASON, Emission, Emitter, Outbox, Outputs, mark_error,
 };

@@ -462,7 +462,7 @@ impl Blueprint {
     /// trace, each in template order), so one seed always gives the same messages.
     pub(super) fn build(&self, cx: &mut Cx<'_>) -> FluxMsg {
         let mut msg = FluxMsg::new();
-        msg.ts = i64::try_from(cx.now.as_nanos()).unwrap_or(i64::MAX);
+        msg.ts = sdk::unix_nanos(cx.now);
         for (key, str) in &self.meta {
             msg.meta.insert(key.clone(), Text::from(str.text(cx)));
         }

@@ -20,10 +20,7 @@ pub(super) const REQUEST_ID: &str = "http.request_id";
 pub(super) const HEADER_PREFIX: &str = "http.header.";
 /// The prefix every HTTP entry shares.
 const HTTP_PREFIX: &str = "http.";
-/// The peer's IP address.
-pub(super) const PEER_IP: &str = "peer.ip";
-/// The peer's port.
-pub(super) const PEER_PORT: &str = "peer.port";
+pub(super) use crate::meta::{PEER_IP, PEER_PORT};
 
 /// Headers that describe one connection or one message's framing: never copied from
 /// metadata, since hyper writes them for the body it actually sends.
@@ -44,7 +41,7 @@ pub(super) type Now = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 /// `now()` in Unix nanoseconds, the unit of [`FluxMsg::ts`].
 pub(super) fn unix_nanos(now: &Now) -> i64 {
-    i64::try_from(now().as_nanos()).unwrap_or(i64::MAX)
+    sdk::unix_nanos(now())
 }
 
 /// Writes each header as `http.header.<name>`; repeated headers are joined with `, `, and a

@@ -278,7 +278,7 @@ impl Node {
             return;
         }
         let ports = self.identity.ports.len().max(1);
-        let now = i64::try_from(self.clock.now().as_nanos()).unwrap_or(i64::MAX);
+        let now = sdk::unix_nanos(self.clock.now());
         let max_hops = fluxmsg::Limits::default().max_hops();
         for (port, msgs) in scratch.out.ports_mut() {
             let hop = Hop {
