@@ -150,20 +150,23 @@ async fn hop_latency() -> (f64, f64, usize) {
         .build()
         .expect("a rack");
     let count = 20_000;
+    let graph = Graph::new()
+        .gear("edit", "transform", json!({ "steps": [{ "set": "meta.stage", "value": "edited" }] }))
+        .gear("switch", "route", json!({ "rules": [{ "when": { "field": "data.pan", "prefix": "4" }, "to": "out_visa" }], "default": "out_other" }))
+        .gear("sink", "filter", json!({ "pass_if": { "field": "data.n", "exists": true } }))
+        .wire("edit", "switch")
+        .wire("switch.out_visa", "sink")
+        .wire("switch.out_other", "sink");
+    // The tap first, then the source (a second apply adds it), so the tap sees every message.
+    rack.apply(graph.clone()).await.expect("applied");
+    let mut tap = rack.tap("sink", "out").await.expect("tap");
     rack.apply(
-        Graph::new()
+        graph
             .gear("gen", "generate", json!({ "count": count, "rate": { "tps": 20000 }, "template": { "data": { "n": "${counter}", "pan": "4111111111111111" } } }))
-            .gear("edit", "transform", json!({ "steps": [{ "set": "meta.stage", "value": "edited" }] }))
-            .gear("switch", "route", json!({ "rules": [{ "when": { "field": "data.pan", "prefix": "4" }, "to": "out_visa" }], "default": "out_other" }))
-            .gear("sink", "filter", json!({ "pass_if": { "field": "data.n", "exists": true } }))
-            .wire("gen", "edit")
-            .wire("edit", "switch")
-            .wire("switch.out_visa", "sink")
-            .wire("switch.out_other", "sink"),
+            .wire("gen", "edit"),
     )
     .await
-    .expect("applied");
-    let mut tap = rack.tap("sink", "out").await.expect("tap");
+    .expect("the source added");
     let mut hops = Vec::new();
     for _ in 0..count {
         let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), tap.recv()).await else {

@@ -222,6 +222,7 @@ struct NodeHandle {
     ports: Ports,
     stats: Arc<Stats>,
     busy: Arc<AtomicBool>,
+    acker: JoinHandle<()>,
 }
 
 /// What an [`Rack::apply`] changed.
@@ -383,6 +384,7 @@ impl Rack {
                     receivers.insert(name.clone(), rx);
                 }
                 let _ = node.task.await;
+                let _ = node.acker.await;
             }
         }
 
@@ -474,6 +476,21 @@ impl Rack {
             if let Err(e) = f.runner.start() {
                 tracing::error!(rack = %self.name, gear = %f.name, error = %e, "gear failed to start");
                 f.runner.stop();
+                // A restarted gear's queue: what waits in it is counted, not kept.
+                if let Some(mut rx) = receivers.remove(&f.name) {
+                    rx.close();
+                    let mut lost = 0;
+                    while let Ok(delivery) = rx.try_recv() {
+                        self.in_flight.done(delivery.msgs.len());
+                        lost += delivery.msgs.len();
+                    }
+                    if lost > 0 {
+                        f.runner
+                            .context()
+                            .stats()
+                            .add_dropped("start_failed", lost as u64);
+                    }
+                }
                 failed.get_or_insert(e);
                 continue;
             }
@@ -528,19 +545,20 @@ impl Rack {
             self.subscribers.insert(sub.clone(), task);
         }
 
-        // 10. Removed gears finish what is queued for them, then stop; retired publishers send
-        // what they hold.
-        for (tx, task) in retired {
-            drop(tx);
-            let _ = tokio::time::timeout(self.limits.drain_timeout, task).await;
-        }
+        // 10. Removed gears finish what is queued for them, then stop; then retired publishers
+        // send what they hold (the removed gears held their senders).
         for name in &change.removed {
             if let Some(node) = self.nodes.remove(name) {
                 let (done, finished) = oneshot::channel();
                 let _ = node.ctl.send(Control::Stop(None, done)).await;
                 let _ = finished.await;
                 let _ = node.task.await;
+                let _ = node.acker.await;
             }
+        }
+        for (tx, task) in retired {
+            drop(tx);
+            finish(task, self.limits.drain_timeout).await;
         }
         tracing::info!(
             rack = %self.name,
@@ -599,11 +617,16 @@ impl Rack {
         let stats = Arc::clone(runner.context().stats());
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
         let busy = Arc::new(AtomicBool::new(false));
-        let (acker, mut acks) = mpsc::unbounded_channel::<snake::Delivery>();
+        let (acker, mut acks) = mpsc::unbounded_channel::<(snake::Delivery, bool)>();
         let gear = name.clone();
-        tokio::spawn(async move {
-            while let Some(delivery) = acks.recv().await {
-                if let Err(e) = delivery.ack().await {
+        let acker_task = tokio::spawn(async move {
+            while let Some((delivery, handled)) = acks.recv().await {
+                let result = if handled {
+                    delivery.ack().await
+                } else {
+                    delivery.nak(Duration::from_secs(1)).await
+                };
+                if let Err(e) = result {
                     tracing::warn!(gear, error = %e, "ack failed; the message will be delivered again");
                 }
             }
@@ -622,6 +645,7 @@ impl Rack {
             in_flight: Arc::clone(&self.in_flight),
             busy: Arc::clone(&busy),
             acker,
+            lost: false,
         };
         let task = tokio::spawn(node.run());
         Ok(NodeHandle {
@@ -632,6 +656,7 @@ impl Rack {
             ports,
             stats,
             busy,
+            acker: acker_task,
         })
     }
 
@@ -665,7 +690,9 @@ impl Rack {
     /// Taps the output port `port` of the gear `gear`: from now on the tap gets a copy of
     /// everything it emits, as a wire's target would (a tap that is not read slows the gear
     /// down, then its sends time out). The tap stays across [`apply`](Rack::apply) while the
-    /// port exists.
+    /// port exists. It sees what the port emits after it is in place: to see a source's first
+    /// messages, tap before the source is added (apply the graph without it, tap, then apply
+    /// it with the source; the second apply only adds the source).
     ///
     /// # Errors
     ///
@@ -683,6 +710,10 @@ impl Rack {
                 known: names(node.ports.outputs()),
             });
         }
+        self.taps.retain(|(_, t)| match &t.sink {
+            Sink::Queue { tx, .. } => !tx.is_closed(),
+            Sink::Bus(_) => true,
+        });
         let (tx, rx) = mpsc::channel(self.limits.queue);
         self.taps.push((
             PortRef::new(gear, port),
@@ -726,6 +757,16 @@ impl Rack {
                 name: wire.to.to_string().into(),
             });
         }
+        for at in self.graph.publish.iter().filter(|at| at.gear == gear) {
+            if let (Some(port), Some((tx, _))) =
+                (node.ports.output(&at.port), self.publishers.get(at))
+            {
+                table[port.index()].push(Target {
+                    sink: Sink::Bus(tx.clone()),
+                    name: format!("bus:{}.{}.{}", self.name, at.gear, at.port).into(),
+                });
+            }
+        }
         for (at, target) in self.taps.iter().filter(|(at, _)| at.gear == gear) {
             if let Some(port) = node.ports.output(&at.port) {
                 table[port.index()].push(target.clone());
@@ -745,6 +786,7 @@ impl Rack {
         }
         for (_, node) in std::mem::take(&mut self.nodes) {
             node.task.abort();
+            node.acker.abort();
         }
         for (_, (_, task)) in std::mem::take(&mut self.publishers) {
             task.abort();
@@ -795,12 +837,19 @@ impl Rack {
         for (_, node) in std::mem::take(&mut self.nodes) {
             let (done, finished) = oneshot::channel();
             let _ = node.ctl.send(Control::Stop(None, done)).await;
-            let _ = tokio::time::timeout_at(deadline, finished).await;
+            // Each gear gets its own grace to stop (flush a sink), whatever the drain took.
+            if tokio::time::timeout(self.limits.drain_timeout, finished)
+                .await
+                .is_err()
+            {
+                tracing::warn!(rack = %self.name, gear = %node.spec.name, "gear did not stop in time");
+            }
             node.task.abort();
+            finish(node.acker, self.limits.drain_timeout).await;
         }
         for (_, (tx, task)) in std::mem::take(&mut self.publishers) {
             drop(tx);
-            let _ = tokio::time::timeout_at(deadline, task).await;
+            finish(task, self.limits.drain_timeout).await;
         }
         drained
     }
@@ -859,6 +908,16 @@ pub struct Tap {
     in_flight: Arc<InFlight>,
 }
 
+impl Drop for Tap {
+    fn drop(&mut self) {
+        // What was never read is no longer in flight.
+        self.rx.close();
+        while let Ok(delivery) = self.rx.try_recv() {
+            self.in_flight.done(delivery.msgs.len());
+        }
+    }
+}
+
 impl Tap {
     /// The next message; `None` once the tap is closed (the port or the rack is gone).
     pub async fn recv(&mut self) -> Option<FluxMsg> {
@@ -880,6 +939,14 @@ impl Tap {
             self.buf.extend(delivery.msgs);
         }
         self.buf.pop_front()
+    }
+}
+
+/// Waits for `task` up to `timeout`, then aborts it (a publisher that cannot reach the bus
+/// must not outlive its rack).
+async fn finish(mut task: JoinHandle<()>, timeout: Duration) {
+    if tokio::time::timeout(timeout, &mut task).await.is_err() {
+        task.abort();
     }
 }
 

@@ -121,7 +121,11 @@ pub(crate) struct Node {
     pub(crate) limits: Limits,
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) busy: Arc<AtomicBool>,
-    pub(crate) acker: mpsc::UnboundedSender<snake::Delivery>,
+    /// Acks (`true`) or naks (`false`, something of the batch was lost downstream) deliveries
+    /// from guaranteed lanes once their batch was handled.
+    pub(crate) acker: mpsc::UnboundedSender<(snake::Delivery, bool)>,
+    /// Whether the batch being handled lost messages (a timed-out or failed send).
+    pub(crate) lost: bool,
 }
 
 /// Per-port output buffers, reused across batches.
@@ -141,36 +145,44 @@ impl Node {
         let time =
             metrics::histogram!("flux.gear.processing_time_ms", "gear" => self.name.to_string());
         let mut emissions_open = true;
+        let mut emissions_turn = false;
         loop {
+            // Control comes before data: a rewire (a new tap) sent before a message applies to
+            // it.
+            match self.ctl.try_recv() {
+                Ok(ctl) => {
+                    if self.control(Some(ctl), &mut scratch).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.control(None, &mut scratch).await;
+                    return;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            // Every other turn an active gear's pending emission goes first, so that a steady
+            // input cannot starve it.
+            if emissions_turn && emissions_open {
+                match self.emissions.try_recv() {
+                    Ok(emission) => {
+                        emissions_turn = false;
+                        self.emission(emission, &mut scratch).await;
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => emissions_open = false,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+            }
+            emissions_turn = true;
             tokio::select! {
                 biased;
-                ctl = self.ctl.recv() => match ctl {
-                    Some(Control::Rewire(outputs)) => self.outputs = outputs,
-                    Some(Control::Quiet(done)) => {
-                        self.runner.drain(self.limits.drain_timeout).await;
-                        let _ = done.send(());
-                    }
-                    Some(Control::Stop(handover, done)) => {
-                        if handover.is_none() {
-                            while let Ok(delivery) = self.rx.try_recv() {
-                                self.handle(delivery, &mut scratch).await;
-                            }
-                        }
-                        self.runner.drain(self.limits.drain_timeout).await;
-                        self.forward_emissions(&mut scratch).await;
-                        self.runner.stop();
-                        if let Some(handover) = handover {
-                            let _ = handover.send(self.rx);
-                        }
-                        let _ = done.send(());
+                ctl = self.ctl.recv() => {
+                    if self.control(ctl, &mut scratch).await {
                         return;
                     }
-                    None => {
-                        self.runner.drain(self.limits.drain_timeout).await;
-                        self.runner.stop();
-                        return;
-                    }
-                },
+                }
                 first = self.rx.recv() => {
                     let Some(first) = first else { continue };
                     self.busy.store(true, Ordering::Release);
@@ -182,18 +194,61 @@ impl Node {
                     self.busy.store(false, Ordering::Release);
                 }
                 emission = self.emissions.recv(), if emissions_open => match emission {
-                    Some(emission) => {
-                        let (port, msgs) = match emission {
-                            Emission::One(port, msg) => (port, vec![msg]),
-                            Emission::Many(port, msgs) => (port, msgs),
-                        };
-                        for m in msgs {
-                            scratch.out.push(port, m);
-                        }
-                        self.dispatch(&mut scratch).await;
-                    }
+                    Some(emission) => self.emission(emission, &mut scratch).await,
                     None => emissions_open = false,
                 },
+            }
+        }
+    }
+
+    /// Sends on what an active gear emitted.
+    async fn emission(&mut self, emission: Emission, scratch: &mut Scratch) {
+        let (port, msgs) = match emission {
+            Emission::One(port, msg) => (port, vec![msg]),
+            Emission::Many(port, msgs) => (port, msgs),
+        };
+        self.stage_emission(port, msgs, scratch);
+        self.dispatch(scratch).await;
+    }
+
+    /// Carries out an order; `true` when the node must end.
+    async fn control(&mut self, ctl: Option<Control>, scratch: &mut Scratch) -> bool {
+        match ctl {
+            Some(Control::Rewire(outputs)) => {
+                self.outputs = outputs;
+                false
+            }
+            Some(Control::Quiet(done)) => {
+                self.runner.drain(self.limits.drain_timeout).await;
+                // What the gear's tasks emitted before they stopped goes on now, so that it
+                // counts as in flight when the rack waits for quiet.
+                self.forward_emissions(scratch).await;
+                let _ = done.send(());
+                false
+            }
+            Some(Control::Stop(handover, done)) => {
+                if handover.is_none() {
+                    // No more senders get in (a late one sees the queue closed and counts its
+                    // messages); what is queued is handled.
+                    self.rx.close();
+                    while let Some(delivery) = self.rx.recv().await {
+                        self.handle(delivery, scratch).await;
+                    }
+                }
+                self.runner.drain(self.limits.drain_timeout).await;
+                self.forward_emissions(scratch).await;
+                self.runner.stop();
+                if let Some(handover) = handover {
+                    let (_, dead) = mpsc::channel(1);
+                    let _ = handover.send(std::mem::replace(&mut self.rx, dead));
+                }
+                let _ = done.send(());
+                true
+            }
+            None => {
+                self.runner.drain(self.limits.drain_timeout).await;
+                self.runner.stop();
+                true
             }
         }
     }
@@ -250,12 +305,29 @@ impl Node {
             scratch.batch.clear();
         }
         self.dispatch(scratch).await;
-        // Handled (passed on, refused to error, or dropped and counted): the lane may forget it.
+        // Handled (passed on, refused to error, or dropped on purpose): the lane may forget
+        // it. A batch that lost messages downstream is delivered again instead.
+        let handled = !std::mem::take(&mut self.lost);
         for ack in scratch.acks.drain(..) {
-            let _ = self.acker.send(ack);
+            let _ = self.acker.send((ack, handled));
         }
         self.in_flight.done(n);
         n
+    }
+
+    /// Puts what an active gear emitted into the outputs; a port the gear does not have sends
+    /// the messages to `error` (`bad_port`), as the runner does for passive gears.
+    fn stage_emission(&self, port: OutPort, msgs: Vec<FluxMsg>, scratch: &mut Scratch) {
+        if port.index() < self.identity.ports.len() {
+            scratch.out.put_all(port, msgs);
+            return;
+        }
+        let failure = GearError::new("bad_port")
+            .with_detail(format_args!("the gear emitted on port #{}", port.index()));
+        for mut m in msgs {
+            mark_error(&mut m, &failure);
+            scratch.out.push(OutPort::ERROR, m);
+        }
     }
 
     async fn forward_emissions(&mut self, scratch: &mut Scratch) {
@@ -264,9 +336,7 @@ impl Node {
                 Emission::One(port, msg) => (port, vec![msg]),
                 Emission::Many(port, msgs) => (port, msgs),
             };
-            for m in msgs {
-                scratch.out.push(port, m);
-            }
+            self.stage_emission(port, msgs, scratch);
         }
         self.dispatch(scratch).await;
     }
@@ -360,11 +430,13 @@ impl Node {
             match sent {
                 Ok(()) => {}
                 Err((_, false)) => {
+                    self.lost = true;
                     self.in_flight.done(n);
                     stats.add_dropped("target_gone", n as u64);
                     tracing::warn!(gear = %self.name, to = %target.name, dropped = n, "a wire's target is gone");
                 }
                 Err((batch, true)) => {
+                    self.lost = true;
                     self.in_flight.done(n);
                     self.lane_timeout(port, batch, &target.name);
                 }

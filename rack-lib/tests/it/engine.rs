@@ -132,20 +132,26 @@ async fn recv(tap: &mut rack_lib::Tap) -> FluxMsg {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_pipeline_delivers_every_message_with_ids_and_hops() {
     let mut rack = rack(Limits::default());
-    rack.apply(
-        Graph::new()
-            .gear("gen", "generate", json!({ "count": 500, "template": { "data": { "n": "${counter}", "pan": "${random_choice:4111|5500}" } } }))
-            .gear("edit", "transform", json!({ "steps": [{ "set": "meta.seen_by", "value": "edit" }] }))
-            .gear("switch", "route", json!({ "rules": [{ "when": { "field": "data.pan", "prefix": "4" }, "to": "out_visa" }], "default": "out_other" }))
-            .gear("visa", "filter", json!({ "pass_if": { "field": "data.n", "gte": 0 } }))
-            .wire("gen", "edit")
-            .wire("edit", "switch")
-            .wire("switch.out_visa", "visa")
-            .wire("switch.out_other", "visa"),
-    )
-    .await
-    .expect("applied");
+    let graph = Graph::new()
+        .gear("edit", "transform", json!({ "steps": [{ "set": "meta.seen_by", "value": "edit" }] }))
+        .gear("switch", "route", json!({ "rules": [{ "when": { "field": "data.pan", "prefix": "4" }, "to": "out_visa" }], "default": "out_other" }))
+        .gear("visa", "filter", json!({ "pass_if": { "field": "data.n", "gte": 0 } }))
+        .wire("edit", "switch")
+        .wire("switch.out_visa", "visa")
+        .wire("switch.out_other", "visa");
+    // The sink and its tap first, then the source, as a second apply (a diff that adds it).
+    rack.apply(graph.clone()).await.expect("applied");
     let mut tap = rack.tap("visa", "out").await.expect("tapped");
+    let change = rack
+        .apply(
+            graph
+                .gear("gen", "generate", json!({ "count": 500, "template": { "data": { "n": "${counter}", "pan": "${random_choice:4111|5500}" } } }))
+                .wire("gen", "edit"),
+        )
+        .await
+        .expect("the source added");
+    assert_eq!(change.added, ["gen"]);
+    assert_eq!(change.kept.len(), 3);
     let mut ns = Vec::new();
     for _ in 0..500 {
         let m = recv(&mut tap).await;
