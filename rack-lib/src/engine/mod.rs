@@ -244,6 +244,8 @@ struct Fresh {
     spec: GearSpec,
     runner: Runner,
     ports: Ports,
+    /// The gear's and its output ports' ids, minted before anything running is touched.
+    ids: (fluxmsg::Id, Vec<fluxmsg::Id>),
 }
 
 impl Rack {
@@ -280,8 +282,10 @@ impl Rack {
 
     /// Makes the rack run `graph`, as a diff from what it runs now.
     ///
-    /// Everything is checked first (types, configurations, wires); a graph that fails changes
-    /// nothing.
+    /// Everything is checked and prepared first (types, configurations, wires, `init` of the
+    /// new gears, their ids); a graph that fails there changes nothing. Only a gear that fails
+    /// to `start` leaves the change partly applied. Let the future finish: dropping it half
+    /// way leaves a half-applied graph.
     ///
     /// # Errors
     ///
@@ -318,6 +322,7 @@ impl Rack {
                         spec: spec.clone(),
                         runner,
                         ports: gear_ports,
+                        ids: (fluxmsg::Id::U64(0), Vec::new()),
                     });
                 }
             }
@@ -347,13 +352,34 @@ impl Rack {
             .cloned()
             .collect();
 
-        // 2. Initialise the new gears; a failure here still changes nothing.
+        // 2. Initialise the new gears and mint their ids; a failure here still changes nothing.
         for f in &mut fresh {
-            if let Err(e) = f.runner.init() {
-                for f in &mut fresh {
-                    f.runner.stop();
+            let minted = f.runner.init().map_err(Error::from).and_then(|()| {
+                let mint = || {
+                    self.services.ids.next_id().map_err(|e| {
+                        Error::Lifecycle(sdk::Error::Schema {
+                            kind: f.spec.kind.clone(),
+                            reason: format!("no id for the gear: {e}"),
+                        })
+                    })
+                };
+                let gear = mint()?;
+                let ports = f
+                    .ports
+                    .outputs()
+                    .iter()
+                    .map(|_| mint())
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((gear, ports))
+            });
+            match minted {
+                Ok(ids) => f.ids = ids,
+                Err(e) => {
+                    for f in &mut fresh {
+                        f.runner.stop();
+                    }
+                    return Err(e);
                 }
-                return Err(e.into());
             }
         }
 
@@ -501,7 +527,7 @@ impl Rack {
             ) else {
                 continue;
             };
-            let handle = self.spawn(f, rx, table, tx)?;
+            let handle = self.spawn(f, rx, table, tx);
             self.nodes.insert(handle.spec.name.clone(), handle);
         }
 
@@ -581,33 +607,22 @@ impl Rack {
         rx: mpsc::Receiver<Delivery>,
         table: Outputs,
         tx: mpsc::Sender<Delivery>,
-    ) -> Result<NodeHandle, Error> {
+    ) -> NodeHandle {
         let Fresh {
             name,
             spec,
             mut runner,
             ports,
+            ids: (gear_id, port_ids),
         } = fresh;
-        let mint = || {
-            self.services.ids.next_id().map_err(|e| {
-                Error::Lifecycle(sdk::Error::Schema {
-                    kind: spec.kind.clone(),
-                    reason: format!("no id for the gear: {e}"),
-                })
-            })
-        };
         let counters = |metric: &'static str, list: &[sdk::PortName]| -> Vec<metrics::Counter> {
             list.iter()
                 .map(|p| metrics::counter!(metric, "gear" => name.clone(), "port" => p.to_string()))
                 .collect()
         };
         let identity = Identity {
-            gear: mint()?,
-            ports: ports
-                .outputs()
-                .iter()
-                .map(|_| mint())
-                .collect::<Result<_, _>>()?,
+            gear: gear_id,
+            ports: port_ids,
             port_in: counters("flux.port.messages_in", ports.inputs()),
             port_out: counters("flux.port.messages_out", ports.outputs()),
         };
@@ -648,7 +663,7 @@ impl Rack {
             lost: false,
         };
         let task = tokio::spawn(node.run());
-        Ok(NodeHandle {
+        NodeHandle {
             spec,
             tx,
             ctl: ctl_tx,
@@ -657,7 +672,7 @@ impl Rack {
             stats,
             busy,
             acker: acker_task,
-        })
+        }
     }
 
     /// A handle that puts messages into the input port `port` of the gear `gear`, as a wire
