@@ -219,34 +219,6 @@ impl Shared {
     }
 }
 
-/// Exponential backoff without jitter: `initial`, doubled per call, at most `max`.
-#[derive(Debug)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        wait
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 impl GearKind for IoTcp {
     type Config = Config;
 

@@ -70,6 +70,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backoff;
 mod config;
 mod context;
 mod emit;
@@ -83,6 +84,7 @@ mod port;
 mod runner;
 mod stats;
 
+pub use crate::backoff::Backoff;
 pub use crate::config::HumanDuration;
 pub use crate::context::{Context, Services, unix_nanos};
 pub use crate::emit::{

@@ -254,6 +254,7 @@ async fn attempt_all(shared: Arc<Shared>, msg: FluxMsg) {
         Err(error) => return fail(&shared, msg, &error).await,
     };
     let mut attempt: u32 = 0;
+    let mut backoff = sdk::Backoff::new(settings.retry_backoff, MAX_BACKOFF);
     loop {
         let once = attempt_once(&shared, &target, &msg.raw);
         let retryable = match tokio::time::timeout(settings.timeout, once).await {
@@ -284,7 +285,7 @@ async fn attempt_all(shared: Arc<Shared>, msg: FluxMsg) {
             };
             return fail(&shared, msg, &error).await;
         }
-        let wait = backoff(settings.retry_backoff, attempt);
+        let wait = backoff.next_wait();
         tracing::debug!(
             attempt = attempts,
             wait_ms = wait.as_millis() as u64,
@@ -303,12 +304,6 @@ fn tries(n: u32) -> String {
     } else {
         format!("{n} attempts")
     }
-}
-
-/// `first`, doubled `attempt` times, capped at 30s (or `first` if that is longer).
-fn backoff(first: Duration, attempt: u32) -> Duration {
-    let factor = 2u32.saturating_pow(attempt);
-    first.saturating_mul(factor).min(MAX_BACKOFF.max(first))
 }
 
 async fn attempt_once(shared: &Shared, target: &Target, body: &Bytes) -> Attempt {

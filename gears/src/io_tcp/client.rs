@@ -11,7 +11,9 @@ use tokio::time::{sleep, timeout};
 use tracing::Instrument;
 
 use super::conn::{self, Link, SendQueue, Stop, format_conn_id, next_conn_id};
-use super::{Backoff, Egress, EgressRx, Shared};
+use sdk::Backoff;
+
+use super::{Egress, EgressRx, Shared};
 
 /// Moves egress into the queue until `shutdown` completes or the egress channel closes; then
 /// moves what was already sent and raises `stop`, so that the link flushes and closes.

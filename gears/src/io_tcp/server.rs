@@ -14,7 +14,9 @@ use tokio::time::{Instant, sleep_until};
 use tracing::Instrument;
 
 use super::conn::{self, ConnEnd, Link, SendQueue, Stop, format_conn_id, next_conn_id};
-use super::{Backoff, Egress, EgressRx, Shared};
+use sdk::Backoff;
+
+use super::{Egress, EgressRx, Shared};
 
 /// The first wait after a failed accept; doubled up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);

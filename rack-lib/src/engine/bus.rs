@@ -17,6 +17,11 @@ use super::node::{Delivery, InFlight};
 /// The stream every guaranteed lane rides.
 pub(crate) const STREAM: &str = "flux-msg";
 
+/// How the bus tasks retry: 50 ms doubling up to 2 s.
+fn retry() -> sdk::Backoff {
+    sdk::Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
+}
+
 /// Creates the `flux-msg` stream if it is not there (two minutes of publish dedup).
 pub(crate) async fn ensure_stream(snake: &Snake) -> Result<(), snake::Error> {
     let cfg =
@@ -51,15 +56,15 @@ pub(crate) fn spawn_publisher(
                 if let Some(id) = &msg.id {
                     out = out.with_id(id.to_string());
                 }
-                let mut wait = Duration::from_millis(50);
+                let mut backoff = retry();
                 while let Err(e) = publisher.publish(out.clone()).await {
                     if matches!(e, snake::Error::Closed) {
                         stats.add_dropped("bus_closed", 1);
                         break;
                     }
+                    let wait = backoff.next_wait();
                     tracing::warn!(subject = %subject, error = %e, retry_in = ?wait, "publish failed; retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
                 }
             }
             in_flight.done(n);
@@ -101,7 +106,7 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> JoinHandle<()> {
             max_deliver,
         } = inbound;
         let codec = Codec::default();
-        let mut wait = Duration::from_millis(50);
+        let mut backoff = retry();
         let mut consumer = loop {
             let cfg = ConsumerConfig::new(subject.clone().into())
                 .durable(&durable)
@@ -120,9 +125,9 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> JoinHandle<()> {
             match snake.consumer(STREAM, cfg).await {
                 Ok(consumer) => break consumer,
                 Err(e) => {
+                    let wait = backoff.next_wait();
                     tracing::warn!(durable, error = %e, retry_in = ?wait, "cannot open the consumer; retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
                 }
             }
         };
