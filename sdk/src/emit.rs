@@ -95,11 +95,9 @@ impl Outputs {
             .enumerate()
             .filter(|(_, v)| !v.is_empty())
             .map(|(i, v)| {
-                // The next batch likely sends as many: give it room at once, not by doubling.
-                let room = Vec::with_capacity(v.len());
                 (
                     OutPort(u16::try_from(i).unwrap_or(u16::MAX)),
-                    std::mem::replace(v, room),
+                    std::mem::take(v),
                 )
             })
     }

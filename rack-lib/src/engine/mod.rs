@@ -316,13 +316,14 @@ impl Rack {
                     } else {
                         change.added.push(spec.name.clone());
                     }
+                    let ids = self.mint_ids(spec, &gear_ports)?;
                     let runner = Runner::new(&spec.name, prepared, self.services.clone());
                     fresh.push(Fresh {
                         name: spec.name.clone(),
                         spec: spec.clone(),
                         runner,
                         ports: gear_ports,
-                        ids: (fluxmsg::Id::U64(0), Vec::new()),
+                        ids,
                     });
                 }
             }
@@ -352,34 +353,13 @@ impl Rack {
             .cloned()
             .collect();
 
-        // 2. Initialise the new gears and mint their ids; a failure here still changes nothing.
+        // 2. Initialise the new gears; a failure here still changes nothing.
         for f in &mut fresh {
-            let minted = f.runner.init().map_err(Error::from).and_then(|()| {
-                let mint = || {
-                    self.services.ids.next_id().map_err(|e| {
-                        Error::Lifecycle(sdk::Error::Schema {
-                            kind: f.spec.kind.clone(),
-                            reason: format!("no id for the gear: {e}"),
-                        })
-                    })
-                };
-                let gear = mint()?;
-                let ports = f
-                    .ports
-                    .outputs()
-                    .iter()
-                    .map(|_| mint())
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((gear, ports))
-            });
-            match minted {
-                Ok(ids) => f.ids = ids,
-                Err(e) => {
-                    for f in &mut fresh {
-                        f.runner.stop();
-                    }
-                    return Err(e);
+            if let Err(e) = f.runner.init() {
+                for f in &mut fresh {
+                    f.runner.stop();
                 }
+                return Err(e.into());
             }
         }
 
@@ -462,32 +442,11 @@ impl Rack {
         // 7. Output tables for every gear of the new graph; kept gears are re-pointed.
         let mut tables: BTreeMap<String, Outputs> = BTreeMap::new();
         for spec in &graph.gears {
-            let gear_ports = &ports[&spec.name];
-            let mut table: Outputs = vec![Vec::new(); gear_ports.outputs().len()];
-            for wire in graph.wires.iter().filter(|w| w.from.gear == spec.name) {
-                let from = output_of(&ports, &wire.from)?;
-                let to = input_of(&ports, &wire.to)?;
-                let tx = queues[&wire.to.gear].clone();
-                table[from.index()].push(Target {
-                    sink: Sink::Queue { tx, port: to },
-                    name: wire.to.to_string().into(),
-                });
-            }
-            for at in graph.publish.iter().filter(|at| at.gear == spec.name) {
-                if let (Some(port), Some((tx, _))) =
-                    (gear_ports.output(&at.port), self.publishers.get(at))
-                {
-                    table[port.index()].push(Target {
-                        sink: Sink::Bus(tx.clone()),
-                        name: format!("bus:{}.{}.{}", self.name, at.gear, at.port).into(),
-                    });
-                }
-            }
-            for (at, target) in self.taps.iter().filter(|(at, _)| at.gear == spec.name) {
-                if let Some(port) = gear_ports.output(&at.port) {
-                    table[port.index()].push(target.clone());
-                }
-            }
+            let queue = |to: &PortRef| {
+                let tx = queues.get(&to.gear)?.clone();
+                Some((tx, input_of(&ports, to).ok()?))
+            };
+            let table = self.output_table(&graph, &spec.name, &ports[&spec.name], queue);
             tables.insert(spec.name.clone(), table);
         }
         for name in &change.kept {
@@ -754,27 +713,64 @@ impl Rack {
             .nodes
             .get(gear)
             .ok_or_else(|| Error::UnknownGear(gear.to_owned()))?;
-        let mut table: Outputs = vec![Vec::new(); node.ports.outputs().len()];
-        for wire in self.graph.wires.iter().filter(|w| w.from.gear == gear) {
-            let (Some(from), Some(to)) = (
-                node.ports.output(&wire.from.port),
-                self.nodes
-                    .get(&wire.to.gear)
-                    .and_then(|n| n.ports.input(&wire.to.port).map(|p| (p, n.tx.clone()))),
-            ) else {
+        let queue = |to: &PortRef| {
+            let target = self.nodes.get(&to.gear)?;
+            Some((target.tx.clone(), target.ports.input(&to.port)?))
+        };
+        let table = self.output_table(&self.graph, gear, &node.ports, queue);
+        node.ctl
+            .send(Control::Rewire(table))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Ids for a gear and each of its output ports (stamped on hops).
+    fn mint_ids(
+        &self,
+        spec: &GearSpec,
+        ports: &Ports,
+    ) -> Result<(fluxmsg::Id, Vec<fluxmsg::Id>), Error> {
+        let mint = || {
+            self.services.ids.next_id().map_err(|e| {
+                Error::Lifecycle(sdk::Error::Schema {
+                    kind: spec.kind.clone(),
+                    reason: format!("no id for the gear: {e}"),
+                })
+            })
+        };
+        let gear = mint()?;
+        let outputs = ports
+            .outputs()
+            .iter()
+            .map(|_| mint())
+            .collect::<Result<_, _>>()?;
+        Ok((gear, outputs))
+    }
+
+    /// The output table of `gear` in `graph`: its wires (to the queues `queue` finds), the
+    /// publishers of its guaranteed lanes, and its taps.
+    fn output_table(
+        &self,
+        graph: &Graph,
+        gear: &str,
+        gear_ports: &Ports,
+        queue: impl Fn(&PortRef) -> Option<(mpsc::Sender<Delivery>, InPort)>,
+    ) -> Outputs {
+        let mut table: Outputs = vec![Vec::new(); gear_ports.outputs().len()];
+        for wire in graph.wires.iter().filter(|w| w.from.gear == gear) {
+            let (Some(from), Some((tx, port))) =
+                (gear_ports.output(&wire.from.port), queue(&wire.to))
+            else {
                 continue;
             };
             table[from.index()].push(Target {
-                sink: Sink::Queue {
-                    tx: to.1,
-                    port: to.0,
-                },
+                sink: Sink::Queue { tx, port },
                 name: wire.to.to_string().into(),
             });
         }
-        for at in self.graph.publish.iter().filter(|at| at.gear == gear) {
+        for at in graph.publish.iter().filter(|at| at.gear == gear) {
             if let (Some(port), Some((tx, _))) =
-                (node.ports.output(&at.port), self.publishers.get(at))
+                (gear_ports.output(&at.port), self.publishers.get(at))
             {
                 table[port.index()].push(Target {
                     sink: Sink::Bus(tx.clone()),
@@ -783,14 +779,11 @@ impl Rack {
             }
         }
         for (at, target) in self.taps.iter().filter(|(at, _)| at.gear == gear) {
-            if let Some(port) = node.ports.output(&at.port) {
+            if let Some(port) = gear_ports.output(&at.port) {
                 table[port.index()].push(target.clone());
             }
         }
-        node.ctl
-            .send(Control::Rewire(table))
-            .await
-            .map_err(|_| Error::Stopped)
+        table
     }
 
     /// Stops everything at once, as a crash would: no drain, no acks for what is in flight

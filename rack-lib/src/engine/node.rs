@@ -203,11 +203,7 @@ impl Node {
 
     /// Sends on what an active gear emitted.
     async fn emission(&mut self, emission: Emission, scratch: &mut Scratch) {
-        let (port, msgs) = match emission {
-            Emission::One(port, msg) => (port, vec![msg]),
-            Emission::Many(port, msgs) => (port, msgs),
-        };
-        self.stage_emission(port, msgs, scratch);
+        self.stage_emission(emission, scratch);
         self.dispatch(scratch).await;
     }
 
@@ -317,26 +313,31 @@ impl Node {
 
     /// Puts what an active gear emitted into the outputs; a port the gear does not have sends
     /// the messages to `error` (`bad_port`), as the runner does for passive gears.
-    fn stage_emission(&self, port: OutPort, msgs: Vec<FluxMsg>, scratch: &mut Scratch) {
-        if port.index() < self.identity.ports.len() {
-            scratch.out.put_all(port, msgs);
-            return;
-        }
+    fn stage_emission(&self, emission: Emission, scratch: &mut Scratch) {
+        let port = match &emission {
+            Emission::One(port, _) | Emission::Many(port, _) => *port,
+        };
+        let known = port.index() < self.identity.ports.len();
         let failure = GearError::new("bad_port")
             .with_detail(format_args!("the gear emitted on port #{}", port.index()));
-        for mut m in msgs {
-            mark_error(&mut m, &failure);
-            scratch.out.push(OutPort::ERROR, m);
+        let mut stage = |mut m: FluxMsg| {
+            if known {
+                scratch.out.push(port, m);
+            } else {
+                mark_error(&mut m, &failure);
+                scratch.out.push(OutPort::ERROR, m);
+            }
+        };
+        match emission {
+            Emission::One(_, msg) => stage(msg),
+            Emission::Many(_, msgs) if known => scratch.out.put_all(port, msgs),
+            Emission::Many(_, msgs) => msgs.into_iter().for_each(stage),
         }
     }
 
     async fn forward_emissions(&mut self, scratch: &mut Scratch) {
         while let Ok(emission) = self.emissions.try_recv() {
-            let (port, msgs) = match emission {
-                Emission::One(port, msg) => (port, vec![msg]),
-                Emission::Many(port, msgs) => (port, msgs),
-            };
-            self.stage_emission(port, msgs, scratch);
+            self.stage_emission(emission, scratch);
         }
         self.dispatch(scratch).await;
     }
@@ -382,11 +383,29 @@ impl Node {
 
     async fn send_port(&mut self, port: usize, msgs: Vec<FluxMsg>) {
         let stats = Arc::clone(self.runner.context().stats());
-        let targets = self.outputs.get(port).cloned().unwrap_or_default();
+        // The table is lent out for the sends and put back after (no copy per batch).
+        let targets = self
+            .outputs
+            .get_mut(port)
+            .map(std::mem::take)
+            .unwrap_or_default();
         if targets.is_empty() {
             stats.add_dropped("unwired", msgs.len() as u64);
             return;
         }
+        self.send_to(port, &targets, msgs, &stats).await;
+        if let Some(slot) = self.outputs.get_mut(port) {
+            *slot = targets;
+        }
+    }
+
+    async fn send_to(
+        &mut self,
+        port: usize,
+        targets: &[Target],
+        msgs: Vec<FluxMsg>,
+        stats: &sdk::Stats,
+    ) {
         if let Some(status) = self.runner.context().port_statuses().get(port) {
             let depth = targets.iter().map(Target::depth).max().unwrap_or(0);
             status.set_load(u32::try_from(depth).unwrap_or(u32::MAX));
