@@ -268,7 +268,7 @@ impl Gear for IoTcp {
         let shutdown = async move { token.cancelled().await };
         match self.settings.mode {
             Mode::Server => {
-                let listener = server::bind(&self.settings.bind)?;
+                let listener = crate::net::bind(&self.settings.bind)?;
                 match listener.local_addr() {
                     Ok(addr) => tracing::info!(bind = %addr, "Listening."),
                     Err(e) => tracing::info!(bind = %self.settings.bind, error = %e, "Listening."),

@@ -57,6 +57,7 @@ mod expr;
 mod factory;
 mod field;
 mod meta;
+mod net;
 mod rule;
 mod template;
 

@@ -100,7 +100,7 @@ impl Condition {
     /// Compiles the condition; `path` names it in errors (`rules[2].when`).
     pub(crate) fn compile(&self, path: &str) -> Result<Test, ConfigError> {
         let err = |reason: String| ConfigError::field(path, reason);
-        let tests = [
+        let tests = how_many(&[
             self.equals.is_some(),
             self.not_equals.is_some(),
             self.prefix.is_some(),
@@ -110,19 +110,13 @@ impl Condition {
             self.gte.is_some(),
             self.lt.is_some(),
             self.lte.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        let combinators = [
+        ]);
+        let combinators = how_many(&[
             self.expr.is_some(),
             self.all.is_some(),
             self.any.is_some(),
             self.not.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
+        ]);
         match (&self.field, tests, combinators) {
             (Some(field), 1, 0) => {
                 let field = Field::parse(field).map_err(|e| ConfigError::field(format!("{path}.field"), e))?;
@@ -183,6 +177,11 @@ impl Condition {
             FieldTest::Compare(cmp, n)
         })
     }
+}
+
+/// How many of the options a configuration entry sets (for "give exactly one of" checks).
+pub(crate) fn how_many(set: &[bool]) -> usize {
+    set.iter().filter(|b| **b).count()
 }
 
 fn compile_list(list: &[Condition], path: &str) -> Result<Vec<Test>, ConfigError> {

@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::expr::Expr;
 use crate::field::Field;
-use crate::rule::{Condition, Scratch, Test};
+use crate::rule::{Condition, Scratch, Test, how_many};
 use crate::template::{MsgVar, Template};
 use crate::{Error, Factory};
 
@@ -167,24 +167,23 @@ fn compile(step: &Step, path: &str) -> Result<(Option<Test>, Op), ConfigError> {
     let field = |text: &str, key: &str| {
         Field::parse(text).map_err(|e| ConfigError::field(format!("{path}.{key}"), e))
     };
-    let verbs = [&step.set, &step.copy, &step.move_, &step.delete]
-        .iter()
-        .filter(|v| v.is_some())
-        .count();
+    let verbs = how_many(&[
+        step.set.is_some(),
+        step.copy.is_some(),
+        step.move_.is_some(),
+        step.delete.is_some(),
+    ]);
     if verbs != 1 {
         return Err(ConfigError::field(
             path,
             "give exactly one of set, copy, move, delete",
         ));
     }
-    let sources = [
+    let sources = how_many(&[
         step.value.is_some(),
         step.template.is_some(),
         step.expr.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
+    ]);
     let op = if let Some(target) = &step.set {
         if sources != 1 || step.to.is_some() {
             return Err(ConfigError::field(

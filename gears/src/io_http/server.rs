@@ -55,7 +55,7 @@ pub(super) fn start(
     out: OutPort,
     now: Now,
 ) -> Result<mpsc::Sender<Command>, GearError> {
-    let listener = bind(settings.bind)?;
+    let listener = crate::net::bind(&settings.bind.to_string())?;
     let local = listener.local_addr().map_or(settings.bind, |a| a);
     // Room for every request that may wait, and as many replies.
     let (table_tx, table_rx) = mpsc::channel(settings.max_in_flight.saturating_mul(2));
@@ -90,18 +90,6 @@ pub(super) fn start(
     });
     tracing::info!(bind = %local, "The HTTP server listens.");
     Ok(table_tx)
-}
-
-fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, GearError> {
-    let fail = |e: &dyn std::fmt::Display| {
-        GearError::new("bind").with_detail(format_args!("cannot listen on {addr}: {e}"))
-    };
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(fail(&"no Tokio runtime is running"));
-    }
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| fail(&e))?;
-    listener.set_nonblocking(true).map_err(|e| fail(&e))?;
-    tokio::net::TcpListener::from_std(listener).map_err(|e| fail(&e))
 }
 
 /// Hands a message that arrived on `in` to the table task, without waiting.
