@@ -70,33 +70,64 @@
 //! # Ok(()) }
 //! ```
 
+pub mod abi;
+#[cfg(feature = "guest")]
+pub mod guest;
+
+#[cfg(feature = "host")]
 mod backoff;
+#[cfg(feature = "host")]
 mod config;
+#[cfg(feature = "host")]
 mod context;
+#[cfg(feature = "host")]
 mod emit;
+#[cfg(feature = "host")]
 mod error;
+#[cfg(feature = "host")]
 mod gear;
+#[cfg(feature = "host")]
 mod harness;
+#[cfg(feature = "host")]
 mod ids;
+#[cfg(feature = "host")]
 mod kind;
+#[cfg(feature = "host")]
 mod manifest;
+#[cfg(feature = "host")]
 mod port;
+#[cfg(feature = "host")]
 mod runner;
+#[cfg(feature = "host")]
 mod stats;
 
+#[cfg(feature = "host")]
 pub use crate::backoff::Backoff;
+#[cfg(feature = "host")]
 pub use crate::config::HumanDuration;
+#[cfg(feature = "host")]
 pub use crate::context::{Context, Services, unix_nanos};
+#[cfg(feature = "host")]
 pub use crate::emit::{
     Closed, ERROR_DETAIL, ERROR_REASON, Emission, Emitter, Outbox, Outputs, mark_error,
 };
+#[cfg(feature = "host")]
 pub use crate::error::{ConfigError, Error, FieldError, GearError};
+#[cfg(feature = "host")]
 pub use crate::gear::{Gear, GearKind, Outcome};
+#[cfg(feature = "host")]
 pub use crate::harness::{Harness, HarnessBuilder};
+#[cfg(feature = "host")]
 pub use crate::ids::IdSource;
+#[cfg(feature = "host")]
 pub use crate::kind::{GearType, Prepared};
+#[cfg(feature = "host")]
 pub use crate::manifest::{Category, Direction, Manifest, PortSpec, Status, Terminus};
+#[cfg(feature = "host")]
 pub use crate::port::{ERROR_PORT, InPort, OutPort, PortName, PortStatus, Ports};
+#[cfg(feature = "host")]
 pub use crate::runner::Runner;
+#[cfg(feature = "host")]
 pub use crate::stats::{Stats, StatsSnapshot};
+#[cfg(feature = "host")]
 pub use idgen::{Clock, ManualClock};
