@@ -109,11 +109,23 @@ impl Outputs {
 pub struct Outbox<'a> {
     buf: &'a mut Outputs,
     status: &'a [PortStatus],
+    drops: &'a mut Vec<(&'static str, u64)>,
 }
 
 impl<'a> Outbox<'a> {
-    pub(crate) fn new(buf: &'a mut Outputs, status: &'a [PortStatus]) -> Self {
-        Outbox { buf, status }
+    pub(crate) fn new(
+        buf: &'a mut Outputs,
+        status: &'a [PortStatus],
+        drops: &'a mut Vec<(&'static str, u64)>,
+    ) -> Self {
+        Outbox { buf, status, drops }
+    }
+
+    /// Counts a message dropped on purpose with `reason`, for gears that handle whole batches
+    /// ([`Gear::process_batch`](crate::Gear::process_batch)); `process` says so with
+    /// [`Outcome::Drop`](crate::Outcome::Drop) instead.
+    pub fn drop(&mut self, reason: &'static str) {
+        tally(self.drops, reason);
     }
 
     /// Sends `msg` on `port` once the batch is done, ahead of the batch's own messages on the
@@ -241,5 +253,13 @@ impl Emitter {
         if port == OutPort::ERROR {
             self.stats.add_errors(n);
         }
+    }
+}
+
+/// Adds one to `reason`'s count.
+pub(crate) fn tally(drops: &mut Vec<(&'static str, u64)>, reason: &'static str) {
+    match drops.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, n)) => *n += 1,
+        None => drops.push((reason, 1)),
     }
 }

@@ -1,3 +1,6 @@
+use std::future::Future;
+use std::pin::Pin;
+
 use fluxmsg::FluxMsg;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -21,6 +24,15 @@ use crate::port::{InPort, OutPort, Ports};
 ///
 /// `drain` and `stop` may be called more than once, and `stop` on a gear that never started.
 pub trait Gear: Send + 'static {
+    /// Fetches what the gear needs from outside before [`init`](Gear::init), such as a wasm
+    /// module from a snake KV bucket: the one asynchronous step of the lifecycle, awaited by
+    /// the rack (and [`HarnessBuilder::build_loaded`](crate::HarnessBuilder::build_loaded))
+    /// before `init`. A failure aborts the scenario apply like a failed `init`.
+    fn load<'a>(&'a mut self, ctx: &'a Context) -> LoadFuture<'a> {
+        let _ = ctx;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Binds the gear to its context: resolve port names to [`OutPort`]s, open state.
     /// A failure aborts the scenario apply.
     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
@@ -48,6 +60,24 @@ pub trait Gear: Send + 'static {
         out: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError>;
 
+    /// Handles a whole batch in one call, for gears that pay a fixed cost per call (the wasm
+    /// gear crosses into its module once per batch). The default returns `false`: the runner
+    /// then calls [`process`](Gear::process) per message.
+    ///
+    /// A gear that returns `true` has taken every message out of `batch` and put each on a
+    /// port with `out` ([`Outbox::emit`], [`Outbox::error`]) or counted it with
+    /// [`Outbox::drop`]. Messages left in `batch` go to `error` (`unhandled`); a panic sends
+    /// those left in `batch` to `error` (`panic`).
+    fn process_batch(
+        &mut self,
+        port: InPort,
+        batch: &mut Vec<FluxMsg>,
+        out: &mut Outbox<'_>,
+    ) -> bool {
+        let _ = (port, batch, out);
+        false
+    }
+
     /// Called after each batch: the place to flush buffered output once per batch instead of
     /// once per message.
     fn flush(&mut self) {}
@@ -58,6 +88,9 @@ pub trait Gear: Send + 'static {
     /// Releases resources.
     fn stop(&mut self) {}
 }
+
+/// What [`Gear::load`] returns: a boxed future borrowing the gear and its context.
+pub type LoadFuture<'a> = Pin<Box<dyn Future<Output = Result<(), GearError>> + Send + 'a>>;
 
 /// Where the message a gear just processed goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

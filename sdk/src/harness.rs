@@ -263,8 +263,26 @@ impl HarnessBuilder {
         self
     }
 
-    /// Validates `config`, builds the gear and initialises it.
+    /// Validates `config`, builds the gear and initialises it, without [`Gear::load`]
+    /// (see [`build_loaded`](HarnessBuilder::build_loaded)).
+    ///
+    /// [`Gear::load`]: crate::Gear::load
     pub fn build(self, config: &serde_json::Value) -> Result<Harness, Error> {
+        let (runner, clock) = self.runner(config)?;
+        Harness::init(runner, clock)
+    }
+
+    /// As [`build`](HarnessBuilder::build), awaiting [`Gear::load`] before `init`, as a rack
+    /// does.
+    ///
+    /// [`Gear::load`]: crate::Gear::load
+    pub async fn build_loaded(self, config: &serde_json::Value) -> Result<Harness, Error> {
+        let (mut runner, clock) = self.runner(config)?;
+        runner.load().await?;
+        Harness::init(runner, clock)
+    }
+
+    fn runner(self, config: &serde_json::Value) -> Result<(Runner, ManualClock), Error> {
         let prepared = self.kind.prepare(config).map_err(|source| Error::Config {
             gear: self.name.clone(),
             kind: self.kind.kind().to_owned(),
@@ -282,10 +300,16 @@ impl HarnessBuilder {
         let services = Services::new(Arc::new(ids), Arc::new(clock.clone()))
             .with_snake(self.snake.unwrap_or_else(Snake::memory))
             .with_emit_capacity(self.emit_capacity);
-        let mut runner = Runner::new(&self.name, prepared, services);
+        Ok((Runner::new(&self.name, prepared, services), clock))
+    }
+}
+
+impl Harness {
+    fn init(mut runner: Runner, clock: ManualClock) -> Result<Harness, Error> {
+        let name = runner.context().name().to_owned();
         let emissions = runner
             .take_emissions()
-            .ok_or_else(|| unreachable_state(&self.name))?;
+            .ok_or_else(|| unreachable_state(&name))?;
         runner.init()?;
         Ok(Harness {
             runner,

@@ -114,7 +114,7 @@ pub use crate::emit::{
 #[cfg(feature = "host")]
 pub use crate::error::{ConfigError, Error, FieldError, GearError};
 #[cfg(feature = "host")]
-pub use crate::gear::{Gear, GearKind, Outcome};
+pub use crate::gear::{Gear, GearKind, LoadFuture, Outcome};
 #[cfg(feature = "host")]
 pub use crate::harness::{Harness, HarnessBuilder};
 #[cfg(feature = "host")]

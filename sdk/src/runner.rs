@@ -1,4 +1,7 @@
 use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +10,7 @@ use fluxmsg::FluxMsg;
 use tokio::sync::mpsc;
 
 use crate::context::{Context, Services};
-use crate::emit::{Emission, Emitter, Outbox, Outputs, mark_error};
+use crate::emit::{Emission, Emitter, Outbox, Outputs, mark_error, tally};
 use crate::error::{Error, GearError};
 use crate::gear::{Gear, Outcome};
 use crate::kind::Prepared;
@@ -97,6 +100,32 @@ impl Runner {
         self.ctx.stats().snapshot()
     }
 
+    /// Awaits [`Gear::load`]; call it before [`init`](Runner::init). Idempotent until `init`.
+    pub async fn load(&mut self) -> Result<(), Error> {
+        self.expect(State::New, "load")?;
+        let (gear, ctx) = (&mut self.gear, &self.ctx);
+        let span = ctx.span().clone();
+        let mut load = tracing::Instrument::instrument(gear.load(ctx), span);
+        // A panic while loading costs the gear, not the rack.
+        let result = std::future::poll_fn(|cx| {
+            match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut load).poll(cx))) {
+                Ok(Poll::Ready(done)) => Poll::Ready(Ok(done)),
+                Ok(Poll::Pending) => Poll::Pending,
+                Err(panic) => Poll::Ready(Err(panic)),
+            }
+        })
+        .await;
+        drop(load);
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(self.lifecycle("load", source)),
+            Err(panic) => {
+                let source = GearError::new("panic").with_detail(panic_message(panic.as_ref()));
+                Err(self.lifecycle("load", source))
+            }
+        }
+    }
+
     /// Calls [`Gear::init`].
     pub fn init(&mut self) -> Result<(), Error> {
         self.expect(State::New, "init")?;
@@ -135,13 +164,63 @@ impl Runner {
         let errors_before = out.port(OutPort::ERROR).len();
         let outputs = self.ctx.ports().outputs().len();
         let _span = self.ctx.span().clone().entered();
+        let handled = {
+            let mut outbox = Outbox::new(out, self.ctx.port_statuses(), &mut self.drops);
+            let gear = &mut self.gear;
+            catch_unwind(AssertUnwindSafe(|| gear.process_batch(port, batch, &mut outbox)))
+        };
+        match handled {
+            Ok(false) => self.each(port, batch, out, outputs),
+            Ok(true) if batch.is_empty() => {}
+            Ok(true) => {
+                let failure = GearError::new("unhandled")
+                    .with_detail("the gear's process_batch left the message in its batch");
+                for mut msg in batch.drain(..) {
+                    mark_error(&mut msg, &failure);
+                    out.push(OutPort::ERROR, msg);
+                }
+            }
+            Err(panic) => {
+                let detail = panic_message(panic.as_ref());
+                tracing::warn!(detail = %detail, "gear panicked in process_batch");
+                let failure = GearError::new("panic").with_detail(detail);
+                for mut msg in batch.drain(..) {
+                    mark_error(&mut msg, &failure);
+                    out.push(OutPort::ERROR, msg);
+                }
+            }
+        }
+        if n > 0 {
+            let gear = &mut self.gear;
+            if let Err(e) = guarded(|| {
+                gear.flush();
+                Ok(())
+            }) {
+                tracing::warn!(error = %e, "gear panicked in flush");
+            }
+        }
+        let stats = self.ctx.stats();
+        stats.add_in(n);
+        stats.add_out((out.len() - before) as u64);
+        let errors = (out.port(OutPort::ERROR).len() - errors_before) as u64;
+        if errors > 0 {
+            stats.add_errors(errors);
+        }
+        for (reason, count) in self.drops.drain(..) {
+            stats.add_dropped(reason, count);
+        }
+        Ok(())
+    }
+
+    /// The per-message path: [`Gear::process`] for each message, in place.
+    fn each(&mut self, port: InPort, batch: &mut Vec<FluxMsg>, out: &mut Outputs, outputs: usize) {
         // First every message is processed in place and its fate noted; then the messages
         // move. When the whole batch goes to one port, the batch's vector moves as it is.
         let mut fates = std::mem::take(&mut self.fates);
         fates.clear();
         for msg in batch.iter_mut() {
             let result = {
-                let mut outbox = Outbox::new(out, self.ctx.port_statuses());
+                let mut outbox = Outbox::new(out, self.ctx.port_statuses(), &mut self.drops);
                 let gear = &mut self.gear;
                 catch_unwind(AssertUnwindSafe(|| gear.process(port, msg, &mut outbox)))
             };
@@ -186,26 +265,6 @@ impl Runner {
             }
         }
         self.fates = fates;
-        if n > 0 {
-            let gear = &mut self.gear;
-            if let Err(e) = guarded(|| {
-                gear.flush();
-                Ok(())
-            }) {
-                tracing::warn!(error = %e, "gear panicked in flush");
-            }
-        }
-        let stats = self.ctx.stats();
-        stats.add_in(n);
-        stats.add_out((out.len() - before) as u64);
-        let errors = (out.port(OutPort::ERROR).len() - errors_before) as u64;
-        if errors > 0 {
-            stats.add_errors(errors);
-        }
-        for (reason, count) in self.drops.drain(..) {
-            stats.add_dropped(reason, count);
-        }
-        Ok(())
     }
 
     /// Calls [`Gear::drain`], then stops the gear's tasks: cancels its shutdown token, waits up
@@ -279,13 +338,6 @@ fn guarded(hook: impl FnOnce() -> Result<(), GearError>) -> Result<(), GearError
     catch_unwind(AssertUnwindSafe(hook)).unwrap_or_else(|panic| {
         Err(GearError::new("panic").with_detail(panic_message(panic.as_ref())))
     })
-}
-
-fn tally(drops: &mut Vec<(&'static str, u64)>, reason: &'static str) {
-    match drops.iter_mut().find(|(r, _)| *r == reason) {
-        Some((_, n)) => *n += 1,
-        None => drops.push((reason, 1)),
-    }
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {

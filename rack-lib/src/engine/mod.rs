@@ -353,14 +353,20 @@ impl Rack {
             .cloned()
             .collect();
 
-        // 2. Initialise the new gears; a failure here still changes nothing.
+        // 2. Load and initialise the new gears; a failure here still changes nothing.
+        let mut failed = None;
         for f in &mut fresh {
-            if let Err(e) = f.runner.init() {
-                for f in &mut fresh {
-                    f.runner.stop();
-                }
-                return Err(e.into());
+            let loaded = f.runner.load().await;
+            if let Err(e) = loaded.and_then(|()| f.runner.init()) {
+                failed = Some(e);
+                break;
             }
+        }
+        if let Some(e) = failed {
+            for f in &mut fresh {
+                f.runner.stop();
+            }
+            return Err(e.into());
         }
 
         // 3. Input queues: the kept and restarted gears keep theirs; new gears get one.
