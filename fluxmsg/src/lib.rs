@@ -9,6 +9,8 @@
 //!
 //! Use this crate to build, inspect, encode and decode messages. It does no I/O and has no
 //! async runtime; transports live in `snake`, processing in `sdk` and `gears`.
+//! [`MsgView`] reads single fields of an encoded message without decoding the rest (what a
+//! wasm guest does on its hot path).
 //!
 //! # Example
 //!
@@ -89,6 +91,7 @@ pub mod system;
 mod text;
 mod utf8;
 mod value;
+mod view;
 
 pub use crate::codec::{Codec, CodecBuilder, Limits, MAX_DEPTH_CEILING};
 pub use crate::error::{DecodeErrorKind, Error, LimitExceeded, PathErrorKind};
@@ -98,4 +101,5 @@ pub use crate::msg::{FluxMsg, FluxMsgBuilder, Hop};
 pub use crate::serde_impl::{from_value, to_value};
 pub use crate::text::Text;
 pub use crate::value::{Integer, IntegerOutOfRange, Value};
+pub use crate::view::MsgView;
 pub use bytes;

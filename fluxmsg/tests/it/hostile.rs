@@ -133,7 +133,7 @@ const FRAGMENTS: &[&[u8]] = &[
     b"\xfe",
 ];
 
-fn fragments() -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn fragments() -> impl Strategy<Value = Vec<u8>> {
     vec(
         prop_oneof![
             4 => proptest::sample::select(FRAGMENTS).prop_map(<[u8]>::to_vec),
@@ -146,7 +146,7 @@ fn fragments() -> impl Strategy<Value = Vec<u8>> {
 
 /// One change to a valid encoding.
 #[derive(Debug, Clone)]
-enum Mutation {
+pub(crate) enum Mutation {
     Flip(Index, u8),
     Set(Index, u8),
     Insert(Index, u8),
@@ -154,7 +154,7 @@ enum Mutation {
     Truncate(Index),
 }
 
-fn mutation() -> impl Strategy<Value = Mutation> {
+pub(crate) fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<Index>(), 0u8..8).prop_map(|(i, bit)| Mutation::Flip(i, bit)),
         (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
@@ -164,7 +164,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ]
 }
 
-fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
+pub(crate) fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
     if bytes.is_empty() {
         return;
     }
@@ -228,7 +228,7 @@ fn go_shaped() -> Vec<u8> {
 }
 
 /// Valid encodings to start mutating from.
-fn seed() -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn seed() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         4 => strategy::message().prop_map(|m| Codec::new().encode_to_vec(&m).expect("encode")),
         1 => Just(go_shaped()),

@@ -9,3 +9,4 @@ mod serde_ciborium;
 mod strategy;
 mod system;
 mod vectors;
+mod view;

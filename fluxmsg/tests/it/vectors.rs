@@ -171,6 +171,20 @@ fn id_text(id: Option<&Id>) -> String {
     id.map_or_else(|| "none".to_owned(), Id::to_string)
 }
 
+/// Every case of every file: its name, its bytes and the codec its limits call for (for
+/// other areas, such as the view's tests).
+pub(crate) fn all_inputs() -> Vec<(String, Vec<u8>, Codec)> {
+    FILES
+        .iter()
+        .flat_map(|(file, _)| cases(file))
+        .map(|case| {
+            let bytes = unhex(&case.name, &case.hex);
+            let codec = codec_for(&case);
+            (case.name, bytes, codec)
+        })
+        .collect()
+}
+
 fn codec_for(case: &Case) -> Codec {
     let mut b = Codec::builder();
     if let Some(n) = case.max_hops {
