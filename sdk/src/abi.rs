@@ -226,10 +226,7 @@ impl<'a> BatchWriter<'a> {
     /// # Errors
     ///
     /// `encode`'s error; the buffer is then left as it was before the call.
-    pub fn push<E>(
-        &mut self,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
-    ) -> Result<(), E> {
+    pub fn push<E>(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
         if let Err(e) = encode(self.buf) {

@@ -1,9 +1,9 @@
 use std::any::Any;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use fluxmsg::FluxMsg;
@@ -167,7 +167,9 @@ impl Runner {
         let handled = {
             let mut outbox = Outbox::new(out, self.ctx.port_statuses(), &mut self.drops);
             let gear = &mut self.gear;
-            catch_unwind(AssertUnwindSafe(|| gear.process_batch(port, batch, &mut outbox)))
+            catch_unwind(AssertUnwindSafe(|| {
+                gear.process_batch(port, batch, &mut outbox)
+            }))
         };
         match handled {
             Ok(false) => self.each(port, batch, out, outputs),

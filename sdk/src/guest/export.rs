@@ -1,0 +1,124 @@
+//! What the exports of [`guest_gear!`](crate::guest_gear) call (wasm32 only): the guest's
+//! allocator and the entry points, over pointers the host hands in.
+//!
+//! These functions trust the ABI's memory contract ([`abi`](crate::abi)): a pointer and
+//! length the host passes to `process`, `process_batch` or `free` are those `alloc`
+//! returned (or an output the guest returned), and the host touches none of them after
+//! `free`. They are safe functions so that the macro's expansion holds no `unsafe` block;
+//! nothing but the generated exports should call them.
+
+use std::alloc::Layout;
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+use super::{Gear, run_batch, run_single};
+use crate::abi;
+
+/// The instance's gear: created with `Default` on first use, kept for the instance's life.
+pub type Slot<G> = RefCell<Option<G>>;
+
+/// `alloc(len) -> ptr`: `len` bytes, aligned to 1, uninitialised (the host fills them).
+/// Zero bytes give a dangling, non-null pointer. Out of memory (or a negative length)
+/// aborts, which the host sees as a trap.
+#[must_use]
+#[allow(unsafe_code)]
+pub fn alloc(len: i32) -> i32 {
+    let Ok(len) = usize::try_from(len) else {
+        std::process::abort();
+    };
+    if len == 0 {
+        return std::ptr::NonNull::<u8>::dangling()
+            .as_ptr()
+            .expose_provenance() as i32;
+    }
+    let Ok(layout) = Layout::array::<u8>(len) else {
+        std::process::abort();
+    };
+    // SAFETY: `layout` has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    if ptr.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    ptr.expose_provenance() as i32
+}
+
+/// `free(ptr, len)`: gives back a buffer from [`alloc`] or an output of the entry points
+/// (a `Box<[u8]>`, whose layout is the same); zero lengths are no-ops.
+#[allow(unsafe_code)]
+pub fn free(ptr: i32, len: i32) {
+    let Ok(len) = usize::try_from(len) else {
+        return;
+    };
+    if len == 0 {
+        return;
+    }
+    let Ok(layout) = Layout::array::<u8>(len) else {
+        return;
+    };
+    let ptr = std::ptr::with_exposed_provenance_mut::<u8>(ptr as u32 as usize);
+    // SAFETY: by the ABI's contract, `ptr` and `len` are those of a live buffer from
+    // `alloc(len)` or from `output`, both allocated with `layout`, and the host frees each
+    // once.
+    unsafe { std::alloc::dealloc(ptr, layout) }
+}
+
+/// The input the host wrote at `ptr`.
+#[allow(unsafe_code)]
+fn input<'a>(ptr: i32, len: i32) -> &'a [u8] {
+    let Ok(len) = usize::try_from(len) else {
+        std::process::abort();
+    };
+    if len == 0 {
+        return &[];
+    }
+    let ptr = std::ptr::with_exposed_provenance::<u8>(ptr as u32 as usize);
+    // SAFETY: by the ABI's contract, the host got `ptr` from `alloc(len)`, wrote `len` bytes
+    // there, and frees it only after the entry point returns; nothing else writes to it.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// Hands `out` to the host: `pack(ptr, len)` of a leaked `Box<[u8]>` that the host frees
+/// with `free(ptr, len)`, or 0 for nothing.
+fn output(out: Vec<u8>) -> i64 {
+    if out.is_empty() {
+        return 0;
+    }
+    let len = out.len() as u32;
+    let ptr = Box::into_raw(out.into_boxed_slice())
+        .cast::<u8>()
+        .expose_provenance() as u32;
+    abi::pack(ptr, len)
+}
+
+/// The gear in `slot`, created on first use.
+fn with_gear<G: Gear + Default + 'static, R>(
+    slot: &'static LocalKey<Slot<G>>,
+    f: impl FnOnce(&mut G) -> R,
+) -> R {
+    slot.with(|cell| {
+        // The guest has one thread and the host does not call in while a call runs, so the
+        // gear is never borrowed twice.
+        let mut gear = cell.borrow_mut();
+        f(gear.get_or_insert_with(G::default))
+    })
+}
+
+/// `process(ptr, len) -> packed`: the reference entry point ([`run_single`]).
+pub fn process<G: Gear + Default + 'static>(
+    slot: &'static LocalKey<Slot<G>>,
+    ptr: i32,
+    len: i32,
+) -> i64 {
+    let input = input(ptr, len);
+    output(with_gear(slot, |gear| run_single(gear, input)).unwrap_or_default())
+}
+
+/// `process_batch(ptr, len) -> packed`: the batch entry point ([`run_batch`]).
+pub fn process_batch<G: Gear + Default + 'static>(
+    slot: &'static LocalKey<Slot<G>>,
+    ptr: i32,
+    len: i32,
+) -> i64 {
+    let input = input(ptr, len);
+    output(with_gear(slot, |gear| run_batch(gear, input)))
+}
