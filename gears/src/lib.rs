@@ -68,6 +68,8 @@ pub mod io_tcp;
 pub mod log;
 pub mod route;
 pub mod transform;
+#[cfg(feature = "wasm")]
+pub mod wasm;
 
 pub use crate::error::Error;
 pub use crate::factory::Factory;
@@ -81,5 +83,7 @@ fn register_builtin(factory: &mut Factory) -> Result<(), Error> {
     log::register(factory)?;
     io_tcp::register(factory)?;
     io_http::register(factory)?;
+    #[cfg(feature = "wasm")]
+    wasm::register(factory)?;
     Ok(())
 }

@@ -8,7 +8,8 @@ use sdk::{
 };
 use serde_json::json;
 
-const BUILTIN: [&str; 7] = [
+/// The catalog in name order; `wasm` is there with its feature.
+const BUILTIN: &[&str] = &[
     "filter",
     "generate",
     "io_http",
@@ -16,6 +17,8 @@ const BUILTIN: [&str; 7] = [
     "log",
     "route",
     "transform",
+    #[cfg(feature = "wasm")]
+    "wasm",
 ];
 
 #[test]
@@ -50,7 +53,10 @@ fn an_unknown_type_lists_the_known_ones() {
         .expect_err("unknown");
     assert_eq!(
         err.to_string(),
-        "unknown gear type \"bento\" (known: filter, generate, io_http, io_tcp, log, route, transform)"
+        format!(
+            "unknown gear type \"bento\" (known: {})",
+            BUILTIN.join(", ")
+        )
     );
 }
 

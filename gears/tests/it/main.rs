@@ -8,6 +8,10 @@ mod io_tcp;
 mod log;
 mod route;
 mod transform;
+#[cfg(feature = "wasm")]
+mod wasm;
+#[cfg(feature = "wasm")]
+mod wasm_module;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it), for gears that
 /// take a `bind` address.

@@ -568,7 +568,13 @@ gears:
   - name: sink
     type: lgo
 "#,
-        "4:11: unknown gear type `lgo` (known: filter, generate, io_http, io_tcp, log, route, transform)",
+        &format!(
+            "4:11: unknown gear type `lgo` (known: {})",
+            gears::Factory::builtin()
+                .kinds()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     );
 }
 

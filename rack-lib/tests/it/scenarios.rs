@@ -141,3 +141,85 @@ gears:
     assert_eq!(rack.graph().gears.len(), 1);
     rack.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A wasm gear (the testbed guest, built from source) between two native gears: transform →
+/// wasm → filter. Every message comes out of the filter with both gears' fields, in order;
+/// two messages that make the guest loop forever cost only themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_gear_between_native_gears_runs_end_to_end() {
+    let module = testkit::guest_wasm("testbed");
+    let yaml = format!(
+        r#"
+meta: {{ name: wasm-in-the-middle, version: 1.0.0 }}
+gears:
+  - name: enrich
+    type: transform
+    config: {{ steps: [{{ set: data.currency, value: EUR }}] }}
+  - name: guest
+    type: wasm
+    config: {{ source: "file://{}", allow_unsigned: true, deadline: 50ms }}
+  - name: checked
+    type: filter
+    config: {{ pass_if: {{ field: data.checked, equals: true }} }}
+wires:
+  - {{ from: enrich.out, to: guest.in }}
+  - {{ from: guest.out, to: checked.in }}
+"#,
+        module.display()
+    );
+    let validated = Scenario::parse(&yaml)
+        .expect("parses")
+        .validate(&gears::Factory::builtin())
+        .expect("validates");
+    let mut rack = Rack::builder("local").build().expect("a rack");
+    rack.apply_scenario(&validated).await.expect("applied");
+    let mut tap = rack.tap("checked", "out").await.expect("tap");
+    let mut errors = rack.tap("guest", "error").await.expect("tap");
+    let input = rack.injector("enrich", "in").expect("injector");
+    for n in 0..500u64 {
+        let mut msg = fluxmsg::FluxMsg::builder().data("amount", n).build();
+        if n == 100 || n == 300 {
+            msg.meta.insert("test.action", "loop".into());
+        }
+        input.send(msg).await.expect("sent");
+    }
+    let mut amounts = Vec::new();
+    while amounts.len() < 498 {
+        let msg = tokio::time::timeout(Duration::from_secs(20), tap.recv())
+            .await
+            .expect("every message arrives in time")
+            .expect("the tap is open");
+        assert_eq!(
+            msg.data.get("currency").and_then(|v| v.as_str()),
+            Some("EUR")
+        );
+        amounts.push(msg.data.get("amount").and_then(|v| v.as_u64()));
+    }
+    let expected: Vec<_> = (0..500u64)
+        .filter(|n| *n != 100 && *n != 300)
+        .map(Some)
+        .collect();
+    assert_eq!(amounts, expected, "in order, none lost but the looping two");
+    for n in [100, 300] {
+        let failed = tokio::time::timeout(Duration::from_secs(20), errors.recv())
+            .await
+            .expect("the looping message reaches error")
+            .expect("the tap is open");
+        assert_eq!(failed.data.get("amount").and_then(|v| v.as_u64()), Some(n));
+        assert_eq!(
+            failed.meta.get("error.reason").map(|v| v.as_str()),
+            Some("deadline")
+        );
+    }
+    let stats = rack.stats();
+    assert_eq!(
+        (
+            stats["guest"].messages_in,
+            stats["guest"].messages_out,
+            stats["guest"].errors
+        ),
+        (500, 500, 2),
+        "498 on out and 2 on error"
+    );
+    assert!(rack.shutdown(Duration::from_secs(5)).await);
+}
