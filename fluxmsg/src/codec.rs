@@ -109,6 +109,22 @@ impl Codec {
         encode::message(msg, &self.limits, buf)
     }
 
+    /// Appends an encoding of `msg` with the envelope's small fields first (`id`, `ts`,
+    /// `flags`, `trace`, `ref_id`, `src_id`, `meta`, unknown fields), then `data`, `raw` and
+    /// `path`, and returns its length.
+    ///
+    /// The bytes are not canonical (they differ from [`Codec::encode`]'s) but decode to the
+    /// same message: our decoder and [`MsgView`](crate::MsgView) accept any key order. A
+    /// [`MsgView`](crate::MsgView) finds a metadata key or an id without skipping `data`,
+    /// which is why the `wasm` gear's batch input uses it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Codec::encode`].
+    pub fn encode_envelope_first(&self, msg: &FluxMsg, buf: &mut Vec<u8>) -> Result<usize, Error> {
+        encode::message_envelope_first(msg, &self.limits, buf)
+    }
+
     /// Encodes `msg` into a new vector.
     ///
     /// # Errors

@@ -21,12 +21,19 @@ const LARGE: usize = 256;
 pub(crate) struct Writer<'a> {
     buf: &'a mut Vec<u8>,
     pos: usize,
+    /// Where this writer began: the window grows with what it wrote, not with what the
+    /// vector held before (appending a message to a large batch zeroes little).
+    start: usize,
 }
 
 impl<'a> Writer<'a> {
     pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
         let pos = buf.len();
-        Writer { buf, pos }
+        Writer {
+            buf,
+            pos,
+            start: pos,
+        }
     }
 
     /// Bytes written so far, including what the vector held before.
@@ -51,8 +58,10 @@ impl<'a> Writer<'a> {
     #[cold]
     #[inline(never)]
     fn grow(&mut self, n: usize) {
-        let want = (self.buf.len() * 2).max(self.pos + n).max(self.pos + 256);
-        self.buf.resize(want, 0);
+        // The window at least doubles what this writer wrote; the vector's own growth keeps
+        // reallocation amortized.
+        let window = (self.pos - self.start).max(n).max(256);
+        self.buf.resize(self.pos + window, 0);
     }
 
     #[inline(always)]
@@ -309,63 +318,122 @@ impl Encoder<'_> {
         self.w.head(MAJOR_MAP, m.field_count() as u64);
         let ex = &mut (!m.extra.is_empty()).then(|| m.extra.iter().peekable());
         self.extras_before(ex, "id")?;
-        if let Some(v) = &m.id {
-            self.w.raw(b"\x62id");
-            self.w.id(v);
-        }
+        self.id_field(b"\x62id", m.id.as_ref());
         self.extras_before(ex, "ts")?;
-        if m.ts != 0 {
-            self.w.raw(b"\x62ts");
-            self.w.int(m.ts);
-        }
+        self.ts_field(m.ts);
         self.extras_before(ex, "raw")?;
-        if !m.raw.is_empty() {
-            self.w.raw(b"\x63raw");
-            self.w.bytes(&m.raw);
-        }
+        self.raw_field(&m.raw);
         self.extras_before(ex, "data")?;
-        if !m.data.is_empty() {
-            self.w.raw(b"\x64data");
-            self.map(&m.data, 1).map_err(|TooDeep| self.too_deep())?;
-        }
+        self.data_field(&m.data)?;
         self.extras_before(ex, "meta")?;
-        if !m.meta.is_empty() {
-            self.w.raw(b"\x64meta");
-            self.meta(&m.meta);
-        }
+        self.meta_field(&m.meta);
         self.extras_before(ex, "path")?;
-        if !m.path.is_empty() {
-            self.w.raw(b"\x64path");
-            self.w.head(MAJOR_ARRAY, m.path.len() as u64);
-            for h in &m.path {
-                self.hop(h);
-            }
-        }
+        self.path_field(&m.path);
         self.extras_before(ex, "flags")?;
-        if m.flags != 0 {
-            self.w.raw(b"\x65flags");
-            self.w.head(MAJOR_UINT, u64::from(m.flags));
-        }
+        self.flags_field(m.flags);
         self.extras_before(ex, "trace")?;
-        if !m.trace.is_empty() {
-            self.w.raw(b"\x65trace");
-            self.w.text(&m.trace);
-        }
+        self.trace_field(&m.trace);
         self.extras_before(ex, "ref_id")?;
-        if let Some(v) = &m.ref_id {
-            self.w.raw(b"\x66ref_id");
-            self.w.id(v);
-        }
+        self.id_field(b"\x66ref_id", m.ref_id.as_ref());
         self.extras_before(ex, "src_id")?;
-        if let Some(v) = &m.src_id {
-            self.w.raw(b"\x66src_id");
-            self.w.id(v);
-        }
+        self.id_field(b"\x66src_id", m.src_id.as_ref());
         for (k, v) in ex.iter_mut().flatten() {
             self.w.text(k);
             self.value(v, 1).map_err(|TooDeep| self.too_deep())?;
         }
         Ok(())
+    }
+
+    /// The envelope's small fields first, then unknown fields, then `data`, `raw` and
+    /// `path`: see [`Codec::encode_envelope_first`](crate::Codec::encode_envelope_first).
+    fn message_envelope_first(&mut self, m: &FluxMsg) -> Result<(), Error> {
+        self.w.head(MAJOR_MAP, m.field_count() as u64);
+        self.id_field(b"\x62id", m.id.as_ref());
+        self.ts_field(m.ts);
+        self.flags_field(m.flags);
+        self.trace_field(&m.trace);
+        self.id_field(b"\x66ref_id", m.ref_id.as_ref());
+        self.id_field(b"\x66src_id", m.src_id.as_ref());
+        self.meta_field(&m.meta);
+        for (k, v) in m.extra.iter() {
+            if FluxMsg::KEYS.contains(&k) {
+                return Err(Error::ReservedKey(k.to_owned()));
+            }
+            self.w.text(k);
+            self.value(v, 1).map_err(|TooDeep| self.too_deep())?;
+        }
+        self.data_field(&m.data)?;
+        self.raw_field(&m.raw);
+        self.path_field(&m.path);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn id_field<const N: usize>(&mut self, key: &[u8; N], id: Option<&Id>) {
+        if let Some(v) = id {
+            self.w.raw(key);
+            self.w.id(v);
+        }
+    }
+
+    #[inline(always)]
+    fn ts_field(&mut self, ts: i64) {
+        if ts != 0 {
+            self.w.raw(b"\x62ts");
+            self.w.int(ts);
+        }
+    }
+
+    #[inline(always)]
+    fn raw_field(&mut self, raw: &[u8]) {
+        if !raw.is_empty() {
+            self.w.raw(b"\x63raw");
+            self.w.bytes(raw);
+        }
+    }
+
+    #[inline(always)]
+    fn data_field(&mut self, data: &Map<Value>) -> Result<(), Error> {
+        if !data.is_empty() {
+            self.w.raw(b"\x64data");
+            self.map(data, 1).map_err(|TooDeep| self.too_deep())?;
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn meta_field(&mut self, meta: &Map<Text>) {
+        if !meta.is_empty() {
+            self.w.raw(b"\x64meta");
+            self.meta(meta);
+        }
+    }
+
+    #[inline(always)]
+    fn path_field(&mut self, path: &[Hop]) {
+        if !path.is_empty() {
+            self.w.raw(b"\x64path");
+            self.w.head(MAJOR_ARRAY, path.len() as u64);
+            for h in path {
+                self.hop(h);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn flags_field(&mut self, flags: u32) {
+        if flags != 0 {
+            self.w.raw(b"\x65flags");
+            self.w.head(MAJOR_UINT, u64::from(flags));
+        }
+    }
+
+    #[inline(always)]
+    fn trace_field(&mut self, trace: &str) {
+        if !trace.is_empty() {
+            self.w.raw(b"\x65trace");
+            self.w.text(trace);
+        }
     }
 }
 
@@ -407,6 +475,20 @@ pub(crate) fn message(msg: &FluxMsg, limits: &Limits, buf: &mut Vec<u8>) -> Resu
         }));
     }
     bounded(buf, limits, |enc| enc.message(msg))
+}
+
+pub(crate) fn message_envelope_first(
+    msg: &FluxMsg,
+    limits: &Limits,
+    buf: &mut Vec<u8>,
+) -> Result<usize, Error> {
+    if msg.path.len() > limits.max_hops() {
+        return Err(Error::Limit(LimitExceeded::Hops {
+            len: msg.path.len() as u64,
+            max: limits.max_hops(),
+        }));
+    }
+    bounded(buf, limits, |enc| enc.message_envelope_first(msg))
 }
 
 pub(crate) fn value(v: &Value, limits: &Limits, buf: &mut Vec<u8>) -> Result<usize, Error> {

@@ -318,7 +318,10 @@ impl<'a> MsgView<'a> {
 /// Whether `path` is empty or has an empty segment, which [`Map::get_path`](crate::Map::get_path)
 /// finds nothing at.
 fn has_empty_segment(path: &str) -> bool {
-    path.is_empty() || path.starts_with('.') || path.ends_with('.') || path.contains("..")
+    path.is_empty()
+        || path.starts_with('.')
+        || path.ends_with('.')
+        || path.as_bytes().windows(2).any(|w| w == b"..")
 }
 
 /// A data item head: major type, argument and where it started.
@@ -422,6 +425,16 @@ impl<'a> Cur<'a> {
     /// A map key's bytes (not checked for UTF-8: callers compare them to a `&str`).
     #[inline]
     fn key(&mut self) -> Result<&'a [u8]> {
+        // Fast path: a text key shorter than 24 bytes, whose head is one byte.
+        if let Some(&b) = self.input.get(self.pos)
+            && (0x60..0x78).contains(&b)
+        {
+            let start = self.pos + 1;
+            if let Some(key) = self.input.get(start..start + usize::from(b & 0x1f)) {
+                self.pos = start + key.len();
+                return Ok(key);
+            }
+        }
         let h = self.head()?;
         if h.major != 3 {
             return Err(Error::decode(h.at, K::NonTextKey));
@@ -480,8 +493,39 @@ impl<'a> Cur<'a> {
         Ok(())
     }
 
+    /// Skips one item if it is a small integer, a simple value or a string shorter than 256
+    /// bytes in its shortest form: the leaves of most messages, skipped without a call.
+    /// Anything else (including a non-shortest head, which the decoder accepts) is left to
+    /// [`Cur::skip`]'s full path.
+    #[inline(always)]
+    fn skip_short(&mut self) -> bool {
+        let Some(&b) = self.input.get(self.pos) else {
+            return false;
+        };
+        let (major, info) = (b >> 5, b & 0x1f);
+        let (head, len) = match (major, info) {
+            (0 | 1, 0..=23) | (7, 20..=22) => (1, 0),
+            (2 | 3, 0..=23) => (1, usize::from(info)),
+            // A string of 24 to 255 bytes: a two-byte head.
+            (2 | 3, 24) => match self.input.get(self.pos + 1) {
+                Some(&n) if n >= 24 => (2, usize::from(n)),
+                _ => return false,
+            },
+            _ => return false,
+        };
+        if self.input.len() - self.pos >= head + len {
+            self.pos += head + len;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Skips one item whose containers (if it is one) are at nesting level `depth`.
     fn skip(&mut self, depth: usize) -> Result<()> {
+        if self.skip_short() {
+            return Ok(());
+        }
         let h = self.head()?;
         match h.major {
             0 | 1 => Ok(()),
@@ -490,7 +534,9 @@ impl<'a> Cur<'a> {
                 self.check_depth(h.at, depth)?;
                 self.room(h.arg, 1, h.at)?;
                 for _ in 0..h.arg {
-                    self.skip(depth + 1)?;
+                    if !self.skip_short() {
+                        self.skip(depth + 1)?;
+                    }
                 }
                 Ok(())
             }
@@ -498,8 +544,14 @@ impl<'a> Cur<'a> {
                 self.check_depth(h.at, depth)?;
                 self.room(h.arg, 2, h.at)?;
                 for _ in 0..h.arg {
-                    self.key()?;
-                    self.skip(depth + 1)?;
+                    // A key is text: a string's fast path skips the short ones.
+                    if !(self.input.get(self.pos).is_some_and(|b| b >> 5 == 3) && self.skip_short())
+                    {
+                        self.key()?;
+                    }
+                    if !self.skip_short() {
+                        self.skip(depth + 1)?;
+                    }
                 }
                 Ok(())
             }
@@ -520,7 +572,9 @@ impl<'a> Cur<'a> {
             if self.key()? == key {
                 return Ok(true);
             }
-            self.skip(depth + 1)?;
+            if !self.skip_short() {
+                self.skip(depth + 1)?;
+            }
         }
         Ok(false)
     }

@@ -269,4 +269,36 @@ proptest! {
         // Canonical bytes re-encode identically.
         prop_assert_eq!(codec.encode_to_vec(&codec.decode(&bytes).expect("decode")).expect("encode"), bytes);
     }
+
+    #[test]
+    fn envelope_first_bytes_decode_to_the_same_message(msg in strategy::message()) {
+        let codec = Codec::new();
+        let mut first = Vec::new();
+        codec.encode_envelope_first(&msg, &mut first).expect("encode");
+        let canonical = codec.encode_to_vec(&msg).expect("encode");
+        prop_assert_eq!(first.len(), canonical.len(), "the same fields, in another order");
+        prop_assert_eq!(&codec.decode(&first).expect("decode"), &msg);
+        let view = fluxmsg::MsgView::new(&first).expect("a view");
+        prop_assert_eq!(view.id().expect("id"), msg.id);
+        for (k, v) in msg.meta.iter() {
+            prop_assert_eq!(view.meta(k).expect("meta"), Some(v.as_str()));
+        }
+    }
+}
+
+#[test]
+fn envelope_first_puts_meta_before_data() {
+    let msg = payment();
+    let mut bytes = Vec::new();
+    Codec::new()
+        .encode_envelope_first(&msg, &mut bytes)
+        .expect("encode");
+    let at = |key: &[u8]| {
+        bytes
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("the key is there")
+    };
+    assert!(at(b"\x64meta") < at(b"\x64data"));
+    assert!(at(b"\x64data") < at(b"\x64path"));
 }

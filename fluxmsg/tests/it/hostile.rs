@@ -459,6 +459,11 @@ fn check_encode_refused(codec: &Codec, msg: &FluxMsg, want: &Error) {
         [0xde, 0xad],
         "a failed encode leaves the buffer as it was"
     );
+    assert_eq!(
+        codec.encode_envelope_first(msg, &mut buf).as_ref(),
+        Err(want)
+    );
+    assert_eq!(buf, [0xde, 0xad], "so does the envelope-first encoding");
     let ok = FluxMsg::builder().id(Id::U64(1)).build();
     codec
         .encode(&ok, &mut buf)
