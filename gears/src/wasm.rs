@@ -596,7 +596,7 @@ impl Running {
         let mut sent = Vec::new();
         for (i, msg) in self.pending.iter().enumerate() {
             let codec = &self.codec;
-            match writer.push(|buf| codec.encode(msg, buf).map(drop)) {
+            match writer.push(|buf| codec.encode_envelope_first(msg, buf).map(drop)) {
                 Ok(()) => sent.push(i),
                 Err(e) => {
                     tracing::debug!(gear = %self.name, error = %e, "message does not encode");
@@ -649,7 +649,7 @@ impl Running {
             self.input.clear();
             let mut writer = BatchWriter::new(&mut self.input);
             let codec = &self.codec;
-            if let Err(e) = writer.push(|buf| codec.encode(&msg, buf).map(drop)) {
+            if let Err(e) = writer.push(|buf| codec.encode_envelope_first(&msg, buf).map(drop)) {
                 out.error(msg, &GearError::new("encode").with_detail(e));
                 continue;
             }

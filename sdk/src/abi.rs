@@ -20,7 +20,10 @@
 //! and the host `free`s both.
 //!
 //! - **Input** ([`BatchWriter`], [`BatchReader`]): a little-endian `u32` count, then per message
-//!   a `u32` length and that many bytes of canonical CBOR fluxMsg.
+//!   a `u32` length and that many bytes of a CBOR fluxMsg. The `wasm` gear writes the
+//!   envelope's small fields first ([`Codec::encode_envelope_first`]), so that a guest finds
+//!   `meta` or an id without skipping `data`; a guest must accept any key order, as
+//!   [`fluxmsg::MsgView`] does.
 //! - **Output** ([`OutputWriter`], [`OutputReader`]): a `u32` count of [`Record`]s, each
 //!   `u32 index` (of the input message it answers), `u8 kind` ([`RecordKind`]), `u16` length
 //!   and bytes of a name (the output port, or the reason of a drop or an error), `u32` length
@@ -355,10 +358,15 @@ impl OutputWriter {
     /// An empty output.
     #[must_use]
     pub fn new() -> OutputWriter {
-        OutputWriter {
-            buf: vec![0; 4],
-            count: 0,
-        }
+        OutputWriter::with_capacity(0)
+    }
+
+    /// An empty output with room for `bytes` bytes of records before it allocates again.
+    #[must_use]
+    pub fn with_capacity(bytes: usize) -> OutputWriter {
+        let mut buf = Vec::with_capacity(bytes.saturating_add(4));
+        buf.extend_from_slice(&[0; 4]);
+        OutputWriter { buf, count: 0 }
     }
 
     /// Appends a record.
@@ -532,6 +540,20 @@ impl EditsWriter {
     #[must_use]
     pub fn new() -> EditsWriter {
         EditsWriter::default()
+    }
+
+    /// No edits, written into `buf` (cleared first), so that a buffer can serve message after
+    /// message without allocating again.
+    #[must_use]
+    pub fn from_buffer(mut buf: Vec<u8>) -> EditsWriter {
+        buf.clear();
+        EditsWriter { buf }
+    }
+
+    /// The buffer back, for [`EditsWriter::from_buffer`].
+    #[must_use]
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     fn op(&mut self, op: u8, name: &str, value: &[u8]) -> Result<(), Error> {

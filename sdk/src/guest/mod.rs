@@ -104,6 +104,10 @@ pub const REASON_BAD_EDIT: &str = "bad_edit";
 /// that does not encode).
 pub const REASON_BAD_OUTPUT: &str = "bad_output";
 
+/// Bytes of output [`run_batch`] makes room for per message: a record with a port name and
+/// one short edit.
+const RECORD_GUESS: usize = 48;
+
 /// A gear that runs as a wasm guest.
 ///
 /// One value lives for the whole module instance (see the [module docs](self)); the macro
@@ -125,10 +129,12 @@ pub trait Gear {
 #[must_use]
 pub fn run_batch<G: Gear + ?Sized>(gear: &mut G, input: &[u8]) -> Vec<u8> {
     let codec = Codec::new();
-    let mut out = Out::new(codec.clone());
     let Ok(batch) = BatchReader::new(input) else {
-        return out.finish();
+        return Out::new(codec, 0).finish();
     };
+    // Room for one emit with a short edit per message, so that the output seldom moves.
+    let room = (batch.remaining() as usize).min(input.len()) * RECORD_GUESS;
+    let mut out = Out::new(codec.clone(), room);
     for (index, item) in (0u32..).zip(batch) {
         out.begin(index);
         match item {
@@ -159,7 +165,7 @@ pub fn run_batch<G: Gear + ?Sized>(gear: &mut G, input: &[u8]) -> Vec<u8> {
 pub fn run_single<G: Gear + ?Sized>(gear: &mut G, input: &[u8]) -> Option<Vec<u8>> {
     let codec = Codec::new();
     let view = MsgView::with_limits(input, codec.limits()).ok()?;
-    let mut out = Out::new(codec.clone());
+    let mut out = Out::new(codec.clone(), RECORD_GUESS);
     out.begin(0);
     gear.process(Msg::from_view(view, codec.clone()), &mut out);
     let records = out.finish();

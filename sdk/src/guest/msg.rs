@@ -1,6 +1,7 @@
 //! [`Msg`]: one input message, read lazily, with the edits a gear makes to it.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::sync::Arc;
 
 use fluxmsg::{Codec, FluxMsg, Id, Map, MsgView, PathErrorKind, Value};
@@ -23,9 +24,9 @@ use crate::abi::{self, Edit, EditsReader, EditsWriter};
 /// with reason [`REASON_BAD_EDIT`](super::REASON_BAD_EDIT) instead of emitting it, as a
 /// native gear's `Err` would. A gear that wants to recover checks [`Msg::problem`] first.
 ///
-/// **Malformed input.** The host sends canonical messages; if a field cannot be read anyway,
-/// readers answer as if it were absent (`None`, 0, empty) and [`Msg::to_msg`] reports the
-/// error.
+/// **Malformed input.** The host sends well-formed messages (in any key order); if a field
+/// cannot be read anyway, readers answer as if it were absent (`None`, 0, empty) and
+/// [`Msg::to_msg`] reports the error.
 ///
 /// `Clone` copies the edits (the input is borrowed), so that a gear can send differently
 /// edited copies on several ports.
@@ -37,6 +38,24 @@ pub struct Msg<'a> {
     /// `data` edits among `edits`: reads skip the overlay when there are none.
     data_edits: u32,
     problem: Option<Arc<abi::Error>>,
+}
+
+thread_local! {
+    /// The edits buffer of the last dropped [`Msg`], for the next one: a batch allocates
+    /// once for its edits, not once per message.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest edits buffer kept for the next message.
+const SPARE_MAX: usize = 64 * 1024;
+
+impl Drop for Msg<'_> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.edits).into_buffer();
+        if buf.capacity() <= SPARE_MAX {
+            SPARE.set(buf);
+        }
+    }
 }
 
 /// What a `data` path holds once the edits are applied.
@@ -103,7 +122,10 @@ fn below<'p>(child: &'p str, parent: &str) -> Option<&'p str> {
 
 /// Whether `path` is empty or has an empty segment.
 fn has_empty_segment(path: &str) -> bool {
-    path.is_empty() || path.starts_with('.') || path.ends_with('.') || path.contains("..")
+    path.is_empty()
+        || path.starts_with('.')
+        || path.ends_with('.')
+        || path.as_bytes().windows(2).any(|w| w == b"..")
 }
 
 fn empty_segment(path: &str) -> abi::Error {
@@ -148,7 +170,7 @@ impl<'a> Msg<'a> {
         Msg {
             view,
             codec,
-            edits: EditsWriter::new(),
+            edits: EditsWriter::from_buffer(SPARE.take()),
             data_edits: 0,
             problem: None,
         }

@@ -25,9 +25,10 @@ pub struct Out {
 }
 
 impl Out {
-    pub(crate) fn new(codec: Codec) -> Out {
+    /// An empty output with room for `capacity` bytes of records.
+    pub(crate) fn new(codec: Codec, capacity: usize) -> Out {
         Out {
-            writer: OutputWriter::new(),
+            writer: OutputWriter::with_capacity(capacity),
             codec,
             index: 0,
             bad_edit: false,
