@@ -1,4 +1,5 @@
-//! The `fluxrig` command line; until the engine exists, a tool for fluxMsgs.
+//! The `fluxrig` command line: run and check scenarios, list the gear catalog, sign and check
+//! wasm modules, and convert fluxMsgs.
 //!
 //! It shows the message codec end to end: `msg decode` prints a CBOR fluxMsg as its JSON
 //! view, `msg encode` turns that JSON back into canonical CBOR, and `demo` (also `msg demo`)
@@ -7,6 +8,8 @@
 //! `gears show <type>` print the built-in gear catalog and a gear type's manifest. `rack run`
 //! runs a scenario standalone (no mixer) with live per-gear counts until Ctrl-C (or
 //! `--duration`), then drains and prints the final counts; `rack check` validates one.
+//! `wasm keygen` makes an Ed25519 key pair, `wasm sign` signs a module for the `wasm` gear
+//! and `wasm check` runs the gear's pre-flight check on one (imports, exports, signature).
 //!
 //! ```text
 //! cargo run --example fluxrig -- demo
@@ -17,6 +20,9 @@
 //! cargo run --example fluxrig -- rack check examples/scenarios/tcp_echo.yaml
 //! cargo run --example fluxrig -- gears list
 //! cargo run --example fluxrig -- gears show route
+//! cargo run --example fluxrig -- wasm keygen --out vendor.key      # prints the public key
+//! cargo run --example fluxrig -- wasm sign guest.wasm --key vendor.key
+//! cargo run --example fluxrig -- wasm check guest.wasm --trusted-key <public key hex>
 //! ```
 //!
 //! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints one
@@ -60,6 +66,48 @@ enum Command {
     /// Run a scenario standalone.
     #[command(subcommand)]
     Rack(RackCommand),
+    /// Keys, signatures and checks of modules for the `wasm` gear.
+    #[command(subcommand)]
+    Wasm(WasmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WasmCommand {
+    /// Make an Ed25519 key pair for signing modules.
+    ///
+    /// With `--out`, the secret key goes to that file (64 hex characters, mode 0600 on Unix;
+    /// an existing file is not overwritten) and the public key, the one to list in a gear's
+    /// `trusted_keys`, is printed. Without it, both are printed.
+    Keygen {
+        /// The file for the secret key.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Sign a module: its signature goes in its `fluxrig.signature` section, replacing any.
+    Sign {
+        /// The module (`.wasm`).
+        module: std::path::PathBuf,
+        /// The secret key file, as `wasm keygen --out` writes it.
+        #[arg(long, value_name = "FILE")]
+        key: std::path::PathBuf,
+        /// Where to write the signed module [default: over the module].
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Check a module as the `wasm` gear does before compiling it; print what it found.
+    Check {
+        /// The module (`.wasm`).
+        module: std::path::PathBuf,
+        /// A trusted public key (64 hex characters); repeat for several.
+        #[arg(long = "trusted-key", value_name = "HEX")]
+        trusted_keys: Vec<String>,
+        /// Accept a module no trusted key signed.
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// The per-message entry point the module must export.
+        #[arg(long, value_name = "NAME", default_value = "process")]
+        entrypoint: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +246,7 @@ pub(crate) fn run(
         Command::Gears(command) => gears(&command, output),
         Command::Rack(RackCommand::Run(args)) => rack_run(&args, output),
         Command::Rack(RackCommand::Check { scenario }) => rack_check(&scenario, output),
+        Command::Wasm(command) => wasm(&command, output),
     };
     match result {
         Ok(()) => 0,
@@ -342,6 +391,122 @@ fn gears(command: &GearsCommand, output: &mut dyn Write) -> Result<(), Failure> 
         }
     }
     Ok(())
+}
+
+fn wasm(command: &WasmCommand, output: &mut dyn Write) -> Result<(), Failure> {
+    use fluxrig::gears::wasm;
+    match command {
+        WasmCommand::Keygen { out } => {
+            let key = wasm::generate_key()?;
+            let public = wasm::public_hex(&key.verifying_key());
+            match out {
+                Some(path) => {
+                    write_secret(path, &wasm::secret_hex(&key))?;
+                    writeln!(output, "{public}")?;
+                }
+                None => {
+                    writeln!(output, "secret key: {}", wasm::secret_hex(&key))?;
+                    writeln!(output, "public key: {public}")?;
+                }
+            }
+        }
+        WasmCommand::Sign { module, key, out } => {
+            let text = std::fs::read_to_string(key)
+                .with_context(|| format!("reading the key {}", key.display()))?;
+            let key =
+                wasm::parse_secret_key(&text).with_context(|| format!("{}", key.display()))?;
+            let bytes = read_module(module)?;
+            let signed =
+                wasm::sign(&bytes, &key).with_context(|| format!("{}", module.display()))?;
+            let target = out.as_ref().unwrap_or(module);
+            // A new file renamed over the target: a failed write leaves the old one whole.
+            let mut temporary = target.as_os_str().to_owned();
+            temporary.push(".signing");
+            let temporary = std::path::PathBuf::from(temporary);
+            std::fs::write(&temporary, &signed)
+                .and_then(|()| std::fs::rename(&temporary, target))
+                .with_context(|| format!("writing {}", target.display()))?;
+            let digest = wasm::digest(&signed)?;
+            writeln!(
+                output,
+                "signed {} (digest {}) with public key {}",
+                target.display(),
+                hex(&digest),
+                wasm::public_hex(&key.verifying_key())
+            )?;
+        }
+        WasmCommand::Check {
+            module,
+            trusted_keys,
+            allow_unsigned,
+            entrypoint,
+        } => {
+            let mut policy = wasm::Policy {
+                entrypoint: entrypoint.clone(),
+                allow_unsigned: *allow_unsigned,
+                ..wasm::Policy::default()
+            };
+            for (i, text) in trusted_keys.iter().enumerate() {
+                let key = wasm::parse_public_key(text)
+                    .with_context(|| format!("--trusted-key number {}", i + 1))?;
+                policy.trusted_keys.push(key);
+            }
+            let bytes = read_module(module)?;
+            let found =
+                wasm::inspect(&bytes, &policy).with_context(|| format!("{}", module.display()))?;
+            writeln!(output, "{}: ok", module.display())?;
+            writeln!(output, "digest: {}", hex(&found.digest))?;
+            match found.signed_by {
+                Some(i) => {
+                    let key = policy.trusted_keys.get(i).map(wasm::public_hex);
+                    writeln!(
+                        output,
+                        "signed by: trusted key {} ({})",
+                        i + 1,
+                        key.unwrap_or_default()
+                    )?;
+                }
+                None => writeln!(
+                    output,
+                    "signed by: nobody trusted (unsigned modules allowed)"
+                )?,
+            }
+            let mut exports = vec!["memory", found.alloc, "free", entrypoint.as_str()];
+            if found.has_batch {
+                exports.push("process_batch");
+            }
+            writeln!(output, "exports: {}", exports.join(", "))?;
+            let imports = if found.imports_log { "env.log" } else { "none" };
+            writeln!(output, "imports: {imports}")?;
+        }
+    }
+    Ok(())
+}
+
+fn read_module(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    Ok(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+}
+
+/// Writes a secret key to a new file that only its owner can read.
+fn write_secret(path: &std::path::Path, text: &str) -> Result<(), Failure> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "creating {} (an existing key is never overwritten)",
+            path.display()
+        )
+    })?;
+    writeln!(file, "{text}")
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode(limits: &LimitArgs, input: &mut dyn Read, output: &mut dyn Write) -> Result<(), Failure> {

@@ -212,7 +212,8 @@ fn the_gear_catalog_is_listed_and_each_manifest_shown() {
             "io_tcp",
             "log",
             "route",
-            "transform"
+            "transform",
+            "wasm"
         ]
     );
     assert!(out.contains("io_tcp     io"), "{out}");
@@ -260,6 +261,43 @@ fn rack_run_runs_the_shipped_pipeline_to_the_end() {
 }
 
 #[test]
+fn rack_run_runs_the_shipped_wasm_scenario_to_the_end() {
+    // The scenario names the module where `make guests` (and testkit) put it.
+    let module = testkit::guest_wasm("risk");
+    assert!(
+        module.ends_with("target/guests/wasm32-unknown-unknown/release/guest_risk.wasm"),
+        "{}",
+        module.display()
+    );
+    let run = fluxrig(
+        &[
+            "rack",
+            "run",
+            "examples/scenarios/wasm_risk.yaml",
+            "--duration",
+            "60s",
+        ],
+        b"",
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    let out = String::from_utf8_lossy(&run.stdout);
+    let counts = |gear: &str| -> Vec<u64> {
+        out.lines()
+            .rev()
+            .find(|l| l.split_whitespace().next() == Some(gear))
+            .unwrap_or_else(|| panic!("a final line for {gear}: {out}"))
+            .split_whitespace()
+            .skip(1)
+            .map(|n| n.parse().expect("a count"))
+            .collect()
+    };
+    assert_eq!(counts("risk"), [500, 500, 0], "{out}");
+    let (scored, review) = (counts("scored")[0], counts("review")[0]);
+    assert_eq!(scored + review, 500, "{out}");
+    assert!(scored > 0 && review > 0, "both ways taken: {out}");
+}
+
+#[test]
 fn rack_check_shows_the_plan_and_refuses_bad_scenarios_with_their_position() {
     let run = fluxrig(&["rack", "check", "examples/scenarios/tcp_echo.yaml"], b"");
     assert_eq!(run.status, 0, "{run:?}");
@@ -283,6 +321,140 @@ fn rack_check_shows_the_plan_and_refuses_bad_scenarios_with_their_position() {
     assert!(
         run.stderr.contains("3:") && run.stderr.contains("bento"),
         "{run:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fluxrig-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    dir
+}
+
+/// The smallest module the `wasm` gear accepts: it returns its input unchanged.
+const ECHO_WAT: &str = r#"(module
+  (import "env" "log" (func (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "free") (param i32 i32))
+  (func (export "process") (param $p i32) (param $n i32) (result i64)
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32))
+            (i64.extend_i32_u (local.get $n)))))"#;
+
+#[test]
+fn wasm_keygen_sign_and_check() {
+    let dir = scratch("wasm");
+    let module = dir.join("echo.wasm");
+    std::fs::write(&module, wat::parse_str(ECHO_WAT).expect("wat")).expect("write module");
+    let module = module.to_str().expect("a UTF-8 path");
+    let key = dir.join("vendor.key");
+    let key = key.to_str().expect("a UTF-8 path");
+
+    let keygen = fluxrig(&["wasm", "keygen", "--out", key], b"");
+    assert_eq!(keygen.status, 0, "{keygen:?}");
+    let public = String::from_utf8(keygen.stdout).expect("text");
+    let public = public.trim();
+    assert_eq!(public.len(), 64, "{public:?}");
+    assert!(public.bytes().all(|b| b.is_ascii_hexdigit()), "{public:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(key)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // An existing key is never overwritten.
+    check_failure(
+        &fluxrig(&["wasm", "keygen", "--out", key], b""),
+        1,
+        "never overwritten",
+    );
+
+    // Unsigned: refused unless allowed.
+    check_failure(
+        &fluxrig(&["wasm", "check", module, "--trusted-key", public], b""),
+        1,
+        "module is not signed",
+    );
+    let open = fluxrig(&["wasm", "check", module, "--allow-unsigned"], b"");
+    assert_eq!(open.status, 0, "{open:?}");
+    let text = String::from_utf8(open.stdout).expect("text");
+    assert!(text.contains("signed by: nobody trusted"), "{text}");
+    assert!(
+        text.contains("exports: memory, alloc, free, process\n"),
+        "{text}"
+    );
+    assert!(text.contains("imports: env.log\n"), "{text}");
+
+    let signed = dir.join("signed.wasm");
+    let signed = signed.to_str().expect("a UTF-8 path");
+    let sign = fluxrig(&["wasm", "sign", module, "--key", key, "-o", signed], b"");
+    assert_eq!(sign.status, 0, "{sign:?}");
+    assert!(
+        String::from_utf8_lossy(&sign.stdout).contains(public),
+        "{sign:?}"
+    );
+
+    // Checked with the signer's key: passes, and says by which key.
+    let other = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+    let check = fluxrig(
+        &[
+            "wasm",
+            "check",
+            signed,
+            "--trusted-key",
+            other,
+            "--trusted-key",
+            public,
+        ],
+        b"",
+    );
+    assert_eq!(check.status, 0, "{check:?}");
+    let text = String::from_utf8(check.stdout).expect("text");
+    assert!(
+        text.contains(&format!("signed by: trusted key 2 ({public})")),
+        "{text}"
+    );
+    let digest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("digest: "))
+        .expect("a digest line");
+    assert_eq!(digest.len(), 64, "{text}");
+
+    // Checked with another key: refused, even with --allow-unsigned.
+    for extra in [&[][..], &["--allow-unsigned"]] {
+        let mut args = vec!["wasm", "check", signed, "--trusted-key", other];
+        args.extend_from_slice(extra);
+        check_failure(&fluxrig(&args, b""), 1, "bad signature on module");
+    }
+
+    // Signing in place, with the same key, gives the same bytes.
+    let in_place = fluxrig(&["wasm", "sign", module, "--key", key], b"");
+    assert_eq!(in_place.status, 0, "{in_place:?}");
+    assert_eq!(std::fs::read(module).ok(), std::fs::read(signed).ok());
+
+    check_failure(
+        &fluxrig(&["wasm", "check", module, "--trusted-key", "abcd"], b""),
+        1,
+        "bad public key: expected 64 hex characters",
+    );
+    let missing = dir.join("missing.wasm");
+    check_failure(
+        &fluxrig(
+            &[
+                "wasm",
+                "check",
+                missing.to_str().expect("UTF-8"),
+                "--allow-unsigned",
+            ],
+            b"",
+        ),
+        1,
+        "reading",
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
