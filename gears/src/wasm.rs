@@ -25,7 +25,9 @@
 //! [`sdk::guest`]) get whole batches per call and answer with edits per message and any number
 //! of outputs on named ports; `batch: off` forces the per-message entry point. When a batch
 //! call faults, its messages are replayed one by one, so that only the offending one goes to
-//! `error`.
+//! `error`. An input message that no emit or error record answers counts as dropped (with
+//! the reason of its drop record, or `wasm_drop`); `max_records_per_message` bounds the
+//! records, and so the copies, one message may cost.
 //!
 //! # Trust
 //!
@@ -155,6 +157,12 @@ pub struct Config {
     #[serde(default = "default_max_output")]
     #[schemars(range(min = 1))]
     pub max_output_bytes: u64,
+    /// Most output records for one input message (emits, new messages, drops, errors): each
+    /// emit copies the message, so this bounds what one message can cost. A call that goes
+    /// over sends the message to `error` (`bad_output`).
+    #[serde(default = "default_max_records")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub max_records_per_message: u32,
     /// Ed25519 public keys (64 hex characters each) whose signatures are trusted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_keys: Vec<String>,
@@ -195,6 +203,9 @@ fn default_deadline() -> HumanDuration {
 }
 fn default_max_output() -> u64 {
     16 << 20
+}
+fn default_max_records() -> u32 {
+    64
 }
 
 /// Where a module comes from.
@@ -265,6 +276,7 @@ pub struct Wasm {
     fuel: bool,
     batch: BatchMode,
     max_batch: usize,
+    max_records: u32,
     cache_dir: Option<PathBuf>,
     port_names: Vec<String>,
     bytes: Option<Vec<u8>>,
@@ -289,8 +301,11 @@ struct Running {
     pending: Vec<FluxMsg>,
     /// Per message of the call: records that still need its original.
     uses: Vec<u32>,
-    /// Per message of the call: whether any record answered it.
+    /// Per message of the call: whether an emit or an error record answered it.
     answered: Vec<bool>,
+    /// Per message of the call: its records so far.
+    records: Vec<u32>,
+    max_records: u32,
 }
 
 impl GearKind for Wasm {
@@ -369,6 +384,7 @@ impl GearKind for Wasm {
             fuel: config.fuel.is_some(),
             batch: config.batch,
             max_batch: config.max_batch.max(1) as usize,
+            max_records: config.max_records_per_message.max(1),
             cache_dir: config.cache_dir,
             port_names: config.ports,
             bytes: None,
@@ -386,17 +402,24 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn read_file(path: &std::path::Path) -> Result<Vec<u8>, GearError> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| GearError::new("load").with_detail(format_args!("{}: {e}", path.display())))?
-        .len();
-    if len > MAX_MODULE_BYTES as u64 {
+    use std::io::Read as _;
+    let fail = |e: std::io::Error| {
+        GearError::new("load").with_detail(format_args!("{}: {e}", path.display()))
+    };
+    // Read one byte past the limit, whatever the file claims to be (a pipe, a growing file).
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(fail)?
+        .take(MAX_MODULE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    if bytes.len() > MAX_MODULE_BYTES {
         return Err(GearError::new("load").with_detail(format_args!(
-            "{}: {len} bytes, more than the limit of {MAX_MODULE_BYTES}",
+            "{}: more than the limit of {MAX_MODULE_BYTES} bytes",
             path.display()
         )));
     }
-    std::fs::read(path)
-        .map_err(|e| GearError::new("load").with_detail(format_args!("{}: {e}", path.display())))
+    Ok(bytes)
 }
 
 impl Gear for Wasm {
@@ -467,6 +490,8 @@ impl Gear for Wasm {
             pending: Vec::new(),
             uses: Vec::new(),
             answered: Vec::new(),
+            records: Vec::new(),
+            max_records: self.max_records,
         });
         Ok(())
     }
@@ -695,46 +720,62 @@ impl Running {
         }
     }
 
-    /// Sends `pending` on according to the guest's records. Checks the whole output first: on
-    /// an error nothing has moved and `pending` is intact.
+    /// Sends `pending` on according to the guest's records. Checks and decodes the whole
+    /// output first: on an error nothing has moved and `pending` is intact.
+    ///
+    /// Each input message is counted once: emitted or sent to `error` by its emit and error
+    /// records, or else dropped, with the reason of its first drop record or `wasm_drop`
+    /// (new messages do not answer for their input).
     fn deliver(&mut self, output: &[u8], out: &mut Outbox<'_>) -> Result<(), abi::Error> {
         let n = self.pending.len();
-        self.uses.clear();
-        self.uses.resize(n, 0);
+        for v in [&mut self.uses, &mut self.records] {
+            v.clear();
+            v.resize(n, 0);
+        }
         self.answered.clear();
         self.answered.resize(n, false);
         let count = u32::try_from(n).unwrap_or(u32::MAX);
         let mut records = Vec::new();
+        let mut fresh = Vec::new();
+        let mut drops: Vec<Option<&str>> = vec![None; n];
         if !output.is_empty() {
             for record in OutputReader::new(output, count)? {
                 let record = record?;
-                if matches!(record.kind, RecordKind::Emit | RecordKind::Error) {
-                    self.uses[record.index as usize] += 1;
+                let i = record.index as usize;
+                self.records[i] += 1;
+                if self.records[i] > self.max_records {
+                    return Err(abi::Error::TooManyRecords {
+                        index: record.index,
+                        max: self.max_records,
+                    });
+                }
+                match record.kind {
+                    RecordKind::Emit | RecordKind::Error => {
+                        self.uses[i] += 1;
+                        self.answered[i] = true;
+                    }
+                    RecordKind::EmitNew => fresh.push(self.codec.decode(record.body)?),
+                    RecordKind::Drop => {
+                        drops[i].get_or_insert(record.name);
+                    }
                 }
                 records.push(record);
             }
         }
+        let mut fresh = fresh.into_iter();
         for record in records {
             let i = record.index as usize;
-            self.answered[i] = true;
             match record.kind {
                 RecordKind::Emit => {
                     let msg = self.original(i);
                     self.emit_edited(msg, &record, out);
                 }
-                RecordKind::EmitNew => match self.codec.decode(record.body) {
-                    Ok(msg) => self.emit_on(record.name, msg, out),
-                    Err(e) => {
-                        let msg = self.pending[i].clone();
-                        out.error(
-                            msg,
-                            &GearError::new("bad_output").with_detail(format_args!(
-                                "the module's new message is not a fluxMsg: {e}"
-                            )),
-                        );
+                RecordKind::EmitNew => {
+                    if let Some(msg) = fresh.next() {
+                        self.emit_on(record.name, msg, out);
                     }
-                },
-                RecordKind::Drop => out.drop(drop_reason(record.name)),
+                }
+                RecordKind::Drop => {}
                 RecordKind::Error => {
                     let msg = self.original(i);
                     let reason = if record.name.is_empty() {
@@ -748,8 +789,10 @@ impl Running {
                 }
             }
         }
-        for _ in self.answered.iter().filter(|a| !**a) {
-            out.drop("wasm_drop");
+        for (answered, reason) in self.answered.iter().zip(drops) {
+            if !answered {
+                out.drop(reason.map_or("wasm_drop", drop_reason));
+            }
         }
         self.pending.clear();
         Ok(())

@@ -114,6 +114,22 @@ pub enum Error {
     /// A name longer than 65,535 bytes, or a body or batch over 4 GiB.
     #[error("{0} is too long for the ABI")]
     TooLong(&'static str),
+    /// A `data` path with more segments than the codec's nesting depth allows.
+    #[error("data path of {segments} segments, deeper than the limit of {max}")]
+    PathTooDeep {
+        /// Segments of the path.
+        segments: usize,
+        /// The codec's depth limit.
+        max: usize,
+    },
+    /// More records for one input message than the host accepts.
+    #[error("more than {max} records for message {index}")]
+    TooManyRecords {
+        /// The message's index in the batch.
+        index: u32,
+        /// Records accepted per message.
+        max: u32,
+    },
     /// A CBOR value or message that does not decode, or an edit that does not apply.
     #[error(transparent)]
     Msg(#[from] fluxmsg::Error),
@@ -722,10 +738,25 @@ pub fn ref_id_of(value: &[u8]) -> Result<Option<Id>, Error> {
 /// # Errors
 ///
 /// Any malformed edit, a value that does not decode, or a path that does not apply (an empty
-/// segment, a prefix that holds a non-map).
+/// segment, a prefix that holds a non-map, more segments than the codec's depth limit).
 pub fn apply_edits(codec: &Codec, msg: &mut FluxMsg, edits: &[u8]) -> Result<(), Error> {
     for edit in EditsReader::new(edits) {
         apply_edit(codec, msg, edit?)?;
+    }
+    Ok(())
+}
+
+/// Refuses a `data` path with more segments than `codec` nests values: each segment is a map
+/// level, and a message nested without bound could not even be dropped safely.
+///
+/// # Errors
+///
+/// [`Error::PathTooDeep`].
+pub fn check_depth(codec: &Codec, path: &str) -> Result<(), Error> {
+    let segments = path.bytes().filter(|b| *b == b'.').count() + 1;
+    let max = codec.limits().max_depth();
+    if segments > max {
+        return Err(Error::PathTooDeep { segments, max });
     }
     Ok(())
 }
@@ -738,10 +769,12 @@ pub fn apply_edits(codec: &Codec, msg: &mut FluxMsg, edits: &[u8]) -> Result<(),
 pub fn apply_edit(codec: &Codec, msg: &mut FluxMsg, edit: Edit<'_>) -> Result<(), Error> {
     match edit {
         Edit::SetData { path, value } => {
+            check_depth(codec, path)?;
             let value = codec.decode_value(value)?;
             msg.data.set_path(path, value)?;
         }
         Edit::RemoveData { path } => {
+            check_depth(codec, path)?;
             msg.data.remove_path(path);
         }
         Edit::SetMeta { key, value } => {

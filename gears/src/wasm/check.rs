@@ -121,6 +121,9 @@ pub enum ModuleError {
     /// A shared memory (threads).
     #[error("module has a shared memory; a wasm gear needs an unshared memory")]
     SharedMemory,
+    /// More than one memory (multi-memory), which the per-gear memory cap would count apart.
+    #[error("module has {0} memories; a wasm gear has one")]
+    Memories(u32),
     /// Unsigned, and the policy does not allow unsigned modules.
     #[error("module is not signed; sign it with `fluxrig wasm sign` or set allow_unsigned: true")]
     Unsigned,
@@ -178,8 +181,8 @@ pub fn inspect(module: &[u8], policy: &Policy) -> Result<Inspected, ModuleError>
     let invalid = || ModuleError::Invalid {
         detail: "not a core module".to_owned(),
     };
-    check_memories(&types)?;
     let imports_log = check_imports(&types)?;
+    check_memories(&types)?;
     let exports = Exports::of(&types).ok_or_else(invalid)?;
 
     match exports.get("memory") {
@@ -243,9 +246,12 @@ fn signature(module: &[u8], policy: &Policy) -> Result<Option<usize>, ModuleErro
     }
 }
 
-/// Refuses 64-bit and shared memories, defined or imported.
+/// Refuses more than one memory, and 64-bit and shared memories, defined or imported.
 fn check_memories(types: &Types) -> Result<(), ModuleError> {
     let types = types.as_ref();
+    if types.memory_count() > 1 {
+        return Err(ModuleError::Memories(types.memory_count()));
+    }
     for index in 0..types.memory_count() {
         let memory = types.memory_at(index);
         if memory.memory64 {

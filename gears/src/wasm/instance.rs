@@ -14,6 +14,8 @@ use super::engine::{Compiled, TICK};
 const MAX_LOG: usize = 4096;
 /// Table elements a module may grow to.
 const MAX_TABLE: usize = 100_000;
+/// Tables one instance may have.
+const MAX_TABLES: usize = 4;
 
 /// A gear's limits, per call.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +73,20 @@ impl ResourceLimiter for Limiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE)
+    }
+
+    // One instance with one memory (the check refuses more) and a few tables: the caps above
+    // then bound the whole store, not each of thousands of memories or tables.
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 

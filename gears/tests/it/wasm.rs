@@ -124,6 +124,11 @@ fn a_guest_sends_to_several_ports_drops_and_fails_messages() {
     assert_eq!(h.error_reasons(), ["guest_error"]);
     let stats = h.stats();
     assert_eq!(stats.dropped("asked_to_drop"), 1);
+    assert_eq!(
+        stats.dropped("wasm_drop"),
+        1,
+        "a new message does not answer for its input"
+    );
     assert_eq!(stats.errors, 1);
 }
 
@@ -454,39 +459,167 @@ fn compiled_code_is_cached_on_disk_when_asked() {
     assert!(files[0].ends_with(".cwasm"), "{files:?}");
 }
 
-#[test]
-fn edits_that_do_not_apply_send_the_message_to_error() {
-    // Our SDK refuses such an edit in the guest, so a hand-written module sends it: set
-    // data.iso8583.field.4.x while data.iso8583.field.4 holds a string.
-    let codec = fluxmsg::Codec::new();
-    let mut edits = abi::EditsWriter::new();
-    edits
-        .set_data(&codec, "iso8583.field.4.x", &Value::from(1u64))
-        .expect("short edit");
+/// A module whose `process_batch` answers every call with `output`, records written with
+/// the ABI's own writer: a guest that says exactly what a test needs, hostile or not.
+fn answering(name: &str, records: &[abi::Record<'_>]) -> Json {
     let mut output = abi::OutputWriter::new();
-    output
-        .push(abi::Record {
-            index: 0,
-            kind: abi::RecordKind::Emit,
-            name: "out",
-            body: edits.as_bytes(),
-        })
-        .expect("short record");
+    for r in records {
+        output.push(*r).expect("a record the ABI carries");
+    }
     let output = output.finish();
     let data: String = output.iter().map(|b| format!("\\{b:02x}")).collect();
+    // The answer at 16, the allocator above it.
+    let pages = output.len() / 65536 + 2;
     let module = wat::parse_str(format!(
-        r#"(module {ALLOC}
+        r#"(module
+          (memory (export "memory") {pages})
+          (global $next (mut i32) (i32.const {heap}))
+          (func (export "alloc") (param $n i32) (result i32)
+            (local $p i32)
+            (local.set $p (global.get $next))
+            (global.set $next (i32.add (global.get $next) (local.get $n)))
+            (local.get $p))
+          (func (export "free") (param i32 i32))
           (data (i32.const 16) "{data}")
           (func (export "process") (param i32 i32) (result i64) (i64.const 0))
           (func (export "process_batch") (param i32 i32) (result i64)
             (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.const {len}))))"#,
+        heap = (pages - 1) * 65536,
         len = output.len()
     ))
     .expect("valid wat");
-    let dir = scratch_dir("conflict");
-    let path = write(&dir, "conflict.wasm", &module);
-    let mut h = harness(&json!({ "source": path, "allow_unsigned": true }));
+    let dir = scratch_dir(name);
+    let path = write(&dir, "answer.wasm", &module);
+    json!({ "source": path, "allow_unsigned": true })
+}
+
+fn record<'a>(kind: abi::RecordKind, name: &'a str, body: &'a [u8]) -> abi::Record<'a> {
+    abi::Record {
+        index: 0,
+        kind,
+        name,
+        body,
+    }
+}
+
+fn set_data(path: &str) -> Vec<u8> {
+    let mut edits = abi::EditsWriter::new();
+    edits
+        .set_data(&fluxmsg::Codec::new(), path, &Value::from(1u64))
+        .expect("an edit the ABI carries");
+    edits.as_bytes().to_vec()
+}
+
+#[test]
+fn edits_that_do_not_apply_send_the_message_to_error() {
+    use abi::RecordKind::Emit;
+    // Our SDK refuses such edits in the guest, so a hand-written module sends them.
+    // data.iso8583.field.4 holds a string: a path under it conflicts.
+    let conflict = set_data("iso8583.field.4.x");
+    // A path deeper than the codec's depth limit (32), and one as deep as the ABI carries:
+    // refused before a map is built, so the host never holds a message it cannot drop.
+    let deep = set_data(&["a"; 40].join("."));
+    let deepest = set_data(&vec!["a"; 32_000].join("."));
+    for (name, edits) in [("conflict", conflict), ("deep", deep), ("deepest", deepest)] {
+        let mut h = harness(&answering(name, &[record(Emit, "out", &edits)]));
+        h.send("in", payment(1)).expect("processed");
+        let failed = h.take("error");
+        assert_eq!(failed.len(), 1, "{name}");
+        assert_eq!(
+            failed[0].meta.get("error.reason").map(|r| r.as_str()),
+            Some("bad_output"),
+            "{name}"
+        );
+        assert!(h.take("out").is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn each_input_is_counted_once_whatever_the_records_say() {
+    use abi::RecordKind::{Drop, Emit};
+    // Emitted and "dropped": emitted, no drop counted.
+    let mut h = harness(&answering(
+        "emit-and-drop",
+        &[record(Emit, "out", &[]), record(Drop, "late", &[])],
+    ));
+    h.send("in", payment(1)).expect("processed");
+    assert_eq!(h.take("out"), vec![payment(1)]);
+    assert!(h.stats().dropped.is_empty(), "{:?}", h.stats().dropped);
+
+    // Dropped three times: one drop, with the first reason.
+    let mut h = harness(&answering(
+        "drop-thrice",
+        &[
+            record(Drop, "first", &[]),
+            record(Drop, "second", &[]),
+            record(Drop, "first", &[]),
+        ],
+    ));
+    h.send("in", payment(1)).expect("processed");
+    let dropped = h.stats().dropped;
+    assert_eq!(
+        dropped.into_iter().collect::<Vec<_>>(),
+        [("first".to_owned(), 1)]
+    );
+}
+
+#[test]
+fn a_message_with_more_records_than_the_cap_goes_to_error() {
+    use abi::RecordKind::Emit;
+    let records = vec![record(Emit, "out", &[]); 5];
+    let mut config = answering("fan-out", &records);
+    config["max_records_per_message"] = json!(4);
+    let mut h = harness(&config);
     h.send("in", payment(1)).expect("processed");
     assert_eq!(h.error_reasons(), ["bad_output"]);
     assert!(h.take("out").is_empty());
+
+    config["max_records_per_message"] = json!(5);
+    let mut h = harness(&config);
+    h.send("in", payment(1)).expect("processed");
+    assert_eq!(h.take("out").len(), 5);
+}
+
+#[test]
+fn a_new_message_that_does_not_decode_fails_the_input_unchanged() {
+    use abi::RecordKind::{Emit, EmitNew};
+    let mut h = harness(&answering(
+        "bad-new",
+        &[
+            record(Emit, "out", &[]),
+            record(EmitNew, "out", b"\xff\x00"),
+        ],
+    ));
+    h.send("in", payment(1)).expect("processed");
+    assert!(
+        h.take("out").is_empty(),
+        "nothing of a malformed answer is sent"
+    );
+    let mut failed = h.take("error");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0].meta.get("error.reason").map(|r| r.as_str()),
+        Some("bad_output")
+    );
+    failed[0].meta.remove("error.reason");
+    failed[0].meta.remove("error.detail");
+    assert_eq!(failed[0], payment(1), "the message as it came in");
+}
+
+#[test]
+fn a_module_with_two_memories_is_refused_at_load() {
+    let module = wat::parse_str(
+        r#"(module
+          (memory (export "memory") 1)
+          (memory 1)
+          (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+          (func (export "free") (param i32 i32))
+          (func (export "process") (param i32 i32) (result i64) (i64.const 0)))"#,
+    )
+    .expect("valid wat");
+    let dir = scratch_dir("memories");
+    let path = write(&dir, "two.wasm", &module);
+    let err = Harness::new::<Wasm>(&json!({ "source": path, "allow_unsigned": true }))
+        .expect_err("refused");
+    assert!(err.to_string().contains("2 memories"), "{err}");
 }

@@ -18,8 +18,8 @@ use crate::abi::{self, Edit, EditsReader, EditsWriter};
 /// whole message to change a field.
 ///
 /// **Refused edits.** A write that cannot apply (an empty path segment such as `a..b`, a
-/// path under a value that is not a map, a value deeper than the codec allows, a name over
-/// 65,535 bytes) does not panic and changes nothing: the message keeps the first such
+/// path under a value that is not a map, a value or a path deeper than the codec allows, a
+/// name over 65,535 bytes) does not panic and changes nothing: the message keeps the first such
 /// problem ([`Msg::problem`]), and [`Out::emit`](super::Out::emit) then sends it to `error`
 /// with reason [`REASON_BAD_EDIT`](super::REASON_BAD_EDIT) instead of emitting it, as a
 /// native gear's `Err` would. A gear that wants to recover checks [`Msg::problem`] first.
@@ -403,6 +403,7 @@ impl<'a> Msg<'a> {
         if has_empty_segment(path) {
             return Err(empty_segment(path));
         }
+        abi::check_depth(&self.codec, path)?;
         for (end, _) in path.match_indices('.') {
             let item = self.resolve(&path[..end])?;
             if matches!(item, Item::Absent) {
@@ -423,8 +424,8 @@ impl<'a> Msg<'a> {
 
     /// Sets `data.<path>`, creating intermediate maps (as
     /// [`Map::set_path`](fluxmsg::Map::set_path)); refused (see the type's docs) for an
-    /// empty segment, a prefix that holds a value that is not a map, or a value the codec
-    /// cannot encode.
+    /// empty segment, more segments than the codec's depth limit, a prefix that holds a value
+    /// that is not a map, or a value the codec cannot encode.
     pub fn set_data(&mut self, path: &str, value: impl Into<Value>) {
         let value = value.into();
         let done = self
@@ -436,10 +437,15 @@ impl<'a> Msg<'a> {
         }
     }
 
-    /// Removes `data.<path>` (intermediate maps stay); refused for an empty segment.
+    /// Removes `data.<path>` (intermediate maps stay); refused for an empty segment or more
+    /// segments than the codec's depth limit.
     pub fn remove_data(&mut self, path: &str) {
         if has_empty_segment(path) {
             self.refuse(empty_segment(path));
+            return;
+        }
+        if let Err(e) = abi::check_depth(&self.codec, path) {
+            self.refuse(e);
             return;
         }
         match self.edits.push(Edit::RemoveData { path }) {

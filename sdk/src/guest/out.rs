@@ -93,7 +93,9 @@ impl Out {
         self.push(RecordKind::Emit, port, msg.edits());
     }
 
-    /// Sends a new message on `port`, as well as whatever happens to the input message.
+    /// Sends a new message on `port`, as well as whatever happens to the input message (which
+    /// a new message does not answer for: without an emit or an error of its own, the input
+    /// counts as dropped).
     pub fn emit_new(&mut self, port: &str, msg: &FluxMsg) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();

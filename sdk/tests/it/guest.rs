@@ -227,6 +227,7 @@ fn a_refused_edit_sends_the_message_to_error_once() {
             0 => msg.set_data("a..b", 1u8),
             1 => msg.set_data("iso8583.field.4.x", 1u8),
             2 => msg.remove_data(""),
+            3 => msg.set_data(&["a"; 33].join("."), 1u8),
             _ => {
                 // Deeper than the codec's 32 levels.
                 let mut v = Value::from(0u8);
@@ -242,9 +243,9 @@ fn a_refused_edit_sends_the_message_to_error_once() {
         out.emit("out", &msg);
         out.emit("audit", &msg);
     });
-    let msgs: Vec<_> = (0..4).map(payment).collect();
+    let msgs: Vec<_> = (0..5).map(payment).collect();
     let outputs = simulate(&mut gear, &msgs).expect("simulated");
-    assert_eq!(outputs.len(), 4, "one error per message: {outputs:?}");
+    assert_eq!(outputs.len(), 5, "one error per message: {outputs:?}");
     for (i, o) in outputs.iter().enumerate() {
         let Output::Error {
             index,
@@ -259,6 +260,7 @@ fn a_refused_edit_sends_the_message_to_error_once() {
             "empty path segment",
             "key conflict",
             "empty path segment",
+            "33 segments, deeper than the limit of 32",
             "32 levels",
         ][i];
         assert!(detail.contains(want), "{detail}");
