@@ -164,6 +164,50 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    /// The next of the `left` items a header announced, read by `read`. After the last one:
+    /// an error for any bytes left over, then nothing. After an error: nothing.
+    fn counted<T>(
+        &mut self,
+        left: &mut u32,
+        read: impl FnOnce(&mut Cursor<'a>) -> Result<T, Error>,
+    ) -> Option<Result<T, Error>> {
+        if *left == 0 {
+            if self.is_done() {
+                return None;
+            }
+            let extra = self.buf.len() - self.pos;
+            self.pos = self.buf.len();
+            return Some(Err(Error::Trailing(extra)));
+        }
+        *left -= 1;
+        let item = read(self);
+        if item.is_err() {
+            *left = 0;
+            self.pos = self.buf.len();
+        }
+        Some(item)
+    }
+
+    /// One output record, for a batch of `batch` messages.
+    fn record(&mut self, batch: u32) -> Result<Record<'a>, Error> {
+        let index = self.u32("record index")?;
+        if index >= batch {
+            return Err(Error::Index {
+                index,
+                count: batch,
+            });
+        }
+        let kind = RecordKind::from_u8(self.u8("record kind")?)?;
+        let name = self.str16("record name")?;
+        let body = self.bytes32("record body")?;
+        Ok(Record {
+            index,
+            kind,
+            name,
+            body,
+        })
+    }
+
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Error> {
         let left = self.buf.len() - self.pos;
         if n > left {
@@ -306,21 +350,8 @@ impl<'a> Iterator for BatchReader<'a> {
     type Item = Result<&'a [u8], Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            if self.cur.is_done() {
-                return None;
-            }
-            let extra = self.cur.buf.len() - self.cur.pos;
-            self.cur.pos = self.cur.buf.len();
-            return Some(Err(Error::Trailing(extra)));
-        }
-        self.left -= 1;
-        let item = self.cur.bytes32("message");
-        if item.is_err() {
-            self.left = 0;
-            self.cur.pos = self.cur.buf.len();
-        }
-        Some(item)
+        self.cur
+            .counted(&mut self.left, |cur| cur.bytes32("message"))
     }
 }
 
@@ -442,46 +473,14 @@ impl<'a> OutputReader<'a> {
         let left = cur.u32("record count")?;
         Ok(OutputReader { cur, left, batch })
     }
-
-    fn record(&mut self) -> Result<Record<'a>, Error> {
-        let index = self.cur.u32("record index")?;
-        if index >= self.batch {
-            return Err(Error::Index {
-                index,
-                count: self.batch,
-            });
-        }
-        let kind = RecordKind::from_u8(self.cur.u8("record kind")?)?;
-        let name = self.cur.str16("record name")?;
-        let body = self.cur.bytes32("record body")?;
-        Ok(Record {
-            index,
-            kind,
-            name,
-            body,
-        })
-    }
 }
 
 impl<'a> Iterator for OutputReader<'a> {
     type Item = Result<Record<'a>, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            if self.cur.is_done() {
-                return None;
-            }
-            let extra = self.cur.buf.len() - self.cur.pos;
-            self.cur.pos = self.cur.buf.len();
-            return Some(Err(Error::Trailing(extra)));
-        }
-        self.left -= 1;
-        let record = self.record();
-        if record.is_err() {
-            self.left = 0;
-            self.cur.pos = self.cur.buf.len();
-        }
-        Some(record)
+        let batch = self.batch;
+        self.cur.counted(&mut self.left, |cur| cur.record(batch))
     }
 }
 
