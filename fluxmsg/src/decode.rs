@@ -38,12 +38,62 @@ impl Source for Shared<'_> {
 
 /// A data item head: major type, argument and where it started.
 #[derive(Clone, Copy)]
-struct Head {
-    major: u8,
+pub(crate) struct Head {
+    pub(crate) major: u8,
     /// The additional information (low five bits of the initial byte).
-    info: u8,
-    arg: u64,
-    at: usize,
+    pub(crate) info: u8,
+    pub(crate) arg: u64,
+    pub(crate) at: usize,
+}
+
+/// The `n` bytes at `*pos`, moving `*pos` past them; `at` is where the item began, for the
+/// error.
+#[inline]
+pub(crate) fn take<'a>(input: &'a [u8], pos: &mut usize, n: usize, at: usize) -> Result<&'a [u8]> {
+    match input.get(*pos..).and_then(|rest| rest.get(..n)) {
+        Some(s) => {
+            *pos += n;
+            Ok(s)
+        }
+        None => Err(Error::decode(at, K::UnexpectedEnd)),
+    }
+}
+
+/// The data item head at `*pos`, moving `*pos` past it (the decoder's and
+/// [`MsgView`](crate::MsgView)'s one reading of heads).
+#[inline]
+pub(crate) fn head(input: &[u8], pos: &mut usize) -> Result<Head> {
+    let at = *pos;
+    let Some(&b) = input.get(at) else {
+        return Err(Error::decode(at, K::UnexpectedEnd));
+    };
+    *pos += 1;
+    let major = b >> 5;
+    let info = b & 0x1f;
+    let arg = match info {
+        0..=23 => u64::from(info),
+        24 => u64::from(take(input, pos, 1, at)?[0]),
+        25 => {
+            let s = take(input, pos, 2, at)?;
+            u64::from(u16::from_be_bytes([s[0], s[1]]))
+        }
+        26 => {
+            let s = take(input, pos, 4, at)?;
+            u64::from(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        }
+        27 => {
+            let s = take(input, pos, 8, at)?;
+            u64::from_be_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
+        }
+        31 if matches!(major, 2..=5 | 7) => return Err(Error::decode(at, K::IndefiniteLength)),
+        _ => return Err(Error::decode(at, K::Reserved(info))),
+    };
+    Ok(Head {
+        major,
+        info,
+        arg,
+        at,
+    })
 }
 
 struct Decoder<'a, S> {
@@ -68,49 +118,12 @@ impl<'a, S: Source> Decoder<'a, S> {
 
     #[inline]
     fn take(&mut self, n: usize, at: usize) -> Result<&'a [u8]> {
-        let input = self.input;
-        match input.get(self.pos..).and_then(|rest| rest.get(..n)) {
-            Some(s) => {
-                self.pos += n;
-                Ok(s)
-            }
-            None => self.err(at, K::UnexpectedEnd),
-        }
+        take(self.input, &mut self.pos, n, at)
     }
 
     #[inline]
     fn head(&mut self) -> Result<Head> {
-        let at = self.pos;
-        let Some(&b) = self.input.get(at) else {
-            return self.err(at, K::UnexpectedEnd);
-        };
-        self.pos += 1;
-        let major = b >> 5;
-        let info = b & 0x1f;
-        let arg = match info {
-            0..=23 => u64::from(info),
-            24 => u64::from(self.take(1, at)?[0]),
-            25 => {
-                let s = self.take(2, at)?;
-                u64::from(u16::from_be_bytes([s[0], s[1]]))
-            }
-            26 => {
-                let s = self.take(4, at)?;
-                u64::from(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-            }
-            27 => {
-                let s = self.take(8, at)?;
-                u64::from_be_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
-            }
-            31 if matches!(major, 2..=5 | 7) => return self.err(at, K::IndefiniteLength),
-            _ => return self.err(at, K::Reserved(info)),
-        };
-        Ok(Head {
-            major,
-            info,
-            arg,
-            at,
-        })
+        head(self.input, &mut self.pos)
     }
 
     /// The payload of a text or byte string whose head is `h`.

@@ -98,6 +98,7 @@ pub use crate::error::{DecodeErrorKind, Error, LimitExceeded, PathErrorKind};
 pub use crate::id::Id;
 pub use crate::map::{Iter as MapIter, Map};
 pub use crate::msg::{FluxMsg, FluxMsgBuilder, Hop};
+pub use crate::path::check_path;
 pub use crate::serde_impl::{from_value, to_value};
 pub use crate::text::Text;
 pub use crate::value::{Integer, IntegerOutOfRange, Value};

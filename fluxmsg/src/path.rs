@@ -3,11 +3,29 @@
 use crate::{Error, Map, PathErrorKind, Value};
 
 /// Whether `path` has an empty segment (or is empty).
-fn has_empty_segment(path: &str) -> bool {
-    path.is_empty() || path.starts_with('.') || path.ends_with('.') || path.contains("..")
+pub(crate) fn has_empty_segment(path: &str) -> bool {
+    path.is_empty()
+        || path.starts_with('.')
+        || path.ends_with('.')
+        || path.as_bytes().windows(2).any(|w| w == b"..")
 }
 
-fn segments(path: &str) -> Result<(), Error> {
+/// Checks that `path` is a dotted path `set_path` can take: not empty, no empty segment.
+///
+/// ```
+/// use fluxmsg::{PathErrorKind, check_path};
+///
+/// assert!(check_path("iso8583.field.4").is_ok());
+/// assert!(matches!(
+///     check_path("a..b"),
+///     Err(fluxmsg::Error::Path { kind: PathErrorKind::EmptySegment, .. })
+/// ));
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Path`] with [`PathErrorKind::EmptySegment`].
+pub fn check_path(path: &str) -> Result<(), Error> {
     if has_empty_segment(path) {
         return Err(Error::Path {
             path: path.to_owned(),
@@ -92,7 +110,7 @@ impl Map<Value> {
         path: &str,
         value: impl Into<Value>,
     ) -> Result<Option<Value>, Error> {
-        segments(path)?;
+        check_path(path)?;
         let Some((parents, last)) = path.rsplit_once('.') else {
             return Ok(self.insert(path, value.into()));
         };

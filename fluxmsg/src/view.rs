@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::decode::{self, Head};
+use crate::path::has_empty_segment;
 use crate::{Codec, DecodeErrorKind as K, Error, Id, LimitExceeded, Limits, Value};
 
 type Result<T> = std::result::Result<T, Error>;
@@ -315,25 +317,6 @@ impl<'a> MsgView<'a> {
     }
 }
 
-/// Whether `path` is empty or has an empty segment, which [`Map::get_path`](crate::Map::get_path)
-/// finds nothing at.
-fn has_empty_segment(path: &str) -> bool {
-    path.is_empty()
-        || path.starts_with('.')
-        || path.ends_with('.')
-        || path.as_bytes().windows(2).any(|w| w == b"..")
-}
-
-/// A data item head: major type, argument and where it started.
-#[derive(Clone, Copy)]
-struct Head {
-    major: u8,
-    /// The additional information (low five bits of the initial byte).
-    info: u8,
-    arg: u64,
-    at: usize,
-}
-
 /// A bounds-checked cursor; its errors are those of the decoder.
 #[derive(Clone, Copy)]
 struct Cur<'a> {
@@ -353,51 +336,12 @@ impl<'a> Cur<'a> {
 
     #[inline]
     fn take(&mut self, n: usize, at: usize) -> Result<&'a [u8]> {
-        let input = self.input;
-        match input.get(self.pos..).and_then(|rest| rest.get(..n)) {
-            Some(s) => {
-                self.pos += n;
-                Ok(s)
-            }
-            None => Err(Error::decode(at, K::UnexpectedEnd)),
-        }
+        decode::take(self.input, &mut self.pos, n, at)
     }
 
     #[inline]
     fn head(&mut self) -> Result<Head> {
-        let at = self.pos;
-        let Some(&b) = self.input.get(at) else {
-            return Err(Error::decode(at, K::UnexpectedEnd));
-        };
-        self.pos += 1;
-        let major = b >> 5;
-        let info = b & 0x1f;
-        let arg = match info {
-            0..=23 => u64::from(info),
-            24 => u64::from(self.take(1, at)?[0]),
-            25 => {
-                let s = self.take(2, at)?;
-                u64::from(u16::from_be_bytes([s[0], s[1]]))
-            }
-            26 => {
-                let s = self.take(4, at)?;
-                u64::from(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-            }
-            27 => {
-                let s = self.take(8, at)?;
-                u64::from_be_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
-            }
-            31 if matches!(major, 2..=5 | 7) => {
-                return Err(Error::decode(at, K::IndefiniteLength));
-            }
-            _ => return Err(Error::decode(at, K::Reserved(info))),
-        };
-        Ok(Head {
-            major,
-            info,
-            arg,
-            at,
-        })
+        decode::head(self.input, &mut self.pos)
     }
 
     /// The next head, which must be of major type `major`.

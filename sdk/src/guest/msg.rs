@@ -120,21 +120,6 @@ fn below<'p>(child: &'p str, parent: &str) -> Option<&'p str> {
     child.strip_prefix(parent)?.strip_prefix('.')
 }
 
-/// Whether `path` is empty or has an empty segment.
-fn has_empty_segment(path: &str) -> bool {
-    path.is_empty()
-        || path.starts_with('.')
-        || path.ends_with('.')
-        || path.as_bytes().windows(2).any(|w| w == b"..")
-}
-
-fn empty_segment(path: &str) -> abi::Error {
-    abi::Error::Msg(fluxmsg::Error::Path {
-        path: path.to_owned(),
-        kind: PathErrorKind::EmptySegment,
-    })
-}
-
 /// A text item's string, without copying it.
 fn text_item(item: &[u8]) -> Option<&str> {
     let (&first, rest) = item.split_first()?;
@@ -215,7 +200,7 @@ impl<'a> Msg<'a> {
     /// What `path` inside `data` holds with the edits applied, replaying them on that path
     /// only, as `apply_edits` would on the whole message.
     fn resolve(&self, path: &str) -> Result<Item<'_>, abi::Error> {
-        if has_empty_segment(path) {
+        if fluxmsg::check_path(path).is_err() {
             return Ok(Item::Absent);
         }
         let mut item = self.view.data_raw(path)?.map_or(Item::Absent, Item::Raw);
@@ -400,9 +385,7 @@ impl<'a> Msg<'a> {
     /// Checks that `data.<path>` can be set: no empty segment, and no prefix that holds a
     /// value that is not a map (`set_path`'s conflict, found before the host meets it).
     fn check_set(&self, path: &str) -> Result<(), abi::Error> {
-        if has_empty_segment(path) {
-            return Err(empty_segment(path));
-        }
+        fluxmsg::check_path(path)?;
         abi::check_depth(&self.codec, path)?;
         for (end, _) in path.match_indices('.') {
             let item = self.resolve(&path[..end])?;
@@ -440,8 +423,8 @@ impl<'a> Msg<'a> {
     /// Removes `data.<path>` (intermediate maps stay); refused for an empty segment or more
     /// segments than the codec's depth limit.
     pub fn remove_data(&mut self, path: &str) {
-        if has_empty_segment(path) {
-            self.refuse(empty_segment(path));
+        if let Err(e) = fluxmsg::check_path(path) {
+            self.refuse(e.into());
             return;
         }
         if let Err(e) = abi::check_depth(&self.codec, path) {
