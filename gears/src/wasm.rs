@@ -297,12 +297,12 @@ struct Running {
     batch: bool,
     codec: Codec,
     input: Vec<u8>,
+    /// The guest's answer to the last call.
+    output: Vec<u8>,
     /// Messages of the current batch call, in order.
     pending: Vec<FluxMsg>,
     /// Per message of the call: records that still need its original.
     uses: Vec<u32>,
-    /// Per message of the call: whether an emit or an error record answered it.
-    answered: Vec<bool>,
     /// Per message of the call: its records so far.
     records: Vec<u32>,
     max_records: u32,
@@ -487,9 +487,9 @@ impl Gear for Wasm {
             out,
             codec: Codec::new(),
             input: Vec::new(),
+            output: Vec::new(),
             pending: Vec::new(),
             uses: Vec::new(),
-            answered: Vec::new(),
             records: Vec::new(),
             max_records: self.max_records,
         });
@@ -549,19 +549,6 @@ fn drop_reason(reason: &str) -> &'static str {
 }
 
 impl Running {
-    /// The guest, recreated first if that failed after the last fault.
-    fn guest(&mut self) -> Result<&mut Guest, GearError> {
-        if self.broken {
-            self.guest.reset().map_err(|e| {
-                GearError::new("instance").with_detail(format_args!(
-                    "the module cannot be instantiated again after a fault: {e}"
-                ))
-            })?;
-            self.broken = false;
-        }
-        Ok(&mut self.guest)
-    }
-
     /// After a fault: a fresh instance, or none if that fails too (then every message goes
     /// to `error` until a later attempt succeeds).
     fn recover(&mut self, fault: &Fault) {
@@ -581,138 +568,115 @@ impl Running {
         GearError::new(fault.reason()).with_detail(fault.detail(self.guest.limits()))
     }
 
+    /// Calls the guest on `input` (the batch or the single entry point), its answer in
+    /// `output`. The instance is recreated first if that failed after the last fault; if it
+    /// fails again, that is an error for the messages of the call.
+    fn call(&mut self, batch: bool) -> Result<Result<(), Fault>, GearError> {
+        if self.broken {
+            self.guest.reset().map_err(|e| {
+                GearError::new("instance").with_detail(format_args!(
+                    "the module cannot be instantiated again after a fault: {e}"
+                ))
+            })?;
+            self.broken = false;
+        }
+        Ok(self.guest.call(batch, &self.input, &mut self.output))
+    }
+
     /// The reference ABI: one message in, one (or none) out on `out`.
     fn single(&mut self, msg: &mut FluxMsg) -> Result<Outcome, GearError> {
         self.input.clear();
         self.codec
             .encode(msg, &mut self.input)
             .map_err(|e| GearError::new("encode").with_detail(e))?;
-        let input = std::mem::take(&mut self.input);
-        if let Err(e) = self.guest() {
-            self.input = input;
-            return Err(e);
+        if let Err(fault) = self.call(false)? {
+            let error = self.fault_error(&fault);
+            self.recover(&fault);
+            return Err(error);
         }
-        let codec = &self.codec;
-        let result = self
-            .guest
-            .call(false, &input)
-            .map(|out| (!out.is_empty()).then(|| codec.decode(out)));
-        self.input = input;
-        match result {
-            Ok(None) => Ok(Outcome::Drop("wasm_drop")),
-            Ok(Some(Ok(new))) => {
-                *msg = new;
-                Ok(Outcome::Emit(self.out))
-            }
-            Ok(Some(Err(e))) => Err(GearError::new("bad_output")
-                .with_detail(format_args!("the module's output is not a fluxMsg: {e}"))),
-            Err(fault) => {
-                let error = self.fault_error(&fault);
-                self.recover(&fault);
-                Err(error)
-            }
+        if self.output.is_empty() {
+            return Ok(Outcome::Drop("wasm_drop"));
         }
+        *msg = self.codec.decode(&self.output).map_err(|e| {
+            GearError::new("bad_output")
+                .with_detail(format_args!("the module's output is not a fluxMsg: {e}"))
+        })?;
+        Ok(Outcome::Emit(self.out))
+    }
+
+    /// Encodes `pending` as a batch into `input`.
+    fn encode_pending(&mut self) -> Result<(), GearError> {
+        let mut writer = BatchWriter::new(&mut self.input);
+        for msg in &self.pending {
+            let codec = &self.codec;
+            writer
+                .push(|buf| codec.encode_envelope_first(msg, buf).map(drop))
+                .map_err(|e| GearError::new("encode").with_detail(e))?;
+        }
+        writer
+            .finish()
+            .map(drop)
+            .map_err(|e| GearError::new("encode").with_detail(e))
+    }
+
+    /// Sends `pending` on according to `output`; see [`Running::deliver`].
+    fn deliver_output(&mut self, out: &mut Outbox<'_>) -> Result<(), abi::Error> {
+        let output = std::mem::take(&mut self.output);
+        let delivered = self.deliver(&output, out);
+        self.output = output;
+        delivered
     }
 
     /// Runs `pending` through the batch entry point; on a fault or malformed output, replays
     /// the messages one by one so that only the offender goes to `error`.
     fn call_batch(&mut self, out: &mut Outbox<'_>) {
-        let mut writer = BatchWriter::new(&mut self.input);
-        let mut sent = Vec::new();
-        for (i, msg) in self.pending.iter().enumerate() {
-            let codec = &self.codec;
-            match writer.push(|buf| codec.encode_envelope_first(msg, buf).map(drop)) {
-                Ok(()) => sent.push(i),
-                Err(e) => {
-                    tracing::debug!(gear = %self.name, error = %e, "message does not encode");
-                }
-            }
-        }
-        if writer.finish().is_err() || sent.len() != self.pending.len() {
-            // Rare: a message that does not encode. Go one by one; each reports its own fate.
-            self.one_by_one(out);
-            return;
-        }
-        let input = std::mem::take(&mut self.input);
-        let outcome = match self.guest() {
-            Ok(guest) => guest.call(true, &input).map(<[u8]>::to_vec),
-            Err(e) => {
-                for msg in self.pending.drain(..) {
-                    out.error(msg, &e);
-                }
-                self.input = input;
-                return;
-            }
-        };
-        self.input = input;
-        match outcome {
-            Ok(output) => {
-                if let Err(e) = self.deliver(&output, out) {
-                    tracing::warn!(gear = %self.name, error = %e, "malformed batch output; replaying one by one");
-                    self.recover(&Fault::BadOutput(e.to_string()));
-                    self.one_by_one(out);
-                }
-            }
-            Err(fault) => {
-                self.recover(&fault);
-                if self.pending.len() == 1 {
-                    let error = self.fault_error(&fault);
-                    for msg in self.pending.drain(..) {
-                        out.error(msg, &error);
+        // A message that does not encode (rare) and a batch of one go one by one at once.
+        if self.pending.len() > 1 && self.encode_pending().is_ok() {
+            match self.call(true) {
+                Ok(Ok(())) => match self.deliver_output(out) {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(gear = %self.name, error = %e, "malformed batch output; replaying one by one");
+                        self.recover(&Fault::BadOutput(e.to_string()));
                     }
-                } else {
-                    self.one_by_one(out);
-                }
-            }
-        }
-    }
-
-    /// Each message of `pending` in a batch of its own.
-    fn one_by_one(&mut self, out: &mut Outbox<'_>) {
-        let all = std::mem::take(&mut self.pending);
-        for msg in all {
-            self.input.clear();
-            let mut writer = BatchWriter::new(&mut self.input);
-            let codec = &self.codec;
-            if let Err(e) = writer.push(|buf| codec.encode_envelope_first(&msg, buf).map(drop)) {
-                out.error(msg, &GearError::new("encode").with_detail(e));
-                continue;
-            }
-            if writer.finish().is_err() {
-                out.error(
-                    msg,
-                    &GearError::new("encode").with_detail("message too large"),
-                );
-                continue;
-            }
-            self.pending.clear();
-            self.pending.push(msg);
-            let input = std::mem::take(&mut self.input);
-            let outcome = match self.guest() {
-                Ok(guest) => guest.call(true, &input).map(<[u8]>::to_vec),
+                },
+                Ok(Err(fault)) => self.recover(&fault),
                 Err(e) => {
-                    self.input = input;
                     for msg in self.pending.drain(..) {
                         out.error(msg, &e);
                     }
-                    continue;
+                    return;
                 }
-            };
-            self.input = input;
-            let failure = match outcome {
-                Ok(output) => match self.deliver(&output, out) {
-                    Ok(()) => continue,
-                    Err(e) => {
-                        let fault = Fault::BadOutput(format!("malformed batch output: {e}"));
+            }
+        }
+        self.one_by_one(out);
+    }
+
+    /// Each message of `pending` in a batch of its own; a failure sends that message to
+    /// `error`.
+    fn one_by_one(&mut self, out: &mut Outbox<'_>) {
+        let all = std::mem::take(&mut self.pending);
+        for msg in all {
+            self.pending.clear();
+            self.pending.push(msg);
+            let failure = match self.encode_pending() {
+                Ok(()) => match self.call(true) {
+                    Ok(Ok(())) => match self.deliver_output(out) {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            let fault = Fault::BadOutput(format!("malformed batch output: {e}"));
+                            self.recover(&fault);
+                            self.fault_error(&fault)
+                        }
+                    },
+                    Ok(Err(fault)) => {
+                        let error = self.fault_error(&fault);
                         self.recover(&fault);
-                        self.fault_error(&fault)
+                        error
                     }
+                    Err(e) => e,
                 },
-                Err(fault) => {
-                    let error = self.fault_error(&fault);
-                    self.recover(&fault);
-                    error
-                }
+                Err(e) => e,
             };
             for msg in self.pending.drain(..) {
                 out.error(msg, &failure);
@@ -732,8 +696,6 @@ impl Running {
             v.clear();
             v.resize(n, 0);
         }
-        self.answered.clear();
-        self.answered.resize(n, false);
         let count = u32::try_from(n).unwrap_or(u32::MAX);
         let mut records = Vec::new();
         let mut fresh = Vec::new();
@@ -750,16 +712,19 @@ impl Running {
                     });
                 }
                 match record.kind {
-                    RecordKind::Emit | RecordKind::Error => {
-                        self.uses[i] += 1;
-                        self.answered[i] = true;
-                    }
+                    RecordKind::Emit | RecordKind::Error => self.uses[i] += 1,
                     RecordKind::EmitNew => fresh.push(self.codec.decode(record.body)?),
                     RecordKind::Drop => {
                         drops[i].get_or_insert(record.name);
                     }
                 }
                 records.push(record);
+            }
+        }
+        // Messages without an emit or error record: dropped.
+        for (uses, reason) in self.uses.iter().zip(drops) {
+            if *uses == 0 {
+                out.drop(reason.map_or("wasm_drop", drop_reason));
             }
         }
         let mut fresh = fresh.into_iter();
@@ -787,11 +752,6 @@ impl Running {
                         GearError::new(reason).with_detail(String::from_utf8_lossy(record.body));
                     out.error(msg, &error);
                 }
-            }
-        }
-        for (answered, reason) in self.answered.iter().zip(drops) {
-            if !answered {
-                out.drop(reason.map_or("wasm_drop", drop_reason));
             }
         }
         self.pending.clear();

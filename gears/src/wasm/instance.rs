@@ -188,7 +188,6 @@ pub(crate) struct Guest {
     gear: Arc<str>,
     store: Store<HostState>,
     exports: Exports,
-    out: Vec<u8>,
 }
 
 impl std::fmt::Debug for Guest {
@@ -284,7 +283,6 @@ impl Guest {
             gear,
             store,
             exports,
-            out: Vec::new(),
         })
     }
 
@@ -307,13 +305,17 @@ impl Guest {
         &self.limits
     }
 
-    /// Runs the batch entry point (`batch`) or the single one on `input`; the output is what
-    /// the guest returned (empty for a length of 0).
-    pub(crate) fn call(&mut self, batch: bool, input: &[u8]) -> Result<&[u8], Fault> {
+    /// Runs the batch entry point (`batch`) or the single one on `input`, and replaces `out`
+    /// with what the guest returned (empty for a length of 0).
+    pub(crate) fn call(
+        &mut self,
+        batch: bool,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Fault> {
         let Guest {
             store,
             exports: ex,
-            out,
             limits,
             names,
             ..
@@ -376,7 +378,7 @@ impl Guest {
                 .call(&mut *store, (out_ptr as i32, out_len as i32))
                 .map_err(|e| fault(store, &e))?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
