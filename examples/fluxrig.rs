@@ -431,7 +431,7 @@ fn wasm(command: &WasmCommand, output: &mut dyn Write) -> Result<(), Failure> {
                 output,
                 "signed {} (digest {}) with public key {}",
                 target.display(),
-                hex(&digest),
+                wasm::digest_hex(&digest),
                 wasm::public_hex(&key.verifying_key())
             )?;
         }
@@ -455,7 +455,7 @@ fn wasm(command: &WasmCommand, output: &mut dyn Write) -> Result<(), Failure> {
             let found =
                 wasm::inspect(&bytes, &policy).with_context(|| format!("{}", module.display()))?;
             writeln!(output, "{}: ok", module.display())?;
-            writeln!(output, "digest: {}", hex(&found.digest))?;
+            writeln!(output, "digest: {}", wasm::digest_hex(&found.digest))?;
             match found.signed_by {
                 Some(i) => {
                     let key = policy.trusted_keys.get(i).map(wasm::public_hex);
@@ -503,10 +503,6 @@ fn write_secret(path: &std::path::Path, text: &str) -> Result<(), Failure> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode(limits: &LimitArgs, input: &mut dyn Read, output: &mut dyn Write) -> Result<(), Failure> {

@@ -94,7 +94,6 @@ mod instance;
 mod sign;
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -393,14 +392,6 @@ impl GearKind for Wasm {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 fn read_file(path: &std::path::Path) -> Result<Vec<u8>, GearError> {
     use std::io::Read as _;
     let fail = |e: std::io::Error| {
@@ -473,7 +464,7 @@ impl Gear for Wasm {
         let out = ctx.output("out").unwrap_or(ports[0].1);
         tracing::info!(
             gear = ctx.name(),
-            digest = %hex(&checked.digest),
+            digest = %digest_hex(&checked.digest),
             signed_by = ?checked.signed_by,
             batch = guest.has_batch(),
             "wasm module ready"
@@ -810,7 +801,7 @@ pub struct Module {
 impl std::fmt::Debug for Module {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Module")
-            .field("digest", &hex(&self.checked.digest))
+            .field("digest", &digest_hex(&self.checked.digest))
             .field("signed_by", &self.checked.signed_by)
             .field("batch", &self.checked.has_batch)
             .finish_non_exhaustive()

@@ -7,7 +7,6 @@
 //! [`InstancePre`] with the host's imports already resolved.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -123,12 +122,11 @@ pub(crate) fn compile(
 fn cache_file(engine: &Engine, digest: &[u8; 32], dir: &Path) -> PathBuf {
     let mut hasher = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let mut name = String::with_capacity(96);
-    for b in digest {
-        let _ = write!(name, "{b:02x}");
-    }
-    let _ = write!(name, "-{:016x}.cwasm", hasher.finish());
-    dir.join(name)
+    dir.join(format!(
+        "{}-{:016x}.cwasm",
+        super::sign::to_hex(digest),
+        hasher.finish()
+    ))
 }
 
 fn from_disk(

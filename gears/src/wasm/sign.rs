@@ -280,7 +280,14 @@ pub(crate) fn fingerprint(digest: &[u8; 32]) -> String {
     to_hex(&digest[..8])
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// A module digest (see [`digest`]) as 64 lowercase hex characters, as logs, the disk cache
+/// and `fluxrig wasm check` show it.
+#[must_use]
+pub fn digest_hex(digest: &[u8; 32]) -> String {
+    to_hex(digest)
+}
+
+pub(super) fn to_hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");
