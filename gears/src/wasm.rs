@@ -302,6 +302,8 @@ struct Running {
     pending: Vec<FluxMsg>,
     /// Per message of the call: records that still need its original.
     uses: Vec<u32>,
+    /// Drop reasons this gear has seen, interned.
+    reasons: Vec<&'static str>,
     /// Per message of the call: its records so far.
     records: Vec<u32>,
     max_records: u32,
@@ -481,6 +483,7 @@ impl Gear for Wasm {
             output: Vec::new(),
             pending: Vec::new(),
             uses: Vec::new(),
+            reasons: Vec::new(),
             records: Vec::new(),
             max_records: self.max_records,
         });
@@ -540,6 +543,19 @@ fn drop_reason(reason: &str) -> &'static str {
 }
 
 impl Running {
+    /// `reason` interned, from the gear's own list first: the process-wide set is locked
+    /// only for a reason this gear has not given before.
+    fn drop_reason(&mut self, reason: &str) -> &'static str {
+        if let Some(known) = self.reasons.iter().find(|r| **r == reason) {
+            return known;
+        }
+        let interned = drop_reason(reason);
+        if self.reasons.len() < MAX_DROP_REASONS {
+            self.reasons.push(interned);
+        }
+        interned
+    }
+
     /// After a fault: a fresh instance, or none if that fails too (then every message goes
     /// to `error` until a later attempt succeeds).
     fn recover(&mut self, fault: &Fault) {
@@ -713,9 +729,9 @@ impl Running {
             }
         }
         // Messages without an emit or error record: dropped.
-        for (uses, reason) in self.uses.iter().zip(drops) {
-            if *uses == 0 {
-                out.drop(reason.map_or("wasm_drop", drop_reason));
+        for (i, reason) in drops.into_iter().enumerate() {
+            if self.uses[i] == 0 {
+                out.drop(reason.map_or("wasm_drop", |r| self.drop_reason(r)));
             }
         }
         let mut fresh = fresh.into_iter();
