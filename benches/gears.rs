@@ -25,11 +25,11 @@ use runner::{BATCH, batch, runner};
 fn pair<H: Fn(&mut FluxMsg) -> Option<OutPort>>(
     c: &mut Criterion,
     name: &str,
-    kind: &str,
+    gear_type: &str,
     config: &serde_json::Value,
     make_hand: impl FnOnce(&Ports) -> H,
 ) {
-    let (mut runner, input) = runner(kind, config);
+    let (mut runner, input) = runner(gear_type, config);
     let hand = make_hand(runner.context().ports());
     // Check once that both do the same thing before timing them.
     let mut outputs = Outputs::new();

@@ -12,11 +12,11 @@ use crate::shapes::payment;
 /// Messages per batch, as the engine moves them.
 pub(crate) const BATCH: usize = 64;
 
-/// A built-in gear of type `kind`, prepared from `config` and initialized, with its `in`
+/// A built-in gear of type `gear_type`, prepared from `config` and initialized, with its `in`
 /// port; ids and time come from a manual clock.
-pub(crate) fn runner(kind: &str, config: &serde_json::Value) -> (Runner, InPort) {
+pub(crate) fn runner(gear_type: &str, config: &serde_json::Value) -> (Runner, InPort) {
     let prepared = Factory::builtin()
-        .prepare(kind, kind, config)
+        .prepare(gear_type, gear_type, config)
         .expect("the bench configs are valid");
     let clock = ManualClock::from_unix_secs(1_767_225_600);
     let ids = fluxrig::idgen::Generator::builder()
@@ -25,7 +25,7 @@ pub(crate) fn runner(kind: &str, config: &serde_json::Value) -> (Runner, InPort)
         .build()
         .expect("a generator");
     let mut runner = Runner::new(
-        kind,
+        gear_type,
         prepared,
         Services::new(Arc::new(ids), Arc::new(clock)),
     );

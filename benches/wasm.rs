@@ -56,8 +56,8 @@ fn set_field(c: &mut Criterion) {
     expected.data.insert("checked", Value::Bool(true));
     let mut group = c.benchmark_group("set-field");
     group.throughput(Throughput::Elements(BATCH as u64));
-    for (name, kind, config) in gears {
-        let (mut runner, input) = runner(kind, &config);
+    for (name, gear_type, config) in gears {
+        let (mut runner, input) = runner(gear_type, &config);
         // Each does the same edit before it is timed.
         let out = run(&mut runner, input, &mut batch());
         assert_eq!(out.len(), BATCH, "{name}");

@@ -4,14 +4,14 @@
 
 use fluxrig::fluxmsg::{FluxMsg, Value, json::to_string};
 use fluxrig::rack::{Graph, Rack};
-use fluxrig::sdk::{self, Context, Gear, GearError, GearKind, InPort, Manifest, Outbox};
+use fluxrig::sdk::{self, Context, Gear, GearError, GearType, InPort, Manifest, Outbox};
 use fluxrig::sdk::{Category, OutPort, Outcome};
 use serde_json::{Value as Json, json};
 
 /// The app's own gear: flags payments above `config.limit` as risky.
 struct Enrich(i64, OutPort);
 
-impl GearKind for Enrich {
+impl GearType for Enrich {
     type Config = Json;
     fn manifest() -> Manifest {
         Manifest::new("enrich", Category::Logic)

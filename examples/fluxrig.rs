@@ -144,7 +144,7 @@ enum GearsCommand {
     /// A gear type's manifest (ports, terminus, config schema) as JSON.
     Show {
         /// The gear type, as in scenarios (`transform`).
-        kind: String,
+        gear_type: String,
     },
 }
 
@@ -278,7 +278,7 @@ fn rack_check(path: &std::path::Path, output: &mut dyn Write) -> Result<(), Fail
             plan.wires.len()
         )?;
         for gear in &plan.gears {
-            writeln!(output, "  {} ({})", gear.name, gear.kind)?;
+            writeln!(output, "  {} ({})", gear.name, gear.gear_type)?;
         }
         for wire in &plan.wires {
             writeln!(
@@ -378,13 +378,16 @@ fn gears(command: &GearsCommand, output: &mut dyn Write) -> Result<(), Failure> 
             for m in factory.manifests() {
                 let category = serde_json::to_value(m.category)?;
                 let category = category.as_str().unwrap_or_default();
-                writeln!(output, "{:<10} {:<14} {}", m.kind, category, m.summary)?;
+                writeln!(output, "{:<10} {:<14} {}", m.gear_type, category, m.summary)?;
             }
         }
-        GearsCommand::Show { kind } => {
-            let gear = factory.get(kind).with_context(|| {
-                let known: Vec<_> = factory.kinds().collect();
-                format!("unknown gear type {kind:?} (known: {})", known.join(", "))
+        GearsCommand::Show { gear_type } => {
+            let gear = factory.get(gear_type).with_context(|| {
+                let known: Vec<_> = factory.type_names().collect();
+                format!(
+                    "unknown gear type {gear_type:?} (known: {})",
+                    known.join(", ")
+                )
             })?;
             serde_json::to_writer_pretty(&mut *output, gear.manifest())?;
             writeln!(output)?;

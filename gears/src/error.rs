@@ -3,10 +3,10 @@
 #[non_exhaustive]
 pub enum Error {
     /// No gear type of that name is registered.
-    #[error("unknown gear type {kind:?} (known: {known})")]
+    #[error("unknown gear type {gear_type:?} (known: {known})")]
     UnknownType {
         /// The type asked for.
-        kind: String,
+        gear_type: String,
         /// The registered types, comma-separated.
         known: String,
     },
@@ -14,12 +14,12 @@ pub enum Error {
     #[error("gear type {0:?} is already registered")]
     Duplicate(String),
     /// A gear's configuration is refused.
-    #[error("gear {gear:?} ({kind}): {source}")]
+    #[error("gear {gear:?} ({gear_type}): {source}")]
     Config {
         /// The gear's name.
         gear: String,
         /// Its type.
-        kind: String,
+        gear_type: String,
         /// Every problem, with its field path.
         source: sdk::ConfigError,
     },

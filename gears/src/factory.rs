@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use sdk::{GearKind, GearType, Manifest, Prepared};
+use sdk::{DynGearType, GearType, Manifest, Prepared};
 
 use crate::error::Error;
 
@@ -11,7 +11,7 @@ use crate::error::Error;
 /// silent override.
 #[derive(Debug, Clone, Default)]
 pub struct Factory {
-    types: BTreeMap<String, GearType>,
+    types: BTreeMap<String, DynGearType>,
 }
 
 impl Factory {
@@ -34,8 +34,8 @@ impl Factory {
     ///
     /// [`Error::Duplicate`] when its type name is taken; [`Error::Gear`] when its manifest or
     /// schema is unusable.
-    pub fn register<G: GearKind>(&mut self) -> Result<(), Error> {
-        self.register_type(GearType::of::<G>()?)
+    pub fn register<G: GearType>(&mut self) -> Result<(), Error> {
+        self.register_type(DynGearType::of::<G>()?)
     }
 
     /// Registers an already erased gear type.
@@ -43,11 +43,12 @@ impl Factory {
     /// # Errors
     ///
     /// [`Error::Duplicate`] when its type name is taken.
-    pub fn register_type(&mut self, kind: GearType) -> Result<(), Error> {
-        if self.types.contains_key(kind.kind()) {
-            return Err(Error::Duplicate(kind.kind().to_owned()));
+    pub fn register_type(&mut self, gear_type: DynGearType) -> Result<(), Error> {
+        if self.types.contains_key(gear_type.gear_type()) {
+            return Err(Error::Duplicate(gear_type.gear_type().to_owned()));
         }
-        self.types.insert(kind.kind().to_owned(), kind);
+        self.types
+            .insert(gear_type.gear_type().to_owned(), gear_type);
         Ok(())
     }
 
@@ -67,22 +68,22 @@ impl Factory {
         Ok(())
     }
 
-    /// The gear type called `kind`.
-    pub fn get(&self, kind: &str) -> Option<&GearType> {
-        self.types.get(kind)
+    /// The gear type called `gear_type`.
+    pub fn get(&self, gear_type: &str) -> Option<&DynGearType> {
+        self.types.get(gear_type)
     }
 
     /// The type names, sorted.
-    pub fn kinds(&self) -> impl Iterator<Item = &str> + '_ {
+    pub fn type_names(&self) -> impl Iterator<Item = &str> + '_ {
         self.types.keys().map(String::as_str)
     }
 
     /// The manifests, sorted by type name.
     pub fn manifests(&self) -> impl Iterator<Item = &Manifest> + '_ {
-        self.types.values().map(GearType::manifest)
+        self.types.values().map(DynGearType::manifest)
     }
 
-    /// Validates `config` for a gear `name` of type `kind` and builds it (no tasks, no
+    /// Validates `config` for a gear `name` of type `gear_type` and builds it (no tasks, no
     /// sockets): what a rack does for every gear of a scenario before anything runs.
     ///
     /// # Errors
@@ -92,16 +93,19 @@ impl Factory {
     pub fn prepare(
         &self,
         name: &str,
-        kind: &str,
+        gear_type: &str,
         config: &serde_json::Value,
     ) -> Result<Prepared, Error> {
-        let gear_type = self.types.get(kind).ok_or_else(|| Error::UnknownType {
-            kind: kind.to_owned(),
-            known: self.kinds().collect::<Vec<_>>().join(", "),
-        })?;
+        let gear_type = self
+            .types
+            .get(gear_type)
+            .ok_or_else(|| Error::UnknownType {
+                gear_type: gear_type.to_owned(),
+                known: self.type_names().collect::<Vec<_>>().join(", "),
+            })?;
         gear_type.prepare(config).map_err(|source| Error::Config {
             gear: name.to_owned(),
-            kind: kind.to_owned(),
+            gear_type: gear_type.to_owned(),
             source,
         })
     }

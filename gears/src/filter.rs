@@ -27,12 +27,12 @@
 use fluxmsg::FluxMsg;
 use schemars::JsonSchema;
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outbox,
+    Category, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
     Outcome, Terminus,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::rule::{Condition, Scratch, Test};
+use crate::condition::{Condition, Scratch, Test};
 use crate::{Error, Factory};
 
 pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
@@ -60,7 +60,7 @@ pub struct Filter {
     scratch: Scratch,
 }
 
-impl GearKind for Filter {
+impl GearType for Filter {
     type Config = Config;
 
     fn manifest() -> Manifest {

@@ -108,7 +108,7 @@ use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use schemars::JsonSchema;
 use sdk::{
-    Category, ConfigError, Context, Emitter, Gear, GearError, GearKind, HumanDuration, InPort,
+    Category, ConfigError, Context, Emitter, Gear, GearError, GearType, HumanDuration, InPort,
     Manifest, OutPort, Outbox, Outcome, Terminus,
 };
 use serde::Deserialize;
@@ -225,7 +225,7 @@ struct Plan {
     seed: u64,
 }
 
-impl GearKind for Generate {
+impl GearType for Generate {
     type Config = Config;
 
     fn manifest() -> Manifest {

@@ -122,7 +122,7 @@ mod server;
 
 use fluxmsg::FluxMsg;
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outbox,
+    Category, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
     Outcome, Terminus,
 };
 use tokio::sync::mpsc;
@@ -154,7 +154,7 @@ enum Running {
     Client(mpsc::Sender<FluxMsg>),
 }
 
-impl GearKind for IoHttp {
+impl GearType for IoHttp {
     type Config = Config;
 
     fn manifest() -> Manifest {

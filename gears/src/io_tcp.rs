@@ -129,7 +129,7 @@ use std::time::Duration;
 
 use fluxmsg::FluxMsg;
 use sdk::{
-    Category, Context, Emitter, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outbox,
+    Category, Context, Emitter, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
     Outcome, Terminus,
 };
 use tokio::sync::mpsc;
@@ -219,7 +219,7 @@ impl Shared {
     }
 }
 
-impl GearKind for IoTcp {
+impl GearType for IoTcp {
     type Config = Config;
 
     fn manifest() -> Manifest {

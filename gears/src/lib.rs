@@ -52,13 +52,13 @@
 //! External gear packs register with [`Factory::register_pack`]; a type name registered twice
 //! is an error. Write a new gear with the `sdk` crate and test it with `sdk::Harness`.
 
+mod condition;
 mod error;
 mod expr;
 mod factory;
 mod field;
 mod meta;
 mod net;
-mod rule;
 mod template;
 
 pub mod filter;
@@ -71,9 +71,9 @@ pub mod transform;
 #[cfg(feature = "wasm")]
 pub mod wasm;
 
+pub use crate::condition::Condition;
 pub use crate::error::Error;
 pub use crate::factory::Factory;
-pub use crate::rule::Condition;
 
 fn register_builtin(factory: &mut Factory) -> Result<(), Error> {
     generate::register(factory)?;

@@ -29,7 +29,7 @@ use std::time::UNIX_EPOCH;
 use fluxmsg::FluxMsg;
 use schemars::JsonSchema;
 use sdk::{
-    Category, Clock, ConfigError, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort,
+    Category, Clock, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort,
     Outbox, Outcome, Terminus,
 };
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,7 @@ pub struct Log {
     line: Vec<u8>,
 }
 
-impl GearKind for Log {
+impl GearType for Log {
     type Config = Config;
 
     fn manifest() -> Manifest {

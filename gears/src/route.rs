@@ -45,12 +45,12 @@
 use fluxmsg::FluxMsg;
 use schemars::JsonSchema;
 use sdk::{
-    Category, ConfigError, Context, Direction, Gear, GearError, GearKind, InPort, Manifest,
+    Category, ConfigError, Context, Direction, Gear, GearError, GearType, InPort, Manifest,
     OutPort, Outbox, Outcome, PortName, Ports, Terminus,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::rule::{Condition, Scratch, Test};
+use crate::condition::{Condition, Scratch, Test};
 use crate::{Error, Factory};
 
 pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
@@ -117,7 +117,7 @@ pub struct Route {
     scratch: Scratch,
 }
 
-impl GearKind for Route {
+impl GearType for Route {
     type Config = Config;
 
     fn manifest() -> Manifest {

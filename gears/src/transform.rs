@@ -54,14 +54,14 @@ use std::sync::Arc;
 use fluxmsg::{FluxMsg, Value};
 use schemars::JsonSchema;
 use sdk::{
-    Category, Clock, ConfigError, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort,
+    Category, Clock, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort,
     Outbox, Outcome, Terminus,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::condition::{Condition, Scratch, Test, how_many};
 use crate::expr::Expr;
 use crate::field::Field;
-use crate::rule::{Condition, Scratch, Test, how_many};
 use crate::template::{MsgVar, Template};
 use crate::{Error, Factory};
 
@@ -136,7 +136,7 @@ pub struct Transform {
     clock: Option<Arc<dyn Clock>>,
 }
 
-impl GearKind for Transform {
+impl GearType for Transform {
     type Config = Config;
 
     fn manifest() -> Manifest {

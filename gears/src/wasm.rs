@@ -101,7 +101,7 @@ use fluxmsg::{Codec, FluxMsg};
 use schemars::JsonSchema;
 use sdk::abi::{self, BatchWriter, OutputReader, Record, RecordKind};
 use sdk::{
-    Category, ConfigError, Context, Direction, Gear, GearError, GearKind, HumanDuration, InPort,
+    Category, ConfigError, Context, Direction, Gear, GearError, GearType, HumanDuration, InPort,
     LoadFuture, Manifest, OutPort, Outbox, Outcome, PortName, Ports, Terminus,
 };
 use serde::{Deserialize, Serialize};
@@ -309,7 +309,7 @@ struct Running {
     max_records: u32,
 }
 
-impl GearKind for Wasm {
+impl GearType for Wasm {
     type Config = Config;
 
     fn manifest() -> Manifest {

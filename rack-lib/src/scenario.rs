@@ -161,7 +161,7 @@ pub struct GearDef {
     /// Its name, unique in the scenario (`[a-z0-9_-]`, 1 to 64).
     pub name: String,
     /// Its type (the YAML key `type`), a name the gear factory knows.
-    pub kind: String,
+    pub gear_type: String,
     /// Where it runs.
     pub deploy: Deploy,
     /// Its configuration as JSON (`{}` when `config:` is left out or null).
@@ -175,7 +175,7 @@ pub struct GearDef {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct GearPositions {
     name: Pos,
-    kind: Pos,
+    gear_type: Pos,
     deploy: Option<Pos>,
     /// The `config:` key (the entry when there is none).
     config_key: Pos,

@@ -65,7 +65,7 @@ impl Services {
 /// snake handle, counters, and the tasks it spawned.
 pub struct Context {
     name: Arc<str>,
-    kind: Arc<str>,
+    gear_type: Arc<str>,
     config: Arc<serde_json::Value>,
     span: tracing::Span,
     ports: Arc<Ports>,
@@ -81,7 +81,7 @@ impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("name", &self.name)
-            .field("kind", &self.kind)
+            .field("gear_type", &self.gear_type)
             .field("ports", &self.ports)
             .field("tasks", &self.tasks.len())
             .finish_non_exhaustive()
@@ -91,7 +91,7 @@ impl fmt::Debug for Context {
 impl Context {
     pub(crate) fn new(
         name: &str,
-        kind: &str,
+        gear_type: &str,
         config: serde_json::Value,
         ports: Ports,
         services: Services,
@@ -104,9 +104,9 @@ impl Context {
             .map(|_| PortStatus::default())
             .collect();
         Context {
-            span: tracing::info_span!("gear", gear = %name, kind = %kind),
+            span: tracing::info_span!("gear", gear = %name, gear_type = %gear_type),
             name: name.into(),
-            kind: kind.into(),
+            gear_type: gear_type.into(),
             config: Arc::new(config),
             ports: Arc::new(ports),
             status,
@@ -124,8 +124,8 @@ impl Context {
     }
 
     /// The gear's type.
-    pub fn kind(&self) -> &str {
-        &self.kind
+    pub fn gear_type(&self) -> &str {
+        &self.gear_type
     }
 
     /// The configuration as written in the scenario (already validated).
@@ -133,7 +133,7 @@ impl Context {
         &self.config
     }
 
-    /// The gear's tracing span (fields `gear` and `kind`); its tasks run inside it.
+    /// The gear's tracing span (fields `gear` and `gear_type`); its tasks run inside it.
     pub fn span(&self) -> &tracing::Span {
         &self.span
     }

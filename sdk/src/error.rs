@@ -6,12 +6,12 @@ use std::fmt;
 #[non_exhaustive]
 pub enum Error {
     /// The configuration does not fit the gear's schema or its own rules.
-    #[error("gear {gear:?} ({kind}): {source}")]
+    #[error("gear {gear:?} ({gear_type}): {source}")]
     Config {
         /// The gear's name in the scenario.
         gear: String,
         /// The gear's type.
-        kind: String,
+        gear_type: String,
         /// Every problem found, each with its field path.
         source: ConfigError,
     },
@@ -32,10 +32,10 @@ pub enum Error {
     PortName(String),
     /// A gear type cannot be registered: its name is invalid or its config schema does not
     /// compile.
-    #[error("gear type {kind:?}: {reason}")]
+    #[error("gear type {gear_type:?}: {reason}")]
     Schema {
         /// The type name.
-        kind: String,
+        gear_type: String,
         /// What is wrong.
         reason: String,
     },

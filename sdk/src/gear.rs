@@ -107,7 +107,7 @@ pub enum Outcome {
 ///
 /// ```
 /// use fluxmsg::FluxMsg;
-/// use sdk::{Category, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outcome, Outbox};
+/// use sdk::{Category, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outcome, Outbox};
 ///
 /// /// Counts messages into `meta.seen`.
 /// struct Counter { seen: u64, out: OutPort }
@@ -116,7 +116,7 @@ pub enum Outcome {
 /// #[serde(deny_unknown_fields)]
 /// struct CounterConfig {}
 ///
-/// impl GearKind for Counter {
+/// impl GearType for Counter {
 ///     type Config = CounterConfig;
 ///     fn manifest() -> Manifest {
 ///         Manifest::new("counter", Category::Logic).input("in", "any").output("out", "counted")
@@ -138,13 +138,13 @@ pub enum Outcome {
 ///     }
 /// }
 /// ```
-pub trait GearKind: Gear + Sized {
+pub trait GearType: Gear + Sized {
     /// The configuration, read from the scenario's `config:` map. Its JSON Schema (from
     /// `schemars`) becomes the manifest's `config_schema`; use `#[serde(deny_unknown_fields)]`
     /// so that a misspelt key is an error.
     type Config: DeserializeOwned + JsonSchema;
 
-    /// The manifest, without the configuration schema (filled in from [`GearKind::Config`]).
+    /// The manifest, without the configuration schema (filled in from [`GearType::Config`]).
     fn manifest() -> Manifest;
 
     /// The concrete ports a gear with this configuration has. The default is the manifest's

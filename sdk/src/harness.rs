@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use crate::context::Services;
 use crate::emit::{ERROR_REASON, Emission, Outputs};
 use crate::error::Error;
-use crate::gear::GearKind;
-use crate::kind::GearType;
+use crate::gear::GearType;
+use crate::gear_type::DynGearType;
 use crate::port::{ERROR_PORT, PortStatus};
 use crate::runner::Runner;
 use crate::stats::StatsSnapshot;
@@ -27,12 +27,12 @@ use crate::stats::StatsSnapshot;
 /// ```
 /// # fn main() -> Result<(), sdk::Error> {
 /// use fluxmsg::FluxMsg;
-/// use sdk::{Category, Context, Gear, GearError, GearKind, Harness, InPort, Manifest, OutPort, Outcome, Outbox};
+/// use sdk::{Category, Context, Gear, GearError, GearType, Harness, InPort, Manifest, OutPort, Outcome, Outbox};
 ///
 /// struct Stamp { out: OutPort }
 /// #[derive(serde::Deserialize, schemars::JsonSchema)]
 /// struct NoConfig {}
-/// impl GearKind for Stamp {
+/// impl GearType for Stamp {
 ///     type Config = NoConfig;
 ///     fn manifest() -> Manifest { Manifest::new("stamp", Category::Logic).input("in", "").output("out", "") }
 ///     fn new(_: NoConfig) -> Result<Self, sdk::ConfigError> { Ok(Stamp { out: OutPort::ERROR }) }
@@ -72,14 +72,14 @@ const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Harness {
     /// Validates `config` for the gear type `G`, builds the gear and initialises it as `"gear"`.
-    pub fn new<G: GearKind>(config: &serde_json::Value) -> Result<Harness, Error> {
-        Harness::builder(GearType::of::<G>()?).build(config)
+    pub fn new<G: GearType>(config: &serde_json::Value) -> Result<Harness, Error> {
+        Harness::builder(DynGearType::of::<G>()?).build(config)
     }
 
     /// A harness for an already registered (type-erased) gear type, with options.
-    pub fn builder(kind: GearType) -> HarnessBuilder {
+    pub fn builder(gear_type: DynGearType) -> HarnessBuilder {
         HarnessBuilder {
-            kind,
+            gear_type,
             name: "gear".to_owned(),
             snake: None,
             emit_capacity: 1024,
@@ -235,7 +235,7 @@ impl Harness {
 /// Options for a [`Harness`].
 #[derive(Debug)]
 pub struct HarnessBuilder {
-    kind: GearType,
+    gear_type: DynGearType,
     name: String,
     snake: Option<Snake>,
     emit_capacity: usize,
@@ -283,18 +283,21 @@ impl HarnessBuilder {
     }
 
     fn runner(self, config: &serde_json::Value) -> Result<(Runner, ManualClock), Error> {
-        let prepared = self.kind.prepare(config).map_err(|source| Error::Config {
-            gear: self.name.clone(),
-            kind: self.kind.kind().to_owned(),
-            source,
-        })?;
+        let prepared = self
+            .gear_type
+            .prepare(config)
+            .map_err(|source| Error::Config {
+                gear: self.name.clone(),
+                gear_type: self.gear_type.gear_type().to_owned(),
+                source,
+            })?;
         let clock = ManualClock::from_unix_secs(START_UNIX_SECS);
         let ids = Generator::builder()
             .machine_id(1)
             .clock(clock.clone())
             .build()
             .map_err(|e| Error::Schema {
-                kind: self.kind.kind().to_owned(),
+                gear_type: self.gear_type.gear_type().to_owned(),
                 reason: format!("the harness id generator: {e}"),
             })?;
         let services = Services::new(Arc::new(ids), Arc::new(clock.clone()))

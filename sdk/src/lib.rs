@@ -7,9 +7,9 @@
 //!   implement [`Gear::process`], a synchronous call per message driven in batches (no boxed
 //!   future, no lock per message); active gears spawn tasks in [`Gear::start`] and send through
 //!   an [`Emitter`].
-//! - [`GearKind`]: the configuration struct (its JSON Schema comes from `schemars`), the
+//! - [`GearType`]: the configuration struct (its JSON Schema comes from `schemars`), the
 //!   [`Manifest`] (type, category, ports with dynamic patterns such as `out_<name>`, terminus)
-//!   and the constructor. [`GearType`] erases it for the factory.
+//!   and the constructor. [`DynGearType`] erases it for the factory.
 //! - [`Context`]: configuration, name, tracing span, ids, clock, emitter, snake handle,
 //!   counters, tasks.
 //! - [`Runner`]: drives a gear; shared by the rack engine and the [`Harness`], which runs a
@@ -25,7 +25,7 @@
 //! ```
 //! # fn main() -> Result<(), sdk::Error> {
 //! use fluxmsg::{FluxMsg, Value};
-//! use sdk::{Category, Context, Gear, GearError, GearKind, Harness, InPort, Manifest, OutPort, Outcome, Outbox};
+//! use sdk::{Category, Context, Gear, GearError, GearType, Harness, InPort, Manifest, OutPort, Outcome, Outbox};
 //!
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields)]
@@ -33,7 +33,7 @@
 //!
 //! struct Upper { field: String, out: OutPort }
 //!
-//! impl GearKind for Upper {
+//! impl GearType for Upper {
 //!     type Config = Config;
 //!     fn manifest() -> Manifest {
 //!         Manifest::new("upper", Category::Logic).input("in", "any message").output("out", "edited")
@@ -87,11 +87,11 @@ mod error;
 #[cfg(feature = "host")]
 mod gear;
 #[cfg(feature = "host")]
+mod gear_type;
+#[cfg(feature = "host")]
 mod harness;
 #[cfg(feature = "host")]
 mod ids;
-#[cfg(feature = "host")]
-mod kind;
 #[cfg(feature = "host")]
 mod manifest;
 #[cfg(feature = "host")]
@@ -114,13 +114,13 @@ pub use crate::emit::{
 #[cfg(feature = "host")]
 pub use crate::error::{ConfigError, Error, FieldError, GearError};
 #[cfg(feature = "host")]
-pub use crate::gear::{Gear, GearKind, LoadFuture, Outcome};
+pub use crate::gear::{Gear, GearType, LoadFuture, Outcome};
+#[cfg(feature = "host")]
+pub use crate::gear_type::{DynGearType, Prepared};
 #[cfg(feature = "host")]
 pub use crate::harness::{Harness, HarnessBuilder};
 #[cfg(feature = "host")]
 pub use crate::ids::IdSource;
-#[cfg(feature = "host")]
-pub use crate::kind::{GearType, Prepared};
 #[cfg(feature = "host")]
 pub use crate::manifest::{Category, Direction, Manifest, PortSpec, Status, Terminus};
 #[cfg(feature = "host")]

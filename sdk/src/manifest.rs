@@ -12,7 +12,7 @@ use crate::port::{ERROR_PORT, PortName};
 pub struct Manifest {
     /// The type name used in scenarios (`transform`, `io_tcp`).
     #[serde(rename = "type")]
-    pub kind: String,
+    pub gear_type: String,
     /// What kind of work it does.
     pub category: Category,
     /// Whether it is ready for use.
@@ -108,11 +108,11 @@ impl PortSpec {
 }
 
 impl Manifest {
-    /// A stable manifest for `kind` with no ports but `error`, terminus opaque, and an empty
+    /// A stable manifest for `gear_type` with no ports but `error`, terminus opaque, and an empty
     /// configuration schema.
-    pub fn new(kind: impl Into<String>, category: Category) -> Manifest {
+    pub fn new(gear_type: impl Into<String>, category: Category) -> Manifest {
         Manifest {
-            kind: kind.into(),
+            gear_type: gear_type.into(),
             category,
             status: Status::Stable,
             summary: String::new(),

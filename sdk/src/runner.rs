@@ -13,7 +13,7 @@ use crate::context::{Context, Services};
 use crate::emit::{Emission, Emitter, Outbox, Outputs, mark_error, tally};
 use crate::error::{Error, GearError};
 use crate::gear::{Gear, Outcome};
-use crate::kind::Prepared;
+use crate::gear_type::Prepared;
 use crate::port::{InPort, OutPort};
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -69,14 +69,14 @@ impl Runner {
         let stats = Arc::new(Stats::new(name));
         let (emitter, rx) = Emitter::channel(services.emit_capacity, Arc::clone(&stats));
         let Prepared {
-            kind,
+            gear_type,
             config,
             ports,
             gear,
         } = prepared;
         Runner {
             gear,
-            ctx: Context::new(name, &kind, config, ports, services, stats, emitter),
+            ctx: Context::new(name, &gear_type, config, ports, services, stats, emitter),
             state: State::New,
             emissions: Some(rx),
             drops: Vec::new(),

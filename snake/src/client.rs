@@ -8,12 +8,13 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::{ConsumerConfig, KvConfig, StreamConfig};
-use crate::kv::{self, Bucket};
+use crate::memory::kv::Bucket;
 use crate::memory::{Memory, Stream, lock};
 use crate::nats::{
     Nats, NatsConsumer, NatsDelivery, NatsKv, NatsKvWatch, NatsOptions, NatsSubscription,
     PendingAck,
 };
+use crate::subject::kv_key;
 use crate::subject::matches;
 use crate::{Error, Message, Pattern, Subject};
 
@@ -727,7 +728,7 @@ impl Kv {
     pub async fn watch(&self, pattern: &str) -> Result<KvWatch, Error> {
         let ok = pattern
             .split('.')
-            .all(|p| p == "*" || p == ">" || kv::key(p).is_ok());
+            .all(|p| p == "*" || p == ">" || kv_key(p).is_ok());
         if !ok {
             return Err(Error::InvalidKey(pattern.to_owned()));
         }

@@ -82,7 +82,6 @@
 mod client;
 mod config;
 mod error;
-mod kv;
 mod memory;
 mod message;
 mod nats;

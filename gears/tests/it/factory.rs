@@ -3,7 +3,7 @@
 use fluxmsg::FluxMsg;
 use gears::{Error, Factory};
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outbox,
+    Category, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
     Outcome,
 };
 use serde_json::json;
@@ -24,24 +24,24 @@ const BUILTIN: &[&str] = &[
 #[test]
 fn the_builtin_catalog_has_every_gear_with_a_manifest() {
     let factory = Factory::builtin();
-    assert_eq!(factory.kinds().collect::<Vec<_>>(), BUILTIN);
+    assert_eq!(factory.type_names().collect::<Vec<_>>(), BUILTIN);
     for m in factory.manifests() {
-        assert!(!m.summary.is_empty(), "{} has a summary", m.kind);
+        assert!(!m.summary.is_empty(), "{} has a summary", m.gear_type);
         assert!(
             m.ports.iter().any(|p| p.name == "error"),
             "{} has an error port",
-            m.kind
+            m.gear_type
         );
         assert_eq!(
             m.config_schema["type"], "object",
             "{} has an object schema",
-            m.kind
+            m.gear_type
         );
         assert_eq!(
             m.config_schema["additionalProperties"],
             json!(false),
             "{} refuses unknown keys",
-            m.kind
+            m.gear_type
         );
     }
 }
@@ -75,8 +75,12 @@ fn config_errors_name_the_gear_the_field_and_the_reason() {
         .expect_err("refused");
     assert!(err.to_string().contains("'extra' was unexpected"), "{err}");
     match err {
-        Error::Config { gear, kind, source } => {
-            assert_eq!((gear.as_str(), kind.as_str()), ("t", "transform"));
+        Error::Config {
+            gear,
+            gear_type,
+            source,
+        } => {
+            assert_eq!((gear.as_str(), gear_type.as_str()), ("t", "transform"));
             assert_eq!(source.problems().len(), 1);
         }
         other => panic!("a config error, not {other:?}"),
@@ -93,7 +97,7 @@ struct Echo {
 #[serde(deny_unknown_fields)]
 struct EchoConfig {}
 
-impl GearKind for Echo {
+impl GearType for Echo {
     type Config = EchoConfig;
     fn manifest() -> Manifest {
         Manifest::new("echo", Category::Logic)
@@ -127,7 +131,7 @@ impl Gear for Echo {
 #[derive(Debug)]
 struct FakeLog;
 
-impl GearKind for FakeLog {
+impl GearType for FakeLog {
     type Config = EchoConfig;
     fn manifest() -> Manifest {
         Manifest::new("log", Category::Observability)
@@ -155,7 +159,7 @@ fn a_pack_registers_in_one_call_and_duplicates_are_refused() {
         .expect("registers");
     assert!(f.get("echo").is_some());
     let prepared = f.prepare("e", "echo", &json!({})).expect("valid");
-    assert_eq!(prepared.kind(), "echo");
+    assert_eq!(prepared.gear_type(), "echo");
 
     let err = f.register::<Echo>().expect_err("taken");
     assert_eq!(err.to_string(), "gear type \"echo\" is already registered");
@@ -173,7 +177,7 @@ fn a_pack_registers_in_one_call_and_duplicates_are_refused() {
         matches!(err, Error::Duplicate(ref k) if k == "log"),
         "{err}"
     );
-    assert_eq!(f.kinds().count(), 0);
+    assert_eq!(f.type_names().count(), 0);
 
     // A built-in cannot be silently overridden.
     let mut f = Factory::builtin();

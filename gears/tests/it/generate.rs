@@ -8,7 +8,7 @@ use std::time::Duration;
 use fluxmsg::{FluxMsg, Value};
 use gears::generate::Generate;
 use proptest::prelude::*;
-use sdk::{Category, Direction, GearType, Harness, Terminus};
+use sdk::{Category, Direction, DynGearType, Harness, Terminus};
 use serde_json::json;
 
 /// The harness clock's start, 2026-01-01T00:00:00Z, in seconds since the Unix epoch.
@@ -56,9 +56,9 @@ fn refused(config: &serde_json::Value) -> String {
 
 #[test]
 fn the_manifest_is_an_origin_with_one_output() -> Result<(), gears::Error> {
-    let kind = GearType::of::<Generate>()?;
-    let manifest = kind.manifest();
-    assert_eq!(manifest.kind, "generate");
+    let gear_type = DynGearType::of::<Generate>()?;
+    let manifest = gear_type.manifest();
+    assert_eq!(manifest.gear_type, "generate");
     assert_eq!(manifest.category, Category::Logic);
     assert_eq!(manifest.terminus, Terminus::Io);
     assert_eq!(manifest.fixed_ports(Direction::Input).count(), 0);
@@ -165,7 +165,7 @@ async fn duration_stops_the_source() {
 
 #[tokio::test(start_paused = true)]
 async fn duration_stops_load_mode_too() {
-    let mut h = Harness::builder(GearType::of::<Generate>().expect("registers"))
+    let mut h = Harness::builder(DynGearType::of::<Generate>().expect("registers"))
         .emit_capacity(1)
         .build(&json!({ "duration": "1s", "batch": 10 }))
         .expect("valid");
@@ -374,7 +374,7 @@ proptest! {
 
 #[tokio::test(start_paused = true)]
 async fn load_mode_emits_count_messages_in_batches() {
-    let mut h = Harness::builder(GearType::of::<Generate>().expect("registers"))
+    let mut h = Harness::builder(DynGearType::of::<Generate>().expect("registers"))
         .emit_capacity(1)
         .build(&json!({ "count": 1000, "template": { "data": { "n": "${counter}" } } }))
         .expect("valid");
@@ -389,7 +389,7 @@ async fn load_mode_emits_count_messages_in_batches() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_consumer_slows_the_source_without_loss() {
-    let mut h = Harness::builder(GearType::of::<Generate>().expect("registers"))
+    let mut h = Harness::builder(DynGearType::of::<Generate>().expect("registers"))
         .emit_capacity(1)
         .build(&json!({
             "count": 300, "batch": 16, "rate": { "tps": 100 },

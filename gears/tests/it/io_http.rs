@@ -15,7 +15,7 @@ use gears::io_http::IoHttp;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use sdk::{Category, Direction, GearType, Harness, Terminus};
+use sdk::{Category, Direction, DynGearType, Harness, Terminus};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -223,9 +223,9 @@ fn check_config_error(config: &Value, expect: &[&str]) {
 
 #[test]
 fn manifest_is_an_io_gear_with_in_out_and_error() {
-    let kind = GearType::of::<IoHttp>().expect("io_http registers");
-    let m = kind.manifest();
-    assert_eq!(m.kind, "io_http");
+    let gear_type = DynGearType::of::<IoHttp>().expect("io_http registers");
+    let m = gear_type.manifest();
+    assert_eq!(m.gear_type, "io_http");
     assert_eq!(m.category, Category::Io);
     assert_eq!(m.terminus, Terminus::Io);
     let ports = |dir| {

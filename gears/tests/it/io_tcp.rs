@@ -421,7 +421,7 @@ async fn frames_read_but_not_emitted_at_drain_count_as_shutdown() {
     let mut started = None;
     for _ in 0..5 {
         let addr = format!("127.0.0.1:{}", crate::free_port());
-        let mut h = Harness::builder(sdk::GearType::of::<IoTcp>().expect("registers"))
+        let mut h = Harness::builder(sdk::DynGearType::of::<IoTcp>().expect("registers"))
             .emit_capacity(1)
             .build(&json!({ "mode": "server", "bind": addr }))
             .expect("a valid server config");

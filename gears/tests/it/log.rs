@@ -22,7 +22,7 @@ fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn a_sink_writes_one_json_line_per_message() {
     let path = temp_file("sink");
-    let mut h = Harness::builder(sdk::GearType::of::<Log>().expect("registers"))
+    let mut h = Harness::builder(sdk::DynGearType::of::<Log>().expect("registers"))
         .name("audit")
         .build(&json!({ "output": "file", "path": path }))
         .expect("valid");

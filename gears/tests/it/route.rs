@@ -109,7 +109,7 @@ fn least_loaded_picks_the_emptiest_and_breaks_ties_in_turn() {
 
 #[test]
 fn the_ports_are_those_the_rules_name() {
-    let kind = sdk::GearType::of::<Route>().expect("registers");
+    let kind = sdk::DynGearType::of::<Route>().expect("registers");
     let prepared = kind
         .prepare(&json!({
             "rules": [{ "when": { "field": "id", "exists": true }, "to": { "round_robin": ["out_a", "out_b"] } }],

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use fluxmsg::{FluxMsg, Id, Value};
 use gears::wasm::{Wasm, module_bucket, public_hex, sign};
-use sdk::{GearType, Harness, abi};
+use sdk::{DynGearType, Harness, abi};
 use serde_json::{Value as Json, json};
 
 fn testbed() -> PathBuf {
@@ -423,7 +423,7 @@ async fn a_module_loads_from_a_snake_kv_bucket() {
         .await
         .expect("put");
     let config = json!({ "source": "snake://wasm_catalog/testbed.wasm", "allow_unsigned": true });
-    let kind = GearType::of::<Wasm>().expect("type");
+    let kind = DynGearType::of::<Wasm>().expect("type");
     let builder = || Harness::builder(kind.clone()).snake(snake.clone());
     let mut h = builder().build_loaded(&config).await.expect("loads");
     h.send("in", payment(1)).expect("processed");

@@ -35,7 +35,7 @@ pub struct GearSpec {
     /// The gear's name, unique in the graph.
     pub name: String,
     /// Its type in the factory.
-    pub kind: String,
+    pub gear_type: String,
     /// Its configuration (validated against the type's schema when applied).
     pub config: serde_json::Value,
 }
@@ -82,10 +82,10 @@ impl Graph {
 
     /// Adds a gear.
     #[must_use]
-    pub fn gear(mut self, name: &str, kind: &str, config: serde_json::Value) -> Graph {
+    pub fn gear(mut self, name: &str, gear_type: &str, config: serde_json::Value) -> Graph {
         self.gears.push(GearSpec {
             name: name.to_owned(),
-            kind: kind.to_owned(),
+            gear_type: gear_type.to_owned(),
             config,
         });
         self
@@ -137,7 +137,7 @@ impl From<&crate::scenario::RackPlan> for Graph {
         for gear in &plan.gears {
             graph.gears.push(GearSpec {
                 name: gear.name.clone(),
-                kind: gear.kind.clone(),
+                gear_type: gear.gear_type.clone(),
                 config: gear.config.clone(),
             });
         }

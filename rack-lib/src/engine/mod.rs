@@ -1,8 +1,8 @@
 //! The engine: runs the gears of a [`Graph`] on Tokio tasks joined by bounded queues, and
 //! applies a changed graph as a diff.
 
-mod bus;
 mod graph;
+mod lanes;
 mod node;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -187,7 +187,7 @@ fn default_ids() -> Result<Arc<dyn IdSource>, Error> {
         .or_else(|_| idgen::Generator::builder().machine_id(1).build())
         .map_err(|e| {
             Error::Lifecycle(sdk::Error::Schema {
-                kind: "rack".to_owned(),
+                gear_type: "rack".to_owned(),
                 reason: format!("no id generator: {e}"),
             })
         })?;
@@ -308,7 +308,9 @@ impl Rack {
                     change.kept.push(spec.name.clone());
                 }
                 running => {
-                    let prepared = self.factory.prepare(&spec.name, &spec.kind, &spec.config)?;
+                    let prepared =
+                        self.factory
+                            .prepare(&spec.name, &spec.gear_type, &spec.config)?;
                     let gear_ports = prepared.ports().clone();
                     ports.insert(spec.name.clone(), gear_ports.clone());
                     if running.is_some() {
@@ -344,7 +346,7 @@ impl Rack {
         if (!graph.publish.is_empty() || !graph.subscribe.is_empty())
             && let Some(snake) = &self.services.snake
         {
-            bus::ensure_stream(snake).await?;
+            lanes::ensure_stream(snake).await?;
         }
         change.removed = self
             .nodes
@@ -441,7 +443,8 @@ impl Rack {
             };
             let subject = snake::Subject::msg(&self.name, &at.gear, &at.port)?;
             let (tx, rx) = mpsc::channel(self.limits.queue);
-            let task = bus::spawn_publisher(snake, subject, rx, Arc::clone(&self.in_flight), stats);
+            let task =
+                lanes::spawn_publisher(snake, subject, rx, Arc::clone(&self.in_flight), stats);
             self.publishers.insert(at, (tx, task));
         }
 
@@ -518,7 +521,7 @@ impl Rack {
             let Some(port) = node.ports.input(&sub.to.port) else {
                 continue;
             };
-            let task = bus::spawn_subscriber(bus::Inbound {
+            let task = lanes::spawn_subscriber(lanes::Inbound {
                 snake,
                 subject: snake::Subject::msg(&sub.rack, &sub.from.gear, &sub.from.port)?,
                 durable: format!(
@@ -739,7 +742,7 @@ impl Rack {
         let mint = || {
             self.services.ids.next_id().map_err(|e| {
                 Error::Lifecycle(sdk::Error::Schema {
-                    kind: spec.kind.clone(),
+                    gear_type: spec.gear_type.clone(),
                     reason: format!("no id for the gear: {e}"),
                 })
             })

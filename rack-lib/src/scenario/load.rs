@@ -301,7 +301,7 @@ fn gear(node: &Node, problems: &mut Problems) -> Option<GearDef> {
         problems,
     )?;
     let name = required(&f, "name", "a gear", problems);
-    let kind = required(&f, "type", "a gear", problems);
+    let gear_type = required(&f, "type", "a gear", problems);
     let deploy = match f.get("deploy") {
         None => Some(Deploy::Global),
         Some(d) => deploy(d, problems),
@@ -324,12 +324,12 @@ fn gear(node: &Node, problems: &mut Problems) -> Option<GearDef> {
     };
     let (name, name_pos) = name?;
     check_name(&name, name_pos, "gear", problems);
-    let (kind, kind_pos) = kind?;
+    let (gear_type, type_pos) = gear_type?;
     at.name = name_pos;
-    at.kind = kind_pos;
+    at.gear_type = type_pos;
     Some(GearDef {
         name,
-        kind,
+        gear_type,
         deploy: deploy?,
         config: config?,
         pos: node.pos,

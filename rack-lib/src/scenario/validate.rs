@@ -43,7 +43,7 @@ pub struct PlannedGear {
     /// Its name.
     pub name: String,
     /// Its type.
-    pub kind: String,
+    pub gear_type: String,
     /// Its configuration, as the factory accepted it (`{}` for none).
     pub config: serde_json::Value,
     /// Its input ports, from its configuration.
@@ -286,10 +286,10 @@ fn prepare(
     factory: &gears::Factory,
     problems: &mut Problems,
 ) -> Option<PlannedGear> {
-    match factory.prepare(&gear.name, &gear.kind, &gear.config) {
+    match factory.prepare(&gear.name, &gear.gear_type, &gear.config) {
         Ok(prepared) => Some(PlannedGear {
             name: gear.name.clone(),
-            kind: gear.kind.clone(),
+            gear_type: gear.gear_type.clone(),
             config: prepared.config().clone(),
             inputs: prepared
                 .ports()
@@ -304,10 +304,10 @@ fn prepare(
                 .map(ToString::to_string)
                 .collect(),
         }),
-        Err(gears::Error::UnknownType { kind, known }) => {
+        Err(gears::Error::UnknownType { gear_type, known }) => {
             problems.push(Problem::at(
-                gear.at.kind,
-                format!("unknown gear type `{kind}` (known: {known})"),
+                gear.at.gear_type,
+                format!("unknown gear type `{gear_type}` (known: {known})"),
             ));
             None
         }
@@ -333,7 +333,7 @@ fn prepare(
                     pos,
                     format!(
                         "gear `{}` ({}): {path}: {}",
-                        gear.name, gear.kind, field.reason
+                        gear.name, gear.gear_type, field.reason
                     ),
                 ));
             }
@@ -427,7 +427,7 @@ fn end(
             pos,
             format!(
                 "{key}: gear `{}` ({}) has no {dir} port `{}` ({known})",
-                end.gear, gear.gear.kind, end.port
+                end.gear, gear.gear.gear_type, end.port
             ),
         ));
         ok = false;

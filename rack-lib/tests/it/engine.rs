@@ -7,7 +7,7 @@ use fluxmsg::{FluxMsg, Value};
 use gears::Factory;
 use rack_lib::{Error, Graph, Limits, Rack};
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearKind, InPort, Manifest, OutPort, Outbox,
+    Category, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
     Outcome,
 };
 use serde_json::json;
@@ -26,7 +26,7 @@ struct CounterConfig {
     tag: String,
 }
 
-impl GearKind for Counter {
+impl GearType for Counter {
     type Config = CounterConfig;
     fn manifest() -> Manifest {
         Manifest::new("counter", Category::Logic)
@@ -71,7 +71,7 @@ struct Slow {
 #[serde(deny_unknown_fields)]
 struct SlowConfig {}
 
-impl GearKind for Slow {
+impl GearType for Slow {
     type Config = SlowConfig;
     fn manifest() -> Manifest {
         Manifest::new("slow", Category::Logic)

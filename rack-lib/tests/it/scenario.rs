@@ -122,7 +122,7 @@ fn full_scenario_plans_every_rack() {
     let names: Vec<&str> = core.gears.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["enrich", "switch", "audit", "sink-visa"]);
     let switch = &core.gears[1];
-    assert_eq!(switch.kind, "route");
+    assert_eq!(switch.gear_type, "route");
     assert_eq!(switch.inputs, ["in"]);
     assert_eq!(switch.outputs, ["error", "out_visa", "out_other"]);
     assert_eq!(switch.config["default"], "out_other");
@@ -571,7 +571,7 @@ gears:
         &format!(
             "4:11: unknown gear type `lgo` (known: {})",
             gears::Factory::builtin()
-                .kinds()
+                .type_names()
                 .collect::<Vec<_>>()
                 .join(", ")
         ),

@@ -3,7 +3,7 @@
 use fluxmsg::{FluxMsg, Value};
 use schemars::JsonSchema;
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearKind, GearType, Harness, InPort,
+    Category, ConfigError, Context, DynGearType, Gear, GearError, GearType, Harness, InPort,
     LoadFuture, Manifest, OutPort, Outbox, Outcome,
 };
 use serde::Deserialize;
@@ -25,7 +25,7 @@ struct BatcherConfig {
     fail_load: bool,
 }
 
-impl GearKind for Batcher {
+impl GearType for Batcher {
     type Config = BatcherConfig;
 
     fn manifest() -> Manifest {
@@ -160,7 +160,7 @@ fn a_panic_in_a_batch_sends_what_is_left_to_error_and_the_gear_goes_on() {
 
 #[tokio::test]
 async fn load_runs_before_init_and_its_failure_is_an_error() {
-    let kind = GearType::of::<Batcher>().expect("type");
+    let kind = DynGearType::of::<Batcher>().expect("type");
     let mut h = Harness::builder(kind.clone())
         .name("b1")
         .build_loaded(&json!({}))

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use fluxmsg::{FluxMsg, Value};
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearKind, HumanDuration, InPort, Manifest,
+    Category, ConfigError, Context, Gear, GearError, GearType, HumanDuration, InPort, Manifest,
     OutPort, Outbox, Outcome,
 };
 
@@ -37,7 +37,7 @@ pub(crate) struct Rate {
     pub(crate) every: Option<HumanDuration>,
 }
 
-impl GearKind for Probe {
+impl GearType for Probe {
     type Config = ProbeConfig;
 
     fn manifest() -> Manifest {
@@ -149,7 +149,7 @@ pub(crate) struct TickerConfig {
     pub(crate) stubborn: bool,
 }
 
-impl GearKind for Ticker {
+impl GearType for Ticker {
     type Config = TickerConfig;
 
     fn manifest() -> Manifest {
@@ -212,7 +212,7 @@ pub(crate) struct Panicky;
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 pub(crate) struct NoConfig {}
 
-impl GearKind for Panicky {
+impl GearType for Panicky {
     type Config = NoConfig;
 
     fn manifest() -> Manifest {

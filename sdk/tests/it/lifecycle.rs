@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sdk::{Clock, GearType, Harness, Runner, Services};
+use sdk::{Clock, DynGearType, Harness, Runner, Services};
 use serde_json::json;
 
 use crate::gears::{Probe, Ticker, msg};
@@ -18,7 +18,7 @@ fn services() -> Services {
 }
 
 fn runner() -> Runner {
-    let prepared = GearType::of::<Probe>()
+    let prepared = DynGearType::of::<Probe>()
         .expect("registers")
         .prepare(&json!({}))
         .expect("valid");
@@ -121,7 +121,7 @@ async fn the_harness_clock_moves_with_advance() {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_emitter_makes_the_source_wait_without_loss() {
-    let kind = GearType::of::<Ticker>().expect("registers");
+    let kind = DynGearType::of::<Ticker>().expect("registers");
     let mut h = Harness::builder(kind)
         .emit_capacity(1)
         .build(&json!({ "count": 20, "every": "1ms" }))

@@ -1,13 +1,13 @@
 //! Manifests, ports and configuration validation.
 
-use sdk::{Category, Direction, GearType, HumanDuration, Manifest, PortName, Terminus};
+use sdk::{Category, Direction, DynGearType, HumanDuration, Manifest, PortName, Terminus};
 use serde_json::json;
 
 use crate::gears::Probe;
 
 #[test]
 fn the_schema_comes_from_the_config_struct() {
-    let kind = GearType::of::<Probe>().expect("registers");
+    let kind = DynGearType::of::<Probe>().expect("registers");
     let m = kind.manifest();
     let schema = &m.config_schema;
     assert_eq!(schema["additionalProperties"], json!(false));
@@ -31,7 +31,7 @@ fn the_schema_comes_from_the_config_struct() {
 
 #[test]
 fn config_errors_name_the_field_and_the_reason() {
-    let kind = GearType::of::<Probe>().expect("registers");
+    let kind = DynGearType::of::<Probe>().expect("registers");
     let err = |c: serde_json::Value| kind.prepare(&c).expect_err("refused").to_string();
     assert_eq!(
         err(json!({ "rat": { "tps": 1 } })),
@@ -90,7 +90,7 @@ fn type_names_follow_the_naming_rule() {
     struct Bad;
     #[derive(serde::Deserialize, schemars::JsonSchema)]
     struct NoConfig {}
-    impl sdk::GearKind for Bad {
+    impl sdk::GearType for Bad {
         type Config = NoConfig;
         fn manifest() -> Manifest {
             Manifest::new("Bad.Name", Category::Logic)
@@ -109,6 +109,6 @@ fn type_names_follow_the_naming_rule() {
             Ok(sdk::Outcome::Consumed)
         }
     }
-    let err = GearType::of::<Bad>().expect_err("refused");
+    let err = DynGearType::of::<Bad>().expect_err("refused");
     assert!(err.to_string().contains("type name"), "{err}");
 }

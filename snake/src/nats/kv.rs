@@ -10,7 +10,7 @@ use futures::StreamExt;
 use super::{Nats, storage};
 use crate::config::KvConfig;
 use crate::error::NatsOp;
-use crate::kv::key;
+use crate::subject::kv_key as key;
 use crate::{Error, KvEntry, KvOperation};
 
 pub(crate) struct NatsKv {

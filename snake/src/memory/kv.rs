@@ -9,24 +9,9 @@ use tokio::time::Instant;
 
 use crate::config::KvConfig;
 use crate::memory::lock;
+use crate::subject::kv_key as key;
 use crate::subject::matches;
 use crate::{Error, KvEntry, KvOperation};
-
-/// Checks a key: 1 to 256 bytes of letters, digits, `-`, `_`, `=`, `/` and `.`, with no
-/// empty dot-separated part (keys are subject tokens under the hood in NATS).
-pub(crate) fn key(key: &str) -> Result<&str, Error> {
-    let ok = !key.is_empty()
-        && key.len() <= 256
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'=' | b'/' | b'.'))
-        && !key.split('.').any(str::is_empty);
-    if ok {
-        Ok(key)
-    } else {
-        Err(Error::InvalidKey(key.to_owned()))
-    }
-}
 
 #[derive(Default)]
 struct State {

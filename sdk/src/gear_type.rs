@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{ConfigError, Error, FieldError};
-use crate::gear::{Gear, GearKind};
+use crate::gear::{Gear, GearType};
 use crate::manifest::Manifest;
 use crate::port::Ports;
 
@@ -10,26 +10,26 @@ type PrepareFn = fn(&serde_json::Value) -> Result<(Box<dyn Gear>, Ports), Config
 
 /// A registered gear type with its type erased: manifest, compiled config schema, constructor.
 ///
-/// Made from a [`GearKind`] with [`GearType::of`]; the factory keeps one per type name, and
+/// Made from a [`GearType`] with [`DynGearType::of`]; the factory keeps one per type name, and
 /// the [`Harness`](crate::Harness) builds gears through the same path.
 #[derive(Clone)]
-pub struct GearType {
+pub struct DynGearType {
     manifest: Arc<Manifest>,
     schema: Arc<jsonschema::Validator>,
     prepare: PrepareFn,
 }
 
-impl fmt::Debug for GearType {
+impl fmt::Debug for DynGearType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GearType")
-            .field("kind", &self.manifest.kind)
+        f.debug_struct("DynGearType")
+            .field("gear_type", &self.manifest.gear_type)
             .finish_non_exhaustive()
     }
 }
 
 /// A gear built from a validated configuration, not yet running.
 pub struct Prepared {
-    pub(crate) kind: String,
+    pub(crate) gear_type: String,
     pub(crate) config: serde_json::Value,
     pub(crate) ports: Ports,
     pub(crate) gear: Box<dyn Gear>,
@@ -38,7 +38,7 @@ pub struct Prepared {
 impl fmt::Debug for Prepared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Prepared")
-            .field("kind", &self.kind)
+            .field("gear_type", &self.gear_type)
             .field("ports", &self.ports)
             .finish_non_exhaustive()
     }
@@ -46,8 +46,8 @@ impl fmt::Debug for Prepared {
 
 impl Prepared {
     /// The gear's type.
-    pub fn kind(&self) -> &str {
-        &self.kind
+    pub fn gear_type(&self) -> &str {
+        &self.gear_type
     }
 
     /// The concrete ports its configuration gives it.
@@ -61,14 +61,14 @@ impl Prepared {
     }
 }
 
-impl GearType {
+impl DynGearType {
     /// The type of `G`, with its manifest's `config_schema` generated from `G::Config`.
     ///
     /// # Errors
     ///
     /// [`Error::Schema`] when the generated schema does not compile, or the manifest's type name
     /// is not a valid name.
-    pub fn of<G: GearKind>() -> Result<GearType, Error> {
+    pub fn of<G: GearType>() -> Result<DynGearType, Error> {
         let mut manifest = G::manifest();
         let schema = schemars::generate::SchemaSettings::draft2020_12()
             .into_generator()
@@ -76,22 +76,22 @@ impl GearType {
         let mut schema = schema.to_value();
         not_nullable(&mut schema);
         manifest.config_schema = schema;
-        GearType::from_parts(manifest, prepare::<G>)
+        DynGearType::from_parts(manifest, prepare::<G>)
     }
 
-    fn from_parts(manifest: Manifest, prepare: PrepareFn) -> Result<GearType, Error> {
+    fn from_parts(manifest: Manifest, prepare: PrepareFn) -> Result<DynGearType, Error> {
         let bad = |reason: String| Error::Schema {
-            kind: manifest.kind.clone(),
+            gear_type: manifest.gear_type.clone(),
             reason,
         };
-        if !crate::port::PortName::is_valid(&manifest.kind) {
+        if !crate::port::PortName::is_valid(&manifest.gear_type) {
             return Err(bad(
                 "the type name must be 1 to 64 of a-z, 0-9, '_' and '-'".into(),
             ));
         }
         let schema =
             jsonschema::validator_for(&manifest.config_schema).map_err(|e| bad(e.to_string()))?;
-        Ok(GearType {
+        Ok(DynGearType {
             manifest: Arc::new(manifest),
             schema: Arc::new(schema),
             prepare,
@@ -99,8 +99,8 @@ impl GearType {
     }
 
     /// The type name.
-    pub fn kind(&self) -> &str {
-        &self.manifest.kind
+    pub fn gear_type(&self) -> &str {
+        &self.manifest.gear_type
     }
 
     /// The manifest.
@@ -131,7 +131,7 @@ impl GearType {
         }
         let (gear, ports) = (self.prepare)(config)?;
         Ok(Prepared {
-            kind: self.manifest.kind.clone(),
+            gear_type: self.manifest.gear_type.clone(),
             config: config.clone(),
             ports,
             gear,
@@ -139,7 +139,7 @@ impl GearType {
     }
 }
 
-fn prepare<G: GearKind>(config: &serde_json::Value) -> Result<(Box<dyn Gear>, Ports), ConfigError> {
+fn prepare<G: GearType>(config: &serde_json::Value) -> Result<(Box<dyn Gear>, Ports), ConfigError> {
     let config: G::Config = serde_path_to_error::deserialize(config).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };

@@ -5,6 +5,8 @@
 //! message id within a window, and feed consumers that track deliveries, ack deadlines,
 //! naks and dead letters. Time is `tokio::time`, so tests can pause and advance it.
 
+pub(crate) mod kv;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -35,7 +37,7 @@ struct Sub {
 pub(crate) struct Memory {
     subs: RwLock<Vec<Sub>>,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
-    pub(crate) buckets: Mutex<HashMap<String, Arc<crate::kv::Bucket>>>,
+    pub(crate) buckets: Mutex<HashMap<String, Arc<kv::Bucket>>>,
     /// How many streams exist: publishing skips the stream table while there are none.
     stream_count: AtomicUsize,
     closed: AtomicBool,
