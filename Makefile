@@ -13,7 +13,7 @@ help:
 	@echo "make guests  - build the example wasm guests (target/guests/wasm32-unknown-unknown/release)"
 	@echo "make lint    - rustfmt and clippy, warnings denied"
 	@echo "make doc     - the API docs, warnings denied"
-	@echo "make bench   - the criterion suites (codec, idgen, gears, rack, snake, wasm)"
+	@echo "make bench   - the criterion suites (codec, idgen, gears, rack, snake, wasm); runs setup-nats first"
 	@echo "make run     - the main job on the embedded default: examples/scenarios/pipeline.yaml run in process"
 	@echo "make fuzz    - fuzz the fluxMsg decoder and MsgView for FUZZ_SECONDS seconds each (default 60)"
 
@@ -45,7 +45,8 @@ lint:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
 
-bench:
+# The snake and rack suites start a nats-server.
+bench: setup-nats
 	$(CARGO) bench --bench codec
 	$(CARGO) bench --bench idgen
 	$(CARGO) bench --bench gears
