@@ -33,6 +33,7 @@
 //! | feature | adds |
 //! | --- | --- |
 //! | `json` | `fluxmsg::json`, the lossless JSON view of a message |
+#![doc(test(attr(deny(warnings))))]
 
 pub use fluxmsg;
 pub use gears;

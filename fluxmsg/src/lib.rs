@@ -74,6 +74,7 @@
 //!
 //! MSRV: the workspace's `rust-version`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
 
 mod codec;
 mod decode;

@@ -88,7 +88,6 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use fluxmsg::FluxMsg;
 //! use gears::io_tcp::IoTcp;
 //! use sdk::Harness;
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -51,6 +51,7 @@
 //!
 //! External gear packs register with [`Factory::register_pack`]; a type name registered twice
 //! is an error. Write a new gear with the `sdk` crate and test it with `sdk::Harness`.
+#![doc(test(attr(deny(warnings))))]
 
 mod condition;
 mod error;

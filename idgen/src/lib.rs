@@ -78,6 +78,7 @@
 //!
 //! None. MSRV: the workspace's `rust-version`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(attr(deny(warnings))))]
 
 mod clock;
 mod error;

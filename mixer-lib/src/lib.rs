@@ -4,3 +4,4 @@
 //! and push, an HTTP API and telemetry. The mixer is never on the per-message path.
 //!
 //! It has no code yet: the control plane arrives with its own issue.
+#![doc(test(attr(deny(warnings))))]

@@ -3,6 +3,7 @@
 //! It parses and validates scenarios, builds gears from the catalog, connects them with hot
 //! (in-process, bounded) and guaranteed (JetStream) wires, and applies a changed scenario as a
 //! diff, so that untouched gears keep running.
+#![doc(test(attr(deny(warnings))))]
 
 mod engine;
 mod error;

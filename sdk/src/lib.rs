@@ -69,6 +69,7 @@
 //! assert!(err.to_string().contains("feild"), "{err}");
 //! # Ok(()) }
 //! ```
+#![doc(test(attr(deny(warnings))))]
 
 pub mod abi;
 #[cfg(feature = "guest")]

@@ -78,6 +78,7 @@
 //! | `nats-server-tests` | the integration tests that start a real `nats-server` (`make test` turns it on after `make setup-nats`) |
 //!
 //! MSRV: the workspace's `rust-version`.
+#![doc(test(attr(deny(warnings))))]
 
 mod client;
 mod config;

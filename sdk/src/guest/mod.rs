@@ -48,7 +48,7 @@
 //!
 //! sdk::guest_gear!(Risk);
 //!
-//! # use fluxmsg::{FluxMsg, Value};
+//! # use fluxmsg::FluxMsg;
 //! # use sdk::guest::{Output, simulate};
 //! let small = FluxMsg::builder().data("amount", 500u64).build();
 //! let large = FluxMsg::builder().data("amount", 250_000u64).build();

@@ -16,7 +16,8 @@ use std::time::Duration;
 ///     .root_certificate("/etc/fluxrig/ca.pem")
 ///     .client_certificate("/etc/fluxrig/rack-1.pem", "/etc/fluxrig/rack-1.key")
 ///     .name("rack-1")
-///     .max_reconnects(Some(60));
+///     .max_reconnects(Some(60))
+///     .connection_timeout(Duration::from_secs(2));
 /// // Secrets stay out of logs.
 /// assert!(!format!("{options:?}").contains("s3cret"));
 /// ```

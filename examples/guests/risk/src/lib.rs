@@ -45,6 +45,7 @@
 //! assert_eq!(outputs, [Output::Emit { index: 0, port: "review".into(), msg }]);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![doc(test(attr(deny(warnings))))]
 
 use sdk::guest::{Gear, Msg, Out, log};
 

@@ -19,6 +19,7 @@
 //!
 //! Build it with `make guests` (or see the risk example's docs); the host's tests build it
 //! through `testkit::guest_wasm("testbed")`.
+#![doc(test(attr(deny(warnings))))]
 
 use fluxmsg::FluxMsg;
 use sdk::guest::{Gear, Msg, Out, log};
