@@ -5,7 +5,7 @@ use crate::engine::PortRef;
 #[non_exhaustive]
 pub enum Error {
     /// The scenario does not parse or does not validate; nothing was changed.
-    #[error("{0}")]
+    #[error(transparent)]
     Scenario(#[from] crate::scenario::ScenarioError),
     /// A gear cannot be built (unknown type, bad configuration); nothing was changed.
     #[error(transparent)]
@@ -34,6 +34,18 @@ pub enum Error {
     /// The transport refused something (a subject with an invalid name, the stream).
     #[error(transparent)]
     Bus(#[from] snake::Error),
+    /// A [`Plan`](crate::Plan) was committed after the rack changed since it was made; plan
+    /// again.
+    #[error("the plan is stale: the rack changed since it was made")]
+    StalePlan,
+    /// No ids could be minted (for the rack's generator or a gear).
+    #[error("cannot mint ids for {what}")]
+    Ids {
+        /// What needed them (`the rack`, `gear "name"`).
+        what: String,
+        /// Why.
+        source: idgen::Error,
+    },
     /// The rack is shutting down or gone.
     #[error("the rack is stopped")]
     Stopped,

@@ -10,6 +10,7 @@ mod error;
 pub mod scenario;
 
 pub use crate::engine::{
-    Change, GearSpec, Graph, Injector, Limits, PortRef, Rack, RackBuilder, Subscription, Tap, Wire,
+    Change, GearSpec, Graph, Injector, Limits, Plan, PortRef, Rack, RackBuilder, Subscription, Tap,
+    Wire,
 };
 pub use crate::error::Error;

@@ -48,7 +48,7 @@ pub(crate) fn spawn_publisher(
             for msg in batch {
                 buf.clear();
                 if let Err(e) = codec.encode(&msg, &mut buf) {
-                    tracing::warn!(subject = %subject, error = %e, "a message that cannot be encoded is dropped");
+                    tracing::warn!(subject = %subject, error = %e, "A message that cannot be encoded is dropped.");
                     stats.add_dropped("unencodable", 1);
                     continue;
                 }
@@ -63,14 +63,14 @@ pub(crate) fn spawn_publisher(
                         break;
                     }
                     let wait = backoff.next_wait();
-                    tracing::warn!(subject = %subject, error = %e, retry_in = ?wait, "publish failed; retrying");
+                    tracing::warn!(subject = %subject, error = %e, retry_in = ?wait, "Publish failed; retrying.");
                     tokio::time::sleep(wait).await;
                 }
             }
             in_flight.done(n);
         }
         if let Err(e) = publisher.flush().await {
-            tracing::warn!(subject = %subject, error = %e, "flushing publishes at stop failed");
+            tracing::warn!(subject = %subject, error = %e, "Flushing publishes at stop failed.");
         }
     })
 }
@@ -118,7 +118,7 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> JoinHandle<()> {
             let cfg = match cfg {
                 Ok(cfg) => cfg,
                 Err(e) => {
-                    tracing::error!(durable, error = %e, "bad consumer name");
+                    tracing::error!(durable, error = %e, "Bad consumer name.");
                     return;
                 }
             };
@@ -126,7 +126,7 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> JoinHandle<()> {
                 Ok(consumer) => break consumer,
                 Err(e) => {
                     let wait = backoff.next_wait();
-                    tracing::warn!(durable, error = %e, retry_in = ?wait, "cannot open the consumer; retrying");
+                    tracing::warn!(durable, error = %e, retry_in = ?wait, "Cannot open the consumer; retrying.");
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -136,7 +136,7 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> JoinHandle<()> {
                 Ok(d) => d,
                 Err(snake::Error::Closed) => return,
                 Err(e) => {
-                    tracing::warn!(durable, error = %e, "consumer error");
+                    tracing::warn!(durable, error = %e, "Consumer error.");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -147,7 +147,7 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> JoinHandle<()> {
                     stats.add_dropped("undecodable", 1);
                     let reason = format!("undecodable: {e}");
                     if let Err(e) = delivery.term(&reason).await {
-                        tracing::warn!(durable, error = %e, "term failed");
+                        tracing::warn!(durable, error = %e, "Term failed.");
                     }
                     continue;
                 }

@@ -293,7 +293,7 @@ impl Node {
             .runner
             .process(port, &mut scratch.batch, &mut scratch.out)
         {
-            tracing::warn!(gear = %self.name, error = %e, dropped = n, "a batch reached a gear that is not running");
+            tracing::warn!(gear = %self.name, error = %e, dropped = n, "A batch reached a gear that is not running.");
             self.runner
                 .context()
                 .stats()
@@ -362,7 +362,7 @@ impl Node {
                     match self.ids.next_id() {
                         Ok(id) => msg.id = Some(id),
                         Err(e) => {
-                            tracing::warn!(gear = %self.name, error = %e, "no id for a message");
+                            tracing::warn!(gear = %self.name, error = %e, "No id for a message.");
                         }
                     }
                 }
@@ -452,7 +452,7 @@ impl Node {
                     self.lost = true;
                     self.in_flight.done(n);
                     stats.add_dropped("target_gone", n as u64);
-                    tracing::warn!(gear = %self.name, to = %target.name, dropped = n, "a wire's target is gone");
+                    tracing::warn!(gear = %self.name, to = %target.name, dropped = n, "A wire's target is gone.");
                 }
                 Err((batch, true)) => {
                     self.lost = true;
@@ -469,7 +469,7 @@ impl Node {
         let stats = Arc::clone(self.runner.context().stats());
         let n = msgs.len();
         stats.add_errors(n as u64);
-        tracing::warn!(gear = %self.name, to, count = n, "hot lane send timed out");
+        tracing::warn!(gear = %self.name, to, count = n, "A hot lane send timed out.");
         let error = GearError::new("lane_timeout").with_detail(format_args!("{to} stayed full"));
         let targets = if port == OutPort::ERROR.index() {
             Vec::new()

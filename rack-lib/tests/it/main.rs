@@ -2,5 +2,6 @@
 
 mod engine;
 mod guaranteed;
+mod plan;
 mod scenario;
 mod scenarios;

@@ -1,0 +1,73 @@
+//! The engine's limits: queue and batch sizes, timeouts, redelivery.
+
+use std::time::Duration;
+
+/// The engine's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Deliveries (batches) a gear's input queue holds before senders wait (default 1,024).
+    pub queue: usize,
+    /// Most messages a gear processes in one batch (default 64).
+    pub batch: usize,
+    /// How long a send waits on a full queue before it counts as an error (default 5 s).
+    pub send_timeout: Duration,
+    /// How long a gear's tasks get to finish when it drains (default 5 s).
+    pub drain_timeout: Duration,
+    /// How long a guaranteed lane waits for a message's ack before delivering it again
+    /// (default 30 s).
+    pub ack_wait: Duration,
+    /// Deliveries of a message on a guaranteed lane before it goes to the dead-letter
+    /// subject (default 5).
+    pub max_deliver: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            queue: 1024,
+            batch: 64,
+            send_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+        }
+    }
+}
+
+impl Limits {
+    /// The same limits with another queue size (at least 1).
+    #[must_use]
+    pub fn with_queue(mut self, queue: usize) -> Limits {
+        self.queue = queue.max(1);
+        self
+    }
+
+    /// The same limits with another batch size (at least 1).
+    #[must_use]
+    pub fn with_batch(mut self, batch: usize) -> Limits {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// The same limits with another send timeout.
+    #[must_use]
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Limits {
+        self.send_timeout = timeout;
+        self
+    }
+
+    /// The same limits with another ack wait for guaranteed lanes.
+    #[must_use]
+    pub fn with_ack_wait(mut self, wait: Duration) -> Limits {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// The same limits with another drain timeout.
+    #[must_use]
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Limits {
+        self.drain_timeout = timeout;
+        self
+    }
+}
