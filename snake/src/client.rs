@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::config::{ConsumerConfig, KvConfig, StreamConfig};
 use crate::memory::kv::Bucket;
@@ -16,19 +16,7 @@ use crate::nats::{
 };
 use crate::subject::kv_key;
 use crate::subject::matches;
-use crate::{Error, Message, Pattern, Subject};
-
-/// The state of the connection to the transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConnectionState {
-    /// Connected; messages flow.
-    Connected,
-    /// Connection lost; the client is reconnecting.
-    Disconnected,
-    /// Closed for good.
-    Closed,
-}
+use crate::{Error, Message, Pattern, StateWatch, Subject};
 
 /// A stream's acknowledgement of one stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,11 +266,11 @@ impl Snake {
     }
 
     /// The connection state now and its changes.
-    pub fn state(&self) -> watch::Receiver<ConnectionState> {
-        match &self.backend {
+    pub fn state(&self) -> StateWatch {
+        StateWatch::new(match &self.backend {
             Backend::Memory(m) => m.state(),
             Backend::Nats(n) => n.state(),
-        }
+        })
     }
 
     /// Closes the transport: subscriptions end, publishing fails with [`Error::Closed`].

@@ -87,11 +87,12 @@ mod memory;
 mod message;
 mod nats;
 mod server;
+mod state;
 mod subject;
 
 pub use crate::client::{
-    ConnectionState, Consumer, Delivery, Kv, KvEntry, KvOperation, KvWatch, PubAck, Snake,
-    StreamPublisher, Subscription,
+    Consumer, Delivery, Kv, KvEntry, KvOperation, KvWatch, PubAck, Snake, StreamPublisher,
+    Subscription,
 };
 pub use crate::config::{ConsumerConfig, DeliverPolicy, KvConfig, Storage, StreamConfig};
 pub use crate::error::{BoxError, Error, NatsOp};
@@ -100,6 +101,7 @@ pub use crate::nats::NatsOptions;
 pub use crate::server::{
     NATS_SERVER_ENV, NatsServer, NatsServerBuilder, find_nats_server, nats_server_candidates,
 };
+pub use crate::state::{ConnectionState, StateWatch};
 pub use crate::subject::{
     DLQ_STREAM, MAX_TOKEN_LEN, MSG_STREAM, Pattern, Subject, TELEMETRY_STREAM, token,
 };

@@ -463,9 +463,9 @@ pub(crate) async fn errors_and_state(snake: &Snake) {
         .expect_err("no stream");
     assert!(matches!(err, Error::StreamNotFound(_)), "{err}");
     let state = snake.state();
-    assert_eq!(*state.borrow(), ConnectionState::Connected);
+    assert_eq!(state.current(), ConnectionState::Connected);
     snake.close().await;
-    assert_eq!(*state.borrow(), ConnectionState::Closed);
+    assert_eq!(state.current(), ConnectionState::Closed);
     let err = snake
         .publish(Message::new(subject("flux.msg.a.b.c"), &b""[..]))
         .await

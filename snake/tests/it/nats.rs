@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use snake::{
     ConnectionState, ConsumerConfig, Error, Message, NatsOptions, NatsServer, Pattern, Snake,
-    StreamConfig, Subject,
+    StateWatch, StreamConfig, Subject,
 };
-use tokio::sync::watch;
 
 /// A directory of its own under the system's temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -51,11 +50,15 @@ fn server_with(dir: &TempDir, config: &str) -> NatsServer {
 }
 
 /// Waits until `state` reads `want`.
-async fn wait_for(state: &mut watch::Receiver<ConnectionState>, want: ConnectionState) {
-    tokio::time::timeout(Duration::from_secs(10), state.wait_for(|s| *s == want))
+async fn wait_for(state: &mut StateWatch, want: ConnectionState) {
+    let reached = async {
+        while state.current() != want {
+            state.changed().await.expect("state sender alive");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reached)
         .await
-        .unwrap_or_else(|_| panic!("state {want:?} within 10 s"))
-        .expect("state sender alive");
+        .unwrap_or_else(|_| panic!("state {want:?} within 10 s"));
 }
 
 /// A core publish and subscribe round trip works on `snake`.
@@ -179,7 +182,7 @@ async fn reconnects_after_a_restart() {
     let cfg = StreamConfig::new("again", [Pattern::msg_all()]).expect("config");
     snake.create_stream(cfg).await.expect("stream");
     let mut state = snake.state();
-    assert_eq!(*state.borrow_and_update(), ConnectionState::Connected);
+    assert_eq!(state.current(), ConnectionState::Connected);
     server.stop().expect("stop");
     wait_for(&mut state, ConnectionState::Disconnected).await;
     tokio::task::block_in_place(|| server.restart()).expect("restart");
