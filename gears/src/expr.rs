@@ -31,9 +31,9 @@ fn engine() -> &'static Engine {
             .set_max_functions(100)
             .set_max_modules(0);
         engine.disable_symbol("eval");
-        engine.on_print(|text| tracing::info!(target: "fluxrig::expr", text, "print"));
+        engine.on_print(|text| tracing::info!(target: "fluxrig::expr", text, "An expression called print."));
         engine
-            .on_debug(|text, _, pos| tracing::debug!(target: "fluxrig::expr", text, %pos, "debug"));
+            .on_debug(|text, _, pos| tracing::debug!(target: "fluxrig::expr", text, %pos, "An expression called debug."));
         engine
     })
 }

@@ -400,7 +400,7 @@ impl<N: Fn() -> Duration> Job<N> {
             Pace::Load => self.flat_out(start, &mut rng, &mut emitted).await,
             _ => self.paced(start, &mut rng, &mut emitted).await,
         };
-        tracing::info!(gear = %self.name, emitted, reason = stop.as_str(), "generate stopped");
+        tracing::info!(gear = %self.name, emitted, reason = stop.as_str(), "The generator stopped.");
     }
 
     /// No rate: batches of `batch` as fast as the engine takes them.

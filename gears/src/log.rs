@@ -239,7 +239,7 @@ impl Gear for Log {
         if let Some(w) = &mut self.writer
             && let Err(e) = w.flush()
         {
-            tracing::warn!(gear = %self.name, error = %e, "log flush failed");
+            tracing::warn!(gear = %self.name, error = %e, "Could not flush the log output.");
         }
     }
 

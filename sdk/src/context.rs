@@ -257,7 +257,7 @@ impl Context {
                 if let Err(e) = joined
                     && e.is_panic()
                 {
-                    tracing::error!(gear = %gear, "a gear task panicked");
+                    tracing::error!(gear = %gear, "A gear task panicked.");
                 }
             }
         };

@@ -184,7 +184,7 @@ impl Runner {
             }
             Err(panic) => {
                 let detail = panic_message(panic.as_ref());
-                tracing::warn!(detail = %detail, "gear panicked in process_batch");
+                tracing::warn!(detail = %detail, "The gear panicked in process_batch; its batch goes to error.");
                 let failure = GearError::new("panic").with_detail(detail);
                 for mut msg in batch.drain(..) {
                     mark_error(&mut msg, &failure);
@@ -198,7 +198,7 @@ impl Runner {
                 gear.flush();
                 Ok(())
             }) {
-                tracing::warn!(error = %e, "gear panicked in flush");
+                tracing::warn!(error = %e, "The gear panicked in flush.");
             }
         }
         let stats = self.ctx.stats();
@@ -245,7 +245,7 @@ impl Runner {
                 Ok(Err(error)) => error,
                 Err(panic) => {
                     let detail = panic_message(panic.as_ref());
-                    tracing::warn!(detail = %detail, "gear panicked; its message goes to error");
+                    tracing::warn!(detail = %detail, "The gear panicked; its message goes to error.");
                     GearError::new("panic").with_detail(detail)
                 }
             };
@@ -282,12 +282,12 @@ impl Runner {
                 gear.drain();
                 Ok(())
             }) {
-                tracing::warn!(error = %e, "gear panicked in drain");
+                tracing::warn!(error = %e, "The gear panicked in drain.");
             }
         }
         let aborted = self.ctx.wind_down(timeout).await;
         if aborted > 0 {
-            tracing::warn!(gear = %self.ctx.name(), aborted, "gear tasks overstayed the drain timeout");
+            tracing::warn!(gear = %self.ctx.name(), aborted, "Aborted gear tasks that overstayed the drain timeout.");
         }
         self.state = State::Drained;
     }
@@ -305,7 +305,7 @@ impl Runner {
             gear.stop();
             Ok(())
         }) {
-            tracing::warn!(error = %e, "gear panicked in stop");
+            tracing::warn!(error = %e, "The gear panicked in stop.");
         }
         self.state = State::Stopped;
     }

@@ -81,7 +81,7 @@ impl Stats {
     /// is registered once, on its first drop.
     pub fn add_dropped(&self, reason: impl Into<Cow<'static, str>>, n: u64) {
         let reason = reason.into();
-        tracing::debug!(gear = %self.gear, reason = %reason, count = n, "messages dropped");
+        tracing::debug!(gear = %self.gear, reason = %reason, count = n, "Dropped messages.");
         let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((count, counter)) = dropped.get_mut(&reason) {
             *count += n;

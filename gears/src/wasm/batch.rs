@@ -129,10 +129,10 @@ impl Running {
             gear = %self.name,
             reason = fault.reason(),
             detail = %fault.detail(self.guest.limits()),
-            "wasm call failed; the instance is recreated"
+            "A wasm call failed; recreating the instance."
         );
         if let Err(e) = self.guest.reset() {
-            tracing::error!(gear = %self.name, error = %e, "cannot recreate the wasm instance");
+            tracing::error!(gear = %self.name, error = %e, "Could not recreate the wasm instance; the next call tries again.");
             self.broken = true;
         }
     }
@@ -209,7 +209,7 @@ impl Running {
                 Ok(Ok(())) => match self.deliver_output(out) {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(gear = %self.name, error = %e, "malformed batch output; replaying one by one");
+                        tracing::warn!(gear = %self.name, error = %e, "Malformed batch output; replaying the batch one message at a time.");
                         self.recover(&Fault::BadOutput(e.to_string()));
                     }
                 },

@@ -146,17 +146,17 @@ fn from_disk(
         let loaded = unsafe { Module::deserialize_file(engine, &file) };
         match loaded {
             Ok(module) => {
-                tracing::debug!(file = %file.display(), "wasm module loaded from the compile cache");
+                tracing::debug!(file = %file.display(), "Loaded the wasm module from the compile cache.");
                 return Ok(module);
             }
             Err(e) => {
-                tracing::warn!(file = %file.display(), error = %e, "unusable compile cache entry; compiling again");
+                tracing::warn!(file = %file.display(), error = %e, "Unusable compile cache entry; compiling again.");
             }
         }
     }
     let module = Module::new(engine, bytes).map_err(|e| format!("cannot compile: {e:#}"))?;
     if let Err(e) = write_cache(&module, dir, &file) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the wasm compile cache");
+        tracing::warn!(dir = %dir.display(), error = %e, "Could not write the wasm compile cache.");
     }
     Ok(module)
 }

@@ -147,7 +147,7 @@ impl Gear for Wasm {
             digest = %digest_hex(&checked.digest),
             signed_by = ?checked.signed_by,
             batch = guest.has_batch(),
-            "wasm module ready"
+            "The wasm module is ready."
         );
         self.run = Some(Running::new(
             ctx.name(),

@@ -107,15 +107,15 @@ fn guest_log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) 
     let data = memory.data(&caller);
     let gear = &caller.data().gear;
     let Some(bytes) = data.get(start..end) else {
-        tracing::warn!(gear = %gear, ptr = start, len, "wasm guest logged from outside its memory");
+        tracing::warn!(gear = %gear, ptr = start, len, "A wasm guest logged from outside its memory.");
         return;
     };
     let text = String::from_utf8_lossy(bytes);
     match level {
-        abi::LOG_DEBUG => tracing::debug!(gear = %gear, cut, "{text}"),
-        abi::LOG_WARN => tracing::warn!(gear = %gear, cut, "{text}"),
-        abi::LOG_ERROR => tracing::error!(gear = %gear, cut, "{text}"),
-        _ => tracing::info!(gear = %gear, cut, "{text}"),
+        abi::LOG_DEBUG => tracing::debug!(gear = %gear, %text, cut, "A wasm guest logged."),
+        abi::LOG_WARN => tracing::warn!(gear = %gear, %text, cut, "A wasm guest logged."),
+        abi::LOG_ERROR => tracing::error!(gear = %gear, %text, cut, "A wasm guest logged."),
+        _ => tracing::info!(gear = %gear, %text, cut, "A wasm guest logged."),
     }
 }
 
