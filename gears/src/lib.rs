@@ -13,6 +13,7 @@
 //! | [`log`] | observability | `in` → `out` | one JSON line per message, sampled, as a sink or a tap |
 //! | [`io_tcp`] | io | `in`, `out` | TCP server or client; delimiter or length-prefix framing; replies by `conn.id` |
 //! | [`io_http`] | io | `in`, `out` | HTTP server (reply by id, 504 on timeout) or client (timeouts, retries) |
+//! | `wasm` | logic | `in` → `out` (or the configured `ports`) | runs a WebAssembly module's gear, sandboxed and bounded (feature `wasm`) |
 //!
 //! Every gear also has the output port `error`, where a message goes with `error.reason` in its
 //! metadata when the gear refuses it or fails on it (a panic included).
@@ -51,6 +52,14 @@
 //!
 //! External gear packs register with [`Factory::register_pack`]; a type name registered twice
 //! is an error. Write a new gear with the `sdk` crate and test it with `sdk::Harness`.
+//!
+//! # Features
+//!
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `wasm` | yes | the `wasm` gear (module `wasm`): WebAssembly modules run by wasmtime with per-gear limits, signed modules and a compile cache |
+//!
+//! MSRV: the workspace's `rust-version`.
 #![doc(test(attr(deny(warnings))))]
 
 mod condition;

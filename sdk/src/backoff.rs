@@ -1,3 +1,5 @@
+//! [`Backoff`]: doubling waits between retries of a connection, a publish or a request.
+
 use std::time::Duration;
 
 /// Waits that double from `initial` up to `max`: how gears and engines retry a connection, a

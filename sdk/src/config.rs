@@ -1,3 +1,5 @@
+//! Types for gears' configuration structs: [`HumanDuration`], written as `250ms` or `1m 30s`.
+
 use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;

@@ -1,3 +1,6 @@
+//! [`Context`], what a running gear receives (configuration, name, span, ids, clock, emitter,
+//! snake handle, counters, tasks), and [`Services`], what the engine lends every gear.
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;

@@ -1,3 +1,6 @@
+//! How messages leave a gear: [`Outbox`] and [`Outputs`] for passive gears, [`Emitter`] and
+//! [`Emission`] for active ones, and [`mark_error`] with the `error.*` metadata keys.
+
 use std::sync::Arc;
 
 use fluxmsg::FluxMsg;

@@ -1,3 +1,6 @@
+//! The crate's [`Error`], a gear's per-message [`GearError`] and the configuration's
+//! [`ConfigError`] with its [`FieldError`]s.
+
 use std::borrow::Cow;
 use std::fmt;
 

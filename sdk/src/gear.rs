@@ -1,3 +1,6 @@
+//! The gear contract: the [`Gear`] lifecycle, the [`GearType`] that builds a gear from its
+//! configuration, and a message's [`Outcome`].
+
 use std::future::Future;
 use std::pin::Pin;
 

@@ -1,3 +1,6 @@
+//! [`DynGearType`], a [`GearType`](crate::GearType) with its type erased for the factory, and
+//! [`Prepared`], a gear built and checked but not yet running.
+
 use std::fmt;
 use std::sync::Arc;
 

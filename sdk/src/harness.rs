@@ -1,3 +1,5 @@
+//! [`Harness`]: runs one gear without a rack, for its unit tests.
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;

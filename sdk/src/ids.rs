@@ -1,3 +1,5 @@
+//! [`IdSource`]: where a gear gets message ids (an idgen generator or pool).
+
 use std::fmt::Debug;
 
 use idgen::{Clock, Generator, Pool};

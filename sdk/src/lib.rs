@@ -69,6 +69,17 @@
 //! assert!(err.to_string().contains("feild"), "{err}");
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//!
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `host` | yes | everything above: the gear contract for gears that run in a rack (native gears and the `wasm` gear's host), with Tokio, snake and idgen |
+//! | `guest` | no | the module `guest`: the guest side of wasm gears, for `wasm32-unknown-unknown`; use it without `host` (`default-features = false, features = ["guest"]`) |
+//!
+//! Without either, the crate holds only [`abi`], the wasm ABI that host and guest share.
+//!
+//! MSRV: the workspace's `rust-version`.
 #![doc(test(attr(deny(warnings))))]
 
 pub mod abi;

@@ -1,3 +1,6 @@
+//! [`Manifest`]: what a gear type declares about itself (type, category, status, ports,
+//! terminus), and the types it is made of.
+
 use serde::{Deserialize, Serialize};
 
 use crate::port::{ERROR_PORT, PortName};

@@ -1,3 +1,6 @@
+//! Ports: [`PortName`], the resolved [`InPort`] and [`OutPort`] indices, and a gear's
+//! [`Ports`] with their status.
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

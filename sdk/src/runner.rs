@@ -1,3 +1,6 @@
+//! [`Runner`]: drives one gear through its lifecycle and its batches, for the rack engine and
+//! the harness alike.
+
 use std::any::Any;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};

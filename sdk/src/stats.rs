@@ -1,3 +1,6 @@
+//! [`Stats`]: a gear's counters (in, out, errors, drops by reason), mirrored to the `metrics`
+//! facade, and their [`StatsSnapshot`].
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
