@@ -341,12 +341,12 @@ impl Gear for Generate {
             name: ctx.name().to_owned(),
         };
         let shutdown = ctx.shutdown();
-        // Drain cancels the token: the task stops wherever it is, between messages or while
+        // Drain fires the signal: the task stops wherever it is, between messages or while
         // it waits for its next due time or for room in the engine.
         ctx.spawn(async move {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {}
+                () = shutdown.fired() => {}
                 () = job.run() => {}
             }
         });

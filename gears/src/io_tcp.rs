@@ -263,8 +263,7 @@ impl Gear for IoTcp {
             rx: egress,
             stats: Arc::clone(shared.emitter.stats()),
         };
-        let token = ctx.shutdown();
-        let shutdown = async move { token.cancelled().await };
+        let shutdown = ctx.shutdown().fired_owned();
         match self.settings.mode {
             Mode::Server => {
                 let listener = crate::net::bind(&self.settings.bind)?;

@@ -9,13 +9,13 @@ use std::time::Duration;
 use idgen::Clock;
 use snake::Snake;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::emit::Emitter;
 use crate::error::{Error, GearError};
 use crate::ids::IdSource;
 use crate::port::{InPort, OutPort, PortStatus, Ports};
+use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
 /// A time since the Unix epoch in nanoseconds, the unit of `FluxMsg::ts` and hop times
@@ -77,7 +77,7 @@ pub struct Context {
     emitter: Emitter,
     stats: Arc<Stats>,
     tasks: JoinSet<()>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 }
 
 impl fmt::Debug for Context {
@@ -117,7 +117,7 @@ impl Context {
             emitter,
             stats,
             tasks: JoinSet::new(),
-            shutdown: CancellationToken::new(),
+            shutdown: Shutdown::new(),
         }
     }
 
@@ -231,8 +231,8 @@ impl Context {
         &self.stats
     }
 
-    /// Cancelled when the gear is drained: tasks stop producing when it fires.
-    pub fn shutdown(&self) -> CancellationToken {
+    /// Fires when the gear is drained: tasks stop producing when it does.
+    pub fn shutdown(&self) -> Shutdown {
         self.shutdown.clone()
     }
 
@@ -246,14 +246,14 @@ impl Context {
     }
 
     pub(crate) fn abort_tasks(&mut self) {
-        self.shutdown.cancel();
+        self.shutdown.fire();
         self.tasks.abort_all();
     }
 
-    /// Cancels the shutdown token, waits up to `timeout` for the tasks, aborts the rest.
+    /// Fires the shutdown signal, waits up to `timeout` for the tasks, aborts the rest.
     /// Returns how many tasks had to be aborted.
     pub(crate) async fn wind_down(&mut self, timeout: Duration) -> usize {
-        self.shutdown.cancel();
+        self.shutdown.fire();
         let gear = Arc::clone(&self.name);
         let all_done = async {
             while let Some(joined) = self.tasks.join_next().await {

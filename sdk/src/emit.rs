@@ -183,6 +183,24 @@ impl Emission {
     }
 }
 
+/// The receiving end of an active gear's [`Emitter`]s: what its own tasks sent, in order,
+/// for whoever moves messages on (from [`Runner::take_emissions`](crate::Runner::take_emissions)).
+#[derive(Debug)]
+pub struct Emissions(mpsc::Receiver<Emission>);
+
+impl Emissions {
+    /// The next emission, waiting for one; `None` once every emitter is gone and all that
+    /// they sent was received.
+    pub async fn recv(&mut self) -> Option<Emission> {
+        self.0.recv().await
+    }
+
+    /// The next emission if one is waiting now.
+    pub fn try_recv(&mut self) -> Option<Emission> {
+        self.0.try_recv().ok()
+    }
+}
+
 /// The engine is gone (the gear is being stopped); the message was not sent.
 #[derive(Debug, thiserror::Error)]
 #[error("the gear's output is closed")]
@@ -201,9 +219,9 @@ pub struct Emitter {
 impl Emitter {
     /// A new emitter with room for `capacity` pending emissions, and the receiving end that
     /// the engine drains.
-    pub fn channel(capacity: usize, stats: Arc<Stats>) -> (Emitter, mpsc::Receiver<Emission>) {
+    pub(crate) fn channel(capacity: usize, stats: Arc<Stats>) -> (Emitter, Emissions) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Emitter { tx, stats }, rx)
+        (Emitter { tx, stats }, Emissions(rx))
     }
 
     /// Sends `msg` on `port`, waiting while the engine is full.

@@ -7,10 +7,9 @@ use std::time::Duration;
 use fluxmsg::FluxMsg;
 use idgen::{Generator, ManualClock};
 use snake::Snake;
-use tokio::sync::mpsc;
 
 use crate::context::Services;
-use crate::emit::{ERROR_REASON, Emission, Outputs};
+use crate::emit::{ERROR_REASON, Emission, Emissions, Outputs};
 use crate::error::Error;
 use crate::gear::GearType;
 use crate::gear_type::DynGearType;
@@ -59,7 +58,7 @@ use crate::stats::StatsSnapshot;
 #[derive(Debug)]
 pub struct Harness {
     runner: Runner,
-    emissions: mpsc::Receiver<Emission>,
+    emissions: Emissions,
     clock: ManualClock,
     outputs: BTreeMap<String, VecDeque<FluxMsg>>,
     buf: Outputs,
@@ -130,7 +129,7 @@ impl Harness {
     }
 
     fn collect_emissions(&mut self) {
-        while let Ok(emission) = self.emissions.try_recv() {
+        while let Some(emission) = self.emissions.try_recv() {
             self.file(emission);
         }
     }

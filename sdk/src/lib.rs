@@ -111,6 +111,8 @@ mod port;
 #[cfg(feature = "host")]
 mod runner;
 #[cfg(feature = "host")]
+mod shutdown;
+#[cfg(feature = "host")]
 mod stats;
 
 #[cfg(feature = "host")]
@@ -121,7 +123,7 @@ pub use crate::config::HumanDuration;
 pub use crate::context::{Context, Services, unix_nanos};
 #[cfg(feature = "host")]
 pub use crate::emit::{
-    Closed, ERROR_DETAIL, ERROR_REASON, Emission, Emitter, Outbox, Outputs, mark_error,
+    Closed, ERROR_DETAIL, ERROR_REASON, Emission, Emissions, Emitter, Outbox, Outputs, mark_error,
 };
 #[cfg(feature = "host")]
 pub use crate::error::{ConfigError, Error, FieldError, GearError};
@@ -140,6 +142,19 @@ pub use crate::port::{ERROR_PORT, InPort, OutPort, PortName, PortStatus, Ports};
 #[cfg(feature = "host")]
 pub use crate::runner::Runner;
 #[cfg(feature = "host")]
+pub use crate::shutdown::Shutdown;
+#[cfg(feature = "host")]
 pub use crate::stats::{Stats, StatsSnapshot};
 #[cfg(feature = "host")]
 pub use idgen::{Clock, ManualClock};
+/// JSON, the form of a gear's configuration: it reaches the gear type as a
+/// [`serde_json::Value`] ([`DynGearType::prepare`], [`Harness::new`], [`Context::config`]),
+/// and its schema is one ([`Manifest::config_schema`]). Re-exported so that gears, the
+/// factory and the engine name one version.
+#[cfg(feature = "host")]
+pub use serde_json;
+/// The logging facade: gears log with its macros, and [`Context::span`] is the gear's span,
+/// which the gear's own tasks and futures enter. Re-exported so that a gear instruments with
+/// the version the engine uses.
+#[cfg(feature = "host")]
+pub use tracing;

@@ -10,10 +10,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use fluxmsg::FluxMsg;
-use tokio::sync::mpsc;
 
 use crate::context::{Context, Services};
-use crate::emit::{Emission, Emitter, Outbox, Outputs, mark_error, tally};
+use crate::emit::{Emissions, Emitter, Outbox, Outputs, mark_error, tally};
 use crate::error::{Error, GearError};
 use crate::gear::{Gear, Outcome};
 use crate::gear_type::Prepared;
@@ -30,7 +29,7 @@ pub struct Runner {
     gear: Box<dyn Gear>,
     ctx: Context,
     state: State,
-    emissions: Option<mpsc::Receiver<Emission>>,
+    emissions: Option<Emissions>,
     drops: Vec<(&'static str, u64)>,
     /// Where each message of the batch goes (`None`: dropped or kept by the gear).
     fates: Vec<Option<OutPort>>,
@@ -89,7 +88,7 @@ impl Runner {
 
     /// The receiving end of the gear's [`Emitter`]: what its own tasks send. Taken once by
     /// whoever moves messages on.
-    pub fn take_emissions(&mut self) -> Option<mpsc::Receiver<Emission>> {
+    pub fn take_emissions(&mut self) -> Option<Emissions> {
         self.emissions.take()
     }
 

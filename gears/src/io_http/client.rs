@@ -59,7 +59,7 @@ pub(super) fn start(
         out,
         span: ctx.span().clone(),
     });
-    let shutdown = ctx.shutdown().cancelled_owned();
+    let shutdown = ctx.shutdown().fired_owned();
     ctx.spawn(dispatch(rx, shared, shutdown));
     tx
 }

@@ -76,13 +76,13 @@ pub(super) fn start(
         table_rx,
         ctx.emitter(),
         sweep,
-        token.clone().cancelled_owned(),
+        token.clone().fired_owned(),
     ));
 
     let app = Router::new().fallback(handle).with_state(shared);
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     ctx.spawn(async move {
-        let serve = axum::serve(listener, service).with_graceful_shutdown(token.cancelled_owned());
+        let serve = axum::serve(listener, service).with_graceful_shutdown(token.fired_owned());
         match serve.await {
             Ok(()) => tracing::info!(bind = %local, "The HTTP server stopped."),
             Err(e) => tracing::error!(bind = %local, error = %e, "The HTTP server failed."),

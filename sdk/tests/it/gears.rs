@@ -177,7 +177,7 @@ impl Gear for Ticker {
         ctx.spawn(async move {
             for i in 0..config.count {
                 tokio::select! {
-                    () = shutdown.cancelled(), if !config.stubborn => return,
+                    () = shutdown.fired(), if !config.stubborn => return,
                     () = tokio::time::sleep(config.every.get()) => {}
                 }
                 let msg = FluxMsg::builder()
