@@ -400,15 +400,15 @@ fn wasm(command: &WasmCommand, output: &mut dyn Write) -> Result<(), Failure> {
     use fluxrig::gears::wasm;
     match command {
         WasmCommand::Keygen { out } => {
-            let key = wasm::generate_key()?;
-            let public = wasm::public_hex(&key.verifying_key());
+            let key = wasm::SecretKey::generate()?;
+            let public = key.public_key();
             match out {
                 Some(path) => {
-                    write_secret(path, &wasm::secret_hex(&key))?;
+                    write_secret(path, &key.to_hex())?;
                     writeln!(output, "{public}")?;
                 }
                 None => {
-                    writeln!(output, "secret key: {}", wasm::secret_hex(&key))?;
+                    writeln!(output, "secret key: {}", key.to_hex())?;
                     writeln!(output, "public key: {public}")?;
                 }
             }
@@ -416,8 +416,8 @@ fn wasm(command: &WasmCommand, output: &mut dyn Write) -> Result<(), Failure> {
         WasmCommand::Sign { module, key, out } => {
             let text = std::fs::read_to_string(key)
                 .with_context(|| format!("reading the key {}", key.display()))?;
-            let key =
-                wasm::parse_secret_key(&text).with_context(|| format!("{}", key.display()))?;
+            let key: wasm::SecretKey =
+                text.parse().with_context(|| format!("{}", key.display()))?;
             let bytes = read_module(module)?;
             let signed =
                 wasm::sign(&bytes, &key).with_context(|| format!("{}", module.display()))?;
@@ -435,7 +435,7 @@ fn wasm(command: &WasmCommand, output: &mut dyn Write) -> Result<(), Failure> {
                 "signed {} (digest {}) with public key {}",
                 target.display(),
                 wasm::digest_hex(&digest),
-                wasm::public_hex(&key.verifying_key())
+                key.public_key()
             )?;
         }
         WasmCommand::Check {
@@ -450,7 +450,8 @@ fn wasm(command: &WasmCommand, output: &mut dyn Write) -> Result<(), Failure> {
                 ..wasm::Policy::default()
             };
             for (i, text) in trusted_keys.iter().enumerate() {
-                let key = wasm::parse_public_key(text)
+                let key: wasm::PublicKey = text
+                    .parse()
                     .with_context(|| format!("--trusted-key number {}", i + 1))?;
                 policy.trusted_keys.push(key);
             }
@@ -461,7 +462,7 @@ fn wasm(command: &WasmCommand, output: &mut dyn Write) -> Result<(), Failure> {
             writeln!(output, "digest: {}", wasm::digest_hex(&found.digest))?;
             match found.signed_by {
                 Some(i) => {
-                    let key = policy.trusted_keys.get(i).map(wasm::public_hex);
+                    let key = policy.trusted_keys.get(i).map(ToString::to_string);
                     writeln!(
                         output,
                         "signed by: trusted key {} ({})",

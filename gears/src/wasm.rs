@@ -94,16 +94,21 @@ mod config;
 mod engine;
 mod gear;
 mod instance;
+mod key;
 mod module;
 mod sign;
 mod source;
 
-pub use self::check::*;
+pub use self::check::{Inspected, ModuleError, Policy, inspect};
 pub use self::config::{BatchMode, Config};
 pub use self::gear::Wasm;
-pub use self::module::{Instance, Module, compiled_modules};
-pub use self::sign::*;
-pub use self::source::{Source, module_bucket};
+pub use self::key::{PublicKey, SecretKey};
+pub use self::module::{Instance, Module};
+pub use self::sign::{
+    CLUSTER_SIGNATURE_SECTION, SIGNATURE_SECTION, SignError, Signed, digest, digest_hex, sign,
+    verify,
+};
+pub use self::source::{Source, SourceError, module_bucket};
 
 use crate::{Error, Factory};
 

@@ -3,7 +3,8 @@
 use wasmparser::types::{EntityType, Types};
 use wasmparser::{CompositeInnerType, FuncType, Parser, ValType, Validator};
 
-use super::sign::{SignError, Signed, VerifyingKey, digest, verify};
+use super::key::PublicKey;
+use super::sign::{SignError, Signed, digest, verify};
 
 /// The largest module [`Policy::default`] accepts: 64 MiB.
 const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
@@ -23,7 +24,7 @@ pub struct Policy {
     /// The per-message entry point the module must export (default `process`).
     pub entrypoint: String,
     /// Keys whose signatures are trusted; an index into this list is a module's signer.
-    pub trusted_keys: Vec<VerifyingKey>,
+    pub trusted_keys: Vec<PublicKey>,
     /// Accept modules that are not signed (see the rules of [`inspect`]).
     pub allow_unsigned: bool,
     /// The largest module accepted, in bytes (default 64 MiB).

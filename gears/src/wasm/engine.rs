@@ -172,10 +172,3 @@ fn write_cache(module: &Module, dir: &Path, file: &Path) -> Result<(), String> {
         e.to_string()
     })
 }
-
-/// Modules compiled in this process (for tests and diagnostics).
-pub(crate) fn compiled_count() -> usize {
-    COMPILED.get().map_or(0, |cache| {
-        cache.lock().unwrap_or_else(PoisonError::into_inner).len()
-    })
-}

@@ -11,9 +11,7 @@ use sdk::{
 use super::batch::Running;
 use super::instance::Limits;
 use super::source::{Source, read_file};
-use super::{
-    BatchMode, Config, MAX_MODULE_BYTES, Module, PAGE, Policy, digest_hex, parse_public_key,
-};
+use super::{BatchMode, Config, MAX_MODULE_BYTES, Module, PAGE, Policy, PublicKey, digest_hex};
 
 /// The `wasm` gear (see the [module docs](super)).
 #[derive(Debug)]
@@ -83,7 +81,7 @@ impl GearType for Wasm {
         let mut trusted = Vec::with_capacity(config.trusted_keys.len());
         for (i, key) in config.trusted_keys.iter().enumerate() {
             trusted
-                .push(parse_public_key(key).map_err(|e| {
+                .push(key.parse::<PublicKey>().map_err(|e| {
                     ConfigError::field(format!("trusted_keys[{i}]"), e.to_string())
                 })?);
         }

@@ -79,7 +79,8 @@ impl Module {
             fuel: None,
             max_output: 16 << 20,
         };
-        self.guest(gear, limits, BatchMode::Auto).map(Instance)
+        self.guest(gear, limits, BatchMode::Auto)
+            .map(|guest| Instance { _guest: guest })
     }
 
     pub(super) fn guest(
@@ -104,18 +105,6 @@ impl Module {
 
 /// A live instance of a [`Module`], with its own store and limits.
 #[derive(Debug)]
-pub struct Instance(Guest);
-
-impl Instance {
-    /// Whether calls go through the batch entry point.
-    #[must_use]
-    pub fn has_batch(&self) -> bool {
-        self.0.has_batch()
-    }
-}
-
-/// Modules compiled in this process so far (each digest once per engine).
-#[must_use]
-pub fn compiled_modules() -> usize {
-    engine::compiled_count()
+pub struct Instance {
+    _guest: Guest,
 }

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use ed25519_dalek::{Signature, Signer as _};
-pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 use wasmparser::{BinaryReader, Parser};
+
+use super::key::{PublicKey, SecretKey};
 
 /// The custom section that holds a module's vendor signature: the 64-byte Ed25519 signature
 /// of its [`digest`].
@@ -21,9 +21,8 @@ use wasmparser::{BinaryReader, Parser};
 /// counter-signature, so that a counter-signed module keeps its vendor's signature and its
 /// digest. Every other section, custom or not, is signed byte for byte.
 ///
-/// Keys travel as text: a public key is 64 hex characters of its 32 bytes
-/// ([`parse_public_key`], [`public_hex`]), a secret key 64 hex characters of its 32-byte seed,
-/// kept in a file ([`parse_secret_key`], [`secret_hex`]).
+/// Keys travel as text: a [`PublicKey`] is 64 hex characters of its 32 bytes, a
+/// [`SecretKey`] 64 hex characters of its 32-byte seed, kept in a file.
 pub const SIGNATURE_SECTION: &str = "fluxrig.signature";
 
 /// The custom section of the reference mixer's counter-signature. It is not checked here, but
@@ -188,10 +187,10 @@ pub fn digest(module: &[u8]) -> Result<[u8; 32], SignError> {
 /// # Errors
 ///
 /// [`SignError::Malformed`] when the bytes are not a core wasm module.
-pub fn sign(module: &[u8], key: &SigningKey) -> Result<Vec<u8>, SignError> {
+pub fn sign(module: &[u8], key: &SecretKey) -> Result<Vec<u8>, SignError> {
     let (header, sections) = sections(module)?;
     let digest = digest_of(header, &sections);
-    let signature = key.sign(&digest).to_bytes();
+    let signature = key.sign(&digest);
 
     let name = SIGNATURE_SECTION.as_bytes();
     // The name's length (one LEB128 byte: it is under 128), the name, the signature.
@@ -236,7 +235,7 @@ fn leb128(out: &mut Vec<u8>, mut n: usize) {
 ///   empty;
 /// - [`SignError::BadSignature`]: the section is not 64 bytes, or no trusted key verifies
 ///   the signature (the module was changed after signing, or someone else signed it).
-pub fn verify(module: &[u8], trusted: &[VerifyingKey]) -> Result<Signed, SignError> {
+pub fn verify(module: &[u8], trusted: &[PublicKey]) -> Result<Signed, SignError> {
     let (header, sections) = sections(module)?;
     let mut signatures = sections.iter().filter(|s| s.is_signature());
     let Some(section) = signatures.next() else {
@@ -262,10 +261,9 @@ pub fn verify(module: &[u8], trusted: &[VerifyingKey]) -> Result<Signed, SignErr
             section.payload.len()
         )));
     };
-    let signature = Signature::from_bytes(&bytes);
     trusted
         .iter()
-        .position(|key| key.verify_strict(&digest, &signature).is_ok())
+        .position(|key| key.verifies(&digest, &bytes))
         .map(Signed::By)
         .ok_or_else(|| {
             bad(format!(
@@ -293,89 +291,4 @@ pub(super) fn to_hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
-}
-
-/// 32 bytes from 64 hex characters (either case; surrounding white space ignored).
-fn from_hex(text: &str, which: &'static str) -> Result<[u8; 32], SignError> {
-    let bad = |reason: String| SignError::Key { which, reason };
-    let text = text.trim();
-    if text.len() != 64 {
-        return Err(bad(format!(
-            "expected 64 hex characters, got {}",
-            text.chars().count()
-        )));
-    }
-    let mut out = [0; 32];
-    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-        let (Some(high), Some(low)) = (nibble(pair[0]), nibble(pair[1])) else {
-            return Err(bad("expected hex characters only (0-9, a-f)".to_owned()));
-        };
-        *byte = (high << 4) | low;
-    }
-    Ok(out)
-}
-
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Parses an Ed25519 public key written as 64 hex characters, as [`public_hex`] writes it.
-///
-/// # Errors
-///
-/// [`SignError::Key`] for a wrong length, a character that is not hex, or 32 bytes that are
-/// not a point of the curve.
-pub fn parse_public_key(text: &str) -> Result<VerifyingKey, SignError> {
-    let bytes = from_hex(text, "public")?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| SignError::Key {
-        which: "public",
-        reason: "not a valid Ed25519 public key".to_owned(),
-    })
-}
-
-/// Parses an Ed25519 secret key written as the 64 hex characters of its 32-byte seed, as
-/// [`secret_hex`] writes it (a trailing newline is fine).
-///
-/// # Errors
-///
-/// [`SignError::Key`] for a wrong length or a character that is not hex; the error never
-/// repeats the text.
-pub fn parse_secret_key(text: &str) -> Result<SigningKey, SignError> {
-    let mut seed = from_hex(text, "secret")?;
-    let key = SigningKey::from_bytes(&seed);
-    seed.fill(0);
-    Ok(key)
-}
-
-/// A public key as 64 lowercase hex characters.
-#[must_use]
-pub fn public_hex(key: &VerifyingKey) -> String {
-    to_hex(key.as_bytes())
-}
-
-/// A secret key's seed as 64 lowercase hex characters, for a key file. Keep it secret.
-#[must_use]
-pub fn secret_hex(key: &SigningKey) -> String {
-    to_hex(key.as_bytes())
-}
-
-/// A new signing key from 32 bytes of the operating system's randomness.
-///
-/// # Errors
-///
-/// [`SignError::Entropy`] when the operating system gives no randomness.
-pub fn generate_key() -> Result<SigningKey, SignError> {
-    use rand::TryRng as _;
-    let mut seed = [0u8; 32];
-    rand::rngs::SysRng
-        .try_fill_bytes(&mut seed)
-        .map_err(|e| SignError::Entropy(e.to_string()))?;
-    let key = SigningKey::from_bytes(&seed);
-    seed.fill(0);
-    Ok(key)
 }

@@ -20,21 +20,58 @@ pub enum Source {
     },
 }
 
+/// Why [`Source::parse`] refused a module's source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// `snake://` without a bucket or a key.
+    #[error("{text:?}: write snake://<bucket>/<key>")]
+    NoKey {
+        /// The source as written.
+        text: String,
+    },
+    /// A bucket name that snake refuses.
+    #[error("{text:?}: {reason}")]
+    Bucket {
+        /// The source as written.
+        text: String,
+        /// What snake said of the name.
+        reason: snake::Error,
+    },
+    /// A scheme other than `file://` and `snake://`.
+    #[error(
+        "{text:?}: unknown scheme {scheme:?}; use a path, file://<path> or snake://<bucket>/<key>"
+    )]
+    UnknownScheme {
+        /// The source as written.
+        text: String,
+        /// The scheme.
+        scheme: String,
+    },
+    /// An empty path.
+    #[error("source names no file")]
+    NoFile,
+}
+
 impl Source {
     /// Parses `path`, `file://path` or `snake://bucket/key`.
     ///
     /// # Errors
     ///
-    /// A message for an empty path, a missing key or an unknown scheme.
-    pub fn parse(text: &str) -> Result<Source, String> {
+    /// A [`SourceError`] for an empty path, a missing bucket or key, a bucket name snake
+    /// refuses, or an unknown scheme.
+    pub fn parse(text: &str) -> Result<Source, SourceError> {
         if let Some(rest) = text.strip_prefix("snake://") {
-            let Some((bucket, key)) = rest.split_once('/') else {
-                return Err(format!("{text:?}: write snake://<bucket>/<key>"));
-            };
-            if bucket.is_empty() || key.is_empty() {
-                return Err(format!("{text:?}: write snake://<bucket>/<key>"));
-            }
-            snake::KvConfig::new(bucket).map_err(|e| format!("{text:?}: {e}"))?;
+            let (bucket, key) = rest
+                .split_once('/')
+                .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
+                .ok_or_else(|| SourceError::NoKey {
+                    text: text.to_owned(),
+                })?;
+            snake::KvConfig::new(bucket).map_err(|reason| SourceError::Bucket {
+                text: text.to_owned(),
+                reason,
+            })?;
             return Ok(Source::Kv {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
@@ -43,13 +80,14 @@ impl Source {
         if let Some((scheme, _)) = text.split_once("://")
             && scheme != "file"
         {
-            return Err(format!(
-                "{text:?}: unknown scheme {scheme:?}; use a path, file://<path> or snake://<bucket>/<key>"
-            ));
+            return Err(SourceError::UnknownScheme {
+                text: text.to_owned(),
+                scheme: scheme.to_owned(),
+            });
         }
         let path = text.strip_prefix("file://").unwrap_or(text);
         if path.is_empty() {
-            return Err("source names no file".to_owned());
+            return Err(SourceError::NoFile);
         }
         Ok(Source::File(PathBuf::from(path)))
     }

@@ -4,9 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
 use fluxmsg::{FluxMsg, Id, Value};
-use gears::wasm::{Wasm, module_bucket, public_hex, sign};
+use gears::wasm::{SecretKey, Wasm, module_bucket, sign};
 use sdk::{DynGearType, Harness, abi};
 use serde_json::{Value as Json, json};
 
@@ -326,13 +325,13 @@ fn a_forbidden_import_is_refused_at_load_by_name() {
 #[test]
 fn signatures_are_checked_against_the_trusted_keys() {
     let bytes = std::fs::read(testbed()).expect("module");
-    let vendor = SigningKey::from_bytes(&[7; 32]);
-    let other = SigningKey::from_bytes(&[9; 32]);
+    let vendor = SecretKey::from_seed([7; 32]);
+    let other = SecretKey::from_seed([9; 32]);
     let signed = sign(&bytes, &vendor).expect("signs");
     let dir = scratch_dir("signatures");
     let signed_path = write(&dir, "signed.wasm", &signed);
     let unsigned_path = write(&dir, "unsigned.wasm", &bytes);
-    let trust = |key: &SigningKey| json!([public_hex(&key.verifying_key())]);
+    let trust = |key: &SecretKey| json!([key.public_key().to_string()]);
 
     // Signed by the trusted key: runs, unsigned modules not allowed.
     let mut h = harness(&json!({ "source": signed_path, "trusted_keys": trust(&vendor) }));

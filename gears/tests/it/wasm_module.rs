@@ -2,9 +2,8 @@
 //! (`sign`, `verify`, `digest`, keys), on modules written in WAT.
 
 use gears::wasm::{
-    CLUSTER_SIGNATURE_SECTION, ModuleError, Policy, SIGNATURE_SECTION, SignError, Signed,
-    SigningKey, digest, generate_key, inspect, parse_public_key, parse_secret_key, public_hex,
-    secret_hex, sign, verify,
+    CLUSTER_SIGNATURE_SECTION, ModuleError, Policy, PublicKey, SIGNATURE_SECTION, SecretKey,
+    SignError, Signed, digest, inspect, sign, verify,
 };
 
 const MEMORY: &str = r#"(memory (export "memory") 1)"#;
@@ -31,15 +30,15 @@ fn open() -> Policy {
     }
 }
 
-fn trusting(keys: &[&SigningKey]) -> Policy {
+fn trusting(keys: &[&SecretKey]) -> Policy {
     Policy {
-        trusted_keys: keys.iter().map(|k| k.verifying_key()).collect(),
+        trusted_keys: keys.iter().map(|k| k.public_key()).collect(),
         ..Policy::default()
     }
 }
 
-fn key(n: u8) -> SigningKey {
-    SigningKey::from_bytes(&[n; 32])
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_seed([n; 32])
 }
 
 #[track_caller]
@@ -293,7 +292,7 @@ fn a_signed_module_verifies_by_the_signers_index() {
     let (vendor, other) = (key(7), key(9));
     let signed = sign(&good(), &vendor).expect("signs");
     assert_eq!(
-        verify(&signed, &[other.verifying_key(), vendor.verifying_key()]).expect("verifies"),
+        verify(&signed, &[other.public_key(), vendor.public_key()]).expect("verifies"),
         Signed::By(1)
     );
     let found = inspect(&signed, &trusting(&[&other, &vendor])).expect("accepted");
@@ -308,7 +307,7 @@ fn a_signed_module_verifies_by_the_signers_index() {
         Some(0)
     );
     assert_eq!(
-        verify(&good(), &[vendor.verifying_key()]).expect("no signature"),
+        verify(&good(), &[vendor.public_key()]).expect("no signature"),
         Signed::Unsigned
     );
 }
@@ -317,7 +316,7 @@ fn a_signed_module_verifies_by_the_signers_index() {
 fn a_signature_by_another_key_is_refused_even_when_unsigned_modules_are_allowed() {
     let signed = sign(&good(), &key(7)).expect("signs");
     let fingerprint = hex(&digest(&signed).expect("digest")[..8]);
-    let err = verify(&signed, &[key(9).verifying_key()]).expect_err("bad signature");
+    let err = verify(&signed, &[key(9).public_key()]).expect_err("bad signature");
     assert!(matches!(&err, SignError::BadSignature { .. }), "{err:?}");
     assert!(
         err.to_string().contains(&fingerprint),
@@ -362,7 +361,7 @@ fn a_module_changed_after_signing_is_refused() {
     let mut forged = signed;
     let last = forged.len() - 1;
     forged[last] ^= 1;
-    let err = verify(&forged, &[vendor.verifying_key()]).expect_err("bad signature");
+    let err = verify(&forged, &[vendor.public_key()]).expect_err("bad signature");
     assert!(matches!(err, SignError::BadSignature { .. }), "{err:?}");
 }
 
@@ -411,10 +410,10 @@ fn signing_again_replaces_the_signature() {
     assert_eq!(once.len(), twice.len());
     assert_eq!(count(&twice, SIGNATURE_SECTION.as_bytes()), 1);
     assert_eq!(
-        verify(&twice, &[second.verifying_key()]).expect("verifies"),
+        verify(&twice, &[second.public_key()]).expect("verifies"),
         Signed::By(0)
     );
-    let err = verify(&twice, &[first.verifying_key()]).expect_err("old key");
+    let err = verify(&twice, &[first.public_key()]).expect_err("old key");
     assert!(matches!(err, SignError::BadSignature { .. }), "{err:?}");
     // Signing is deterministic (Ed25519), and a re-signed module is the once-signed one.
     assert_eq!(sign(&twice, &first).expect("signs"), once);
@@ -437,7 +436,7 @@ fn the_digest_ignores_signature_sections_only() {
     counter_signed.extend(custom(CLUSTER_SIGNATURE_SECTION, &[5; 64]));
     assert_eq!(digest(&counter_signed).expect("digest"), plain);
     assert_eq!(
-        verify(&counter_signed, &[key(3).verifying_key()]).expect("verifies"),
+        verify(&counter_signed, &[key(3).public_key()]).expect("verifies"),
         Signed::By(0)
     );
 
@@ -448,7 +447,7 @@ fn the_digest_ignores_signature_sections_only() {
     let signed_other = sign(&other, &key(3)).expect("signs");
     let mut without_notes = module;
     without_notes.extend_from_slice(&signed_other[other.len()..]);
-    let err = verify(&without_notes, &[key(3).verifying_key()]).expect_err("notes removed");
+    let err = verify(&without_notes, &[key(3).public_key()]).expect_err("notes removed");
     assert!(matches!(err, SignError::BadSignature { .. }), "{err:?}");
 }
 
@@ -457,7 +456,7 @@ fn two_signatures_or_a_short_one_are_refused() {
     let signed = sign(&good(), &key(7)).expect("signs");
     let mut twice = signed.clone();
     twice.extend_from_slice(&signed[good().len()..]);
-    let err = verify(&twice, &[key(7).verifying_key()]).expect_err("two signatures");
+    let err = verify(&twice, &[key(7).public_key()]).expect_err("two signatures");
     assert!(
         matches!(err, SignError::DuplicateSignature { count: 2 }),
         "{err:?}"
@@ -516,7 +515,7 @@ fn malformed_bytes_are_errors_not_panics() {
 
     let signed = sign(&good(), &key(1)).expect("signs");
     let unsigned_len = good().len();
-    let trusted = [key(1).verifying_key()];
+    let trusted = [key(1).public_key()];
     for len in 0..signed.len() {
         let prefix = &signed[..len];
         let checked = inspect(prefix, &trusting(&[&key(1)]));
@@ -564,46 +563,51 @@ fn modules_over_the_size_limit_are_refused() {
 #[test]
 fn keys_round_trip_through_text() {
     let secret = key(42);
-    let text = secret_hex(&secret);
+    let text = secret.to_hex();
     assert_eq!(text.len(), 64);
-    let back = parse_secret_key(&format!("{text}\n")).expect("parses");
-    assert_eq!(back.to_bytes(), secret.to_bytes());
-    let public = public_hex(&secret.verifying_key());
+    let back = format!("{text}\n").parse::<SecretKey>().expect("parses");
+    assert_eq!(back.to_hex(), text);
+    let public = secret.public_key().to_string();
     assert_eq!(
-        parse_public_key(&public).expect("parses"),
-        secret.verifying_key()
+        public.parse::<PublicKey>().expect("parses"),
+        secret.public_key()
     );
     assert_eq!(
-        parse_public_key(&public.to_uppercase()).expect("parses"),
-        secret.verifying_key()
+        public.to_uppercase().parse::<PublicKey>().expect("parses"),
+        secret.public_key()
     );
 
-    let err = parse_public_key("abcd").expect_err("short");
+    let err = "abcd".parse::<PublicKey>().expect_err("short");
     assert_eq!(
         err.to_string(),
         "bad public key: expected 64 hex characters, got 4"
     );
-    let err = parse_secret_key(&"zz".repeat(32)).expect_err("not hex");
+    let err = "zz".repeat(32).parse::<SecretKey>().expect_err("not hex");
     assert_eq!(
         err.to_string(),
         "bad secret key: expected hex characters only (0-9, a-f)"
     );
-    let err = parse_secret_key(&format!("{text}00")).expect_err("long");
+    let err = format!("{text}00").parse::<SecretKey>().expect_err("long");
     assert!(!err.to_string().contains(&text), "{err}");
     // 2 is not the y coordinate of a point of the curve.
     let mut not_a_point = [0u8; 32];
     not_a_point[0] = 2;
-    let err = parse_public_key(&hex(&not_a_point)).expect_err("not a point");
+    let err = hex(&not_a_point)
+        .parse::<PublicKey>()
+        .expect_err("not a point");
     assert_eq!(
         err.to_string(),
         "bad public key: not a valid Ed25519 public key"
     );
 
-    let (a, b) = (generate_key().expect("key"), generate_key().expect("key"));
-    assert_ne!(a.to_bytes(), b.to_bytes());
+    let (a, b) = (
+        SecretKey::generate().expect("key"),
+        SecretKey::generate().expect("key"),
+    );
+    assert_ne!(a.to_hex(), b.to_hex());
     let signed = sign(&good(), &a).expect("signs");
     assert_eq!(
-        verify(&signed, &[b.verifying_key(), a.verifying_key()]).expect("verifies"),
+        verify(&signed, &[b.public_key(), a.public_key()]).expect("verifies"),
         Signed::By(1)
     );
 }
