@@ -22,6 +22,7 @@ use crate::field::{Field, Val};
 /// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Condition {
     /// The field tested: `data.<path>`, `meta.<key>`, `id`, `ref_id`, `src_id`, `trace`,
     /// `flags`, `ts` or `raw`.

@@ -42,6 +42,7 @@ pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
 /// The configuration of a `filter` gear: exactly one of `pass_if` and `drop_if`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// Keep the messages for which this holds; drop the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]

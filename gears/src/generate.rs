@@ -125,6 +125,7 @@ pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
 /// The configuration of the `generate` gear (see the [module docs](self)).
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// Stop after this many messages (default: never).
     pub count: Option<u64>,
@@ -156,6 +157,7 @@ impl Default for Config {
 /// A rate: `{ tps: 50 }`, or `{ shape: ramp, from: 10, to: 500, over: 1m }`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Rate {
     /// The shape (default `constant`).
     #[serde(default)]
@@ -194,6 +196,7 @@ impl Shape {
 /// The template of every message: strings hold `${...}` placeholders.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct MessageTemplate {
     /// The message's `data`: any map; every string in it, at any depth, is a template, and a
     /// dotted key is a path.

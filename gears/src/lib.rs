@@ -84,6 +84,11 @@ pub mod wasm;
 pub use crate::condition::Condition;
 pub use crate::error::Error;
 pub use crate::factory::Factory;
+/// JSON, as gear configurations hold it: [`Factory::prepare`] takes a configuration as a
+/// [`serde_json::Value`], and so do [`Condition`] literals, `transform` values and `generate`
+/// data. The gear contract's own (`sdk::serde_json`), re-exported so that callers name one
+/// version.
+pub use sdk::serde_json;
 
 fn register_builtin(factory: &mut Factory) -> Result<(), Error> {
     generate::register(factory)?;

@@ -44,6 +44,7 @@ pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
 /// The configuration of a `log` gear.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// `sink` consumes messages; `tap` forwards them on `out`.
     #[serde(default)]
@@ -70,6 +71,7 @@ fn one() -> u64 {
 /// Sink or tap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Mode {
     /// Consume messages.
     #[default]
@@ -81,6 +83,7 @@ pub enum Mode {
 /// Where lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Output {
     /// Standard output.
     #[default]

@@ -60,6 +60,7 @@ pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
 /// The configuration of a `route` gear.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// The rules, tried in order.
     pub rules: Vec<Rule>,
@@ -71,6 +72,7 @@ pub struct Config {
 /// One rule: a condition and where matching messages go.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Rule {
     /// The condition.
     pub when: Condition,
@@ -81,6 +83,7 @@ pub struct Rule {
 /// An output port, or a tree of choices between destinations.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged, deny_unknown_fields)]
+#[non_exhaustive]
 pub enum Destination {
     /// An output port, `out_<name>`.
     Port(String),

@@ -72,6 +72,7 @@ pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
 /// The configuration of a `transform` gear.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// The edits, applied in order.
     pub steps: Vec<Step>,
@@ -81,6 +82,7 @@ pub struct Config {
 /// `move` (with `to`), or `delete`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Step {
     /// The field to set.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -88,3 +88,6 @@ pub use crate::engine::{
     Wire,
 };
 pub use crate::error::Error;
+/// JSON, the form of a gear's configuration in a [`Graph`] and a [`scenario`]: the gear
+/// contract's own (`sdk::serde_json`), re-exported so that callers name one version.
+pub use sdk::serde_json;

@@ -13,6 +13,7 @@ use super::Wasm;
 /// The configuration of a [`Wasm`] gear.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// Where the module is: a path, `file://<path>`, or `snake://<bucket>/<key>`.
     pub source: String,
@@ -66,6 +67,7 @@ pub struct Config {
 /// Which entry point a [`Wasm`] gear calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BatchMode {
     /// `process_batch` when the module exports it, else `process`.
     #[default]
