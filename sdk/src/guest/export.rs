@@ -1,11 +1,11 @@
 //! What the exports of [`guest_gear!`](crate::guest_gear) call (wasm32 only): the guest's
 //! allocator and the entry points, over pointers the host hands in.
 //!
-//! These functions trust the ABI's memory contract ([`abi`](crate::abi)): a pointer and
-//! length the host passes to `process`, `process_batch` or `free` are those `alloc`
+//! `free`, `process` and `process_batch` trust the ABI's memory contract
+//! ([`abi`](crate::abi)): a pointer and length the host passes them are those `alloc`
 //! returned (or an output the guest returned), and the host touches none of them after
-//! `free`. They are safe functions so that the macro's expansion holds no `unsafe` block;
-//! nothing but the generated exports should call them.
+//! `free`. They are `unsafe fn`s for that reason; the generated exports call them on the
+//! host's word, and nothing else should.
 
 use std::alloc::Layout;
 use std::cell::RefCell;
@@ -44,8 +44,13 @@ pub fn alloc(len: i32) -> i32 {
 
 /// `free(ptr, len)`: gives back a buffer from [`alloc`] or an output of the entry points
 /// (a `Box<[u8]>`, whose layout is the same); zero lengths are no-ops.
+///
+/// # Safety
+///
+/// `ptr` and `len` are those of a live buffer from `alloc(len)` or an output of
+/// [`process`] or [`process_batch`], freed once, and not used after.
 #[allow(unsafe_code)]
-pub fn free(ptr: i32, len: i32) {
+pub unsafe fn free(ptr: i32, len: i32) {
     let Ok(len) = usize::try_from(len) else {
         return;
     };
@@ -56,15 +61,19 @@ pub fn free(ptr: i32, len: i32) {
         return;
     };
     let ptr = std::ptr::with_exposed_provenance_mut::<u8>(ptr as u32 as usize);
-    // SAFETY: by the ABI's contract, `ptr` and `len` are those of a live buffer from
-    // `alloc(len)` or from `output`, both allocated with `layout`, and the host frees each
-    // once.
+    // SAFETY: by the caller's contract, `ptr` and `len` are those of a live buffer from
+    // `alloc(len)` or from `output`, both allocated with `layout`, freed once.
     unsafe { std::alloc::dealloc(ptr, layout) }
 }
 
 /// The input the host wrote at `ptr`.
+///
+/// # Safety
+///
+/// `ptr` and `len` are those of a buffer from `alloc(len)` with `len` bytes written, which
+/// nothing writes to or frees while the returned slice lives.
 #[allow(unsafe_code)]
-fn input<'a>(ptr: i32, len: i32) -> &'a [u8] {
+unsafe fn input<'a>(ptr: i32, len: i32) -> &'a [u8] {
     let Ok(len) = usize::try_from(len) else {
         std::process::abort();
     };
@@ -72,8 +81,8 @@ fn input<'a>(ptr: i32, len: i32) -> &'a [u8] {
         return &[];
     }
     let ptr = std::ptr::with_exposed_provenance::<u8>(ptr as u32 as usize);
-    // SAFETY: by the ABI's contract, the host got `ptr` from `alloc(len)`, wrote `len` bytes
-    // there, and frees it only after the entry point returns; nothing else writes to it.
+    // SAFETY: by the caller's contract, `ptr` is a buffer from `alloc(len)` with `len` bytes
+    // written, unchanged and alive while the slice lives.
     unsafe { std::slice::from_raw_parts(ptr, len) }
 }
 
@@ -104,21 +113,35 @@ fn with_gear<G: Gear + Default + 'static, R>(
 }
 
 /// `process(ptr, len) -> packed`: the reference entry point ([`run_single`]).
-pub fn process<G: Gear + Default + 'static>(
+///
+/// # Safety
+///
+/// `ptr` and `len` are those of a buffer from `alloc(len)` holding the input, which nothing
+/// writes to or frees until this returns.
+#[allow(unsafe_code)]
+pub unsafe fn process<G: Gear + Default + 'static>(
     slot: &'static LocalKey<Slot<G>>,
     ptr: i32,
     len: i32,
 ) -> i64 {
-    let input = input(ptr, len);
+    // SAFETY: the caller's contract is `input`'s, for the length of this call.
+    let input = unsafe { input(ptr, len) };
     output(with_gear(slot, |gear| run_single(gear, input)).unwrap_or_default())
 }
 
 /// `process_batch(ptr, len) -> packed`: the batch entry point ([`run_batch`]).
-pub fn process_batch<G: Gear + Default + 'static>(
+///
+/// # Safety
+///
+/// `ptr` and `len` are those of a buffer from `alloc(len)` holding the batch, which nothing
+/// writes to or frees until this returns.
+#[allow(unsafe_code)]
+pub unsafe fn process_batch<G: Gear + Default + 'static>(
     slot: &'static LocalKey<Slot<G>>,
     ptr: i32,
     len: i32,
 ) -> i64 {
-    let input = input(ptr, len);
+    // SAFETY: the caller's contract is `input`'s, for the length of this call.
+    let input = unsafe { input(ptr, len) };
     output(with_gear(slot, |gear| run_batch(gear, input)))
 }

@@ -299,22 +299,30 @@ macro_rules! guest_gear {
                 $crate::guest::__export::alloc(len)
             }
 
+            // The host is the only caller of the exports below, and it keeps the ABI's
+            // memory contract (`sdk::abi`): that is each call's safety.
+
             #[allow(unsafe_code)]
             #[unsafe(no_mangle)]
             extern "C" fn free(ptr: i32, len: i32) {
-                $crate::guest::__export::free(ptr, len)
+                // SAFETY: the host frees, once, a buffer it got from `alloc` or an output.
+                unsafe { $crate::guest::__export::free(ptr, len) }
             }
 
             #[allow(unsafe_code)]
             #[unsafe(no_mangle)]
             extern "C" fn process(ptr: i32, len: i32) -> i64 {
-                $crate::guest::__export::process(&GEAR, ptr, len)
+                // SAFETY: the host passes a buffer from `alloc` that it keeps until the call
+                // returns.
+                unsafe { $crate::guest::__export::process(&GEAR, ptr, len) }
             }
 
             #[allow(unsafe_code)]
             #[unsafe(no_mangle)]
             extern "C" fn process_batch(ptr: i32, len: i32) -> i64 {
-                $crate::guest::__export::process_batch(&GEAR, ptr, len)
+                // SAFETY: the host passes a buffer from `alloc` that it keeps until the call
+                // returns.
+                unsafe { $crate::guest::__export::process_batch(&GEAR, ptr, len) }
             }
         };
         #[cfg(not(target_arch = "wasm32"))]
