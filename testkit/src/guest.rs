@@ -1,8 +1,5 @@
-//! Test support shared by the workspace's crates; never published.
-//!
-//! [`guest_wasm`] builds the example wasm guests (`examples/guests/*`) for
-//! `wasm32-unknown-unknown` and returns the module's path, so that the tests of the `wasm` gear
-//! and of racks that use it run real modules built from source.
+//! The example wasm guests (`examples/guests/*`), built from source for the tests that run
+//! them.
 
 use std::path::PathBuf;
 use std::process::Command;

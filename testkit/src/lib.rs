@@ -1,0 +1,20 @@
+//! Test support shared by the workspace's crates; never published, used only as a
+//! dev-dependency.
+//!
+//! - Waiting: [`wait_until`] polls a condition and [`within`] awaits a future, each bounded
+//!   by [`PATIENCE`] and failing with a message that names what was awaited;
+//!   [`within_blocking`] does the same for a blocking call. Tests synchronise on these, on
+//!   counters and signals, never on sleeps or on how long something took.
+//! - Sockets: [`free_port`], a port of 127.0.0.1 for gears that take a `bind` address.
+//! - Wasm: [`guest_wasm`] builds the example wasm guests (`examples/guests/*`) for
+//!   `wasm32-unknown-unknown` and returns a module's path, so that the tests of the `wasm`
+//!   gear and of racks that use it run real modules built from source.
+#![doc(test(attr(deny(warnings))))]
+
+mod guest;
+mod net;
+mod wait;
+
+pub use guest::{guest_wasm, workspace_root};
+pub use net::free_port;
+pub use wait::{PATIENCE, wait_until, within, within_blocking};
