@@ -24,7 +24,8 @@ async fn msg_stream(snake: &Snake, name: &str) {
     snake.create_stream(cfg).await.expect("stream");
 }
 
-/// Nothing more arrives within `wait`.
+/// Nothing more arrives within `wait`: a window in which an absence is checked, exact on
+/// paused time (the memory backend) and a sample on a real server.
 async fn quiet(consumer: &mut snake::Consumer, wait: Duration) {
     if let Ok(d) = tokio::time::timeout(wait, consumer.next()).await {
         panic!("unexpected delivery: {d:?}");
@@ -273,6 +274,7 @@ pub(crate) async fn dedup_within_window(snake: &Snake, stream: &str) {
         .await
         .expect("publish");
     assert!(!other.duplicate);
+    // The input, not a wait: time passes beyond the window.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let later = snake
         .stream_publish(Message::new(to, &b"a"[..]).with_id("42"))
@@ -376,6 +378,7 @@ pub(crate) async fn kv_ttl(snake: &Snake, bucket: &str) {
     let kv = snake.kv(cfg).await.expect("bucket");
     kv.put("k", &b"v"[..]).await.expect("put");
     assert!(kv.get("k").await.expect("get").is_some());
+    // The input, not a wait: time passes beyond the TTL.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(kv.get("k").await.expect("get"), None, "expired");
     kv.create("k", &b"w"[..])
@@ -443,6 +446,7 @@ pub(crate) async fn stream_limits(snake: &Snake, stream: &str) {
         assert_eq!(d.message.payload, [i; 1_000][..]);
         d.ack().await.expect("ack");
     }
+    // The input, not a wait: time passes beyond max_age.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut late = snake
         .consumer(stream, ConsumerConfig::new(to.into()))
@@ -568,6 +572,8 @@ mod memory {
         let closer = {
             let snake = snake.clone();
             tokio::spawn(async move {
+                // On paused time this sleep ends only once every other task is idle: the
+                // consumer is then waiting in `next`, which is the case under test.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 snake.close().await;
             })

@@ -111,6 +111,7 @@ async fn restart_in_the_middle_of_a_guaranteed_stream() {
                     Ok(()) => start += CHUNK,
                     Err(_) => {
                         retries += 1;
+                        // A publisher's backoff while the server restarts, not a wait.
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -125,6 +126,7 @@ async fn restart_in_the_middle_of_a_guaranteed_stream() {
         .ack_wait(Duration::from_secs(5))
         .max_deliver(100);
     let mut consumer = snake.consumer("restart", cfg).await.expect("consumer");
+    // For the report below, not an assertion: a stall fails the wait for the next delivery.
     let started = Instant::now();
     // For each id, the indexes (in consumption order) of its deliveries.
     let mut seen: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -147,11 +149,6 @@ async fn restart_in_the_middle_of_a_guaranteed_stream() {
     }
     let retries = publisher.await.expect("publisher");
     let restarted_at = restarted_at.expect("restarted");
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "took {:?}",
-        started.elapsed()
-    );
     assert_eq!(seen.len() as u64, N, "every id consumed");
     assert!(seen.keys().all(|id| *id < N));
     // A repeat is an id first delivered before the restart (its ack may have been lost in
@@ -341,11 +338,7 @@ async fn dead_letters_without_a_subject_are_counted() {
     let first = c.next().await.expect("delivery");
     first.nak(Duration::ZERO).await.expect("nak");
     let _second = c.next().await.expect("delivery");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while snake.dropped() != (0, 2) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(snake.dropped(), (0, 2));
+    testkit::wait_until("both dead letters counted", || snake.dropped() == (0, 2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

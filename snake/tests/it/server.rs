@@ -129,12 +129,15 @@ fn options_are_checked_before_the_binary_is_looked_up() {
 #[test]
 fn a_server_that_never_gets_ready_times_out_and_is_killed() {
     let dir = Scratch::new("slow");
+    let pid_file = dir.0.join("pid");
     let fake = dir.script(
         "nats-server",
         0o755,
-        "echo 'Starting nats-server' >&2\nexec sleep 30",
+        &format!(
+            "echo $$ > '{}'\necho 'Starting nats-server' >&2\nexec sleep 30",
+            pid_file.display()
+        ),
     );
-    let started = std::time::Instant::now();
     check_refused(
         NatsServer::builder()
             .binary(fake)
@@ -146,8 +149,18 @@ fn a_server_that_never_gets_ready_times_out_and_is_killed() {
             _ => false,
         },
     );
-    // Killed, not waited out.
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Killed (and reaped), not left running: the shell's `kill -0` finds no such process.
+    // The log line came after the pid was written, so the file is there.
+    let pid = fs::read_to_string(&pid_file).expect("the fake wrote its pid");
+    let alive = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -0 {} 2>/dev/null", pid.trim())])
+        .status()
+        .expect("sh runs");
+    assert!(
+        !alive.success(),
+        "the fake server (pid {}) still runs",
+        pid.trim()
+    );
 }
 
 #[test]
