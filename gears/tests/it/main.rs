@@ -12,12 +12,3 @@ mod transform;
 mod wasm;
 #[cfg(feature = "wasm")]
 mod wasm_module;
-
-/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel picked it), for gears that
-/// take a `bind` address.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the kernel gives a free port on 127.0.0.1")
-}

@@ -4,14 +4,8 @@ use std::time::Duration;
 
 use rack_lib::Rack;
 use rack_lib::scenario::Scenario;
+use testkit::{wait_until, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_pipeline_scenario_routes_every_message() {
@@ -27,29 +21,21 @@ async fn the_shipped_pipeline_scenario_routes_every_message() {
     let mut rack = Rack::builder("local").build().expect("a rack");
     let change = rack.apply_scenario(&validated).await.expect("applied");
     assert_eq!(change.added.len(), 6);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    let routed = |rack: &Rack| -> u64 {
         let stats = rack.stats();
-        let routed: u64 = ["visa-log", "mastercard-log", "declined"]
+        ["visa-log", "mastercard-log", "declined"]
             .iter()
             .map(|g| stats[*g].messages_in)
-            .sum();
-        if routed == 1000 {
-            assert_eq!(stats["switch"].errors, 0);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {routed} routed: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .sum()
+    };
+    wait_until("all 1000 messages routed", || routed(&rack) == 1000).await;
+    assert_eq!(rack.stats()["switch"].errors, 0);
     assert!(rack.shutdown(Duration::from_secs(5)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_request_response_scenario_answers_a_real_client() {
-    let port = free_port();
+    let port = testkit::free_port();
     let yaml = format!(
         r#"
 meta: {{ name: echo, version: 1.0.0 }}
@@ -75,16 +61,13 @@ wires:
     let mut rack = Rack::builder("local").build().expect("a rack");
     rack.apply_scenario(&validated).await.expect("applied");
 
+    // The listener is bound when apply returns (the gear binds in start).
     let mut clients = Vec::new();
     for who in ["ada", "bob"] {
-        let stream = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                    return s;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+        let stream = within(
+            "a connection",
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
         .await
         .expect("the listener is up");
         clients.push((who, BufReader::new(stream)));
@@ -98,9 +81,8 @@ wires:
     }
     for (who, client) in &mut clients {
         let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(5), client.read_line(&mut line))
+        within("an answer", client.read_line(&mut line))
             .await
-            .expect("an answer within 5 s")
             .expect("read");
         assert_eq!(
             line,
@@ -185,9 +167,8 @@ wires:
     }
     let mut amounts = Vec::new();
     while amounts.len() < 498 {
-        let msg = tokio::time::timeout(Duration::from_secs(20), tap.recv())
+        let msg = within("every message on the tap", tap.recv())
             .await
-            .expect("every message arrives in time")
             .expect("the tap is open");
         assert_eq!(
             msg.data.get("currency").and_then(|v| v.as_str()),
@@ -201,9 +182,8 @@ wires:
         .collect();
     assert_eq!(amounts, expected, "in order, none lost but the looping two");
     for n in [100, 300] {
-        let failed = tokio::time::timeout(Duration::from_secs(20), errors.recv())
+        let failed = within("the looping message on error", errors.recv())
             .await
-            .expect("the looping message reaches error")
             .expect("the tap is open");
         assert_eq!(failed.data.get("amount").and_then(|v| v.as_u64()), Some(n));
         assert_eq!(
