@@ -34,6 +34,15 @@ pub enum Error {
     /// The transport refused something (a subject with an invalid name, the stream).
     #[error(transparent)]
     Bus(#[from] snake::Error),
+    /// The consumer of a guaranteed lane into the rack cannot be created; nothing was
+    /// changed.
+    #[error("guaranteed lane {lane}: cannot create its consumer")]
+    Lane {
+        /// `rack.gear.port -> gear.port`.
+        lane: String,
+        /// What the transport said.
+        source: snake::Error,
+    },
     /// A [`Plan`](crate::Plan) was committed after the rack changed since it was made; plan
     /// again.
     #[error("the plan is stale: the rack changed since it was made")]

@@ -10,7 +10,7 @@ use sdk::{InPort, Ports, Runner};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::graph::{GearSpec, Graph, PortRef};
+use super::graph::{GearSpec, Graph, PortRef, Subscription};
 use super::lanes;
 use super::node::{Control, Delivery, Identity, Node, Outputs, Sink, Target};
 use super::plan::{Plan, input_of};
@@ -68,6 +68,9 @@ impl Rack {
         {
             lanes::ensure_stream(snake).await?;
         }
+        // Lanes into the rack: their consumers exist (or the apply fails) before anything
+        // running is touched.
+        let mut consumers = self.open_consumers(&subscriptions.start).await?;
         let fresh = self.prepare(fresh).await?;
 
         let mut queues = self.queues(&graph);
@@ -121,7 +124,9 @@ impl Rack {
             }
         }
         for sub in &subscriptions.start {
-            self.start_subscription(sub)?;
+            if let Some(consumer) = consumers.remove(sub) {
+                self.start_subscription(sub, consumer);
+            }
         }
 
         // Removed gears finish what is queued for them, then stop; then retired publishers
@@ -257,7 +262,7 @@ impl Rack {
         let mut failed = None;
         for mut f in fresh {
             if let Err(e) = f.runner.start() {
-                tracing::error!(rack = %self.name, gear = %f.spec.name, error = %e, "Gear failed to start.");
+                tracing::error!(rack = %self.name, gear = %f.spec.name, error = &e as &dyn std::error::Error, "Gear failed to start.");
                 f.runner.stop();
                 if let Some(rx) = queues.receivers.remove(&f.spec.name) {
                     let lost = self.discard(rx);
@@ -295,32 +300,52 @@ impl Rack {
         lost
     }
 
-    /// Starts pulling a guaranteed lane into a running gear.
-    fn start_subscription(&mut self, sub: &super::Subscription) -> Result<(), Error> {
-        let (Some(snake), Some(node)) = (self.services.snake.clone(), self.nodes.get(&sub.to.gear))
-        else {
-            return Ok(());
+    /// Opens the durable consumers of the lanes that start.
+    async fn open_consumers(
+        &self,
+        subscriptions: &[Subscription],
+    ) -> Result<BTreeMap<Subscription, snake::Consumer>, Error> {
+        let mut consumers = BTreeMap::new();
+        let Some(snake) = &self.services.snake else {
+            return Ok(consumers);
+        };
+        for sub in subscriptions {
+            let subject = snake::Subject::msg(&sub.rack, &sub.from.gear, &sub.from.port)?;
+            let dead_letter = snake::Subject::dead_letter(&self.name, &sub.to.gear, &sub.to.port)?;
+            let durable = lanes::durable_name(&self.name, sub);
+            let consumer =
+                lanes::open_consumer(snake, &subject, &durable, dead_letter, &self.limits)
+                    .await
+                    .map_err(|source| Error::Lane {
+                        lane: format!(
+                            "{}.{}.{} -> {}",
+                            sub.rack, sub.from.gear, sub.from.port, sub.to
+                        ),
+                        source,
+                    })?;
+            consumers.insert(sub.clone(), consumer);
+        }
+        Ok(consumers)
+    }
+
+    /// Starts pulling a guaranteed lane into a running gear (a gear that failed to start gets
+    /// none; its consumer stays on the bus for the next apply).
+    fn start_subscription(&mut self, sub: &Subscription, consumer: snake::Consumer) {
+        let Some(node) = self.nodes.get(&sub.to.gear) else {
+            return;
         };
         let Some(port) = node.ports.input(&sub.to.port) else {
-            return Ok(());
+            return;
         };
         let task = lanes::spawn_subscriber(lanes::Inbound {
-            snake,
-            subject: snake::Subject::msg(&sub.rack, &sub.from.gear, &sub.from.port)?,
-            durable: format!(
-                "{}-{}-{}-{}-{}-{}",
-                self.name, sub.to.gear, sub.to.port, sub.rack, sub.from.gear, sub.from.port
-            ),
-            dead_letter: snake::Subject::dead_letter(&self.name, &sub.to.gear, &sub.to.port)?,
+            consumer,
+            durable: lanes::durable_name(&self.name, sub),
             tx: node.tx.clone(),
             port,
             in_flight: Arc::clone(&self.in_flight),
             stats: Arc::clone(&node.stats),
-            ack_wait: self.limits.ack_wait,
-            max_deliver: self.limits.max_deliver,
         });
         self.subscribers.insert(sub.clone(), task);
-        Ok(())
     }
 
     fn spawn(
@@ -348,9 +373,7 @@ impl Rack {
             port_in: counters("flux.port.messages_in", ports.inputs()),
             port_out: counters("flux.port.messages_out", ports.outputs()),
         };
-        let emissions = runner
-            .take_emissions()
-            .unwrap_or_else(|| mpsc::channel(1).1);
+        let emissions = runner.take_emissions();
         let stats = Arc::clone(runner.context().stats());
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
         let busy = Arc::new(AtomicBool::new(false));

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use fluxmsg::{FluxMsg, Hop, Id};
 use sdk::{
-    Emission, GearError, IdSource, InPort, OutPort, Outputs as SdkOutputs, Runner, mark_error,
+    Emission, Emissions, GearError, IdSource, InPort, OutPort, Outputs as SdkOutputs, Runner,
+    mark_error,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -113,7 +114,8 @@ pub(crate) struct Node {
     pub(crate) runner: Runner,
     pub(crate) rx: mpsc::Receiver<Delivery>,
     pub(crate) ctl: mpsc::Receiver<Control>,
-    pub(crate) emissions: mpsc::Receiver<Emission>,
+    /// What the gear's own tasks emit (`None` for a gear without an emitter).
+    pub(crate) emissions: Option<Emissions>,
     pub(crate) outputs: Outputs,
     pub(crate) ids: Arc<dyn IdSource>,
     pub(crate) clock: Arc<dyn sdk::Clock>,
@@ -144,7 +146,7 @@ impl Node {
         };
         let time =
             metrics::histogram!("flux.gear.processing_time_ms", "gear" => self.name.to_string());
-        let mut emissions_open = true;
+        let mut emissions_open = self.emissions.is_some();
         let mut emissions_turn = false;
         loop {
             // Control comes before data: a rewire (a new tap) sent before a message applies to
@@ -163,17 +165,14 @@ impl Node {
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
             // Every other turn an active gear's pending emission goes first, so that a steady
-            // input cannot starve it.
-            if emissions_turn && emissions_open {
-                match self.emissions.try_recv() {
-                    Ok(emission) => {
-                        emissions_turn = false;
-                        self.emission(emission, &mut scratch).await;
-                        continue;
-                    }
-                    Err(mpsc::error::TryRecvError::Disconnected) => emissions_open = false,
-                    Err(mpsc::error::TryRecvError::Empty) => {}
-                }
+            // input cannot starve it (the `recv` below finds when its emitters are all gone).
+            if emissions_turn
+                && emissions_open
+                && let Some(emission) = self.emissions.as_mut().and_then(Emissions::try_recv)
+            {
+                emissions_turn = false;
+                self.emission(emission, &mut scratch).await;
+                continue;
             }
             emissions_turn = true;
             tokio::select! {
@@ -193,7 +192,7 @@ impl Node {
                     }
                     self.busy.store(false, Ordering::Release);
                 }
-                emission = self.emissions.recv(), if emissions_open => match emission {
+                emission = next_emission(&mut self.emissions), if emissions_open => match emission {
                     Some(emission) => self.emission(emission, &mut scratch).await,
                     None => emissions_open = false,
                 },
@@ -336,7 +335,7 @@ impl Node {
     }
 
     async fn forward_emissions(&mut self, scratch: &mut Scratch) {
-        while let Ok(emission) = self.emissions.try_recv() {
+        while let Some(emission) = self.emissions.as_mut().and_then(Emissions::try_recv) {
             self.stage_emission(emission, scratch);
         }
         self.dispatch(scratch).await;
@@ -489,5 +488,13 @@ impl Node {
             self.in_flight.done(n);
             stats.add_dropped("lane_timeout", n as u64);
         }
+    }
+}
+
+/// The next emission of a gear that has an emitter (the branch is disabled for one without).
+async fn next_emission(emissions: &mut Option<sdk::Emissions>) -> Option<Emission> {
+    match emissions {
+        Some(e) => e.recv().await,
+        None => None,
     }
 }

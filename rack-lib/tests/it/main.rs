@@ -2,6 +2,7 @@
 
 mod engine;
 mod guaranteed;
+mod lanes;
 mod plan;
 mod scenario;
 mod scenarios;

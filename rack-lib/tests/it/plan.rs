@@ -117,8 +117,14 @@ async fn a_changed_graph_plans_keep_restart_stop_and_repoint() {
             ("repointed", &["switch"]),
         ],
     );
-    assert_eq!(plan.publishers_started(), [PortRef::new("switch", "out_visa")]);
-    assert_eq!(plan.publishers_stopped(), [PortRef::new("switch", "out_other")]);
+    assert_eq!(
+        plan.publishers_started(),
+        [PortRef::new("switch", "out_visa")]
+    );
+    assert_eq!(
+        plan.publishers_stopped(),
+        [PortRef::new("switch", "out_other")]
+    );
 
     // Nothing changed by planning: the rack still runs the base graph.
     assert_eq!(rack.graph(), &base());
@@ -191,7 +197,10 @@ async fn a_plan_made_before_another_apply_is_stale() {
     let early = rack.plan(base()).expect("plans");
     let other = Graph::new().gear("solo", "transform", tag("s"));
     rack.apply(other.clone()).await.expect("applies");
-    let err = rack.commit(early).await.expect_err("the early plan is stale");
+    let err = rack
+        .commit(early)
+        .await
+        .expect_err("the early plan is stale");
     assert!(matches!(err, Error::StalePlan), "{err}");
     assert_eq!(rack.graph(), &other);
     rack.shutdown(std::time::Duration::from_secs(5)).await;

@@ -1,0 +1,198 @@
+//! Guaranteed lanes across several hops: chains, round trips, consumer names.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use fluxmsg::Value;
+use rack_lib::{Graph, Limits, Rack};
+use serde_json::json;
+use snake::Snake;
+
+const TOTAL: usize = 200;
+
+fn source(count: usize) -> Graph {
+    Graph::new()
+        .gear("gen", "generate", json!({ "count": count, "batch": 16, "rate": { "tps": 5000 }, "template": { "data": { "n": "${counter}" } } }))
+        .publish("gen.out")
+}
+
+fn stamp(name: &str) -> serde_json::Value {
+    json!({ "steps": [{ "set": format!("meta.{name}"), "value": "yes" }] })
+}
+
+async fn rack(name: &str, snake: &Snake) -> Rack {
+    Rack::builder(name)
+        .snake(snake.clone())
+        .limits(Limits::default().with_ack_wait(Duration::from_secs(5)))
+        .build()
+        .expect("a rack")
+}
+
+/// Reads `data.n` of what `tap` delivers until every one of `0..want` arrived (or a generous
+/// bound passes, which fails the test with what is missing); checks each went through `via`.
+async fn every_number(tap: &mut rack_lib::Tap, want: usize, via: &[&str]) {
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < want {
+        match tokio::time::timeout_at(deadline, tap.recv()).await {
+            Ok(Some(m)) => {
+                for stage in via {
+                    assert_eq!(
+                        m.meta.get(*stage).map(|t| t.as_str()),
+                        Some("yes"),
+                        "through {stage}"
+                    );
+                }
+                seen.insert(m.data.get("n").and_then(Value::as_i64).expect("n"));
+            }
+            _ => break,
+        }
+    }
+    let missing: Vec<_> = (0..want as i64).filter(|n| !seen.contains(n)).collect();
+    assert!(missing.is_empty(), "never arrived: {missing:?}");
+}
+
+/// a -> b -> c, every wire guaranteed: the second hop must not be taken for a duplicate of
+/// the first.
+async fn three_rack_chain(a_bus: &Snake, b_bus: &Snake, c_bus: &Snake) {
+    let mut c = rack("c", c_bus).await;
+    c.apply(
+        Graph::new()
+            .gear("sink", "transform", stamp("sink"))
+            .subscribe("b", "relay.out", "sink"),
+    )
+    .await
+    .expect("c applies");
+    let mut tap = c.tap("sink", "out").await.expect("tap");
+    let mut b = rack("b", b_bus).await;
+    b.apply(
+        Graph::new()
+            .gear("relay", "transform", stamp("relay"))
+            .subscribe("a", "gen.out", "relay")
+            .publish("relay.out"),
+    )
+    .await
+    .expect("b applies");
+    let mut a = rack("a", a_bus).await;
+    a.apply(source(TOTAL)).await.expect("a applies");
+    every_number(&mut tap, TOTAL, &["relay", "sink"]).await;
+    for r in [a, b, c] {
+        r.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// a -> b -> a: the message comes back to the rack it left, with the same id.
+async fn round_trip(a_bus: &Snake, b_bus: &Snake) {
+    let mut a = rack("a", a_bus).await;
+    a.apply(
+        Graph::new()
+            .gear("back", "transform", stamp("back"))
+            .subscribe("b", "echo.out", "back"),
+    )
+    .await
+    .expect("a's return lane");
+    let mut tap = a.tap("back", "out").await.expect("tap");
+    let mut b = rack("b", b_bus).await;
+    b.apply(
+        Graph::new()
+            .gear("echo", "transform", stamp("echo"))
+            .subscribe("a", "gen.out", "echo")
+            .publish("echo.out"),
+    )
+    .await
+    .expect("b applies");
+    let with_source = Graph::new()
+        .gear("back", "transform", stamp("back"))
+        .subscribe("b", "echo.out", "back")
+        .gear("gen", "generate", json!({ "count": TOTAL, "batch": 16, "rate": { "tps": 5000 }, "template": { "data": { "n": "${counter}" } } }))
+        .publish("gen.out");
+    a.apply(with_source).await.expect("a's source");
+    every_number(&mut tap, TOTAL, &["echo", "back"]).await;
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_rack_chain_delivers_everything_in_process() {
+    let bus = Snake::memory();
+    three_rack_chain(&bus, &bus, &bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_trip_delivers_everything_in_process() {
+    let bus = Snake::memory();
+    round_trip(&bus, &bus).await;
+}
+
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_rack_chain_delivers_everything_over_nats() {
+    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let connect = || Snake::nats(snake::NatsOptions::new(server.url()));
+    let (a, b, c) = (
+        connect().await.expect("a connects"),
+        connect().await.expect("b connects"),
+        connect().await.expect("c connects"),
+    );
+    three_rack_chain(&a, &b, &c).await;
+}
+
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_trip_delivers_everything_over_nats() {
+    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let connect = || Snake::nats(snake::NatsOptions::new(server.url()));
+    let (a, b) = (
+        connect().await.expect("a connects"),
+        connect().await.expect("b connects"),
+    );
+    round_trip(&a, &b).await;
+}
+
+/// Two lanes whose names joined with `-` used to be one consumer name (`x-a-b-…` twice), so
+/// that one source was never read; and names long enough to pass the 64-byte token limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_whose_names_run_together_each_get_their_own_consumer() {
+    let bus = Snake::memory();
+    let long = "g".repeat(64);
+    let mut sink = rack("x", &bus).await;
+    sink.apply(
+        Graph::new()
+            .gear("in", "transform", stamp("sink"))
+            .subscribe("a-b", "c.out", "in")
+            .subscribe("a", "b-c.out", "in")
+            .subscribe(&long, &format!("{long}.out"), "in"),
+    )
+    .await
+    .expect("the sink applies");
+    let mut tap = sink.tap("in", "out").await.expect("tap");
+    let sources = [("a-b", "c"), ("a", "b-c"), (long.as_str(), long.as_str())];
+    let mut racks = Vec::new();
+    for (i, (rack_name, gear)) in sources.iter().enumerate() {
+        let mut r = rack(rack_name, &bus).await;
+        let graph = Graph::new()
+            .gear(
+                gear,
+                "generate",
+                json!({ "count": 10, "template": { "data": { "n": format!("{i}${{counter}}") } } }),
+            )
+            .publish(&format!("{gear}.out"));
+        r.apply(graph).await.expect("a source applies");
+        racks.push(r);
+    }
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 30 {
+        match tokio::time::timeout_at(deadline, tap.recv()).await {
+            Ok(Some(m)) => {
+                seen.insert(format!("{:?}", m.data.get("n")));
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(seen.len(), 30, "every source was read: {seen:?}");
+    for r in racks {
+        r.shutdown(Duration::from_secs(5)).await;
+    }
+    sink.shutdown(Duration::from_secs(5)).await;
+}
