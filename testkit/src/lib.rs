@@ -9,11 +9,20 @@
 //! - Wasm: [`guest_wasm`] builds the example wasm guests (`examples/guests/*`) for
 //!   `wasm32-unknown-unknown` and returns a module's path, so that the tests of the `wasm`
 //!   gear and of racks that use it run real modules built from source.
+//! - Gears (feature `gears`): the module `gears`, small fixture gears that the tests of
+//!   several crates register, such as `gears::Echo`.
+//!
+//! | feature | what it adds |
+//! | --- | --- |
+//! | `gears` | the module `gears` (depends on `sdk`) |
 #![doc(test(attr(deny(warnings))))]
 
 mod guest;
 mod net;
 mod wait;
+
+#[cfg(feature = "gears")]
+pub mod gears;
 
 pub use guest::{guest_wasm, workspace_root};
 pub use net::free_port;
