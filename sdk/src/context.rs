@@ -12,9 +12,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::emit::Emitter;
-use crate::error::{Error, GearError};
+use crate::error::GearError;
 use crate::ids::IdSource;
-use crate::port::{InPort, OutPort, PortStatus, Ports};
+use crate::port::{OutPort, PortStatus, Ports};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
@@ -144,43 +144,6 @@ impl Context {
     /// The gear's concrete ports.
     pub fn ports(&self) -> &Ports {
         &self.ports
-    }
-
-    /// Resolves an input port by name.
-    pub fn input(&self, name: &str) -> Result<InPort, GearError> {
-        self.ports.input(name).ok_or_else(|| {
-            self.unknown(
-                "input",
-                name,
-                self.ports.inputs().iter().map(|p| p.as_str()),
-            )
-        })
-    }
-
-    /// Resolves an output port by name.
-    pub fn output(&self, name: &str) -> Result<OutPort, GearError> {
-        self.ports.output(name).ok_or_else(|| {
-            self.unknown(
-                "output",
-                name,
-                self.ports.outputs().iter().map(|p| p.as_str()),
-            )
-        })
-    }
-
-    fn unknown<'a>(
-        &self,
-        dir: &'static str,
-        port: &str,
-        known: impl Iterator<Item = &'a str>,
-    ) -> GearError {
-        let err = Error::UnknownPort {
-            gear: self.name.to_string(),
-            dir,
-            port: port.to_owned(),
-            known: known.collect::<Vec<_>>().join(", "),
-        };
-        GearError::new("unknown_port").with_detail(err)
     }
 
     /// What the engine knows about where each output port leads.

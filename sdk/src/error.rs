@@ -8,8 +8,9 @@ use std::fmt;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configuration does not fit the gear's schema or its own rules.
-    #[error("gear {gear:?} ({gear_type}): {source}")]
+    /// The configuration does not fit the gear's schema or its own rules, or names a port the
+    /// gear does not have.
+    #[error("gear {gear:?} ({gear_type}) has an invalid configuration")]
     Config {
         /// The gear's name in the scenario.
         gear: String,
@@ -17,18 +18,6 @@ pub enum Error {
         gear_type: String,
         /// Every problem found, each with its field path.
         source: ConfigError,
-    },
-    /// A gear asked for a port that its configuration does not declare.
-    #[error("gear {gear:?} has no {dir} port {port:?} (it has: {known})")]
-    UnknownPort {
-        /// The gear's name.
-        gear: String,
-        /// `input` or `output`.
-        dir: &'static str,
-        /// The port asked for.
-        port: String,
-        /// The ports it does have, comma-separated.
-        known: String,
     },
     /// A port name breaks the naming rule (`[a-z0-9_-]+`, 1 to 64 bytes, no dots).
     #[error("invalid port name {0:?}: use 1 to 64 of a-z, 0-9, '_' and '-'")]
@@ -42,12 +31,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A lifecycle hook (init, start) failed.
-    #[error("gear {gear:?} failed to {stage}: {source}")]
+    /// A lifecycle hook (load, init, start) failed.
+    #[error("gear {gear:?} failed to {stage}")]
     Lifecycle {
         /// The gear's name.
         gear: String,
-        /// `init` or `start`.
+        /// `load`, `init`, `start`, or `process` (a message sent to a port the gear lacks).
         stage: &'static str,
         /// What the gear said.
         source: GearError,

@@ -36,8 +36,8 @@ pub trait Gear: Send + 'static {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    /// Binds the gear to its context: resolve port names to [`OutPort`]s, open state.
-    /// A failure aborts the scenario apply.
+    /// Binds the gear to its context: open state, read the port statuses. Ports are not
+    /// resolved here: [`GearType::new`] receives them. A failure aborts the scenario apply.
     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
         let _ = ctx;
         Ok(())
@@ -109,8 +109,9 @@ pub enum Outcome {
 /// A gear type that can be registered by name: its configuration, manifest and constructor.
 ///
 /// ```
+/// # fn main() -> Result<(), sdk::Error> {
 /// use fluxmsg::FluxMsg;
-/// use sdk::{Category, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outcome, Outbox};
+/// use sdk::{Category, Gear, GearError, GearType, Harness, InPort, Manifest, OutPort, Outcome, Outbox, Ports};
 ///
 /// /// Counts messages into `meta.seen`.
 /// struct Counter { seen: u64, out: OutPort }
@@ -124,22 +125,23 @@ pub enum Outcome {
 ///     fn manifest() -> Manifest {
 ///         Manifest::new("counter", Category::Logic).input("in", "any").output("out", "counted")
 ///     }
-///     fn new(_: CounterConfig) -> Result<Self, sdk::ConfigError> {
-///         Ok(Counter { seen: 0, out: OutPort::ERROR })
+///     fn new(_: CounterConfig, ports: &Ports) -> Result<Self, sdk::ConfigError> {
+///         Ok(Counter { seen: 0, out: ports.resolve_output("out")? })
 ///     }
 /// }
 ///
 /// impl Gear for Counter {
-///     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-///         self.out = ctx.output("out")?;
-///         Ok(())
-///     }
 ///     fn process(&mut self, _: InPort, msg: &mut FluxMsg, _: &mut Outbox<'_>) -> Result<Outcome, GearError> {
 ///         self.seen += 1;
 ///         msg.meta.insert("seen", self.seen.to_string().into());
 ///         Ok(Outcome::Emit(self.out))
 ///     }
 /// }
+///
+/// let mut h = Harness::new::<Counter>(&serde_json::json!({}))?;
+/// h.send("in", FluxMsg::new())?;
+/// assert_eq!(h.take("out")[0].meta.get("seen").map(|t| t.as_str()), Some("1"));
+/// # Ok(()) }
 /// ```
 pub trait GearType: Gear + Sized {
     /// The configuration, read from the scenario's `config:` map. Its JSON Schema (from
@@ -157,8 +159,15 @@ pub trait GearType: Gear + Sized {
         Ok(Ports::fixed(&Self::manifest()))
     }
 
-    /// Builds the gear from a configuration that already matches the schema. Checks the rules
-    /// a schema cannot express (a regular expression that does not compile) and does nothing
-    /// else: no sockets, no tasks. It runs at validation time, before anything runs.
-    fn new(config: Self::Config) -> Result<Self, ConfigError>;
+    /// Builds the gear from a configuration that already matches the schema, with the concrete
+    /// `ports` that [`GearType::ports`] gave that configuration. Resolves the port names the
+    /// gear emits on ([`Ports::resolve_output`]) and checks the rules a schema cannot express
+    /// (a regular expression that does not compile); does nothing else: no sockets, no tasks.
+    /// It runs at validation time, before anything runs.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field at fault, or the port the gear asked for and does not
+    /// have.
+    fn new(config: Self::Config, ports: &Ports) -> Result<Self, ConfigError>;
 }

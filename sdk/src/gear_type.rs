@@ -149,7 +149,7 @@ fn prepare<G: GearType>(config: &serde_json::Value) -> Result<(Box<dyn Gear>, Po
         ConfigError::field(path, e.into_inner())
     })?;
     let ports = G::ports(&config)?;
-    let gear = G::new(config)?;
+    let gear = G::new(config, &ports)?;
     Ok((Box::new(gear), ports))
 }
 

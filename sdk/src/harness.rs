@@ -10,9 +10,10 @@ use snake::Snake;
 
 use crate::context::Services;
 use crate::emit::{ERROR_REASON, Emission, Emissions, Outputs};
-use crate::error::Error;
+use crate::error::{Error, GearError};
 use crate::gear::GearType;
 use crate::gear_type::DynGearType;
+use crate::manifest::Direction;
 use crate::port::{ERROR_PORT, PortStatus};
 use crate::runner::Runner;
 use crate::stats::StatsSnapshot;
@@ -28,7 +29,7 @@ use crate::stats::StatsSnapshot;
 /// ```
 /// # fn main() -> Result<(), sdk::Error> {
 /// use fluxmsg::FluxMsg;
-/// use sdk::{Category, Context, Gear, GearError, GearType, Harness, InPort, Manifest, OutPort, Outcome, Outbox};
+/// use sdk::{Category, Gear, GearError, GearType, Harness, InPort, Manifest, OutPort, Outcome, Outbox, Ports};
 ///
 /// struct Stamp { out: OutPort }
 /// #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -36,10 +37,11 @@ use crate::stats::StatsSnapshot;
 /// impl GearType for Stamp {
 ///     type Config = NoConfig;
 ///     fn manifest() -> Manifest { Manifest::new("stamp", Category::Logic).input("in", "").output("out", "") }
-///     fn new(_: NoConfig) -> Result<Self, sdk::ConfigError> { Ok(Stamp { out: OutPort::ERROR }) }
+///     fn new(_: NoConfig, ports: &Ports) -> Result<Self, sdk::ConfigError> {
+///         Ok(Stamp { out: ports.resolve_output("out")? })
+///     }
 /// }
 /// impl Gear for Stamp {
-///     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> { self.out = ctx.output("out")?; Ok(()) }
 ///     fn process(&mut self, _: InPort, msg: &mut FluxMsg, _: &mut Outbox<'_>) -> Result<Outcome, GearError> {
 ///         if msg.raw.is_empty() { return Err(GearError::new("empty")); }
 ///         msg.meta.insert("stamped", "yes".into());
@@ -104,16 +106,15 @@ impl Harness {
     }
 
     fn flush(&mut self, port: &str) -> Result<(), Error> {
-        let input = match self.runner.context().input(port) {
-            Ok(input) => input,
-            Err(e) => {
-                self.batch.clear();
-                return Err(Error::Lifecycle {
-                    gear: self.runner.context().name().to_owned(),
-                    stage: "process",
-                    source: e,
-                });
-            }
+        let ctx = self.runner.context();
+        let Some(input) = ctx.ports().input(port) else {
+            self.batch.clear();
+            let detail = ctx.ports().missing(Direction::Input, port);
+            return Err(Error::Lifecycle {
+                gear: ctx.name().to_owned(),
+                stage: "process",
+                source: GearError::new("unknown_port").with_detail(detail),
+            });
         };
         let result = self.runner.process(input, &mut self.batch, &mut self.buf);
         self.batch.clear();

@@ -9,7 +9,8 @@
 //!   an [`Emitter`].
 //! - [`GearType`]: the configuration struct (its JSON Schema comes from `schemars`), the
 //!   [`Manifest`] (type, category, ports with dynamic patterns such as `out_<name>`, terminus)
-//!   and the constructor. [`DynGearType`] erases it for the factory.
+//!   and the constructor, which receives the gear's resolved [`Ports`]. [`DynGearType`] erases
+//!   it for the factory.
 //! - [`Context`]: configuration, name, tracing span, ids, clock, emitter, snake handle,
 //!   counters, tasks.
 //! - [`Runner`]: drives a gear; shared by the rack engine and the [`Harness`], which runs a
@@ -25,7 +26,7 @@
 //! ```
 //! # fn main() -> Result<(), sdk::Error> {
 //! use fluxmsg::{FluxMsg, Value};
-//! use sdk::{Category, Context, Gear, GearError, GearType, Harness, InPort, Manifest, OutPort, Outcome, Outbox};
+//! use sdk::{Category, Gear, GearError, GearType, Harness, InPort, Manifest, OutPort, Outcome, Outbox, Ports};
 //!
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields)]
@@ -38,16 +39,13 @@
 //!     fn manifest() -> Manifest {
 //!         Manifest::new("upper", Category::Logic).input("in", "any message").output("out", "edited")
 //!     }
-//!     fn new(config: Config) -> Result<Self, sdk::ConfigError> {
-//!         Ok(Upper { field: config.field, out: OutPort::ERROR })
+//!     // The gear gets its ports when it is built: it holds a resolved `out` from the start.
+//!     fn new(config: Config, ports: &Ports) -> Result<Self, sdk::ConfigError> {
+//!         Ok(Upper { field: config.field, out: ports.resolve_output("out")? })
 //!     }
 //! }
 //!
 //! impl Gear for Upper {
-//!     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-//!         self.out = ctx.output("out")?;
-//!         Ok(())
-//!     }
 //!     fn process(&mut self, _: InPort, msg: &mut FluxMsg, _: &mut Outbox<'_>) -> Result<Outcome, GearError> {
 //!         let Some(Value::Text(text)) = msg.data.get_path_mut(&self.field) else {
 //!             return Err(GearError::new("no_field").with_detail(&self.field));
@@ -64,9 +62,10 @@
 //! h.send("in", FluxMsg::new())?;
 //! assert_eq!(h.error_reasons(), ["no_field"]);
 //!
-//! // A misspelt key is refused before anything runs, naming the field.
+//! // A misspelt key is refused before anything runs; the cause names the field.
 //! let err = Harness::new::<Upper>(&serde_json::json!({ "feild": "name" })).unwrap_err();
-//! assert!(err.to_string().contains("feild"), "{err}");
+//! let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+//! assert!(cause.contains("feild"), "{err}: {cause}");
 //! # Ok(()) }
 //! ```
 //!

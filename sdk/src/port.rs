@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::manifest::{Direction, Manifest};
 
 /// The output port every gear has, where refused and failed messages go.
@@ -52,15 +52,13 @@ impl fmt::Display for PortName {
     }
 }
 
-/// An input port of one gear, resolved from its name once (see [`Context::input`]).
-///
-/// [`Context::input`]: crate::Context::input
+/// An input port of one gear, resolved from its name once, when the gear is built (see
+/// [`Ports::resolve_input`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct InPort(pub(crate) u16);
 
-/// An output port of one gear, resolved from its name once (see [`Context::output`]).
-///
-/// [`Context::output`]: crate::Context::output
+/// An output port of one gear, resolved from its name once, when the gear is built (see
+/// [`Ports::resolve_output`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OutPort(pub(crate) u16);
 
@@ -69,9 +67,7 @@ impl OutPort {
     pub const ERROR: OutPort = OutPort(0);
 
     /// The output port at `index` of its gear's [`Ports::outputs`], for engines that keep
-    /// ports by position. Gears resolve ports by name with [`Context::output`].
-    ///
-    /// [`Context::output`]: crate::Context::output
+    /// ports by position. Gears resolve ports by name with [`Ports::resolve_output`].
     pub const fn from_index(index: u16) -> OutPort {
         OutPort(index)
     }
@@ -84,9 +80,7 @@ impl OutPort {
 
 impl InPort {
     /// The input port at `index` of its gear's [`Ports::inputs`], for engines that keep
-    /// ports by position. Gears resolve ports by name with [`Context::input`].
-    ///
-    /// [`Context::input`]: crate::Context::input
+    /// ports by position. Gears resolve ports by name with [`Ports::resolve_input`].
     pub const fn from_index(index: u16) -> InPort {
         InPort(index)
     }
@@ -156,6 +150,43 @@ impl Ports {
     /// The output port called `name`.
     pub fn output(&self, name: &str) -> Option<OutPort> {
         position(&self.outputs, name).map(OutPort)
+    }
+
+    /// The input port called `name`, for a gear's constructor
+    /// ([`GearType::new`](crate::GearType::new)).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the missing port and the input ports the gear has: the gear is
+    /// refused before anything runs.
+    pub fn resolve_input(&self, name: &str) -> Result<InPort, ConfigError> {
+        self.input(name)
+            .ok_or_else(|| ConfigError::field("", self.missing(Direction::Input, name)))
+    }
+
+    /// The output port called `name`, for a gear's constructor
+    /// ([`GearType::new`](crate::GearType::new)).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the missing port and the output ports the gear has: the gear is
+    /// refused before anything runs.
+    pub fn resolve_output(&self, name: &str) -> Result<OutPort, ConfigError> {
+        self.output(name)
+            .ok_or_else(|| ConfigError::field("", self.missing(Direction::Output, name)))
+    }
+
+    /// Why `name` cannot be resolved: `no output port "x" (it has: error, out)`.
+    pub(crate) fn missing(&self, dir: Direction, name: &str) -> String {
+        let (dir, list) = match dir {
+            Direction::Input => ("input", &self.inputs),
+            Direction::Output => ("output", &self.outputs),
+        };
+        if list.is_empty() {
+            return format!("no {dir} port {name:?} (it has no {dir} ports)");
+        }
+        let known: Vec<&str> = list.iter().map(PortName::as_str).collect();
+        format!("no {dir} port {name:?} (it has: {})", known.join(", "))
     }
 
     /// The name of an input port of this gear.

@@ -4,7 +4,7 @@ use fluxmsg::{FluxMsg, Value};
 use schemars::JsonSchema;
 use sdk::{
     Category, ConfigError, Context, DynGearType, Gear, GearError, GearType, Harness, InPort,
-    LoadFuture, Manifest, OutPort, Outbox, Outcome,
+    LoadFuture, Manifest, OutPort, Outbox, Outcome, Ports,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -34,10 +34,10 @@ impl GearType for Batcher {
             .output("out", "messages")
     }
 
-    fn new(config: BatcherConfig) -> Result<Batcher, ConfigError> {
+    fn new(config: BatcherConfig, ports: &Ports) -> Result<Batcher, ConfigError> {
         Ok(Batcher {
             loaded: config.fail_load.then(|| "fail".to_owned()),
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
             calls: 0,
         })
     }
@@ -57,11 +57,6 @@ impl Gear for Batcher {
             self.loaded = Some(format!("loaded for {}", ctx.name()));
             Ok(())
         })
-    }
-
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
-        Ok(())
     }
 
     fn process(
@@ -177,7 +172,7 @@ async fn load_runs_before_init_and_its_failure_is_an_error() {
         .build_loaded(&json!({ "fail_load": true }))
         .await
         .expect_err("load fails");
-    let text = err.to_string();
+    let text = crate::errors::chain(&err);
     assert!(
         text.contains("load") && text.contains("told to fail"),
         "{text}"

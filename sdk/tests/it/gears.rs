@@ -5,7 +5,7 @@ use std::time::Duration;
 use fluxmsg::{FluxMsg, Value};
 use sdk::{
     Category, ConfigError, Context, Gear, GearError, GearType, HumanDuration, InPort, Manifest,
-    OutPort, Outbox, Outcome,
+    OutPort, Outbox, Outcome, Ports,
 };
 
 /// A passive gear whose behaviour depends on `data.do`.
@@ -48,29 +48,20 @@ impl GearType for Probe {
             .output("copies", "extra copies")
     }
 
-    fn new(config: ProbeConfig) -> Result<Probe, ConfigError> {
-        if config.fail_init {
-            return Ok(Probe {
-                out: OutPort::ERROR,
-                copies: OutPort::ERROR,
-                seen: u64::MAX,
-            });
-        }
+    fn new(config: ProbeConfig, ports: &Ports) -> Result<Probe, ConfigError> {
         Ok(Probe {
-            out: OutPort::ERROR,
-            copies: OutPort::ERROR,
-            seen: 0,
+            out: ports.resolve_output("out")?,
+            copies: ports.resolve_output("copies")?,
+            seen: if config.fail_init { u64::MAX } else { 0 },
         })
     }
 }
 
 impl Gear for Probe {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+    fn init(&mut self, _: &mut Context) -> Result<(), GearError> {
         if self.seen == u64::MAX {
             return Err(GearError::new("refused").with_detail("fail_init is set"));
         }
-        self.out = ctx.output("out")?;
-        self.copies = ctx.output("copies")?;
         Ok(())
     }
 
@@ -156,20 +147,15 @@ impl GearType for Ticker {
         Manifest::new("ticker", Category::Logic).output("out", "ticks")
     }
 
-    fn new(config: TickerConfig) -> Result<Ticker, ConfigError> {
+    fn new(config: TickerConfig, ports: &Ports) -> Result<Ticker, ConfigError> {
         Ok(Ticker {
             config,
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
         })
     }
 }
 
 impl Gear for Ticker {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
-        Ok(())
-    }
-
     fn start(&mut self, ctx: &mut Context) -> Result<(), GearError> {
         let (emitter, shutdown, out) = (ctx.emitter(), ctx.shutdown(), self.out);
         let config = self.config.clone();
@@ -219,7 +205,7 @@ impl GearType for Panicky {
         Manifest::new("panicky", Category::Logic).input("in", "")
     }
 
-    fn new(_: NoConfig) -> Result<Panicky, ConfigError> {
+    fn new(_: NoConfig, _: &Ports) -> Result<Panicky, ConfigError> {
         Ok(Panicky)
     }
 }

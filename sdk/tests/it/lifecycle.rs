@@ -5,6 +5,7 @@ use std::time::Duration;
 use sdk::{Clock, DynGearType, Harness, Runner, Services};
 use serde_json::json;
 
+use crate::errors::chain;
 use crate::gears::{Probe, Ticker, msg};
 
 fn services() -> Services {
@@ -56,7 +57,7 @@ async fn hooks_run_in_order_and_drain_and_stop_are_idempotent() {
 }
 
 fn sdk_in(r: &Runner) -> sdk::InPort {
-    r.context().input("in").expect("declared")
+    r.context().ports().input("in").expect("declared")
 }
 
 #[test]
@@ -72,7 +73,7 @@ fn stop_is_safe_on_a_gear_that_never_started() {
 fn a_failing_init_names_the_gear_and_the_reason() {
     let err = Harness::new::<Probe>(&json!({ "fail_init": true })).expect_err("refused");
     assert_eq!(
-        err.to_string(),
+        chain(&err),
         "gear \"gear\" failed to init: refused: fail_init is set"
     );
 }

@@ -2,6 +2,7 @@
 
 mod abi;
 mod batch;
+mod errors;
 mod gears;
 #[cfg(feature = "guest")]
 mod guest;

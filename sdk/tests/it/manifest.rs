@@ -95,7 +95,7 @@ fn type_names_follow_the_naming_rule() {
         fn manifest() -> Manifest {
             Manifest::new("Bad.Name", Category::Logic)
         }
-        fn new(_: NoConfig) -> Result<Bad, sdk::ConfigError> {
+        fn new(_: NoConfig, _: &sdk::Ports) -> Result<Bad, sdk::ConfigError> {
             Ok(Bad)
         }
     }

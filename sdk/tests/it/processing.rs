@@ -4,6 +4,7 @@ use fluxmsg::Value;
 use sdk::{ERROR_DETAIL, ERROR_REASON, Harness};
 use serde_json::json;
 
+use crate::errors::chain;
 use crate::gears::{Probe, msg};
 
 fn probe() -> Harness {
@@ -93,8 +94,7 @@ fn an_unknown_input_port_is_refused_and_nothing_is_counted() {
     let mut h = probe();
     let err = h.send("in_reply", msg("pass")).expect_err("no such port");
     assert!(
-        err.to_string()
-            .contains("no input port \"in_reply\" (it has: in)"),
+        chain(&err).contains("no input port \"in_reply\" (it has: in)"),
         "{err}"
     );
     assert_eq!(h.stats().messages_in, 0);
@@ -104,7 +104,7 @@ fn an_unknown_input_port_is_refused_and_nothing_is_counted() {
 fn a_panic_in_init_is_an_error_not_a_crash() {
     let err = Harness::new::<crate::gears::Panicky>(&json!({})).expect_err("refused");
     assert_eq!(
-        err.to_string(),
+        chain(&err),
         "gear \"gear\" failed to init: panic: init blew up"
     );
 }
