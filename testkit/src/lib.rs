@@ -5,6 +5,8 @@
 //!   by [`PATIENCE`] and failing with a message that names what was awaited;
 //!   [`within_blocking`] does the same for a blocking call. Tests synchronise on these, on
 //!   counters and signals, never on sleeps or on how long something took.
+//! - Errors: [`chain`] prints an error and its causes on one line, as anyhow's `{:#}` does;
+//!   [`causes`] lists them, to check that each is printed once.
 //! - Sockets: [`free_port`], a port of 127.0.0.1 for gears that take a `bind` address.
 //! - Wasm: [`guest_wasm`] builds the example wasm guests (`examples/guests/*`) for
 //!   `wasm32-unknown-unknown` and returns a module's path, so that the tests of the `wasm`
@@ -17,6 +19,7 @@
 //! | `gears` | the module `gears` (depends on `sdk`) |
 #![doc(test(attr(deny(warnings))))]
 
+mod errors;
 mod guest;
 mod net;
 mod wait;
@@ -24,6 +27,7 @@ mod wait;
 #[cfg(feature = "gears")]
 pub mod gears;
 
+pub use errors::{causes, chain};
 pub use guest::{guest_wasm, workspace_root};
 pub use net::free_port;
 pub use wait::{PATIENCE, wait_until, within, within_blocking};
