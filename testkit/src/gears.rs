@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use fluxmsg::FluxMsg;
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearType, HumanDuration, InPort, Manifest,
-    OutPort, Outbox, Outcome,
+    Category, ConfigError, Gear, GearError, GearType, HumanDuration, InPort, Manifest, OutPort,
+    Outbox, Outcome, Ports,
 };
 
 /// `echo`: passes every message from `in` to `out` unchanged. With `flush_delay` it is a slow
@@ -35,20 +35,15 @@ impl GearType for Echo {
             .output("out", "the same messages")
     }
 
-    fn new(config: EchoConfig) -> Result<Echo, ConfigError> {
+    fn new(config: EchoConfig, ports: &Ports) -> Result<Echo, ConfigError> {
         Ok(Echo {
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
             flush_delay: config.flush_delay.map(HumanDuration::get),
         })
     }
 }
 
 impl Gear for Echo {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
-        Ok(())
-    }
-
     fn process(
         &mut self,
         _: InPort,
