@@ -3,10 +3,10 @@
 use fluxmsg::FluxMsg;
 use gears::{Error, Factory};
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
-    Outcome,
+    Category, ConfigError, Gear, GearError, GearType, InPort, Manifest, Outbox, Outcome, Ports,
 };
 use serde_json::json;
+use testkit::gears::Echo;
 
 /// The catalog in name order; `wasm` is there with its feature.
 const BUILTIN: &[&str] = &[
@@ -87,56 +87,20 @@ fn config_errors_name_the_gear_the_field_and_the_reason() {
     }
 }
 
-/// A gear from an external pack.
-#[derive(Debug)]
-struct Echo {
-    out: OutPort,
-}
-
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct EchoConfig {}
-
-impl GearType for Echo {
-    type Config = EchoConfig;
-    fn manifest() -> Manifest {
-        Manifest::new("echo", Category::Logic)
-            .summary("echoes")
-            .input("in", "")
-            .output("out", "")
-    }
-    fn new(_: EchoConfig) -> Result<Echo, ConfigError> {
-        Ok(Echo {
-            out: OutPort::ERROR,
-        })
-    }
-}
-
-impl Gear for Echo {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
-        Ok(())
-    }
-    fn process(
-        &mut self,
-        _: InPort,
-        _: &mut FluxMsg,
-        _: &mut Outbox<'_>,
-    ) -> Result<Outcome, GearError> {
-        Ok(Outcome::Emit(self.out))
-    }
-}
-
 /// A pack that tries to replace a built-in gear.
 #[derive(Debug)]
 struct FakeLog;
 
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoConfig {}
+
 impl GearType for FakeLog {
-    type Config = EchoConfig;
+    type Config = NoConfig;
     fn manifest() -> Manifest {
         Manifest::new("log", Category::Observability)
     }
-    fn new(_: EchoConfig) -> Result<FakeLog, ConfigError> {
+    fn new(_: NoConfig, _: &Ports) -> Result<FakeLog, ConfigError> {
         Ok(FakeLog)
     }
 }
@@ -154,6 +118,7 @@ impl Gear for FakeLog {
 
 #[test]
 fn a_pack_registers_in_one_call_and_duplicates_are_refused() {
+    // A gear from an external pack: testkit's `echo`.
     let mut f = Factory::builtin();
     f.register_pack(|f| f.register::<Echo>())
         .expect("registers");

@@ -7,10 +7,12 @@ use fluxmsg::{FluxMsg, Value};
 use gears::Factory;
 use rack_lib::{Error, Graph, Limits, Rack};
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
-    Outcome,
+    Category, ConfigError, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox, Outcome,
+    Ports,
 };
 use serde_json::json;
+use testkit::gears::Echo;
+use testkit::{wait_until, within};
 
 /// Counts the messages it sees into `data.seen` and stamps `data.tag` with its config.
 #[derive(Debug)]
@@ -34,20 +36,16 @@ impl GearType for Counter {
             .input("in", "")
             .output("out", "")
     }
-    fn new(config: CounterConfig) -> Result<Counter, ConfigError> {
+    fn new(config: CounterConfig, ports: &Ports) -> Result<Counter, ConfigError> {
         Ok(Counter {
             tag: config.tag,
             seen: 0,
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
         })
     }
 }
 
 impl Gear for Counter {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
-        Ok(())
-    }
     fn process(
         &mut self,
         _: InPort,
@@ -61,54 +59,11 @@ impl Gear for Counter {
     }
 }
 
-/// Sleeps on every batch: a slow sink.
-#[derive(Debug)]
-struct Slow {
-    out: OutPort,
-}
-
-#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct SlowConfig {}
-
-impl GearType for Slow {
-    type Config = SlowConfig;
-    fn manifest() -> Manifest {
-        Manifest::new("slow", Category::Logic)
-            .summary("slow")
-            .input("in", "")
-            .output("out", "")
-    }
-    fn new(_: SlowConfig) -> Result<Slow, ConfigError> {
-        Ok(Slow {
-            out: OutPort::ERROR,
-        })
-    }
-}
-
-impl Gear for Slow {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
-        Ok(())
-    }
-    fn process(
-        &mut self,
-        _: InPort,
-        _: &mut FluxMsg,
-        _: &mut Outbox<'_>,
-    ) -> Result<Outcome, GearError> {
-        Ok(Outcome::Emit(self.out))
-    }
-    fn flush(&mut self) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn factory() -> Factory {
     let mut f = Factory::builtin();
     f.register_pack(|f| {
         f.register::<Counter>()?;
-        f.register::<Slow>()
+        f.register::<Echo>()
     })
     .expect("the test gears register");
     f
@@ -122,10 +77,14 @@ fn rack(limits: Limits) -> Rack {
         .expect("a rack")
 }
 
+/// A slow sink: `echo` blocking its thread 2 ms after every batch.
+fn slow() -> serde_json::Value {
+    json!({ "flush_delay": "2ms" })
+}
+
 async fn recv(tap: &mut rack_lib::Tap) -> FluxMsg {
-    tokio::time::timeout(Duration::from_secs(10), tap.recv())
+    within("a message on the tap", tap.recv())
         .await
-        .expect("a message within 10 s")
         .expect("the tap is open")
 }
 
@@ -248,7 +207,7 @@ async fn messages_queued_for_a_restarting_gear_are_not_lost() {
     let graph = |tag: &str| {
         Graph::new()
             .gear("count", "counter", json!({ "tag": "count" }))
-            .gear("slow", "slow", json!({}))
+            .gear("slow", "echo", slow())
             .gear("label", "counter", json!({ "tag": tag }))
             .wire("count", "slow")
             .wire("slow", "label")
@@ -258,9 +217,9 @@ async fn messages_queued_for_a_restarting_gear_are_not_lost() {
     let reader = tokio::spawn(async move {
         let mut got = Vec::new();
         while got.len() < 200 {
-            match tokio::time::timeout(Duration::from_secs(10), tap.recv()).await {
-                Ok(Some(m)) => got.push(m.data.get("i").and_then(Value::as_i64).expect("i")),
-                _ => break,
+            match within("a message on the tap", tap.recv()).await {
+                Some(m) => got.push(m.data.get("i").and_then(Value::as_i64).expect("i")),
+                None => break,
             }
         }
         got
@@ -274,7 +233,12 @@ async fn messages_queued_for_a_restarting_gear_are_not_lost() {
                 .expect("sent");
         }
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Mid-stream: messages have crossed the whole graph, and the slow gear holds the rest
+    // back (200 messages take it at least 100 ms).
+    wait_until("a message to reach the gear that restarts", || {
+        rack.stats()["label"].messages_in >= 1
+    })
+    .await;
     rack.apply(graph("v2")).await.expect("reloaded mid-stream");
     sender.await.expect("the sender finished");
     let got = reader.await.expect("the reader finished");
@@ -301,22 +265,21 @@ async fn a_slow_sink_holds_a_fast_source_back_without_loss() {
     rack.apply(
         Graph::new()
             .gear("gen", "generate", json!({ "count": 3000, "batch": 16, "template": { "data": { "n": "${counter}" } } }))
-            .gear("slow", "slow", json!({}))
+            .gear("slow", "echo", slow())
             .gear("sink", "filter", json!({ "drop_if": { "field": "data.n", "exists": true } }))
             .wire("gen", "slow")
             .wire("slow", "sink"),
     )
     .await
     .expect("applied");
+    // How far the source runs ahead of the sink, sampled while waiting for the last message.
     let mut max_ahead = 0;
-    for _ in 0..6000 {
+    wait_until("every message to reach the sink", || {
         let stats = rack.stats();
         max_ahead = max_ahead.max(stats["gen"].messages_out - stats["sink"].messages_in);
-        if stats["sink"].messages_in == 3000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        stats["sink"].messages_in == 3000
+    })
+    .await;
     let stats = rack.stats();
     assert_eq!(
         stats["sink"].dropped("filtered"),
