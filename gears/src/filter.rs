@@ -27,8 +27,8 @@
 use fluxmsg::FluxMsg;
 use schemars::JsonSchema;
 use sdk::{
-    Category, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
-    Outcome, Terminus,
+    Category, ConfigError, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox, Outcome,
+    Ports, Terminus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +72,7 @@ impl GearType for Filter {
             .terminus(Terminus::Transparent)
     }
 
-    fn new(config: Config) -> Result<Filter, ConfigError> {
+    fn new(config: Config, ports: &Ports) -> Result<Filter, ConfigError> {
         let (condition, keep_if, path) = match (&config.pass_if, &config.drop_if) {
             (Some(c), None) => (c, true, "pass_if"),
             (None, Some(c)) => (c, false, "drop_if"),
@@ -86,18 +86,13 @@ impl GearType for Filter {
         Ok(Filter {
             test: condition.compile(path)?,
             keep_if,
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
             scratch: Scratch::default(),
         })
     }
 }
 
 impl Gear for Filter {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
-        Ok(())
-    }
-
     fn process(
         &mut self,
         _: InPort,

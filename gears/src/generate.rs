@@ -109,7 +109,7 @@ use rand::rngs::ChaCha8Rng;
 use schemars::JsonSchema;
 use sdk::{
     Category, ConfigError, Context, Emitter, Gear, GearError, GearType, HumanDuration, InPort,
-    Manifest, OutPort, Outbox, Outcome, Terminus,
+    Manifest, OutPort, Outbox, Outcome, Ports, Terminus,
 };
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -238,7 +238,7 @@ impl GearType for Generate {
             .output("out", "the generated messages")
     }
 
-    fn new(config: Config) -> Result<Generate, ConfigError> {
+    fn new(config: Config, ports: &Ports) -> Result<Generate, ConfigError> {
         let pace = match &config.rate {
             None => Pace::Load,
             Some(rate) => pace(rate)?,
@@ -259,7 +259,7 @@ impl GearType for Generate {
         };
         Ok(Generate {
             plan: Arc::new(plan),
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
         })
     }
 }
@@ -329,11 +329,6 @@ fn pace(rate: &Rate) -> Result<Pace, ConfigError> {
 }
 
 impl Gear for Generate {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
-        Ok(())
-    }
-
     fn start(&mut self, ctx: &mut Context) -> Result<(), GearError> {
         let clock = ctx.clock();
         let job = Job {

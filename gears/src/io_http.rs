@@ -123,7 +123,7 @@ mod server;
 use fluxmsg::FluxMsg;
 use sdk::{
     Category, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
-    Outcome, Terminus,
+    Outcome, Ports, Terminus,
 };
 use tokio::sync::mpsc;
 
@@ -170,10 +170,10 @@ impl GearType for IoHttp {
             .output("out", "server: requests; client: responses")
     }
 
-    fn new(config: Config) -> Result<Self, ConfigError> {
+    fn new(config: Config, ports: &Ports) -> Result<Self, ConfigError> {
         Ok(IoHttp {
             settings: Settings::from_config(config)?,
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
             running: None,
             draining: false,
         })
@@ -181,11 +181,6 @@ impl GearType for IoHttp {
 }
 
 impl Gear for IoHttp {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
-        Ok(())
-    }
-
     fn start(&mut self, ctx: &mut Context) -> Result<(), GearError> {
         let clock = ctx.clock();
         let now: meta::Now = std::sync::Arc::new(move || clock.now());

@@ -129,7 +129,7 @@ use std::time::Duration;
 use fluxmsg::FluxMsg;
 use sdk::{
     Category, Context, Emitter, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
-    Outcome, Terminus,
+    Outcome, Ports, Terminus,
 };
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -229,10 +229,10 @@ impl GearType for IoTcp {
             .output("out", "one message per frame read, raw = the frame; meta conn.id, peer.ip, peer.port")
     }
 
-    fn new(config: Config) -> Result<IoTcp, sdk::ConfigError> {
+    fn new(config: Config, ports: &Ports) -> Result<IoTcp, sdk::ConfigError> {
         Ok(IoTcp {
             settings: Arc::new(Settings::from_config(config)?),
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
             egress: None,
             pending: None,
         })
@@ -240,8 +240,7 @@ impl GearType for IoTcp {
 }
 
 impl Gear for IoTcp {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
+    fn init(&mut self, _: &mut Context) -> Result<(), GearError> {
         let (tx, rx) = mpsc::channel(EGRESS_CAPACITY);
         self.egress = Some(tx);
         self.pending = Some(rx);

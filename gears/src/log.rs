@@ -30,7 +30,7 @@ use fluxmsg::FluxMsg;
 use schemars::JsonSchema;
 use sdk::{
     Category, Clock, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort,
-    Outbox, Outcome, Terminus,
+    Outbox, Outcome, Ports, Terminus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +118,7 @@ impl GearType for Log {
             .terminus(Terminus::Transparent)
     }
 
-    fn new(config: Config) -> Result<Log, ConfigError> {
+    fn new(config: Config, ports: &Ports) -> Result<Log, ConfigError> {
         if config.every == 0 {
             return Err(ConfigError::field("every", "must be at least 1"));
         }
@@ -152,7 +152,7 @@ impl GearType for Log {
             config,
             fields,
             seen: 0,
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
             name: String::new(),
             clock: None,
             writer: None,
@@ -206,7 +206,6 @@ impl Log {
 
 impl Gear for Log {
     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
         self.name = ctx.name().to_owned();
         self.clock = Some(ctx.clock());
         let sink = match (self.config.output, &self.config.path) {

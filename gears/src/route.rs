@@ -45,8 +45,8 @@
 use fluxmsg::FluxMsg;
 use schemars::JsonSchema;
 use sdk::{
-    Category, ConfigError, Context, Direction, Gear, GearError, GearType, InPort, Manifest,
-    OutPort, Outbox, Outcome, PortName, Ports, Terminus,
+    Category, ConfigError, Direction, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
+    Outcome, PortName, Ports, Terminus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -106,7 +106,7 @@ pub enum Destination {
 
 #[derive(Debug)]
 enum Node {
-    Port(String, OutPort),
+    Port(OutPort),
     Failover(Vec<Node>),
     RoundRobin(Vec<Node>, usize),
     LeastLoaded(Vec<Node>, usize),
@@ -146,7 +146,7 @@ impl GearType for Route {
         Ok(ports)
     }
 
-    fn new(config: Config) -> Result<Route, ConfigError> {
+    fn new(config: Config, ports: &Ports) -> Result<Route, ConfigError> {
         let rules = config
             .rules
             .iter()
@@ -154,13 +154,17 @@ impl GearType for Route {
             .map(|(i, rule)| {
                 Ok((
                     rule.when.compile(&format!("rules[{i}].when"))?,
-                    node(&rule.to),
+                    node(&rule.to, ports)?,
                 ))
             })
             .collect::<Result<_, ConfigError>>()?;
         Ok(Route {
             rules,
-            default: config.default.as_ref().map(node),
+            default: config
+                .default
+                .as_ref()
+                .map(|d| node(d, ports))
+                .transpose()?,
             scratch: Scratch::default(),
         })
     }
@@ -203,35 +207,27 @@ fn collect(dest: &Destination, path: &str, names: &mut Vec<PortName>) -> Result<
     Ok(())
 }
 
-fn node(dest: &Destination) -> Node {
-    let all = |list: &[Destination]| list.iter().map(node).collect();
-    match dest {
-        Destination::Port(name) => Node::Port(name.clone(), OutPort::ERROR),
-        Destination::Failover { failover } => Node::Failover(all(failover)),
-        Destination::RoundRobin { round_robin } => Node::RoundRobin(all(round_robin), 0),
-        Destination::LeastLoaded { least_loaded } => Node::LeastLoaded(all(least_loaded), 0),
-    }
+/// The destination tree with its ports resolved (every one is in `ports`: [`Route::ports`]
+/// collected them from the same configuration).
+fn node(dest: &Destination, ports: &Ports) -> Result<Node, ConfigError> {
+    let all = |list: &[Destination]| {
+        list.iter()
+            .map(|d| node(d, ports))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(match dest {
+        Destination::Port(name) => Node::Port(ports.resolve_output(name)?),
+        Destination::Failover { failover } => Node::Failover(all(failover)?),
+        Destination::RoundRobin { round_robin } => Node::RoundRobin(all(round_robin)?, 0),
+        Destination::LeastLoaded { least_loaded } => Node::LeastLoaded(all(least_loaded)?, 0),
+    })
 }
 
 impl Node {
-    fn bind(&mut self, ctx: &Context) -> Result<(), GearError> {
-        match self {
-            Node::Port(name, port) => *port = ctx.output(name)?,
-            Node::Failover(children)
-            | Node::RoundRobin(children, _)
-            | Node::LeastLoaded(children, _) => {
-                for child in children {
-                    child.bind(ctx)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The fewest messages in flight among the available ports below, without choosing.
     fn load(&self, out: &Outbox<'_>) -> Option<u32> {
         match self {
-            Node::Port(_, port) => {
+            Node::Port(port) => {
                 let status = out.status(*port);
                 status.is_available().then(|| status.load())
             }
@@ -245,7 +241,7 @@ impl Node {
     /// Chooses an available port, moving round-robin cursors.
     fn pick(&mut self, out: &Outbox<'_>) -> Option<OutPort> {
         match self {
-            Node::Port(_, port) => out.status(*port).is_available().then_some(*port),
+            Node::Port(port) => out.status(*port).is_available().then_some(*port),
             Node::Failover(children) => children.iter_mut().find_map(|c| c.pick(out)),
             Node::RoundRobin(children, next) => {
                 let n = children.len();
@@ -280,16 +276,6 @@ impl Node {
 }
 
 impl Gear for Route {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        for (_, node) in &mut self.rules {
-            node.bind(ctx)?;
-        }
-        if let Some(default) = &mut self.default {
-            default.bind(ctx)?;
-        }
-        Ok(())
-    }
-
     fn process(
         &mut self,
         _: InPort,

@@ -55,7 +55,7 @@ use fluxmsg::{FluxMsg, Value};
 use schemars::JsonSchema;
 use sdk::{
     Category, Clock, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest, OutPort,
-    Outbox, Outcome, Terminus,
+    Outbox, Outcome, Ports, Terminus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -149,7 +149,7 @@ impl GearType for Transform {
             .terminus(Terminus::Transparent)
     }
 
-    fn new(config: Config) -> Result<Transform, ConfigError> {
+    fn new(config: Config, ports: &Ports) -> Result<Transform, ConfigError> {
         let steps = config
             .steps
             .iter()
@@ -158,7 +158,7 @@ impl GearType for Transform {
             .collect::<Result<_, _>>()?;
         Ok(Transform {
             steps,
-            out: OutPort::ERROR,
+            out: ports.resolve_output("out")?,
             scratch: Scratch::default(),
             clock: None,
         })
@@ -244,7 +244,6 @@ fn compile(step: &Step, path: &str) -> Result<(Option<Test>, Op), ConfigError> {
 
 impl Gear for Transform {
     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.out = ctx.output("out")?;
         self.clock = Some(ctx.clock());
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use fluxmsg::FluxMsg;
 use sdk::{
     Category, ConfigError, Context, Direction, Gear, GearError, GearType, InPort, LoadFuture,
-    Manifest, Outbox, Outcome, PortName, Ports, Terminus,
+    Manifest, OutPort, Outbox, Outcome, PortName, Ports, Terminus,
 };
 
 use super::batch::Running;
@@ -24,7 +24,10 @@ pub struct Wasm {
     max_batch: usize,
     max_records: u32,
     cache_dir: Option<PathBuf>,
-    port_names: Vec<String>,
+    /// The output ports the module names, in its order.
+    ports: Vec<(String, OutPort)>,
+    /// Where a message goes when the module returns it without naming a port.
+    out: OutPort,
     bytes: Option<Vec<u8>>,
     run: Option<Running>,
 }
@@ -62,7 +65,7 @@ impl GearType for Wasm {
         Ok(ports)
     }
 
-    fn new(config: Config) -> Result<Wasm, ConfigError> {
+    fn new(config: Config, ports: &Ports) -> Result<Wasm, ConfigError> {
         let source =
             Source::parse(config.source.trim()).map_err(|e| ConfigError::field("source", e))?;
         if config.entrypoint.trim().is_empty() {
@@ -85,6 +88,18 @@ impl GearType for Wasm {
                     ConfigError::field(format!("trusted_keys[{i}]"), e.to_string())
                 })?);
         }
+        let named = config
+            .ports
+            .iter()
+            .map(|name| Ok((name.clone(), ports.resolve_output(name)?)))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        // Where a message the module returns without a port goes: `out`, else the first port.
+        let Some(out) = ports
+            .output("out")
+            .or_else(|| named.first().map(|&(_, port)| port))
+        else {
+            return Err(ConfigError::field("ports", "list at least one output port"));
+        };
         let memory = usize::try_from(config.memory_limit_pages)
             .unwrap_or(usize::MAX)
             .saturating_mul(PAGE);
@@ -107,7 +122,8 @@ impl GearType for Wasm {
             max_batch: config.max_batch.max(1) as usize,
             max_records: config.max_records_per_message.max(1),
             cache_dir: config.cache_dir,
-            port_names: config.ports,
+            ports: named,
+            out,
             bytes: None,
             run: None,
         })
@@ -135,11 +151,6 @@ impl Gear for Wasm {
         let module = Module::compile(&bytes, &self.policy, self.fuel, self.cache_dir.as_deref())?;
         let guest = module.guest(ctx.name(), self.limits, self.batch)?;
         let checked = module.inspected();
-        let mut ports = Vec::with_capacity(self.port_names.len());
-        for name in &self.port_names {
-            ports.push((name.clone(), ctx.output(name)?));
-        }
-        let out = ctx.output("out").unwrap_or(ports[0].1);
         tracing::info!(
             gear = ctx.name(),
             digest = %digest_hex(&checked.digest),
@@ -150,8 +161,8 @@ impl Gear for Wasm {
         self.run = Some(Running::new(
             ctx.name(),
             guest,
-            ports,
-            out,
+            self.ports.clone(),
+            self.out,
             self.max_records,
         ));
         Ok(())
