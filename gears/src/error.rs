@@ -13,17 +13,8 @@ pub enum Error {
     /// A gear type of that name is already registered.
     #[error("gear type {0:?} is already registered")]
     Duplicate(String),
-    /// A gear's configuration is refused.
-    #[error("gear {gear:?} ({gear_type}): {source}")]
-    Config {
-        /// The gear's name.
-        gear: String,
-        /// Its type.
-        gear_type: String,
-        /// Every problem, with its field path.
-        source: sdk::ConfigError,
-    },
-    /// The gear contract refused something (a manifest, a schema, a port).
+    /// The gear contract refused something: a manifest, a schema, or a gear's configuration
+    /// ([`sdk::Error::Config`], every problem with its field path).
     #[error(transparent)]
     Gear(#[from] sdk::Error),
 }

@@ -88,25 +88,27 @@ impl Factory {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownType`] (listing the known ones) or [`Error::Config`] (every problem, with
-    /// its field path).
+    /// [`Error::UnknownType`] (listing the known ones) or [`Error::Gear`] holding an
+    /// [`sdk::Error::Config`] (every problem, with its field path).
     pub fn prepare(
         &self,
         name: &str,
         gear_type: &str,
         config: &serde_json::Value,
     ) -> Result<Prepared, Error> {
-        let gear_type = self
+        let entry = self
             .types
             .get(gear_type)
             .ok_or_else(|| Error::UnknownType {
                 gear_type: gear_type.to_owned(),
                 known: self.type_names().collect::<Vec<_>>().join(", "),
             })?;
-        gear_type.prepare(config).map_err(|source| Error::Config {
-            gear: name.to_owned(),
-            gear_type: gear_type.to_owned(),
-            source,
+        entry.prepare(config).map_err(|source| {
+            Error::Gear(sdk::Error::Config {
+                gear: name.to_owned(),
+                gear_type: gear_type.to_owned(),
+                source,
+            })
         })
     }
 }

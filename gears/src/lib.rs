@@ -42,7 +42,10 @@
 //! let err = factory
 //!     .prepare("big-only", "filter", &json!({ "pass_if": { "field": "data.amount", "gte": "lots" } }))
 //!     .unwrap_err();
-//! assert_eq!(err.to_string(), "gear \"big-only\" (filter): config.pass_if.gte: \"lots\" is not of type \"number\"");
+//! assert_eq!(err.to_string(), "gear \"big-only\" (filter) has an invalid configuration");
+//! // The cause names the field.
+//! let cause = std::error::Error::source(&err).map(ToString::to_string);
+//! assert_eq!(cause.as_deref(), Some("config.pass_if.gte: \"lots\" is not of type \"number\""));
 //!
 //! let gear = factory
 //!     .prepare("big-only", "filter", &json!({ "pass_if": { "field": "data.amount", "gte": 1000 } }))

@@ -66,20 +66,29 @@ fn config_errors_name_the_gear_the_field_and_the_reason() {
     let err = f
         .prepare("audit", "log", &json!({ "every": "often" }))
         .expect_err("refused");
+    // The gear, then the field: each once.
     assert_eq!(
         err.to_string(),
-        "gear \"audit\" (log): config.every: \"often\" is not of type \"integer\""
+        "gear \"audit\" (log) has an invalid configuration"
+    );
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(
+        cause.as_deref(),
+        Some("config.every: \"often\" is not of type \"integer\"")
     );
     let err = f
         .prepare("t", "transform", &json!({ "steps": [], "extra": 1 }))
         .expect_err("refused");
-    assert!(err.to_string().contains("'extra' was unexpected"), "{err}");
     match err {
-        Error::Config {
+        Error::Gear(sdk::Error::Config {
             gear,
             gear_type,
             source,
-        } => {
+        }) => {
+            assert!(
+                source.to_string().contains("'extra' was unexpected"),
+                "{source}"
+            );
             assert_eq!((gear.as_str(), gear_type.as_str()), ("t", "transform"));
             assert_eq!(source.problems().len(), 1);
         }

@@ -81,13 +81,12 @@ fn exactly_one_of_pass_if_and_drop_if() {
         json!({}),
         json!({ "pass_if": { "field": "id", "exists": true }, "drop_if": { "field": "id", "exists": true } }),
     ] {
-        let e = Harness::new::<Filter>(&config)
-            .expect_err("refused")
-            .to_string();
+        let e = testkit::chain(&Harness::new::<Filter>(&config).expect_err("refused"));
         assert!(e.contains("give exactly one of pass_if and drop_if"), "{e}");
     }
-    let e = Harness::new::<Filter>(&json!({ "pass_if": { "field": "data.x", "gt": "ten" } }))
-        .expect_err("refused")
-        .to_string();
+    let e = testkit::chain(
+        &Harness::new::<Filter>(&json!({ "pass_if": { "field": "data.x", "gt": "ten" } }))
+            .expect_err("refused"),
+    );
     assert!(e.contains("config.pass_if.gt"), "{e}");
 }

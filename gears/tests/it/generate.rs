@@ -49,9 +49,7 @@ fn counters(msgs: &[FluxMsg]) -> Vec<u64> {
 }
 
 fn refused(config: &serde_json::Value) -> String {
-    Harness::new::<Generate>(config)
-        .expect_err("the configuration is refused")
-        .to_string()
+    testkit::chain(&Harness::new::<Generate>(config).expect_err("the configuration is refused"))
 }
 
 #[test]

@@ -210,7 +210,7 @@ async fn upstream(req: Request, hit: usize) -> Response {
 #[track_caller]
 fn check_config_error(config: &Value, expect: &[&str]) {
     let err = Harness::new::<IoHttp>(config).expect_err("the config is refused");
-    let text = err.to_string();
+    let text = testkit::chain(&err);
     for e in expect {
         assert!(text.contains(e), "{text:?} should contain {e:?}");
     }
@@ -304,7 +304,7 @@ async fn a_port_in_use_fails_start() {
         Harness::new::<IoHttp>(&json!({ "mode": "server", "bind": format!("127.0.0.1:{port}") }))
             .expect("a valid config");
     let err = h.start().expect_err("the port is taken");
-    let text = err.to_string();
+    let text = testkit::chain(&err);
     assert!(
         text.contains("start") && text.contains("cannot listen on"),
         "{text}"

@@ -440,7 +440,7 @@ async fn a_taken_port_fails_start() {
     let addr = taken.local_addr().expect("address");
     let mut h = Harness::new::<IoTcp>(&json!({ "mode": "server", "bind": addr.to_string() }))
         .expect("a valid config: nothing is bound before start");
-    let err = h.start().expect_err("the port is taken").to_string();
+    let err = testkit::chain(&h.start().expect_err("the port is taken"));
     assert!(err.contains("start") && err.contains("bind"), "{err}");
     assert!(err.contains(&addr.to_string()), "{err}");
 }
@@ -536,9 +536,7 @@ async fn client_drain_while_disconnected_counts_what_is_left() {
 /// Builds a gear from `config` and checks the error names each of `expect`.
 #[track_caller]
 fn check_config_error(config: &Value, expect: &[&str]) {
-    let err = Harness::new::<IoTcp>(config)
-        .expect_err("the config is refused")
-        .to_string();
+    let err = testkit::chain(&Harness::new::<IoTcp>(config).expect_err("the config is refused"));
     for want in expect {
         assert!(err.contains(want), "{err:?} should mention {want:?}");
     }

@@ -82,14 +82,16 @@ async fn a_tap_forwards_everything_and_samples_its_lines() {
 
 #[test]
 fn bad_configurations_are_refused() {
-    let refuse = |c: serde_json::Value| Harness::new::<Log>(&c).expect_err("refused").to_string();
+    let refuse =
+        |c: serde_json::Value| testkit::chain(&Harness::new::<Log>(&c).expect_err("refused"));
     assert!(refuse(json!({ "output": "file" })).contains("config.path: output: file needs a path"));
     assert!(refuse(json!({ "every": 0 })).contains("config.every"));
     assert!(refuse(json!({ "fields": ["nope"] })).contains("config.fields[0]: unknown field"));
     assert!(refuse(json!({ "output": "syslog" })).contains("config.output"));
-    let e = Harness::new::<Log>(&json!({ "output": "file", "path": "/nonexistent-dir/x/y.log" }))
-        .expect_err("refused")
-        .to_string();
+    let e = testkit::chain(
+        &Harness::new::<Log>(&json!({ "output": "file", "path": "/nonexistent-dir/x/y.log" }))
+            .expect_err("refused"),
+    );
     assert!(
         e.contains("failed to init") && e.contains("open_failed"),
         "{e}"

@@ -135,11 +135,12 @@ fn the_ports_are_those_the_rules_name() {
 #[test]
 fn unreachable_port_names_are_refused() {
     let refuse = |to: serde_json::Value| {
-        Harness::new::<Route>(
-            &json!({ "rules": [{ "when": { "field": "id", "exists": true }, "to": to }] }),
+        testkit::chain(
+            &Harness::new::<Route>(
+                &json!({ "rules": [{ "when": { "field": "id", "exists": true }, "to": to }] }),
+            )
+            .expect_err("refused"),
         )
-        .expect_err("refused")
-        .to_string()
     };
     let e = refuse(json!("visa"));
     assert!(

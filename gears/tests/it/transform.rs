@@ -151,9 +151,7 @@ fn absent_sources_are_left_alone() {
 #[test]
 fn bad_configurations_are_refused_with_the_field_path() {
     let refuse = |config: serde_json::Value| {
-        Harness::new::<Transform>(&config)
-            .expect_err("refused")
-            .to_string()
+        testkit::chain(&Harness::new::<Transform>(&config).expect_err("refused"))
     };
     let e = refuse(json!({ "steps": [{ "set": "data.a" }] }));
     assert!(

@@ -223,7 +223,7 @@ fn a_module_with_too_little_memory_for_its_start_is_refused() {
         &json!({ "memory_limit_pages": 1 }),
     ))
     .expect_err("the guest needs more than one page");
-    assert!(err.to_string().contains("memory_limit_pages"), "{err}");
+    assert!(testkit::chain(&err).contains("memory_limit_pages"), "{err}");
 }
 
 #[test]
@@ -316,7 +316,7 @@ fn a_forbidden_import_is_refused_at_load_by_name() {
     let path = write(&dir, "wasi.wasm", &module);
     let err = Harness::new::<Wasm>(&json!({ "source": path, "allow_unsigned": true }))
         .expect_err("refused");
-    let text = err.to_string();
+    let text = testkit::chain(&err);
     assert!(
         text.contains("fd_write") && text.contains("wasi_snapshot_preview1"),
         "{text}"
@@ -346,7 +346,7 @@ fn signatures_are_checked_against_the_trusted_keys() {
         }))
         .expect_err("bad signature");
         assert!(
-            err.to_string().to_lowercase().contains("signature"),
+            testkit::chain(&err).to_lowercase().contains("signature"),
             "{err}"
         );
     }
@@ -360,7 +360,7 @@ fn signatures_are_checked_against_the_trusted_keys() {
         "source": tampered_path, "trusted_keys": trust(&vendor),
     }))
     .expect_err("tampered");
-    let text = err.to_string().to_lowercase();
+    let text = testkit::chain(&err).to_lowercase();
     assert!(
         text.contains("signature") || text.contains("invalid"),
         "{text}"
@@ -370,9 +370,9 @@ fn signatures_are_checked_against_the_trusted_keys() {
     let err =
         Harness::new::<Wasm>(&json!({ "source": unsigned_path, "trusted_keys": trust(&vendor) }))
             .expect_err("unsigned");
-    assert!(err.to_string().contains("not signed"), "{err}");
+    assert!(testkit::chain(&err).contains("not signed"), "{err}");
     let err = Harness::new::<Wasm>(&json!({ "source": unsigned_path })).expect_err("unsigned");
-    assert!(err.to_string().contains("not signed"), "{err}");
+    assert!(testkit::chain(&err).contains("not signed"), "{err}");
     harness(&json!({ "source": unsigned_path, "allow_unsigned": true }));
 }
 
@@ -404,12 +404,15 @@ fn bad_configurations_are_refused_before_anything_runs() {
         (json!({ "source": "m.wasm", "fuel": 0 }), "fuel"),
     ] {
         let err = Harness::new::<Wasm>(&config).expect_err("refused");
-        assert!(err.to_string().contains(needle), "{config}: {err}");
+        assert!(testkit::chain(&err).contains(needle), "{config}: {err}");
     }
     let err =
         Harness::new::<Wasm>(&json!({ "source": "/nonexistent/m.wasm", "allow_unsigned": true }))
             .expect_err("no file");
-    assert!(err.to_string().contains("/nonexistent/m.wasm"), "{err}");
+    assert!(
+        testkit::chain(&err).contains("/nonexistent/m.wasm"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -431,10 +434,10 @@ async fn a_module_loads_from_a_snake_kv_bucket() {
 
     // Without the load step the gear says what is missing.
     let err = builder().build(&config).expect_err("not loaded");
-    assert!(err.to_string().contains("load step"), "{err}");
+    assert!(testkit::chain(&err).contains("load step"), "{err}");
     let missing = json!({ "source": "snake://wasm_catalog/nope.wasm", "allow_unsigned": true });
     let err = builder().build_loaded(&missing).await.expect_err("missing");
-    assert!(err.to_string().contains("no such module"), "{err}");
+    assert!(testkit::chain(&err).contains("no such module"), "{err}");
 }
 
 #[test]
@@ -621,5 +624,5 @@ fn a_module_with_two_memories_is_refused_at_load() {
     let path = write(&dir, "two.wasm", &module);
     let err = Harness::new::<Wasm>(&json!({ "source": path, "allow_unsigned": true }))
         .expect_err("refused");
-    assert!(err.to_string().contains("2 memories"), "{err}");
+    assert!(testkit::chain(&err).contains("2 memories"), "{err}");
 }
