@@ -311,7 +311,7 @@ fn prepare(
             ));
             None
         }
-        Err(gears::Error::Config { source, .. }) => {
+        Err(gears::Error::Gear(sdk::Error::Config { source, .. })) => {
             for field in source.problems() {
                 let (pos, path) = if field.path.is_empty() {
                     (config_pos(gear, ""), "config".to_owned())

@@ -336,7 +336,8 @@ async fn a_bad_graph_changes_nothing() {
     ];
     for (graph, message) in bad {
         let err = rack.apply(graph).await.expect_err("refused");
-        assert!(err.to_string().contains(message), "{err} lacks {message}");
+        let text = testkit::chain(&err);
+        assert!(text.contains(message), "{text} lacks {message}");
         assert_eq!(rack.graph(), &before);
     }
     let mut tap = rack.tap("a", "out").await.expect("still running");

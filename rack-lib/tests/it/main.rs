@@ -1,6 +1,7 @@
 //! rack-lib's integration tests.
 
 mod engine;
+mod errors;
 mod guaranteed;
 mod lanes;
 mod plan;
