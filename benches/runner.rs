@@ -30,7 +30,7 @@ pub(crate) fn runner(gear_type: &str, config: &serde_json::Value) -> (Runner, In
         Services::new(Arc::new(ids), Arc::new(clock)),
     );
     runner.init().expect("init");
-    let input = runner.context().input("in").expect("an in port");
+    let input = runner.context().ports().input("in").expect("an in port");
     (runner, input)
 }
 

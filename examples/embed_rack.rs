@@ -4,8 +4,8 @@
 
 use fluxrig::fluxmsg::{FluxMsg, Value, json::to_string};
 use fluxrig::rack::{Graph, Rack};
-use fluxrig::sdk::{self, Context, Gear, GearError, GearType, InPort, Manifest, Outbox};
-use fluxrig::sdk::{Category, OutPort, Outcome};
+use fluxrig::sdk::{self, Gear, GearError, GearType, InPort, Manifest, Outbox};
+use fluxrig::sdk::{Category, OutPort, Outcome, Ports};
 use serde_json::{Value as Json, json};
 
 /// The app's own gear: flags payments above `config.limit` as risky.
@@ -18,19 +18,15 @@ impl GearType for Enrich {
             .input("in", "")
             .output("out", "")
     }
-    fn new(config: Json) -> Result<Self, sdk::ConfigError> {
+    fn new(config: Json, ports: &Ports) -> Result<Self, sdk::ConfigError> {
         let Some(limit) = config["limit"].as_i64() else {
             return Err(sdk::ConfigError::field("limit", "an integer"));
         };
-        Ok(Enrich(limit, OutPort::ERROR))
+        Ok(Enrich(limit, ports.resolve_output("out")?))
     }
 }
 
 impl Gear for Enrich {
-    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        self.1 = ctx.output("out")?;
-        Ok(())
-    }
     fn process(
         &mut self,
         _: InPort,
