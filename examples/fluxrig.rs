@@ -25,8 +25,9 @@
 //! cargo run --example fluxrig -- wasm check guest.wasm --trusted-key <public key hex>
 //! ```
 //!
-//! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints one
-//! `error: …` line on stderr and exits with status 1; a usage error exits with status 2.
+//! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints an
+//! `error: …` line on stderr, then one `caused by: …` line per cause, each cause once, and
+//! exits with status 1; a usage error exits with status 2.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -251,11 +252,37 @@ pub(crate) fn run(
     match result {
         Ok(()) => 0,
         Err(failure) => {
-            // `{:#}` puts the error and its causes on one line.
-            let _ = writeln!(errors, "error: {:#}", failure.error);
+            // Nothing is left to report a failed write to.
+            let _ = errors.write_all(report(&failure.error).as_bytes());
             failure.status
         }
     }
+}
+
+/// The text of a failure: `error: ` and the error on the first line, then one `caused by:`
+/// line per cause, each cause once (every error of the workspace prints its own context only
+/// and leaves its cause to `source()`). A cause of several lines (a scenario's problems) keeps
+/// them aligned under its first.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for (i, cause) in error.chain().enumerate() {
+        let prefix = if i == 0 { "error: " } else { "  caused by: " };
+        let cause = cause.to_string();
+        for (j, line) in cause
+            .lines()
+            .chain(cause.is_empty().then_some(""))
+            .enumerate()
+        {
+            if j == 0 {
+                text.push_str(prefix);
+            } else {
+                text.push_str(&" ".repeat(prefix.len()));
+            }
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
 }
 
 fn load(path: &std::path::Path) -> Result<fluxrig::rack::scenario::Validated, Failure> {

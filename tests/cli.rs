@@ -32,17 +32,25 @@ fn fluxrig(args: &[&str], stdin: &[u8]) -> Run {
     }
 }
 
-/// Checks that a run failed with `status` and a single `error:` line containing `reason`.
+/// Checks that a run failed with `status` and an `error:` line, then one `caused by:` line per
+/// cause, that say `reason` once.
 #[track_caller]
 fn check_failure(run: &Run, status: u8, reason: &str) {
     assert_eq!(run.status, status, "{run:?}");
     assert!(run.stdout.is_empty(), "{run:?}");
     assert!(run.stderr.starts_with("error: "), "{run:?}");
     assert!(run.stderr.ends_with('\n'), "{run:?}");
-    assert_eq!(run.stderr.lines().count(), 1, "{run:?}");
     assert!(
-        run.stderr.contains(reason),
-        "{:?} lacks {reason:?}",
+        run.stderr
+            .lines()
+            .skip(1)
+            .all(|line| line.starts_with("  caused by: ")),
+        "{run:?}"
+    );
+    assert_eq!(
+        run.stderr.matches(reason).count(),
+        1,
+        "{:?} should say {reason:?} once",
         run.stderr
     );
 }
@@ -322,6 +330,65 @@ fn rack_check_shows_the_plan_and_refuses_bad_scenarios_with_their_position() {
         run.stderr.contains("3:") && run.stderr.contains("bento"),
         "{run:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_nested_error_prints_each_cause_once_on_its_own_line() {
+    let dir = scratch("causes");
+
+    // A bad field deep in a gear's configuration: the file, then the problem at its position.
+    let deep = dir.join("deep.yaml");
+    std::fs::write(
+        &deep,
+        "meta: { name: x, version: 1.0.0 }
+gears:
+  - name: edit
+    type: transform
+    config:
+      steps:
+        - { set: data.a, value: 1 }
+        - set: data.b
+          when: { all: [{ field: data.a, exists: true }, { field: data.a, gte: ten }] }
+          value: 2
+",
+    )
+    .expect("written");
+    let deep = deep.to_str().expect("a UTF-8 path");
+    let run = fluxrig(&["rack", "run", deep], b"");
+    assert_eq!(run.status, 1, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {deep}\n  caused by: 9:80: gear `edit` (transform): \
+             config.steps[1].when.all[1].gte: \"ten\" is not of type \"number\"\n"
+        )
+    );
+
+    // A gear that cannot start: the rack, the gear and the stage, then what the gear said.
+    let missing = dir.join("no-such-dir").join("out.log");
+    let sink = dir.join("sink.yaml");
+    std::fs::write(
+        &sink,
+        format!(
+            "meta: {{ name: x, version: 1.0.0 }}
+gears:
+  - name: sink
+    type: log
+    config: {{ output: file, path: {} }}
+",
+            missing.display()
+        ),
+    )
+    .expect("written");
+    let run = fluxrig(&["rack", "run", sink.to_str().expect("a UTF-8 path")], b"");
+    assert_eq!(run.status, 1, "{run:?}");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    assert_eq!(lines[0], "error: gear \"sink\" failed to init");
+    let cause = format!("  caused by: open_failed: {}: ", missing.display());
+    assert!(lines[1].starts_with(&cause), "{run:?}");
+    assert_eq!(run.stderr.matches("open_failed").count(), 1, "{run:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
