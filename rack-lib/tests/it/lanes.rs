@@ -38,7 +38,7 @@ async fn every_number(tap: &mut rack_lib::Tap, want: usize, via: &[&str]) {
             Ok(Some(m)) => {
                 for stage in via {
                     assert_eq!(
-                        m.meta.get(*stage).map(|t| t.as_str()),
+                        m.meta.get(stage).map(|t| t.as_str()),
                         Some("yes"),
                         "through {stage}"
                     );

@@ -155,7 +155,7 @@ async fn subscriptions_are_planned_as_lanes() {
         from: PortRef::new("auth", "out"),
         to: PortRef::new("sink", "in"),
     };
-    assert_eq!(plan.subscriptions_started(), [lane.clone()]);
+    assert_eq!(plan.subscriptions_started(), std::slice::from_ref(&lane));
     rack.commit(plan).await.expect("commits");
 
     let plan = rack
