@@ -59,6 +59,7 @@ FEATURE_CHECKS = [
     ("sdk", ["guest"]),  # what a wasm guest builds (make guests builds it for wasm32 too)
     ("gears", []),  # no wasm: no wasmtime
     ("testkit", []),  # as the guests' tests use it
+    ("testkit", ["gears"]),
     ("fluxrig", ["json"]),
 ]
 # Features that only switch tests on: the library is the same with or without them, and
