@@ -47,11 +47,11 @@ pub struct PubAck {
 /// ```
 #[derive(Clone)]
 pub struct Snake {
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
 #[derive(Clone)]
-enum Backend {
+pub(crate) enum Backend {
     Memory(Arc<Memory>),
     Nats(Arc<Nats>),
 }

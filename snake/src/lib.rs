@@ -86,6 +86,7 @@ mod error;
 mod memory;
 mod message;
 mod nats;
+mod publisher;
 mod server;
 mod state;
 mod subject;
@@ -98,6 +99,7 @@ pub use crate::config::{ConsumerConfig, DeliverPolicy, KvConfig, Storage, Stream
 pub use crate::error::{BoxError, Error, NatsOp};
 pub use crate::message::{Headers, Message, header};
 pub use crate::nats::NatsOptions;
+pub use crate::publisher::{Published, SendError, TrackedPublisher};
 pub use crate::server::{
     NATS_SERVER_ENV, NatsServer, NatsServerBuilder, find_nats_server, nats_server_candidates,
 };

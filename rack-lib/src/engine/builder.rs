@@ -95,6 +95,7 @@ impl RackBuilder {
             publishers: BTreeMap::new(),
             subscribers: BTreeMap::new(),
             in_flight: Arc::default(),
+            ackers: Vec::new(),
             generation: 0,
         })
     }

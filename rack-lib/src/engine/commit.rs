@@ -3,16 +3,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
-use fluxmsg::FluxMsg;
 use sdk::{InPort, Ports, Runner};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::graph::{GearSpec, Graph, PortRef, Subscription};
 use super::lanes;
-use super::node::{Control, Delivery, Identity, Node, Outputs, Sink, Target};
+use super::node::{Control, Delivery, Identity, Node, Outgoing, Outputs, Sink, Target};
 use super::plan::{Plan, input_of};
 use super::{Change, NodeHandle, Rack, finish};
 use crate::error::Error;
@@ -337,7 +335,7 @@ impl Rack {
         let Some(port) = node.ports.input(&sub.to.port) else {
             return;
         };
-        let task = lanes::spawn_subscriber(lanes::Inbound {
+        let (task, acks) = lanes::spawn_subscriber(lanes::Inbound {
             consumer,
             durable: lanes::durable_name(&self.name, sub),
             tx: node.tx.clone(),
@@ -346,6 +344,8 @@ impl Rack {
             stats: Arc::clone(&node.stats),
         });
         self.subscribers.insert(sub.clone(), task);
+        self.ackers.retain(|t| !t.is_finished());
+        self.ackers.push(acks);
     }
 
     fn spawn(
@@ -377,7 +377,6 @@ impl Rack {
         let stats = Arc::clone(runner.context().stats());
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
         let busy = Arc::new(AtomicBool::new(false));
-        let (acker, acker_task) = spawn_acker(name.clone());
         let node = Node {
             name: name.into(),
             runner,
@@ -391,8 +390,6 @@ impl Rack {
             limits: self.limits,
             in_flight: Arc::clone(&self.in_flight),
             busy: Arc::clone(&busy),
-            acker,
-            lost: false,
         };
         let task = tokio::spawn(node.run());
         NodeHandle {
@@ -403,7 +400,6 @@ impl Rack {
             ports,
             stats,
             busy,
-            acker: acker_task,
         }
     }
 
@@ -492,31 +488,7 @@ async fn stop_node(node: NodeHandle, handover: Option<oneshot::Sender<mpsc::Rece
     let _ = node.ctl.send(Control::Stop(handover, done)).await;
     let _ = finished.await;
     let _ = node.task.await;
-    let _ = node.acker.await;
-}
-
-/// The task that acks (handled) or naks (not handled) a gear's guaranteed deliveries.
-fn spawn_acker(
-    gear: String,
-) -> (
-    mpsc::UnboundedSender<(snake::Delivery, bool)>,
-    JoinHandle<()>,
-) {
-    let (acker, mut acks) = mpsc::unbounded_channel::<(snake::Delivery, bool)>();
-    let task = tokio::spawn(async move {
-        while let Some((delivery, handled)) = acks.recv().await {
-            let result = if handled {
-                delivery.ack().await
-            } else {
-                delivery.nak(Duration::from_secs(1)).await
-            };
-            if let Err(e) = result {
-                tracing::warn!(gear, error = %e, "Ack failed; the message will be delivered again.");
-            }
-        }
-    });
-    (acker, task)
 }
 
 /// The publisher's end of a guaranteed lane out of the rack, and its task.
-pub(super) type Publisher = (mpsc::Sender<Vec<FluxMsg>>, JoinHandle<()>);
+pub(super) type Publisher = (mpsc::Sender<Outgoing>, JoinHandle<()>);

@@ -10,6 +10,7 @@ use sdk::InPort;
 use tokio::sync::mpsc;
 
 use super::Rack;
+use super::ack::settle_all;
 use super::graph::PortRef;
 use super::node::{Delivery, InFlight, Sink, Target};
 use super::plan::names;
@@ -129,7 +130,7 @@ impl Injector {
         permit.send(Delivery {
             port: self.port,
             msgs,
-            acks: Vec::new(),
+            shares: Vec::new(),
         });
         Ok(())
     }
@@ -161,8 +162,7 @@ impl Tap {
                 return Some(msg);
             }
             let delivery = self.rx.recv().await?;
-            self.in_flight.done(delivery.msgs.len());
-            self.buf.extend(delivery.msgs);
+            self.take(delivery);
         }
     }
 
@@ -170,9 +170,19 @@ impl Tap {
     pub fn try_recv(&mut self) -> Option<FluxMsg> {
         while self.buf.is_empty() {
             let delivery = self.rx.try_recv().ok()?;
-            self.in_flight.done(delivery.msgs.len());
-            self.buf.extend(delivery.msgs);
+            self.take(delivery);
         }
         self.buf.pop_front()
+    }
+
+    /// A delivery reached the application: the end of its path (what it derives from on a
+    /// guaranteed lane may be acked). What a dropped tap never read fails instead.
+    fn take(&mut self, delivery: Delivery) {
+        let Delivery {
+            msgs, mut shares, ..
+        } = delivery;
+        self.in_flight.done(msgs.len());
+        self.buf.extend(msgs);
+        settle_all(&mut shares);
     }
 }

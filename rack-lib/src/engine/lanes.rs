@@ -1,7 +1,8 @@
 //! Guaranteed lanes: a gear's output published to the `flux-msg` JetStream stream, and
-//! durable consumers that deliver into a gear's input queue and ack after the gear handled
-//! the message.
+//! durable consumers that deliver into a gear's input queue; a delivery is acked once
+//! everything derived from it reached the end of its path (see the `ack` module).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,11 +11,14 @@ use bytes::Bytes;
 use fluxmsg::{Codec, FluxMsg};
 use sdk::{InPort, Stats};
 use sha2::{Digest, Sha256};
-use snake::{Consumer, ConsumerConfig, Message, Pattern, Snake, StreamConfig, Subject};
+use snake::{
+    Consumer, ConsumerConfig, Message, Pattern, Snake, StreamConfig, Subject, TrackedPublisher,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::node::{Delivery, InFlight};
+use super::ack::{Finalizer, Share, fail_all, settle_all, spawn_acker};
+use super::node::{Delivery, InFlight, Outgoing};
 
 /// The stream every guaranteed lane rides.
 pub(crate) const STREAM: &str = "flux-msg";
@@ -31,55 +35,202 @@ pub(crate) async fn ensure_stream(snake: &Snake) -> Result<(), snake::Error> {
     snake.create_stream(cfg).await
 }
 
-/// Publishes what arrives on `rx` to `subject`, message by message. A failed publish is
-/// retried (with backoff) until it succeeds or the rack stops: the lane waits, so
-/// back-pressure reaches the gear instead of losing messages.
+/// Publishes what arrives on `rx` to `subject`, and settles each batch's shares once the
+/// server acked every message of it (end-to-end acknowledgement: the inputs upstream are
+/// acked only then).
 ///
+/// Up to `WINDOW` publishes are in flight at once. A publish that fails is sent again, the
+/// same message with the same dedup id, with backoff, until it lands or the rack stops; then
+/// the batch's shares are dropped unsettled, so its inputs are delivered again upstream.
 /// Each publish carries a dedup id of its own hop (see [`dedup_id`]), so that a message
 /// crossing several lanes, or coming back to a lane it crossed before, is never taken for a
 /// duplicate; only a retry of the same publish is.
 pub(crate) fn spawn_publisher(
     snake: Snake,
     subject: Subject,
-    mut rx: mpsc::Receiver<Vec<FluxMsg>>,
+    rx: mpsc::Receiver<Outgoing>,
     in_flight: Arc<InFlight>,
     stats: Arc<Stats>,
 ) -> JoinHandle<()> {
-    let nonce = publisher_nonce();
-    tokio::spawn(async move {
-        let codec = Codec::default();
-        let mut publisher = snake.stream_publisher(256);
-        let mut buf = Vec::new();
-        let mut seq: u64 = 0;
-        while let Some(batch) = rx.recv().await {
-            let n = batch.len();
-            for msg in batch {
-                buf.clear();
-                if let Err(e) = codec.encode(&msg, &mut buf) {
-                    tracing::warn!(subject = %subject, error = %e, "A message that cannot be encoded is dropped.");
-                    stats.add_dropped("unencodable", 1);
-                    continue;
+    tokio::spawn(Publisher::new(snake, subject, in_flight, stats).run(rx))
+}
+
+/// Publishes in flight at once per lane.
+const WINDOW: usize = 256;
+
+/// One guaranteed lane's publisher: its batches waiting for acks, by number.
+struct Publisher {
+    publisher: TrackedPublisher<u64>,
+    subject: Subject,
+    nonce: String,
+    /// Publishes so far (the last part of the dedup id).
+    seq: u64,
+    /// Batches with messages not yet acked: how many, whether one failed, their shares.
+    batches: BTreeMap<u64, Pending>,
+    next_batch: u64,
+    in_flight: Arc<InFlight>,
+    stats: Arc<Stats>,
+    codec: Codec,
+    buf: Vec<u8>,
+    /// Waits between failed publishes; reset by an ack.
+    backoff: sdk::Backoff,
+}
+
+struct Pending {
+    left: usize,
+    total: usize,
+    failed: bool,
+    shares: Vec<Share>,
+}
+
+impl Publisher {
+    fn new(snake: Snake, subject: Subject, in_flight: Arc<InFlight>, stats: Arc<Stats>) -> Self {
+        Publisher {
+            publisher: snake.tracked_publisher(WINDOW),
+            subject,
+            nonce: publisher_nonce(),
+            seq: 0,
+            batches: BTreeMap::new(),
+            next_batch: 0,
+            in_flight,
+            stats,
+            codec: Codec::default(),
+            buf: Vec::new(),
+            backoff: retry(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Outgoing>) {
+        loop {
+            // With nothing outstanding, wait for work; otherwise take what is there and
+            // answer acks in between, so that a steady input does not stall the acks.
+            let next = if self.publisher.outstanding() == 0 {
+                match rx.recv().await {
+                    Some(batch) => Some(batch),
+                    None => break,
                 }
-                seq += 1;
-                let out = Message::new(subject.clone(), Bytes::copy_from_slice(&buf))
-                    .with_id(dedup_id(&msg, &subject, &nonce, seq));
-                let mut backoff = retry();
-                while let Err(e) = publisher.publish(out.clone()).await {
-                    if matches!(e, snake::Error::Closed) {
-                        stats.add_dropped("bus_closed", 1);
-                        break;
+            } else {
+                rx.try_recv().ok()
+            };
+            match next {
+                Some((msgs, shares)) => self.publish(msgs, shares).await,
+                None => self.answer().await,
+            }
+        }
+    }
+
+    /// Sends a batch's messages, answering acks whenever the window is full.
+    async fn publish(&mut self, msgs: Vec<FluxMsg>, shares: Vec<Share>) {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let total = msgs.len();
+        self.batches.insert(
+            id,
+            Pending {
+                left: total,
+                total,
+                failed: false,
+                shares,
+            },
+        );
+        for msg in msgs {
+            self.buf.clear();
+            if let Err(e) = self.codec.encode(&msg, &mut self.buf) {
+                tracing::warn!(subject = %self.subject, error = %e, "A message that cannot be encoded is dropped.");
+                self.stats.add_dropped("unencodable", 1);
+                self.done(id, false);
+                continue;
+            }
+            self.seq += 1;
+            let out = Message::new(self.subject.clone(), Bytes::copy_from_slice(&self.buf))
+                .with_id(dedup_id(&msg, &self.subject, &self.nonce, self.seq));
+            while self.publisher.is_full() {
+                self.answer().await;
+            }
+            self.send(out, id).await;
+        }
+        if total == 0 {
+            self.done(id, true);
+        }
+    }
+
+    /// Sends one message, retrying what the transport refuses outright.
+    async fn send(&mut self, mut out: Message, id: u64) {
+        loop {
+            match self.publisher.send(out, id).await {
+                Ok(()) => return,
+                Err(refused) => {
+                    if matches!(refused.error, snake::Error::Closed) {
+                        self.stats.add_dropped("bus_closed", 1);
+                        self.done(id, false);
+                        return;
                     }
-                    let wait = backoff.next_wait();
-                    tracing::warn!(subject = %subject, error = %e, retry_in = ?wait, "Publish failed; retrying.");
+                    let wait = self.backoff.next_wait();
+                    tracing::warn!(subject = %self.subject, error = %refused.error, retry_in = ?wait, "Publish failed; retrying.");
                     tokio::time::sleep(wait).await;
+                    out = refused.message;
                 }
             }
-            in_flight.done(n);
         }
-        if let Err(e) = publisher.flush().await {
-            tracing::warn!(subject = %subject, error = %e, "Flushing publishes at stop failed.");
+    }
+
+    /// Takes the oldest answer: an ack counts its message done, a failure sends it again.
+    async fn answer(&mut self) {
+        let Some(answer) = self.publisher.next().await else {
+            return;
+        };
+        match answer.result {
+            Ok(ack) => {
+                self.backoff.reset();
+                if ack.duplicate {
+                    // A retry of a publish that had landed: nothing is lost or doubled.
+                    self.stats.add_dropped("duplicate_publish", 1);
+                }
+                self.done(answer.tag, true);
+            }
+            Err(snake::Error::Closed) => {
+                self.stats.add_dropped("bus_closed", 1);
+                self.done(answer.tag, false);
+            }
+            Err(e) => {
+                let wait = self.backoff.next_wait();
+                tracing::warn!(subject = %self.subject, error = %e, retry_in = ?wait, "Publish not acked; sending it again.");
+                tokio::time::sleep(wait).await;
+                self.send(answer.message, answer.tag).await;
+            }
         }
-    })
+    }
+
+    /// One message of batch `id` is done; the last one settles (or fails) its shares.
+    fn done(&mut self, id: u64, ok: bool) {
+        let Some(batch) = self.batches.get_mut(&id) else {
+            return;
+        };
+        batch.failed |= !ok;
+        batch.left = batch.left.saturating_sub(1);
+        if batch.left > 0 {
+            return;
+        }
+        if let Some(mut batch) = self.batches.remove(&id) {
+            if batch.failed {
+                fail_all(&batch.shares);
+            } else {
+                settle_all(&mut batch.shares);
+            }
+            self.in_flight.done(batch.total);
+        }
+    }
+}
+
+impl Drop for Publisher {
+    /// The rack stops: what was not acked yet fails its inputs (delivered again upstream),
+    /// and counts as no longer in flight.
+    fn drop(&mut self) {
+        for (_, batch) in std::mem::take(&mut self.batches) {
+            fail_all(&batch.shares);
+            self.in_flight.done(batch.left);
+        }
+    }
 }
 
 /// The dedup id of one publish: the message's id (for people reading the stream), the
@@ -162,10 +313,13 @@ pub(crate) struct Inbound {
     pub(crate) stats: Arc<Stats>,
 }
 
-/// Pulls from a durable consumer and delivers into a gear's queue; the gear's node acks each
-/// message after handling it. Aborting the task leaves unacked messages to be delivered again.
-pub(crate) fn spawn_subscriber(inbound: Inbound) -> JoinHandle<()> {
-    tokio::spawn(async move {
+/// Pulls from a durable consumer and delivers into a gear's queue, each message with the
+/// first share of its acknowledgement (see the `ack` module); returns the pulling task and
+/// the task that acks and naks. Aborting the puller leaves unacked messages to be delivered
+/// again; the acker ends once every share of what was pulled is gone.
+pub(crate) fn spawn_subscriber(inbound: Inbound) -> (JoinHandle<()>, JoinHandle<()>) {
+    let (acker, acker_task) = spawn_acker(inbound.durable.clone());
+    let puller = tokio::spawn(async move {
         let Inbound {
             mut consumer,
             durable,
@@ -203,8 +357,9 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> JoinHandle<()> {
             permit.send(Delivery {
                 port,
                 msgs: vec![msg],
-                acks: vec![delivery],
+                shares: vec![Finalizer::share(delivery, acker.clone())],
             });
         }
-    })
+    });
+    (puller, acker_task)
 }

@@ -6,6 +6,7 @@
 //! the empty graph. node.rs is a running gear's task, lanes.rs the guaranteed lanes, handles.rs
 //! the injectors and taps an embedding application holds.
 
+mod ack;
 mod builder;
 mod commit;
 mod graph;
@@ -51,6 +52,9 @@ pub struct Rack {
     publishers: BTreeMap<PortRef, Publisher>,
     subscribers: BTreeMap<Subscription, JoinHandle<()>>,
     in_flight: Arc<InFlight>,
+    /// The tasks that ack and nak what the guaranteed lanes into the rack delivered; each
+    /// ends once its lane stopped and every share of what it pulled is gone.
+    ackers: Vec<JoinHandle<()>>,
     /// Counts commits, so that a [`Plan`] made before another apply is refused.
     generation: u64,
 }
@@ -64,7 +68,6 @@ struct NodeHandle {
     ports: Ports,
     stats: Arc<Stats>,
     busy: Arc<AtomicBool>,
-    acker: JoinHandle<()>,
 }
 
 /// What an [`Rack::apply`] (or [`Rack::commit`]) changed.
@@ -132,12 +135,15 @@ impl Rack {
     /// Stops everything at once, as a crash would: no drain, no acks for what is in flight
     /// (guaranteed lanes deliver it again), nothing flushed.
     pub fn abort(mut self) {
+        // The ackers first, so that nothing dropped below is acked or nak'ed.
+        for task in std::mem::take(&mut self.ackers) {
+            task.abort();
+        }
         for (_, task) in std::mem::take(&mut self.subscribers) {
             task.abort();
         }
         for (_, node) in std::mem::take(&mut self.nodes) {
             node.task.abort();
-            node.acker.abort();
         }
         for (_, (_, task)) in std::mem::take(&mut self.publishers) {
             task.abort();
@@ -196,10 +202,13 @@ impl Rack {
                 tracing::warn!(rack = %self.name, gear = %node.spec.name, "Gear did not stop in time.");
             }
             node.task.abort();
-            finish(node.acker, self.limits.drain_timeout).await;
         }
         for (_, (tx, task)) in std::mem::take(&mut self.publishers) {
             drop(tx);
+            finish(task, self.limits.drain_timeout).await;
+        }
+        // Every share is settled or gone now: the ackers send their last verdicts and end.
+        for task in std::mem::take(&mut self.ackers) {
             finish(task, self.limits.drain_timeout).await;
         }
         drained

@@ -12,15 +12,20 @@ use sdk::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::Limits;
+use super::ack::{Share, fail_all, settle_all};
 
-/// Messages for one input port of one gear, with the acks owed once they are handled
-/// (messages from a guaranteed lane).
+/// Messages for one input port of one gear, with the shares of the guaranteed inputs they
+/// derive from (none for messages that never touched a guaranteed lane).
 #[derive(Debug)]
 pub(crate) struct Delivery {
     pub(crate) port: InPort,
     pub(crate) msgs: Vec<FluxMsg>,
-    pub(crate) acks: Vec<snake::Delivery>,
+    pub(crate) shares: Vec<Share>,
 }
+
+/// A batch for a guaranteed lane's publisher, with the shares it settles once the server
+/// acked every message of it.
+pub(crate) type Outgoing = (Vec<FluxMsg>, Vec<Share>);
 
 /// Where one output port sends.
 #[derive(Debug, Clone)]
@@ -36,21 +41,24 @@ pub(crate) enum Sink {
         tx: mpsc::Sender<Delivery>,
         port: InPort,
     },
-    Bus(mpsc::Sender<Vec<FluxMsg>>),
+    Bus(mpsc::Sender<Outgoing>),
 }
 
 impl Target {
-    /// Hands `msgs` over without waiting; gives them back when there is no room.
+    /// Hands `msgs` over without waiting (and without shares: what a failed send reroutes
+    /// has already failed its inputs' acknowledgement); gives them back when there is no room.
     fn try_deliver(&self, msgs: Vec<FluxMsg>) -> Result<(), Vec<FluxMsg>> {
         match &self.sink {
             Sink::Queue { tx, port } => tx
                 .try_send(Delivery {
                     port: *port,
                     msgs,
-                    acks: Vec::new(),
+                    shares: Vec::new(),
                 })
                 .map_err(|e| e.into_inner().msgs),
-            Sink::Bus(tx) => tx.try_send(msgs).map_err(|e| e.into_inner()),
+            Sink::Bus(tx) => tx
+                .try_send((msgs, Vec::new()))
+                .map_err(|e| e.into_inner().0),
         }
     }
 
@@ -123,17 +131,14 @@ pub(crate) struct Node {
     pub(crate) limits: Limits,
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) busy: Arc<AtomicBool>,
-    /// Acks (`true`) or naks (`false`, something of the batch was lost downstream) deliveries
-    /// from guaranteed lanes once their batch was handled.
-    pub(crate) acker: mpsc::UnboundedSender<(snake::Delivery, bool)>,
-    /// Whether the batch being handled lost messages (a timed-out or failed send).
-    pub(crate) lost: bool,
 }
 
 /// Per-port output buffers, reused across batches.
 struct Scratch {
     batch: Vec<FluxMsg>,
-    acks: Vec<snake::Delivery>,
+    /// The shares of the guaranteed inputs of the batch being handled; each target that gets
+    /// something of the batch gets a copy of them.
+    shares: Vec<Share>,
     out: SdkOutputs,
 }
 
@@ -141,7 +146,7 @@ impl Node {
     pub(crate) async fn run(mut self) {
         let mut scratch = Scratch {
             batch: Vec::with_capacity(self.limits.batch),
-            acks: Vec::new(),
+            shares: Vec::new(),
             out: SdkOutputs::new(),
         };
         let time =
@@ -261,12 +266,12 @@ impl Node {
             } else {
                 scratch.batch.extend(delivery.msgs);
             }
-            scratch.acks.extend(delivery.acks);
+            scratch.shares.extend(delivery.shares);
             while scratch.batch.len() < self.limits.batch {
                 match self.rx.try_recv() {
                     Ok(more) if more.port == port => {
                         scratch.batch.extend(more.msgs);
-                        scratch.acks.extend(more.acks);
+                        scratch.shares.extend(more.shares);
                     }
                     Ok(other) => {
                         next = Some(other);
@@ -300,12 +305,10 @@ impl Node {
             scratch.batch.clear();
         }
         self.dispatch(scratch).await;
-        // Handled (passed on, refused to error, or dropped on purpose): the lane may forget
-        // it. A batch that lost messages downstream is delivered again instead.
-        let handled = !std::mem::take(&mut self.lost);
-        for ack in scratch.acks.drain(..) {
-            let _ = self.acker.send((ack, handled));
-        }
+        // This gear's part is done: what it passed on carries copies of the shares, and what
+        // it consumed or dropped on purpose ends here. A send that failed dropped its copies
+        // unsettled, which fails the inputs' acknowledgement.
+        settle_all(&mut scratch.shares);
         self.in_flight.done(n);
         n
     }
@@ -371,16 +374,17 @@ impl Node {
                 msg.path.push(hop);
             }
         }
-        for (port, msgs) in scratch.out.drain() {
+        let Scratch { out, shares, .. } = scratch;
+        for (port, msgs) in out.drain() {
             let i = port.index().min(ports - 1);
             if let Some(counter) = self.identity.port_out.get(i) {
                 counter.increment(msgs.len() as u64);
             }
-            self.send_port(i, msgs).await;
+            self.send_port(i, msgs, shares).await;
         }
     }
 
-    async fn send_port(&mut self, port: usize, msgs: Vec<FluxMsg>) {
+    async fn send_port(&mut self, port: usize, msgs: Vec<FluxMsg>, shares: &[Share]) {
         let stats = Arc::clone(self.runner.context().stats());
         // The table is lent out for the sends and put back after (no copy per batch).
         let targets = self
@@ -392,7 +396,7 @@ impl Node {
             stats.add_dropped("unwired", msgs.len() as u64);
             return;
         }
-        self.send_to(port, &targets, msgs, &stats).await;
+        self.send_to(port, &targets, msgs, shares, &stats).await;
         if let Some(slot) = self.outputs.get_mut(port) {
             *slot = targets;
         }
@@ -403,6 +407,7 @@ impl Node {
         port: usize,
         targets: &[Target],
         msgs: Vec<FluxMsg>,
+        shares: &[Share],
         stats: &sdk::Stats,
     ) {
         if let Some(status) = self.runner.context().port_statuses().get(port) {
@@ -426,7 +431,7 @@ impl Node {
                             permit.send(Delivery {
                                 port: *port,
                                 msgs: batch,
-                                acks: Vec::new(),
+                                shares: shares.to_vec(),
                             });
                             Ok(())
                         }
@@ -437,7 +442,7 @@ impl Node {
                 Sink::Bus(tx) => {
                     match tokio::time::timeout(self.limits.send_timeout, tx.reserve()).await {
                         Ok(Ok(permit)) => {
-                            permit.send(batch);
+                            permit.send((batch, shares.to_vec()));
                             Ok(())
                         }
                         Ok(Err(_)) => Err((batch, false)),
@@ -448,13 +453,13 @@ impl Node {
             match sent {
                 Ok(()) => {}
                 Err((_, false)) => {
-                    self.lost = true;
+                    fail_all(shares);
                     self.in_flight.done(n);
                     stats.add_dropped("target_gone", n as u64);
                     tracing::warn!(gear = %self.name, to = %target.name, dropped = n, "A wire's target is gone.");
                 }
                 Err((batch, true)) => {
-                    self.lost = true;
+                    fail_all(shares);
                     self.in_flight.done(n);
                     self.lane_timeout(port, batch, &target.name);
                 }

@@ -196,3 +196,77 @@ async fn lanes_whose_names_run_together_each_get_their_own_consumer() {
     }
     sink.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The relay of a -> b -> c crashes while messages sit in its hot queue and its publisher:
+/// their inputs were not acked yet (end-to-end acknowledgement), so the relay's next run gets
+/// them again and every message reaches c.
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_crashes_mid_stream_loses_nothing_downstream() {
+    const N: usize = 2000;
+    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let connect = || Snake::nats(snake::NatsOptions::new(server.url()));
+    let relay = || {
+        Graph::new()
+            .gear("take", "transform", stamp("relay"))
+            // A slow hop: messages wait in its queue, handed on but not yet published.
+            .gear("slow", "echo", json!({ "flush_delay": "2ms" }))
+            .wire("take", "slow")
+            .subscribe("a", "gen.out", "take")
+            .publish("slow.out")
+    };
+    let relay_rack = |bus: Snake| {
+        let mut factory = gears::Factory::builtin();
+        factory
+            .register::<testkit::gears::Echo>()
+            .expect("echo registers");
+        Rack::builder("b")
+            .snake(bus)
+            .factory(factory)
+            .limits(Limits::default().with_ack_wait(Duration::from_secs(3)))
+            .build()
+            .expect("the relay rack")
+    };
+    let c_bus = connect().await.expect("c connects");
+    let mut c = rack("c", &c_bus).await;
+    c.apply(
+        Graph::new()
+            .gear("sink", "transform", stamp("sink"))
+            .subscribe("b", "slow.out", "sink"),
+    )
+    .await
+    .expect("c applies");
+    let mut tap = c.tap("sink", "out").await.expect("tap");
+    let mut b = relay_rack(connect().await.expect("b connects"));
+    b.apply(relay()).await.expect("b applies");
+    let a_bus = connect().await.expect("a connects");
+    let mut a = rack("a", &a_bus).await;
+    a.apply(source(N)).await.expect("a applies");
+
+    // Crash the relay once the sink has seen part of the stream and the relay holds more.
+    let mut seen = BTreeSet::new();
+    while seen.len() < N / 4 {
+        let m = testkit::within("the stream to flow", tap.recv())
+            .await
+            .expect("the tap is open");
+        seen.insert(m.data.get("n").and_then(Value::as_i64).expect("n"));
+    }
+    b.abort();
+    let mut b = relay_rack(connect().await.expect("b reconnects"));
+    b.apply(relay()).await.expect("b applies again");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while seen.len() < N {
+        match tokio::time::timeout_at(deadline, tap.recv()).await {
+            Ok(Some(m)) => {
+                seen.insert(m.data.get("n").and_then(Value::as_i64).expect("n"));
+            }
+            _ => break,
+        }
+    }
+    let missing: Vec<_> = (0..N as i64).filter(|n| !seen.contains(n)).collect();
+    assert!(missing.is_empty(), "lost in the crash: {missing:?}");
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+    c.shutdown(Duration::from_secs(5)).await;
+}

@@ -1,0 +1,129 @@
+//! End-to-end acknowledgement of guaranteed inputs, as Vector's finalizers do it.
+//!
+//! A message taken from a guaranteed lane gets a [`Finalizer`] that owns its lane delivery.
+//! Everything derived from it inside the rack (the batch it is processed in, each copy sent to
+//! each target of each port) carries a [`Share`] of that finalizer. A share ends in one of
+//! two ways: [`Share::settle`] (the path ended: a gear consumed or dropped it on purpose, a
+//! tap read it, a guaranteed lane's publish was acked by the server), or dropped unsettled
+//! (a queue discarded it, a send failed, the rack stopped). When the last share of a
+//! finalizer is gone, the delivery is acked if every share settled and nak'ed otherwise, so
+//! that the lane delivers it again.
+//!
+//! Messages that never touched a guaranteed lane carry no share: an empty `Vec`, no
+//! allocation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How long a nak'ed delivery waits before the lane delivers it again.
+const NAK_DELAY: Duration = Duration::from_secs(1);
+
+/// The acknowledgement owed for one guaranteed delivery.
+#[derive(Debug)]
+pub(crate) struct Finalizer {
+    delivery: Option<snake::Delivery>,
+    failed: AtomicBool,
+    acker: mpsc::UnboundedSender<(snake::Delivery, bool)>,
+}
+
+impl Finalizer {
+    /// The first share of the acknowledgement of `delivery`; `acker` carries the verdict to
+    /// the task that acks and naks.
+    pub(crate) fn share(
+        delivery: snake::Delivery,
+        acker: mpsc::UnboundedSender<(snake::Delivery, bool)>,
+    ) -> Share {
+        Share {
+            finalizer: Arc::new(Finalizer {
+                delivery: Some(delivery),
+                failed: AtomicBool::new(false),
+                acker,
+            }),
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Finalizer {
+    fn drop(&mut self) {
+        if let Some(delivery) = self.delivery.take() {
+            let handled = !self.failed.load(Ordering::Acquire);
+            // A closed acker means the rack was aborted: the lane redelivers after ack_wait.
+            let _ = self.acker.send((delivery, handled));
+        }
+    }
+}
+
+/// One holder's part of a [`Finalizer`]. Dropping it unsettled fails the acknowledgement.
+#[derive(Debug)]
+pub(crate) struct Share {
+    finalizer: Arc<Finalizer>,
+    settled: bool,
+}
+
+impl Share {
+    /// This holder's part ended well.
+    pub(crate) fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Clone for Share {
+    fn clone(&self) -> Share {
+        Share {
+            finalizer: Arc::clone(&self.finalizer),
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.finalizer.failed.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Settles every share of `shares`.
+pub(crate) fn settle_all(shares: &mut Vec<Share>) {
+    for share in shares.drain(..) {
+        share.settle();
+    }
+}
+
+/// Fails the acknowledgement of every input `shares` derive from (a send of something derived
+/// from them failed).
+pub(crate) fn fail_all(shares: &[Share]) {
+    for share in shares {
+        share.finalizer.failed.store(true, Ordering::Release);
+    }
+}
+
+/// The task that acks (every share settled) or naks (one was lost or failed) the deliveries
+/// of one guaranteed lane. It ends when the lane's subscriber and every finalizer are gone.
+pub(crate) fn spawn_acker(
+    durable: String,
+) -> (
+    mpsc::UnboundedSender<(snake::Delivery, bool)>,
+    JoinHandle<()>,
+) {
+    let (acker, mut verdicts) = mpsc::unbounded_channel::<(snake::Delivery, bool)>();
+    let task = tokio::spawn(async move {
+        while let Some((delivery, handled)) = verdicts.recv().await {
+            let result = if handled {
+                delivery.ack().await
+            } else {
+                delivery.nak(NAK_DELAY).await
+            };
+            if let Err(e) = result {
+                tracing::warn!(durable, error = %e, "Ack failed; the message will be delivered again.");
+            }
+        }
+    });
+    (acker, task)
+}
