@@ -244,7 +244,7 @@ impl Rack {
         };
         let subject = snake::Subject::msg(&self.name, &at.gear, &at.port)?;
         let (tx, rx) = mpsc::channel(self.limits.queue);
-        let task = lanes::spawn_publisher(snake, subject, rx, Arc::clone(&self.in_flight), stats);
+        let task = lanes::spawn_publisher(&snake, subject, rx, Arc::clone(&self.in_flight), stats);
         self.publishers.insert(at.clone(), (tx, task));
         Ok(())
     }

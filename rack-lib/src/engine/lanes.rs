@@ -46,7 +46,7 @@ pub(crate) async fn ensure_stream(snake: &Snake) -> Result<(), snake::Error> {
 /// crossing several lanes, or coming back to a lane it crossed before, is never taken for a
 /// duplicate; only a retry of the same publish is.
 pub(crate) fn spawn_publisher(
-    snake: Snake,
+    snake: &Snake,
     subject: Subject,
     rx: mpsc::Receiver<Outgoing>,
     in_flight: Arc<InFlight>,
@@ -84,7 +84,7 @@ struct Pending {
 }
 
 impl Publisher {
-    fn new(snake: Snake, subject: Subject, in_flight: Arc<InFlight>, stats: Arc<Stats>) -> Self {
+    fn new(snake: &Snake, subject: Subject, in_flight: Arc<InFlight>, stats: Arc<Stats>) -> Self {
         Publisher {
             publisher: snake.tracked_publisher(WINDOW),
             subject,
