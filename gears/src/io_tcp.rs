@@ -137,6 +137,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use self::config::Settings;
 pub use self::config::{Config, Framing, Mode};
 use crate::meta::{CONN_ID, PEER_IP, PEER_PORT};
+use crate::queue::CountedRx;
 use crate::{Error, Factory};
 
 /// Messages `process` may hand to the gear's tasks before refusing with `overloaded`.
@@ -166,42 +167,9 @@ struct Egress {
     msg: FluxMsg,
 }
 
-/// The tasks' end of the egress channel. Messages still in it when it is dropped (the tasks
-/// were aborted at the drain timeout) are counted as dropped `shutdown`.
-struct EgressRx {
-    rx: mpsc::Receiver<Egress>,
-    stats: Arc<sdk::Stats>,
-}
-
-impl std::ops::Deref for EgressRx {
-    type Target = mpsc::Receiver<Egress>;
-    fn deref(&self) -> &Self::Target {
-        &self.rx
-    }
-}
-
-impl std::ops::DerefMut for EgressRx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.rx
-    }
-}
-
-impl Drop for EgressRx {
-    fn drop(&mut self) {
-        self.rx.close();
-        let mut left = 0;
-        while self.rx.try_recv().is_ok() {
-            left += 1;
-        }
-        if left > 0 {
-            self.stats.add_dropped("shutdown", left);
-            tracing::warn!(
-                left,
-                "Dropped messages never routed: the gear's tasks were aborted."
-            );
-        }
-    }
-}
+/// The tasks' end of the egress channel; what it holds when the tasks are aborted at the
+/// drain timeout is counted as dropped `shutdown`.
+type EgressRx = CountedRx<Egress>;
 
 /// What every task of one gear shares.
 struct Shared {
@@ -258,10 +226,7 @@ impl Gear for IoTcp {
             out: self.out,
             now: Box::new(move || clock.now()),
         });
-        let egress = EgressRx {
-            rx: egress,
-            stats: Arc::clone(shared.emitter.stats()),
-        };
+        let egress = EgressRx::new(egress, Arc::clone(shared.emitter.stats()));
         let shutdown = ctx.shutdown().fired_owned();
         match self.settings.mode {
             Mode::Server => {

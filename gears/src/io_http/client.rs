@@ -19,6 +19,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::queue::CountedRx;
+
 use super::config::ClientSettings;
 use super::meta::{self, Now};
 
@@ -92,11 +94,9 @@ async fn dispatch(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut rx = Queued {
-        rx,
-        stats: Arc::clone(shared.emitter.stats()),
-    };
-    let rx = &mut rx.rx;
+    // What is still queued when this task is aborted is counted as dropped `shutdown`.
+    let mut rx = CountedRx::new(rx, Arc::clone(shared.emitter.stats()));
+    let rx = &mut *rx;
     let mut running = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     let mut closing = false;
@@ -119,30 +119,6 @@ async fn dispatch(
     }
     while let Some(done) = running.join_next().await {
         finished(&shared, done);
-    }
-}
-
-/// The dispatcher's end of the queue. Messages still in it when it is dropped (the dispatcher
-/// was aborted at the drain timeout) are counted as dropped `shutdown`.
-struct Queued {
-    rx: mpsc::Receiver<FluxMsg>,
-    stats: Arc<Stats>,
-}
-
-impl Drop for Queued {
-    fn drop(&mut self) {
-        self.rx.close();
-        let mut left = 0;
-        while self.rx.try_recv().is_ok() {
-            left += 1;
-        }
-        if left > 0 {
-            self.stats.add_dropped("shutdown", left);
-            tracing::warn!(
-                left,
-                "Dropped queued requests: the gear's tasks were aborted."
-            );
-        }
     }
 }
 
