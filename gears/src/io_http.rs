@@ -14,7 +14,7 @@
 //!   type: io_http
 //!   config:
 //!     mode: server
-//!     bind: 0.0.0.0:8081     # default
+//!     bind: 127.0.0.1:8081   # default; 0.0.0.0:8081 listens on every interface
 //!     timeout: 5s            # how long a request waits for its reply (default)
 //!     max_body: 1048576      # larger request bodies get 413 (default)
 //!     max_in_flight: 1024    # one more waiting request gets 503 (default)

@@ -20,7 +20,7 @@
 //!     type: io_tcp
 //!     config:
 //!       mode: server              # required: server | client
-//!       bind: "0.0.0.0:9000"      # server; default 0.0.0.0:8080 (":9000" works too)
+//!       bind: "0.0.0.0:9000"      # server; default 127.0.0.1:8080 (":9000" is 127.0.0.1:9000)
 //!       max_connections: 512      # server; default 4096, 0 = unlimited
 //!       framing: length_prefix2   # delimiter (default) | length_prefix2 | length_prefix4
 //!       max_frame: 8192           # bytes; default 1 MiB

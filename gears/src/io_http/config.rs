@@ -10,8 +10,9 @@ use schemars::JsonSchema;
 use sdk::{ConfigError, HumanDuration};
 use serde::Deserialize;
 
-/// Where a server listens when `bind` is not given.
-const DEFAULT_BIND: &str = "0.0.0.0:8081";
+/// Where a server listens when `bind` is not given: loopback only, so that exposing a rack
+/// is a choice written in the scenario.
+const DEFAULT_BIND: &str = "127.0.0.1:8081";
 /// How long a server waits for a reply, and a client for a response, by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest body taken by default: 1 MiB.
@@ -48,8 +49,8 @@ pub enum Mode {
 pub struct Config {
     /// `server` or `client` (required).
     pub mode: Mode,
-    /// *Server*: the address to listen on, `ip:port` (default `0.0.0.0:8081`); `:port`
-    /// listens on every IPv4 interface.
+    /// *Server*: the address to listen on, `ip:port` (default `127.0.0.1:8081`); `:port`
+    /// is `127.0.0.1:port`. Every interface is `0.0.0.0:port`, written out.
     pub bind: Option<String>,
     /// Server: how long a request waits for its reply before the client gets 504. Client: how
     /// long one attempt may take, connection and body included. Default 5s.
@@ -188,13 +189,15 @@ fn parse_bind(bind: &str) -> Result<SocketAddr, ConfigError> {
     let bad = || {
         ConfigError::field(
             "bind",
-            format_args!("{bind:?} is not an ip:port address such as 0.0.0.0:8081 or :8081"),
+            format_args!(
+                "{bind:?} is not an ip:port address such as 127.0.0.1:8081, 0.0.0.0:8081 or :8081"
+            ),
         )
     };
     let trimmed = bind.trim();
     if let Some(port) = trimmed.strip_prefix(':') {
         let port: u16 = port.parse().map_err(|_| bad())?;
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     trimmed.parse().map_err(|_| bad())
 }
@@ -371,11 +374,27 @@ mod tests {
     }
 
     #[test]
-    fn bind_accepts_a_bare_port() {
+    fn bind_accepts_a_bare_port_on_loopback() {
         assert_eq!(
             parse_bind(":8081").expect("addr"),
+            SocketAddr::from(([127, 0, 0, 1], 8081))
+        );
+        assert_eq!(
+            parse_bind("0.0.0.0:8081").expect("addr"),
             SocketAddr::from(([0, 0, 0, 0], 8081))
         );
         assert!(parse_bind("localhost:80").is_err());
+    }
+
+    #[test]
+    fn a_server_listens_on_loopback_unless_told_otherwise() {
+        let config: Config = serde_json::from_value(serde_json::json!({ "mode": "server" }))
+            .expect("a valid config");
+        match Settings::from_config(config).expect("valid settings") {
+            Settings::Server(s) => {
+                assert_eq!(s.bind, SocketAddr::from(([127, 0, 0, 1], 8081)));
+            }
+            Settings::Client(_) => panic!("server mode gives server settings"),
+        }
     }
 }

@@ -21,7 +21,8 @@ pub struct Config {
     /// `server` listens on `bind` and serves many connections; `client` keeps one connection
     /// to `connect` open, reconnecting with backoff.
     pub mode: Mode,
-    /// Server: the address to listen on, `host:port` (`:8080` means every interface).
+    /// Server: the address to listen on, `host:port` (default `127.0.0.1:8080`; `:8080` is
+    /// `127.0.0.1:8080`). Every interface is `0.0.0.0:8080`, written out.
     #[serde(default = "default_bind")]
     pub bind: String,
     /// Client: the address to connect to, `host:port`. Required in client mode, refused in
@@ -127,7 +128,8 @@ impl JsonSchema for Framing {
 }
 
 fn default_bind() -> String {
-    "0.0.0.0:8080".to_owned()
+    // Loopback only: exposing a rack is a choice written in the scenario.
+    "127.0.0.1:8080".to_owned()
 }
 
 fn default_max_connections() -> u32 {
@@ -208,7 +210,7 @@ impl Settings {
             (Mode::Server, None) => String::new(),
         };
         let bind = match config.bind.strip_prefix(':') {
-            Some(port) => format!("0.0.0.0:{port}"),
+            Some(port) => format!("127.0.0.1:{port}"),
             None => config.bind,
         };
         check_host_port(&bind).map_err(|e| ConfigError::field("bind", e))?;
@@ -319,4 +321,24 @@ pub(crate) fn unescape(text: &str) -> Result<Vec<u8>, String> {
         out.push(escaped);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind_of(config: serde_json::Value) -> String {
+        let config: Config = serde_json::from_value(config).expect("a valid config");
+        Settings::from_config(config).expect("valid settings").bind
+    }
+
+    #[test]
+    fn a_server_listens_on_loopback_unless_told_otherwise() {
+        let server = serde_json::json!({ "mode": "server" });
+        assert_eq!(bind_of(server), "127.0.0.1:8080");
+        let bare = serde_json::json!({ "mode": "server", "bind": ":9000" });
+        assert_eq!(bind_of(bare), "127.0.0.1:9000");
+        let every = serde_json::json!({ "mode": "server", "bind": "0.0.0.0:9000" });
+        assert_eq!(bind_of(every), "0.0.0.0:9000");
+    }
 }
