@@ -114,6 +114,14 @@ pub enum Error {
         /// The last lines the server wrote.
         log_tail: String,
     },
+    /// Credentials (a token, a user and password, or a `user:pass@` URL) would travel in clear
+    /// to a host that is not loopback; use `tls://`, `require_tls`, or allow it explicitly
+    /// with `NatsOptions::allow_plaintext_credentials`.
+    #[error("nats: refusing to send credentials in clear to {url}")]
+    PlaintextCredentials {
+        /// The server URL, with any credentials in it hidden.
+        url: String,
+    },
     /// The NATS server refused the connection's credentials (token, user and password, or
     /// client certificate).
     #[error("nats: authorization refused")]

@@ -80,6 +80,9 @@ pub(crate) struct Nats {
 
 impl Nats {
     pub(crate) async fn connect(opts: NatsOptions) -> Result<Arc<Nats>, Error> {
+        if let Some(url) = opts.plaintext_credentials() {
+            return Err(Error::PlaintextCredentials { url });
+        }
         let events = Arc::new(Events {
             state: watch::channel(ConnectionState::Disconnected).0,
             dropped_slow: AtomicU64::new(0),

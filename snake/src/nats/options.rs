@@ -34,6 +34,7 @@ pub struct NatsOptions {
     pub(crate) max_reconnects: Option<usize>,
     pub(crate) connection_timeout: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) allow_plaintext_credentials: bool,
 }
 
 impl NatsOptions {
@@ -52,6 +53,7 @@ impl NatsOptions {
             max_reconnects: None,
             connection_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            allow_plaintext_credentials: false,
         }
     }
 
@@ -125,7 +127,10 @@ impl NatsOptions {
 impl std::fmt::Debug for NatsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsOptions")
-            .field("urls", &self.urls)
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
             .field("token", &self.token.as_ref().map(|_| "<hidden>"))
             .field(
                 "user",
@@ -139,6 +144,147 @@ impl std::fmt::Debug for NatsOptions {
             .field("max_reconnects", &self.max_reconnects)
             .field("connection_timeout", &self.connection_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field(
+                "allow_plaintext_credentials",
+                &self.allow_plaintext_credentials,
+            )
             .finish()
+    }
+}
+
+impl NatsOptions {
+    /// Sends credentials over a connection that is not TLS to a host that is not loopback.
+    /// Off by default: such a connection is refused with [`Error::PlaintextCredentials`],
+    /// because anyone on the path reads the token or password.
+    ///
+    /// [`Error::PlaintextCredentials`]: crate::Error::PlaintextCredentials
+    pub fn allow_plaintext_credentials(mut self, allow: bool) -> Self {
+        self.allow_plaintext_credentials = allow;
+        self
+    }
+
+    /// The first server URL that would carry credentials in clear to a host other than
+    /// loopback, if any (credentials: a token, a user and password, or a `user:pass@` part of
+    /// a URL; in clear: no `tls://` scheme and TLS not required).
+    pub(crate) fn plaintext_credentials(&self) -> Option<String> {
+        if self.allow_plaintext_credentials || self.require_tls {
+            return None;
+        }
+        let configured = self.token.is_some() || self.user_password.is_some();
+        self.urls
+            .iter()
+            .find(|url| {
+                let (scheme, authority) = split_url(url);
+                let tls = scheme.eq_ignore_ascii_case("tls");
+                let has_userinfo = authority.contains('@');
+                !tls && (configured || has_userinfo) && !is_loopback(host_of(authority))
+            })
+            .map(|url| redact_url(url))
+    }
+}
+
+/// `scheme://authority/...` into the scheme (empty without one) and the authority.
+fn split_url(url: &str) -> (&str, &str) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    (scheme, authority)
+}
+
+/// The host of an authority (`user:pass@host:port`, `[::1]:4222`).
+fn host_of(authority: &str) -> &str {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(rest) = hostport.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    hostport.split(':').next().unwrap_or(hostport)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The URL with any `user:password@` part replaced, for logs and `Debug`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, authority) = split_url(url);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => {
+            let rest = &url[url
+                .find(authority)
+                .map_or(url.len(), |i| i + authority.len())..];
+            if scheme.is_empty() {
+                format!("<hidden>@{host}{rest}")
+            } else {
+                format!("{scheme}://<hidden>@{host}{rest}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_never_reach_debug() {
+        let options =
+            NatsOptions::new("nats://rack:s3cret@nats-1:4222/x").url("tls://tok3n@nats-2:4222");
+        let text = format!("{options:?}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("tok3n"),
+            "{text}"
+        );
+        assert!(text.contains("nats://<hidden>@nats-1:4222/x"), "{text}");
+        assert!(text.contains("tls://<hidden>@nats-2:4222"), "{text}");
+    }
+
+    #[test]
+    fn credentials_in_clear_to_another_host_are_refused_unless_allowed() {
+        let check = |o: NatsOptions| o.plaintext_credentials();
+        assert_eq!(
+            check(NatsOptions::new("nats://nats-1:4222").token("t")),
+            Some("nats://nats-1:4222".to_owned())
+        );
+        assert_eq!(
+            check(NatsOptions::new("nats://u:p@10.0.0.1:4222")),
+            Some("nats://<hidden>@10.0.0.1:4222".to_owned())
+        );
+        // Loopback, TLS, no credentials, or an explicit allowance are fine.
+        assert_eq!(
+            check(NatsOptions::new("nats://127.0.0.1:4222").token("t")),
+            None
+        );
+        assert_eq!(
+            check(NatsOptions::new("nats://[::1]:4222").token("t")),
+            None
+        );
+        assert_eq!(
+            check(NatsOptions::new("nats://localhost:4222").token("t")),
+            None
+        );
+        assert_eq!(
+            check(NatsOptions::new("tls://nats-1:4222").token("t")),
+            None
+        );
+        assert_eq!(
+            check(
+                NatsOptions::new("nats://nats-1:4222")
+                    .token("t")
+                    .require_tls(true)
+            ),
+            None
+        );
+        assert_eq!(check(NatsOptions::new("nats://nats-1:4222")), None);
+        assert_eq!(
+            check(
+                NatsOptions::new("nats://nats-1:4222")
+                    .token("t")
+                    .allow_plaintext_credentials(true)
+            ),
+            None
+        );
     }
 }
