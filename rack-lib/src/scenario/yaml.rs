@@ -13,6 +13,10 @@ pub(crate) const MAX_DEPTH: usize = 64;
 /// How many nodes a document may hold, aliases counted in full.
 pub(crate) const MAX_NODES: usize = 100_000;
 
+/// How many bytes of scalar text a document may hold, aliases counted in full (16 MiB): an
+/// anchored scalar referenced many times costs what it expands to, not what it is written as.
+pub(crate) const MAX_TEXT: usize = 16 << 20;
+
 /// One YAML node and where it starts.
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
@@ -20,6 +24,8 @@ pub(crate) struct Node {
     pub(crate) kind: Kind,
     /// Nodes in this subtree, itself included.
     size: usize,
+    /// Bytes of scalar text in this subtree.
+    text: usize,
     /// Collections nested in this subtree, itself included (0 for a scalar).
     height: usize,
 }
@@ -175,6 +181,7 @@ struct Builder {
     anchors: HashMap<usize, Node>,
     root: Option<Node>,
     nodes: usize,
+    text: usize,
     documents: usize,
 }
 
@@ -221,9 +228,13 @@ impl Builder {
                         format!("nesting is deeper than {MAX_DEPTH} levels (through this alias)"),
                     ));
                 }
-                let mut node = node.clone();
+                let (size, text) = (node.size, node.text);
+                // Charged before it is copied: the copy is what an alias bomb would cost.
+                self.count(size, text, at)?;
+                let Some(mut node) = self.anchors.get(&id).cloned() else {
+                    return Err(Problem::at(at, "alias to an unknown anchor"));
+                };
                 node.pos = at;
-                self.count(node.size, at)?;
                 self.push(node, 0)?;
             }
             Event::Scalar(value, style, anchor, tag) => {
@@ -234,9 +245,10 @@ impl Builder {
                 if plain && value == "<<" && self.expects_key() {
                     return Err(Problem::at(at, "merge keys (`<<`) are not supported"));
                 }
-                self.count(1, at)?;
+                self.count(1, value.len(), at)?;
                 let node = Node {
                     pos: at,
+                    text: value.len(),
                     kind: Kind::Scalar {
                         text: value.into_owned(),
                         plain,
@@ -262,7 +274,7 @@ impl Builder {
                         "a map key must be a scalar, not a collection",
                     ));
                 }
-                self.count(1, at)?;
+                self.count(1, 0, at)?;
                 let body = if matches!(event, Event::SequenceStart(..)) {
                     Body::Seq(Vec::new())
                 } else {
@@ -284,23 +296,30 @@ impl Builder {
                 };
                 let (kind, children) = match open.body {
                     Body::Seq(items) => {
-                        let children = items.iter().map(|n| (n.size, n.height)).collect::<Vec<_>>();
+                        let children = items
+                            .iter()
+                            .map(|n| (n.size, n.height, n.text))
+                            .collect::<Vec<_>>();
                         (Kind::Seq(items), children)
                     }
                     Body::Map { entries, .. } => {
                         let children = entries
                             .iter()
-                            .flat_map(|(k, v)| [(k.size, k.height), (v.size, v.height)])
+                            .flat_map(|(k, v)| {
+                                [(k.size, k.height, k.text), (v.size, v.height, v.text)]
+                            })
                             .collect::<Vec<_>>();
                         (Kind::Map(entries), children)
                     }
                 };
                 let size = 1 + children.iter().map(|c| c.0).sum::<usize>();
                 let height = 1 + children.iter().map(|c| c.1).max().unwrap_or(0);
+                let text = children.iter().map(|c| c.2).sum::<usize>();
                 let node = Node {
                     pos: open.pos,
                     kind,
                     size,
+                    text,
                     height,
                 };
                 self.push(node, open.anchor)?;
@@ -320,7 +339,19 @@ impl Builder {
         )
     }
 
-    fn count(&mut self, nodes: usize, at: Pos) -> Result<(), Problem> {
+    /// Charges `nodes` nodes and `text` bytes of scalars to the document.
+    fn count(&mut self, nodes: usize, text: usize, at: Pos) -> Result<(), Problem> {
+        self.text = self.text.saturating_add(text);
+        if self.text > MAX_TEXT {
+            return Err(Problem::at(
+                at,
+                format!(
+                    "the scenario holds more than {} MiB of text (an alias counts as a copy \
+                     of what it refers to)",
+                    MAX_TEXT >> 20
+                ),
+            ));
+        }
         self.nodes = self.nodes.saturating_add(nodes);
         if self.nodes > MAX_NODES {
             return Err(Problem::at(
@@ -338,7 +369,7 @@ impl Builder {
     fn push(&mut self, node: Node, anchor: usize) -> Result<(), Problem> {
         if anchor != 0 {
             // A stored copy costs as much as the nodes it holds.
-            self.count(node.size, node.pos)?;
+            self.count(node.size, node.text, node.pos)?;
             self.anchors.insert(anchor, node.clone());
         }
         match self.stack.last_mut() {

@@ -755,6 +755,18 @@ fn limits() {
         "x".repeat(MAX_YAML_BYTES)
     );
     check(&big, "the scenario is 4194351 bytes; the limit is 4194304");
+    // A 1 MiB scalar fits the size limit, and so do 100 aliases to it: charged by what they
+    // expand to, they are refused before anything is copied past 16 MiB.
+    let mut bomb = format!(
+        "meta: {{ name: a, version: 1 }}\nx: &big \"{}\"\ny: [",
+        "x".repeat(1 << 20)
+    );
+    bomb.push_str(&vec!["*big"; 100].join(", "));
+    bomb.push_str("]\n");
+    check(
+        &bomb,
+        "3:83: the scenario holds more than 16 MiB of text (an alias counts as a copy of what it refers to)",
+    );
 }
 
 #[test]
