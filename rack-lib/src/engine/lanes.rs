@@ -52,7 +52,7 @@ pub(crate) fn spawn_publisher(
     in_flight: Arc<InFlight>,
     stats: Arc<Stats>,
 ) -> JoinHandle<()> {
-    tokio::spawn(Publisher::new(snake, subject, in_flight, stats).run(rx))
+    tokio::spawn(Publisher::new(snake, subject, rx, in_flight, stats).run())
 }
 
 /// Publishes in flight at once per lane.
@@ -60,6 +60,7 @@ const WINDOW: usize = 256;
 
 /// One guaranteed lane's publisher: its batches waiting for acks, by number.
 struct Publisher {
+    rx: mpsc::Receiver<Outgoing>,
     publisher: TrackedPublisher<u64>,
     subject: Subject,
     nonce: String,
@@ -84,8 +85,15 @@ struct Pending {
 }
 
 impl Publisher {
-    fn new(snake: &Snake, subject: Subject, in_flight: Arc<InFlight>, stats: Arc<Stats>) -> Self {
+    fn new(
+        snake: &Snake,
+        subject: Subject,
+        rx: mpsc::Receiver<Outgoing>,
+        in_flight: Arc<InFlight>,
+        stats: Arc<Stats>,
+    ) -> Self {
         Publisher {
+            rx,
             publisher: snake.tracked_publisher(WINDOW),
             subject,
             nonce: publisher_nonce(),
@@ -100,17 +108,17 @@ impl Publisher {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Outgoing>) {
+    async fn run(mut self) {
         loop {
             // With nothing outstanding, wait for work; otherwise take what is there and
             // answer acks in between, so that a steady input does not stall the acks.
             let next = if self.publisher.outstanding() == 0 {
-                match rx.recv().await {
+                match self.rx.recv().await {
                     Some(batch) => Some(batch),
                     None => break,
                 }
             } else {
-                rx.try_recv().ok()
+                self.rx.try_recv().ok()
             };
             match next {
                 Some((msgs, shares)) => self.publish(msgs, shares).await,
@@ -224,11 +232,22 @@ impl Publisher {
 
 impl Drop for Publisher {
     /// The rack stops: what was not acked yet fails its inputs (delivered again upstream),
-    /// and counts as no longer in flight.
+    /// is counted as dropped `shutdown`, and is no longer in flight.
     fn drop(&mut self) {
+        let mut left = 0;
         for (_, batch) in std::mem::take(&mut self.batches) {
             fail_all(&batch.shares);
-            self.in_flight.done(batch.left);
+            left += batch.left;
+        }
+        // Batches never taken (the task was aborted): their shares drop unsettled.
+        self.rx.close();
+        while let Ok((msgs, _)) = self.rx.try_recv() {
+            left += msgs.len();
+        }
+        if left > 0 {
+            self.in_flight.done(left);
+            self.stats.add_dropped("shutdown", left as u64);
+            tracing::warn!(subject = %self.subject, left, "Stopped with publishes not acked; their inputs will be delivered again.");
         }
     }
 }

@@ -496,6 +496,27 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// A node dropped with messages still queued (its task was aborted at a shutdown's
+    /// deadline, or the rack was aborted) counts them as dropped `shutdown`; their shares,
+    /// dropped unsettled, have their guaranteed inputs delivered again.
+    fn drop(&mut self) {
+        self.rx.close();
+        let mut left = 0;
+        while let Ok(delivery) = self.rx.try_recv() {
+            left += delivery.msgs.len();
+        }
+        if left > 0 {
+            self.in_flight.done(left);
+            self.runner
+                .context()
+                .stats()
+                .add_dropped("shutdown", left as u64);
+            tracing::warn!(gear = %self.name, left, "Dropped queued messages: the gear was stopped before it handled them.");
+        }
+    }
+}
+
 /// The next emission of a gear that has an emitter (the branch is disabled for one without).
 async fn next_emission(emissions: &mut Option<sdk::Emissions>) -> Option<Emission> {
     match emissions {
