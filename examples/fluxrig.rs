@@ -136,6 +136,11 @@ struct RunArgs {
     /// How long in-flight messages get to drain at the end.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     drain: std::time::Duration,
+    /// Run against this NATS server (`nats://127.0.0.1:4222`): guaranteed and cross-rack
+    /// wires go over JetStream, so several processes, one per rack, run one scenario without
+    /// a mixer [default: the in-process transport].
+    #[arg(long)]
+    nats: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,7 +355,15 @@ fn rack_run(args: &RunArgs, output: &mut dyn Write) -> Result<(), Failure> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let mut rack = fluxrig::rack::Rack::builder(&rack_name).build()?;
+        let mut builder = fluxrig::rack::Rack::builder(&rack_name);
+        if let Some(url) = &args.nats {
+            let options = fluxrig::snake::NatsOptions::new(url.as_str()).name(&rack_name);
+            let bus = fluxrig::snake::Snake::nats(options)
+                .await
+                .context("cannot connect to the NATS server of --nats")?;
+            builder = builder.snake(bus);
+        }
+        let mut rack = builder.build()?;
         rack.apply_scenario(&validated).await?;
         let started = std::time::Instant::now();
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
