@@ -558,6 +558,24 @@ impl Delivery {
         }
     }
 
+    /// Still being worked on: the ack deadline starts again from now, so that a message that
+    /// waits in a queue longer than `ack_wait` is not delivered a second time meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// As [`Delivery::ack`].
+    pub async fn in_progress(&self) -> Result<(), Error> {
+        match &self.acker {
+            Acker::Memory {
+                stream, consumer, ..
+            } => {
+                stream.in_progress(consumer, self.sequence);
+                Ok(())
+            }
+            Acker::Nats(n) => n.in_progress().await,
+        }
+    }
+
     /// Not handled: deliver it again after `delay` (counts toward `max_deliver`).
     ///
     /// # Errors

@@ -524,6 +524,16 @@ impl Stream {
         }
     }
 
+    /// Moves the ack deadline of a pending delivery to `ack_wait` from now.
+    pub(crate) fn in_progress(&self, name: &str, seq: u64) {
+        if let Some(c) = lock(&self.state).consumers.get_mut(name) {
+            let wait = c.cfg.ack_wait;
+            if let Some(p) = c.pending.get_mut(&seq) {
+                p.due = Instant::now() + wait;
+            }
+        }
+    }
+
     /// Schedules a redelivery after `delay`; a nak on the last allowed delivery sends the
     /// message to the dead-letter subject at once, as the NATS backend does.
     pub(crate) fn nak(&self, memory: &Memory, name: &str, seq: u64, delay: Duration) {

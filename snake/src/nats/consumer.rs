@@ -245,6 +245,12 @@ impl NatsDelivery {
         self.shared.send(self.reply, AckKind::Ack).await
     }
 
+    pub(crate) async fn in_progress(&self) -> Result<(), Error> {
+        self.shared
+            .send(self.reply.clone(), AckKind::Progress)
+            .await
+    }
+
     pub(crate) async fn nak(
         self,
         message: Message,

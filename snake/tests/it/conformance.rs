@@ -152,6 +152,28 @@ pub(crate) async fn ack_means_no_redelivery(snake: &Snake, stream: &str) {
     quiet(&mut consumer, Duration::from_secs(1)).await;
 }
 
+pub(crate) async fn in_progress_holds_off_redelivery(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    let to = subject("flux.msg.r1.g.in");
+    snake
+        .stream_publish(Message::new(to.clone(), &b"a"[..]))
+        .await
+        .expect("publish");
+    let cfg = ConsumerConfig::new(to.into())
+        .ack_wait(Duration::from_millis(600))
+        .max_deliver(10);
+    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
+    let d = consumer.next().await.expect("delivery");
+    // Three times the ack wait passes while the message is being worked on: with a progress
+    // report every third of it, it is never delivered again.
+    for _ in 0..9 {
+        quiet(&mut consumer, Duration::from_millis(200)).await;
+        d.in_progress().await.expect("in progress");
+    }
+    d.ack().await.expect("ack");
+    quiet(&mut consumer, Duration::from_secs(1)).await;
+}
+
 pub(crate) async fn nak_and_ack_wait_mean_redelivery(snake: &Snake, stream: &str) {
     msg_stream(snake, stream).await;
     let to = subject("flux.msg.r1.g.in");
@@ -486,6 +508,7 @@ macro_rules! cases {
             per_subject_order("order");
             ack_means_no_redelivery("ack");
             nak_and_ack_wait_mean_redelivery("nak");
+            in_progress_holds_off_redelivery("progress");
             max_deliver_leads_to_dead_letter("dlq");
             dedup_within_window("dedup");
             request_reply;
