@@ -12,8 +12,8 @@
 //! Messages that never touched a guaranteed lane carry no share: an empty `Vec`, no
 //! allocation.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -21,6 +21,11 @@ use tokio::task::JoinHandle;
 
 /// How long a nak'ed delivery waits before the lane delivers it again.
 const NAK_DELAY: Duration = Duration::from_secs(1);
+
+/// The deliveries of one lane whose verdict is still to come: while they wait in the rack,
+/// the lane's acker tells the server they are in progress, so that a message queued longer
+/// than `ack_wait` is not delivered a second time meanwhile.
+pub(crate) type Outstanding = Arc<Mutex<Vec<Weak<Finalizer>>>>;
 
 /// The acknowledgement owed for one guaranteed delivery.
 #[derive(Debug)]
@@ -36,13 +41,19 @@ impl Finalizer {
     pub(crate) fn share(
         delivery: snake::Delivery,
         acker: mpsc::UnboundedSender<(snake::Delivery, bool)>,
+        outstanding: &Outstanding,
     ) -> Share {
+        let finalizer = Arc::new(Finalizer {
+            delivery: Some(delivery),
+            failed: AtomicBool::new(false),
+            acker,
+        });
+        outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&finalizer));
         Share {
-            finalizer: Arc::new(Finalizer {
-                delivery: Some(delivery),
-                failed: AtomicBool::new(false),
-                acker,
-            }),
+            finalizer,
             settled: false,
         }
     }
@@ -105,25 +116,53 @@ pub(crate) fn fail_all(shares: &[Share]) {
 }
 
 /// The task that acks (every share settled) or naks (one was lost or failed) the deliveries
-/// of one guaranteed lane. It ends when the lane's subscriber and every finalizer are gone.
+/// of one guaranteed lane, and every `progress` tells the server that those still in the rack
+/// are in progress. It ends when the lane's subscriber and every finalizer are gone.
 pub(crate) fn spawn_acker(
     durable: String,
+    outstanding: Outstanding,
+    progress: Duration,
 ) -> (
     mpsc::UnboundedSender<(snake::Delivery, bool)>,
     JoinHandle<()>,
 ) {
     let (acker, mut verdicts) = mpsc::unbounded_channel::<(snake::Delivery, bool)>();
     let task = tokio::spawn(async move {
-        while let Some((delivery, handled)) = verdicts.recv().await {
-            let result = if handled {
-                delivery.ack().await
-            } else {
-                delivery.nak(NAK_DELAY).await
-            };
-            if let Err(e) = result {
-                tracing::warn!(durable, error = %e, "Ack failed; the message will be delivered again.");
+        let mut ticker = tokio::time::interval(progress);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                verdict = verdicts.recv() => {
+                    let Some((delivery, handled)) = verdict else { break };
+                    let result = if handled {
+                        delivery.ack().await
+                    } else {
+                        delivery.nak(NAK_DELAY).await
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(durable, error = %e, "Ack failed; the message will be delivered again.");
+                    }
+                }
+                _ = ticker.tick() => keep_alive(&outstanding, &durable).await,
             }
         }
     });
     (acker, task)
+}
+
+/// Tells the server that every delivery of the lane still in the rack is in progress.
+async fn keep_alive(outstanding: &Outstanding, durable: &str) {
+    let live: Vec<Arc<Finalizer>> = {
+        let mut list = outstanding.lock().unwrap_or_else(PoisonError::into_inner);
+        list.retain(|f| f.strong_count() > 0);
+        list.iter().filter_map(Weak::upgrade).collect()
+    };
+    for finalizer in live {
+        if let Some(delivery) = &finalizer.delivery
+            && let Err(e) = delivery.in_progress().await
+        {
+            tracing::warn!(durable, error = %e, "A progress report failed; the message may be delivered again.");
+        }
+    }
 }

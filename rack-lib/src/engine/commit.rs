@@ -342,6 +342,7 @@ impl Rack {
             port,
             in_flight: Arc::clone(&self.in_flight),
             stats: Arc::clone(&node.stats),
+            ack_wait: self.limits.ack_wait,
         });
         self.subscribers.insert(sub.clone(), task);
         self.ackers.retain(|t| !t.is_finished());

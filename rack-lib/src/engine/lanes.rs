@@ -17,7 +17,7 @@ use snake::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::ack::{Finalizer, Share, fail_all, settle_all, spawn_acker};
+use super::ack::{Finalizer, Outstanding, Share, fail_all, settle_all, spawn_acker};
 use super::node::{Delivery, InFlight, Outgoing};
 
 /// The stream every guaranteed lane rides.
@@ -330,6 +330,8 @@ pub(crate) struct Inbound {
     pub(crate) port: InPort,
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) stats: Arc<Stats>,
+    /// The lane's ack wait (progress is reported three times per wait).
+    pub(crate) ack_wait: Duration,
 }
 
 /// Pulls from a durable consumer and delivers into a gear's queue, each message with the
@@ -337,7 +339,11 @@ pub(crate) struct Inbound {
 /// the task that acks and naks. Aborting the puller leaves unacked messages to be delivered
 /// again; the acker ends once every share of what was pulled is gone.
 pub(crate) fn spawn_subscriber(inbound: Inbound) -> (JoinHandle<()>, JoinHandle<()>) {
-    let (acker, acker_task) = spawn_acker(inbound.durable.clone());
+    let outstanding = Outstanding::default();
+    // A third of the ack wait between progress reports leaves room for one to be late.
+    let progress = (inbound.ack_wait / 3).max(Duration::from_millis(10));
+    let (acker, acker_task) =
+        spawn_acker(inbound.durable.clone(), Arc::clone(&outstanding), progress);
     let puller = tokio::spawn(async move {
         let Inbound {
             mut consumer,
@@ -346,6 +352,7 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> (JoinHandle<()>, JoinHandle<
             port,
             in_flight,
             stats,
+            ..
         } = inbound;
         let codec = Codec::default();
         loop {
@@ -376,7 +383,7 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> (JoinHandle<()>, JoinHandle<
             permit.send(Delivery {
                 port,
                 msgs: vec![msg],
-                shares: vec![Finalizer::share(delivery, acker.clone())],
+                shares: vec![Finalizer::share(delivery, acker.clone(), &outstanding)],
             });
         }
     });

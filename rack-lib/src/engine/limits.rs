@@ -64,6 +64,14 @@ impl Limits {
         self
     }
 
+    /// The same limits with another number of deliveries on a guaranteed lane before a
+    /// message is dead-lettered (at least 1).
+    #[must_use]
+    pub fn with_max_deliver(mut self, deliveries: u32) -> Limits {
+        self.max_deliver = deliveries.max(1);
+        self
+    }
+
     /// The same limits with another drain timeout.
     #[must_use]
     pub fn with_drain_timeout(mut self, timeout: Duration) -> Limits {

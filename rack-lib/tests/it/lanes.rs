@@ -270,3 +270,71 @@ async fn a_relay_that_crashes_mid_stream_loses_nothing_downstream() {
     b.shutdown(Duration::from_secs(5)).await;
     c.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Messages that wait in a slow gear's queue longer than the ack wait are reported in
+/// progress: none is delivered a second time, and none is dead-lettered after it was handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_past_the_ack_wait_are_neither_redelivered_nor_dead_lettered() {
+    const N: usize = 40;
+    let bus = Snake::memory();
+    let mut dead = bus
+        .subscribe(snake::Pattern::dead_letters())
+        .await
+        .expect("a dead-letter watch");
+    let mut factory = gears::Factory::builtin();
+    factory
+        .register::<testkit::gears::Echo>()
+        .expect("echo registers");
+    let limits = Limits::default()
+        .with_batch(1)
+        .with_ack_wait(Duration::from_millis(300));
+    let mut sink = Rack::builder("sink")
+        .snake(bus.clone())
+        .factory(factory)
+        .limits(limits.with_max_deliver(2))
+        .build()
+        .expect("the sink rack");
+    sink.apply(
+        Graph::new()
+            // 30 ms a message: the last of 40 waits four times the ack wait.
+            .gear("slow", "echo", json!({ "flush_delay": "30ms" }))
+            .subscribe("src", "gen.out", "slow"),
+    )
+    .await
+    .expect("the sink applies");
+    let mut tap = sink.tap("slow", "out").await.expect("tap");
+    let mut src = rack("src", &bus).await;
+    src.apply(
+        Graph::new()
+            .gear(
+                "gen",
+                "generate",
+                json!({ "count": N, "batch": N, "template": { "data": { "n": "${counter}" } } }),
+            )
+            .publish("gen.out"),
+    )
+    .await
+    .expect("the source applies");
+    let mut seen = Vec::new();
+    while seen.len() < N {
+        let m = testkit::within("every message through the slow gear", tap.recv())
+            .await
+            .expect("the tap is open");
+        seen.push(m.data.get("n").and_then(Value::as_i64).expect("n"));
+    }
+    // Three more ack waits: a redelivery or a dead letter would show by then.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    while let Some(m) = tap.try_recv() {
+        seen.push(m.data.get("n").and_then(Value::as_i64).expect("n"));
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..N as i64).collect::<Vec<_>>(), "each exactly once");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), dead.next())
+            .await
+            .is_err(),
+        "nothing was dead-lettered"
+    );
+    src.shutdown(Duration::from_secs(5)).await;
+    sink.shutdown(Duration::from_secs(5)).await;
+}
