@@ -25,7 +25,31 @@ const NAK_DELAY: Duration = Duration::from_secs(1);
 /// The deliveries of one lane whose verdict is still to come: while they wait in the rack,
 /// the lane's acker tells the server they are in progress, so that a message queued longer
 /// than `ack_wait` is not delivered a second time meanwhile.
-pub(crate) type Outstanding = Arc<Mutex<Vec<Weak<Finalizer>>>>;
+pub(crate) type Outstanding = Arc<Mutex<Registry>>;
+
+/// Weak references to a lane's finalizers. A finished finalizer's allocation lives on while a
+/// weak reference points at it, so the list is pruned whenever it has doubled since the last
+/// pruning, as well as at every progress report.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    list: Vec<Weak<Finalizer>>,
+    /// The length at which the list is pruned next.
+    prune_at: usize,
+}
+
+impl Registry {
+    fn push(&mut self, finalizer: Weak<Finalizer>) {
+        self.list.push(finalizer);
+        if self.list.len() >= self.prune_at {
+            self.prune();
+        }
+    }
+
+    fn prune(&mut self) {
+        self.list.retain(|f| f.strong_count() > 0);
+        self.prune_at = (self.list.len() * 2).max(1024);
+    }
+}
 
 /// The acknowledgement owed for one guaranteed delivery.
 #[derive(Debug)]
@@ -154,9 +178,9 @@ pub(crate) fn spawn_acker(
 /// Tells the server that every delivery of the lane still in the rack is in progress.
 async fn keep_alive(outstanding: &Outstanding, durable: &str) {
     let live: Vec<Arc<Finalizer>> = {
-        let mut list = outstanding.lock().unwrap_or_else(PoisonError::into_inner);
-        list.retain(|f| f.strong_count() > 0);
-        list.iter().filter_map(Weak::upgrade).collect()
+        let mut registry = outstanding.lock().unwrap_or_else(PoisonError::into_inner);
+        registry.prune();
+        registry.list.iter().filter_map(Weak::upgrade).collect()
     };
     for finalizer in live {
         if let Some(delivery) = &finalizer.delivery

@@ -303,6 +303,8 @@ impl Node {
                 .stats()
                 .add_dropped("not_running", n as u64);
             scratch.batch.clear();
+            // Lost, not handled: their guaranteed inputs are delivered again.
+            fail_all(&scratch.shares);
         }
         self.dispatch(scratch).await;
         // This gear's part is done: what it passed on carries copies of the shares, and what
