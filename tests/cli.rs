@@ -525,3 +525,195 @@ fn wasm_keygen_sign_and_check() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The chaos test: three `fluxrig rack run --nats` processes run one scenario (a source of
+/// 20,000 numbered messages, a relay, a sink writing what it receives), every wire
+/// guaranteed. The relay is killed with SIGKILL mid-stream and started again, then the NATS
+/// server restarts on the same store. Every number reaches the sink at least once, and nothing
+/// is dead-lettered.
+#[cfg(feature = "nats-server-tests")]
+#[test]
+fn chaos_a_killed_relay_and_a_restarted_server_lose_nothing() {
+    use std::collections::BTreeMap;
+    use std::process::{Child, Command};
+    use std::time::{Duration, Instant};
+
+    const N: u64 = 20_000;
+    let mut server = fluxrig::snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let url = server.url();
+    let dir = std::env::temp_dir().join(format!("fluxrig-chaos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let sink_file = dir.join("sink.jsonl");
+    let scenario = dir.join("chaos.yaml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"meta: {{ name: chaos, version: 1 }}
+racks: [ {{ name: src }}, {{ name: relay }}, {{ name: sink }} ]
+gears:
+  - name: gen
+    type: generate
+    deploy: src
+    config: {{ count: {N}, batch: 50, rate: {{ tps: 2000 }}, template: {{ data: {{ n: "${{counter}}" }} }} }}
+  - name: hop
+    type: transform
+    deploy: relay
+    config: {{ steps: [ {{ set: meta.via, value: relay }} ] }}
+  - name: out
+    type: log
+    deploy: sink
+    config: {{ output: file, path: "{}", fields: [data.n, meta.via] }}
+wires:
+  - {{ from: gen.out, to: hop.in, lane: guaranteed }}
+  - {{ from: hop.out, to: out.in, lane: guaranteed }}
+"#,
+            sink_file.display()
+        ),
+    )
+    .expect("the scenario");
+
+    // The example binary, built by `cargo test` beside this test (or built now).
+    let exe = std::env::current_exe().expect("the test's path");
+    let fluxrig = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join("fluxrig"))
+        .expect("the target directory");
+    // `cargo test` builds the examples with the tests; a lone `cargo test --test cli` does
+    // not, and an old binary would run an old rack.
+    let help = Command::new(&fluxrig)
+        .args(["rack", "run", "--help"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        help.contains("--nats"),
+        "{} is missing or out of date: run `cargo build --example fluxrig` (make test builds it)",
+        fluxrig.display()
+    );
+    // Each run's output stays in the directory for a failure's post-mortem.
+    let runs = std::cell::Cell::new(0);
+    let rack = |name: &str| -> Child {
+        runs.set(runs.get() + 1);
+        let log = std::fs::File::create(dir.join(format!("{name}-{}.log", runs.get())))
+            .expect("a log file");
+        Command::new(&fluxrig)
+            .args(["rack", "run"])
+            .arg(&scenario)
+            .args(["--rack", name, "--nats", &url])
+            .env("FLUXRIG_LOG", "warn")
+            .stdout(log.try_clone().expect("the log file"))
+            .stderr(log)
+            .spawn()
+            .expect("a rack process")
+    };
+    // What the sink wrote so far: how often each number arrived.
+    let arrived = || -> BTreeMap<u64, u32> {
+        let text = std::fs::read_to_string(&sink_file).unwrap_or_default();
+        let mut counts = BTreeMap::new();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue; // a line being written
+            };
+            assert_eq!(v["meta.via"], "relay", "{line}");
+            if let Some(n) = v["data.n"].as_u64() {
+                *counts.entry(n).or_insert(0) += 1;
+            }
+        }
+        counts
+    };
+    let wait_for = |what: &str, limit: Duration, done: &dyn Fn(&BTreeMap<u64, u32>) -> bool| {
+        let deadline = Instant::now() + limit;
+        loop {
+            let counts = arrived();
+            if done(&counts) {
+                return counts;
+            }
+            if Instant::now() >= deadline {
+                let missing: Vec<u64> = (0..N)
+                    .filter(|n| !counts.contains_key(n))
+                    .take(50)
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}: {} of {N} numbers arrived; missing (first 50): \
+                     {missing:?}; the racks' output is in {}",
+                    counts.len(),
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch_dead_letters(url.clone(), std::sync::Arc::clone(&stop));
+    let mut sink = rack("sink");
+    let mut relay = rack("relay");
+    let mut src = rack("src");
+    wait_for("the stream to flow", Duration::from_secs(120), &|c| {
+        c.len() >= 2_000
+    });
+    relay.kill().expect("SIGKILL the relay");
+    let _ = relay.wait();
+    let mut relay = rack("relay");
+    wait_for("the stream to flow again", Duration::from_secs(120), &|c| {
+        c.len() >= 8_000
+    });
+    server
+        .restart()
+        .expect("nats-server restarts on the same store");
+    let counts = wait_for("every number", Duration::from_secs(240), &|c| {
+        c.len() as u64 == N
+    });
+    // Redeliveries may still be in flight: the counts only grow from here.
+    let delivered: u64 = counts.values().map(|&n| u64::from(n)).sum();
+    let duplicated = delivered - N;
+    for child in [&mut src, &mut relay, &mut sink] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let dead = watcher.join().expect("the watcher");
+    println!(
+        "chaos: produced {N}, delivered {delivered}, duplicated {duplicated}, dead-lettered {dead}"
+    );
+    assert_eq!(counts.keys().next(), Some(&0));
+    assert_eq!(counts.keys().next_back(), Some(&(N - 1)));
+    assert_eq!(dead, 0, "nothing is dead-lettered");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Counts the dead letters published on `flux.dlq.>` (core subjects: a watcher sees those
+/// published while it is connected, which is the whole run but for the server's restart)
+/// until `stop` is set.
+#[cfg(feature = "nats-server-tests")]
+fn watch_dead_letters(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let bus = fluxrig::snake::Snake::nats(fluxrig::snake::NatsOptions::new(url))
+                .await
+                .expect("the watcher connects");
+            let mut dead = bus
+                .subscribe(fluxrig::snake::Pattern::dead_letters())
+                .await
+                .expect("a dead-letter subscription");
+            let mut count = 0;
+            while !stop.load(Ordering::Acquire) {
+                if let Ok(Some(_)) =
+                    tokio::time::timeout(std::time::Duration::from_millis(200), dead.next()).await
+                {
+                    count += 1;
+                }
+            }
+            count
+        })
+    })
+}

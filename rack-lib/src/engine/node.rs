@@ -441,16 +441,16 @@ impl Node {
                         Err(_) => Err((batch, true)),
                     }
                 }
-                Sink::Bus(tx) => {
-                    match tokio::time::timeout(self.limits.send_timeout, tx.reserve()).await {
-                        Ok(Ok(permit)) => {
-                            permit.send((batch, shares.to_vec()));
-                            Ok(())
-                        }
-                        Ok(Err(_)) => Err((batch, false)),
-                        Err(_) => Err((batch, true)),
+                // A guaranteed lane is never given up on for being slow: the gear waits
+                // (back-pressure up to its source) while the publisher retries, since a
+                // source has nothing upstream that would deliver the message again.
+                Sink::Bus(tx) => match tx.reserve().await {
+                    Ok(permit) => {
+                        permit.send((batch, shares.to_vec()));
+                        Ok(())
                     }
-                }
+                    Err(_) => Err((batch, false)),
+                },
             };
             match sent {
                 Ok(()) => {}
