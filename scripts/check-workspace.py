@@ -67,6 +67,7 @@ FEATURE_CHECKS = [
 TEST_ONLY_FEATURES = {
     ("snake", "nats-server-tests"),
     ("rack-lib", "nats-server-tests"),
+    ("fluxrig", "nats-server-tests"),  # the chaos test of tests/cli.rs
 }
 # Features that are a member's default, checked by clippy's default build.
 # (Not sdk's `host`: in a workspace build the guests turn `guest` on too, so it has its own check.)
