@@ -64,7 +64,7 @@ impl Rack {
         if (!graph.publish.is_empty() || !graph.subscribe.is_empty())
             && let Some(snake) = &self.services.snake
         {
-            lanes::ensure_stream(snake).await?;
+            lanes::ensure_stream(snake, &self.limits).await?;
         }
         // Lanes into the rack: their consumers exist (or the apply fails) before anything
         // running is touched.

@@ -28,11 +28,28 @@ fn retry() -> sdk::Backoff {
     sdk::Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
 }
 
-/// Creates the `flux-msg` stream if it is not there (two minutes of publish dedup).
-pub(crate) async fn ensure_stream(snake: &Snake) -> Result<(), snake::Error> {
-    let cfg =
-        StreamConfig::new(STREAM, [Pattern::msg_all()])?.duplicate_window(Duration::from_secs(120));
-    snake.create_stream(cfg).await
+/// Creates the `flux-msg` stream if it is not there: two minutes of publish dedup, and the
+/// age and size bounds of `limits`, so that it does not grow forever. A stream that is
+/// already there with other settings (made by another rack, or by an operator) is used as it
+/// is.
+pub(crate) async fn ensure_stream(
+    snake: &Snake,
+    limits: &super::Limits,
+) -> Result<(), snake::Error> {
+    let cfg = StreamConfig::new(STREAM, [Pattern::msg_all()])?
+        .duplicate_window(Duration::from_secs(120))
+        .max_age(limits.stream_max_age)
+        .max_bytes(limits.stream_max_bytes);
+    match snake.create_stream(cfg).await {
+        Err(snake::Error::StreamConflict(_)) => {
+            tracing::info!(
+                stream = STREAM,
+                "The stream exists with other settings; using it as it is."
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Publishes what arrives on `rx` to `subject`, and settles each batch's shares once the

@@ -1,4 +1,4 @@
-//! The engine's limits: queue and batch sizes, timeouts, redelivery.
+//! The engine's limits: queue and batch sizes, timeouts, redelivery, the lanes' stream.
 
 use std::time::Duration;
 
@@ -10,7 +10,8 @@ pub struct Limits {
     pub queue: usize,
     /// Most messages a gear processes in one batch (default 64).
     pub batch: usize,
-    /// How long a send waits on a full queue before it counts as an error (default 5 s).
+    /// How long a send on a hot wire waits on a full queue before it counts as an error
+    /// (default 5 s; a send into a guaranteed lane waits as long as it takes).
     pub send_timeout: Duration,
     /// How long a gear's tasks get to finish when it drains (default 5 s).
     pub drain_timeout: Duration,
@@ -20,6 +21,11 @@ pub struct Limits {
     /// Deliveries of a message on a guaranteed lane before it goes to the dead-letter
     /// subject (default 5).
     pub max_deliver: u32,
+    /// How long the `flux-msg` stream of the guaranteed lanes keeps a message (default 24 h).
+    pub stream_max_age: Duration,
+    /// How many bytes the `flux-msg` stream keeps before it drops its oldest messages
+    /// (default 1 GiB).
+    pub stream_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -31,6 +37,8 @@ impl Default for Limits {
             drain_timeout: Duration::from_secs(5),
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
+            stream_max_age: Duration::from_secs(24 * 60 * 60),
+            stream_max_bytes: 1 << 30,
         }
     }
 }
@@ -69,6 +77,15 @@ impl Limits {
     #[must_use]
     pub fn with_max_deliver(mut self, deliveries: u32) -> Limits {
         self.max_deliver = deliveries.max(1);
+        self
+    }
+
+    /// The same limits with other bounds for the `flux-msg` stream (they apply when this rack
+    /// is the one that creates it; a stream already there is used as it is).
+    #[must_use]
+    pub fn with_stream_limits(mut self, max_age: Duration, max_bytes: u64) -> Limits {
+        self.stream_max_age = max_age;
+        self.stream_max_bytes = max_bytes;
         self
     }
 

@@ -338,3 +338,36 @@ async fn messages_queued_past_the_ack_wait_are_neither_redelivered_nor_dead_lett
     src.shutdown(Duration::from_secs(5)).await;
     sink.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The lanes' stream is bounded: a message older than its age limit is gone, so a lane does
+/// not replay it, and a stream made beforehand with other settings is used as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lanes_stream_is_bounded_and_an_existing_one_is_used_as_it_is() {
+    let bus = Snake::memory();
+    let limits = Limits::default().with_stream_limits(Duration::from_millis(300), 1 << 20);
+    let mut src = Rack::builder("src")
+        .snake(bus.clone())
+        .limits(limits)
+        .build()
+        .expect("a rack");
+    src.apply(source(10)).await.expect("the source applies");
+    // The input of this test: the messages outlive the stream's age limit unread.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut late = rack("late", &bus).await;
+    late.apply(
+        Graph::new()
+            .gear("sink", "transform", stamp("sink"))
+            .subscribe("src", "gen.out", "sink"),
+    )
+    .await
+    .expect("a rack with other stream limits uses the stream as it is");
+    let mut tap = late.tap("sink", "out").await.expect("tap");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), tap.recv())
+            .await
+            .is_err(),
+        "nothing older than the age limit is delivered"
+    );
+    src.shutdown(Duration::from_secs(5)).await;
+    late.shutdown(Duration::from_secs(5)).await;
+}
