@@ -428,11 +428,11 @@ fn read_meta(v: &Json, at: &At<'_>) -> Result<Map<Text>, Error> {
     let Json::Object(obj) = v else {
         return Err(expected(at, "an object of strings", v));
     };
-    let mut meta = Map::with_capacity(obj.len());
-    for (key, value) in obj {
-        meta.insert(key.as_str(), Text::from(read_str(value, &at.key(key))?));
-    }
-    Ok(meta)
+    let entries = obj
+        .iter()
+        .map(|(key, value)| Ok((key.as_str(), Text::from(read_str(value, &at.key(key))?))))
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(entries.into_iter().collect())
 }
 
 fn read_path(v: &Json, at: &At<'_>) -> Result<Vec<Hop>, Error> {
@@ -535,11 +535,12 @@ fn read_entries(
     at: &At<'_>,
     depth: usize,
 ) -> Result<Map<Value>, Error> {
-    let mut map = Map::with_capacity(obj.len());
-    for (key, value) in obj {
-        map.insert(key.as_str(), read_value(value, &at.key(key), depth + 1)?);
-    }
-    Ok(map)
+    // Built in one sort (`Map: FromIterator`), not one ordered insert per key.
+    let entries = obj
+        .iter()
+        .map(|(key, value)| Ok((key.as_str(), read_value(value, &at.key(key), depth + 1)?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(entries.into_iter().collect())
 }
 
 /// Reads `{tag: inner}`, an object whose only key starts with `$`, found at `at`.

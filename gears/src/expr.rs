@@ -210,11 +210,12 @@ fn dynamic_to_value(d: Dynamic, depth: usize) -> Result<Value, GearError> {
     }
     if d.is_map() {
         let m = d.cast::<rhai::Map>();
-        let mut out = Map::with_capacity(m.len());
-        for (k, v) in m {
-            out.insert(k.as_str(), dynamic_to_value(v, depth + 1)?);
-        }
-        return Ok(Value::Map(out));
+        // Built in one sort (`Map: FromIterator`), not one ordered insert per key.
+        let entries = m
+            .into_iter()
+            .map(|(k, v)| Ok((k.to_string(), dynamic_to_value(v, depth + 1)?)))
+            .collect::<Result<Vec<_>, GearError>>()?;
+        return Ok(Value::Map(entries.into_iter().collect()));
     }
     Err(GearError::new("expr_failed").with_detail(format_args!(
         "cannot store a {} in a message",

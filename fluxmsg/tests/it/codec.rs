@@ -302,3 +302,21 @@ fn envelope_first_puts_meta_before_data() {
     assert!(at(b"\x64meta") < at(b"\x64data"));
     assert!(at(b"\x64data") < at(b"\x64path"));
 }
+
+proptest! {
+    /// Building a map in one go (`collect`, `extend`: one sort) gives the map that inserting
+    /// each entry in turn gives, repeated keys included (the last value wins).
+    #[test]
+    fn extend_is_insert_in_turn(
+        start in proptest::collection::vec(("[a-d]{0,3}", any::<u8>()), 0..20),
+        more in proptest::collection::vec(("[a-d]{0,3}", any::<u8>()), 0..40),
+    ) {
+        let mut one_by_one: fluxmsg::Map<u8> = fluxmsg::Map::new();
+        for (k, v) in start.iter().chain(&more) {
+            one_by_one.insert(k.as_str(), *v);
+        }
+        let mut at_once: fluxmsg::Map<u8> = start.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        at_once.extend(more.iter().map(|(k, v)| (k.as_str(), *v)));
+        prop_assert_eq!(at_once, one_by_one);
+    }
+}
