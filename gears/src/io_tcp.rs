@@ -22,9 +22,11 @@
 //!       mode: server              # required: server | client
 //!       bind: "0.0.0.0:9000"      # server; default 127.0.0.1:8080 (":9000" is 127.0.0.1:9000)
 //!       max_connections: 512      # server; default 4096, 0 = unlimited
+//!       max_connections_per_peer: 8  # server, per IP address; default 64, 0 = unlimited
 //!       framing: length_prefix2   # delimiter (default) | length_prefix2 | length_prefix4
 //!       max_frame: 8192           # bytes; default 1 MiB
 //!       idle_timeout: 5m          # default 60s, 0s = never
+//!       frame_timeout: 10s        # a started frame must end within it; default 30s, 0s = never
 //!       max_buffered_messages: 100  # per connection; default 1000, drop-oldest
 //!   - name: upstream
 //!     type: io_tcp
@@ -63,8 +65,10 @@
 //! # Drops
 //!
 //! Counted in the gear's stats (`flux.gear.messages_dropped`) by reason: `buffer_full` (the
-//! oldest message of a full outbound buffer), `max_connections` (a connection refused),
-//! `oversized_frame` (a frame over `max_frame`, whose connection is closed),
+//! oldest message of a full outbound buffer), `max_connections` and
+//! `max_connections_per_peer` (a connection refused), `oversized_frame` (a frame over
+//! `max_frame`, whose connection is closed), `frame_timeout` (a frame that did not complete
+//! within `frame_timeout` of its first byte, whose connection is closed),
 //! `connection_closed` (messages still buffered when their connection closed), `shutdown`
 //! (client messages still buffered when the gear drained while disconnected, frames already
 //! read from a peer but not yet emitted when reading stopped at drain, and messages still

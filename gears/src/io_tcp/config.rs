@@ -33,6 +33,10 @@ pub struct Config {
     /// the limit is closed as soon as it is accepted and counted as dropped `max_connections`.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Server: how many of those may come from one IP address; 0 means no limit. One over is
+    /// closed as soon as it is accepted and counted as dropped `max_connections_per_peer`.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: u32,
     /// How frames are cut from the byte stream and written to it.
     #[serde(default)]
     pub framing: Framing,
@@ -47,6 +51,11 @@ pub struct Config {
     /// A connection with no byte read or written for this long is closed; `0s` never closes.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
+    /// Once the first byte of a frame has arrived, how long the rest may take; a frame still
+    /// incomplete then closes its connection (`frame_timeout`), so that a peer sending a byte
+    /// now and then cannot hold a connection open. `0s` waits forever.
+    #[serde(default = "default_frame_timeout")]
+    pub frame_timeout: HumanDuration,
     /// Client: how long one connection attempt may take.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
@@ -136,6 +145,14 @@ fn default_max_connections() -> u32 {
     4096
 }
 
+fn default_max_connections_per_peer() -> u32 {
+    64
+}
+
+fn default_frame_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
 fn default_delimiter() -> String {
     "\n".to_owned()
 }
@@ -176,10 +193,14 @@ pub(crate) struct Settings {
     pub(crate) connect: String,
     /// `usize::MAX` when unlimited.
     pub(crate) max_connections: usize,
+    /// `usize::MAX` when unlimited.
+    pub(crate) max_connections_per_peer: usize,
     pub(crate) codec: Codec,
     pub(crate) max_frame: usize,
     /// `None` when idle connections are kept.
     pub(crate) idle_timeout: Option<Duration>,
+    /// `None` when a frame may take forever.
+    pub(crate) frame_timeout: Option<Duration>,
     pub(crate) connect_timeout: Duration,
     pub(crate) reconnect_wait: Duration,
     pub(crate) reconnect_max: Duration,
@@ -252,6 +273,7 @@ impl Settings {
             ));
         }
         let idle = config.idle_timeout.get();
+        let frame = config.frame_timeout.get();
         Ok(Settings {
             mode: config.mode,
             bind,
@@ -260,9 +282,14 @@ impl Settings {
                 0 => usize::MAX,
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
+            max_connections_per_peer: match config.max_connections_per_peer {
+                0 => usize::MAX,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
             codec,
             max_frame: usize::try_from(config.max_frame).unwrap_or(usize::MAX),
             idle_timeout: (!idle.is_zero()).then_some(idle),
+            frame_timeout: (!frame.is_zero()).then_some(frame),
             connect_timeout: config.connect_timeout.get(),
             reconnect_wait: config.reconnect_wait.get(),
             reconnect_max: config.reconnect_max.get(),

@@ -342,6 +342,9 @@ async fn read_loop(
     let settings = &shared.settings;
     let mut decoder = Decoder::new(settings.codec.clone(), settings.max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // When the frame now in `buf` must be complete (its first byte's arrival plus
+    // `frame_timeout`); `None` while no frame is under way.
+    let mut frame_due: Option<Instant> = None;
     loop {
         if !emit {
             buf.clear();
@@ -350,6 +353,11 @@ async fn read_loop(
         {
             return end;
         }
+        frame_due = match (buf.is_empty(), frame_due, settings.frame_timeout) {
+            (true, _, _) | (false, _, None) => None,
+            (false, Some(due), Some(_)) => Some(due),
+            (false, None, Some(limit)) => Instant::now().checked_add(limit),
+        };
         if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
             // Same for the read buffer after a large frame.
             buf = BytesMut::new();
@@ -358,6 +366,15 @@ async fn read_loop(
         tokio::select! {
             biased;
             () = stop.wait() => return ReadEnd::Stopped,
+            () = sleep_until(frame_due.unwrap_or_else(Instant::now)), if frame_due.is_some() => {
+                tracing::info!(
+                    frame_timeout = ?settings.frame_timeout,
+                    buffered = buf.len(),
+                    "Closing a connection whose frame did not complete in time."
+                );
+                shared.emitter.stats().add_dropped("frame_timeout", 1);
+                return ReadEnd::Closed("frame_timeout");
+            }
             read = rd.read_buf(&mut buf) => match read {
                 Ok(0) => return ReadEnd::Closed("peer_closed"),
                 Ok(_) => activity.touch(),

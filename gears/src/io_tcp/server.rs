@@ -97,16 +97,35 @@ impl Hub {
     fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
         let settings = &self.shared.settings;
         if self.conns.len() >= settings.max_connections {
+            // Counted before the close, so that whoever sees the close sees the count.
+            self.shared
+                .emitter
+                .stats()
+                .add_dropped("max_connections", 1);
             drop(stream);
             tracing::warn!(
                 peer = %peer,
                 max_connections = settings.max_connections,
                 "Refused a connection over max_connections."
             );
+            return;
+        }
+        let from_peer = self
+            .conns
+            .values()
+            .filter(|e| e.peer.ip() == peer.ip())
+            .count();
+        if from_peer >= settings.max_connections_per_peer {
             self.shared
                 .emitter
                 .stats()
-                .add_dropped("max_connections", 1);
+                .add_dropped("max_connections_per_peer", 1);
+            drop(stream);
+            tracing::warn!(
+                peer = %peer,
+                max_connections_per_peer = settings.max_connections_per_peer,
+                "Refused a connection over max_connections_per_peer."
+            );
             return;
         }
         // Frames are written whole; do not hold them back waiting for more.

@@ -332,6 +332,69 @@ async fn max_connections_closes_the_extra_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_peer_cap_are_closed() {
+    let (mut h, addr) = server(json!({ "max_connections_per_peer": 2 }));
+    let mut a = connect(&addr).await;
+    let mut b = connect(&addr).await;
+    for (c, frame) in [(&mut a, &b"a\n"[..]), (&mut b, &b"b\n"[..])] {
+        c.write_all(frame).await.expect("write");
+        next(&mut h, "out").await;
+    }
+    // A third connection from the same address is closed at once.
+    let mut third = connect(&addr).await;
+    expect_closed(&mut third).await;
+    assert_eq!(h.stats().dropped("max_connections_per_peer"), 1);
+    // Once one closes, the address may connect again (as soon as the gear has seen the
+    // close: until then a new connection is refused, so try again).
+    drop(a);
+    let mut again = None;
+    for _ in 0..100 {
+        let mut c = connect(&addr).await;
+        c.write_all(b"again\n").await.expect("write");
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), h.recv("out")).await {
+            again = Some(c);
+            break;
+        }
+    }
+    assert!(
+        again.is_some(),
+        "a new connection is served once one closed"
+    );
+    h.shutdown().await;
+}
+
+/// A peer that starts a frame and then sends a byte now and then (never the delimiter) is
+/// closed once the frame's time is up, although the connection is never idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_never_completes_closes_its_connection() {
+    let (mut h, addr) = server(json!({ "frame_timeout": "300ms", "idle_timeout": "60s" }));
+    let mut c = connect(&addr).await;
+    c.write_all(b"done\nstart").await.expect("write");
+    assert_eq!(&next(&mut h, "out").await.raw[..], b"done");
+    // The input of this test: a trickle of bytes, 100 ms apart, until the gear hangs up.
+    let closed = within("the gear to close a trickling connection", async {
+        loop {
+            sleep(Duration::from_millis(100)).await;
+            if c.write_all(b"x").await.is_err() {
+                return;
+            }
+            let mut byte = [0; 1];
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(1), c.read(&mut byte)).await
+            {
+                return;
+            }
+        }
+    });
+    closed.await;
+    wait_until("the frame timeout to be counted", || {
+        h.stats().dropped("frame_timeout") == 1
+    })
+    .await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_frame_closes_its_connection() {
     let (mut h, addr) = server(json!({ "max_frame": 8 }));
     let mut c = connect(&addr).await;
