@@ -461,6 +461,7 @@ impl Rack {
             table[from.index()].push(Target {
                 sink: Sink::Queue { tx, port },
                 name: wire.to.to_string().into(),
+                tap: false,
             });
         }
         for at in graph.publish.iter().filter(|at| at.gear == gear) {
@@ -470,6 +471,7 @@ impl Rack {
                 table[port.index()].push(Target {
                     sink: Sink::Bus(tx.clone()),
                     name: format!("bus:{}.{}.{}", self.name, at.gear, at.port).into(),
+                    tap: false,
                 });
             }
         }

@@ -251,18 +251,21 @@ impl Drop for Publisher {
     /// The rack stops: what was not acked yet fails its inputs (delivered again upstream),
     /// is counted as dropped `shutdown`, and is no longer in flight.
     fn drop(&mut self) {
-        let mut left = 0;
+        let (mut left, mut in_flight) = (0, 0);
         for (_, batch) in std::mem::take(&mut self.batches) {
             fail_all(&batch.shares);
             left += batch.left;
+            // The whole batch was counted in flight when it was sent, acked part included.
+            in_flight += batch.total;
         }
         // Batches never taken (the task was aborted): their shares drop unsettled.
         self.rx.close();
         while let Ok((msgs, _)) = self.rx.try_recv() {
             left += msgs.len();
+            in_flight += msgs.len();
         }
+        self.in_flight.done(in_flight);
         if left > 0 {
-            self.in_flight.done(left);
             self.stats.add_dropped("shutdown", left as u64);
             tracing::warn!(subject = %self.subject, left, "Stopped with publishes not acked; their inputs will be delivered again.");
         }
@@ -393,6 +396,8 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> (JoinHandle<()>, JoinHandle<
                     continue;
                 }
             };
+            // Registered before waiting for room, so that it is kept alive meanwhile.
+            let share = Finalizer::share(delivery, acker.clone(), &outstanding);
             let Ok(permit) = tx.reserve().await else {
                 return;
             };
@@ -400,7 +405,7 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> (JoinHandle<()>, JoinHandle<
             permit.send(Delivery {
                 port,
                 msgs: vec![msg],
-                shares: vec![Finalizer::share(delivery, acker.clone(), &outstanding)],
+                shares: vec![share],
             });
         }
     });

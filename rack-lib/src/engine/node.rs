@@ -32,6 +32,9 @@ pub(crate) type Outgoing = (Vec<FluxMsg>, Vec<Share>);
 pub(crate) struct Target {
     pub(crate) sink: Sink,
     pub(crate) name: Arc<str>,
+    /// A tap: when its holder dropped it, sends to it are skipped, neither counted as lost
+    /// nor failing the acknowledgement of what the real wires carry.
+    pub(crate) tap: bool,
 }
 
 /// A gear's input queue (or a tap) and the port there, or a guaranteed lane's publisher.
@@ -419,6 +422,19 @@ impl Node {
         let last = targets.len() - 1;
         let mut msgs = Some(msgs);
         for (k, target) in targets.iter().enumerate() {
+            if target.tap
+                && let Sink::Queue { tx, .. } = &target.sink
+                && tx.is_closed()
+            {
+                if k == last
+                    && let Some(dropped) = msgs.take()
+                    && targets.len() == 1
+                {
+                    // The tap was the port's only target: the messages end here.
+                    stats.add_dropped("tap_closed", dropped.len() as u64);
+                }
+                continue;
+            }
             let batch = if k == last {
                 msgs.take().unwrap_or_default()
             } else {

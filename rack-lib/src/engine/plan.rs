@@ -190,7 +190,7 @@ impl Rack {
         let repointed = change
             .kept
             .iter()
-            .filter(|name| needs_repoint(&self.graph, &graph, name, &change.restarted))
+            .filter(|name| needs_repoint(&self.graph, &graph, name, &change))
             .cloned()
             .collect();
         let publishers = diff(self.publishers.keys(), &graph.publish);
@@ -209,8 +209,9 @@ impl Rack {
 }
 
 /// Whether the kept gear `gear` needs a new output table: its wires or published ports
-/// differ between the graphs, or a gear it feeds restarts (its ports may have moved).
-fn needs_repoint(old: &Graph, new: &Graph, gear: &str, restarted: &[String]) -> bool {
+/// differ between the graphs, or a gear it feeds restarts (its ports may have moved) or
+/// starts (it has a new queue: a gear of the running graph whose start failed last time).
+fn needs_repoint(old: &Graph, new: &Graph, gear: &str, change: &Change) -> bool {
     let wires = |g: &Graph| -> BTreeSet<_> {
         g.wires
             .iter()
@@ -228,7 +229,9 @@ fn needs_repoint(old: &Graph, new: &Graph, gear: &str, restarted: &[String]) -> 
     let new_wires = wires(new);
     new_wires != wires(old)
         || published(new) != published(old)
-        || new_wires.iter().any(|w| restarted.contains(&w.to.gear))
+        || new_wires
+            .iter()
+            .any(|w| change.restarted.contains(&w.to.gear) || change.added.contains(&w.to.gear))
 }
 
 /// The lanes of `wanted` that start or stay, and those of `running` that stop.
