@@ -181,6 +181,16 @@ impl Snake {
         }
     }
 
+    /// The largest message payload the server takes, in bytes (`None` in process, where
+    /// there is no such limit). A message over it can never be published: callers that
+    /// retry failed publishes should refuse it up front instead.
+    pub fn max_payload(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Nats(n) => n.max_payload(),
+        }
+    }
+
     /// Publishes to a stream and waits for its acknowledgement. To publish many messages,
     /// [`Snake::stream_publisher`] keeps a window of acks in flight instead.
     ///

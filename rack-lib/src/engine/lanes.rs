@@ -75,10 +75,17 @@ pub(crate) fn spawn_publisher(
 /// Publishes in flight at once per lane.
 const WINDOW: usize = 256;
 
+/// Bytes kept free under the transport's payload limit for what goes around a message's
+/// payload (the headers with the dedup id).
+const HEADROOM: usize = 1024;
+
 /// One guaranteed lane's publisher: its batches waiting for acks, by number.
 struct Publisher {
     rx: mpsc::Receiver<Outgoing>,
     publisher: TrackedPublisher<u64>,
+    /// The transport's payload limit: a message over it can never land, so it is refused
+    /// up front instead of being retried for ever (its inputs are nak'ed upstream).
+    max_payload: Option<usize>,
     subject: Subject,
     nonce: String,
     /// Publishes so far (the last part of the dedup id).
@@ -112,6 +119,7 @@ impl Publisher {
         Publisher {
             rx,
             publisher: snake.tracked_publisher(WINDOW),
+            max_payload: snake.max_payload(),
             subject,
             nonce: publisher_nonce(),
             seq: 0,
@@ -163,6 +171,16 @@ impl Publisher {
             if let Err(e) = self.codec.encode(&msg, &mut self.buf) {
                 tracing::warn!(subject = %self.subject, error = %e, "A message that cannot be encoded is dropped.");
                 self.stats.add_dropped("unencodable", 1);
+                self.done(id, false);
+                continue;
+            }
+            // Room for the subject and the dedup header around the payload.
+            if self
+                .max_payload
+                .is_some_and(|max| self.buf.len().saturating_add(HEADROOM) > max)
+            {
+                tracing::warn!(subject = %self.subject, bytes = self.buf.len(), max_payload = ?self.max_payload, "A message over the transport's payload limit is refused.");
+                self.stats.add_dropped("oversized", 1);
                 self.done(id, false);
                 continue;
             }

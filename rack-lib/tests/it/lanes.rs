@@ -369,3 +369,66 @@ async fn the_lanes_stream_is_bounded_and_an_existing_one_is_used_as_it_is() {
     src.shutdown(Duration::from_secs(5)).await;
     late.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A message larger than the server takes can never be published: it is refused up front
+/// (counted `oversized`), so its lane neither retries it for ever nor holds up what follows,
+/// and the rack still drains at shutdown.
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_servers_payload_limit_is_refused_not_retried_for_ever() {
+    let dir = std::env::temp_dir().join(format!("fluxrig-payload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let config = dir.join("nats.conf");
+    std::fs::write(&config, "max_payload: 8192\n").expect("a server config");
+    let server = snake::NatsServer::builder()
+        .config_file(&config)
+        .start()
+        .expect("nats-server (make setup-nats)");
+    let connect = || Snake::nats(snake::NatsOptions::new(server.url()));
+    let sink_bus = connect().await.expect("the sink connects");
+    let mut sink = rack("sink", &sink_bus).await;
+    sink.apply(
+        Graph::new()
+            .gear("in", "transform", stamp("sink"))
+            .subscribe("src", "pad.out", "in"),
+    )
+    .await
+    .expect("the sink applies");
+    let mut tap = sink.tap("in", "out").await.expect("tap");
+    let src_bus = connect().await.expect("the source connects");
+    let mut src = rack("src", &src_bus).await;
+    let big = "x".repeat(16 * 1024);
+    // Message 0 is twice the limit; the ten after it are small.
+    src.apply(
+        Graph::new()
+            .gear(
+                "gen",
+                "generate",
+                json!({ "count": 11, "template": { "data": { "n": "${counter}" } } }),
+            )
+            .gear(
+                "pad",
+                "transform",
+                json!({ "steps": [{ "set": "data.pad", "value": big, "when": { "field": "data.n", "lte": 0 } }] }),
+            )
+            .wire("gen", "pad")
+            .publish("pad.out"),
+    )
+    .await
+    .expect("the source applies");
+    let mut seen = BTreeSet::new();
+    while seen.len() < 10 {
+        let m = testkit::within("the small messages", tap.recv())
+            .await
+            .expect("the tap is open");
+        seen.insert(m.data.get("n").and_then(Value::as_i64).expect("n"));
+    }
+    assert_eq!(seen, (1..=10).collect::<BTreeSet<i64>>());
+    assert_eq!(src.stats()["pad"].dropped.get("oversized"), Some(&1));
+    assert!(
+        src.shutdown(Duration::from_secs(5)).await,
+        "nothing is left in flight"
+    );
+    sink.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

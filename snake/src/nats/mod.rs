@@ -137,6 +137,12 @@ impl Nats {
         self.events.state.subscribe()
     }
 
+    /// The server's `max_payload` as it announced it (`None` before it did).
+    pub(crate) fn max_payload(&self) -> Option<usize> {
+        let max = self.client.server_info().max_payload;
+        (max > 0).then_some(max)
+    }
+
     fn is_closed(&self) -> bool {
         *self.events.state.borrow() == ConnectionState::Closed
     }
