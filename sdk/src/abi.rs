@@ -130,10 +130,21 @@ pub enum Error {
         /// Records accepted per message.
         max: u32,
     },
+    /// More edits for one message than [`MAX_EDITS`].
+    #[error("more than {max} edits for one message")]
+    TooManyEdits {
+        /// Edits accepted per message.
+        max: usize,
+    },
     /// A CBOR value or message that does not decode, or an edit that does not apply.
     #[error(transparent)]
     Msg(#[from] fluxmsg::Error),
 }
+
+/// The most edits a guest may send for one message. Each edit is an ordered insert into a
+/// map of the message, done by the host after the guest's call (outside its deadline), so
+/// their number is bounded rather than left to the size of the output.
+pub const MAX_EDITS: usize = 4096;
 
 /// Packs a guest pointer and length into `process`'s result: pointer high, length low.
 #[must_use]
@@ -736,10 +747,14 @@ pub fn ref_id_of(value: &[u8]) -> Result<Option<Id>, Error> {
 ///
 /// # Errors
 ///
-/// Any malformed edit, a value that does not decode, or a path that does not apply (an empty
-/// segment, a prefix that holds a non-map, more segments than the codec's depth limit).
+/// Any malformed edit, a value that does not decode, a path that does not apply (an empty
+/// segment, a prefix that holds a non-map, more segments than the codec's depth limit), or
+/// more than [`MAX_EDITS`] edits ([`Error::TooManyEdits`]).
 pub fn apply_edits(codec: &Codec, msg: &mut FluxMsg, edits: &[u8]) -> Result<(), Error> {
-    for edit in EditsReader::new(edits) {
+    for (n, edit) in EditsReader::new(edits).enumerate() {
+        if n == MAX_EDITS {
+            return Err(Error::TooManyEdits { max: MAX_EDITS });
+        }
         apply_edit(codec, msg, edit?)?;
     }
     Ok(())

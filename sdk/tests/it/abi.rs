@@ -185,3 +185,27 @@ fn a_count_larger_than_the_records_is_truncation() {
     assert_eq!(read.len(), 2, "one record, then one error, then nothing");
     assert!(matches!(read[1], Err(abi::Error::Truncated { .. })));
 }
+
+/// A guest cannot make the host do unbounded work after its call: past `MAX_EDITS` edits for
+/// one message, the message is refused (the edits before applied, as for any bad edit).
+#[test]
+fn edits_past_the_limit_are_refused() {
+    let edits = |n: usize| {
+        let mut w = EditsWriter::new();
+        for i in 0..n {
+            w.set_meta(&format!("k{i}"), "v").expect("an edit");
+        }
+        w.into_buffer()
+    };
+    let codec = Codec::new();
+    let mut msg = FluxMsg::new();
+    abi::apply_edits(&codec, &mut msg, &edits(abi::MAX_EDITS)).expect("the limit applies");
+    assert_eq!(msg.meta.len(), abi::MAX_EDITS);
+    let mut msg = FluxMsg::new();
+    let err = abi::apply_edits(&codec, &mut msg, &edits(abi::MAX_EDITS + 1))
+        .expect_err("one over the limit is refused");
+    assert!(
+        matches!(err, abi::Error::TooManyEdits { max } if max == abi::MAX_EDITS),
+        "{err}"
+    );
+}
