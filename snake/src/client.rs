@@ -390,7 +390,7 @@ impl StreamPublisher {
             {
                 self.keep(oldest.wait().await?);
             }
-            self.pending.push_back(n.stream_send(msg).await?);
+            self.pending.push_back(n.stream_send(&msg).await?);
             return Ok(());
         }
         // In process, the acknowledgement is immediate; the window bounds what is kept.

@@ -94,7 +94,7 @@ impl<T> TrackedPublisher<T> {
         match &self.snake.backend {
             Backend::Nats(n) => {
                 let n = Arc::clone(n);
-                match n.stream_send(msg.clone()).await {
+                match n.stream_send(&msg).await {
                     Ok(pending) => {
                         self.pending.push_back((pending, msg, tag));
                         Ok(())

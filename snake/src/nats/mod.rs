@@ -268,25 +268,28 @@ impl Nats {
     }
 
     /// Sends a message to its stream; the returned future waits for the acknowledgement.
-    pub(crate) async fn stream_send(&self, msg: Message) -> Result<PendingAck, Error> {
+    /// Borrows the message, so that a caller that may have to send it again keeps it without
+    /// a copy (the payload is shared, not copied, on the way out).
+    pub(crate) async fn stream_send(&self, msg: &Message) -> Result<PendingAck, Error> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
         let to = msg.subject.as_str().to_owned();
+        let payload = msg.payload.clone();
         // Without headers, a plain PUB: lighter on the wire and in the stream than HPUB.
         let sent = match to_headers(&msg.headers) {
-            None => self.js.publish(to, msg.payload).await,
-            Some(h) => self.js.publish_with_headers(to, h, msg.payload).await,
+            None => self.js.publish(to, payload).await,
+            Some(h) => self.js.publish_with_headers(to, h, payload).await,
         };
         let fut = sent.map_err(|e| publish_error(msg.subject.as_str(), e))?;
         Ok(PendingAck {
             fut,
-            subject: msg.subject,
+            subject: msg.subject.clone(),
         })
     }
 
     pub(crate) async fn stream_publish(&self, msg: Message) -> Result<PubAck, Error> {
-        self.stream_send(msg).await?.wait().await
+        self.stream_send(&msg).await?.wait().await
     }
 
     pub(crate) async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream, Error> {
