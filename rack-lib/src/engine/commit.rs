@@ -122,8 +122,8 @@ impl Rack {
             }
         }
         for sub in &subscriptions.start {
-            if let Some(consumer) = consumers.remove(sub) {
-                self.start_subscription(sub, consumer);
+            if let Some((consumer, durable)) = consumers.remove(sub) {
+                self.start_subscription(sub, consumer, durable);
             }
         }
 
@@ -302,7 +302,7 @@ impl Rack {
     async fn open_consumers(
         &self,
         subscriptions: &[Subscription],
-    ) -> Result<BTreeMap<Subscription, snake::Consumer>, Error> {
+    ) -> Result<BTreeMap<Subscription, (snake::Consumer, String)>, Error> {
         let mut consumers = BTreeMap::new();
         let Some(snake) = &self.services.snake else {
             return Ok(consumers);
@@ -321,14 +321,19 @@ impl Rack {
                         ),
                         source,
                     })?;
-            consumers.insert(sub.clone(), consumer);
+            consumers.insert(sub.clone(), (consumer, durable));
         }
         Ok(consumers)
     }
 
     /// Starts pulling a guaranteed lane into a running gear (a gear that failed to start gets
     /// none; its consumer stays on the bus for the next apply).
-    fn start_subscription(&mut self, sub: &Subscription, consumer: snake::Consumer) {
+    fn start_subscription(
+        &mut self,
+        sub: &Subscription,
+        consumer: snake::Consumer,
+        durable: String,
+    ) {
         let Some(node) = self.nodes.get(&sub.to.gear) else {
             return;
         };
@@ -337,7 +342,7 @@ impl Rack {
         };
         let (task, acks) = lanes::spawn_subscriber(lanes::Inbound {
             consumer,
-            durable: lanes::durable_name(&self.name, sub),
+            durable,
             tx: node.tx.clone(),
             port,
             in_flight: Arc::clone(&self.in_flight),

@@ -3,6 +3,7 @@
 //! everything derived from it reached the end of its path (see the `ack` module).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -339,7 +340,8 @@ pub(crate) fn durable_name(rack: &str, sub: &super::Subscription) -> String {
     let mut name = prefix;
     name.push('-');
     for byte in &digest[..8] {
-        name.push_str(&format!("{byte:02x}"));
+        // Writing into a String cannot fail.
+        let _ = write!(name, "{byte:02x}");
     }
     name
 }
