@@ -11,9 +11,21 @@ use snake::Snake;
 const TOTAL: usize = 200;
 
 fn source(count: usize) -> Graph {
-    Graph::new()
+    with_source(Graph::new(), count)
+}
+
+/// `graph` with a `gen` gear that publishes `count` numbered messages on `gen.out`.
+fn with_source(graph: Graph, count: usize) -> Graph {
+    graph
         .gear("gen", "generate", json!({ "count": count, "batch": 16, "rate": { "tps": 5000 }, "template": { "data": { "n": "${counter}" } } }))
         .publish("gen.out")
+}
+
+/// `back`, which takes what rack `b` publishes on `echo.out`.
+fn return_lane() -> Graph {
+    Graph::new()
+        .gear("back", "transform", stamp("back"))
+        .subscribe("b", "echo.out", "back")
 }
 
 fn stamp(name: &str) -> serde_json::Value {
@@ -84,13 +96,7 @@ async fn three_rack_chain(a_bus: &Snake, b_bus: &Snake, c_bus: &Snake) {
 /// a -> b -> a: the message comes back to the rack it left, with the same id.
 async fn round_trip(a_bus: &Snake, b_bus: &Snake) {
     let mut a = rack("a", a_bus).await;
-    a.apply(
-        Graph::new()
-            .gear("back", "transform", stamp("back"))
-            .subscribe("b", "echo.out", "back"),
-    )
-    .await
-    .expect("a's return lane");
+    a.apply(return_lane()).await.expect("a's return lane");
     let mut tap = a.tap("back", "out").await.expect("tap");
     let mut b = rack("b", b_bus).await;
     b.apply(
@@ -101,12 +107,10 @@ async fn round_trip(a_bus: &Snake, b_bus: &Snake) {
     )
     .await
     .expect("b applies");
-    let with_source = Graph::new()
-        .gear("back", "transform", stamp("back"))
-        .subscribe("b", "echo.out", "back")
-        .gear("gen", "generate", json!({ "count": TOTAL, "batch": 16, "rate": { "tps": 5000 }, "template": { "data": { "n": "${counter}" } } }))
-        .publish("gen.out");
-    a.apply(with_source).await.expect("a's source");
+    // The same graph plus the source: only the source starts.
+    a.apply(with_source(return_lane(), TOTAL))
+        .await
+        .expect("a's source");
     every_number(&mut tap, TOTAL, &["echo", "back"]).await;
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;

@@ -28,18 +28,6 @@ fn base() -> Graph {
         .publish("switch.out_other")
 }
 
-/// The error and its causes, as one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
-}
-
 #[track_caller]
 fn check(rack: &Rack, graph: Graph, expect: &[(&str, &[&str])]) -> rack_lib::Plan {
     let plan = rack.plan(graph).expect("the graph plans");
@@ -184,7 +172,7 @@ async fn a_bad_graph_fails_at_plan_and_leaves_the_rack_alone() {
     ];
     for (graph, needle) in cases {
         let err = rack.plan(graph).expect_err("the graph is refused");
-        let text = chain(&err);
+        let text = testkit::chain(&err);
         assert!(text.contains(needle), "{needle:?} not in {text}");
     }
     assert_eq!(rack.graph(), &base());

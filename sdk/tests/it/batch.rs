@@ -172,7 +172,7 @@ async fn load_runs_before_init_and_its_failure_is_an_error() {
         .build_loaded(&json!({ "fail_load": true }))
         .await
         .expect_err("load fails");
-    let text = crate::errors::chain(&err);
+    let text = testkit::chain(&err);
     assert!(
         text.contains("load") && text.contains("told to fail"),
         "{text}"

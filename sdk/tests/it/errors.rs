@@ -12,30 +12,13 @@ use serde_json::json;
 
 use crate::gears::Probe;
 
-/// The error and its causes as anyhow's `{:#}` prints them: joined by `": "`.
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
-}
-
-/// Every level of the chain, top first.
-fn levels(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
-    std::iter::successors(Some(err), |e| e.source())
-        .map(ToString::to_string)
-        .collect()
-}
+use testkit::chain;
 
 /// Checks that `err` and its causes read `expect`, one level each, and that no level repeats
 /// the text of the one below it.
 #[track_caller]
 fn check(err: &(dyn std::error::Error + 'static), expect: &[&str]) {
-    let levels = levels(err);
+    let levels = testkit::causes(err);
     assert_eq!(levels, expect);
     for pair in levels.windows(2) {
         assert!(
@@ -143,7 +126,7 @@ fn ports_resolve_by_name_or_name_what_they_have() {
 fn a_nested_error_gives_each_cause_once() {
     // A field error inside a nested section: the gear, then the field.
     let err = Harness::new::<Probe>(&json!({ "rate": { "tps": 0 } })).expect_err("refused");
-    let levels = levels(&err);
+    let levels = testkit::causes(&err);
     assert_eq!(levels.len(), 2, "{levels:?}");
     assert_eq!(
         levels[0],

@@ -5,8 +5,8 @@ use std::time::Duration;
 use sdk::{Clock, DynGearType, Harness, Runner, Services};
 use serde_json::json;
 
-use crate::errors::chain;
 use crate::gears::{Probe, Ticker, msg};
+use testkit::chain;
 
 fn services() -> Services {
     let clock = sdk::ManualClock::from_unix_secs(1_767_225_600);

@@ -4,8 +4,8 @@ use fluxmsg::Value;
 use sdk::{ERROR_DETAIL, ERROR_REASON, Harness};
 use serde_json::json;
 
-use crate::errors::chain;
 use crate::gears::{Probe, msg};
+use testkit::chain;
 
 fn probe() -> Harness {
     Harness::new::<Probe>(&json!({})).expect("a valid probe")

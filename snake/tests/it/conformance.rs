@@ -137,22 +137,9 @@ pub(crate) async fn per_subject_order(snake: &Snake, stream: &str) {
     }
 }
 
-pub(crate) async fn ack_means_no_redelivery(snake: &Snake, stream: &str) {
-    msg_stream(snake, stream).await;
-    let to = subject("flux.msg.r1.g.in");
-    snake
-        .stream_publish(Message::new(to.clone(), &b"a"[..]))
-        .await
-        .expect("publish");
-    let cfg = ConsumerConfig::new(to.into()).ack_wait(Duration::from_millis(300));
-    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
-    let d = consumer.next().await.expect("delivery");
-    assert_eq!(d.deliveries, 1);
-    d.ack().await.expect("ack");
-    quiet(&mut consumer, Duration::from_secs(1)).await;
-}
-
-pub(crate) async fn in_progress_holds_off_redelivery(snake: &Snake, stream: &str) {
+/// A stream with one message `a` on `flux.msg.r1.g.in`, and a consumer of it with
+/// `ack_wait` (and room for ten deliveries).
+async fn one_message(snake: &Snake, stream: &str, ack_wait: Duration) -> snake::Consumer {
     msg_stream(snake, stream).await;
     let to = subject("flux.msg.r1.g.in");
     snake
@@ -160,9 +147,21 @@ pub(crate) async fn in_progress_holds_off_redelivery(snake: &Snake, stream: &str
         .await
         .expect("publish");
     let cfg = ConsumerConfig::new(to.into())
-        .ack_wait(Duration::from_millis(600))
+        .ack_wait(ack_wait)
         .max_deliver(10);
-    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
+    snake.consumer(stream, cfg).await.expect("consumer")
+}
+
+pub(crate) async fn ack_means_no_redelivery(snake: &Snake, stream: &str) {
+    let mut consumer = one_message(snake, stream, Duration::from_millis(300)).await;
+    let d = consumer.next().await.expect("delivery");
+    assert_eq!(d.deliveries, 1);
+    d.ack().await.expect("ack");
+    quiet(&mut consumer, Duration::from_secs(1)).await;
+}
+
+pub(crate) async fn in_progress_holds_off_redelivery(snake: &Snake, stream: &str) {
+    let mut consumer = one_message(snake, stream, Duration::from_millis(600)).await;
     let d = consumer.next().await.expect("delivery");
     // Three times the ack wait passes while the message is being worked on: with a progress
     // report every third of it, it is never delivered again.
@@ -175,16 +174,7 @@ pub(crate) async fn in_progress_holds_off_redelivery(snake: &Snake, stream: &str
 }
 
 pub(crate) async fn nak_and_ack_wait_mean_redelivery(snake: &Snake, stream: &str) {
-    msg_stream(snake, stream).await;
-    let to = subject("flux.msg.r1.g.in");
-    snake
-        .stream_publish(Message::new(to.clone(), &b"a"[..]))
-        .await
-        .expect("publish");
-    let cfg = ConsumerConfig::new(to.into())
-        .ack_wait(Duration::from_millis(300))
-        .max_deliver(10);
-    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
+    let mut consumer = one_message(snake, stream, Duration::from_millis(300)).await;
     let d = consumer.next().await.expect("delivery");
     d.nak(Duration::ZERO).await.expect("nak");
     let d = consumer.next().await.expect("redelivery after nak");
