@@ -250,6 +250,74 @@ impl Snake {
         }
     }
 
+    /// The message stored at `sequence` in `stream` (`None` when there is none: never
+    /// stored, removed, or aged out).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`] when there is no such stream.
+    pub async fn stream_get(&self, stream: &str, sequence: u64) -> Result<Option<Message>, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream(stream)?.get(sequence)),
+            Backend::Nats(n) => n.stream_get(stream, sequence).await,
+        }
+    }
+
+    /// The first message of `stream` at or after sequence `from` whose subject matches
+    /// `filter`, with its sequence: to walk a stream, ask again from that sequence plus one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`] when there is no such stream.
+    pub async fn stream_next(
+        &self,
+        stream: &str,
+        filter: &Pattern,
+        from: u64,
+    ) -> Result<Option<(u64, Message)>, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream(stream)?.next_matching(filter, from)),
+            Backend::Nats(n) => n.stream_next(stream, filter, from).await,
+        }
+    }
+
+    /// How many messages `stream` holds whose subject matches `filter`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`] when there is no such stream.
+    pub async fn stream_count(&self, stream: &str, filter: &Pattern) -> Result<u64, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream(stream)?.count(filter)),
+            Backend::Nats(n) => n.stream_count(stream, filter).await,
+        }
+    }
+
+    /// Removes the message at `sequence` from `stream`; whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`] when there is no such stream.
+    pub async fn stream_delete(&self, stream: &str, sequence: u64) -> Result<bool, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream(stream)?.delete(sequence)),
+            Backend::Nats(n) => n.stream_delete(stream, sequence).await,
+        }
+    }
+
+    /// Deletes the durable consumer `name` of `stream`, with its position and pending
+    /// deliveries; whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamNotFound`] when there is no such stream.
+    pub async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(m.stream(stream)?.remove_consumer(name)),
+            Backend::Nats(n) => n.delete_consumer(stream, name).await,
+        }
+    }
+
     /// A key-value bucket, created if it does not exist.
     ///
     /// # Errors

@@ -15,6 +15,12 @@ pub enum Storage {
     Memory,
 }
 
+/// How long [`StreamConfig::dead_letters`] keeps a dead letter by default: 7 days.
+pub const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How many payload bytes [`StreamConfig::dead_letters`] keeps by default: 1 GiB.
+pub const DEAD_LETTER_MAX_BYTES: u64 = 1 << 30;
+
 /// A stream: which subjects it captures and how long it keeps them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
@@ -50,6 +56,21 @@ impl StreamConfig {
             storage: Storage::File,
             duplicate_window: Duration::from_secs(120),
         })
+    }
+
+    /// The stream of dead letters, [`DLQ_STREAM`](crate::DLQ_STREAM) capturing `flux.dlq.>`:
+    /// kept 7 days and up to 1 GiB by default (a dead letter waits for an operator, so it is
+    /// kept longer than the messages it came from), file storage, a two-minute duplicate
+    /// window (which keeps a message given up twice once).
+    pub fn dead_letters() -> Self {
+        StreamConfig {
+            name: crate::DLQ_STREAM.to_owned(),
+            subjects: vec![Pattern::dead_letters()],
+            max_age: Some(DEAD_LETTER_MAX_AGE),
+            max_bytes: Some(DEAD_LETTER_MAX_BYTES),
+            storage: Storage::File,
+            duplicate_window: Duration::from_secs(120),
+        }
     }
 
     /// Messages older than this are removed.

@@ -31,6 +31,17 @@ pub enum Error {
     /// No stream captures the subject published to.
     #[error("no stream captures `{0}`")]
     NoStream(String),
+    /// No dead letter has that sequence number (never, or no longer: replayed, or aged out).
+    #[error("no dead letter #{0}")]
+    DeadLetterNotFound(u64),
+    /// A dead letter cannot be replayed.
+    #[error("dead letter #{sequence} cannot be replayed: {reason}")]
+    NotReplayable {
+        /// Its sequence number.
+        sequence: u64,
+        /// Why.
+        reason: &'static str,
+    },
     /// A stream of that name exists with another configuration.
     #[error("stream `{0}` exists with another configuration")]
     StreamConflict(String),

@@ -82,6 +82,7 @@
 
 mod client;
 mod config;
+mod dlq;
 mod error;
 mod memory;
 mod message;
@@ -95,7 +96,11 @@ pub use crate::client::{
     Consumer, Delivery, Kv, KvEntry, KvOperation, KvWatch, PubAck, Snake, StreamPublisher,
     Subscription,
 };
-pub use crate::config::{ConsumerConfig, DeliverPolicy, KvConfig, Storage, StreamConfig};
+pub use crate::config::{
+    ConsumerConfig, DEAD_LETTER_MAX_AGE, DEAD_LETTER_MAX_BYTES, DeliverPolicy, KvConfig, Storage,
+    StreamConfig,
+};
+pub use crate::dlq::{DeadLetter, Replayed};
 pub use crate::error::{BoxError, Error, NatsOp};
 pub use crate::message::{Headers, Message, header};
 pub use crate::nats::NatsOptions;

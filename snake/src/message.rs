@@ -18,6 +18,12 @@ pub mod header {
     pub const DLQ_STREAM: &str = "Flux-Dlq-Stream";
     /// How many times it was delivered before it gave up.
     pub const DLQ_DELIVERIES: &str = "Flux-Dlq-Deliveries";
+    /// Its sequence number in the stream it came from.
+    pub const DLQ_SEQUENCE: &str = "Flux-Dlq-Sequence";
+    /// When it gave up, in milliseconds since the Unix epoch.
+    pub const DLQ_TIME: &str = "Flux-Dlq-Time";
+    /// The message id it had (its dead letter is deduplicated on an id of its own).
+    pub const DLQ_MSG_ID: &str = "Flux-Dlq-Msg-Id";
 }
 
 /// Message headers: an ordered list of name/value pairs (a name may repeat).
@@ -40,6 +46,11 @@ impl Headers {
     /// Adds a value of `name`, keeping earlier ones.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.0.push((name.into(), value.into()));
+    }
+
+    /// Removes every value of `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| n != name);
     }
 
     /// The first value of `name`.
@@ -105,14 +116,57 @@ impl Message {
     }
 }
 
-/// Counts and logs a message that exhausted its deliveries with nowhere to go: the same
-/// record for every backend.
-pub(crate) fn count_dead_drop(counter: &AtomicU64, stream: &str, reason: &str) {
+/// Why a stream message gave up, on its way to a dead-letter subject.
+pub(crate) struct GaveUp<'a> {
+    /// The stream it came from.
+    pub(crate) stream: &'a str,
+    /// Its sequence number there.
+    pub(crate) sequence: u64,
+    /// Why it gave up.
+    pub(crate) reason: &'a str,
+    /// How many times it was delivered.
+    pub(crate) deliveries: u32,
+}
+
+impl GaveUp<'_> {
+    /// `msg` readdressed to the dead-letter subject `to`, with the reason and its origin in
+    /// headers. Its dedup id is the origin's stream and sequence, so that the same message
+    /// given up twice (by the consumer's delivery count and by the server's advisory, or by
+    /// two instances of a rack) is kept once.
+    pub(crate) fn letter(&self, mut msg: Message, to: Subject) -> Message {
+        let h = &mut msg.headers;
+        if let Some(id) = h.get(header::MSG_ID).map(str::to_owned) {
+            h.insert(header::DLQ_MSG_ID, id);
+        }
+        h.insert(header::DLQ_REASON, self.reason);
+        h.insert(header::DLQ_SUBJECT, msg.subject.to_string());
+        h.insert(header::DLQ_STREAM, self.stream);
+        h.insert(header::DLQ_SEQUENCE, self.sequence.to_string());
+        h.insert(header::DLQ_DELIVERIES, self.deliveries.to_string());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        h.insert(header::DLQ_TIME, now.to_string());
+        h.insert(
+            header::MSG_ID,
+            format!("dlq:{}:{}", self.stream, self.sequence),
+        );
+        msg.subject = to;
+        msg.reply = None;
+        msg
+    }
+}
+
+/// Counts and logs a message that gave up and could not be kept: the same record for every
+/// backend. `reason` is why it gave up, `cause` why it is not kept (`no_dead_letter_subject`,
+/// `no_dead_letter_stream`, `closed`, `publish_failed`).
+pub(crate) fn count_dead_drop(counter: &AtomicU64, stream: &str, reason: &str, cause: &str) {
     let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
     tracing::error!(
         stream,
         reason,
+        cause,
         dropped_total = n,
-        "Dropped a message that exhausted its deliveries: its consumer has no dead-letter subject."
+        "Dropped a message that gave up: it could not be kept as a dead letter."
     );
 }

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Duration, Instant};
 
 use crate::config::{ConsumerConfig, DeliverPolicy, StreamConfig};
-use crate::message::header;
+use crate::message::GaveUp;
 use crate::subject::matches;
 use crate::{ConnectionState, Error, Message, Pattern, PubAck, Subject};
 
@@ -230,41 +230,43 @@ impl Memory {
             .ok_or_else(|| Error::StreamNotFound(name.to_owned()))
     }
 
-    /// Publishes dead letters (outside any stream lock), or counts and logs them.
+    /// Keeps dead letters (outside any stream lock) in the stream that captures their
+    /// subject, or counts and logs them.
     fn dead_letters(&self, letters: Vec<DeadLetter>) {
         for letter in letters {
-            match letter.to {
-                Some(to) => {
-                    let mut msg = letter.msg;
-                    msg.headers
-                        .insert(header::DLQ_REASON, letter.reason.clone());
-                    msg.headers
-                        .insert(header::DLQ_SUBJECT, msg.subject.to_string());
-                    msg.headers
-                        .insert(header::DLQ_STREAM, letter.stream.clone());
-                    msg.headers
-                        .insert(header::DLQ_DELIVERIES, letter.deliveries.to_string());
-                    msg.subject = to;
-                    msg.reply = None;
-                    tracing::warn!(
-                        subject = %msg.subject,
-                        stream = %letter.stream,
-                        deliveries = letter.deliveries,
-                        reason = %letter.reason,
-                        "Sent a message to its dead-letter subject."
-                    );
-                    // Dead letters travel like any message; a closed transport loses them.
-                    if self.publish(msg).is_err() {
-                        self.count_dead_drop(&letter.stream, "closed");
-                    }
+            let gave_up = GaveUp {
+                stream: &letter.stream,
+                sequence: letter.sequence,
+                reason: &letter.reason,
+                deliveries: letter.deliveries,
+            };
+            let Some(to) = letter.to.clone() else {
+                self.count_dead_drop(&letter.stream, &letter.reason, "no_dead_letter_subject");
+                continue;
+            };
+            let msg = gave_up.letter(letter.msg, to);
+            tracing::warn!(
+                subject = %msg.subject,
+                stream = %letter.stream,
+                sequence = letter.sequence,
+                deliveries = letter.deliveries,
+                reason = %letter.reason,
+                "Sent a message to its dead-letter subject."
+            );
+            match self.stream_publish(msg.clone()) {
+                Ok(_) => {}
+                Err(Error::NoStream(_)) => {
+                    // Live subscribers still see it; nothing keeps it.
+                    let _ = self.publish(msg);
+                    self.count_dead_drop(&letter.stream, &letter.reason, "no_dead_letter_stream");
                 }
-                None => self.count_dead_drop(&letter.stream, &letter.reason),
+                Err(_) => self.count_dead_drop(&letter.stream, &letter.reason, "closed"),
             }
         }
     }
 
-    fn count_dead_drop(&self, stream: &str, reason: &str) {
-        crate::message::count_dead_drop(&self.dropped_dead, stream, reason);
+    fn count_dead_drop(&self, stream: &str, reason: &str, cause: &str) {
+        crate::message::count_dead_drop(&self.dropped_dead, stream, reason, cause);
     }
 }
 
@@ -273,6 +275,7 @@ struct DeadLetter {
     msg: Message,
     to: Option<Subject>,
     stream: String,
+    sequence: u64,
     reason: String,
     deliveries: u32,
 }
@@ -405,8 +408,47 @@ impl Stream {
         name
     }
 
-    pub(crate) fn remove_consumer(&self, name: &str) {
-        lock(&self.state).consumers.remove(name);
+    pub(crate) fn remove_consumer(&self, name: &str) -> bool {
+        lock(&self.state).consumers.remove(name).is_some()
+    }
+
+    /// The stored message at `sequence`.
+    pub(crate) fn get(&self, sequence: u64) -> Option<Message> {
+        let mut st = lock(&self.state);
+        self.expire(&mut st, Instant::now());
+        st.msgs.get(&sequence).map(|s| s.msg.clone())
+    }
+
+    /// The first stored message at or after `from` whose subject matches `filter`.
+    pub(crate) fn next_matching(&self, filter: &Pattern, from: u64) -> Option<(u64, Message)> {
+        let mut st = lock(&self.state);
+        self.expire(&mut st, Instant::now());
+        st.msgs
+            .range(from..)
+            .find(|(_, s)| filter.matches(&s.msg.subject))
+            .map(|(seq, s)| (*seq, s.msg.clone()))
+    }
+
+    /// How many stored messages match `filter`.
+    pub(crate) fn count(&self, filter: &Pattern) -> u64 {
+        let mut st = lock(&self.state);
+        self.expire(&mut st, Instant::now());
+        st.msgs
+            .values()
+            .filter(|s| filter.matches(&s.msg.subject))
+            .count() as u64
+    }
+
+    /// Removes the message at `sequence`; whether it was there.
+    pub(crate) fn delete(&self, sequence: u64) -> bool {
+        let mut st = lock(&self.state);
+        match st.msgs.remove(&sequence) {
+            Some(old) => {
+                st.bytes -= old.msg.payload.len() as u64;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The next delivery for consumer `name`, waiting for one.
@@ -482,7 +524,7 @@ impl Stream {
                 let deliveries = p.deliveries;
                 consumer.pending.remove(&seq);
                 letters.push(self.letter(
-                    stored,
+                    (seq, stored),
                     &consumer.cfg,
                     "max_deliver".to_owned(),
                     deliveries,
@@ -552,9 +594,9 @@ impl Stream {
             } else {
                 let deliveries = p.deliveries;
                 c.pending.remove(&seq);
-                st.msgs
-                    .get(&seq)
-                    .map(|stored| self.letter(stored, &c.cfg, "max_deliver".to_owned(), deliveries))
+                st.msgs.get(&seq).map(|stored| {
+                    self.letter((seq, stored), &c.cfg, "max_deliver".to_owned(), deliveries)
+                })
             }
         };
         memory.dead_letters(letter.into_iter().collect());
@@ -573,7 +615,7 @@ impl Stream {
             };
             st.msgs.get(&seq).map(|stored| {
                 self.letter(
-                    stored,
+                    (seq, stored),
                     &c.cfg,
                     format!("terminated: {reason}"),
                     p.deliveries,
@@ -590,7 +632,7 @@ impl Stream {
     /// The dead letter of a stored message, for the consumer configured by `cfg`.
     fn letter(
         &self,
-        stored: &Stored,
+        (sequence, stored): (u64, &Stored),
         cfg: &ConsumerConfig,
         reason: String,
         deliveries: u32,
@@ -599,6 +641,7 @@ impl Stream {
             msg: stored.msg.clone(),
             to: cfg.dead_letter.clone(),
             stream: self.cfg.name.clone(),
+            sequence,
             reason,
             deliveries,
         }

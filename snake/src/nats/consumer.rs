@@ -1,4 +1,11 @@
 //! Guaranteed consumers over JetStream pull consumers, with snake's dead letters.
+//!
+//! The server is told to deliver a message once more than the consumer's `max_deliver`: a
+//! delivery past the limit (the last one's ack wait ran out, in a rack that crashed or lost
+//! its connection) reaches the consumer, which dead-letters it at once instead of handing it
+//! out. Should that delivery be lost as well, the server gives up and says so in an advisory,
+//! and whichever handle of the consumer hears it dead-letters the message from there. A dead
+//! letter's dedup id is its origin's stream and sequence, so the two paths never keep it twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +16,11 @@ use futures::{FutureExt, StreamExt};
 use super::{Nats, from_nats};
 use crate::config::{ConsumerConfig, DeliverPolicy};
 use crate::error::NatsOp;
+use crate::message::GaveUp;
 use crate::{Error, Message, Subject};
+
+/// How long a message whose dead letter could not be kept waits before it comes back.
+const RETRY_DEAD_LETTER: Duration = Duration::from_secs(1);
 
 /// What a consumer's deliveries need to dead-letter a message.
 struct Shared {
@@ -47,7 +58,8 @@ impl NatsConsumer {
             },
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: cfg.ack_wait,
-            max_deliver: i64::from(cfg.max_deliver),
+            // One more than the consumer allows: the extra delivery is dead-lettered here.
+            max_deliver: i64::from(cfg.max_deliver) + 1,
             ..Default::default()
         };
         let created = match &cfg.durable {
@@ -127,8 +139,16 @@ impl NatsConsumer {
                     };
                     let delivery = NatsDelivery {
                         reply,
+                        sequence,
                         shared: Arc::clone(&self.shared),
                     };
+                    if deliveries > self.shared.max_deliver {
+                        // Its last allowed delivery was never answered.
+                        if let Err(e) = delivery.give_up(message, "max_deliver", deliveries).await {
+                            tracing::warn!(consumer = %self.name, sequence, error = %e, "Could not dead-letter a message past its deliveries.");
+                        }
+                        continue;
+                    }
                     return Ok((message, sequence, deliveries, delivery));
                 }
                 Some(Err(e)) => {
@@ -209,15 +229,17 @@ async fn advisories(
             }
         };
         if let Some(msg) = msg {
-            shared
+            let gave_up = GaveUp {
+                stream: &shared.stream,
+                sequence: seq,
+                reason: "max_deliver",
+                deliveries,
+            };
+            // A failure is logged there; the server has given up on it, so there is no
+            // delivery left to leave it to.
+            let _ = shared
                 .nats
-                .dead_letter(
-                    msg,
-                    shared.dead_letter.as_ref(),
-                    &shared.stream,
-                    "max_deliver",
-                    deliveries,
-                )
+                .dead_letter(msg, shared.dead_letter.as_ref(), &gave_up)
                 .await;
         }
     }
@@ -237,6 +259,7 @@ impl Shared {
 /// The acknowledgement handle of one delivery: its reply subject.
 pub(crate) struct NatsDelivery {
     reply: async_nats::Subject,
+    sequence: u64,
     shared: Arc<Shared>,
 }
 
@@ -275,17 +298,29 @@ impl NatsDelivery {
             .await
     }
 
+    /// Dead-letters the message and terminates the delivery; when the dead letter could not
+    /// be kept yet, naks it instead, so that it comes back (past `max_deliver`, to be
+    /// dead-lettered again) rather than being lost.
     async fn give_up(self, message: Message, reason: &str, deliveries: u32) -> Result<(), Error> {
         let s = &self.shared;
-        s.nats
-            .dead_letter(
-                message,
-                s.dead_letter.as_ref(),
-                &s.stream,
-                reason,
-                deliveries,
-            )
-            .await;
-        s.send(self.reply, AckKind::Term).await
+        let gave_up = GaveUp {
+            stream: &s.stream,
+            sequence: self.sequence,
+            reason,
+            deliveries,
+        };
+        match s
+            .nats
+            .dead_letter(message, s.dead_letter.as_ref(), &gave_up)
+            .await
+        {
+            Ok(()) => s.send(self.reply, AckKind::Term).await,
+            Err(e) => {
+                let _ = s
+                    .send(self.reply, AckKind::Nak(Some(RETRY_DEAD_LETTER)))
+                    .await;
+                Err(e)
+            }
+        }
     }
 }

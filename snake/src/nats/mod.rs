@@ -25,7 +25,7 @@ pub(crate) use self::kv::{NatsKv, NatsKvWatch};
 pub use self::options::NatsOptions;
 use crate::config::{Storage, StreamConfig};
 use crate::error::NatsOp;
-use crate::message::header;
+use crate::message::GaveUp;
 use crate::{ConnectionState, Error, Headers, Message, Pattern, PubAck, Subject};
 
 /// What the connection's event callback updates.
@@ -303,42 +303,167 @@ impl Nats {
         })
     }
 
-    /// Publishes a message that gave up to `to`, with the reason in headers; without a
-    /// dead-letter subject, counts and logs it.
+    /// Keeps a message that gave up as a dead letter: published to `to` and acknowledged by
+    /// the stream that captures it. Without a dead-letter subject, or without a stream that
+    /// captures it, the message is counted and logged (and, in the second case, still
+    /// published to live subscribers).
+    ///
+    /// # Errors
+    ///
+    /// The publish failed for a reason that may pass (a timeout, a lost connection): the
+    /// caller should leave the message to be delivered again rather than terminate it.
     pub(crate) async fn dead_letter(
         &self,
-        mut msg: Message,
+        msg: Message,
         to: Option<&Subject>,
-        stream: &str,
-        reason: &str,
-        deliveries: u32,
-    ) {
+        gave_up: &GaveUp<'_>,
+    ) -> Result<(), Error> {
         let Some(to) = to else {
-            self.count_dead_drop(stream, reason);
-            return;
+            self.count_dead_drop(gave_up, "no_dead_letter_subject");
+            return Ok(());
         };
-        msg.headers.insert(header::DLQ_REASON, reason);
-        msg.headers
-            .insert(header::DLQ_SUBJECT, msg.subject.to_string());
-        msg.headers.insert(header::DLQ_STREAM, stream);
-        msg.headers
-            .insert(header::DLQ_DELIVERIES, deliveries.to_string());
-        msg.subject = to.clone();
-        msg.reply = None;
-        tracing::warn!(
-            subject = %msg.subject,
-            stream,
-            deliveries,
-            reason,
-            "Sent a message to its dead-letter subject."
-        );
-        if self.publish(msg).await.is_err() {
-            self.count_dead_drop(stream, "closed");
+        let msg = gave_up.letter(msg, to.clone());
+        // Asked first: with a live subscriber on the subject and no stream, a stream publish
+        // would wait out its timeout instead of failing at once.
+        let kept = match self.js.stream_by_subject(to.as_str()).await {
+            Ok(_) => self.stream_publish(msg.clone()).await,
+            Err(e) if e.kind() == jetstream::context::GetStreamByNameErrorKind::NotFound => {
+                Err(Error::NoStream(to.to_string()))
+            }
+            Err(e) => Err(Error::nats(NatsOp::Stream, e)),
+        };
+        match kept {
+            Ok(ack) => {
+                tracing::warn!(
+                    subject = %msg.subject,
+                    stream = gave_up.stream,
+                    sequence = gave_up.sequence,
+                    deliveries = gave_up.deliveries,
+                    reason = gave_up.reason,
+                    dead_letter_sequence = ack.sequence,
+                    duplicate = ack.duplicate,
+                    "Kept a message that gave up as a dead letter."
+                );
+                Ok(())
+            }
+            Err(Error::NoStream(_)) => {
+                let _ = self.publish(msg).await;
+                self.count_dead_drop(gave_up, "no_dead_letter_stream");
+                Ok(())
+            }
+            Err(Error::Closed) => {
+                self.count_dead_drop(gave_up, "closed");
+                Err(Error::Closed)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    stream = gave_up.stream,
+                    sequence = gave_up.sequence,
+                    error = %e,
+                    "Could not keep a dead letter yet; the message stays to be delivered again."
+                );
+                Err(e)
+            }
         }
     }
 
-    fn count_dead_drop(&self, stream: &str, reason: &str) {
-        crate::message::count_dead_drop(&self.dropped_dead, stream, reason);
+    fn count_dead_drop(&self, gave_up: &GaveUp<'_>, cause: &str) {
+        crate::message::count_dead_drop(&self.dropped_dead, gave_up.stream, gave_up.reason, cause);
+    }
+
+    /// The message stored at `sequence` in `stream`.
+    pub(crate) async fn stream_get(
+        &self,
+        stream: &str,
+        sequence: u64,
+    ) -> Result<Option<Message>, Error> {
+        let s = self.stream(stream).await?;
+        match s.get_raw_message(sequence).await {
+            Ok(m) => Ok(from_nats(&m.subject, None, Some(&m.headers), m.payload)),
+            Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                Ok(None)
+            }
+            Err(e) => Err(Error::nats(NatsOp::Stream, e)),
+        }
+    }
+
+    /// The first message at or after `from` in `stream` whose subject matches `filter`.
+    pub(crate) async fn stream_next(
+        &self,
+        stream: &str,
+        filter: &Pattern,
+        from: u64,
+    ) -> Result<Option<(u64, Message)>, Error> {
+        let s = self.stream(stream).await?;
+        let mut from = from.max(1);
+        loop {
+            match s
+                .get_first_raw_message_by_subject(filter.as_str(), from)
+                .await
+            {
+                Ok(m) => match from_nats(&m.subject, None, Some(&m.headers), m.payload) {
+                    Some(msg) => return Ok(Some((m.sequence, msg))),
+                    // Not a subject snake can name: skip it.
+                    None => from = m.sequence + 1,
+                },
+                Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(Error::nats(NatsOp::Stream, e)),
+            }
+        }
+    }
+
+    /// How many messages of `stream` match `filter`.
+    pub(crate) async fn stream_count(&self, stream: &str, filter: &Pattern) -> Result<u64, Error> {
+        let s = self.stream(stream).await?;
+        let mut subjects = s
+            .info_with_subjects(filter.as_str())
+            .await
+            .map_err(|e| Error::nats(NatsOp::Stream, e))?;
+        let mut total = 0u64;
+        while let Some(entry) = subjects.next().await {
+            let (_, n) = entry.map_err(|e| Error::nats(NatsOp::Stream, e))?;
+            total += n as u64;
+        }
+        Ok(total)
+    }
+
+    /// Removes the message at `sequence` from `stream`; whether it was there.
+    pub(crate) async fn stream_delete(&self, stream: &str, sequence: u64) -> Result<bool, Error> {
+        let s = self.stream(stream).await?;
+        match s.delete_message(sequence).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) => match e.kind() {
+                jetstream::stream::DeleteMessageErrorKind::JetStream(j)
+                    if matches!(
+                        j.error_code(),
+                        jetstream::ErrorCode::NO_MESSAGE_FOUND
+                            | jetstream::ErrorCode::SEQUENCE_NOT_FOUND
+                            | jetstream::ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+                    ) =>
+                {
+                    Ok(false)
+                }
+                _ => Err(Error::nats(NatsOp::Stream, e)),
+            },
+        }
+    }
+
+    /// Deletes the consumer `name` of `stream`; whether it was there.
+    pub(crate) async fn delete_consumer(&self, stream: &str, name: &str) -> Result<bool, Error> {
+        let s = self.stream(stream).await?;
+        match s.delete_consumer(name).await {
+            Ok(status) => Ok(status.success),
+            Err(e) => match e.kind() {
+                jetstream::stream::ConsumerErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND =>
+                {
+                    Ok(false)
+                }
+                _ => Err(Error::nats(NatsOp::Consumer, e)),
+            },
+        }
     }
 }
 

@@ -190,6 +190,10 @@ pub(crate) async fn max_deliver_leads_to_dead_letter(snake: &Snake, stream: &str
     msg_stream(snake, stream).await;
     let to = subject("flux.msg.r1.g.in");
     let dlq = Subject::dead_letter("r1", "g", "in").expect("dlq");
+    snake
+        .create_stream(StreamConfig::dead_letters())
+        .await
+        .expect("dead-letter stream");
     let mut letters = snake.subscribe(Pattern::dead_letters()).await.expect("sub");
     snake
         .stream_publish(Message::new(to.clone(), &b"poison"[..]).with_id("m-1"))
@@ -235,7 +239,11 @@ pub(crate) async fn max_deliver_leads_to_dead_letter(snake: &Snake, stream: &str
         assert_eq!(letter.subject, dlq);
         assert_eq!(letter.headers.get(header::DLQ_SUBJECT), Some(to.as_str()));
         assert_eq!(letter.headers.get(header::DLQ_STREAM), Some(stream));
-        let id = letter.id().expect("id kept").to_owned();
+        let id = letter
+            .headers
+            .get(header::DLQ_MSG_ID)
+            .expect("id kept")
+            .to_owned();
         let reason = letter.headers.get(header::DLQ_REASON).expect("reason");
         reasons.insert((
             id,
@@ -262,6 +270,189 @@ pub(crate) async fn max_deliver_leads_to_dead_letter(snake: &Snake, stream: &str
         )),
         "{reasons:?}"
     );
+    // Kept, acknowledged by the dead-letter stream, not only sent to who listens.
+    assert_eq!(
+        snake
+            .count_dead_letters(&Pattern::dead_letters())
+            .await
+            .expect("count"),
+        2
+    );
+    assert_eq!(snake.dropped(), (0, 0));
+}
+
+/// Two messages that give up (one terminated, one out of deliveries) and one that does not:
+/// the dead letters are counted and listed by rack and gear, shown by sequence, and a replay
+/// delivers the message again and removes its dead letter, once.
+pub(crate) async fn dead_letters_are_kept_listed_and_replayed(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    snake
+        .create_stream(StreamConfig::dead_letters())
+        .await
+        .expect("dead-letter stream");
+    let to = subject("flux.msg.r0.src.out");
+    for (id, payload) in [("p-1", "poison"), ("p-2", "bad"), ("p-3", "good")] {
+        snake
+            .stream_publish(Message::new(to.clone(), payload.as_bytes().to_vec()).with_id(id))
+            .await
+            .expect("publish");
+    }
+    let cfg = ConsumerConfig::new(to.clone().into())
+        .durable("sink-in")
+        .expect("durable")
+        .ack_wait(Duration::from_millis(300))
+        .max_deliver(2)
+        .dead_letter(Subject::dead_letter("r1", "sink", "in").expect("dlq"));
+    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
+    let mut good = 0;
+    while let Ok(d) = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await {
+        let d = d.expect("delivery");
+        match &d.message.payload[..] {
+            b"bad" => d.term("cannot parse").await.expect("term"),
+            b"poison" => d.nak(Duration::ZERO).await.expect("nak"),
+            _ => {
+                good += 1;
+                d.ack().await.expect("ack");
+            }
+        }
+    }
+    assert_eq!(good, 1);
+
+    let of = |rack, gear| Pattern::dead_letters_of(rack, gear).expect("filter");
+    let count = |p: Pattern| async move { snake.count_dead_letters(&p).await.expect("count") };
+    assert_eq!(count(of(None, None)).await, 2);
+    assert_eq!(count(of(Some("r1"), None)).await, 2);
+    assert_eq!(count(of(Some("r1"), Some("sink"))).await, 2);
+    assert_eq!(count(of(None, Some("sink"))).await, 2);
+    assert_eq!(count(of(Some("r2"), None)).await, 0);
+    assert_eq!(count(of(None, Some("src"))).await, 0);
+
+    let letters = snake
+        .dead_letters(&of(Some("r1"), None), 0, 10)
+        .await
+        .expect("list");
+    let mut seen: Vec<(&str, &str, Option<u32>)> = letters
+        .iter()
+        .map(|l| {
+            (
+                std::str::from_utf8(&l.message.payload).expect("text"),
+                l.reason.as_str(),
+                l.deliveries,
+            )
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            ("bad", "terminated: cannot parse", Some(1)),
+            ("poison", "max_deliver", Some(2))
+        ]
+    );
+    for l in &letters {
+        assert_eq!(l.origin.as_ref(), Some(&to));
+        assert_eq!(
+            (l.rack(), l.gear(), l.port()),
+            (Some("r1"), Some("sink"), Some("in"))
+        );
+        assert_eq!(l.stream.as_deref(), Some(stream));
+        assert!(l.time_ms.is_some_and(|t| t > 0));
+    }
+    // Paging: one at a time from the last sequence plus one.
+    let first = snake
+        .dead_letters(&of(None, None), 0, 1)
+        .await
+        .expect("page");
+    let rest = snake
+        .dead_letters(&of(None, None), first[0].sequence + 1, 10)
+        .await
+        .expect("page");
+    assert_eq!(first.len() + rest.len(), 2);
+
+    let poison = letters
+        .iter()
+        .find(|l| l.message.payload == b"poison"[..])
+        .expect("poison");
+    let shown = snake
+        .dead_letter(poison.sequence)
+        .await
+        .expect("show")
+        .expect("there");
+    // Header order is the backend's.
+    let key = |l: &snake::DeadLetter| (l.sequence, l.reason.clone(), l.message.payload.clone());
+    assert_eq!(key(&shown), key(poison));
+    assert_eq!(shown.original().id(), Some("p-1"));
+
+    let replayed = snake
+        .replay_dead_letter(poison.sequence)
+        .await
+        .expect("replay");
+    assert_eq!(replayed.to, to);
+    assert!(!replayed.ack.duplicate);
+    let d = tokio::time::timeout(Duration::from_secs(2), consumer.next())
+        .await
+        .expect("the replayed message")
+        .expect("delivery");
+    assert_eq!((&d.message.payload[..], d.deliveries), (&b"poison"[..], 1));
+    assert!(d.message.headers.get(header::DLQ_REASON).is_none());
+    d.ack().await.expect("ack");
+    assert_eq!(count(of(None, None)).await, 1);
+    assert!(
+        snake
+            .dead_letter(poison.sequence)
+            .await
+            .expect("show")
+            .is_none()
+    );
+    let again = snake.replay_dead_letter(poison.sequence).await;
+    assert!(
+        matches!(again, Err(Error::DeadLetterNotFound(n)) if n == poison.sequence),
+        "{again:?}"
+    );
+    quiet(&mut consumer, Duration::from_secs(1)).await;
+}
+
+/// A delivery whose ack wait ran out on its last allowed delivery while no handle of the
+/// consumer was there to hear of it (a rack that crashed, or lost its connection) is
+/// dead-lettered by the next handle, from the delivery count.
+pub(crate) async fn a_consumer_back_from_away_dead_letters_what_ran_out(
+    snake: &Snake,
+    stream: &str,
+) {
+    msg_stream(snake, stream).await;
+    snake
+        .create_stream(StreamConfig::dead_letters())
+        .await
+        .expect("dead-letter stream");
+    let to = subject("flux.msg.r0.src.out");
+    snake
+        .stream_publish(Message::new(to.clone(), &b"held"[..]).with_id("h-1"))
+        .await
+        .expect("publish");
+    let cfg = ConsumerConfig::new(to.clone().into())
+        .durable("away")
+        .expect("durable")
+        .ack_wait(Duration::from_millis(300))
+        .max_deliver(1)
+        .dead_letter(Subject::dead_letter("r1", "sink", "in").expect("dlq"));
+    {
+        let mut away = snake.consumer(stream, cfg.clone()).await.expect("consumer");
+        let held = away.next().await.expect("delivery");
+        assert_eq!(held.deliveries, 1);
+        // The handle goes with the delivery unanswered.
+        drop(held);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut back = snake.consumer(stream, cfg).await.expect("consumer");
+    quiet(&mut back, Duration::from_secs(2)).await;
+    let letters = snake
+        .dead_letters(&Pattern::dead_letters(), 0, 10)
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].reason, "max_deliver");
+    assert_eq!(letters[0].original().id(), Some("h-1"));
+    assert_eq!(snake.dropped(), (0, 0));
 }
 
 pub(crate) async fn dedup_within_window(snake: &Snake, stream: &str) {
@@ -508,6 +699,8 @@ macro_rules! cases {
             stream_limits("limits");
             errors_and_state;
             nak_on_the_last_delivery_dead_letters_at_once("last");
+            dead_letters_are_kept_listed_and_replayed("replay");
+            a_consumer_back_from_away_dead_letters_what_ran_out("away");
         }
     };
 }
@@ -535,7 +728,7 @@ pub(crate) async fn nak_on_the_last_delivery_dead_letters_at_once(snake: &Snake,
         .await
         .expect("dead letter without waiting")
         .expect("open");
-    assert_eq!(letter.id(), Some("last"));
+    assert_eq!(letter.headers.get(header::DLQ_MSG_ID), Some("last"));
     assert_eq!(letter.headers.get(header::DLQ_REASON), Some("max_deliver"));
 }
 
