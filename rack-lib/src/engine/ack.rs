@@ -11,9 +11,14 @@
 //!
 //! Messages that never touched a guaranteed lane carry no share: an empty `Vec`, no
 //! allocation.
+//!
+//! A message that a gear failed, sent to an `error` port that leads nowhere, poisons the
+//! finalizer of the input with the same message id ([`poison`]): that input is terminated with
+//! the gear's reason instead, which keeps it in the dead-letter stream rather than delivering
+//! it again until its deliveries run out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -51,25 +56,46 @@ impl Registry {
     }
 }
 
+/// What becomes of a guaranteed delivery once every share of it is gone.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Every share settled: acked.
+    Ack,
+    /// A share was lost or failed: delivered again later.
+    Nak,
+    /// A gear failed it for good: terminated with this reason, which dead-letters it.
+    Term(String),
+}
+
+/// Where verdicts go: the lane's acker task.
+pub(crate) type Verdicts = mpsc::UnboundedSender<(snake::Delivery, Verdict)>;
+
 /// The acknowledgement owed for one guaranteed delivery.
 #[derive(Debug)]
 pub(crate) struct Finalizer {
     delivery: Option<snake::Delivery>,
+    /// The delivered message's id: what a failed message on an unwired `error` port is
+    /// matched against (see [`poison`]).
+    id: Option<fluxmsg::Id>,
     failed: AtomicBool,
-    acker: mpsc::UnboundedSender<(snake::Delivery, bool)>,
+    poisoned: OnceLock<String>,
+    acker: Verdicts,
 }
 
 impl Finalizer {
-    /// The first share of the acknowledgement of `delivery`; `acker` carries the verdict to
-    /// the task that acks and naks.
+    /// The first share of the acknowledgement of `delivery`, whose message has id `id`;
+    /// `acker` carries the verdict to the task that acks and naks.
     pub(crate) fn share(
         delivery: snake::Delivery,
-        acker: mpsc::UnboundedSender<(snake::Delivery, bool)>,
+        id: Option<fluxmsg::Id>,
+        acker: Verdicts,
         outstanding: &Outstanding,
     ) -> Share {
         let finalizer = Arc::new(Finalizer {
             delivery: Some(delivery),
+            id,
             failed: AtomicBool::new(false),
+            poisoned: OnceLock::new(),
             acker,
         });
         outstanding
@@ -86,9 +112,13 @@ impl Finalizer {
 impl Drop for Finalizer {
     fn drop(&mut self) {
         if let Some(delivery) = self.delivery.take() {
-            let handled = !self.failed.load(Ordering::Acquire);
+            let verdict = match self.poisoned.take() {
+                Some(reason) => Verdict::Term(reason),
+                None if self.failed.load(Ordering::Acquire) => Verdict::Nak,
+                None => Verdict::Ack,
+            };
             // A closed acker means the rack was aborted: the lane redelivers after ack_wait.
-            let _ = self.acker.send((delivery, handled));
+            let _ = self.acker.send((delivery, verdict));
         }
     }
 }
@@ -139,6 +169,28 @@ pub(crate) fn fail_all(shares: &[Share]) {
     }
 }
 
+/// Poisons, for each message of `failed` (what gear `gear` sent to an `error` port that leads
+/// nowhere), the finalizer among `shares` of the input with the same message id, with the
+/// reason the gear marked on it: that input will be terminated, and so dead-lettered, rather
+/// than acked as if handled. Returns how many messages found their input.
+pub(crate) fn poison(gear: &str, failed: &[fluxmsg::FluxMsg], shares: &[Share]) -> u64 {
+    let mut found = 0;
+    for msg in failed {
+        let Some(id) = msg.id else { continue };
+        let Some(share) = shares.iter().find(|s| s.finalizer.id == Some(id)) else {
+            continue;
+        };
+        let meta = |key| msg.meta.get(key).map_or("", |t: &fluxmsg::Text| t.as_str());
+        let reason = match meta(sdk::ERROR_DETAIL) {
+            "" => format!("{gear}: {}", meta(sdk::ERROR_REASON)),
+            detail => format!("{gear}: {}: {detail}", meta(sdk::ERROR_REASON)),
+        };
+        let _ = share.finalizer.poisoned.set(reason);
+        found += 1;
+    }
+    found
+}
+
 /// The task that acks (every share settled) or naks (one was lost or failed) the deliveries
 /// of one guaranteed lane, and every `progress` tells the server that those still in the rack
 /// are in progress. It ends when the lane's subscriber and every finalizer are gone.
@@ -146,11 +198,8 @@ pub(crate) fn spawn_acker(
     durable: String,
     outstanding: Outstanding,
     progress: Duration,
-) -> (
-    mpsc::UnboundedSender<(snake::Delivery, bool)>,
-    JoinHandle<()>,
-) {
-    let (acker, mut verdicts) = mpsc::unbounded_channel::<(snake::Delivery, bool)>();
+) -> (Verdicts, JoinHandle<()>) {
+    let (acker, mut verdicts) = mpsc::unbounded_channel::<(snake::Delivery, Verdict)>();
     let task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(progress);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,11 +207,11 @@ pub(crate) fn spawn_acker(
         loop {
             tokio::select! {
                 verdict = verdicts.recv() => {
-                    let Some((delivery, handled)) = verdict else { break };
-                    let result = if handled {
-                        delivery.ack().await
-                    } else {
-                        delivery.nak(NAK_DELAY).await
+                    let Some((delivery, verdict)) = verdict else { break };
+                    let result = match verdict {
+                        Verdict::Ack => delivery.ack().await,
+                        Verdict::Nak => delivery.nak(NAK_DELAY).await,
+                        Verdict::Term(reason) => delivery.term(&reason).await,
                     };
                     if let Err(e) = result {
                         tracing::warn!(durable, error = %e, "Ack failed; the message will be delivered again.");

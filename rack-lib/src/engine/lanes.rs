@@ -29,28 +29,34 @@ fn retry() -> sdk::Backoff {
     sdk::Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
 }
 
-/// Creates the `flux-msg` stream if it is not there: two minutes of publish dedup, and the
-/// age and size bounds of `limits`, so that it does not grow forever. A stream that is
-/// already there with other settings (made by another rack, or by an operator) is used as it
-/// is.
+/// Creates the `flux-msg` stream if it is not there (two minutes of publish dedup, and the
+/// age and size bounds of `limits`, so that it does not grow forever), and the `flux-dlq`
+/// stream that keeps the lanes' dead letters. A stream that is already there with other
+/// settings (made by another rack, or by an operator) is used as it is.
 pub(crate) async fn ensure_stream(
     snake: &Snake,
     limits: &super::Limits,
 ) -> Result<(), snake::Error> {
-    let cfg = StreamConfig::new(STREAM, [Pattern::msg_all()])?
+    let msgs = StreamConfig::new(STREAM, [Pattern::msg_all()])?
         .duplicate_window(Duration::from_secs(120))
         .max_age(limits.stream_max_age)
         .max_bytes(limits.stream_max_bytes);
-    match snake.create_stream(cfg).await {
-        Err(snake::Error::StreamConflict(_)) => {
-            tracing::info!(
-                stream = STREAM,
-                "The stream exists with other settings; using it as it is."
-            );
-            Ok(())
+    let dead_letters = StreamConfig::dead_letters()
+        .max_age(limits.dead_letter_max_age)
+        .max_bytes(limits.dead_letter_max_bytes);
+    for cfg in [msgs, dead_letters] {
+        let name = cfg.name().to_owned();
+        match snake.create_stream(cfg).await {
+            Err(snake::Error::StreamConflict(_)) => {
+                tracing::info!(
+                    stream = %name,
+                    "The stream exists with other settings; using it as it is."
+                );
+            }
+            other => other?,
         }
-        other => other,
     }
+    Ok(())
 }
 
 /// Publishes what arrives on `rx` to `subject`, and settles each batch's shares once the
@@ -417,7 +423,7 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> (JoinHandle<()>, JoinHandle<
                 }
             };
             // Registered before waiting for room, so that it is kept alive meanwhile.
-            let share = Finalizer::share(delivery, acker.clone(), &outstanding);
+            let share = Finalizer::share(delivery, msg.id, acker.clone(), &outstanding);
             let Ok(permit) = tx.reserve().await else {
                 return;
             };

@@ -26,6 +26,11 @@ pub struct Limits {
     /// How many bytes the `flux-msg` stream keeps before it drops its oldest messages
     /// (default 1 GiB).
     pub stream_max_bytes: u64,
+    /// How long the `flux-dlq` stream keeps a dead letter (default 7 days).
+    pub dead_letter_max_age: Duration,
+    /// How many bytes the `flux-dlq` stream keeps before it drops its oldest dead letters
+    /// (default 1 GiB).
+    pub dead_letter_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -39,6 +44,8 @@ impl Default for Limits {
             max_deliver: 5,
             stream_max_age: Duration::from_secs(24 * 60 * 60),
             stream_max_bytes: 1 << 30,
+            dead_letter_max_age: snake::DEAD_LETTER_MAX_AGE,
+            dead_letter_max_bytes: snake::DEAD_LETTER_MAX_BYTES,
         }
     }
 }
@@ -86,6 +93,15 @@ impl Limits {
     pub fn with_stream_limits(mut self, max_age: Duration, max_bytes: u64) -> Limits {
         self.stream_max_age = max_age;
         self.stream_max_bytes = max_bytes;
+        self
+    }
+
+    /// The same limits with other bounds for the `flux-dlq` stream (the first rack to
+    /// need it creates it; a stream already there is used as it is).
+    #[must_use]
+    pub fn with_dead_letter_limits(mut self, max_age: Duration, max_bytes: u64) -> Limits {
+        self.dead_letter_max_age = max_age;
+        self.dead_letter_max_bytes = max_bytes;
         self
     }
 

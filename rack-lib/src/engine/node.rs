@@ -12,7 +12,7 @@ use sdk::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::Limits;
-use super::ack::{Share, fail_all, settle_all};
+use super::ack::{Share, fail_all, poison, settle_all};
 
 /// Messages for one input port of one gear, with the shares of the guaranteed inputs they
 /// derive from (none for messages that never touched a guaranteed lane).
@@ -398,7 +398,20 @@ impl Node {
             .map(std::mem::take)
             .unwrap_or_default();
         if targets.is_empty() {
-            stats.add_dropped("unwired", msgs.len() as u64);
+            let n = msgs.len() as u64;
+            // Failed messages derived from guaranteed inputs: those inputs are dead-lettered
+            // with the gear's reason rather than acked.
+            let poisoned = if port == OutPort::ERROR.index() && !shares.is_empty() {
+                poison(&self.name, &msgs, shares)
+            } else {
+                0
+            };
+            if poisoned > 0 {
+                stats.add_dropped("dead_lettered", poisoned);
+            }
+            if n > poisoned {
+                stats.add_dropped("unwired", n - poisoned);
+            }
             return;
         }
         self.send_to(port, &targets, msgs, shares, &stats).await;
