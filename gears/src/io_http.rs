@@ -61,8 +61,8 @@
 //!   config:
 //!     mode: client
 //!     url: http://127.0.0.1:9000/api   # required
-//!     method: POST                     # default, when a message has no http.method
-//!     headers: { content-type: application/json }
+//!     method: POST                     # default, when a message has no http.client.method
+//!     headers: { content-type: application/json, authorization: Bearer s3cret }
 //!     timeout: 5s                      # per attempt (default)
 //!     retries: 2                       # default 0
 //!     retry_backoff: 100ms             # doubled before each further retry (default)
@@ -73,15 +73,36 @@
 //!
 //! Each message on `in` becomes a request:
 //!
-//! - the method is `http.method` if set, else `method`;
-//! - the URL is `url`, with `http.path` appended to its path and `http.query` to its query;
-//! - the headers are `headers`, then `http.header.*` (which win; connection and framing
-//!   headers are skipped);
+//! - the method is `http.client.method` if set, else `method`;
+//! - the URL is `url`, with `http.client.path` appended to its path and `http.client.query`
+//!   to its query. A path with a `.` or `..` segment (`%2e` too), a `?` or a `#` is refused
+//!   (`bad_request`), so it cannot leave `url`'s path;
+//! - the headers are `http.client.header.*`, then `headers` over them: a configured header
+//!   (an `authorization`, say) is never replaced by a message's. Connection and framing
+//!   headers are skipped;
 //! - the body is `raw`.
+//!
+//! Only these `http.client.*` entries shape a request. The `http.method`, `http.path`,
+//! `http.query` and `http.header.*` that a server gear writes are what an outside caller sent,
+//! and a client never reads them: a request passed from a server to a client cannot choose
+//! the upstream's method, add to its path or replace its credentials. A scenario that means
+//! to forward some of them copies them on purpose, with a `transform` between the two gears:
+//!
+//! ```yaml
+//! - name: forward
+//!   type: transform
+//!   config:
+//!     steps:
+//!       - copy: meta.http.path
+//!         to: meta.http.client.path
+//!       - copy: meta.http.header.x-trace
+//!         to: meta.http.client.header.x-trace
+//! ```
 //!
 //! The response leaves on `out` as the request message changed into a response: a fresh id,
 //! `ref_id` set to the request's id, the body in `raw`, `http.status` and `http.header.*` from
-//! the response. Its request's `http.*` entries are removed (except `http.request_id`); every
+//! the response. Its request's `http.*` entries (`http.client.*` included) are removed (except
+//! `http.request_id`); every
 //! other field and metadata entry is kept, so correlation fields survive. Any status that is
 //! not in `retry_on`, 4xx included, is a normal response.
 //!
@@ -95,8 +116,8 @@
 //! counted as dropped with reason `shutdown`.
 //!
 //! So that a `server` and a `client` chain into a proxy, a message from a server gear sent to a
-//! client gear is forwarded with its method, path, query and headers, and its response comes
-//! back with `ref_id` set to the request's id, ready for the server's `in`.
+//! client gear is forwarded with its body to the configured `url`, `method` and `headers`, and
+//! its response comes back with `ref_id` set to the request's id, ready for the server's `in`.
 //!
 //! # Ports
 //!

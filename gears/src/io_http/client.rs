@@ -180,23 +180,34 @@ struct Target {
 impl Target {
     fn of(settings: &ClientSettings, msg: &FluxMsg) -> Result<Target, GearError> {
         let bad = |detail: String| GearError::new("bad_request").with_detail(detail);
-        let method = match msg.meta.get(meta::METHOD) {
+        // Only `http.client.*` shapes the request: the `http.*` a server wrote from an outside
+        // request is never read here, so a caller cannot pick the method, path or headers.
+        let method = match msg.meta.get(meta::CLIENT_METHOD) {
             None => settings.method.clone(),
             Some(m) => Method::from_bytes(m.trim().as_bytes()).map_err(|_| {
                 bad(format!(
-                    "http.method {:?} is not an HTTP method",
+                    "{} {:?} is not an HTTP method",
+                    meta::CLIENT_METHOD,
                     m.as_str()
                 ))
             })?,
         };
         let uri = settings
             .target(
-                msg.meta.get(meta::PATH).map(|t| t.as_str()),
-                msg.meta.get(meta::QUERY).map(|t| t.as_str()),
+                msg.meta.get(meta::CLIENT_PATH).map(|t| t.as_str()),
+                msg.meta.get(meta::CLIENT_QUERY).map(|t| t.as_str()),
             )
             .map_err(bad)?;
-        let mut headers = settings.headers.clone();
-        meta::meta_to_headers(&msg.meta, &mut headers);
+        // The message's headers first, then the configured ones over them: a message never
+        // replaces a configured header (an `authorization`, say).
+        let mut headers = HeaderMap::new();
+        meta::meta_to_headers(&msg.meta, meta::CLIENT_HEADER_PREFIX, &mut headers);
+        for name in settings.headers.keys() {
+            headers.remove(name);
+        }
+        for (name, value) in &settings.headers {
+            headers.append(name, value.clone());
+        }
         Ok(Target {
             method,
             uri,

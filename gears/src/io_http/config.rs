@@ -66,10 +66,11 @@ pub struct Config {
     /// *Client* (required): the URL to call, `http://host:port/path`. `https` is not
     /// supported yet.
     pub url: Option<String>,
-    /// *Client*: the request method when the message has no `http.method` (default `POST`).
+    /// *Client*: the request method when the message has no `http.client.method` (default
+    /// `POST`).
     pub method: Option<String>,
-    /// *Client*: headers sent with every request; a message's `http.header.*` metadata
-    /// overrides them.
+    /// *Client*: headers sent with every request; a message's `http.client.header.*` metadata
+    /// adds others but never replaces these.
     pub headers: Option<BTreeMap<String, String>>,
     /// *Client*: how many times a failed attempt (connection error, timeout, a status of
     /// `retry_on`) is tried again (default 0).
@@ -295,10 +296,14 @@ fn parse_url(url: &str) -> Result<(String, String, Option<String>, Uri), ConfigE
 impl ClientSettings {
     /// The URI of a request whose message asks for the path suffix `path` and the query
     /// `query` (both optional): the configured path, then the suffix; the configured query,
-    /// then the message's.
+    /// then the message's. A suffix that could leave the configured path (a `.` or `..`
+    /// segment, plain or percent-encoded) or carry a query or fragment (`?`, `#`) is refused.
     pub(super) fn target(&self, path: Option<&str>, query: Option<&str>) -> Result<Uri, String> {
         let path = path.filter(|p| !p.is_empty());
         let query = query.filter(|q| !q.is_empty());
+        if let Some(p) = path {
+            check_suffix(p)?;
+        }
         if path.is_none() && query.is_none() {
             return Ok(self.uri.clone());
         }
@@ -328,6 +333,26 @@ impl ClientSettings {
         text.parse::<Uri>()
             .map_err(|e| format!("the request URL {text:?} is invalid: {e}"))
     }
+}
+
+/// Refuses a path suffix with a `?` or `#`, or with a segment that is `.` or `..` once
+/// `%2e` is read as `.`.
+fn check_suffix(path: &str) -> Result<(), String> {
+    if path.contains(['?', '#']) {
+        return Err(format!(
+            "the path suffix {path:?} holds a query or fragment; use http.client.query"
+        ));
+    }
+    let dots = path.split('/').any(|segment| {
+        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
+        lower == "." || lower == ".."
+    });
+    if dots {
+        return Err(format!(
+            "the path suffix {path:?} has a . or .. segment, which could leave the configured path"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -371,6 +396,28 @@ mod tests {
             "http://h:1/a"
         );
         assert!(root.target(Some("/a b"), None).is_err());
+    }
+
+    #[test]
+    fn targets_refuse_suffixes_that_leave_the_configured_path() {
+        let c = client_settings("http://h:1/api");
+        for bad in [
+            "/../admin",
+            "..",
+            "/a/./b",
+            "/%2e%2e/admin",
+            "/.%2E/admin",
+            "/a?x=1",
+            "/a#frag",
+        ] {
+            assert!(c.target(Some(bad), None).is_err(), "{bad:?} is refused");
+        }
+        assert_eq!(
+            c.target(Some("/a..b/.well"), None)
+                .expect("uri")
+                .to_string(),
+            "http://h:1/api/a..b/.well"
+        );
     }
 
     #[test]

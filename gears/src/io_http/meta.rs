@@ -6,12 +6,25 @@ use std::time::Duration;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use fluxmsg::{FluxMsg, Id, Map, Text};
 
-/// The request method.
+/// The method of a request a server received.
 pub(super) const METHOD: &str = "http.method";
-/// The request path (server) or the path suffix to append to `url` (client).
+/// The path of a request a server received.
 pub(super) const PATH: &str = "http.path";
-/// The request query string, without the `?`.
+/// The query string of a request a server received, without the `?`.
 pub(super) const QUERY: &str = "http.query";
+/// The method a client uses instead of its configured one.
+///
+/// The `http.client.*` entries are the only metadata a client reads to shape a request. A
+/// server never writes them, so what an outside caller sent (`http.method`, `http.path`,
+/// `http.header.*`) cannot steer a client unless the scenario copies it there on purpose.
+pub(super) const CLIENT_METHOD: &str = "http.client.method";
+/// The path suffix a client appends to its `url`.
+pub(super) const CLIENT_PATH: &str = "http.client.path";
+/// The query a client appends to its `url`'s, without the `?`.
+pub(super) const CLIENT_QUERY: &str = "http.client.query";
+/// The prefix of the headers a client adds to its configured ones:
+/// `http.client.header.x-trace`.
+pub(super) const CLIENT_HEADER_PREFIX: &str = "http.client.header.";
 /// The response status.
 pub(super) const STATUS: &str = "http.status";
 /// The id of the request a reply answers, as text.
@@ -63,12 +76,13 @@ pub(super) fn headers_to_meta(headers: &HeaderMap, msg: &mut FluxMsg) {
     }
 }
 
-/// Sets a header for each valid `http.header.<name>` entry (replacing one of the same name),
-/// skipping connection and framing headers. Returns how many entries were invalid.
-pub(super) fn meta_to_headers(meta: &Map<Text>, headers: &mut HeaderMap) -> usize {
+/// Sets a header for each valid `<prefix><name>` entry (`prefix` is [`HEADER_PREFIX`] or
+/// [`CLIENT_HEADER_PREFIX`]), replacing one of the same name, skipping connection and
+/// framing headers. Returns how many entries were invalid.
+pub(super) fn meta_to_headers(meta: &Map<Text>, prefix: &str, headers: &mut HeaderMap) -> usize {
     let mut invalid = 0;
     for (key, value) in meta {
-        let Some(name) = key.strip_prefix(HEADER_PREFIX) else {
+        let Some(name) = key.strip_prefix(prefix) else {
             continue;
         };
         if SKIPPED.iter().any(|s| name.eq_ignore_ascii_case(s)) {
@@ -90,8 +104,9 @@ pub(super) fn meta_to_headers(meta: &Map<Text>, headers: &mut HeaderMap) -> usiz
     invalid
 }
 
-/// Removes the request's `http.*` entries (method, path, query, headers, status) except
-/// `http.request_id`, so that a response carries only its own.
+/// Removes the request's `http.*` entries (method, path, query, headers, status, and the
+/// `http.client.*` that shaped it) except `http.request_id`, so that a response carries only
+/// its own.
 pub(super) fn strip_http(meta: &mut Map<Text>) {
     if !meta
         .keys()

@@ -309,7 +309,7 @@ async fn serve_one(shared: &Shared, peer: SocketAddr, request: Request) -> Respo
         Ok(status) => {
             let mut response = Response::new(Body::from(reply.raw));
             *response.status_mut() = status;
-            meta::meta_to_headers(&reply.meta, response.headers_mut());
+            meta::meta_to_headers(&reply.meta, meta::HEADER_PREFIX, response.headers_mut());
             response
         }
         Err(error) => {

@@ -176,7 +176,7 @@ async fn upstream(req: Request, hit: usize) -> Response {
             let h = r.headers_mut();
             h.insert("x-seen-method", seen(parts.method.as_str()));
             h.insert("x-seen-uri", seen(&parts.uri.to_string()));
-            for name in ["x-custom", "x-config", "x-both"] {
+            for name in ["x-custom", "x-config", "x-both", "authorization"] {
                 if let Some(v) = parts.headers.get(name) {
                     h.insert(
                         format!("x-seen-{name}")
@@ -549,10 +549,10 @@ async fn client_sends_a_request_and_emits_the_response() {
     );
     let msg = FluxMsg::builder()
         .id(Id::U64(7))
-        .meta("http.path", "/echo")
-        .meta("http.query", "a=1")
-        .meta("http.header.x-custom", "c")
-        .meta("http.header.x-both", "from-meta")
+        .meta("http.client.path", "/echo")
+        .meta("http.client.query", "a=1")
+        .meta("http.client.header.x-custom", "c")
+        .meta("http.client.header.x-both", "from-meta")
         .meta("corr.key", "k1")
         .data("order", "o-1")
         .raw(&b"ping"[..])
@@ -577,19 +577,23 @@ async fn client_sends_a_request_and_emits_the_response() {
     assert_eq!(meta(&res, "http.header.x-seen-uri"), Some("/api/echo?a=1"));
     assert_eq!(meta(&res, "http.header.x-seen-x-custom"), Some("c"));
     assert_eq!(meta(&res, "http.header.x-seen-x-config"), Some("cfg"));
-    assert_eq!(meta(&res, "http.header.x-seen-x-both"), Some("from-meta"));
     assert_eq!(
-        meta(&res, "http.path"),
+        meta(&res, "http.header.x-seen-x-both"),
+        Some("from-config"),
+        "a configured header is never replaced by metadata"
+    );
+    assert_eq!(
+        meta(&res, "http.client.path"),
         None,
         "the request's http.* entries are gone"
     );
-    assert_eq!(meta(&res, "http.header.x-custom"), None);
+    assert_eq!(meta(&res, "http.client.header.x-custom"), None);
 
     // The method comes from the message when it says one.
     let put = FluxMsg::builder()
         .id(Id::U64(8))
-        .meta("http.method", "PUT")
-        .meta("http.path", "echo")
+        .meta("http.client.method", "PUT")
+        .meta("http.client.path", "echo")
         .build();
     h.send("in", put).expect("queued");
     let res = next(&mut h, "out").await;
@@ -697,9 +701,27 @@ async fn client_reports_connect_when_nothing_listens() {
 async fn client_refuses_a_bad_method_in_metadata() {
     let up = Upstream::start().await;
     let mut h = client(&up.url("/api/echo"), &json!({}));
-    h.send("in", FluxMsg::builder().meta("http.method", "GE T").build())
-        .expect("queued");
+    h.send(
+        "in",
+        FluxMsg::builder()
+            .meta("http.client.method", "GE T")
+            .build(),
+    )
+    .expect("queued");
     assert_eq!(reason(&next(&mut h, "error").await), "bad_request");
+    h.send(
+        "in",
+        FluxMsg::builder()
+            .meta("http.client.path", "/../admin")
+            .build(),
+    )
+    .expect("queued");
+    let error = next(&mut h, "error").await;
+    assert_eq!(reason(&error), "bad_request");
+    assert!(
+        meta(&error, sdk::ERROR_DETAIL).is_some_and(|d| d.contains("..")),
+        "{error:?}"
+    );
     assert_eq!(up.hits(), 0);
     h.shutdown().await;
 }
@@ -732,4 +754,106 @@ async fn client_drain_lets_requests_in_flight_finish() {
     let out = h.take("out");
     assert_eq!(out.len(), 1, "the response came during the drain");
     assert_eq!(&out[0].raw[..], b"lingered");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server and client together
+
+#[tokio::test]
+async fn a_caller_cannot_steer_a_client_behind_a_server() {
+    let up = Upstream::start().await;
+    let (mut front, port) = server(&json!({}));
+    let mut back = client(
+        &up.url("/api/echo"),
+        &json!({ "method": "PUT", "headers": { "authorization": "Bearer configured" } }),
+    );
+    // A hostile caller: its own method, a path and query to append, its own credentials.
+    let call = request(
+        port,
+        Method::DELETE,
+        "/admin/users?drop=all",
+        &[("authorization", "Bearer hostile"), ("x-custom", "hostile")],
+        b"payload",
+    );
+    // The scenario wires the server's out straight to the client's in, and back.
+    let req = next(&mut front, "out").await;
+    assert_eq!(meta(&req, "http.method"), Some("DELETE"));
+    back.send("in", req).expect("the client queues the request");
+    let res = next(&mut back, "out").await;
+    front.send("in", res).expect("the response is the reply");
+
+    let answer = finish(call).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(answer.header("x-seen-method"), Some("PUT"));
+    assert_eq!(answer.header("x-seen-uri"), Some("/api/echo"));
+    assert_eq!(
+        answer.header("x-seen-authorization"),
+        Some("Bearer configured")
+    );
+    assert_eq!(
+        answer.header("x-seen-x-custom"),
+        None,
+        "no caller header is forwarded"
+    );
+    assert_eq!(&answer.body[..], b"payload");
+    assert_eq!(up.hits(), 1);
+    assert!(back.take("error").is_empty());
+    back.shutdown().await;
+    front.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_scenario_forwards_only_what_it_copies_to_the_client() {
+    let up = Upstream::start().await;
+    let (mut front, port) = server(&json!({}));
+    let mut forward = Harness::new::<gears::transform::Transform>(&json!({
+        "steps": [
+            { "copy": "meta.http.path", "to": "meta.http.client.path" },
+            { "copy": "meta.http.header.x-custom", "to": "meta.http.client.header.x-custom" },
+            { "copy": "meta.http.header.authorization", "to": "meta.http.client.header.authorization" }
+        ]
+    }))
+    .expect("a valid transform");
+    let mut back = client(
+        &up.url("/api"),
+        &json!({ "headers": { "authorization": "Bearer configured" } }),
+    );
+    let call = request(
+        port,
+        Method::DELETE,
+        "/echo",
+        &[("authorization", "Bearer hostile"), ("x-custom", "chosen")],
+        b"",
+    );
+    let req = next(&mut front, "out").await;
+    forward.send("in", req).expect("the transform takes it");
+    let req = forward.take("out").pop().expect("the transformed request");
+    back.send("in", req).expect("the client queues the request");
+    let res = next(&mut back, "out").await;
+    front.send("in", res).expect("the response is the reply");
+
+    let answer = finish(call).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    assert_eq!(
+        answer.header("x-seen-uri"),
+        Some("/api/echo"),
+        "the path was copied"
+    );
+    assert_eq!(
+        answer.header("x-seen-x-custom"),
+        Some("chosen"),
+        "so was this header"
+    );
+    assert_eq!(
+        answer.header("x-seen-method"),
+        Some("POST"),
+        "the method was not"
+    );
+    assert_eq!(
+        answer.header("x-seen-authorization"),
+        Some("Bearer configured"),
+        "a configured header wins even over a copied one"
+    );
+    back.shutdown().await;
+    front.shutdown().await;
 }
