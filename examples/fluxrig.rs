@@ -10,6 +10,8 @@
 //! `--duration`), then drains and prints the final counts; `rack check` validates one.
 //! `wasm keygen` makes an Ed25519 key pair, `wasm sign` signs a module for the `wasm` gear
 //! and `wasm check` runs the gear's pre-flight check on one (imports, exports, signature).
+//! `dlq list`, `dlq show` and `dlq replay` read and replay the dead letters a NATS server
+//! keeps in `flux-dlq`, all of them or those of one rack (`--rack`) or gear (`--gear`).
 //!
 //! ```text
 //! cargo run --example fluxrig -- demo
@@ -23,6 +25,9 @@
 //! cargo run --example fluxrig -- wasm keygen --out vendor.key      # prints the public key
 //! cargo run --example fluxrig -- wasm sign guest.wasm --key vendor.key
 //! cargo run --example fluxrig -- wasm check guest.wasm --trusted-key <public key hex>
+//! cargo run --example fluxrig -- dlq list --nats nats://127.0.0.1:4222 --rack relay
+//! cargo run --example fluxrig -- dlq show 42 --nats nats://127.0.0.1:4222
+//! cargo run --example fluxrig -- dlq replay --nats nats://127.0.0.1:4222 --gear risk
 //! ```
 //!
 //! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints an
@@ -37,6 +42,10 @@ use anyhow::{Context as _, ensure};
 use clap::{Args, Parser, Subcommand};
 use fluxrig::fluxmsg::{Codec, FluxMsg, Hop, Id, json};
 use fluxrig::gears::Factory;
+
+// A path of its own, so that `examples/` does not take it for an example.
+#[path = "fluxrig/dlq.rs"]
+mod dlq;
 
 /// Exit status for bad input.
 const BAD_INPUT: u8 = 1;
@@ -70,6 +79,9 @@ enum Command {
     /// Keys, signatures and checks of modules for the `wasm` gear.
     #[command(subcommand)]
     Wasm(WasmCommand),
+    /// The dead letters a NATS server keeps: list, show, replay.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +283,7 @@ pub(crate) fn run(
         Command::Rack(RackCommand::Run(args)) => rack_run(&args, output),
         Command::Rack(RackCommand::Check { scenario }) => rack_check(&scenario, output),
         Command::Wasm(command) => wasm(&command, output),
+        Command::Dlq(command) => dlq::dlq(&command, output),
     };
     match result {
         Ok(()) => 0,

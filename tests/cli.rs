@@ -526,39 +526,72 @@ fn wasm_keygen_sign_and_check() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The chaos test: three `fluxrig rack run --nats` processes run one scenario (a source of
-/// 20,000 numbered messages, a relay, a sink writing what it receives), every wire
-/// guaranteed. The relay is killed with SIGKILL mid-stream and started again, then the NATS
-/// server restarts on the same store. Every number reaches the sink at least once, and nothing
-/// is dead-lettered.
+/// Three `fluxrig rack run --nats` processes (`src`, `relay`, `sink`) of one scenario, a source
+/// of `n` numbered messages, a relay transforming them and a sink writing what it receives to
+/// a file, every wire guaranteed.
 #[cfg(feature = "nats-server-tests")]
-#[test]
-fn chaos_a_killed_relay_and_a_restarted_server_lose_nothing() {
-    use std::collections::BTreeMap;
-    use std::process::{Child, Command};
-    use std::time::{Duration, Instant};
+struct Chaos {
+    n: u64,
+    url: String,
+    dir: std::path::PathBuf,
+    sink_file: std::path::PathBuf,
+    fluxrig: std::path::PathBuf,
+    runs: std::cell::Cell<u32>,
+}
 
-    const N: u64 = 20_000;
-    let mut server = fluxrig::snake::NatsServer::start().expect("nats-server (make setup-nats)");
-    let url = server.url();
-    let dir = std::env::temp_dir().join(format!("fluxrig-chaos-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let sink_file = dir.join("sink.jsonl");
-    let scenario = dir.join("chaos.yaml");
-    std::fs::write(
-        &scenario,
-        format!(
-            r#"meta: {{ name: chaos, version: 1 }}
+#[cfg(feature = "nats-server-tests")]
+impl Chaos {
+    /// The set-up in a directory of its own (`name`), against the server at `url`.
+    fn new(name: &str, url: String, n: u64) -> Chaos {
+        let dir = std::env::temp_dir().join(format!("fluxrig-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let sink_file = dir.join("sink.jsonl");
+        // The example binary, built by `cargo test` beside this test.
+        let exe = std::env::current_exe().expect("the test's path");
+        let fluxrig = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|profile| profile.join("examples").join("fluxrig"))
+            .expect("the target directory");
+        // `cargo test` builds the examples with the tests; a lone `cargo test --test cli` does
+        // not, and an old binary would run an old rack.
+        let help = std::process::Command::new(&fluxrig)
+            .args(["dlq", "--help"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        assert!(
+            help.contains("replay"),
+            "{} is missing or out of date: run `cargo build --example fluxrig` (make test builds it)",
+            fluxrig.display()
+        );
+        Chaos {
+            n,
+            url,
+            dir,
+            sink_file,
+            fluxrig,
+            runs: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Writes the scenario with `steps` as the relay's transform; returns its path.
+    fn scenario(&self, file: &str, steps: &str) -> std::path::PathBuf {
+        let path = self.dir.join(file);
+        std::fs::write(
+            &path,
+            format!(
+                r#"meta: {{ name: chaos, version: 1 }}
 racks: [ {{ name: src }}, {{ name: relay }}, {{ name: sink }} ]
 gears:
   - name: gen
     type: generate
     deploy: src
-    config: {{ count: {N}, batch: 50, rate: {{ tps: 2000 }}, template: {{ data: {{ n: "${{counter}}" }} }} }}
+    config: {{ count: {}, batch: 50, rate: {{ tps: 2000 }}, template: {{ data: {{ n: "${{counter}}" }} }} }}
   - name: hop
     type: transform
     deploy: relay
-    config: {{ steps: [ {{ set: meta.via, value: relay }} ] }}
+    config: {{ steps: [ {steps} ] }}
   - name: out
     type: log
     deploy: sink
@@ -567,50 +600,35 @@ wires:
   - {{ from: gen.out, to: hop.in, lane: guaranteed }}
   - {{ from: hop.out, to: out.in, lane: guaranteed }}
 "#,
-            sink_file.display()
-        ),
-    )
-    .expect("the scenario");
+                self.n,
+                self.sink_file.display()
+            ),
+        )
+        .expect("the scenario");
+        path
+    }
 
-    // The example binary, built by `cargo test` beside this test (or built now).
-    let exe = std::env::current_exe().expect("the test's path");
-    let fluxrig = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("fluxrig"))
-        .expect("the target directory");
-    // `cargo test` builds the examples with the tests; a lone `cargo test --test cli` does
-    // not, and an old binary would run an old rack.
-    let help = Command::new(&fluxrig)
-        .args(["rack", "run", "--help"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    assert!(
-        help.contains("--nats"),
-        "{} is missing or out of date: run `cargo build --example fluxrig` (make test builds it)",
-        fluxrig.display()
-    );
-    // Each run's output stays in the directory for a failure's post-mortem.
-    let runs = std::cell::Cell::new(0);
-    let rack = |name: &str| -> Child {
-        runs.set(runs.get() + 1);
-        let log = std::fs::File::create(dir.join(format!("{name}-{}.log", runs.get())))
+    /// Starts rack `name` of `scenario`; its output stays in the directory for a failure's
+    /// post-mortem.
+    fn rack(&self, scenario: &std::path::Path, name: &str) -> std::process::Child {
+        self.runs.set(self.runs.get() + 1);
+        let log = std::fs::File::create(self.dir.join(format!("{name}-{}.log", self.runs.get())))
             .expect("a log file");
-        Command::new(&fluxrig)
+        std::process::Command::new(&self.fluxrig)
             .args(["rack", "run"])
-            .arg(&scenario)
-            .args(["--rack", name, "--nats", &url])
+            .arg(scenario)
+            .args(["--rack", name, "--nats", &self.url])
             .env("FLUXRIG_LOG", "warn")
             .stdout(log.try_clone().expect("the log file"))
             .stderr(log)
             .spawn()
             .expect("a rack process")
-    };
-    // What the sink wrote so far: how often each number arrived.
-    let arrived = || -> BTreeMap<u64, u32> {
-        let text = std::fs::read_to_string(&sink_file).unwrap_or_default();
-        let mut counts = BTreeMap::new();
+    }
+
+    /// What the sink wrote so far: how often each number arrived.
+    fn arrived(&self) -> std::collections::BTreeMap<u64, u32> {
+        let text = std::fs::read_to_string(&self.sink_file).unwrap_or_default();
+        let mut counts = std::collections::BTreeMap::new();
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue; // a line being written
@@ -621,48 +639,94 @@ wires:
             }
         }
         counts
-    };
-    let wait_for = |what: &str, limit: Duration, done: &dyn Fn(&BTreeMap<u64, u32>) -> bool| {
-        let deadline = Instant::now() + limit;
+    }
+
+    /// Waits up to `limit` for `done` to hold of what arrived, and returns that; fails with
+    /// what is missing.
+    fn wait_for(
+        &self,
+        what: &str,
+        limit: std::time::Duration,
+        done: &dyn Fn(&std::collections::BTreeMap<u64, u32>) -> bool,
+    ) -> std::collections::BTreeMap<u64, u32> {
+        let deadline = std::time::Instant::now() + limit;
         loop {
-            let counts = arrived();
+            let counts = self.arrived();
             if done(&counts) {
                 return counts;
             }
-            if Instant::now() >= deadline {
-                let missing: Vec<u64> = (0..N)
+            if std::time::Instant::now() >= deadline {
+                let missing: Vec<u64> = (0..self.n)
                     .filter(|n| !counts.contains_key(n))
                     .take(50)
                     .collect();
                 panic!(
-                    "timed out waiting for {what}: {} of {N} numbers arrived; missing (first 50): \
-                     {missing:?}; the racks' output is in {}",
+                    "timed out waiting for {what}: {} of {} numbers arrived; missing (first \
+                     50): {missing:?}; the racks' output is in {}",
                     counts.len(),
-                    dir.display()
+                    self.n,
+                    self.dir.display()
                 );
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-    };
+    }
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = watch_dead_letters(url.clone(), std::sync::Arc::clone(&stop));
-    let mut sink = rack("sink");
-    let mut relay = rack("relay");
-    let mut src = rack("src");
-    wait_for("the stream to flow", Duration::from_secs(120), &|c| {
+    /// How many dead letters the server keeps, as `fluxrig dlq list` counts them.
+    fn dead_letters(&self, filter: &[&str]) -> (u64, String) {
+        let mut args = vec!["dlq", "list", "--nats", self.url.as_str()];
+        args.extend_from_slice(filter);
+        let run = fluxrig(&args, b"");
+        let out = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert_eq!(run.status, 0, "{run:?}");
+        let total = out
+            .lines()
+            .last()
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a count in {out}"));
+        (total, out)
+    }
+}
+
+#[cfg(feature = "nats-server-tests")]
+impl Drop for Chaos {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The chaos test: the relay is killed with SIGKILL mid-stream and started again, then the
+/// NATS server restarts on the same store. Every one of 20,000 numbers reaches the sink at
+/// least once, and the dead-letter stream is empty.
+#[cfg(feature = "nats-server-tests")]
+#[test]
+fn chaos_a_killed_relay_and_a_restarted_server_lose_nothing() {
+    use std::time::Duration;
+
+    const N: u64 = 20_000;
+    let mut server = fluxrig::snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let chaos = Chaos::new("chaos", server.url(), N);
+    let scenario = chaos.scenario("chaos.yaml", "{ set: meta.via, value: relay }");
+    let mut sink = chaos.rack(&scenario, "sink");
+    let mut relay = chaos.rack(&scenario, "relay");
+    let mut src = chaos.rack(&scenario, "src");
+    chaos.wait_for("the stream to flow", Duration::from_secs(120), &|c| {
         c.len() >= 2_000
     });
     relay.kill().expect("SIGKILL the relay");
     let _ = relay.wait();
-    let mut relay = rack("relay");
-    wait_for("the stream to flow again", Duration::from_secs(120), &|c| {
+    let mut relay = chaos.rack(&scenario, "relay");
+    chaos.wait_for("the stream to flow again", Duration::from_secs(120), &|c| {
         c.len() >= 8_000
     });
     server
         .restart()
         .expect("nats-server restarts on the same store");
-    let counts = wait_for("every number", Duration::from_secs(240), &|c| {
+    let counts = chaos.wait_for("every number", Duration::from_secs(240), &|c| {
         c.len() as u64 == N
     });
     // Redeliveries may still be in flight: the counts only grow from here.
@@ -672,48 +736,105 @@ wires:
         let _ = child.kill();
         let _ = child.wait();
     }
-    stop.store(true, std::sync::atomic::Ordering::Release);
-    let dead = watcher.join().expect("the watcher");
+    let (dead, _) = chaos.dead_letters(&[]);
     println!(
         "chaos: produced {N}, delivered {delivered}, duplicated {duplicated}, dead-lettered {dead}"
     );
     assert_eq!(counts.keys().next(), Some(&0));
     assert_eq!(counts.keys().next_back(), Some(&(N - 1)));
     assert_eq!(dead, 0, "nothing is dead-lettered");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Counts the dead letters published on `flux.dlq.>` (core subjects: a watcher sees those
-/// published while it is connected, which is the whole run but for the server's restart)
-/// until `stop` is set.
+/// The chaos test's second case: the relay fails every 97th number (a division by zero), and
+/// is killed with SIGKILL mid-stream. The failed ones end in `flux-dlq` with the relay's
+/// reason, once each, and `fluxrig dlq list` shows them by rack and gear; everything else
+/// arrives. Then the relay is fixed (restarted on a scenario without the division) and
+/// `fluxrig dlq replay --gear hop` sends them through again: every number has arrived, and
+/// the dead-letter stream is empty.
 #[cfg(feature = "nats-server-tests")]
-fn watch_dead_letters(
-    url: String,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<u64> {
-    use std::sync::atomic::Ordering;
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async move {
-            let bus = fluxrig::snake::Snake::nats(fluxrig::snake::NatsOptions::new(url))
-                .await
-                .expect("the watcher connects");
-            let mut dead = bus
-                .subscribe(fluxrig::snake::Pattern::dead_letters())
-                .await
-                .expect("a dead-letter subscription");
-            let mut count = 0;
-            while !stop.load(Ordering::Acquire) {
-                if let Ok(Some(_)) =
-                    tokio::time::timeout(std::time::Duration::from_millis(200), dead.next()).await
-                {
-                    count += 1;
-                }
-            }
-            count
-        })
-    })
+#[test]
+fn chaos_poisoned_messages_are_dead_lettered_listed_and_replayed() {
+    use std::time::Duration;
+
+    const N: u64 = 4_000;
+    let poisoned = |n: u64| n % 97 == 0;
+    let bad = (0..N).filter(|n| poisoned(*n)).count() as u64;
+    let server = fluxrig::snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let chaos = Chaos::new("poison", server.url(), N);
+    let broken = chaos.scenario(
+        "broken.yaml",
+        r#"{ set: meta.via, value: relay }, { set: data.q, expr: "100 / (data.n % 97)" }"#,
+    );
+    let mut sink = chaos.rack(&broken, "sink");
+    let mut relay = chaos.rack(&broken, "relay");
+    let mut src = chaos.rack(&broken, "src");
+    chaos.wait_for("the stream to flow", Duration::from_secs(120), &|c| {
+        c.len() >= 1_000
+    });
+    relay.kill().expect("SIGKILL the relay");
+    let _ = relay.wait();
+    let mut relay = chaos.rack(&broken, "relay");
+    let good = N - bad;
+    let counts = chaos.wait_for("every good number", Duration::from_secs(240), &|c| {
+        c.len() as u64 == good
+    });
+    assert!(
+        counts.keys().all(|n| !poisoned(*n)),
+        "a poisoned number arrived"
+    );
+    // The dead letters land once their inputs are terminated; wait for the last of them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let (dead, out) = chaos.dead_letters(&["--rack", "relay", "--gear", "hop"]);
+        if dead >= bad || std::time::Instant::now() >= deadline {
+            assert_eq!(dead, bad, "every poisoned number, once: {out}");
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        listed
+            .lines()
+            .filter(|l| l.contains("relay.hop.in") && l.contains("terminated: hop: "))
+            .count() as u64,
+        bad,
+        "each with the relay's reason: {listed}"
+    );
+    assert_eq!(chaos.dead_letters(&["--rack", "sink"]).0, 0);
+    assert_eq!(chaos.dead_letters(&["--gear", "out"]).0, 0);
+
+    // Fixed, then replayed.
+    relay.kill().expect("stop the broken relay");
+    let _ = relay.wait();
+    let fixed = chaos.scenario("fixed.yaml", "{ set: meta.via, value: relay }");
+    let mut relay = chaos.rack(&fixed, "relay");
+    let run = fluxrig(
+        &[
+            "dlq",
+            "replay",
+            "--nats",
+            chaos.url.as_str(),
+            "--gear",
+            "hop",
+        ],
+        b"",
+    );
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(out.ends_with(&format!("{bad} replayed\n")), "{out}");
+    let counts = chaos.wait_for("every number", Duration::from_secs(120), &|c| {
+        c.len() as u64 == N
+    });
+    let delivered: u64 = counts.values().map(|&n| u64::from(n)).sum();
+    for child in [&mut src, &mut relay, &mut sink] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (dead, _) = chaos.dead_letters(&[]);
+    println!(
+        "chaos (poisoned): produced {N}, poisoned {bad}, replayed {bad}, delivered {delivered}, \
+         duplicated {}, dead-lettered at the end {dead}",
+        delivered - N
+    );
+    assert_eq!(dead, 0, "the dead-letter stream is empty after the replay");
 }
