@@ -18,7 +18,21 @@
 //!     timeout: 5s            # how long a request waits for its reply (default)
 //!     max_body: 1048576      # larger request bodies get 413 (default)
 //!     max_in_flight: 1024    # one more waiting request gets 503 (default)
+//!     header_read_timeout: 10s  # the longest a request head may take (default)
+//!     idle_timeout: 60s      # an idle keep-alive connection is closed (default)
+//!     max_connections: 1024  # open connections; one more is closed at once (default)
 //! ```
+//!
+//! Connections are HTTP/1.1 with keep-alive, under three limits:
+//!
+//! - a request head (request line and headers) must arrive whole within
+//!   `header_read_timeout`, counted from the accept for a connection's first request and from
+//!   the first byte of each later one; otherwise the connection is closed and counted as
+//!   dropped `header_timeout`, so that a client sending a byte now and then cannot hold it;
+//! - a connection with no request in flight and no byte read or written for `idle_timeout` is
+//!   closed (a request waiting for its reply is in flight: `timeout` bounds it instead);
+//! - at most `max_connections` are open at once; one more is closed as soon as it is accepted,
+//!   counted as dropped `max_connections` and logged.
 //!
 //! Each request becomes a message with a fresh id, the body in `raw`, and this metadata:
 //!
@@ -133,11 +147,12 @@
 //! channel. When it is full (a client with `max_in_flight` requests running and as many
 //! queued, a server with twice `max_in_flight` commands queued), the message goes to `error`
 //! with `overloaded`. After `drain`, a client refuses new messages with `draining`, sends what
-//! it had queued and waits for its requests; a server stops accepting connections and answers
-//! the requests it holds, while the runner's drain timeout lasts.
+//! it had queued and waits for its requests; a server stops accepting connections, closes the
+//! idle ones and answers the requests it holds, while the runner's drain timeout lasts.
 
 mod client;
 mod config;
+mod conn;
 mod meta;
 mod server;
 

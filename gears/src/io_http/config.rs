@@ -27,6 +27,14 @@ const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
 const DEFAULT_RETRY_ON: [u16; 3] = [502, 503, 504];
 /// The ceiling of `max_in_flight`, well under Tokio's channel and semaphore limits.
 const MAX_IN_FLIGHT: usize = 1_000_000;
+/// How long a server waits for a request head by default.
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server keeps an idle keep-alive connection open by default.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many connections a server keeps open at once by default.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The ceiling of `max_connections`, well under Tokio's semaphore limit.
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// Whether an `io_http` gear serves HTTP or calls an HTTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -63,6 +71,18 @@ pub struct Config {
     /// (default 1024). Client: how many requests may be on the wire at once, with as many
     /// more queued; beyond that a message goes to `error` with `overloaded` (default 64).
     pub max_in_flight: Option<usize>,
+    /// *Server*: how long a request head (request line and headers) may take to arrive,
+    /// counted from the accept for a connection's first request and from the first byte of
+    /// each later one. A head still incomplete then closes the connection, counted as dropped
+    /// `header_timeout`, so that a client sending a byte now and then cannot hold it open.
+    /// Default 10s.
+    pub header_read_timeout: Option<HumanDuration>,
+    /// *Server*: how long a keep-alive connection may stay open with no request in flight and
+    /// no byte read or written; then it is closed. Default 60s.
+    pub idle_timeout: Option<HumanDuration>,
+    /// *Server*: how many connections may be open at once. One over the limit is closed as
+    /// soon as it is accepted, counted as dropped `max_connections`. Default 1024.
+    pub max_connections: Option<usize>,
     /// *Client* (required): the URL to call, `http://host:port/path`. `https` is not
     /// supported yet.
     pub url: Option<String>,
@@ -98,6 +118,9 @@ pub(super) struct ServerSettings {
     pub(super) timeout: Duration,
     pub(super) max_body: usize,
     pub(super) max_in_flight: usize,
+    pub(super) header_read_timeout: Duration,
+    pub(super) idle_timeout: Duration,
+    pub(super) max_connections: usize,
 }
 
 /// What a client runs with.
@@ -153,6 +176,20 @@ fn in_flight(value: Option<usize>, default: usize) -> Result<usize, ConfigError>
     }
 }
 
+/// A positive duration, `default` when not given.
+fn positive(
+    key: &str,
+    value: Option<HumanDuration>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = value.map_or(default, HumanDuration::get);
+    if d.is_zero() {
+        Err(ConfigError::field(key, "must be more than zero"))
+    } else {
+        Ok(d)
+    }
+}
+
 fn wrong_mode(key: &str, mode: &str) -> ConfigError {
     let other = if mode == "server" { "client" } else { "server" };
     ConfigError::field(
@@ -178,11 +215,25 @@ fn server(
         return Err(wrong_mode(key, "server"));
     }
     let bind = config.bind.as_deref().unwrap_or(DEFAULT_BIND);
+    let max_connections = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
+        return Err(ConfigError::field(
+            "max_connections",
+            format_args!("must be between 1 and {MAX_CONNECTIONS}, not {max_connections}"),
+        ));
+    }
     Ok(ServerSettings {
         bind: parse_bind(bind)?,
         timeout,
         max_body,
         max_in_flight: in_flight(config.max_in_flight, DEFAULT_SERVER_IN_FLIGHT)?,
+        header_read_timeout: positive(
+            "header_read_timeout",
+            config.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?,
+        idle_timeout: positive("idle_timeout", config.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+        max_connections,
     })
 }
 
@@ -208,8 +259,14 @@ fn client(
     timeout: Duration,
     max_body: usize,
 ) -> Result<ClientSettings, ConfigError> {
-    if config.bind.is_some() {
-        return Err(wrong_mode("bind", "client"));
+    let server_keys = [
+        ("bind", config.bind.is_some()),
+        ("header_read_timeout", config.header_read_timeout.is_some()),
+        ("idle_timeout", config.idle_timeout.is_some()),
+        ("max_connections", config.max_connections.is_some()),
+    ];
+    if let Some((key, _)) = server_keys.iter().find(|(_, given)| *given) {
+        return Err(wrong_mode(key, "client"));
     }
     let Some(url) = config.url.as_deref() else {
         return Err(ConfigError::field(

@@ -1,5 +1,5 @@
-//! Server mode: an axum server whose requests leave on `out`, and a task that owns the table
-//! of requests waiting for their replies.
+//! Server mode: an HTTP/1.1 server (its connections in [`conn`]) whose requests leave on
+//! `out`, and a task that owns the table of requests waiting for their replies.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,9 +8,8 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use fluxmsg::{FluxMsg, Id};
@@ -21,6 +20,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
 use super::config::ServerSettings;
+use super::conn::{self, Limits};
 use super::meta::{self, Now};
 
 /// What the table task receives: a request to wait for, or a reply to match.
@@ -79,14 +79,16 @@ pub(super) fn start(
         token.clone().fired_owned(),
     ));
 
-    let app = Router::new().fallback(handle).with_state(shared);
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let limits = Limits {
+        header_read_timeout: settings.header_read_timeout,
+        idle_timeout: settings.idle_timeout,
+        max_connections: settings.max_connections,
+    };
+    let stats = Arc::clone(ctx.emitter().stats());
+    let handler = move |peer, request| handle(Arc::clone(&shared), peer, request);
     ctx.spawn(async move {
-        let serve = axum::serve(listener, service).with_graceful_shutdown(token.fired_owned());
-        match serve.await {
-            Ok(()) => tracing::info!(bind = %local, "The HTTP server stopped."),
-            Err(e) => tracing::error!(bind = %local, error = %e, "The HTTP server failed."),
-        }
+        conn::serve(listener, limits, stats, handler, token).await;
+        tracing::info!(bind = %local, "The HTTP server stopped.");
     });
     tracing::info!(bind = %local, "The HTTP server listens.");
     Ok(table_tx)
@@ -191,11 +193,7 @@ fn deliver(pending: &mut HashMap<Id, oneshot::Sender<FluxMsg>>, reply: FluxMsg, 
 }
 
 /// Every request, whatever its method and path.
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+async fn handle(shared: Arc<Shared>, peer: SocketAddr, request: Request) -> Response {
     let span = shared.span.clone();
     serve_one(&shared, peer, request).instrument(span).await
 }

@@ -20,6 +20,7 @@ use sdk::{Category, Direction, DynGearType, Harness, Terminus};
 use serde_json::{Value, json};
 use testkit::{wait_until, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -206,6 +207,71 @@ async fn upstream(req: Request, hit: usize) -> Response {
     }
 }
 
+/// Opens a raw TCP connection to the server gear on 127.0.0.1:`port`.
+async fn connect(port: u16) -> TcpStream {
+    within("a connection", TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .expect("the server gear accepts connections")
+}
+
+/// Reads one HTTP/1.1 response (its body framed by `content-length`) and returns its status
+/// line, or `None` when the server closes the connection first.
+async fn read_response(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let length = head
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return head.lines().next().map(str::to_owned);
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Sends `GET path` on `stream`, answers it through the gear, and returns the status line.
+async fn exchange(h: &mut Harness, stream: &mut TcpStream, path: &str) -> String {
+    let wire = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    stream
+        .write_all(wire.as_bytes())
+        .await
+        .expect("the request is written");
+    let req = next(h, "out").await;
+    assert_eq!(meta(&req, "http.path"), Some(path));
+    let reply = FluxMsg::builder()
+        .ref_id(req.id.expect("an id"))
+        .raw(&b"ok"[..])
+        .build();
+    h.send("in", reply).expect("the reply is taken");
+    within("the response", read_response(stream))
+        .await
+        .expect("a response before any close")
+}
+
+/// Waits (bounded) until the server closes `stream`, reading and discarding what it sends.
+async fn closed(stream: &mut TcpStream) {
+    let mut buf = [0u8; 1024];
+    within("the server to close the connection", async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
 /// Refuses `config` and says something containing each of `expect` about it.
 #[track_caller]
 fn check_config_error(config: &Value, expect: &[&str]) {
@@ -286,6 +352,28 @@ fn config_errors_name_the_problem() {
     check_config_error(
         &json!({ "mode": "server", "max_in_flight": 0 }),
         &["max_in_flight"],
+    );
+    check_config_error(
+        &json!({ "mode": "server", "max_connections": 0 }),
+        &["config.max_connections"],
+    );
+    check_config_error(
+        &json!({ "mode": "server", "header_read_timeout": "0s" }),
+        &["config.header_read_timeout", "more than zero"],
+    );
+    check_config_error(
+        &json!({ "mode": "server", "idle_timeout": "0s" }),
+        &["config.idle_timeout", "more than zero"],
+    );
+    for key in ["header_read_timeout", "idle_timeout"] {
+        check_config_error(
+            &json!({ "mode": "client", "url": "http://127.0.0.1:1", key: "1s" }),
+            &[&format!("config.{key}"), "server mode only"],
+        );
+    }
+    check_config_error(
+        &json!({ "mode": "client", "url": "http://127.0.0.1:1", "max_connections": 5 }),
+        &["config.max_connections", "server mode only"],
     );
 }
 
@@ -470,12 +558,7 @@ async fn server_answers_413_to_a_body_over_max_body() {
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
 
     // A chunked body declares no length: the limit applies while reading.
-    let mut stream = within(
-        "a connection",
-        tokio::net::TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    .expect("connects");
+    let mut stream = connect(port).await;
     let mut wire =
         b"POST /upload HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n64\r\n".to_vec();
     wire.extend_from_slice(body);
@@ -535,6 +618,139 @@ async fn server_stops_listening_on_shutdown() {
     )
     .await;
     assert!(connect.is_err(), "the listener is closed");
+}
+
+#[tokio::test]
+async fn server_closes_a_connection_whose_head_trickles_in() {
+    let (mut h, port) = server(&json!({ "header_read_timeout": "200ms" }));
+    let mut stream = connect(port).await;
+    let head = b"GET /slow HTTP/1.1\r\nhost: test\r\nx-slow: ";
+    let mut sent = 0;
+    within("the server to close a head that trickles in", async {
+        let mut buf = [0u8; 256];
+        loop {
+            // A head that never ends: the request line, then one header value for ever.
+            let byte = head.get(sent).copied().unwrap_or(b'a');
+            if stream.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            sent += 1;
+            // The input of this test: a peer that sends one byte every 20ms.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            match stream.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => panic!("the server answered an endless head: {:?}", &buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+    assert!(sent > 1, "the head was sent a byte at a time");
+    wait_until("the slow head to be counted", || {
+        h.stats().dropped("header_timeout") == 1
+    })
+    .await;
+    assert!(h.take("out").is_empty(), "no request left on out");
+
+    // The server still serves others.
+    let mut other = connect(port).await;
+    assert_eq!(
+        exchange(&mut h, &mut other, "/after").await,
+        "HTTP/1.1 200 OK"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_closes_an_idle_keep_alive_connection_but_not_a_busy_one() {
+    let (mut h, port) = server(&json!({ "idle_timeout": "200ms", "header_read_timeout": "1h" }));
+    let mut stream = connect(port).await;
+    stream
+        .write_all(b"GET /held HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .expect("the request is written");
+    let req = next(&mut h, "out").await;
+    // The input of this test: a reply that comes well after idle_timeout. The request is in
+    // flight all along, so its connection stays open.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let reply = FluxMsg::builder()
+        .ref_id(req.id.expect("an id"))
+        .raw(&b"late but fine"[..])
+        .build();
+    h.send("in", reply).expect("the reply is taken");
+    let status = within("the response", read_response(&mut stream)).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+
+    // Then the keep-alive connection sits idle, and the server closes it.
+    closed(&mut stream).await;
+    assert_eq!(
+        h.stats().dropped,
+        Default::default(),
+        "an idle close drops nothing"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_refuses_connections_over_max_connections() {
+    let (mut h, port) = server(&json!({ "max_connections": 2 }));
+    let mut first = connect(port).await;
+    let mut second = connect(port).await;
+    assert_eq!(
+        exchange(&mut h, &mut first, "/first").await,
+        "HTTP/1.1 200 OK"
+    );
+    assert_eq!(
+        exchange(&mut h, &mut second, "/second").await,
+        "HTTP/1.1 200 OK"
+    );
+
+    // Both are open and served: a third is closed at once, unserved.
+    let mut third = connect(port).await;
+    // The server may have closed it already, so the write may fail.
+    let _ = third
+        .write_all(b"GET /third HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await;
+    closed(&mut third).await;
+    assert_eq!(h.stats().dropped("max_connections"), 1);
+    assert!(h.take("out").is_empty(), "the third request never left");
+
+    // The first two still work.
+    assert_eq!(
+        exchange(&mut h, &mut first, "/first/again").await,
+        "HTTP/1.1 200 OK"
+    );
+
+    // Once one closes, a new connection takes its place (as soon as the server has noticed).
+    drop(second);
+    let (mut fourth, req) = within("a free connection slot", async {
+        loop {
+            let mut stream = connect(port).await;
+            // A refused connection may fail this write; the select below tells.
+            let _ = stream
+                .write_all(b"GET /fourth HTTP/1.1\r\nhost: test\r\n\r\n")
+                .await;
+            let mut byte = [0u8; 1];
+            tokio::select! {
+                req = h.recv("out") => break (stream, req.expect("the request of an admitted connection")),
+                _ = stream.read(&mut byte) => {
+                    // Refused: the server has not noticed the close yet. Try again shortly.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(meta(&req, "http.path"), Some("/fourth"));
+    h.send(
+        "in",
+        FluxMsg::builder().ref_id(req.id.expect("an id")).build(),
+    )
+    .expect("the reply is taken");
+    let status = within("the response", read_response(&mut fourth)).await;
+    assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+    h.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------------------------
