@@ -25,6 +25,8 @@
 //!       max_connections_per_peer: 8  # server, per IP address; default 64, 0 = unlimited
 //!       framing: length_prefix2   # delimiter (default) | length_prefix2 | length_prefix4
 //!       max_frame: 8192           # bytes; default 1 MiB
+//!       partial_frame_budget: 16777216  # bytes, all connections' frames in progress;
+//!                                 # default 64 MiB, at least max_frame
 //!       idle_timeout: 5m          # default 60s, 0s = never
 //!       frame_timeout: 10s        # a started frame must end within it; default 30s, 0s = never
 //!       max_buffered_messages: 100  # per connection; default 1000, drop-oldest
@@ -69,6 +71,8 @@
 //! `max_connections_per_peer` (a connection refused), `oversized_frame` (a frame over
 //! `max_frame`, whose connection is closed), `frame_timeout` (a frame that did not complete
 //! within `frame_timeout` of its first byte, whose connection is closed),
+//! `partial_frame_budget` (a connection whose frame in progress needed more of the
+//! budget than was left, closed),
 //! `connection_closed` (messages still buffered when their connection closed), `shutdown`
 //! (client messages still buffered when the gear drained while disconnected, frames already
 //! read from a peer but not yet emitted when reading stopped at drain, and messages still
@@ -79,12 +83,22 @@
 //! # Lifecycle
 //!
 //! Nothing opens a socket before `start`; a server that cannot bind fails `start`. Reading
-//! stops when a frame waits for the engine (back-pressure closes the TCP window); a read
-//! buffer never holds much more than one `max_frame`, and each frame is copied out of it, so
-//! that a message kept downstream pins nothing else. On `drain`
-//! the gear stops accepting and reading, writes what is buffered (bounded by the engine's
-//! drain timeout), then closes each connection. A peer that closes its side closes the
-//! connection: messages still buffered for it are dropped.
+//! stops when a frame waits for the engine (back-pressure closes the TCP window); each frame
+//! is copied out of the read buffer, so that a message kept downstream pins nothing else.
+//!
+//! A read buffer starts at 8 KiB and grows by doubling with the bytes that arrive (a length
+//! prefix reserves nothing before its bytes), never past one `max_frame` with its prefix or
+//! delimiter. What it holds beyond its first 8 KiB comes out of `partial_frame_budget`, which
+//! all connections of the gear share: taken before the buffer grows, given back as frames
+//! complete (the buffer shrinks to what the bytes left need, 8 KiB when empty) or when the
+//! connection closes. A connection that cannot take what it needs is closed, so that many
+//! slow or stalled peers cannot hold `max_connections` × `max_frame` bytes between them;
+//! small frames never need the budget. The read buffers of a server thus hold about
+//! `max_connections` × 8 KiB plus `partial_frame_budget` at most.
+//!
+//! On `drain` the gear stops accepting and reading, writes what is buffered (bounded by the
+//! engine's drain timeout), then closes each connection. A peer that closes its side closes
+//! the connection: messages still buffered for it are dropped.
 //!
 //! # Example
 //!
@@ -121,6 +135,7 @@
 //! # }
 //! ```
 
+mod budget;
 mod client;
 mod config;
 mod conn;
@@ -138,6 +153,7 @@ use sdk::{
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use self::budget::Budget;
 use self::config::Settings;
 pub use self::config::{Config, Framing, Mode};
 use crate::meta::{CONN_ID, PEER_IP, PEER_PORT};
@@ -181,6 +197,8 @@ struct Shared {
     emitter: Emitter,
     out: OutPort,
     now: Box<dyn Fn() -> Duration + Send + Sync>,
+    /// What the connections' read buffers may take for frames in progress, together.
+    budget: Budget,
 }
 
 impl Shared {
@@ -229,6 +247,7 @@ impl Gear for IoTcp {
             emitter: ctx.emitter(),
             out: self.out,
             now: Box::new(move || clock.now()),
+            budget: Budget::new(self.settings.partial_frame_budget),
         });
         let egress = EgressRx::new(egress, Arc::clone(shared.emitter.stats()));
         let shutdown = ctx.shutdown().fired_owned();

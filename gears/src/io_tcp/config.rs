@@ -48,6 +48,14 @@ pub struct Config {
     /// frame closes its connection and is counted as dropped `oversized_frame`.
     #[serde(default = "default_max_frame")]
     pub max_frame: u32,
+    /// The memory, in bytes, that the gear's connections may hold together for frames they
+    /// have begun to read (default 64 MiB; at least `max_frame`, so that one frame of the
+    /// largest size always fits). A connection's read buffer grows with the bytes that
+    /// arrive (never with a length a prefix declares) and is charged for what it holds beyond
+    /// its first 8 KiB, until its frames are complete. A connection that would take more
+    /// than is left is closed and counted as dropped `partial_frame_budget`.
+    #[serde(default = "default_partial_frame_budget")]
+    pub partial_frame_budget: u64,
     /// A connection with no byte read or written for this long is closed; `0s` never closes.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: HumanDuration,
@@ -161,6 +169,10 @@ fn default_max_frame() -> u32 {
     1 << 20
 }
 
+fn default_partial_frame_budget() -> u64 {
+    64 << 20
+}
+
 fn default_idle_timeout() -> HumanDuration {
     HumanDuration::from_secs(60)
 }
@@ -197,6 +209,10 @@ pub(crate) struct Settings {
     pub(crate) max_connections_per_peer: usize,
     pub(crate) codec: Codec,
     pub(crate) max_frame: usize,
+    /// The most that one frame takes on the wire: `max_frame` and its prefix or delimiter.
+    pub(crate) frame_ceiling: usize,
+    /// What the read buffers of all connections may take beyond their first chunk.
+    pub(crate) partial_frame_budget: usize,
     /// `None` when idle connections are kept.
     pub(crate) idle_timeout: Option<Duration>,
     /// `None` when a frame may take forever.
@@ -251,6 +267,16 @@ impl Settings {
         if config.max_frame == 0 {
             return Err(ConfigError::field("max_frame", "must be at least 1 byte"));
         }
+        if config.partial_frame_budget < u64::from(config.max_frame) {
+            return Err(ConfigError::field(
+                "partial_frame_budget",
+                format_args!(
+                    "{} bytes is less than max_frame ({} bytes): one frame of the largest size \
+                     must fit",
+                    config.partial_frame_budget, config.max_frame
+                ),
+            ));
+        }
         if config.max_buffered_messages == 0 {
             return Err(ConfigError::field(
                 "max_buffered_messages",
@@ -272,6 +298,8 @@ impl Settings {
                 ),
             ));
         }
+        let max_frame = usize::try_from(config.max_frame).unwrap_or(usize::MAX);
+        let frame_ceiling = max_frame.saturating_add(codec.overhead());
         let idle = config.idle_timeout.get();
         let frame = config.frame_timeout.get();
         Ok(Settings {
@@ -287,7 +315,10 @@ impl Settings {
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
             codec,
-            max_frame: usize::try_from(config.max_frame).unwrap_or(usize::MAX),
+            max_frame,
+            frame_ceiling,
+            partial_frame_budget: usize::try_from(config.partial_frame_budget)
+                .unwrap_or(usize::MAX),
             idle_timeout: (!idle.is_zero()).then_some(idle),
             frame_timeout: (!frame.is_zero()).then_some(frame),
             connect_timeout: config.connect_timeout.get(),

@@ -17,13 +17,18 @@ use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until};
 
 use super::Shared;
+use super::budget::{Budget, Reservation};
+use super::config::Settings;
 use super::framing::{Codec, Decoder, Oversized};
 
-/// Bytes asked of the socket per read, at least.
+/// The first size of a read buffer, which is not charged to the partial-frame budget.
 const READ_CHUNK: usize = 8 * 1024;
+/// A read buffer with less room than this left grows (or moves to a fresh one) before the
+/// next read.
+const MIN_READ: usize = 1024;
 /// Bytes of frames encoded per write, at most (one frame may exceed it alone).
 const WRITE_BATCH: usize = 64 * 1024;
-/// An idle buffer larger than this is given back rather than kept for the next frame.
+/// An idle write buffer larger than this is given back rather than kept for the next batch.
 const SHRINK_ABOVE: usize = 256 * 1024;
 
 /// Connection ids, unique in the process, so that a `conn.id` kept across a gear restart
@@ -160,7 +165,7 @@ pub(crate) struct Link<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConnEnd {
     /// Why, for logs: `peer_closed`, `read_error`, `write_error`, `oversized_frame`,
-    /// `idle_timeout`, `drained`, `engine_closed`.
+    /// `frame_timeout`, `partial_frame_budget`, `idle_timeout`, `drained`, `engine_closed`.
     pub(crate) reason: &'static str,
     /// Payloads taken from the queue but not (completely) written.
     pub(crate) unsent: u64,
@@ -331,6 +336,90 @@ enum ReadEnd {
     Closed(&'static str),
 }
 
+/// A connection's read buffer. It starts at [`READ_CHUNK`] bytes and grows by powers of two
+/// with the bytes that arrive (a length prefix reserves nothing ahead of its bytes), never
+/// past the most one frame takes. What it holds beyond its free part is reserved from the
+/// gear's partial-frame budget before it is allocated, and given back as frames complete
+/// (the buffer shrinks to what the bytes left need, its first size when empty) or when the
+/// connection ends (the reservation is dropped with it).
+#[derive(Debug)]
+struct ReadBuf<'a> {
+    bytes: BytesMut,
+    /// The most one frame takes: `max_frame` and its prefix or delimiter.
+    ceiling: usize,
+    /// What the buffer holds free of charge: one read chunk, or one delimiter if longer, so
+    /// that a budget of `max_frame` always has room for one frame of that size.
+    free: usize,
+    reservation: Reservation<'a>,
+}
+
+/// The budget had not enough left for the buffer a connection needed.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    /// The buffer's size that was wanted.
+    wanted: usize,
+}
+
+impl<'a> ReadBuf<'a> {
+    fn new(settings: &Settings, budget: &'a Budget) -> ReadBuf<'a> {
+        ReadBuf {
+            bytes: BytesMut::with_capacity(READ_CHUNK),
+            ceiling: settings.frame_ceiling,
+            free: READ_CHUNK.max(settings.codec.overhead()),
+            reservation: budget.reservation(),
+        }
+    }
+
+    /// The buffer's size for `len` bytes and a read: the next power of two, at least the
+    /// first size, at most the most one frame takes (the decoder never leaves a whole
+    /// `ceiling` in the buffer: a frame that long is complete, or oversized).
+    fn size_for(&self, len: usize) -> usize {
+        len.saturating_add(MIN_READ)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX)
+            .clamp(READ_CHUNK, self.ceiling.max(READ_CHUNK))
+            .max(len.saturating_add(1))
+    }
+
+    /// Once frames were taken out, gives back what the buffer holds beyond what its bytes
+    /// left need (all but its first size when it is empty).
+    fn settle(&mut self) {
+        let size = self.size_for(self.bytes.len());
+        if self.reservation.held() > size.saturating_sub(self.free) {
+            self.move_to(size);
+        }
+    }
+
+    /// Makes room for the next read: a nearly full buffer grows to twice what it holds, or
+    /// moves to a fresh one when frames taken from its front left the room there. The budget
+    /// is charged before the allocation.
+    fn make_room(&mut self) -> Result<(), Spent> {
+        let len = self.bytes.len();
+        let size = self.size_for(len);
+        let capacity = self.bytes.capacity();
+        if capacity - len >= MIN_READ || capacity >= size {
+            return Ok(());
+        }
+        // While the bytes move, the larger of the two buffers stays reserved.
+        let charge = size.saturating_sub(self.free);
+        if !self.reservation.resize(charge.max(self.reservation.held())) {
+            return Err(Spent { wanted: size });
+        }
+        self.move_to(size);
+        Ok(())
+    }
+
+    /// Moves the bytes to a fresh buffer of `size` (reserved already if larger) and gives
+    /// back what the old one held beyond it.
+    fn move_to(&mut self, size: usize) {
+        let mut fresh = BytesMut::with_capacity(size);
+        fresh.extend_from_slice(&self.bytes);
+        self.bytes = fresh;
+        let shrunk = self.reservation.resize(size.saturating_sub(self.free));
+        debug_assert!(shrunk, "the size was reserved before the move");
+    }
+}
+
 async fn read_loop(
     mut rd: ReadHalf<'_>,
     shared: &Shared,
@@ -341,41 +430,61 @@ async fn read_loop(
 ) -> ReadEnd {
     let settings = &shared.settings;
     let mut decoder = Decoder::new(settings.codec.clone(), settings.max_frame);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = ReadBuf::new(settings, &shared.budget);
     // When the frame now in `buf` must be complete (its first byte's arrival plus
     // `frame_timeout`); `None` while no frame is under way.
     let mut frame_due: Option<Instant> = None;
     loop {
         if !emit {
-            buf.clear();
-        } else if let Some(end) =
-            emit_frames(&mut decoder, &mut buf, shared, meta, activity, &mut stop).await
+            buf.bytes.clear();
+        } else if let Some(end) = emit_frames(
+            &mut decoder,
+            &mut buf.bytes,
+            shared,
+            meta,
+            activity,
+            &mut stop,
+        )
+        .await
         {
             return end;
         }
-        frame_due = match (buf.is_empty(), frame_due, settings.frame_timeout) {
+        frame_due = match (buf.bytes.is_empty(), frame_due, settings.frame_timeout) {
             (true, _, _) | (false, _, None) => None,
             (false, Some(due), Some(_)) => Some(due),
             (false, None, Some(limit)) => Instant::now().checked_add(limit),
         };
-        if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
-            // Same for the read buffer after a large frame.
-            buf = BytesMut::new();
+        buf.settle();
+        if let Err(Spent { wanted }) = buf.make_room() {
+            // Counted before the close, so that whoever sees the close sees the count.
+            shared
+                .emitter
+                .stats()
+                .add_dropped("partial_frame_budget", 1);
+            tracing::warn!(
+                reason = "partial_frame_budget",
+                buffered = buf.bytes.len(),
+                wanted,
+                in_use = shared.budget.used(),
+                partial_frame_budget = shared.budget.limit(),
+                "Closing a connection whose frame in progress does not fit the budget left."
+            );
+            return ReadEnd::Closed("partial_frame_budget");
         }
-        buf.reserve(READ_CHUNK);
         tokio::select! {
             biased;
             () = stop.wait() => return ReadEnd::Stopped,
             () = sleep_until(frame_due.unwrap_or_else(Instant::now)), if frame_due.is_some() => {
                 tracing::info!(
                     frame_timeout = ?settings.frame_timeout,
-                    buffered = buf.len(),
+                    buffered = buf.bytes.len(),
                     "Closing a connection whose frame did not complete in time."
                 );
                 shared.emitter.stats().add_dropped("frame_timeout", 1);
                 return ReadEnd::Closed("frame_timeout");
             }
-            read = rd.read_buf(&mut buf) => match read {
+            // `make_room` left room, so the read never grows the buffer on its own.
+            read = rd.read_buf(&mut buf.bytes) => match read {
                 Ok(0) => return ReadEnd::Closed("peer_closed"),
                 Ok(_) => activity.touch(),
                 Err(e) => {
@@ -494,5 +603,107 @@ async fn write_loop(
                 return "write_error";
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Buf;
+
+    use super::{Budget, ReadBuf, Settings, Spent};
+
+    fn settings(config: serde_json::Value) -> Settings {
+        let config = serde_json::from_value(config).expect("a valid config");
+        Settings::from_config(config).expect("valid settings")
+    }
+
+    /// Lets `n` bytes arrive the way reads do: each into the room `make_room` left.
+    fn arrive(buf: &mut ReadBuf<'_>, mut n: usize) -> Result<(), Spent> {
+        while n > 0 {
+            buf.make_room()?;
+            let room = buf.bytes.capacity() - buf.bytes.len();
+            assert!(room > 0, "make_room leaves room");
+            let step = room.min(n);
+            buf.bytes.extend(std::iter::repeat_n(0, step));
+            // Never more than twice what arrived (plus a read's minimum) is allocated.
+            assert!(buf.bytes.capacity() <= (2 * (buf.bytes.len() + super::MIN_READ)).max(8192));
+            n -= step;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_read_buffer_is_charged_beyond_its_first_chunk_and_never_past_one_frame() {
+        let settings = settings(serde_json::json!({
+            "mode": "server",
+            "framing": "length_prefix4",
+            "max_frame": 65536,
+        }));
+        let budget = Budget::new(1 << 20);
+        let mut buf = ReadBuf::new(&settings, &budget);
+        arrive(&mut buf, 4).expect("room");
+        assert_eq!(budget.used(), 0, "a prefix alone is free");
+        arrive(&mut buf, 40_000).expect("room");
+        assert_eq!((buf.bytes.capacity(), budget.used()), (65536, 65536 - 8192));
+        // A whole frame of the largest size: the buffer stops at prefix + max_frame.
+        arrive(&mut buf, 65540 - 40_004).expect("room");
+        assert_eq!(buf.bytes.capacity(), 65540);
+        assert_eq!(budget.used(), 65540 - 8192);
+        buf.bytes.advance(65540);
+        buf.settle();
+        assert_eq!((buf.bytes.capacity(), budget.used()), (8192, 0));
+        arrive(&mut buf, 20_000).expect("room");
+        assert_eq!(budget.used(), 32768 - 8192);
+        drop(buf);
+        assert_eq!(budget.used(), 0, "dropped with its connection");
+    }
+
+    #[test]
+    fn bytes_left_behind_a_frame_move_to_a_buffer_of_their_size() {
+        let settings = settings(serde_json::json!({ "mode": "server" }));
+        let budget = Budget::new(1 << 20);
+        let mut buf = ReadBuf::new(&settings, &budget);
+        arrive(&mut buf, 20_000).expect("room");
+        assert_eq!(budget.used(), 32768 - 8192);
+        // A frame of 19,900 bytes is taken; 100 bytes of the next one stay.
+        buf.bytes.advance(19_900);
+        buf.settle();
+        assert_eq!((buf.bytes.capacity(), budget.used()), (8192, 0));
+        assert_eq!(buf.bytes.len(), 100);
+        // Mid-frame, a buffer never shrinks.
+        arrive(&mut buf, 20_000).expect("room");
+        buf.settle();
+        assert_eq!((buf.bytes.capacity(), budget.used()), (32768, 32768 - 8192));
+        // Frames taken from the front leave room there: the bytes left move to a buffer
+        // of their size before the next read.
+        buf.bytes.advance(20_000 - 2000);
+        buf.settle();
+        assert_eq!((buf.bytes.capacity(), budget.used()), (8192, 0));
+        arrive(&mut buf, 7000).expect("room");
+        assert_eq!(buf.bytes.len(), 9100);
+        assert_eq!((buf.bytes.capacity(), budget.used()), (16384, 16384 - 8192));
+    }
+
+    #[test]
+    fn a_buffer_the_budget_cannot_hold_is_refused_and_nothing_taken() {
+        let settings = settings(serde_json::json!({
+            "mode": "server",
+            "max_frame": 65536,
+            "partial_frame_budget": 65536,
+        }));
+        let budget = Budget::new(settings.partial_frame_budget);
+        let mut first = ReadBuf::new(&settings, &budget);
+        let mut second = ReadBuf::new(&settings, &budget);
+        arrive(&mut first, 40_000).expect("room");
+        let held = budget.used();
+        // 56 KiB taken: the second grows to 16 KiB (8 KiB charged), not to 32 KiB.
+        match arrive(&mut second, 40_000) {
+            Err(Spent { wanted }) => assert_eq!(wanted, 32768),
+            Ok(()) => panic!("two 40,000-byte frames fit a 64 KiB budget"),
+        }
+        assert_eq!(second.bytes.capacity(), 16384, "second keeps what it had");
+        assert_eq!(budget.used(), held + (16384 - 8192));
+        drop(second);
+        assert_eq!(budget.used(), held);
     }
 }

@@ -30,6 +30,15 @@ impl Codec {
         Ok(())
     }
 
+    /// The bytes a frame takes on the wire besides its payload: its prefix or delimiter.
+    pub(crate) fn overhead(&self) -> usize {
+        match self {
+            Codec::Delimiter(delimiter) => delimiter.len(),
+            Codec::Prefix2 => 2,
+            Codec::Prefix4 => 4,
+        }
+    }
+
     /// Appends the frame of `payload` to `out`; false (and nothing appended) if it does not
     /// fit the length prefix.
     pub(crate) fn encode(&self, payload: &[u8], out: &mut Vec<u8>) -> bool {

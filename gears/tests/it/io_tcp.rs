@@ -424,6 +424,141 @@ async fn an_oversized_length_prefix_closes_at_once() {
     h.shutdown().await;
 }
 
+/// The `max_frame` of the budget tests: 64 KiB, well above a read buffer's free 8 KiB.
+const BIG_MAX_FRAME: u32 = 64 * 1024;
+
+/// A 4-byte length prefix declaring `len` bytes, followed by the first `sent` of them.
+fn frame_start(len: u32, sent: usize) -> Vec<u8> {
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend((0..sent).map(|i| (i % 251) as u8));
+    frame
+}
+
+/// Several peers each send 40,000 bytes of a 60,000-byte frame and stall. Each holds a
+/// 64 KiB read buffer, 56 KiB of it charged to the gear's budget of three maximum frames:
+/// three fit, the others are closed and counted. A polite peer's small frames go on, a
+/// large frame is refused while the stalled peers hold the budget, and passes once they
+/// have left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_partial_frames_share_one_budget() {
+    let (mut h, addr) = server(json!({
+        "framing": "length_prefix4",
+        "max_frame": BIG_MAX_FRAME,
+        "partial_frame_budget": 3 * BIG_MAX_FRAME,
+    }));
+    let mut polite = connect(&addr).await;
+    let small = |body: &[u8]| {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        frame
+    };
+    polite.write_all(&small(b"before")).await.expect("write");
+    assert_eq!(&next(&mut h, "out").await.raw[..], b"before");
+
+    const HOSTILE: usize = 6;
+    let mut closed = tokio::task::JoinSet::new();
+    let mut writers = Vec::new();
+    for _ in 0..HOSTILE {
+        let (mut rd, mut wr) = connect(&addr).await.into_split();
+        // The gear may close this peer while it writes: a failed write is expected then.
+        let _ = wr.write_all(&frame_start(60_000, 40_000)).await;
+        writers.push(wr);
+        // Ends when the gear closes the connection; the gear never writes to it.
+        closed.spawn(async move {
+            let mut buf = [0; 64];
+            if let Ok(n @ 1..) = rd.read(&mut buf).await {
+                panic!("the gear wrote {:?} to a stalled peer", &buf[..n]);
+            }
+        });
+    }
+    // Whatever order the gear reads them in, it ends with three holding the budget: the
+    // last one refused found more than two others' worth taken.
+    wait_until("three stalled peers refused", || {
+        h.stats().dropped("partial_frame_budget") == (HOSTILE - 3) as u64
+    })
+    .await;
+    for _ in 0..HOSTILE - 3 {
+        within("a refused peer to be closed", closed.join_next())
+            .await
+            .expect("a peer task")
+            .expect("the peer task ends cleanly");
+    }
+
+    // The polite peer's frames never needed more than the free first chunk of its buffer.
+    polite.write_all(&small(b"during")).await.expect("write");
+    assert_eq!(&next(&mut h, "out").await.raw[..], b"during");
+
+    // A whole large frame needs budget that the stalled peers hold.
+    let mut large = connect(&addr).await;
+    let _ = large.write_all(&frame_start(60_000, 60_000)).await;
+    expect_closed(&mut large).await;
+    assert_eq!(
+        h.stats().dropped("partial_frame_budget"),
+        (HOSTILE - 2) as u64
+    );
+
+    // The stalled peers leave; once the gear has closed them, their budget is back.
+    drop(writers);
+    while let Some(done) = within("the stalled peers to be closed", closed.join_next()).await {
+        done.expect("the peer task ends cleanly");
+    }
+    let mut large = connect(&addr).await;
+    large
+        .write_all(&frame_start(60_000, 60_000))
+        .await
+        .expect("write");
+    let frame = next(&mut h, "out").await;
+    assert_eq!(frame.raw.len(), 60_000);
+    polite.write_all(&small(b"after")).await.expect("write");
+    assert_eq!(&next(&mut h, "out").await.raw[..], b"after");
+    h.shutdown().await;
+    assert_eq!(
+        h.stats().dropped("partial_frame_budget"),
+        (HOSTILE - 2) as u64,
+        "{:?}",
+        h.stats()
+    );
+}
+
+/// A length prefix alone reserves nothing: with a budget of one maximum frame, a peer that
+/// declared a large frame and sent none of it leaves room for another's whole large frame,
+/// and the budget a completed frame held is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_length_takes_no_budget_before_its_bytes() {
+    let (mut h, addr) = server(json!({
+        "framing": "length_prefix4",
+        "max_frame": BIG_MAX_FRAME,
+        "partial_frame_budget": BIG_MAX_FRAME,
+    }));
+    // One write, one segment on loopback: once "a" is out, the gear has read the prefix of
+    // the 60,000-byte frame behind it.
+    let mut declared = connect(&addr).await;
+    let mut bytes = frame_start(1, 0);
+    bytes.push(b'a');
+    bytes.extend(frame_start(60_000, 0));
+    declared.write_all(&bytes).await.expect("write");
+    assert_eq!(&next(&mut h, "out").await.raw[..], b"a");
+
+    let mut whole = connect(&addr).await;
+    whole
+        .write_all(&frame_start(60_000, 60_000))
+        .await
+        .expect("write");
+    assert_eq!(next(&mut h, "out").await.raw.len(), 60_000);
+    // The next frame is read after the large one's buffer was given back.
+    whole.write_all(&frame_start(0, 0)).await.expect("write");
+    assert!(next(&mut h, "out").await.raw.is_empty());
+
+    // Now the declared frame's bytes arrive, and it has the whole budget to itself.
+    declared
+        .write_all(&frame_start(60_000, 60_000)[4..])
+        .await
+        .expect("write");
+    assert_eq!(next(&mut h, "out").await.raw.len(), 60_000);
+    h.shutdown().await;
+    assert!(h.stats().dropped.is_empty(), "{:?}", h.stats());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_closed() {
     let (mut h, addr) = server(json!({ "idle_timeout": "200ms" }));
@@ -648,6 +783,23 @@ fn config_errors_name_the_field() {
 }
 
 #[test]
+fn a_partial_frame_budget_below_max_frame_is_refused() {
+    check_config_error(
+        &json!({ "mode": "server", "max_frame": 4096, "partial_frame_budget": 4095 }),
+        &["config.partial_frame_budget", "max_frame", "4096"],
+    );
+    // Against the default max_frame (1 MiB) too.
+    check_config_error(
+        &json!({ "mode": "server", "partial_frame_budget": 65536 }),
+        &["config.partial_frame_budget", "max_frame"],
+    );
+    Harness::new::<IoTcp>(
+        &json!({ "mode": "server", "max_frame": 4096, "partial_frame_budget": 4096 }),
+    )
+    .expect("a budget of one maximum frame");
+}
+
+#[test]
 fn defaults_and_registration() {
     // Validation opens nothing: a client to nowhere and a server on a privileged port build.
     Harness::new::<IoTcp>(&json!({ "mode": "client", "connect": "192.0.2.1:9" }))
@@ -663,7 +815,12 @@ fn defaults_and_registration() {
     let ports: Vec<&str> = manifest.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(ports, ["error", "in", "out"]);
     let schema = manifest.config_schema.to_string();
-    for key in ["max_buffered_messages", "length_prefix4", "reconnect_max"] {
+    for key in [
+        "max_buffered_messages",
+        "length_prefix4",
+        "reconnect_max",
+        "partial_frame_budget",
+    ] {
         assert!(schema.contains(key), "the schema documents {key}");
     }
 }
