@@ -427,8 +427,8 @@ fn rack_run(args: &RunArgs, output: &mut dyn Write) -> Result<(), Failure> {
                 }
             }
         }
-        let stats = rack.stats();
-        let drained = rack.shutdown(args.drain).await;
+        let stopped = rack.shutdown(args.drain).await;
+        let (stats, drained) = (stopped.stats, stopped.drained);
         writeln!(output, "{:<20} {:>10} {:>10} {:>8}  dropped", "gear", "in", "out", "errors")?;
         for (gear, s) in &stats {
             let dropped: Vec<String> = s.dropped.iter().map(|(r, n)| format!("{r}={n}")).collect();

@@ -65,7 +65,7 @@
 //! assert_eq!(rack.stats()["big"].dropped("filtered"), 1);
 //!
 //! // Sources stop, what is in flight drains, every gear stops.
-//! assert!(rack.shutdown(Duration::from_secs(5)).await);
+//! assert!(rack.shutdown(Duration::from_secs(5)).await.drained);
 //! # Ok(())
 //! # }
 //! ```
@@ -84,8 +84,8 @@ mod error;
 pub mod scenario;
 
 pub use crate::engine::{
-    Change, GearSpec, Graph, Injector, Limits, Plan, PortRef, Rack, RackBuilder, Subscription, Tap,
-    Wire,
+    Change, GearSpec, Graph, Injector, Limits, Plan, PortRef, Rack, RackBuilder, Stopped,
+    Subscription, Tap, Wire,
 };
 pub use crate::error::Error;
 /// JSON, the form of a gear's configuration in a [`Graph`] and a [`scenario`]: the gear

@@ -33,6 +33,7 @@ pub use self::handles::{Injector, Tap};
 pub use self::limits::Limits;
 use self::node::{Control, Delivery, InFlight, Target};
 pub use self::plan::Plan;
+
 use crate::error::Error;
 
 /// A running rack: gears on Tokio tasks, joined by bounded queues.
@@ -50,10 +51,13 @@ pub struct Rack {
     graph: Graph,
     taps: Vec<(PortRef, Target)>,
     publishers: BTreeMap<PortRef, Publisher>,
-    subscribers: BTreeMap<Subscription, JoinHandle<()>>,
+    subscribers: BTreeMap<Subscription, lanes::Inlet>,
+    /// Durables of lanes a reload removed, waiting to be deleted (see `lanes::retire`).
+    retiring: lanes::Retiring,
     in_flight: Arc<InFlight>,
     /// The tasks that ack and nak what the guaranteed lanes into the rack delivered; each
-    /// ends once its lane stopped and every share of what it pulled is gone.
+    /// ends once its lane stopped and every share of what it pulled is gone. Also the
+    /// deletions of removed lanes' durables that still wait for such an acker.
     ackers: Vec<JoinHandle<()>>,
     /// Counts commits, so that a [`Plan`] made before another apply is refused.
     generation: u64,
@@ -68,6 +72,19 @@ struct NodeHandle {
     ports: Ports,
     stats: Arc<Stats>,
     busy: Arc<AtomicBool>,
+}
+
+/// What a [`Rack::shutdown`] left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use = "`drained` says whether anything was left in flight"]
+pub struct Stopped {
+    /// Whether everything in flight was delivered before the timeout.
+    pub drained: bool,
+    /// Every gear's final counters, by gear name, taken once every gear and publisher had
+    /// stopped: what was still queued or unpublished at the deadline is in `dropped` under
+    /// `shutdown`.
+    pub stats: BTreeMap<String, StatsSnapshot>,
 }
 
 /// What an [`Rack::apply`] (or [`Rack::commit`]) changed.
@@ -159,10 +176,18 @@ impl Rack {
     }
 
     /// Stops the rack: sources stop producing, in-flight messages drain (up to `timeout`),
-    /// then every gear stops.
+    /// then every gear stops and the publishers of guaranteed lanes flush.
     ///
-    /// Returns whether everything in flight was delivered before the timeout.
-    pub async fn shutdown(mut self, timeout: Duration) -> bool {
+    /// Returns whether everything in flight was delivered before the timeout, and the final
+    /// counters, in which nothing is missing: a message left in a queue or a publisher at the
+    /// deadline is counted as dropped with the reason `shutdown` (and, if it came from a
+    /// guaranteed lane, delivered again after a restart).
+    pub async fn shutdown(mut self, timeout: Duration) -> Stopped {
+        let counters: Vec<(String, Arc<Stats>)> = self
+            .nodes
+            .iter()
+            .map(|(name, node)| (name.clone(), Arc::clone(&node.stats)))
+            .collect();
         let deadline = tokio::time::Instant::now() + timeout;
         // Guaranteed lanes stop pulling; what they delivered is handled below or redelivered.
         for (_, task) in std::mem::take(&mut self.subscribers) {
@@ -202,6 +227,8 @@ impl Rack {
                 tracing::warn!(rack = %self.name, gear = %node.spec.name, "Gear did not stop in time.");
             }
             node.task.abort();
+            // Once it is gone, what its queue held is counted.
+            let _ = node.task.await;
         }
         for (_, (tx, task)) in std::mem::take(&mut self.publishers) {
             drop(tx);
@@ -211,7 +238,13 @@ impl Rack {
         for task in std::mem::take(&mut self.ackers) {
             finish(task, self.limits.drain_timeout).await;
         }
-        drained
+        Stopped {
+            drained,
+            stats: counters
+                .into_iter()
+                .map(|(name, stats)| (name, stats.snapshot()))
+                .collect(),
+        }
     }
 }
 
@@ -220,5 +253,7 @@ impl Rack {
 async fn finish(mut task: JoinHandle<()>, timeout: Duration) {
     if tokio::time::timeout(timeout, &mut task).await.is_err() {
         task.abort();
+        // Gone once this returns, with what it dropped counted.
+        let _ = task.await;
     }
 }

@@ -128,7 +128,7 @@ async fn a_generated_pipeline_delivers_every_message_with_ids_and_hops() {
     let stats = rack.stats();
     assert_eq!(stats["switch"].messages_in, 500);
     assert_eq!(stats["visa"].messages_out, 500);
-    assert!(rack.shutdown(Duration::from_secs(5)).await);
+    assert!(rack.shutdown(Duration::from_secs(5)).await.drained);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,4 +352,69 @@ async fn a_bad_graph_changes_nothing() {
         Err(Error::UnknownPort { .. })
     ));
     rack.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A shutdown whose drain runs out while a slow gear still has a full queue, and whose gear
+/// grace runs out too: every message the source sent is handled, or counted in the final
+/// counters as dropped (`shutdown` where a queue was left behind, `target_gone` where a gear
+/// stopped before its sender); none vanishes uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_cut_short_counts_what_it_left_behind() {
+    let mut rack = Rack::builder("cut")
+        .factory(factory())
+        .limits(
+            Limits::default()
+                .with_queue(256)
+                .with_drain_timeout(Duration::from_millis(100)),
+        )
+        .build()
+        .expect("a rack");
+    rack.apply(
+        Graph::new()
+            .gear(
+                "gen",
+                "generate",
+                json!({ "count": 100_000, "batch": 64, "template": { "data": { "n": "${counter}" } } }),
+            )
+            .gear("slow", "echo", json!({ "flush_delay": "20ms" }))
+            .gear("end", "echo", json!({}))
+            .wire("gen.out", "slow.in")
+            .wire("slow.out", "end.in"),
+    )
+    .await
+    .expect("applies");
+    // More queued than the slow gear handles (64 per 20 ms) in the drain and its grace.
+    wait_until("the slow gear's queue to fill", || {
+        let stats = rack.stats();
+        stats["gen"].messages_out > stats["slow"].messages_in + 4096
+    })
+    .await;
+    let stopped = rack.shutdown(Duration::from_millis(50)).await;
+    assert!(!stopped.drained, "the drain was cut short");
+    let dropped = |gear: &str, reason: &str| {
+        stopped.stats[gear]
+            .dropped
+            .get(reason)
+            .copied()
+            .unwrap_or(0)
+    };
+    let (source, slow, end) = (
+        &stopped.stats["gen"],
+        &stopped.stats["slow"],
+        &stopped.stats["end"],
+    );
+    assert!(
+        dropped("slow", "shutdown") + dropped("end", "shutdown") > 0,
+        "a queue was left behind: {stopped:?}"
+    );
+    assert_eq!(
+        source.messages_out,
+        slow.messages_in + dropped("slow", "shutdown") + dropped("gen", "target_gone"),
+        "{stopped:?}"
+    );
+    assert_eq!(
+        slow.messages_out,
+        end.messages_in + dropped("end", "shutdown") + dropped("slow", "target_gone"),
+        "{stopped:?}"
+    );
 }

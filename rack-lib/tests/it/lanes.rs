@@ -430,7 +430,7 @@ async fn a_message_over_the_servers_payload_limit_is_refused_not_retried_for_eve
     assert_eq!(seen, (1..=10).collect::<BTreeSet<i64>>());
     assert_eq!(src.stats()["pad"].dropped.get("oversized"), Some(&1));
     assert!(
-        src.shutdown(Duration::from_secs(5)).await,
+        src.shutdown(Duration::from_secs(5)).await.drained,
         "nothing is left in flight"
     );
     sink.shutdown(Duration::from_secs(5)).await;

@@ -30,7 +30,7 @@ async fn the_shipped_pipeline_scenario_routes_every_message() {
     };
     wait_until("all 1000 messages routed", || routed(&rack) == 1000).await;
     assert_eq!(rack.stats()["switch"].errors, 0);
-    assert!(rack.shutdown(Duration::from_secs(5)).await);
+    assert!(rack.shutdown(Duration::from_secs(5)).await.drained);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,5 +201,5 @@ wires:
         (500, 500, 2),
         "498 on out and 2 on error"
     );
-    assert!(rack.shutdown(Duration::from_secs(5)).await);
+    assert!(rack.shutdown(Duration::from_secs(5)).await.drained);
 }
