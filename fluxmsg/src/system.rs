@@ -15,6 +15,8 @@
 //! | [`Heartbeat`] | `flux.agent.heartbeat` | rack → mixer |
 //! | [`HeartbeatReply`] | `flux.agent.notify.<machine>` | mixer → rack |
 //! | [`ScenarioPush`] | `flux.rack.<rack>.scenario` | mixer → rack |
+//! | [`PushStatus`] | `flux.agent.status` | rack → mixer |
+//! | [`StateEnvelope`] of a [`RackState`] | inside [`EnrollmentReply::passport`] | mixer → rack |
 //! | [`Command`] | `flux.ctrl.<gear>` | mixer → rack |
 //! | [`CommandReply`] | reply subject of a command | rack → mixer |
 //!
@@ -154,11 +156,28 @@ pub struct EnrollmentReply {
 }
 
 /// Sent periodically by a rack (`flux.agent.heartbeat`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Beyond the reference's fields: a sequence number, the hash of the scenario the rack runs
+/// and per-gear health, and whether this heartbeat carries the full state or only what
+/// changed since the last one (as OpAMP's agents do).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Heartbeat {
     /// The rack's machine id.
     pub machine_id: u16,
+    /// The rack's name.
+    pub name: String,
+    /// The rack's bearer secret, from its passport.
+    pub secret: String,
+    /// Counts up by one per heartbeat of one agent run; a gap tells the mixer it missed one.
+    pub seq: u64,
+    /// Whether `health` and `stats` are complete, rather than what changed.
+    pub full_state: bool,
+    /// The hash of the scenario the rack runs (empty when none).
+    pub applied_hash: String,
+    /// Per gear: `ok`, or what is wrong.
+    #[serde(deserialize_with = "nullable")]
+    pub health: Map<Text>,
     /// Counters and gauges.
     #[serde(deserialize_with = "nullable")]
     pub stats: Map<Value>,
@@ -173,11 +192,22 @@ pub struct Heartbeat {
 pub struct HeartbeatReply {
     /// `active`, `pending` or `inactive`.
     pub status: String,
-    /// An instruction such as `reconnect`, or empty.
+    /// An instruction such as `reconnect`, or empty (the first of `commands`, for racks that
+    /// read one).
     pub command: String,
     /// An updated passport, or empty.
     #[serde(with = "byte_field")]
     pub passport: Bytes,
+    /// Every pending instruction, in order: `shutdown`, `log_level:<level>`, `suspend`,
+    /// `resume`.
+    #[serde(deserialize_with = "nullable")]
+    pub commands: Vec<String>,
+    /// The mixer does not know the rack's state (a gap in sequence numbers, or a restart):
+    /// the next heartbeat should carry all of it.
+    pub report_full_state: bool,
+    /// Ed25519 signature by the cluster key over [`signed_bytes`] of this reply.
+    #[serde(with = "byte_field")]
+    pub signature: Bytes,
 }
 
 /// A scenario pushed to one rack (`flux.rack.<rack>.scenario`).
@@ -197,6 +227,117 @@ pub struct ScenarioPush {
     pub scenario: Bytes,
     /// When it was pushed, in Unix seconds.
     pub timestamp: i64,
+    /// SHA-256 of `scenario`, in hex: what the rack reports back once it runs it.
+    pub hash: String,
+    /// Where the scenario is when it was too large to travel in the push (`kv://<bucket>/<key>`);
+    /// `scenario` is then empty.
+    pub location: String,
+    /// Ed25519 signature by the cluster key over [`signed_bytes`] of this push.
+    #[serde(with = "byte_field")]
+    pub signature: Bytes,
+}
+
+/// What a rack made of a [`ScenarioPush`] (`flux.agent.status`): sent for every push, also
+/// one identical to what runs.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PushStatus {
+    /// The rack's name.
+    pub name: String,
+    /// The rack's machine id.
+    pub machine_id: u16,
+    /// The rack's bearer secret, from its passport.
+    pub secret: String,
+    /// The scenario version of the push.
+    pub version: String,
+    /// The hash of the push.
+    pub hash: String,
+    /// `applying`, then `applied` (every gear started and healthy) or `failed`.
+    pub status: String,
+    /// Why it failed (and, when the rack went back to its last good scenario, that).
+    pub error: String,
+    /// The hash the rack runs now (after a failure: the last good one, or empty).
+    pub running_hash: String,
+}
+
+/// A rack's identity as the mixer admitted it: the payload of a passport.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RackState {
+    /// The admitting mixer's id.
+    pub mixer_id: String,
+    /// The machine id leased to the rack.
+    pub machine_id: u16,
+    /// The rack's name.
+    pub name: String,
+    /// `active`, `pending` or `inactive`.
+    pub status: String,
+    /// The rack's bearer secret for heartbeats and status reports.
+    pub secret: String,
+    /// The cluster's Ed25519 public key (32 bytes) that signs passports, pushes and commands.
+    #[serde(with = "byte_field")]
+    pub mixer_pub: Bytes,
+    /// Software version of the mixer.
+    pub version: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// How many times it was reissued.
+    pub update_count: u64,
+    /// Until when the machine-id lease holds, in Unix seconds (0: not leased).
+    pub lease_expires_at: i64,
+}
+
+/// A signed payload: CBOR bytes and their Ed25519 signature (a passport is the envelope of a
+/// [`RackState`]).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StateEnvelope {
+    /// The payload, canonical CBOR.
+    #[serde(with = "byte_field")]
+    pub payload: Bytes,
+    /// Ed25519 signature over `payload`.
+    #[serde(with = "byte_field")]
+    pub signature: Bytes,
+}
+
+/// The bytes a signature covers for a payload that carries its own `signature` field: its
+/// canonical CBOR with that field empty.
+///
+/// # Errors
+///
+/// As [`Payload::to_cbor`].
+pub fn signed_bytes<P: Payload + Clone + Signed>(payload: &P) -> Result<Vec<u8>, Error> {
+    let mut unsigned = payload.clone();
+    unsigned.set_signature(Bytes::new());
+    unsigned.to_cbor()
+}
+
+/// A payload with a `signature` field (see [`signed_bytes`]).
+pub trait Signed: sealed::Sealed {
+    /// The signature.
+    fn signature(&self) -> &Bytes;
+    /// Replaces the signature.
+    fn set_signature(&mut self, signature: Bytes);
+}
+
+impl Signed for HeartbeatReply {
+    fn signature(&self) -> &Bytes {
+        &self.signature
+    }
+    fn set_signature(&mut self, signature: Bytes) {
+        self.signature = signature;
+    }
+}
+
+impl Signed for ScenarioPush {
+    fn signature(&self) -> &Bytes {
+        &self.signature
+    }
+    fn set_signature(&mut self, signature: Bytes) {
+        self.signature = signature;
+    }
 }
 
 /// A command to a gear (`flux.ctrl.<gear>`), answered by a [`CommandReply`].
@@ -245,6 +386,9 @@ payloads!(
     Heartbeat,
     HeartbeatReply,
     ScenarioPush,
+    PushStatus,
+    RackState,
+    StateEnvelope,
     Command,
     CommandReply
 );
@@ -290,6 +434,66 @@ impl fmt::Debug for HeartbeatReply {
             .field("status", &self.status)
             .field("command", &self.command)
             .field("passport", &Redacted(&self.passport))
+            .field("commands", &self.commands)
+            .field("report_full_state", &self.report_full_state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Heartbeat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Heartbeat")
+            .field("machine_id", &self.machine_id)
+            .field("name", &self.name)
+            .field("secret", &Redacted(self.secret.as_bytes()))
+            .field("seq", &self.seq)
+            .field("full_state", &self.full_state)
+            .field("applied_hash", &self.applied_hash)
+            .field("health", &self.health)
+            .field("stats", &self.stats)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl fmt::Debug for PushStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushStatus")
+            .field("name", &self.name)
+            .field("machine_id", &self.machine_id)
+            .field("secret", &Redacted(self.secret.as_bytes()))
+            .field("version", &self.version)
+            .field("hash", &self.hash)
+            .field("status", &self.status)
+            .field("error", &self.error)
+            .field("running_hash", &self.running_hash)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RackState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RackState")
+            .field("mixer_id", &self.mixer_id)
+            .field("machine_id", &self.machine_id)
+            .field("name", &self.name)
+            .field("status", &self.status)
+            .field("secret", &Redacted(self.secret.as_bytes()))
+            .field("version", &self.version)
+            .field("update_count", &self.update_count)
+            .field("lease_expires_at", &self.lease_expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for StateEnvelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateEnvelope")
+            .field("payload", &format_args!("<{} bytes>", self.payload.len()))
+            .field(
+                "signature",
+                &format_args!("<{} bytes>", self.signature.len()),
+            )
             .finish()
     }
 }

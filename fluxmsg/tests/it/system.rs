@@ -2,7 +2,8 @@
 //! logs.
 
 use fluxmsg::system::{
-    Command, CommandReply, EnrollmentReply, Heartbeat, HeartbeatReply, Hello, Payload, ScenarioPush,
+    Command, CommandReply, EnrollmentReply, Heartbeat, HeartbeatReply, Hello, Payload, PushStatus,
+    RackState, ScenarioPush, Signed, StateEnvelope, signed_bytes,
 };
 use fluxmsg::{Codec, Error, Map, Value};
 
@@ -50,6 +51,12 @@ fn every_payload_round_trips() {
     });
     check(&Heartbeat {
         machine_id: 101,
+        name: "edge-1".into(),
+        secret: "s3cret".into(),
+        seq: 42,
+        full_state: true,
+        applied_hash: "ab12".into(),
+        health: [("acceptor", "ok".into())].into_iter().collect(),
         stats: config(),
         config: Map::new(),
     });
@@ -57,6 +64,9 @@ fn every_payload_round_trips() {
         status: "active".into(),
         command: "reconnect".into(),
         passport: Default::default(),
+        commands: vec!["reconnect".into(), "log_level:debug".into()],
+        report_full_state: true,
+        signature: vec![2; 64].into(),
     });
     check(&ScenarioPush {
         version: "3".into(),
@@ -65,6 +75,38 @@ fn every_payload_round_trips() {
         machine_id: 101,
         scenario: b"meta:\n  name: switch\n".to_vec().into(),
         timestamp: 1_767_225_600,
+        hash: "ab12".into(),
+        location: String::new(),
+        signature: vec![9; 64].into(),
+    });
+    check(&PushStatus {
+        name: "edge-1".into(),
+        machine_id: 101,
+        secret: "s3cret".into(),
+        version: "3".into(),
+        hash: "ab12".into(),
+        status: "failed".into(),
+        error: "gear risk: cannot start".into(),
+        running_hash: "cd34".into(),
+    });
+    check(&StateEnvelope {
+        payload: RackState {
+            mixer_id: "m1".into(),
+            machine_id: 101,
+            name: "edge-1".into(),
+            status: "active".into(),
+            secret: "s3cret".into(),
+            mixer_pub: vec![7; 32].into(),
+            version: "0.1.0".into(),
+            created_at: 1,
+            updated_at: 2,
+            update_count: 3,
+            lease_expires_at: 4,
+        }
+        .to_cbor()
+        .expect("state")
+        .into(),
+        signature: vec![1; 64].into(),
     });
     check(&Command {
         gear: "acceptor".into(),
@@ -80,18 +122,18 @@ fn every_payload_round_trips() {
 
 #[test]
 fn keys_are_written_in_canonical_order() {
-    let bytes = Heartbeat {
-        machine_id: 7,
-        ..Heartbeat::default()
+    let bytes = Command {
+        gear: "g".into(),
+        ..Command::default()
     }
     .to_cbor()
     .expect("encode");
-    // {"stats": {}, "config": {}, "machine_id": 7}: shorter keys first.
+    // {"args": {}, "gear": "g", "command": ""}: shorter keys first, then bytewise.
     let expected = [
         &[0xa3][..],
-        b"\x65stats\xa0",
-        b"\x66config\xa0",
-        b"\x6amachine_id\x07",
+        b"\x64args\xa0",
+        b"\x64gear\x61g",
+        b"\x67command\x60",
     ]
     .concat();
     assert_eq!(bytes, expected);
@@ -140,4 +182,49 @@ fn debug_hides_secrets_and_passports() {
         ..EnrollmentReply::default()
     };
     assert!(!format!("{reply:?}").contains("signed-passport"));
+}
+
+#[test]
+fn signed_bytes_leave_the_signature_out() {
+    let push = ScenarioPush {
+        rack_name: "edge-1".into(),
+        hash: "ab12".into(),
+        ..ScenarioPush::default()
+    };
+    let mut signed = push.clone();
+    signed.set_signature(vec![5; 64].into());
+    assert_eq!(signed.signature().len(), 64);
+    assert_eq!(
+        signed_bytes(&signed).expect("bytes"),
+        push.to_cbor().expect("cbor")
+    );
+    let mut other = signed.clone();
+    other.hash = "cd34".into();
+    assert_ne!(
+        signed_bytes(&other).expect("bytes"),
+        signed_bytes(&signed).expect("bytes")
+    );
+}
+
+#[test]
+fn debug_hides_the_secrets_of_heartbeats_statuses_and_passports() {
+    let hb = Heartbeat {
+        secret: "hunter2".into(),
+        ..Heartbeat::default()
+    };
+    let status = PushStatus {
+        secret: "hunter2".into(),
+        ..PushStatus::default()
+    };
+    let state = RackState {
+        secret: "hunter2".into(),
+        ..RackState::default()
+    };
+    for shown in [
+        format!("{hb:?}"),
+        format!("{status:?}"),
+        format!("{state:?}"),
+    ] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 }
