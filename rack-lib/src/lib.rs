@@ -81,6 +81,7 @@
 
 mod engine;
 mod error;
+pub mod passport;
 pub mod scenario;
 
 pub use crate::engine::{
