@@ -1,7 +1,31 @@
 //! The mixer: the control plane that integrators build on.
 //!
-//! Registry of racks, enrollment and passports, a content-addressed scenario store, placement
-//! and push, an HTTP API and telemetry. The mixer is never on the per-message path.
+//! It knows every rack, admits new ones, signs their identities, leases them machine ids,
+//! keeps versioned scenarios and pushes each rack its part. It is a library first: the store
+//! ([`store::Store`]), the admission policy and the clock ([`Clock`]) are pluggable, and a
+//! mixer is a value an application builds and runs. The mixer is never on the per-message
+//! path.
 //!
-//! It has no code yet: the control plane arrives with its own issue.
+//! ```
+//! use mixer_lib::store::{MemoryStore, RackRecord, RackStatus, Store};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! let hashed = mixer_lib::secret::hash("s3cret")?;
+//! store.insert_rack(&RackRecord::new("id-1", "edge-1", hashed, 0)).await?;
+//! let rack = store.rack_by_name("edge-1").await?.ok_or("no rack")?;
+//! assert_eq!(rack.status, RackStatus::Pending);
+//! assert!(mixer_lib::secret::verify("s3cret", &rack.secret_hash));
+//! let lease = store.acquire_lease("id-1", 100..=199, 0, 60_000).await?;
+//! assert_eq!(lease.machine_id, 100);
+//! # Ok(())
+//! # }
+//! ```
 #![doc(test(attr(deny(warnings))))]
+
+mod clock;
+pub mod secret;
+pub mod store;
+
+pub use crate::clock::{Clock, ManualClock, SystemClock};

@@ -1,0 +1,3 @@
+//! mixer-lib's integration tests.
+
+mod store;
