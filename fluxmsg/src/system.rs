@@ -89,6 +89,30 @@ pub trait Payload: Serialize + DeserializeOwned + sealed::Sealed {
         Ok(buf)
     }
 
+    /// The payload as the `data` of an otherwise empty fluxMsg, encoded: how the Go fluxrig
+    /// sends control messages, and how this workspace's agent and mixer send them too.
+    ///
+    /// # Errors
+    ///
+    /// As [`Payload::to_data`], or [`Error::Limit`] beyond the default codec's limits.
+    fn to_message(&self) -> Result<Vec<u8>, Error> {
+        let msg = crate::FluxMsg {
+            data: self.to_data()?,
+            ..crate::FluxMsg::default()
+        };
+        Codec::new().encode_to_vec(&msg)
+    }
+
+    /// The payload read from the `data` of an encoded fluxMsg ([`Payload::to_message`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] for bytes that are not a fluxMsg, [`Error::Payload`] for a wrong
+    /// shape.
+    fn from_message(input: &[u8]) -> Result<Self, Error> {
+        Self::from_data(&Codec::new().decode(input)?.data)
+    }
+
     /// The payload read from CBOR.
     ///
     /// # Errors

@@ -10,6 +10,7 @@
 //! | --- | --- | --- |
 //! | [`Subject::hello`] | `flux.agent.hello` | rack → mixer |
 //! | [`Subject::heartbeat`] | `flux.agent.heartbeat` | rack → mixer |
+//! | [`Subject::status`] | `flux.agent.status` | rack → mixer (push reports) |
 //! | [`Subject::enrollment`] | `flux.agent.enrollment.<name>.<nonce>` | mixer → rack |
 //! | [`Subject::notify`] | `flux.agent.notify.<machine>` | mixer → rack |
 //! | [`Subject::scenario`] | `flux.rack.<rack>.scenario` | mixer → rack |
@@ -107,6 +108,12 @@ impl Subject {
     /// `flux.agent.heartbeat`: a rack's periodic heartbeat.
     pub fn heartbeat() -> Subject {
         Subject("flux.agent.heartbeat".into())
+    }
+
+    /// `flux.agent.status`: a rack's report on a scenario push (`applying`, `applied`,
+    /// `failed`).
+    pub fn status() -> Subject {
+        Subject("flux.agent.status".into())
     }
 
     /// `flux.agent.enrollment.<name>.<nonce>`: the mixer's answer to one hello.

@@ -15,6 +15,10 @@ fn check<P: Payload + PartialEq + std::fmt::Debug>(p: &P) {
         &P::from_data(&p.to_data().expect("to data")).expect("from data"),
         p
     );
+    assert_eq!(
+        &P::from_message(&p.to_message().expect("to message")).expect("from message"),
+        p
+    );
     // Canonical: decoding as a plain value and re-encoding changes nothing.
     let value = Codec::new().decode_value(&bytes).expect("value");
     let mut again = Vec::new();
