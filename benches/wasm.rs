@@ -8,12 +8,16 @@
 //!   edit through the batch entry point; `wasm-single` is the same module through the
 //!   reference ABI's per-message entry point (`batch: off`). Throughput is in messages.
 //!   Target: `wasm-batch` costs less than 1 µs per message above `native`.
+//! - `on-worker/*`: the same batches through the same gears from a task on a Tokio worker of a
+//!   two-thread runtime, as a rack runs them; `native-expr` is `transform` making the edit with
+//!   a Rhai expression. What the gears that may keep the CPU busy (wasm, Rhai) pay to leave
+//!   the worker to other tasks during their calls shows beside `native`.
 //! - `instantiate/*`: a fresh instance of the testbed guest from its compiled module (what a
 //!   gear does at start and after a fault), and, as the baseline, wasmtime instantiating an
 //!   empty module. Target: under 50 µs.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fluxrig::fluxmsg::{FluxMsg, Value};
@@ -79,6 +83,65 @@ fn set_field(c: &mut Criterion) {
     group.finish();
 }
 
+fn on_worker(c: &mut Criterion) {
+    let module = testkit::guest_wasm("testbed");
+    let gears = [
+        (
+            "native",
+            "transform",
+            json!({ "steps": [{ "set": "data.checked", "value": true }] }),
+        ),
+        (
+            "native-expr",
+            "transform",
+            json!({ "steps": [{ "set": "data.checked", "expr": "true" }] }),
+        ),
+        (
+            "wasm-batch",
+            "wasm",
+            json!({ "source": module, "allow_unsigned": true }),
+        ),
+        (
+            "wasm-single",
+            "wasm",
+            json!({ "source": module, "allow_unsigned": true, "batch": "off" }),
+        ),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("a runtime");
+    let mut group = c.benchmark_group("on-worker");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, gear_type, config) in gears {
+        let mut gear = Some(runner(gear_type, &config));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let (mut runner, input) = gear.take().expect("the runner is back");
+                // Timed on a worker, one batch at a time; making the batch is not timed.
+                let task = rt.spawn(async move {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut msgs = batch();
+                        let mut out = Outputs::new();
+                        let start = Instant::now();
+                        runner
+                            .process(input, black_box(&mut msgs), &mut out)
+                            .expect("processed");
+                        spent += start.elapsed();
+                        assert_eq!(out.len(), BATCH);
+                    }
+                    (runner, input, spent)
+                });
+                let (runner, input, spent) = rt.block_on(task).expect("the bench task");
+                gear = Some((runner, input));
+                spent
+            });
+        });
+    }
+    group.finish();
+}
+
 fn instantiate(c: &mut Criterion) {
     let bytes = std::fs::read(testkit::guest_wasm("testbed")).expect("the testbed module");
     let policy = Policy {
@@ -110,6 +173,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = set_field, instantiate
+    targets = set_field, on_worker, instantiate
 }
 criterion_main!(benches);
