@@ -72,6 +72,7 @@ mod factory;
 mod field;
 mod meta;
 mod net;
+mod offload;
 mod queue;
 mod template;
 

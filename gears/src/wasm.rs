@@ -16,6 +16,12 @@
 //! the instance is replaced by a fresh one (the guest's state is lost with it), and the next
 //! message is served.
 //!
+//! Guest calls do not hold up the rack's async workers: each batch goes into the guest (through
+//! either entry point) after the worker's other tasks moved to another thread
+//! (`tokio::task::block_in_place`, once per batch), and the gear's load step reads and
+//! compiles the module on the blocking pool. A guest that runs to its deadline on every
+//! message then costs its own gear's throughput, not other gears' I/O.
+//!
 //! # ABI
 //!
 //! [`sdk::abi`] has the details. Modules built for the Go fluxrig (exports `alloc` or `malloc`,

@@ -12,6 +12,7 @@ use super::batch::Running;
 use super::instance::Limits;
 use super::source::{Source, read_file};
 use super::{BatchMode, Config, MAX_MODULE_BYTES, Module, PAGE, Policy, PublicKey, digest_hex};
+use crate::offload;
 
 /// The `wasm` gear (see the [module docs](super)).
 #[derive(Debug)]
@@ -28,7 +29,8 @@ pub struct Wasm {
     ports: Vec<(String, OutPort)>,
     /// Where a message goes when the module returns it without naming a port.
     out: OutPort,
-    bytes: Option<Vec<u8>>,
+    /// The module as `load` compiled it, for `init`.
+    module: Option<Module>,
     run: Option<Running>,
 }
 
@@ -124,7 +126,7 @@ impl GearType for Wasm {
             cache_dir: config.cache_dir,
             ports: named,
             out,
-            bytes: None,
+            module: None,
             run: None,
         })
     }
@@ -133,23 +135,40 @@ impl GearType for Wasm {
 impl Gear for Wasm {
     fn load<'a>(&'a mut self, ctx: &'a Context) -> LoadFuture<'a> {
         Box::pin(async move {
-            self.bytes = Some(self.source.fetch(ctx).await?);
+            // Reading a file and compiling take a while: on the blocking pool.
+            let bytes = match &self.source {
+                Source::File(path) => {
+                    let path = path.clone();
+                    offload::blocking(move || read_file(&path)).await?
+                }
+                Source::Kv { .. } => self.source.fetch(ctx).await?,
+            };
+            let (policy, fuel, cache_dir) =
+                (self.policy.clone(), self.fuel, self.cache_dir.clone());
+            let module = offload::blocking(move || {
+                Module::compile(&bytes, &policy, fuel, cache_dir.as_deref())
+            })
+            .await?;
+            self.module = Some(module);
             Ok(())
         })
     }
 
     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        let bytes = match (self.bytes.take(), &self.source) {
-            (Some(bytes), _) => bytes,
-            (None, Source::File(path)) => read_file(path)?,
+        let module = match (self.module.take(), &self.source) {
+            (Some(module), _) => module,
+            // Without `load` (a harness): read and compile here, off the worker.
+            (None, Source::File(path)) => offload::run(|| {
+                let bytes = read_file(path)?;
+                Module::compile(&bytes, &self.policy, self.fuel, self.cache_dir.as_deref())
+            })?,
             (None, Source::Kv { bucket, key }) => {
                 return Err(GearError::new("load").with_detail(format_args!(
                     "snake://{bucket}/{key} is fetched by the gear's load step, which did not run"
                 )));
             }
         };
-        let module = Module::compile(&bytes, &self.policy, self.fuel, self.cache_dir.as_deref())?;
-        let guest = module.guest(ctx.name(), self.limits, self.batch)?;
+        let guest = offload::run(|| module.guest(ctx.name(), self.limits, self.batch))?;
         let checked = module.inspected();
         tracing::info!(
             gear = ctx.name(),
@@ -181,11 +200,18 @@ impl Gear for Wasm {
         run.single(msg)
     }
 
+    /// The whole batch in one hand-over to a thread that may block ([`offload::run`]):
+    /// through the batch entry point, or the per-message one a message at a time.
     fn process_batch(&mut self, _: InPort, batch: &mut Vec<FluxMsg>, out: &mut Outbox<'_>) -> bool {
-        let Some(run) = self.run.as_mut().filter(|r| r.batch()) else {
+        let max = self.max_batch;
+        let Some(run) = self.run.as_mut() else {
             return false;
         };
-        run.run_batches(batch, self.max_batch, out);
+        if run.batch() {
+            offload::run(|| run.run_batches(batch, max, out));
+        } else {
+            offload::each(batch, out, |msg, _| run.single(msg));
+        }
         true
     }
 }

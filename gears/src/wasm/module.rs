@@ -32,6 +32,9 @@ impl Module {
     /// (`fuel`) or without fuel metering, once per process and digest, reading and writing
     /// compiled code in `cache_dir` when given.
     ///
+    /// Compiling a large module takes a while (seconds, for the largest): asynchronous code
+    /// runs it on a blocking thread, as the gear's load step does.
+    ///
     /// # Errors
     ///
     /// A `module` error naming what the check or the compiler refused.

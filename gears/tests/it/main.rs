@@ -1,5 +1,6 @@
 //! The gears crate's integration tests: one module per gear, all through the sdk harness.
 
+mod cpu;
 mod factory;
 mod filter;
 mod generate;
