@@ -202,6 +202,17 @@ pub(crate) struct Scratch {
 }
 
 impl Test {
+    /// Whether the test runs a Rhai expression somewhere (then a message may keep the CPU
+    /// busy up to the expression's operation limit).
+    pub(crate) fn has_expr(&self) -> bool {
+        match self {
+            Test::Field(..) => false,
+            Test::Expr(_) => true,
+            Test::All(tests) | Test::Any(tests) => tests.iter().any(Test::has_expr),
+            Test::Not(test) => test.has_expr(),
+        }
+    }
+
     /// Whether `msg` passes. An expression that fails is an error for that message.
     pub(crate) fn matches(&self, msg: &FluxMsg, scratch: &mut Scratch) -> Result<bool, GearError> {
         Ok(match self {

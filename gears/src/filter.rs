@@ -33,6 +33,7 @@ use sdk::{
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{Condition, Scratch, Test};
+use crate::offload;
 use crate::{Error, Factory};
 
 pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
@@ -59,6 +60,8 @@ pub struct Filter {
     keep_if: bool,
     out: OutPort,
     scratch: Scratch,
+    /// The condition evaluates a Rhai expression: batches run off the async worker.
+    scripted: bool,
 }
 
 impl GearType for Filter {
@@ -83,8 +86,10 @@ impl GearType for Filter {
                 ));
             }
         };
+        let test = condition.compile(path)?;
         Ok(Filter {
-            test: condition.compile(path)?,
+            scripted: test.has_expr(),
+            test,
             keep_if,
             out: ports.resolve_output("out")?,
             scratch: Scratch::default(),
@@ -99,6 +104,22 @@ impl Gear for Filter {
         msg: &mut FluxMsg,
         _: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError> {
+        self.check(msg)
+    }
+
+    /// With a Rhai expression in the condition, the whole batch in one hand-over to a thread
+    /// that may block ([`offload::each`]); otherwise message by message through `process`.
+    fn process_batch(&mut self, _: InPort, batch: &mut Vec<FluxMsg>, out: &mut Outbox<'_>) -> bool {
+        if !self.scripted {
+            return false;
+        }
+        offload::each(batch, out, |msg, _| self.check(msg));
+        true
+    }
+}
+
+impl Filter {
+    fn check(&mut self, msg: &FluxMsg) -> Result<Outcome, GearError> {
         if self.test.matches(msg, &mut self.scratch)? == self.keep_if {
             Ok(Outcome::Emit(self.out))
         } else {

@@ -51,6 +51,7 @@ use sdk::{
 use serde::{Deserialize, Serialize};
 
 use crate::condition::{Condition, Scratch, Test};
+use crate::offload;
 use crate::{Error, Factory};
 
 pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
@@ -118,6 +119,8 @@ pub struct Route {
     rules: Vec<(Test, Node)>,
     default: Option<Node>,
     scratch: Scratch,
+    /// A rule evaluates a Rhai expression: batches run off the async worker.
+    scripted: bool,
 }
 
 impl GearType for Route {
@@ -157,8 +160,9 @@ impl GearType for Route {
                     node(&rule.to, ports)?,
                 ))
             })
-            .collect::<Result<_, ConfigError>>()?;
+            .collect::<Result<Vec<(Test, Node)>, ConfigError>>()?;
         Ok(Route {
+            scripted: rules.iter().any(|(test, _)| test.has_expr()),
             rules,
             default: config
                 .default
@@ -282,6 +286,23 @@ impl Gear for Route {
         msg: &mut FluxMsg,
         out: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError> {
+        self.choose(msg, out)
+    }
+
+    /// With a Rhai expression in a rule, the whole batch in one hand-over to a thread that
+    /// may block ([`offload::each`]); otherwise message by message through `process`.
+    fn process_batch(&mut self, _: InPort, batch: &mut Vec<FluxMsg>, out: &mut Outbox<'_>) -> bool {
+        if !self.scripted {
+            return false;
+        }
+        offload::each(batch, out, |msg, out| self.choose(msg, out));
+        true
+    }
+}
+
+impl Route {
+    /// The port for `msg`: the destination of the first rule it matches, or the default.
+    fn choose(&mut self, msg: &FluxMsg, out: &Outbox<'_>) -> Result<Outcome, GearError> {
         for (test, node) in &mut self.rules {
             if test.matches(msg, &mut self.scratch)? {
                 return node

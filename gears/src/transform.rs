@@ -62,6 +62,7 @@ use serde::{Deserialize, Serialize};
 use crate::condition::{Condition, Scratch, Test, how_many};
 use crate::expr::Expr;
 use crate::field::Field;
+use crate::offload;
 use crate::template::{MsgVar, Template};
 use crate::{Error, Factory};
 
@@ -136,6 +137,8 @@ pub struct Transform {
     out: OutPort,
     scratch: Scratch,
     clock: Option<Arc<dyn Clock>>,
+    /// A step evaluates a Rhai expression: batches run off the async worker.
+    scripted: bool,
 }
 
 impl GearType for Transform {
@@ -155,12 +158,16 @@ impl GearType for Transform {
             .iter()
             .enumerate()
             .map(|(i, step)| compile(step, &format!("steps[{i}]")))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let scripted = steps.iter().any(|(when, op): &(Option<Test>, Op)| {
+            when.as_ref().is_some_and(Test::has_expr) || matches!(op, Op::Set(_, Source::Expr(_)))
+        });
         Ok(Transform {
             steps,
             out: ports.resolve_output("out")?,
             scratch: Scratch::default(),
             clock: None,
+            scripted,
         })
     }
 }
@@ -254,6 +261,23 @@ impl Gear for Transform {
         msg: &mut FluxMsg,
         _: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError> {
+        self.apply(msg)
+    }
+
+    /// With a Rhai expression among the steps, the whole batch in one hand-over to a thread
+    /// that may block ([`offload::each`]); otherwise message by message through `process`.
+    fn process_batch(&mut self, _: InPort, batch: &mut Vec<FluxMsg>, out: &mut Outbox<'_>) -> bool {
+        if !self.scripted {
+            return false;
+        }
+        offload::each(batch, out, |msg, _| self.apply(msg));
+        true
+    }
+}
+
+impl Transform {
+    /// Applies the steps to `msg`.
+    fn apply(&mut self, msg: &mut FluxMsg) -> Result<Outcome, GearError> {
         for (when, op) in &self.steps {
             if let Some(test) = when
                 && !test.matches(msg, &mut self.scratch)?

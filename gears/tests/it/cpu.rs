@@ -1,8 +1,9 @@
 //! Gears that keep the CPU busy beside a gear doing I/O: on a runtime with two workers, two
-//! busy gears call back to back (a wasm guest running to its deadline on every message) while
-//! an `io_tcp` server echoes. Their calls must leave the workers to other tasks, so every echo
-//! round trip comes back while they are still busy; a gear whose calls ran on the workers would
-//! hold the echo until it stopped.
+//! busy gears call back to back (a wasm guest running to its deadline on every message, or a
+//! Rhai expression near its operation limit on every message of a batch) while an `io_tcp`
+//! server echoes. Their calls must leave the workers to other tasks, so every echo round trip
+//! comes back while they are still busy; a gear whose calls ran on the workers would hold the
+//! echo until it stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use fluxmsg::FluxMsg;
 use gears::io_tcp::IoTcp;
+use gears::route::Route;
+use gears::transform::Transform;
 use sdk::Harness;
 use serde_json::json;
 use testkit::{wait_until, within};
@@ -168,4 +171,61 @@ async fn wasm_batch_calls_leave_the_workers_to_io() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wasm_per_message_calls_leave_the_workers_to_io() {
     echo_beside(|| wasm(&json!({ "batch": "off" })), endless).await;
+}
+
+/// A batch of messages for an expression that runs close to its operation limit.
+fn numbers() -> Vec<FluxMsg> {
+    vec![FluxMsg::builder().data("n", 20_000).build(); 16]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rhai_expressions_leave_the_workers_to_io() {
+    let gear = || {
+        Harness::new::<Transform>(&json!({ "steps": [{
+            "set": "data.sum",
+            "expr": "let s = 0; for i in 0..data.n { s += i; } s",
+        }]}))
+        .expect("a transform")
+    };
+    echo_beside(gear, numbers).await;
+}
+
+/// A batch that takes the way off the worker keeps what happens to each message, in order:
+/// a route whose rules run expressions, on a worker of a multi-thread runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_off_the_worker_keeps_each_outcome_in_order() {
+    let mut h = Harness::new::<Route>(&json!({ "rules": [
+        { "when": { "expr": "data.n % 2 == 0" }, "to": "out_even" },
+        { "when": { "expr": "data.n > 4" }, "to": "out_big" },
+    ]}))
+    .expect("a route");
+    let mut batch: Vec<FluxMsg> = (0..8)
+        .map(|n| FluxMsg::builder().data("n", n).build())
+        .collect();
+    batch.push(FluxMsg::builder().data("n", "eight").build());
+    let mut h = tokio::spawn(async move {
+        h.send_batch("in", batch)
+            .expect("the route takes the batch");
+        h
+    })
+    .await
+    .expect("the gear's task");
+    let numbers = |msgs: Vec<FluxMsg>| -> Vec<fluxmsg::Value> {
+        msgs.iter()
+            .filter_map(|m| m.data.get("n").cloned())
+            .collect()
+    };
+    let n = |xs: &[i64]| {
+        xs.iter()
+            .map(|&x| fluxmsg::Value::from(x))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(numbers(h.take("out_even")), n(&[0, 2, 4, 6]));
+    assert_eq!(numbers(h.take("out_big")), n(&[5, 7]));
+    assert_eq!(h.error_reasons(), ["no_route", "no_route", "expr_failed"]);
+    let stats = h.stats();
+    assert_eq!(
+        (stats.messages_in, stats.messages_out, stats.errors),
+        (9, 9, 3)
+    );
 }
