@@ -16,8 +16,16 @@ pub(crate) fn bind(addr: &str) -> Result<TcpListener, GearError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(fail(&"no Tokio runtime"));
     }
+    let candidates: Vec<SocketAddr> = match addr.parse() {
+        Ok(literal) => vec![literal],
+        // A host name goes to the system resolver, which may wait on the network: off the
+        // async worker.
+        Err(_) => crate::offload::run(|| addr.to_socket_addrs())
+            .map_err(|e| fail(&e))?
+            .collect(),
+    };
     let mut last = None;
-    for candidate in addr.to_socket_addrs().map_err(|e| fail(&e))? {
+    for candidate in candidates {
         match listen(candidate) {
             Ok(listener) => return Ok(listener),
             Err(e) => last = Some(e),
