@@ -265,7 +265,7 @@ impl Gear for Transform {
     }
 
     /// With a Rhai expression among the steps, the whole batch in one hand-over to a thread
-    /// that may block ([`offload::each`]); otherwise message by message through `process`.
+    /// that may block (`block_in_place`); otherwise message by message through `process`.
     fn process_batch(&mut self, _: InPort, batch: &mut Vec<FluxMsg>, out: &mut Outbox<'_>) -> bool {
         if !self.scripted {
             return false;

@@ -200,7 +200,7 @@ impl Gear for Wasm {
         run.single(msg)
     }
 
-    /// The whole batch in one hand-over to a thread that may block ([`offload::run`]):
+    /// The whole batch in one hand-over to a thread that may block (`block_in_place`):
     /// through the batch entry point, or the per-message one a message at a time.
     fn process_batch(&mut self, _: InPort, batch: &mut Vec<FluxMsg>, out: &mut Outbox<'_>) -> bool {
         let max = self.max_batch;
