@@ -76,6 +76,24 @@
 //! racks). So a wire between two global gears exists on every rack, locally. An unset lane is
 //! `hot` between two instances on the same rack and `guaranteed` between racks; `lane: hot`
 //! across racks is refused.
+//!
+//! A guaranteed lane into a rack is a durable consumer of the `flux-msg` stream. `history`
+//! says where a new one starts: `new` (the default) delivers what is published from then on,
+//! `all` first delivers everything the stream still holds for that port (within the stream's
+//! age and size limits). The key only matters when the consumer is created: a durable that
+//! exists (the wire ran before, on this rack, under this scenario or an earlier one) resumes
+//! where it stopped, whatever its `history` says, and changing the key on a running wire
+//! changes nothing. A wire that is hot everywhere refuses `history`; on a wire that is hot on
+//! some racks and guaranteed across others, it applies to the guaranteed instances.
+//!
+//! ```yaml
+//! wires:
+//!   - { from: traffic.out, to: sink.in, history: all }   # replay what the stream holds
+//! ```
+//!
+//! A wire removed by a reload has its durable consumer deleted once everything it delivered
+//! into the rack is settled; a rack that stops keeps its durables, so that it resumes them
+//! when it starts again.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -206,6 +224,9 @@ pub struct WireDef {
     pub to: Endpoint,
     /// The lane asked for, if any (unset: hot on one rack, guaranteed across racks).
     pub lane: Option<Lane>,
+    /// Where a new durable consumer of the wire's guaranteed lanes starts, if written
+    /// (unset: [`History::New`]).
+    pub history: Option<History>,
     /// Where the entry starts.
     pub pos: Pos,
     at: WirePositions,
@@ -216,6 +237,7 @@ struct WirePositions {
     from: Pos,
     to: Pos,
     lane: Option<Pos>,
+    history: Option<Pos>,
 }
 
 /// A wire endpoint: `gear.port` or `rack.gear.port`. Displayed as written.
@@ -252,6 +274,30 @@ impl fmt::Display for Lane {
         f.write_str(match self {
             Lane::Hot => "hot",
             Lane::Guaranteed => "guaranteed",
+        })
+    }
+}
+
+/// Where a guaranteed lane's durable consumer starts when it is created (the wire key
+/// `history`).
+///
+/// It only matters at creation: a durable that exists already resumes where it stopped,
+/// whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum History {
+    /// From the next message published (`history: new`): a new wire does not replay what
+    /// the stream held before it.
+    #[default]
+    New,
+    /// From the oldest message the stream still holds for the lane (`history: all`).
+    All,
+}
+
+impl fmt::Display for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            History::New => "new",
+            History::All => "all",
         })
     }
 }

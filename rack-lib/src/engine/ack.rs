@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// How long a nak'ed delivery waits before the lane delivers it again.
@@ -193,14 +193,17 @@ pub(crate) fn poison(gear: &str, failed: &[fluxmsg::FluxMsg], shares: &[Share]) 
 
 /// The task that acks (every share settled) or naks (one was lost or failed) the deliveries
 /// of one guaranteed lane, and every `progress` tells the server that those still in the rack
-/// are in progress. It ends when the lane's subscriber and every finalizer are gone.
+/// are in progress. It ends when the lane's subscriber and every finalizer are gone, and
+/// drops `ended` then (however it ends), so that its receiver knows.
 pub(crate) fn spawn_acker(
     durable: String,
     outstanding: Outstanding,
     progress: Duration,
+    ended: oneshot::Sender<()>,
 ) -> (Verdicts, JoinHandle<()>) {
     let (acker, mut verdicts) = mpsc::unbounded_channel::<(snake::Delivery, Verdict)>();
     let task = tokio::spawn(async move {
+        let _ended = ended;
         let mut ticker = tokio::time::interval(progress);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;

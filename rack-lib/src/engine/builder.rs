@@ -94,6 +94,7 @@ impl RackBuilder {
             taps: Vec::new(),
             publishers: BTreeMap::new(),
             subscribers: BTreeMap::new(),
+            retiring: Arc::default(),
             in_flight: Arc::default(),
             ackers: Vec::new(),
             generation: 0,

@@ -38,8 +38,10 @@ impl Rack {
     /// The new gears are loaded, initialised and given ids first; a failure there changes
     /// nothing. Then restarted gears hand their input queue over, kept gears are re-pointed,
     /// new gears start, lanes start and stop, and removed gears finish what is queued for
-    /// them. Only a gear that fails to `start` leaves the change partly applied. Let the
-    /// future finish: dropping it half way leaves a half-applied graph.
+    /// them. A lane whose wire is gone has its durable consumer deleted once what it
+    /// delivered is settled (waiting up to `drain_timeout`, then in the background). Only a
+    /// gear that fails to `start` leaves the change partly applied. Let the future finish:
+    /// dropping it half way leaves a half-applied graph.
     ///
     /// # Errors
     ///
@@ -108,9 +110,12 @@ impl Rack {
 
         let failed = self.start_gears(fresh, &mut queues, &mut tables);
 
+        // Lanes whose wire is gone stop pulling; their durables are deleted below.
+        let mut removed_lanes = Vec::new();
         for sub in &subscriptions.stop {
-            if let Some(task) = self.subscribers.remove(sub) {
-                task.abort();
+            if let Some(inlet) = self.subscribers.remove(sub) {
+                inlet.abort();
+                removed_lanes.push(inlet);
             }
         }
         // A lane whose gear failed to start stops too; the rest start pulling.
@@ -138,6 +143,7 @@ impl Rack {
             drop(tx);
             finish(task, self.limits.drain_timeout).await;
         }
+        self.retire(removed_lanes).await;
         tracing::info!(
             rack = %self.name,
             added = change.added.len(),
@@ -311,19 +317,55 @@ impl Rack {
             let subject = snake::Subject::msg(&sub.rack, &sub.from.gear, &sub.from.port)?;
             let dead_letter = snake::Subject::dead_letter(&self.name, &sub.to.gear, &sub.to.port)?;
             let durable = lanes::durable_name(&self.name, sub);
-            let consumer =
-                lanes::open_consumer(snake, &subject, &durable, dead_letter, &self.limits)
-                    .await
-                    .map_err(|source| Error::Lane {
-                        lane: format!(
-                            "{}.{}.{} -> {}",
-                            sub.rack, sub.from.gear, sub.from.port, sub.to
-                        ),
-                        source,
-                    })?;
+            // A lane removed by an earlier apply and back now keeps its durable.
+            self.retiring.lock().await.remove(&durable);
+            let consumer = lanes::open_consumer(
+                snake,
+                &subject,
+                &durable,
+                dead_letter,
+                sub.history,
+                &self.limits,
+            )
+            .await
+            .map_err(|source| Error::Lane {
+                lane: format!(
+                    "{}.{}.{} -> {}",
+                    sub.rack, sub.from.gear, sub.from.port, sub.to
+                ),
+                source,
+            })?;
             consumers.insert(sub.clone(), (consumer, durable));
         }
         Ok(consumers)
+    }
+
+    /// Deletes the durable consumers of lanes whose wire the apply removed (they stopped
+    /// pulling), each once everything it delivered into the rack is settled. The apply waits
+    /// for that up to `drain_timeout`; a lane whose deliveries are still in the rack then is
+    /// deleted later, by a task that the rack's shutdown waits for too.
+    async fn retire(&mut self, inlets: Vec<lanes::Inlet>) {
+        let Some(snake) = &self.services.snake else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + self.limits.drain_timeout;
+        for inlet in inlets {
+            let durable = inlet.durable().to_owned();
+            self.retiring.lock().await.insert(durable.clone());
+            let mut task = tokio::spawn(lanes::retire(
+                snake.clone(),
+                inlet,
+                Arc::clone(&self.retiring),
+            ));
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::info!(
+                    rack = %self.name,
+                    durable,
+                    "A removed lane's deliveries are still in the rack; its durable consumer is deleted once they are settled."
+                );
+                self.ackers.push(task);
+            }
+        }
     }
 
     /// Starts pulling a guaranteed lane into a running gear (a gear that failed to start gets
@@ -340,7 +382,7 @@ impl Rack {
         let Some(port) = node.ports.input(&sub.to.port) else {
             return;
         };
-        let (task, acks) = lanes::spawn_subscriber(lanes::Inbound {
+        let (inlet, acks) = lanes::spawn_subscriber(lanes::Inbound {
             consumer,
             durable,
             tx: node.tx.clone(),
@@ -349,7 +391,7 @@ impl Rack {
             stats: Arc::clone(&node.stats),
             ack_wait: self.limits.ack_wait,
         });
-        self.subscribers.insert(sub.clone(), task);
+        self.subscribers.insert(sub.clone(), inlet);
         self.ackers.retain(|t| !t.is_finished());
         self.ackers.push(acks);
     }

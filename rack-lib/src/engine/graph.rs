@@ -1,5 +1,7 @@
 use std::fmt;
 
+use crate::scenario::History;
+
 /// What one rack runs, as the engine takes it: gears and the in-process wires between them.
 ///
 /// A scenario's [`RackPlan`](crate::scenario::RackPlan) turns into one; an embedding
@@ -19,6 +21,10 @@ pub struct Graph {
 }
 
 /// A guaranteed lane into this rack.
+///
+/// The lane is its `rack`, `from` and `to`: they name its durable consumer. `history` is not
+/// part of it: it only says where that consumer starts when it is created, so a graph that
+/// changes only `history` keeps the running lane where it is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Subscription {
     /// The rack of the publishing gear.
@@ -27,6 +33,24 @@ pub struct Subscription {
     pub from: PortRef,
     /// The local input port.
     pub to: PortRef,
+    /// Where the lane's durable consumer starts if it does not exist yet: the next message
+    /// published ([`History::New`], the default), or the oldest the stream still holds
+    /// ([`History::All`]). A durable that exists resumes where it stopped.
+    pub history: History,
+}
+
+impl Subscription {
+    /// The name of the lane's durable consumer on the `flux-msg` stream when it goes into the
+    /// rack `rack`: a readable prefix (the local gear and port) and a hash of the lane, so
+    /// that two lanes never share one; `history` plays no part.
+    pub fn durable_name(&self, rack: &str) -> String {
+        super::lanes::durable_name(rack, self)
+    }
+
+    /// The lane's identity, without `history`.
+    pub(crate) fn lane(&self) -> (String, PortRef, PortRef) {
+        (self.rack.clone(), self.from.clone(), self.to.clone())
+    }
 }
 
 /// One gear of a [`Graph`]: its name, type and configuration.
@@ -109,13 +133,30 @@ impl Graph {
         self
     }
 
-    /// Delivers what `rack`'s gear port `from` (`gear.port`) publishes into `to` (`gear.port`).
+    /// Delivers what `rack`'s gear port `from` (`gear.port`) publishes into `to` (`gear.port`),
+    /// from the messages published once the lane's durable consumer exists
+    /// ([`History::New`]).
     #[must_use]
-    pub fn subscribe(mut self, rack: &str, from: &str, to: &str) -> Graph {
+    pub fn subscribe(self, rack: &str, from: &str, to: &str) -> Graph {
+        self.subscribe_with_history(rack, from, to, History::New)
+    }
+
+    /// As [`Graph::subscribe`], with where the lane's durable consumer starts when it is
+    /// created: [`History::All`] delivers what the stream still holds for `from` first. A
+    /// durable that exists already resumes where it stopped, whatever `history` says.
+    #[must_use]
+    pub fn subscribe_with_history(
+        mut self,
+        rack: &str,
+        from: &str,
+        to: &str,
+        history: History,
+    ) -> Graph {
         self.subscribe.push(Subscription {
             rack: rack.to_owned(),
             from: split(from, "out"),
             to: split(to, "in"),
+            history,
         });
         self
     }
@@ -157,6 +198,7 @@ impl From<&crate::scenario::RackPlan> for Graph {
                             rack: wire.from.rack.clone(),
                             from,
                             to,
+                            history: wire.history,
                         });
                     }
                 }

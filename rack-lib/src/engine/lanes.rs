@@ -2,7 +2,7 @@
 //! durable consumers that deliver into a gear's input queue; a delivery is acked once
 //! everything derived from it reached the end of its path (see the `ack` module).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,13 +13,15 @@ use fluxmsg::{Codec, FluxMsg};
 use sdk::{InPort, Stats};
 use sha2::{Digest, Sha256};
 use snake::{
-    Consumer, ConsumerConfig, Message, Pattern, Snake, StreamConfig, Subject, TrackedPublisher,
+    Consumer, ConsumerConfig, DeliverPolicy, Message, Pattern, Snake, StreamConfig, Subject,
+    TrackedPublisher,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::ack::{Finalizer, Outstanding, Share, fail_all, settle_all, spawn_acker};
 use super::node::{Delivery, InFlight, Outgoing};
+use crate::scenario::History;
 
 /// The stream every guaranteed lane rides.
 pub(crate) const STREAM: &str = "flux-msg";
@@ -352,20 +354,84 @@ pub(crate) fn durable_name(rack: &str, sub: &super::Subscription) -> String {
     name
 }
 
-/// Opens (creating it if needed) the durable consumer of a lane into a gear.
+/// Opens the durable consumer of a lane into a gear: one that exists resumes where it
+/// stopped; a new one starts where `history` says (the next message published, or the
+/// oldest the stream holds for `subject`).
 pub(crate) async fn open_consumer(
     snake: &Snake,
     subject: &Subject,
     durable: &str,
     dead_letter: Subject,
+    history: History,
     limits: &super::Limits,
 ) -> Result<Consumer, snake::Error> {
+    let deliver = match history {
+        History::New => DeliverPolicy::New,
+        History::All => DeliverPolicy::All,
+    };
     let cfg = ConsumerConfig::new(subject.clone().into())
         .durable(durable)?
+        .deliver(deliver)
         .ack_wait(limits.ack_wait)
         .max_deliver(limits.max_deliver)
         .dead_letter(dead_letter);
     snake.consumer(STREAM, cfg).await
+}
+
+/// The durables of lanes that a reload removed and that wait for what they delivered to be
+/// settled before they are deleted. A lane that comes back meanwhile takes its durable out
+/// (waiting for a deletion under way to finish), so that it is not deleted under it.
+pub(crate) type Retiring = Arc<Mutex<BTreeSet<String>>>;
+
+/// A running lane into the rack: the task that pulls from its durable consumer.
+#[derive(Debug)]
+pub(crate) struct Inlet {
+    puller: JoinHandle<()>,
+    /// Closed once the lane's acker ended: the lane stopped pulling and every share of
+    /// what it delivered is gone, so every verdict was sent.
+    settled: oneshot::Receiver<()>,
+    durable: String,
+}
+
+impl Inlet {
+    /// Stops pulling; what was delivered and not handled yet is delivered again later.
+    pub(crate) fn abort(&self) {
+        self.puller.abort();
+    }
+
+    /// The lane's durable consumer.
+    pub(crate) fn durable(&self) -> &str {
+        &self.durable
+    }
+}
+
+/// Deletes the durable consumer of a lane that a reload removed, once everything it delivered
+/// into the rack is settled, unless the lane came back meanwhile (see [`Retiring`]); the lane
+/// was aborted already. A failure is logged: the durable stays on the server.
+pub(crate) async fn retire(snake: Snake, inlet: Inlet, retiring: Retiring) {
+    let Inlet {
+        settled, durable, ..
+    } = inlet;
+    // Closed, never sent: the acker ended (or was aborted with the rack).
+    let _ = settled.await;
+    let mut retiring = retiring.lock().await;
+    if !retiring.remove(&durable) {
+        return;
+    }
+    match snake.delete_consumer(STREAM, &durable).await {
+        Ok(true) => {
+            tracing::info!(durable, "Deleted the durable consumer of a removed lane.");
+        }
+        Ok(false) => {
+            tracing::info!(
+                durable,
+                "The durable consumer of a removed lane was already gone."
+            );
+        }
+        Err(e) => {
+            tracing::warn!(durable, error = %e, "Could not delete the durable consumer of a removed lane; it stays on the server.");
+        }
+    }
 }
 
 /// Where a subscriber delivers.
@@ -381,15 +447,21 @@ pub(crate) struct Inbound {
 }
 
 /// Pulls from a durable consumer and delivers into a gear's queue, each message with the
-/// first share of its acknowledgement (see the `ack` module); returns the pulling task and
+/// first share of its acknowledgement (see the `ack` module); returns the running lane and
 /// the task that acks and naks. Aborting the puller leaves unacked messages to be delivered
 /// again; the acker ends once every share of what was pulled is gone.
-pub(crate) fn spawn_subscriber(inbound: Inbound) -> (JoinHandle<()>, JoinHandle<()>) {
+pub(crate) fn spawn_subscriber(inbound: Inbound) -> (Inlet, JoinHandle<()>) {
     let outstanding = Outstanding::default();
     // A third of the ack wait between progress reports leaves room for one to be late.
     let progress = (inbound.ack_wait / 3).max(Duration::from_millis(10));
-    let (acker, acker_task) =
-        spawn_acker(inbound.durable.clone(), Arc::clone(&outstanding), progress);
+    let (ended, settled) = oneshot::channel();
+    let durable_name = inbound.durable.clone();
+    let (acker, acker_task) = spawn_acker(
+        inbound.durable.clone(),
+        Arc::clone(&outstanding),
+        progress,
+        ended,
+    );
     let puller = tokio::spawn(async move {
         let Inbound {
             mut consumer,
@@ -435,5 +507,10 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> (JoinHandle<()>, JoinHandle<
             });
         }
     });
-    (puller, acker_task)
+    let inlet = Inlet {
+        puller,
+        settled,
+        durable: durable_name,
+    };
+    (inlet, acker_task)
 }

@@ -113,8 +113,12 @@ impl Plan {
         &self.subscriptions.start
     }
 
-    /// Guaranteed lanes into the rack that stop pulling (what they delivered but was not
-    /// handled is delivered again later).
+    /// Guaranteed lanes into the rack whose wire is gone: they stop pulling, what they
+    /// delivered into the rack is handled, then their durable consumer is deleted (with what
+    /// it had not delivered yet).
+    ///
+    /// A lane whose `history` alone changed is not among them (nor among those that start):
+    /// its durable keeps its position.
     pub fn subscriptions_stopped(&self) -> &[Subscription] {
         &self.subscriptions.stop
     }
@@ -193,8 +197,13 @@ impl Rack {
             .filter(|name| needs_repoint(&self.graph, &graph, name, &change))
             .cloned()
             .collect();
-        let publishers = diff(self.publishers.keys(), &graph.publish);
-        let subscriptions = diff(self.subscribers.keys(), &graph.subscribe);
+        let publishers = diff(self.publishers.keys(), &graph.publish, PortRef::clone);
+        // A lane is its ends: one whose `history` alone changed keeps running.
+        let subscriptions = diff(
+            self.subscribers.keys(),
+            &graph.subscribe,
+            Subscription::lane,
+        );
         Ok(Plan {
             generation: self.generation,
             graph,
@@ -234,12 +243,14 @@ fn needs_repoint(old: &Graph, new: &Graph, gear: &str, change: &Change) -> bool 
             .any(|w| change.restarted.contains(&w.to.gear) || change.added.contains(&w.to.gear))
 }
 
-/// The lanes of `wanted` that start or stay, and those of `running` that stop.
-fn diff<'a, T: Clone + Ord + 'a>(
+/// The lanes of `wanted` that start, those of `running` that stay (as they run) and those
+/// of `running` that stop; two lanes with the same `key` are the same lane.
+fn diff<'a, T: Clone + 'a, K: Ord>(
     running: impl Iterator<Item = &'a T>,
     wanted: &[T],
+    key: impl Fn(&T) -> K,
 ) -> LaneDiff<T> {
-    let running: BTreeSet<&T> = running.collect();
+    let running: BTreeMap<K, &T> = running.map(|lane| (key(lane), lane)).collect();
     let mut lanes = LaneDiff {
         start: Vec::new(),
         keep: Vec::new(),
@@ -247,19 +258,18 @@ fn diff<'a, T: Clone + Ord + 'a>(
     };
     let mut seen = BTreeSet::new();
     for lane in wanted {
-        if !seen.insert(lane) {
-            continue;
+        let id = key(lane);
+        match running.get(&id) {
+            _ if seen.contains(&id) => {}
+            Some(run) => lanes.keep.push((*run).clone()),
+            None => lanes.start.push(lane.clone()),
         }
-        if running.contains(lane) {
-            lanes.keep.push(lane.clone());
-        } else {
-            lanes.start.push(lane.clone());
-        }
+        seen.insert(id);
     }
     lanes.stop = running
         .into_iter()
-        .filter(|lane| !seen.contains(lane))
-        .cloned()
+        .filter(|(id, _)| !seen.contains(id))
+        .map(|(_, lane)| lane.clone())
         .collect();
     lanes
 }

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::yaml::{Kind, Node, Scalar};
 use super::{
-    Deploy, Endpoint, GearDef, GearPositions, Lane, Meta, Pos, Problem, RackDef, Scenario, WireDef,
-    WirePositions, is_name,
+    Deploy, Endpoint, GearDef, GearPositions, History, Lane, Meta, Pos, Problem, RackDef, Scenario,
+    WireDef, WirePositions, is_name,
 };
 
 type Problems = Vec<Problem>;
@@ -440,7 +440,13 @@ fn json(
 }
 
 fn wire(node: &Node, problems: &mut Problems) -> Option<WireDef> {
-    let f = fields(node, "a wire", &["from", "to", "lane"], &["id"], problems)?;
+    let f = fields(
+        node,
+        "a wire",
+        &["from", "to", "lane", "history"],
+        &["id"],
+        problems,
+    )?;
     let from = required(&f, "from", "a wire", problems);
     let to = required(&f, "to", "a wire", problems);
     let lane_node = f.get("lane");
@@ -461,6 +467,24 @@ fn wire(node: &Node, problems: &mut Problems) -> Option<WireDef> {
             }
         },
     };
+    let history_node = f.get("history");
+    let history = match history_node {
+        None => Some(None),
+        Some(h) => match h.text() {
+            Some("new") => Some(Some(History::New)),
+            Some("all") => Some(Some(History::All)),
+            _ => {
+                let found = h
+                    .text()
+                    .map_or_else(|| h.what().to_owned(), |t| format!("`{t}`"));
+                problems.push(Problem::at(
+                    h.pos,
+                    format!("unknown history {found} (histories: new, all)"),
+                ));
+                None
+            }
+        },
+    };
     let from = from.and_then(|(t, pos)| endpoint(&t, pos, problems).map(|e| (e, pos)));
     let to = to.and_then(|(t, pos)| endpoint(&t, pos, problems).map(|e| (e, pos)));
     let ((from, from_pos), (to, to_pos)) = (from?, to?);
@@ -468,11 +492,13 @@ fn wire(node: &Node, problems: &mut Problems) -> Option<WireDef> {
         from,
         to,
         lane: lane?,
+        history: history?,
         pos: node.pos,
         at: WirePositions {
             from: from_pos,
             to: to_pos,
             lane: lane_node.map(|l| l.pos),
+            history: history_node.map(|h| h.pos),
         },
     })
 }

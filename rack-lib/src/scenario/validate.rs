@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{Deploy, Endpoint, GearDef, Lane, Pos, Problem, Scenario, ScenarioError};
+use super::{Deploy, Endpoint, GearDef, History, Lane, Pos, Problem, Scenario, ScenarioError};
 
 type Problems = Vec<Problem>;
 
@@ -61,6 +61,9 @@ pub struct PlannedWire {
     pub to: Instance,
     /// The lane: as written, or hot on one rack and guaranteed across racks.
     pub lane: Lane,
+    /// Where the lane's durable consumer starts when it is created (guaranteed lanes only;
+    /// [`History::New`] unless the wire says `history: all`).
+    pub history: History,
 }
 
 /// A port of a gear on a given rack.
@@ -190,16 +193,30 @@ pub(crate) fn validate(
             ));
             continue;
         }
-        for (rf, rt) in pairs {
-            let lane = wire.lane.unwrap_or(if rf == rt {
+        let lane_of = |rf: &String, rt: &String| {
+            wire.lane.unwrap_or(if rf == rt {
                 Lane::Hot
             } else {
                 Lane::Guaranteed
-            });
+            })
+        };
+        if wire.history.is_some()
+            && !pairs.is_empty()
+            && pairs.iter().all(|(rf, rt)| lane_of(rf, rt) == Lane::Hot)
+        {
+            problems.push(Problem::at(
+                wire.at.history.unwrap_or(wire.pos),
+                "`history` applies to guaranteed lanes only, and this wire is hot on every \
+                 rack (use `lane: guaranteed` or leave `history` out)",
+            ));
+            continue;
+        }
+        for (rf, rt) in pairs {
             wires.push(PlannedWire {
                 from: instance(rf, &wire.from),
                 to: instance(rt, &wire.to),
-                lane,
+                lane: lane_of(rf, rt),
+                history: wire.history.unwrap_or_default(),
             });
         }
     }

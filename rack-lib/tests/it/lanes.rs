@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use fluxmsg::Value;
+use rack_lib::scenario::History;
 use rack_lib::{Graph, Limits, Rack};
 use serde_json::json;
 use snake::Snake;
@@ -356,10 +357,11 @@ async fn the_lanes_stream_is_bounded_and_an_existing_one_is_used_as_it_is() {
     // The input of this test: the messages outlive the stream's age limit unread.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut late = rack("late", &bus).await;
+    // A lane that asks for the stream's history: it would replay what is still there.
     late.apply(
         Graph::new()
             .gear("sink", "transform", stamp("sink"))
-            .subscribe("src", "gen.out", "sink"),
+            .subscribe_with_history("src", "gen.out", "sink", History::All),
     )
     .await
     .expect("a rack with other stream limits uses the stream as it is");

@@ -4,6 +4,7 @@ mod dead_letters;
 mod engine;
 mod errors;
 mod guaranteed;
+mod history;
 mod lanes;
 mod plan;
 mod scenario;

@@ -1,5 +1,6 @@
 //! Planning an apply without running anything: the diff, every check, and stale plans.
 
+use rack_lib::scenario::History;
 use rack_lib::{Error, Graph, PortRef, Rack, Subscription};
 use serde_json::json;
 
@@ -142,6 +143,7 @@ async fn subscriptions_are_planned_as_lanes() {
         rack: "core".to_owned(),
         from: PortRef::new("auth", "out"),
         to: PortRef::new("sink", "in"),
+        history: History::New,
     };
     assert_eq!(plan.subscriptions_started(), std::slice::from_ref(&lane));
     rack.commit(plan).await.expect("commits");

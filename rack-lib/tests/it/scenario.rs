@@ -1,7 +1,8 @@
 //! Tests of the scenario model: parsing, validation with positions, rack plans, hostile input.
 
 use rack_lib::scenario::{
-    Deploy, Endpoint, Instance, Lane, MAX_YAML_BYTES, PlannedWire, Pos, Scenario, Validated,
+    Deploy, Endpoint, History, Instance, Lane, MAX_YAML_BYTES, PlannedWire, Pos, Scenario,
+    Validated,
 };
 
 /// The YAML of a test, without the newline that follows the opening quote.
@@ -51,6 +52,7 @@ fn wire(from: (&str, &str, &str), to: (&str, &str, &str), lane: Lane) -> Planned
         from: i(from),
         to: i(to),
         lane,
+        history: History::New,
     }
 }
 
@@ -437,7 +439,7 @@ extra: 1
 1:37: unknown key `author` in `meta` (accepted: name, version, description, mixer_region)
 3:16: unknown key `lables` in a rack (accepted: name, labels, config)
 7:5: unknown key `confg` in a gear (accepted: name, type, deploy, config, labels, doc, ports, id)
-9:47: unknown key `via` in a wire (accepted: from, to, lane, id)
+9:47: unknown key `via` in a wire (accepted: from, to, lane, history, id)
 10:1: unknown key `extra` in the scenario (accepted: meta, racks, gears, wires, pipes)
 "#,
     );
@@ -657,6 +659,67 @@ wires:
 7:13: from: unknown rack `c` in `c.gen.out` (racks: a, b)
 8:13: from: gear `gen` is not deployed on rack `b` (it runs on: a)
 9:41: lane hot cannot cross racks: gen runs on `a` and sink on `b` (use `lane: guaranteed` or leave `lane` out)
+"#,
+    );
+}
+
+/// `history` says where a guaranteed lane's new durable starts: `new` unless written; a
+/// wire that is hot everywhere refuses it, a wire with a guaranteed instance takes it.
+#[test]
+fn wire_history() {
+    let v = valid(
+        r#"
+meta: { name: demo, version: 1.0.0 }
+racks: [ { name: a }, { name: b } ]
+gears:
+  - { name: gen, type: generate, deploy: a }
+  - { name: sink, type: log, deploy: b }
+  - { name: near, type: log, deploy: a }
+wires:
+  - { from: gen.out, to: sink.in, history: all }
+  - { from: gen.out, to: near.in, lane: guaranteed, history: new }
+"#,
+    );
+    assert_eq!(v.scenario().wires[0].history, Some(History::All));
+    assert_eq!(v.scenario().wires[1].history, Some(History::New));
+    let all = PlannedWire {
+        history: History::All,
+        ..wire(("a", "gen", "out"), ("b", "sink", "in"), Lane::Guaranteed)
+    };
+    assert_eq!(v.plan("b").wires, [all]);
+    assert_eq!(
+        v.plan("a").wires[1],
+        wire(("a", "gen", "out"), ("a", "near", "in"), Lane::Guaranteed)
+    );
+
+    check(
+        r#"
+meta: { name: demo, version: 1.0.0 }
+racks: [ { name: a }, { name: b } ]
+gears:
+  - { name: gen, type: generate, deploy: a }
+  - { name: near, type: log, deploy: a }
+  - { name: also, type: log, deploy: a }
+wires:
+  - { from: gen.out, to: near.in, history: all }
+  - { from: gen.out, to: also.in, lane: hot, history: new }
+"#,
+        r#"
+8:44: `history` applies to guaranteed lanes only, and this wire is hot on every rack (use `lane: guaranteed` or leave `history` out)
+9:55: `history` applies to guaranteed lanes only, and this wire is hot on every rack (use `lane: guaranteed` or leave `history` out)
+"#,
+    );
+    check(
+        r#"
+meta: { name: demo, version: 1.0.0 }
+gears: [ { name: sink, type: log } ]
+wires:
+  - { from: sink.out, to: sink.in, history: some }
+  - { from: sink.out, to: sink.in, history: [all] }
+"#,
+        r#"
+4:45: unknown history `some` (histories: new, all)
+5:45: unknown history a list (histories: new, all)
 "#,
     );
 }
