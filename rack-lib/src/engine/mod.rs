@@ -77,7 +77,6 @@ struct NodeHandle {
 /// What a [`Rack::shutdown`] left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-#[must_use = "`drained` says whether anything was left in flight"]
 pub struct Stopped {
     /// Whether everything in flight was delivered before the timeout.
     pub drained: bool,
