@@ -318,6 +318,32 @@ impl Snake {
         }
     }
 
+    /// Creates the durable consumer `cfg` describes if it does not exist yet, without taking
+    /// anything from it: so that a lane's consumer exists, from the messages published from
+    /// now on, before the side that reads it starts. An existing one is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] when `cfg` is not durable, [`Error::StreamNotFound`] when there
+    /// is no such stream.
+    pub async fn create_consumer(&self, stream: &str, cfg: ConsumerConfig) -> Result<(), Error> {
+        crate::token("stream name", stream)?;
+        let Some(name) = cfg.durable.clone() else {
+            return Err(Error::InvalidName {
+                what: "consumer",
+                name: String::new(),
+                reason: "only a durable consumer can be created ahead of its reader",
+            });
+        };
+        match &self.backend {
+            Backend::Memory(m) => {
+                m.stream(stream)?.add_consumer(cfg, name);
+                Ok(())
+            }
+            Backend::Nats(n) => crate::nats::ensure_durable(n, stream, &name, &cfg).await,
+        }
+    }
+
     /// A key-value bucket, created if it does not exist.
     ///
     /// # Errors

@@ -49,19 +49,7 @@ impl NatsConsumer {
             return Err(Error::Closed);
         }
         let stream = nats.stream(stream_name).await?;
-        let config = pull::Config {
-            durable_name: cfg.durable.clone(),
-            filter_subject: cfg.filter.as_str().to_owned(),
-            deliver_policy: match cfg.deliver {
-                DeliverPolicy::All => jetstream::consumer::DeliverPolicy::All,
-                DeliverPolicy::New => jetstream::consumer::DeliverPolicy::New,
-            },
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: cfg.ack_wait,
-            // One more than the consumer allows: the extra delivery is dead-lettered here.
-            max_deliver: i64::from(cfg.max_deliver) + 1,
-            ..Default::default()
-        };
+        let config = pull_config(&cfg);
         let created = match &cfg.durable {
             Some(name) => stream.get_or_create_consumer(name, config).await,
             None => stream.create_consumer(config).await,
@@ -167,6 +155,38 @@ impl NatsConsumer {
             }
         }
     }
+}
+
+/// The JetStream configuration of a snake consumer.
+fn pull_config(cfg: &ConsumerConfig) -> pull::Config {
+    pull::Config {
+        durable_name: cfg.durable.clone(),
+        filter_subject: cfg.filter.as_str().to_owned(),
+        deliver_policy: match cfg.deliver {
+            DeliverPolicy::All => jetstream::consumer::DeliverPolicy::All,
+            DeliverPolicy::New => jetstream::consumer::DeliverPolicy::New,
+        },
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: cfg.ack_wait,
+        // One more than the consumer allows: the extra delivery is dead-lettered here.
+        max_deliver: i64::from(cfg.max_deliver) + 1,
+        ..Default::default()
+    }
+}
+
+/// Creates the durable consumer `cfg` names if it does not exist, without pulling from it.
+pub(crate) async fn ensure_durable(
+    nats: &Nats,
+    stream_name: &str,
+    name: &str,
+    cfg: &ConsumerConfig,
+) -> Result<(), Error> {
+    let stream = nats.stream(stream_name).await?;
+    stream
+        .get_or_create_consumer::<pull::Config>(name, pull_config(cfg))
+        .await
+        .map(drop)
+        .map_err(|e| Error::nats(NatsOp::Consumer, e))
 }
 
 impl Drop for NatsConsumer {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
-pub(crate) use self::consumer::{NatsConsumer, NatsDelivery};
+pub(crate) use self::consumer::{NatsConsumer, NatsDelivery, ensure_durable};
 pub(crate) use self::kv::{NatsKv, NatsKvWatch};
 pub use self::options::NatsOptions;
 use crate::config::{Storage, StreamConfig};

@@ -412,6 +412,51 @@ pub(crate) async fn dead_letters_are_kept_listed_and_replayed(snake: &Snake, str
     quiet(&mut consumer, Duration::from_secs(1)).await;
 }
 
+/// A durable created ahead of its reader starts at the messages published from then on, and
+/// its reader, opened later, gets them; nothing is taken from it meanwhile.
+pub(crate) async fn a_durable_created_ahead_keeps_what_came_after(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    let to = subject("flux.msg.r0.src.out");
+    snake
+        .stream_publish(Message::new(to.clone(), &b"before"[..]))
+        .await
+        .expect("publish");
+    let cfg = ConsumerConfig::new(to.clone().into())
+        .durable("ahead")
+        .expect("durable")
+        .deliver(DeliverPolicy::New)
+        .ack_wait(Duration::from_millis(300));
+    snake
+        .create_consumer(stream, cfg.clone())
+        .await
+        .expect("created ahead");
+    // Again: a no-op.
+    snake
+        .create_consumer(stream, cfg.clone())
+        .await
+        .expect("exists");
+    for payload in ["after-1", "after-2"] {
+        snake
+            .stream_publish(Message::new(to.clone(), payload.as_bytes().to_vec()))
+            .await
+            .expect("publish");
+    }
+    let mut reader = snake.consumer(stream, cfg).await.expect("the reader");
+    for want in ["after-1", "after-2"] {
+        let d = reader.next().await.expect("delivery");
+        assert_eq!((&d.message.payload[..], d.deliveries), (want.as_bytes(), 1));
+        d.ack().await.expect("ack");
+    }
+    quiet(&mut reader, Duration::from_secs(1)).await;
+    let ephemeral = snake
+        .create_consumer(stream, ConsumerConfig::new(to.into()))
+        .await;
+    assert!(
+        matches!(ephemeral, Err(Error::InvalidName { .. })),
+        "{ephemeral:?}"
+    );
+}
+
 /// A delivery whose ack wait ran out on its last allowed delivery while no handle of the
 /// consumer was there to hear of it (a rack that crashed, or lost its connection) is
 /// dead-lettered by the next handle, from the delivery count.
@@ -701,6 +746,7 @@ macro_rules! cases {
             nak_on_the_last_delivery_dead_letters_at_once("last");
             dead_letters_are_kept_listed_and_replayed("replay");
             a_consumer_back_from_away_dead_letters_what_ran_out("away");
+            a_durable_created_ahead_keeps_what_came_after("ahead");
         }
     };
 }
