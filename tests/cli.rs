@@ -528,8 +528,7 @@ fn wasm_keygen_sign_and_check() {
 
 /// Three `fluxrig rack run --nats` processes (`src`, `relay`, `sink`) of one scenario, a source
 /// of `n` numbered messages, a relay transforming them and a sink writing what it receives to
-/// a file, every wire guaranteed. The processes start together, so a lane's consumer may be
-/// created after the first messages were published: its wire asks for `history: all`.
+/// a file, every wire guaranteed.
 #[cfg(feature = "nats-server-tests")]
 struct Chaos {
     n: u64,
@@ -598,8 +597,8 @@ gears:
     deploy: sink
     config: {{ output: file, path: "{}", fields: [data.n, meta.via] }}
 wires:
-  - {{ from: gen.out, to: hop.in, lane: guaranteed, history: all }}
-  - {{ from: hop.out, to: out.in, lane: guaranteed, history: all }}
+  - {{ from: gen.out, to: hop.in, lane: guaranteed }}
+  - {{ from: hop.out, to: out.in, lane: guaranteed }}
 "#,
                 self.n,
                 self.sink_file.display()

@@ -9,7 +9,8 @@
 //! Reach for it to run a scenario inside your own process: a service that routes payments,
 //! a test bench, a simulator. It is not the place to write a gear (that is `sdk`) or to
 //! manage a fleet of racks (that is `mixer-lib`, which pushes scenarios to racks); it reads
-//! no files or flags of its own beyond the scenario text you hand it.
+//! no files or flags of its own beyond the scenario text you hand it and, for the
+//! [`agent`], the state directory you give it.
 //!
 //! - [`scenario::Scenario`] parses YAML with a line and column on every problem;
 //!   [`Scenario::validate`](scenario::Scenario::validate) checks it against a
@@ -20,6 +21,9 @@
 //! - [`Injector`] and [`Tap`] put messages into a gear's port and read them from one, for
 //!   an embedding application and for tests; [`Rack::stats`] gives every gear's counters.
 //! - [`Rack::shutdown`] stops sources, drains what is in flight, then stops every gear.
+//! - [`agent::Agent`] is the rack's side of the control protocol: it enrolls with a mixer,
+//!   heartbeats, applies the scenarios the mixer pushes (rolling back a failed one) and
+//!   keeps its passport and last good scenario in a state directory to start offline.
 //!
 //! # Example
 //!
@@ -79,13 +83,14 @@
 //! MSRV: the workspace's `rust-version`.
 #![doc(test(attr(deny(warnings))))]
 
+pub mod agent;
 mod engine;
 mod error;
 pub mod passport;
 pub mod scenario;
 
 pub use crate::engine::{
-    Change, GearSpec, Graph, Injector, Limits, Plan, PortRef, Rack, RackBuilder, Stopped,
+    Change, Feed, GearSpec, Graph, Injector, Limits, Plan, PortRef, Rack, RackBuilder, Stopped,
     Subscription, Tap, Wire,
 };
 pub use crate::error::Error;

@@ -67,6 +67,21 @@ impl Rack {
             && let Some(snake) = &self.services.snake
         {
             lanes::ensure_stream(snake, &self.limits).await?;
+            for feed in &graph.feeds {
+                lanes::create_feed(snake, feed, &self.limits)
+                    .await
+                    .map_err(|source| Error::Lane {
+                        lane: format!(
+                            "{}.{}.{} -> {}.{}",
+                            feed.lane.rack,
+                            feed.lane.from.gear,
+                            feed.lane.from.port,
+                            feed.rack,
+                            feed.lane.to
+                        ),
+                        source,
+                    })?;
+            }
         }
         // Lanes into the rack: their consumers exist (or the apply fails) before anything
         // running is touched.

@@ -18,6 +18,20 @@ pub struct Graph {
     /// Guaranteed lanes into this rack: a port of a gear on some rack, delivered to a local
     /// input port.
     pub subscribe: Vec<Subscription>,
+    /// Guaranteed lanes out of this rack into other racks. Their durable consumers are
+    /// created when this rack applies, if the consuming rack has not created them yet, so
+    /// that whichever end of a lane comes first, nothing published once the lane exists is
+    /// missed by the other.
+    pub feeds: Vec<Feed>,
+}
+
+/// A guaranteed lane out of this rack into another one (see [`Graph::feeds`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Feed {
+    /// The consuming rack.
+    pub rack: String,
+    /// The lane as that rack subscribes to it.
+    pub lane: Subscription,
 }
 
 /// A guaranteed lane into this rack.
@@ -126,6 +140,24 @@ impl Graph {
         self
     }
 
+    /// Declares a guaranteed lane out of this rack: rack `to_rack` reads what this rack
+    /// (`rack`) publishes on `from` (`gear.port`) into its `to` (`gear.port`). Applying the
+    /// graph creates that lane's durable consumer if it does not exist, from the next message
+    /// published (see [`Graph::feeds`]); `from` must be published too.
+    #[must_use]
+    pub fn feed(mut self, rack: &str, from: &str, to_rack: &str, to: &str) -> Graph {
+        self.feeds.push(Feed {
+            rack: to_rack.to_owned(),
+            lane: Subscription {
+                rack: rack.to_owned(),
+                from: split(from, "out"),
+                to: split(to, "in"),
+                history: History::New,
+            },
+        });
+        self
+    }
+
     /// Publishes the output port `from` (`gear.port`) to the bus.
     #[must_use]
     pub fn publish(mut self, from: &str) -> Graph {
@@ -193,12 +225,18 @@ impl From<&crate::scenario::RackPlan> for Graph {
                     if here_from && !graph.publish.contains(&from) {
                         graph.publish.push(from.clone());
                     }
+                    let lane = Subscription {
+                        rack: wire.from.rack.clone(),
+                        from,
+                        to,
+                        history: wire.history,
+                    };
                     if here_to {
-                        graph.subscribe.push(Subscription {
-                            rack: wire.from.rack.clone(),
-                            from,
-                            to,
-                            history: wire.history,
+                        graph.subscribe.push(lane);
+                    } else if here_from {
+                        graph.feeds.push(Feed {
+                            rack: wire.to.rack.clone(),
+                            lane,
                         });
                     }
                 }

@@ -378,6 +378,27 @@ pub(crate) async fn open_consumer(
     snake.consumer(STREAM, cfg).await
 }
 
+/// Creates, if it does not exist yet, the durable consumer through which rack `feed.rack`
+/// reads a lane out of this rack, starting where its `history` says.
+pub(crate) async fn create_feed(
+    snake: &Snake,
+    feed: &super::Feed,
+    limits: &super::Limits,
+) -> Result<(), snake::Error> {
+    let lane = &feed.lane;
+    let subject = Subject::msg(&lane.rack, &lane.from.gear, &lane.from.port)?;
+    let deliver = match lane.history {
+        History::New => DeliverPolicy::New,
+        History::All => DeliverPolicy::All,
+    };
+    let cfg = ConsumerConfig::new(subject.into())
+        .durable(&durable_name(&feed.rack, lane))?
+        .deliver(deliver)
+        .ack_wait(limits.ack_wait)
+        .max_deliver(limits.max_deliver);
+    snake.create_consumer(STREAM, cfg).await
+}
+
 /// The durables of lanes that a reload removed and that wait for what they delivered to be
 /// settled before they are deleted. A lane that comes back meanwhile takes its durable out
 /// (waiting for a deletion under way to finish), so that it is not deleted under it.

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 pub use self::builder::RackBuilder;
 use self::commit::Publisher;
-pub use self::graph::{GearSpec, Graph, PortRef, Subscription, Wire};
+pub use self::graph::{Feed, GearSpec, Graph, PortRef, Subscription, Wire};
 pub use self::handles::{Injector, Tap};
 pub use self::limits::Limits;
 use self::node::{Control, Delivery, InFlight, Target};

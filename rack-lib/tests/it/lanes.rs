@@ -438,3 +438,51 @@ async fn a_message_over_the_servers_payload_limit_is_refused_not_retried_for_eve
     sink.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The producing rack of a scenario applies first and publishes at once; the consuming rack
+/// applies later. The lane's durable came into being with the first end to apply, so the
+/// consumer gets everything, without asking for history.
+async fn producer_first(a_bus: &Snake, b_bus: &Snake) {
+    let yaml = format!(
+        "meta: {{ name: first, version: 1.0.0 }}\n\
+         racks: [ {{ name: a }}, {{ name: b }} ]\n\
+         gears:\n\
+         - {{ name: gen, type: generate, deploy: a, config: {{ count: {TOTAL}, batch: 16, template: {{ data: {{ n: \"${{counter}}\" }} }} }} }}\n\
+         - {{ name: sink, type: transform, deploy: b, config: {{ steps: [ {{ set: meta.sink, value: \"yes\" }} ] }} }}\n\
+         wires: [ {{ from: gen.out, to: sink.in }} ]\n"
+    );
+    let validated = rack_lib::scenario::Scenario::parse(&yaml)
+        .expect("parses")
+        .validate(&gears::Factory::builtin())
+        .expect("validates");
+    let mut a = rack("a", a_bus).await;
+    a.apply_scenario(&validated).await.expect("a applies");
+    testkit::wait_until("the source to finish", || {
+        a.stats()["gen"].messages_out == TOTAL as u64
+    })
+    .await;
+    let mut b = rack("b", b_bus).await;
+    b.apply_scenario(&validated).await.expect("b applies");
+    let mut tap = b.tap("sink", "out").await.expect("tap");
+    every_number(&mut tap, TOTAL, &["sink"]).await;
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_applies_after_its_producer_gets_everything_in_process() {
+    let bus = Snake::memory();
+    producer_first(&bus, &bus).await;
+}
+
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_applies_after_its_producer_gets_everything_over_nats() {
+    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let connect = || Snake::nats(snake::NatsOptions::new(server.url()));
+    let (a, b) = (
+        connect().await.expect("a connects"),
+        connect().await.expect("b connects"),
+    );
+    producer_first(&a, &b).await;
+}

@@ -1,5 +1,6 @@
 //! rack-lib's integration tests.
 
+mod agent;
 mod dead_letters;
 mod engine;
 mod errors;
