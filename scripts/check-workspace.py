@@ -61,6 +61,9 @@ FEATURE_CHECKS = [
     ("testkit", []),  # as the guests' tests use it
     ("testkit", ["gears"]),
     ("fluxrig", ["json"]),
+    ("mixer-lib", []),  # the memory store alone: no sqlx
+    ("mixer-lib", ["sqlite"]),
+    ("mixer-lib", ["postgres"]),
 ]
 # Features that only switch tests on: the library is the same with or without them, and
 # `make test` (all features) runs those tests.
@@ -68,6 +71,7 @@ TEST_ONLY_FEATURES = {
     ("snake", "nats-server-tests"),
     ("rack-lib", "nats-server-tests"),
     ("fluxrig", "nats-server-tests"),  # the chaos test of tests/cli.rs
+    ("mixer-lib", "postgres-tests"),  # the SQL store tests on a PostgreSQL server they start
 }
 # Features that are a member's default, checked by clippy's default build.
 # (Not sdk's `host`: in a workspace build the guests turn `guest` on too, so it has its own check.)

@@ -9,10 +9,20 @@
 //! stored, never changes.
 
 mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "postgres")]
+mod sql_postgres;
+#[cfg(feature = "sqlite")]
+mod sql_sqlite;
 
 use std::collections::BTreeMap;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use self::sql_postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use self::sql_sqlite::SqliteStore;
 
 /// Time in milliseconds since the Unix epoch (the [`Clock`](crate::Clock)'s unit).
 pub type Millis = i64;

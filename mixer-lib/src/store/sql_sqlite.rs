@@ -1,0 +1,117 @@
+//! The mixer's state in a SQLite file: the embedded default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::StoreError;
+use super::sql::{backend, sql_store};
+
+/// How long a statement waits for another connection's write to end (another handle or
+/// another process on the same file) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections per handle: SQLite runs one writer at a time, WAL lets readers go on beside it.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// The mixer's state in a SQLite file: the embedded default (the mixer chooses the path,
+/// `./data/mixer.db` unless told otherwise).
+///
+/// [`open`](SqliteStore::open) creates the file and its directory, and brings the schema up to
+/// date with the versioned migrations embedded in the crate (`migrations/sqlite`). The file
+/// is in WAL mode (readers do not wait for the writer), with `synchronous = FULL` (a
+/// committed lease survives a power cut, so an id is never handed out twice across one),
+/// foreign keys on, and a busy timeout, so that several handles (or processes) can share
+/// it.
+///
+/// ```
+/// use mixer_lib::store::{SqliteStore, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("mixer-doc-{}", std::process::id()));
+/// let store = SqliteStore::open(dir.join("data/mixer.db")).await?;
+/// store.set_setting("mixer.id", "m-1").await?;
+/// store.close().await;
+/// let again = SqliteStore::open(dir.join("data/mixer.db")).await?;
+/// assert_eq!(again.setting("mixer.id").await?.as_deref(), Some("m-1"));
+/// # again.close().await;
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it, and its parent directory, when missing) the database at `path`
+    /// and runs the migrations it has not had yet.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the directory or the file cannot be created or opened,
+    /// when the file is not a SQLite database, or when a migration fails or the file was
+    /// migrated by a newer version of this crate.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_owned();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(format!("create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(backend)?;
+        tracing::debug!(path = %path.display(), "Opened the SQLite store.");
+        Ok(SqliteStore { pool, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes every connection of this handle (and its clones), waiting for those in use to
+    /// be returned; later calls fail with [`StoreError::Backend`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    insert_rack = "INSERT INTO racks (id, name, machine_id, labels, secret_hash, status, \
+                   first_seen, last_seen, ip, version, applied_hash, health, stats) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    update_rack = "UPDATE racks SET name = $2, machine_id = $3, labels = $4, \
+                   secret_hash = $5, status = $6, first_seen = $7, last_seen = $8, ip = $9, \
+                   version = $10, applied_hash = $11, health = $12, stats = $13 WHERE id = $1",
+    rack_columns = "id, name, machine_id, labels, secret_hash, status, first_seen, \
+                    last_seen, ip, version, applied_hash, health, stats",
+);
