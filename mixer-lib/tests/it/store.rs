@@ -260,6 +260,154 @@ pub(crate) async fn convergence_and_settings_are_upserted(store: &dyn Store) {
     );
 }
 
+/// Two handles on one state (two mixers sharing one database) leasing at once from a range
+/// with exactly one id per holder: every holder gets an id, and no id is given twice.
+#[cfg(any(feature = "sqlite", feature = "postgres-tests"))]
+pub(crate) async fn two_mixers_never_share_an_id(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    const HOLDERS: u16 = 50;
+    let tasks: Vec<_> = (0..HOLDERS)
+        .map(|i| {
+            let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            tokio::spawn(async move {
+                store
+                    .acquire_lease(
+                        &format!("holder-{i}"),
+                        1_000..=1_000 + HOLDERS - 1,
+                        0,
+                        60_000,
+                    )
+                    .await
+                    .expect("a lease")
+            })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for t in tasks {
+        let lease = t.await.expect("task");
+        assert!(
+            ids.insert(lease.machine_id),
+            "{} leased twice",
+            lease.machine_id
+        );
+    }
+    assert_eq!(ids, (1_000..1_000 + HOLDERS).collect());
+    // Both handles see the same 50 holders.
+    for store in [&a, &b] {
+        let holders: BTreeSet<String> = store
+            .leases()
+            .await
+            .expect("leases")
+            .into_iter()
+            .map(|l| l.holder)
+            .collect();
+        assert_eq!(holders.len(), usize::from(HOLDERS));
+    }
+    let late = a
+        .acquire_lease("late", 1_000..=1_000 + HOLDERS - 1, 1, 60_000)
+        .await;
+    assert!(matches!(late, Err(StoreError::NoFreeMachineId)), "{late:?}");
+}
+
+/// One of everything, for [`check_filled`] to find after a restart.
+#[cfg(feature = "sqlite")]
+pub(crate) async fn fill(store: &dyn Store) {
+    let mut a = rack("a-id", "edge-a");
+    a.status = RackStatus::Active;
+    a.machine_id = Some(7);
+    a.labels.insert("zone".into(), "eu-west \u{1F30D}".into());
+    a.health.insert("acceptor".into(), "ok".into());
+    a.stats = serde_json::json!({
+        "cpu": 0.25,
+        "in": 18_446_744_073_709_551_615_u64,
+        "tags": ["a", null],
+    });
+    a.ip = "10.1.2.3".into();
+    a.version = "0.1.0".into();
+    a.applied_hash = "ab12".into();
+    store.insert_rack(&a).await.expect("insert");
+    store
+        .acquire_lease("a-id", 7..=9, 0, 60_000)
+        .await
+        .expect("lease");
+    store
+        .put_scenario(&scenario("switch", "1.0.0", "h1"))
+        .await
+        .expect("put");
+    store
+        .put_scenario(&scenario("switch", "1.1.0", "h2"))
+        .await
+        .expect("put");
+    store.set_active("switch", "1.0.0").await.expect("activate");
+    store
+        .put_convergence(&Convergence {
+            rack: "edge-a".into(),
+            asked_version: "1.0.0".into(),
+            asked_hash: "h1".into(),
+            applied_hash: "h1".into(),
+            status: "applied".into(),
+            error: String::new(),
+            updated_at: 3,
+        })
+        .await
+        .expect("put");
+    store.set_setting("mixer.id", "m-1").await.expect("set");
+}
+
+/// What [`fill`] stored, all of it.
+#[cfg(feature = "sqlite")]
+pub(crate) async fn check_filled(store: &dyn Store) {
+    let a = store
+        .rack_by_name("edge-a")
+        .await
+        .expect("get")
+        .expect("edge-a");
+    assert_eq!(a.machine_id, Some(7));
+    assert_eq!(a.labels["zone"], "eu-west \u{1F30D}");
+    assert_eq!(
+        a.stats["in"],
+        serde_json::json!(18_446_744_073_709_551_615_u64)
+    );
+    assert_eq!((a.ip.as_str(), a.version.as_str()), ("10.1.2.3", "0.1.0"));
+    assert_eq!(a.status, RackStatus::Active);
+    let leases = store.leases().await.expect("leases");
+    assert_eq!(
+        leases
+            .iter()
+            .map(|l| (l.machine_id, l.holder.as_str(), l.expires_at))
+            .collect::<Vec<_>>(),
+        [(7, "a-id", 60_000)]
+    );
+    // The lease is still its holder's: renewed, not replaced.
+    let again = store
+        .acquire_lease("a-id", 7..=9, 10, 60_000)
+        .await
+        .expect("lease");
+    assert_eq!((again.machine_id, again.expires_at), (7, 60_010));
+    let versions: Vec<String> = store
+        .scenario_versions("switch")
+        .await
+        .expect("versions")
+        .into_iter()
+        .map(|s| s.version)
+        .collect();
+    assert_eq!(versions, ["1.0.0", "1.1.0"]);
+    assert_eq!(
+        store.active().await.expect("active"),
+        Some(("switch".to_owned(), "1.0.0".to_owned()))
+    );
+    assert_eq!(store.convergence().await.expect("rows").len(), 1);
+    assert_eq!(
+        store.setting("mixer.id").await.expect("get").as_deref(),
+        Some("m-1")
+    );
+    // Immutable across the restart too.
+    let changed = store.put_scenario(&scenario("switch", "1.0.0", "h9")).await;
+    assert!(
+        matches!(changed, Err(StoreError::VersionExists { .. })),
+        "{changed:?}"
+    );
+}
+
 /// Every case, as tests over one backend: `$make` is an async expression giving a fresh
 /// `Arc<dyn Store>` (and whatever must live as long, as a guard).
 macro_rules! conformance {
@@ -296,4 +444,216 @@ mod memory {
     use super::*;
 
     conformance!((Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()));
+}
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+#[cfg(feature = "sqlite")]
+#[derive(Debug)]
+struct TempDir(std::path::PathBuf);
+
+#[cfg(feature = "sqlite")]
+impl TempDir {
+    fn new() -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mixer-lib-store-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A directory left by an earlier run with the same pid.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use mixer_lib::store::SqliteStore;
+
+    use super::*;
+
+    /// A store in a file of its own.
+    async fn open() -> (Arc<dyn Store>, TempDir) {
+        let dir = TempDir::new();
+        let store = SqliteStore::open(dir.path().join("mixer.db"))
+            .await
+            .expect("open");
+        (Arc::new(store) as Arc<dyn Store>, dir)
+    }
+
+    conformance!(open().await);
+
+    /// A mixer restart: everything is there when the file is opened again (and the
+    /// migrations, already run, run no more).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reopened_file_keeps_everything() {
+        let dir = TempDir::new();
+        // The parent directories do not exist yet: open creates them.
+        let path = dir.path().join("data/mixer/mixer.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        super::fill(&store).await;
+        store.close().await;
+        drop(store);
+        let again = SqliteStore::open(&path).await.expect("reopen");
+        super::check_filled(&again).await;
+        again.close().await;
+    }
+
+    /// Two mixers on one file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_handles_on_one_file_never_share_a_lease() {
+        let dir = TempDir::new();
+        let path = dir.path().join("mixer.db");
+        let a = SqliteStore::open(&path).await.expect("open");
+        let b = SqliteStore::open(&path).await.expect("open");
+        super::two_mixers_never_share_an_id(Arc::new(a.clone()), Arc::new(b.clone())).await;
+        a.close().await;
+        b.close().await;
+    }
+
+    /// What the file holds is outside input: a row that does not read back is an error that
+    /// names it, not a panic.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_corrupt_row_is_an_error() {
+        use sqlx::Connection as _;
+
+        let dir = TempDir::new();
+        let path = dir.path().join("mixer.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        store
+            .insert_rack(&rack("a-id", "edge-a"))
+            .await
+            .expect("insert");
+        let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("connect");
+        sqlx::query("UPDATE racks SET status = 'lost', labels = '[1]' WHERE id = 'a-id'")
+            .execute(&mut raw)
+            .await
+            .expect("update");
+        raw.close().await.expect("close");
+        let read = store.rack_by_id("a-id").await;
+        match read {
+            Err(StoreError::Backend(e)) => {
+                assert!(e.to_string().contains("rack `a-id`: column status"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(store.racks().await, Err(StoreError::Backend(_))));
+        store.close().await;
+    }
+}
+
+#[cfg(feature = "postgres-tests")]
+mod postgres {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use mixer_lib::store::PostgresStore;
+    use sqlx::Connection as _;
+    use testkit::postgres::Postgres;
+
+    use super::*;
+
+    /// One server for the whole test binary; each test gets a database of its own on it. The
+    /// server outlives `main` (a static is never dropped): its guardian stops it and removes
+    /// its directory when the process ends.
+    static SERVER: OnceLock<Result<Postgres, String>> = OnceLock::new();
+
+    fn server() -> &'static Postgres {
+        SERVER
+            .get_or_init(|| Postgres::start().map_err(|e| e.to_string()))
+            .as_ref()
+            .unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
+    }
+
+    /// The URL of a fresh, empty database.
+    async fn database() -> String {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let server = tokio::task::spawn_blocking(server)
+            .await
+            .expect("the server");
+        let name = format!("store_{}", COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut admin = sqlx::PgConnection::connect(&server.url())
+            .await
+            .expect("connect to the server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create a database");
+        admin.close().await.expect("close");
+        server.url_for(&name)
+    }
+
+    async fn connect() -> (Arc<dyn Store>, ()) {
+        let store = PostgresStore::connect(&database().await)
+            .await
+            .expect("connect");
+        (Arc::new(store) as Arc<dyn Store>, ())
+    }
+
+    conformance!(connect().await);
+
+    /// Two mixers sharing one database, connecting (and so migrating) at the same time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_mixers_on_one_database_never_share_a_lease() {
+        let url = database().await;
+        let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+        let (a, b) = (a.expect("connect"), b.expect("connect"));
+        super::two_mixers_never_share_an_id(Arc::new(a.clone()), Arc::new(b.clone())).await;
+        a.close().await;
+        b.close().await;
+    }
+
+    /// The harness itself: a server of its own answers, and dropping it stops the server and
+    /// removes its directory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_server_is_stopped_and_removed() {
+        let own = tokio::task::spawn_blocking(Postgres::start)
+            .await
+            .expect("task")
+            .expect("a second server");
+        let (dir, pid) = (own.dir().to_owned(), own.pid());
+        let store = PostgresStore::connect(&own.url()).await.expect("connect");
+        store.set_setting("k", "v").await.expect("set");
+        store.close().await;
+        tokio::task::spawn_blocking(move || drop(own))
+            .await
+            .expect("drop");
+        assert!(!dir.exists(), "{} is still there", dir.display());
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "postgres {pid} still runs"
+        );
+    }
+
+    /// A connection that cannot be made is an error, and the error does not show the
+    /// password of the URL.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_login_is_an_error_without_the_password() {
+        let server = tokio::task::spawn_blocking(server)
+            .await
+            .expect("the server");
+        let url = format!(
+            "postgres://postgres:hunter2@127.0.0.1:{}/no_such_database",
+            server.port()
+        );
+        let error = PostgresStore::connect(&url).await.expect_err("no database");
+        let text = testkit::chain(&error);
+        assert!(text.contains("no_such_database"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }
