@@ -25,7 +25,13 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod clock;
+mod error;
+pub mod keys;
+mod limit;
+mod mixer;
 pub mod secret;
 pub mod store;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::error::MixerError;
+pub use crate::mixer::{Imported, Mixer, MixerBuilder, SCENARIO_BUCKET};

@@ -1,3 +1,5 @@
 //! mixer-lib's integration tests.
 
+mod fleet;
+mod mixer;
 mod store;

@@ -1,0 +1,485 @@
+//! The mixer against racks that speak the protocol by hand: enrollment, admission, conflicts,
+//! heartbeats, pushes and their reports, and the cluster key's identity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxmsg::system::{
+    EnrollmentReply, Heartbeat, HeartbeatReply, Hello, Payload, PushStatus, ScenarioPush,
+    StateEnvelope,
+};
+use mixer_lib::store::{MemoryStore, RackStatus, Store};
+use mixer_lib::{Mixer, MixerError};
+use rack_lib::passport::ClusterPublic;
+use snake::{Message, Pattern, Snake, Subject};
+
+const BOOTSTRAP: &str = "let-me-in";
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mixer-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+async fn mixer(snake: &Snake, store: Arc<dyn Store>, dir: &std::path::Path) -> Mixer {
+    Mixer::builder()
+        .data_dir(dir)
+        .store(store)
+        .snake(snake.clone())
+        .bootstrap_secret(BOOTSTRAP)
+        .heartbeat_interval(Duration::from_millis(200), 3)
+        .start()
+        .await
+        .expect("a mixer")
+}
+
+/// Sends a hello as a rack would and returns the reply.
+async fn hello(snake: &Snake, name: &str, secret: &str, nonce: &str) -> Option<EnrollmentReply> {
+    let mut replies = snake
+        .subscribe(Pattern::from(
+            Subject::enrollment(name, nonce).expect("subject"),
+        ))
+        .await
+        .expect("sub");
+    let hello = Hello {
+        name: name.to_owned(),
+        nonce: nonce.to_owned(),
+        secret: secret.to_owned(),
+        version: "test".to_owned(),
+        ..Hello::default()
+    };
+    snake
+        .publish(Message::new(
+            Subject::hello(),
+            hello.to_message().expect("encode"),
+        ))
+        .await
+        .expect("publish");
+    let msg = tokio::time::timeout(Duration::from_secs(2), replies.next())
+        .await
+        .ok()??;
+    Some(EnrollmentReply::from_message(&msg.payload).expect("a reply"))
+}
+
+fn open(reply: &EnrollmentReply, key: &ClusterPublic) -> fluxmsg::system::RackState {
+    let envelope = StateEnvelope::from_cbor(&reply.passport).expect("an envelope");
+    key.open(&envelope).expect("signed by the cluster")
+}
+
+async fn heartbeat(snake: &Snake, hb: &Heartbeat) -> HeartbeatReply {
+    let reply = snake
+        .request(
+            Subject::heartbeat(),
+            hb.to_message().expect("encode"),
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("a heartbeat reply");
+    HeartbeatReply::from_message(&reply.payload).expect("a reply")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_rack_is_pending_then_approved_and_gets_its_scenario() {
+    let snake = Snake::memory();
+    let dir = temp_dir("approve");
+    let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
+    let key = ClusterPublic::from_hex(&mixer.public_key()).expect("key");
+
+    let reply = hello(&snake, "edge-1", BOOTSTRAP, "n1")
+        .await
+        .expect("a reply");
+    assert_eq!(reply.status, "pending", "{reply:?}");
+    let state = open(&reply, &key);
+    assert_eq!(
+        (state.name.as_str(), state.status.as_str(), state.machine_id),
+        ("edge-1", "pending", 0)
+    );
+    assert_eq!(state.mixer_pub.as_ref(), key.to_bytes());
+    assert_eq!(
+        mixer.rack("edge-1").await.expect("rack").status,
+        RackStatus::Pending
+    );
+
+    // Pending: heartbeats are answered, signed, with the same status.
+    let mut hb = Heartbeat {
+        name: "edge-1".into(),
+        secret: state.secret.clone(),
+        seq: 1,
+        ..Heartbeat::default()
+    };
+    let r = heartbeat(&snake, &hb).await;
+    assert_eq!(r.status, "pending");
+    key.check(&r).expect("signed");
+    assert!(
+        r.report_full_state,
+        "the first heartbeat of a session was not full"
+    );
+
+    mixer.approve("edge-1").await.expect("approve");
+    hb.seq = 2;
+    let r = heartbeat(&snake, &hb).await;
+    assert_eq!(r.status, "active");
+    let envelope = StateEnvelope::from_cbor(&r.passport).expect("a new passport");
+    let state = key.open(&envelope).expect("signed");
+    assert_eq!(state.status, "active");
+    assert!(
+        state.machine_id >= 100,
+        "a leased machine id: {}",
+        state.machine_id
+    );
+    assert!(state.lease_expires_at > 0);
+    assert!(!r.report_full_state, "no gap");
+
+    // A scenario naming the rack: activating it pushes the rack its part, signed.
+    let mut pushes = snake
+        .subscribe(Pattern::from(Subject::scenario("edge-1").expect("subject")))
+        .await
+        .expect("sub");
+    let yaml = "meta: { name: demo, version: 1.0.0 }\nracks: [ { name: edge-1 } ]\ngears:\n  - { name: gen, type: generate, config: { count: 1 } }\n";
+    let imported = mixer.import(yaml, true).await.expect("import");
+    assert_eq!(imported.racks, ["edge-1"]);
+    let msg = tokio::time::timeout(Duration::from_secs(2), pushes.next())
+        .await
+        .expect("a push")
+        .expect("open");
+    let push = ScenarioPush::from_message(&msg.payload).expect("a push");
+    key.check(&push).expect("signed");
+    assert_eq!(
+        (push.rack_name.as_str(), push.hash.as_str()),
+        ("edge-1", imported.hash.as_str())
+    );
+    assert_eq!(push.scenario.as_ref(), yaml.as_bytes());
+    let row = &mixer.convergence().await.expect("rows")[0];
+    assert_eq!(
+        (row.status.as_str(), row.asked_hash.as_str()),
+        ("pushed", imported.hash.as_str())
+    );
+
+    // The rack reports back; a report with the wrong secret changes nothing.
+    for (secret, status) in [("forged", "failed"), (state.secret.as_str(), "applied")] {
+        let report = PushStatus {
+            name: "edge-1".into(),
+            machine_id: state.machine_id,
+            secret: secret.to_owned(),
+            version: push.version.clone(),
+            hash: push.hash.clone(),
+            status: status.to_owned(),
+            error: String::new(),
+            running_hash: push.hash.clone(),
+        };
+        snake
+            .publish(Message::new(
+                Subject::status(),
+                report.to_message().expect("encode"),
+            ))
+            .await
+            .expect("publish");
+    }
+    testkit::within("the report", async {
+        loop {
+            let rows = mixer.convergence().await.expect("rows");
+            if rows[0].status == "applied" {
+                assert_eq!(rows[0].applied_hash, imported.hash);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(mixer.refused().get("bad_secret"), Some(&1));
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secrets_are_denied_and_a_held_name_is_a_conflict() {
+    let snake = Snake::memory();
+    let dir = temp_dir("deny");
+    let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
+    let reply = hello(&snake, "edge-2", "guess", "n1")
+        .await
+        .expect("a reply");
+    assert_eq!(reply.status, "denied");
+    assert!(reply.passport.is_empty());
+    assert!(
+        mixer.racks().await.expect("racks").is_empty(),
+        "a refused rack is not stored"
+    );
+
+    let first = hello(&snake, "edge-2", BOOTSTRAP, "n2")
+        .await
+        .expect("a reply");
+    assert_eq!(first.status, "pending");
+    // Someone else with the bootstrap secret and the same name: an explicit conflict.
+    let other = hello(&snake, "edge-2", BOOTSTRAP, "n3")
+        .await
+        .expect("a reply");
+    assert_eq!(other.status, "conflict", "{other:?}");
+    // The holder with its own secret is still welcome.
+    let key = ClusterPublic::from_hex(&mixer.public_key()).expect("key");
+    let secret = open(&first, &key).secret;
+    let again = hello(&snake, "edge-2", &secret, "n4")
+        .await
+        .expect("a reply");
+    assert_eq!(again.status, "pending");
+    // A wrong secret for a known name: denied.
+    let wrong = hello(&snake, "edge-2", "nope", "n5")
+        .await
+        .expect("a reply");
+    assert_eq!(wrong.status, "denied");
+    // A name that cannot be a subject token gets no answer at all.
+    let mut bad = snake
+        .subscribe(Pattern::parse("flux.agent.enrollment.>").expect("pattern"))
+        .await
+        .expect("sub");
+    let hostile = Hello {
+        name: "edge.*".into(),
+        nonce: "x".into(),
+        secret: BOOTSTRAP.into(),
+        ..Hello::default()
+    };
+    snake
+        .publish(Message::new(
+            Subject::hello(),
+            hostile.to_message().expect("encode"),
+        ))
+        .await
+        .expect("publish");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), bad.next())
+            .await
+            .is_err(),
+        "a hostile name was answered"
+    );
+    let refused = mixer.refused();
+    assert_eq!(refused.get("conflict"), Some(&1), "{refused:?}");
+    assert_eq!(refused.get("bad_hello"), Some(&1), "{refused:?}");
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hellos_are_rate_limited_per_name() {
+    let snake = Snake::memory();
+    let dir = temp_dir("rate");
+    let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
+    // Eight at once: the replies are awaited after every hello went out.
+    let mut subs = Vec::new();
+    for i in 0..8 {
+        let nonce = format!("n{i}");
+        subs.push(
+            snake
+                .subscribe(Pattern::from(
+                    Subject::enrollment("noisy", &nonce).expect("subject"),
+                ))
+                .await
+                .expect("sub"),
+        );
+        let hello = Hello {
+            name: "noisy".into(),
+            nonce,
+            secret: "guess".into(),
+            ..Hello::default()
+        };
+        snake
+            .publish(Message::new(
+                Subject::hello(),
+                hello.to_message().expect("encode"),
+            ))
+            .await
+            .expect("publish");
+    }
+    let mut answered = 0;
+    for sub in &mut subs {
+        if tokio::time::timeout(Duration::from_millis(500), sub.next())
+            .await
+            .is_ok()
+        {
+            answered += 1;
+        }
+    }
+    // A burst of 5 per name, refilled at one per second.
+    assert!((5..=6).contains(&answered), "{answered} answered");
+    assert!(mixer.refused().get("rate_limited").copied().unwrap_or(0) >= 2);
+    // Another name is not held up by the noisy one.
+    assert!(hello(&snake, "quiet", "guess", "q1").await.is_some());
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_named_by_the_active_scenario_is_admitted_and_auto_adopt_admits_all() {
+    let snake = Snake::memory();
+    let dir = temp_dir("named");
+    let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
+    let yaml = "meta: { name: demo, version: 1.0.0 }\nracks: [ { name: named } ]\ngears:\n  - { name: gen, type: generate, config: { count: 1 } }\n";
+    mixer.import(yaml, true).await.expect("import");
+    let reply = hello(&snake, "named", BOOTSTRAP, "n1")
+        .await
+        .expect("a reply");
+    assert_eq!(reply.status, "active");
+    let reply = hello(&snake, "unnamed", BOOTSTRAP, "n1")
+        .await
+        .expect("a reply");
+    assert_eq!(reply.status, "pending");
+    mixer.stop();
+
+    let snake = Snake::memory();
+    let dev = Mixer::builder()
+        .data_dir(temp_dir("adopt"))
+        .store(Arc::new(MemoryStore::new()))
+        .snake(snake.clone())
+        .auto_adopt(true)
+        .start()
+        .await
+        .expect("a mixer");
+    let reply = hello(&snake, "anyone", "", "n1").await.expect("a reply");
+    assert_eq!(reply.status, "active");
+    dev.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixer_refuses_to_start_with_a_key_its_store_does_not_know() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let snake = Snake::memory();
+    let dir = temp_dir("key");
+    let first = mixer(&snake, Arc::clone(&store), &dir).await;
+    let public = first.public_key();
+    first.stop();
+    let key_file = dir.join(mixer_lib::keys::KEY_FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file)
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    }
+    // The same key again: fine, same identity.
+    let again = mixer(&snake, Arc::clone(&store), &dir).await;
+    assert_eq!(again.public_key(), public);
+    again.stop();
+    // A backup, then a lost key replaced by a new one: refused.
+    let backup = dir.join("backup.key");
+    mixer_lib::keys::backup(&dir, &backup).expect("backup");
+    std::fs::remove_file(&key_file).expect("lose the key");
+    let err = Mixer::builder()
+        .data_dir(&dir)
+        .store(Arc::clone(&store))
+        .snake(snake.clone())
+        .start()
+        .await
+        .expect_err("a stranger's key");
+    assert!(matches!(err, MixerError::KeyMismatch { .. }), "{err}");
+    // Restored from the backup: the mixer starts.
+    std::fs::remove_file(&key_file).expect("remove the stranger's key");
+    std::fs::copy(&backup, &key_file).expect("restore");
+    let restored = mixer(&snake, store, &dir).await;
+    assert_eq!(restored.public_key(), public);
+    restored.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_shaped_hello_is_answered_as_the_reference_would() {
+    let snake = Snake::memory();
+    let dir = temp_dir("go");
+    let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
+    let mut replies = snake
+        .subscribe(Pattern::from(
+            Subject::enrollment("go-rack", "abc123").expect("subject"),
+        ))
+        .await
+        .expect("sub");
+    // A fluxMsg whose data holds the reference's field names, built by hand.
+    let msg = fluxmsg::FluxMsg::builder()
+        .data("name", "go-rack")
+        .data("nonce", "abc123")
+        .data("machine_id", 0)
+        .data("secret", BOOTSTRAP)
+        .data("ip", "10.0.0.7")
+        .data("port", 0)
+        .data("version", "v0.11.0")
+        .build();
+    let bytes = fluxmsg::Codec::new().encode_to_vec(&msg).expect("encode");
+    snake
+        .publish(Message::new(Subject::hello(), bytes))
+        .await
+        .expect("publish");
+    let reply = tokio::time::timeout(Duration::from_secs(2), replies.next())
+        .await
+        .expect("a reply")
+        .expect("open");
+    let decoded = fluxmsg::Codec::new()
+        .decode(&reply.payload)
+        .expect("a fluxMsg");
+    assert_eq!(
+        decoded.data.get("status").and_then(|v| v.as_str()),
+        Some("pending")
+    );
+    assert!(
+        matches!(decoded.data.get("passport"), Some(fluxmsg::Value::Bytes(b)) if !b.is_empty())
+    );
+    assert_eq!(mixer.rack("go-rack").await.expect("rack").ip, "10.0.0.7");
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_rack_goes_offline_and_comes_back_with_its_lease() {
+    let snake = Snake::memory();
+    let dir = temp_dir("offline");
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mixer = mixer(&snake, Arc::clone(&store), &dir).await;
+    let reply = hello(&snake, "edge-3", BOOTSTRAP, "n1")
+        .await
+        .expect("a reply");
+    let key = ClusterPublic::from_hex(&mixer.public_key()).expect("key");
+    let secret = open(&reply, &key).secret;
+    let approved = mixer.approve("edge-3").await.expect("approve");
+    testkit::within("offline after three silent intervals", async {
+        while mixer.rack("edge-3").await.expect("rack").status != RackStatus::Offline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let hb = Heartbeat {
+        name: "edge-3".into(),
+        secret,
+        machine_id: approved.machine_id.expect("leased"),
+        seq: 1,
+        full_state: true,
+        ..Heartbeat::default()
+    };
+    let r = heartbeat(&snake, &hb).await;
+    assert_eq!(r.status, "active");
+    // Its first beat since the approval: the active passport, with the lease it had.
+    let state = key
+        .open(&StateEnvelope::from_cbor(&r.passport).expect("a passport"))
+        .expect("signed");
+    assert_eq!(
+        (state.status.as_str(), Some(state.machine_id)),
+        ("active", approved.machine_id)
+    );
+    let hb = Heartbeat { seq: 2, ..hb };
+    let r = heartbeat(&snake, &hb).await;
+    assert!(r.passport.is_empty(), "nothing changed, no new passport");
+    let back = mixer.rack("edge-3").await.expect("rack");
+    assert_eq!(
+        (back.status, back.machine_id),
+        (RackStatus::Active, approved.machine_id)
+    );
+    // Removing it frees its machine id.
+    assert!(mixer.remove("edge-3").await.expect("remove"));
+    assert!(store.leases().await.expect("leases").is_empty());
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
