@@ -124,6 +124,38 @@ impl Snake {
         }
     }
 
+    /// Subscribes to the subjects matching `pattern` as one member of the queue group
+    /// `group`: each message goes to one member of the group only (and to every plain
+    /// subscriber as usual). Several mixers sharing one fleet answer each hello and heartbeat
+    /// once this way.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] when `group` is not a valid [`token`](crate::token),
+    /// [`Error::Closed`] once the transport is closed.
+    pub async fn subscribe_queue(
+        &self,
+        pattern: Pattern,
+        group: &str,
+    ) -> Result<Subscription, Error> {
+        let group = crate::token("queue group", group)?;
+        match &self.backend {
+            Backend::Memory(m) => {
+                let (id, rx) = m.subscribe_in(pattern, Some(group.to_owned()))?;
+                Ok(Subscription {
+                    inner: SubscriptionInner::Memory {
+                        rx,
+                        memory: Arc::clone(m),
+                        id,
+                    },
+                })
+            }
+            Backend::Nats(n) => Ok(Subscription {
+                inner: SubscriptionInner::Nats(n.subscribe_queue(&pattern, group).await?),
+            }),
+        }
+    }
+
     /// Sends a request and waits for the first answer.
     ///
     /// # Errors

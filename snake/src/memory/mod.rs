@@ -32,6 +32,8 @@ struct Sub {
     id: u64,
     pattern: Pattern,
     tx: mpsc::Sender<Message>,
+    /// The queue group it belongs to: a message goes to one member of each group.
+    group: Option<String>,
 }
 
 pub(crate) struct Memory {
@@ -42,6 +44,11 @@ pub(crate) struct Memory {
     stream_count: AtomicUsize,
     closed: AtomicBool,
     next_id: AtomicU64,
+    /// Whether any subscription has a queue group: publishing skips the group logic while
+    /// none has.
+    grouped: AtomicBool,
+    /// Turns through the members of a queue group.
+    turn: AtomicUsize,
     dropped_slow: AtomicU64,
     dropped_dead: AtomicU64,
     state: watch::Sender<ConnectionState>,
@@ -56,6 +63,8 @@ impl Memory {
             stream_count: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            grouped: AtomicBool::new(false),
+            turn: AtomicUsize::new(0),
             dropped_slow: AtomicU64::new(0),
             dropped_dead: AtomicU64::new(0),
             state: watch::channel(ConnectionState::Connected).0,
@@ -100,6 +109,15 @@ impl Memory {
         &self,
         pattern: Pattern,
     ) -> Result<(u64, mpsc::Receiver<Message>), Error> {
+        self.subscribe_in(pattern, None)
+    }
+
+    /// A subscription, in queue group `group` if one is given.
+    pub(crate) fn subscribe_in(
+        &self,
+        pattern: Pattern,
+        group: Option<String>,
+    ) -> Result<(u64, mpsc::Receiver<Message>), Error> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -108,7 +126,15 @@ impl Memory {
         self.subs
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Sub { id, pattern, tx });
+            .push(Sub {
+                id,
+                pattern,
+                tx,
+                group: group.clone(),
+            });
+        if group.is_some() {
+            self.grouped.store(true, Ordering::Release);
+        }
         Ok((id, rx))
     }
 
@@ -148,8 +174,27 @@ impl Memory {
             .subs
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let grouped = self.grouped.load(Ordering::Acquire);
+        // One member per queue group, chosen in turn among the group's live members.
+        let chosen: Vec<u64> = if grouped {
+            let mut groups: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+            for sub in subs
+                .iter()
+                .filter(|s| !s.tx.is_closed() && s.pattern.matches(&msg.subject))
+            {
+                if let Some(g) = &sub.group {
+                    groups.entry(g).or_default().push(sub.id);
+                }
+            }
+            let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+            groups.values().map(|ids| ids[turn % ids.len()]).collect()
+        } else {
+            Vec::new()
+        };
         let mut previous: Option<&Sub> = None;
-        for sub in subs.iter().filter(|s| s.pattern.matches(&msg.subject)) {
+        for sub in subs.iter().filter(|s| {
+            s.pattern.matches(&msg.subject) && (s.group.is_none() || chosen.contains(&s.id))
+        }) {
             if let Some(prev) = previous.replace(sub) {
                 self.send(prev, msg.clone());
             }

@@ -200,6 +200,22 @@ impl Nats {
         Ok(NatsSubscription { sub })
     }
 
+    pub(crate) async fn subscribe_queue(
+        &self,
+        pattern: &Pattern,
+        group: &str,
+    ) -> Result<NatsSubscription, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let sub = self
+            .client
+            .queue_subscribe(pattern.as_str().to_owned(), group.to_owned())
+            .await
+            .map_err(|e| Error::nats(NatsOp::Subscribe, e))?;
+        Ok(NatsSubscription { sub })
+    }
+
     pub(crate) async fn request(
         &self,
         subject: Subject,

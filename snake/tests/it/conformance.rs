@@ -412,6 +412,57 @@ pub(crate) async fn dead_letters_are_kept_listed_and_replayed(snake: &Snake, str
     quiet(&mut consumer, Duration::from_secs(1)).await;
 }
 
+/// A queue group shares the messages among its members, each once; a plain subscriber
+/// still sees them all.
+pub(crate) async fn a_queue_group_gets_each_message_once(snake: &Snake) {
+    let mut one = snake
+        .subscribe_queue(pattern("flux.agent.>"), "mixers")
+        .await
+        .expect("member");
+    let mut two = snake
+        .subscribe_queue(pattern("flux.agent.>"), "mixers")
+        .await
+        .expect("member");
+    let mut all = snake.subscribe(pattern("flux.agent.>")).await.expect("sub");
+    let to = subject("flux.agent.hello");
+    for i in 0..20u8 {
+        snake
+            .publish(Message::new(to.clone(), vec![i]))
+            .await
+            .expect("publish");
+    }
+    let mut plain = Vec::new();
+    for _ in 0..20 {
+        let m = tokio::time::timeout(Duration::from_secs(2), all.next())
+            .await
+            .expect("a message")
+            .expect("open");
+        plain.push(m.payload[0]);
+    }
+    assert_eq!(plain, (0..20).collect::<Vec<u8>>());
+    let mut shared = Vec::new();
+    for member in [&mut one, &mut two] {
+        while let Ok(Some(m)) =
+            tokio::time::timeout(Duration::from_millis(300), member.next()).await
+        {
+            shared.push(m.payload[0]);
+        }
+    }
+    shared.sort_unstable();
+    assert_eq!(
+        shared,
+        (0..20).collect::<Vec<u8>>(),
+        "each message to one member, once"
+    );
+    assert!(
+        snake
+            .subscribe_queue(pattern("flux.agent.>"), "a.b")
+            .await
+            .is_err(),
+        "a group name is a token"
+    );
+}
+
 /// A durable created ahead of its reader starts at the messages published from then on, and
 /// its reader, opened later, gets them; nothing is taken from it meanwhile.
 pub(crate) async fn a_durable_created_ahead_keeps_what_came_after(snake: &Snake, stream: &str) {
@@ -747,6 +798,7 @@ macro_rules! cases {
             dead_letters_are_kept_listed_and_replayed("replay");
             a_consumer_back_from_away_dead_letters_what_ran_out("away");
             a_durable_created_ahead_keeps_what_came_after("ahead");
+            a_queue_group_gets_each_message_once;
         }
     };
 }
