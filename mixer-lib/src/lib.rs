@@ -34,4 +34,4 @@ pub mod store;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::MixerError;
-pub use crate::mixer::{Imported, Mixer, MixerBuilder, SCENARIO_BUCKET};
+pub use crate::mixer::{Imported, Mixer, MixerBuilder, QUEUE_GROUP, SCENARIO_BUCKET};

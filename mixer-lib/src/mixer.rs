@@ -22,6 +22,9 @@ use crate::{Clock, MixerError, SystemClock, keys, secret};
 /// The KV bucket that carries scenarios too large for one message.
 pub const SCENARIO_BUCKET: &str = "flux-scenarios";
 
+/// The queue group the mixers of one fleet share on the agent subjects.
+pub const QUEUE_GROUP: &str = "flux-mixers";
+
 /// Store settings the mixer keeps about itself.
 const SETTING_PUBLIC_KEY: &str = "cluster.public_key";
 const SETTING_MIXER_ID: &str = "mixer.id";
@@ -253,7 +256,11 @@ where
     F: Fn(Arc<Inner>, Message) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut sub = inner.snake.subscribe(Pattern::from(subject)).await?;
+    // A queue group: mixers sharing one fleet (one store, one bus) answer each message once.
+    let mut sub = inner
+        .snake
+        .subscribe_queue(Pattern::from(subject), QUEUE_GROUP)
+        .await?;
     Ok(tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             tokio::spawn(handle(Arc::clone(&inner), msg));

@@ -252,3 +252,95 @@ async fn a_rack_without_the_bootstrap_secret_is_denied_and_a_stolen_name_conflic
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two mixers sharing one PostgreSQL database (and one cluster key, one bus) while 50 racks
+/// say hello at once: every rack gets one answer, active, and no two racks share a machine
+/// id; a third mixer started on the same database afterwards knows all 50 (a restart keeps
+/// the registry).
+#[cfg(feature = "postgres-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_racks_enrolling_at_once_against_two_mixers_on_one_postgres_get_distinct_ids() {
+    use std::collections::BTreeSet;
+
+    use fluxmsg::system::{EnrollmentReply, Hello, Payload, StateEnvelope};
+    use mixer_lib::store::PostgresStore;
+    use rack_lib::passport::ClusterPublic;
+    use snake::{Message, Pattern, Subject};
+
+    let url = crate::store::postgres::database().await;
+    let dir = temp_dir("pg");
+    let snake = Snake::memory();
+    let start = || async {
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.expect("connect"));
+        Mixer::builder()
+            .data_dir(&dir)
+            .store(store)
+            .snake(snake.clone())
+            .auto_adopt(true)
+            .hello_rates((10.0, 10.0), (10_000.0, 10_000.0))
+            .start()
+            .await
+            .expect("a mixer")
+    };
+    let one = start().await;
+    let two = start().await;
+    assert_eq!(one.public_key(), two.public_key(), "one cluster");
+    let key = ClusterPublic::from_hex(&one.public_key()).expect("key");
+
+    let mut subs = Vec::new();
+    for i in 0..50 {
+        let name = format!("rack-{i}");
+        subs.push(
+            snake
+                .subscribe(Pattern::from(
+                    Subject::enrollment(&name, "n").expect("subject"),
+                ))
+                .await
+                .expect("sub"),
+        );
+    }
+    for i in 0..50 {
+        let hello = Hello {
+            name: format!("rack-{i}"),
+            nonce: "n".into(),
+            ..Hello::default()
+        };
+        snake
+            .publish(Message::new(
+                Subject::hello(),
+                hello.to_message().expect("encode"),
+            ))
+            .await
+            .expect("publish");
+    }
+    let mut ids = BTreeSet::new();
+    for sub in &mut subs {
+        let msg = testkit::within("a reply", sub.next()).await.expect("open");
+        let reply = EnrollmentReply::from_message(&msg.payload).expect("a reply");
+        assert_eq!(reply.status, "active", "{reply:?}");
+        let state = key
+            .open(&StateEnvelope::from_cbor(&reply.passport).expect("passport"))
+            .expect("signed");
+        assert!(
+            ids.insert(state.machine_id),
+            "machine id {} twice",
+            state.machine_id
+        );
+        // Exactly one answer: the two mixers are one queue group.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), sub.next())
+                .await
+                .is_err(),
+            "two answers"
+        );
+    }
+    assert_eq!(ids.len(), 50);
+    one.stop();
+    two.stop();
+    let third = start().await;
+    let racks = third.racks().await.expect("racks");
+    assert_eq!(racks.len(), 50);
+    assert!(racks.iter().all(|r| r.status == RackStatus::Active));
+    third.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

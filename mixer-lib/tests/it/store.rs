@@ -558,7 +558,7 @@ mod sqlite {
 }
 
 #[cfg(feature = "postgres-tests")]
-mod postgres {
+pub(crate) mod postgres {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -581,7 +581,7 @@ mod postgres {
     }
 
     /// The URL of a fresh, empty database.
-    async fn database() -> String {
+    pub(crate) async fn database() -> String {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let server = tokio::task::spawn_blocking(server)
             .await
