@@ -121,6 +121,9 @@ impl Memory {
         if self.is_closed() {
             return Err(Error::Closed);
         }
+        if group.is_some() {
+            self.grouped.store(true, Ordering::Release);
+        }
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
         let id = self.next_id();
         self.subs
@@ -130,11 +133,8 @@ impl Memory {
                 id,
                 pattern,
                 tx,
-                group: group.clone(),
+                group,
             });
-        if group.is_some() {
-            self.grouped.store(true, Ordering::Release);
-        }
         Ok((id, rx))
     }
 
