@@ -72,6 +72,7 @@ TEST_ONLY_FEATURES = {
     ("rack-lib", "nats-server-tests"),
     ("fluxrig", "nats-server-tests"),  # the chaos test of tests/cli.rs
     ("mixer-lib", "postgres-tests"),  # the SQL store tests on a PostgreSQL server they start
+    ("mixer-lib", "nats-server-tests"),  # a mixer and its agents over a real nats-server
 }
 # Features that are a member's default, checked by clippy's default build.
 # (Not sdk's `host`: in a workspace build the guests turn `guest` on too, so it has its own check.)

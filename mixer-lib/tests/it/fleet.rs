@@ -344,3 +344,58 @@ async fn fifty_racks_enrolling_at_once_against_two_mixers_on_one_postgres_get_di
     third.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The same fleet over a real nats-server: enrollment, approval, a push, messages across the
+/// two racks on a guaranteed lane, and the reports.
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_over_nats_enrolls_gets_its_scenario_and_moves_messages() {
+    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let connect = || async {
+        Snake::nats(snake::NatsOptions::new(server.url()))
+            .await
+            .expect("connect")
+    };
+    let dir = temp_dir("nats");
+    let sink = dir.join("sink.jsonl");
+    let mixer = mixer(&connect().await, &dir).await;
+    let edge = agent(&connect().await, "edge", &dir).await;
+    let core = agent(&connect().await, "core", &dir).await;
+    for a in [&edge, &core] {
+        wait(a, "pending", |s| s.enrollment == Enrollment::Pending).await;
+    }
+    mixer.approve("edge").await.expect("approve");
+    mixer.approve("core").await.expect("approve");
+    for a in [&edge, &core] {
+        wait(a, "active", |s| s.enrollment == Enrollment::Active).await;
+    }
+    let v1 = mixer
+        .import(&scenario("1.0.0", &sink, ""), true)
+        .await
+        .expect("import");
+    for a in [&edge, &core] {
+        let s = wait(a, "a report", |s| {
+            s.last_push.as_ref().is_some_and(|p| p.hash == v1.hash)
+        })
+        .await;
+        assert_eq!(s.running_hash, v1.hash, "{s:?}");
+    }
+    until("the messages to cross the guaranteed lane", || {
+        lines(&sink) >= 20
+    })
+    .await;
+    testkit::within("convergence", async {
+        loop {
+            let rows = mixer.convergence().await.expect("rows");
+            if rows.len() == 2 && rows.iter().all(|r| r.status == "applied") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    edge.shutdown().await.expect("edge stops");
+    core.shutdown().await.expect("core stops");
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
