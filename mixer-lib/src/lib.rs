@@ -7,21 +7,40 @@
 //! path.
 //!
 //! ```
-//! use mixer_lib::store::{MemoryStore, RackRecord, RackStatus, Store};
+//! use std::sync::Arc;
+//!
+//! use mixer_lib::Mixer;
+//! use mixer_lib::store::MemoryStore;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = MemoryStore::new();
-//! let hashed = mixer_lib::secret::hash("s3cret")?;
-//! store.insert_rack(&RackRecord::new("id-1", "edge-1", hashed, 0)).await?;
-//! let rack = store.rack_by_name("edge-1").await?.ok_or("no rack")?;
-//! assert_eq!(rack.status, RackStatus::Pending);
-//! assert!(mixer_lib::secret::verify("s3cret", &rack.secret_hash));
-//! let lease = store.acquire_lease("id-1", 100..=199, 0, 60_000).await?;
-//! assert_eq!(lease.machine_id, 100);
+//! # let dir = std::env::temp_dir().join(format!("mixer-doc-{}", std::process::id()));
+//! // Without `.store(..)` the state goes to `<data_dir>/mixer.db`; without `.snake(..)` the
+//! // mixer answers on the in-process transport.
+//! let mixer = Mixer::builder()
+//!     .data_dir(&dir)
+//!     .store(Arc::new(MemoryStore::new()))
+//!     .bootstrap_secret("s3cret")
+//!     .start()
+//!     .await?;
+//! let yaml = "meta: { name: demo, version: 1.0.0 }\n\
+//!             racks: [ { name: edge-1 } ]\n\
+//!             gears: [ { name: gen, type: generate, config: { count: 1 } } ]\n";
+//! let imported = mixer.import(yaml, true).await?;
+//! assert_eq!(imported.racks, ["edge-1"]);
+//! assert_eq!(mixer.active().await?.map(|s| s.hash), Some(imported.hash));
+//! // No rack has said hello yet: nothing to converge.
+//! assert!(mixer.racks().await?.is_empty());
+//! mixer.stop();
+//! # std::fs::remove_dir_all(&dir)?;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The pieces: [`Mixer`] (enrollment, heartbeats, scenarios, pushes and their reports),
+//! [`store`] (the state, in memory, SQLite or PostgreSQL), [`keys`] (the cluster key on
+//! disk) and [`secret`] (rack secrets). The rack's side is [`rack_lib::agent`]; the payloads
+//! are [`fluxmsg::system`]'s.
 #![doc(test(attr(deny(warnings))))]
 
 mod clock;
