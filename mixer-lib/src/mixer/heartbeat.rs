@@ -1,0 +1,206 @@
+//! Heartbeats (leases, passports, commands, the push-lag re-push) and the liveness sweep.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fluxmsg::system::{Heartbeat, HeartbeatReply, Payload};
+use snake::{Message, Subject};
+
+use super::Inner;
+use crate::MixerError;
+use crate::secret;
+use crate::store::RackStatus;
+
+impl Inner {
+    pub(super) async fn on_heartbeat(self: Arc<Self>, msg: Message) {
+        match self.heartbeat(&msg).await {
+            Ok(Some((reply, machine_id))) => {
+                let to = msg
+                    .reply
+                    .clone()
+                    .unwrap_or_else(|| Subject::notify(u32::from(machine_id)));
+                match reply.to_message() {
+                    Ok(bytes) => {
+                        if let Err(e) = self.snake.publish(Message::new(to, bytes)).await {
+                            tracing::warn!(error = %e, "Could not answer a heartbeat.");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Could not encode a heartbeat reply."),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "Could not handle a heartbeat."),
+        }
+    }
+
+    async fn heartbeat(&self, msg: &Message) -> Result<Option<(HeartbeatReply, u16)>, MixerError> {
+        let Ok(hb) =
+            Heartbeat::from_message(&msg.payload).or_else(|_| Heartbeat::from_cbor(&msg.payload))
+        else {
+            self.counters.add("bad_heartbeat");
+            return Ok(None);
+        };
+        let found = if hb.name.is_empty() {
+            // A rack of the reference names itself by machine id only.
+            self.store
+                .racks()
+                .await?
+                .into_iter()
+                .find(|r| hb.machine_id != 0 && r.machine_id == Some(hb.machine_id))
+        } else {
+            self.store.rack_by_name(&hb.name).await?
+        };
+        let found = match found {
+            Some(rack) => {
+                let guard = self.lock_rack(&rack.name).await;
+                self.store
+                    .rack_by_name(&rack.name)
+                    .await?
+                    .map(|rack| (guard, rack))
+            }
+            None => None,
+        };
+        let Some((_guard, mut rack)) =
+            found.filter(|(_, r)| secret::verify(&hb.secret, &r.secret_hash))
+        else {
+            self.counters.add("bad_secret");
+            let mut reply = HeartbeatReply {
+                status: "denied".to_owned(),
+                ..HeartbeatReply::default()
+            };
+            self.key.sign(&mut reply)?;
+            return Ok(Some((reply, hb.machine_id)));
+        };
+        let now = self.clock.now();
+        rack.last_seen = now;
+        if hb.full_state {
+            rack.health = hb
+                .health
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_string()))
+                .collect();
+        } else {
+            for (k, v) in hb.health.iter() {
+                rack.health.insert(k.to_owned(), v.to_string());
+            }
+        }
+        if !hb.stats.is_empty() {
+            rack.stats = fluxmsg::json::value_to_json(&fluxmsg::Value::Map(hb.stats.clone()));
+        }
+        rack.applied_hash.clone_from(&hb.applied_hash);
+        if rack.status == RackStatus::Offline {
+            rack.status = RackStatus::Active;
+            tracing::info!(rack = %rack.name, "A rack is back.");
+        }
+        let mut lease_changed = false;
+        if rack.status == RackStatus::Active {
+            let renewed = match rack.machine_id {
+                Some(id) => {
+                    self.store
+                        .renew_lease(id, &rack.id, now, self.lease_ttl)
+                        .await?
+                }
+                None => false,
+            };
+            // The lease is gone (expired, or never there): a new one, in a new passport.
+            if !renewed {
+                self.admit(&mut rack).await?;
+                lease_changed = true;
+            }
+        }
+        self.store.update_rack(&rack).await?;
+        // A new passport when the rack's status or machine id changed since its last one (it
+        // takes both from passports), or when its lease had to be taken again.
+        let current = (rack.status, rack.machine_id.unwrap_or(0));
+        let reissue = {
+            let mut live = self.live();
+            let entry = live.entry(rack.name.clone()).or_default();
+            let stale = entry.issued != Some(current) || hb.machine_id != current.1;
+            entry.issued = Some(current);
+            stale || lease_changed
+        };
+        let passport = if reissue {
+            self.passport(&rack).await?
+        } else {
+            Bytes::new()
+        };
+        let (commands, report_full_state, lagging) = {
+            let mut live = self.live();
+            let entry = live.entry(rack.name.clone()).or_default();
+            let gap = entry.last_seq.is_none_or(|last| hb.seq != last + 1);
+            entry.last_seq = Some(hb.seq);
+            let interval = i64::try_from(self.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+            let lagging = entry.pushed_at.is_none_or(|at| now - at >= 2 * interval);
+            (
+                std::mem::take(&mut entry.commands),
+                gap && !hb.full_state,
+                lagging,
+            )
+        };
+        // A rack that runs something else than it was asked, and has not been pushed to
+        // lately, gets the active scenario again (a push it missed while away, or one sent
+        // before it listened). Not in a beat that changes its passport: it takes pushes only
+        // once it knows it is active.
+        if rack.status == RackStatus::Active && lagging && !reissue {
+            let row = self.row(&rack.name).await?;
+            let asked = if row.asked_hash.is_empty() {
+                None
+            } else {
+                Some(row.asked_hash)
+            };
+            if asked.as_deref() != Some(hb.applied_hash.as_str()) && row.status != "failed" {
+                self.push_active(&rack).await?;
+            }
+        }
+        let status = match rack.status {
+            RackStatus::Inactive => "inactive",
+            other => other.as_str(),
+        };
+        let mut reply = HeartbeatReply {
+            status: status.to_owned(),
+            command: commands.first().cloned().unwrap_or_default(),
+            passport,
+            commands,
+            report_full_state,
+            signature: Bytes::new(),
+        };
+        self.key.sign(&mut reply)?;
+        Ok(Some((reply, rack.machine_id.unwrap_or(0))))
+    }
+
+    /// Marks racks whose heartbeats stopped `offline`, every heartbeat interval.
+    pub(super) async fn sweep(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let window = i64::try_from(self.heartbeat_interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(i64::from(self.missed_heartbeats));
+        loop {
+            ticker.tick().await;
+            let now = self.clock.now();
+            let racks = match self.store.racks().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not read the racks for liveness.");
+                    continue;
+                }
+            };
+            for rack in racks {
+                if rack.status != RackStatus::Active || now - rack.last_seen <= window {
+                    continue;
+                }
+                let _guard = self.lock_rack(&rack.name).await;
+                let Ok(Some(mut rack)) = self.store.rack_by_name(&rack.name).await else {
+                    continue;
+                };
+                if rack.status == RackStatus::Active && now - rack.last_seen > window {
+                    rack.status = RackStatus::Offline;
+                    tracing::warn!(rack = %rack.name, "A rack missed its heartbeats: offline.");
+                    if let Err(e) = self.store.update_rack(&rack).await {
+                        tracing::warn!(error = %e, "Could not mark a rack offline.");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The mixer: a value an application builds, starts and stops.
+//!
+//! - `mod.rs`: [`Mixer`], the handle, and its rack registry API (approve, suspend, resume,
+//!   remove, commands); the state the handlers share (`Inner`), per-rack locks.
+//! - `builder.rs`: [`MixerBuilder`], and `start`: the cluster key against the store's
+//!   identity, the default store, the subscriptions and the liveness sweep.
+//! - `enroll.rs`: hellos, admission, rack secrets and passports.
+//! - `heartbeat.rs`: heartbeats (leases, passports, commands, the push-lag re-push) and the
+//!   liveness sweep.
+//! - `scenarios.rs`: import, check, activation, pushes, push reports and convergence rows;
+//!   canonical text, hashing and SemVer.
+
+mod builder;
+mod enroll;
+mod heartbeat;
+mod scenarios;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rack_lib::passport::ClusterKey;
+use snake::Snake;
+use tokio::task::JoinHandle;
+
+use crate::limit::HelloLimits;
+use crate::store::{Millis, RackRecord, RackStatus, Store};
+use crate::{Clock, MixerError, secret};
+
+pub use self::builder::MixerBuilder;
+pub use self::scenarios::Imported;
+
+/// The KV bucket that carries scenarios too large for one message.
+pub const SCENARIO_BUCKET: &str = "flux-scenarios";
+
+/// The queue group the mixers of one fleet share on the agent subjects.
+pub const QUEUE_GROUP: &str = "flux-mixers";
+
+/// A running mixer; clones share it.
+#[derive(Debug, Clone)]
+pub struct Mixer {
+    inner: Arc<Inner>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Counts of what the mixer refused or dropped, by reason.
+#[derive(Debug, Default)]
+struct Counters(Mutex<BTreeMap<&'static str, u64>>);
+
+impl Counters {
+    fn add(&self, reason: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(reason)
+            .or_insert(0) += 1;
+    }
+}
+
+/// What the mixer keeps in memory per rack between heartbeats.
+#[derive(Debug, Default)]
+struct Live {
+    last_seq: Option<u64>,
+    commands: Vec<String>,
+    /// When the last push went out (to re-push a rack that lags, but not on every beat).
+    pushed_at: Option<Millis>,
+    /// The status and machine id of the last passport the rack got in this session: a rack
+    /// takes its status from passports, so a change gets a new one.
+    issued: Option<(RackStatus, u16)>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: String,
+    key: ClusterKey,
+    store: Arc<dyn Store>,
+    snake: Snake,
+    clock: Arc<dyn Clock>,
+    factory: gears::Factory,
+    bootstrap_secret: Option<String>,
+    auto_adopt: bool,
+    heartbeat_interval: Duration,
+    missed_heartbeats: u32,
+    machine_ids: RangeInclusive<u16>,
+    lease_ttl: Millis,
+    limits: Mutex<HelloLimits>,
+    live: Mutex<HashMap<String, Live>>,
+    /// One lock per rack name: every read-modify-write of a rack's record (a heartbeat, an
+    /// approval, a report) holds it, so that one never undoes another.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    counters: Counters,
+}
+
+impl Mixer {
+    /// A builder with the defaults: data in `./data`, the in-process snake, the system clock,
+    /// no bootstrap secret.
+    pub fn builder() -> MixerBuilder {
+        MixerBuilder::default()
+    }
+
+    /// The mixer's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The cluster's public key, in hex.
+    pub fn public_key(&self) -> String {
+        self.inner.key.public().to_hex()
+    }
+
+    /// The transport it answers on.
+    pub fn snake(&self) -> &Snake {
+        &self.inner.snake
+    }
+
+    /// The store it keeps its state in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Counts of refused or dropped control messages, by reason (`bad_hello`,
+    /// `rate_limited`, `denied`, `conflict`, `bad_secret`, …).
+    pub fn refused(&self) -> BTreeMap<&'static str, u64> {
+        self.inner
+            .counters
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every rack, by name.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    pub async fn racks(&self) -> Result<Vec<RackRecord>, MixerError> {
+        Ok(self.inner.store.racks().await?)
+    }
+
+    /// One rack, by name or id.
+    ///
+    /// # Errors
+    ///
+    /// [`MixerError::NoRack`], or the store's.
+    pub async fn rack(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
+        self.inner.find(name_or_id).await
+    }
+
+    /// Admits a pending (or suspended) rack: it becomes `active`, gets a machine-id lease,
+    /// and its next heartbeat reply carries its new passport; the active scenario follows.
+    ///
+    /// # Errors
+    ///
+    /// [`MixerError::NoRack`], or the store's (no free machine id).
+    pub async fn approve(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
+        let (_guard, mut rack) = self.inner.find_locked(name_or_id).await?;
+        self.inner.admit(&mut rack).await?;
+        self.inner.store.update_rack(&rack).await?;
+        tracing::info!(rack = %rack.name, machine_id = ?rack.machine_id, "Approved a rack.");
+        Ok(rack)
+    }
+
+    /// Suspends a rack: `inactive`; it stops its gears and keeps heartbeating.
+    ///
+    /// # Errors
+    ///
+    /// [`MixerError::NoRack`], or the store's.
+    pub async fn suspend(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
+        let (_guard, mut rack) = self.inner.find_locked(name_or_id).await?;
+        rack.status = RackStatus::Inactive;
+        self.inner.store.update_rack(&rack).await?;
+        self.inner.queue(&rack.name, "suspend");
+        Ok(rack)
+    }
+
+    /// Resumes a suspended rack: `active` again, and it runs its scenario again.
+    ///
+    /// # Errors
+    ///
+    /// [`MixerError::NoRack`], or the store's.
+    pub async fn resume(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
+        let (_guard, mut rack) = self.inner.find_locked(name_or_id).await?;
+        self.inner.admit(&mut rack).await?;
+        self.inner.store.update_rack(&rack).await?;
+        self.inner.queue(&rack.name, "resume");
+        Ok(rack)
+    }
+
+    /// Forgets a rack and releases its machine id; whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    pub async fn remove(&self, name_or_id: &str) -> Result<bool, MixerError> {
+        let Ok((_guard, rack)) = self.inner.find_locked(name_or_id).await else {
+            return Ok(false);
+        };
+        self.inner.live().remove(&rack.name);
+        Ok(self.inner.store.delete_rack(&rack.id).await?)
+    }
+
+    /// Queues a command (`shutdown`, `log_level:<level>`, `suspend`, `resume`) for a rack's
+    /// next heartbeat reply.
+    ///
+    /// # Errors
+    ///
+    /// [`MixerError::NoRack`], or the store's.
+    pub async fn command(&self, name_or_id: &str, command: &str) -> Result<(), MixerError> {
+        let rack = self.inner.find(name_or_id).await?;
+        self.inner.queue(&rack.name, command);
+        Ok(())
+    }
+
+    /// Stops answering racks. The store and the transport stay as they are.
+    pub fn stop(&self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn queue(&self, rack: &str, command: &str) {
+        self.live()
+            .entry(rack.to_owned())
+            .or_default()
+            .commands
+            .push(command.to_owned());
+    }
+
+    /// Holds the lock of rack `name` (see [`Inner::locks`]).
+    async fn lock_rack(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = Arc::clone(
+            self.locks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(name.to_owned())
+                .or_default(),
+        );
+        lock.lock_owned().await
+    }
+
+    /// A rack by name or id, read again under its lock.
+    async fn find_locked(
+        &self,
+        name_or_id: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, RackRecord), MixerError> {
+        let name = self.find(name_or_id).await?.name;
+        let guard = self.lock_rack(&name).await;
+        let rack = self.find(&name).await?;
+        Ok((guard, rack))
+    }
+
+    async fn find(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
+        if let Some(r) = self.store.rack_by_name(name_or_id).await? {
+            return Ok(r);
+        }
+        self.store
+            .rack_by_id(name_or_id)
+            .await?
+            .ok_or_else(|| MixerError::NoRack(name_or_id.to_owned()))
+    }
+}
+
+/// A new random id: 32 hex characters.
+fn new_id() -> Result<String, MixerError> {
+    use rand::TryRng as _;
+    let mut bytes = [0u8; 16];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| MixerError::Key {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        })?;
+    Ok(secret::hex(&bytes))
+}

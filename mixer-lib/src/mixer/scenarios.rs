@@ -1,0 +1,322 @@
+//! Scenarios: import, check, activation, pushes, push reports and convergence rows; their
+//! canonical text, hashing and SemVer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fluxmsg::system::{Payload, PushStatus, ScenarioPush};
+use sha2::{Digest, Sha256};
+use snake::{Message, Subject};
+
+use super::{Inner, Mixer, SCENARIO_BUCKET};
+use crate::store::{Convergence, Put, RackRecord, RackStatus, ScenarioRecord};
+use crate::{MixerError, secret};
+
+/// One version of a scenario as the mixer imported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Imported {
+    /// `meta.name`.
+    pub name: String,
+    /// `meta.version`.
+    pub version: String,
+    /// SHA-256 of its canonical bytes.
+    pub hash: String,
+    /// Whether it was stored now (false: the same version was there already).
+    pub stored: bool,
+    /// The racks it deploys to.
+    pub racks: Vec<String>,
+}
+
+impl Mixer {
+    /// Checks a scenario against the gear catalog and stores it as `name:version`
+    /// (content-addressed, immutable); with `activate`, makes it the active scenario and
+    /// pushes each rack its part.
+    ///
+    /// # Errors
+    ///
+    /// [`MixerError::Scenario`] with every problem and its `line:col`,
+    /// [`MixerError::Version`] for a version that is not SemVer, the store's
+    /// ([`StoreError::VersionExists`](crate::store::StoreError::VersionExists) for a changed
+    /// version).
+    pub async fn import(&self, yaml: &str, activate: bool) -> Result<Imported, MixerError> {
+        let imported = self.check(yaml)?;
+        let record = ScenarioRecord {
+            name: imported.name.clone(),
+            version: imported.version.clone(),
+            hash: imported.hash.clone(),
+            yaml: canonical(yaml),
+            imported_at: self.inner.clock.now(),
+        };
+        let stored = self.inner.store.put_scenario(&record).await? == Put::Stored;
+        if activate {
+            self.activate(&imported.name, &imported.version).await?;
+        }
+        Ok(Imported { stored, ..imported })
+    }
+
+    /// What [`Mixer::import`] would store, without storing it (a dry run).
+    ///
+    /// # Errors
+    ///
+    /// As [`Mixer::import`].
+    pub fn check(&self, yaml: &str) -> Result<Imported, MixerError> {
+        let scenario = rack_lib::scenario::Scenario::parse(yaml)?;
+        let validated = scenario.validate(&self.inner.factory)?;
+        let version = scenario.meta.version.clone();
+        if !is_semver(&version) {
+            return Err(MixerError::Version(version));
+        }
+        Ok(Imported {
+            name: scenario.meta.name,
+            version,
+            hash: hash(&canonical(yaml)),
+            stored: false,
+            racks: validated.racks(),
+        })
+    }
+
+    /// Makes `name:version` (`latest`: the highest version) the active scenario, admits the
+    /// pending racks it names, and pushes each active rack it deploys to its part.
+    ///
+    /// # Errors
+    ///
+    /// [`MixerError::NoScenario`], or the store's and transport's.
+    pub async fn activate(&self, name: &str, version: &str) -> Result<Vec<String>, MixerError> {
+        let record = self.inner.resolve(name, version).await?;
+        self.inner
+            .store
+            .set_active(&record.name, &record.version)
+            .await?;
+        let targets = self.inner.targets(&record)?;
+        let mut pushed = Vec::new();
+        for target in &targets {
+            let _guard = self.inner.lock_rack(target).await;
+            let Some(mut rack) = self.inner.store.rack_by_name(target).await? else {
+                continue;
+            };
+            if rack.status == RackStatus::Pending {
+                // Named by the active scenario: admitted (admission path B).
+                self.inner.admit(&mut rack).await?;
+                self.inner.store.update_rack(&rack).await?;
+                tracing::info!(rack = %rack.name, "Admitted a rack the active scenario names.");
+            }
+            if matches!(rack.status, RackStatus::Active | RackStatus::Offline) {
+                self.inner.push(&rack, &record).await?;
+                pushed.push(rack.name.clone());
+            }
+        }
+        tracing::info!(scenario = %record.name, version = %record.version, pushed = pushed.len(), "Activated a scenario.");
+        Ok(pushed)
+    }
+
+    /// The active scenario, if any.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    pub async fn active(&self) -> Result<Option<ScenarioRecord>, MixerError> {
+        let Some((name, version)) = self.inner.store.active().await? else {
+            return Ok(None);
+        };
+        Ok(self.inner.store.scenario(&name, &version).await?)
+    }
+
+    /// Per rack: what it was asked to run, what it runs, and how the last push went.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    pub async fn convergence(&self) -> Result<Vec<Convergence>, MixerError> {
+        Ok(self.inner.store.convergence().await?)
+    }
+}
+
+impl Inner {
+    async fn resolve(&self, name: &str, version: &str) -> Result<ScenarioRecord, MixerError> {
+        let found = if version == "latest" {
+            let mut versions = self.store.scenario_versions(name).await?;
+            versions.sort_by_key(|s| semver_key(&s.version));
+            versions.pop()
+        } else {
+            self.store.scenario(name, version).await?
+        };
+        found.ok_or_else(|| MixerError::NoScenario(format!("{name}:{version}")))
+    }
+
+    /// The racks a stored scenario deploys to.
+    pub(super) fn targets(&self, record: &ScenarioRecord) -> Result<Vec<String>, MixerError> {
+        let scenario = rack_lib::scenario::Scenario::parse(&record.yaml)?;
+        Ok(scenario.validate(&self.factory)?.racks())
+    }
+
+    /// Pushes `record` to `rack` and records that it was asked.
+    async fn push(&self, rack: &RackRecord, record: &ScenarioRecord) -> Result<(), MixerError> {
+        let mut push = ScenarioPush {
+            version: record.version.clone(),
+            name: record.name.clone(),
+            rack_name: rack.name.clone(),
+            machine_id: rack.machine_id.unwrap_or(0),
+            scenario: Bytes::from(record.yaml.clone().into_bytes()),
+            timestamp: self.clock.now() / 1000,
+            hash: record.hash.clone(),
+            location: String::new(),
+            signature: Bytes::new(),
+        };
+        // Too large for one message (with room for the envelope): the scenario goes to a
+        // KV bucket and the push says where.
+        if let Some(max) = self.snake.max_payload()
+            && record.yaml.len() + 4096 > max
+        {
+            let kv = self
+                .snake
+                .kv(rack_lib::agent::scenario_bucket(SCENARIO_BUCKET)?)
+                .await?;
+            kv.put(&record.hash, record.yaml.clone().into_bytes())
+                .await?;
+            push.scenario = Bytes::new();
+            push.location = format!("kv://{SCENARIO_BUCKET}/{}", record.hash);
+        }
+        self.key.sign(&mut push)?;
+        let subject = Subject::scenario(&rack.name)?;
+        self.snake
+            .publish(Message::new(subject, push.to_message()?))
+            .await?;
+        self.live().entry(rack.name.clone()).or_default().pushed_at = Some(self.clock.now());
+        let mut row = self.row(&rack.name).await?;
+        row.asked_version = record.version.clone();
+        row.asked_hash = record.hash.clone();
+        if row.applied_hash != record.hash {
+            row.status = "pushed".to_owned();
+            row.error.clear();
+        }
+        row.updated_at = self.clock.now();
+        self.store.put_convergence(&row).await?;
+        Ok(())
+    }
+
+    pub(super) async fn row(&self, rack: &str) -> Result<Convergence, MixerError> {
+        Ok(self
+            .store
+            .convergence()
+            .await?
+            .into_iter()
+            .find(|r| r.rack == rack)
+            .unwrap_or_else(|| Convergence {
+                rack: rack.to_owned(),
+                asked_version: String::new(),
+                asked_hash: String::new(),
+                applied_hash: String::new(),
+                status: String::new(),
+                error: String::new(),
+                updated_at: 0,
+            }))
+    }
+
+    /// Pushes the active scenario to `rack` if it deploys there.
+    pub(super) async fn push_active(&self, rack: &RackRecord) -> Result<(), MixerError> {
+        let Some((name, version)) = self.store.active().await? else {
+            return Ok(());
+        };
+        let Some(record) = self.store.scenario(&name, &version).await? else {
+            return Ok(());
+        };
+        if self.targets(&record)?.contains(&rack.name) {
+            self.push(rack, &record).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn named_by_active(&self, rack: &str) -> Result<bool, MixerError> {
+        let Some((name, version)) = self.store.active().await? else {
+            return Ok(false);
+        };
+        let Some(record) = self.store.scenario(&name, &version).await? else {
+            return Ok(false);
+        };
+        Ok(self.targets(&record)?.iter().any(|t| t == rack))
+    }
+
+    pub(super) async fn on_status(self: Arc<Self>, msg: Message) {
+        if let Err(e) = self.status(&msg).await {
+            tracing::warn!(error = %e, "Could not record a push status.");
+        }
+    }
+
+    async fn status(&self, msg: &Message) -> Result<(), MixerError> {
+        let Ok(status) = PushStatus::from_message(&msg.payload) else {
+            self.counters.add("bad_status");
+            return Ok(());
+        };
+        if snake::token("rack name", &status.name).is_err() {
+            self.counters.add("bad_status");
+            return Ok(());
+        }
+        let _guard = self.lock_rack(&status.name).await;
+        let Some(mut rack) = self
+            .store
+            .rack_by_name(&status.name)
+            .await?
+            .filter(|r| secret::verify(&status.secret, &r.secret_hash))
+        else {
+            self.counters.add("bad_secret");
+            return Ok(());
+        };
+        let mut row = self.row(&rack.name).await?;
+        if !row.asked_hash.is_empty() && row.asked_hash != status.hash {
+            // About an older push: what runs still counts.
+            row.applied_hash.clone_from(&status.running_hash);
+        } else {
+            row.status.clone_from(&status.status);
+            row.error.clone_from(&status.error);
+            row.applied_hash.clone_from(&status.running_hash);
+        }
+        row.updated_at = self.clock.now();
+        self.store.put_convergence(&row).await?;
+        if status.status == "failed" {
+            tracing::warn!(rack = %rack.name, hash = %status.hash, error = %status.error, "A rack failed to apply its scenario.");
+        }
+        rack.applied_hash.clone_from(&status.running_hash);
+        self.store.update_rack(&rack).await?;
+        Ok(())
+    }
+}
+
+/// A scenario's canonical text: line endings as `\n`, no trailing spaces, one final newline.
+pub(crate) fn canonical(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len() + 1);
+    for line in yaml.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    while out.ends_with("\n\n") {
+        out.pop();
+    }
+    out
+}
+
+/// SHA-256 of `text`, in hex.
+pub(crate) fn hash(text: &str) -> String {
+    secret::hex(&Sha256::digest(text.as_bytes()))
+}
+
+fn is_semver(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn semver_key(v: &str) -> (u64, u64, u64, bool) {
+    let core = v.split(['-', '+']).next().unwrap_or_default();
+    let mut n = core.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+    let release = !v.contains('-');
+    (
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+        n.next().unwrap_or(0),
+        release,
+    )
+}
