@@ -81,14 +81,17 @@ impl Mixer {
     ///
     /// # Errors
     ///
-    /// [`MixerError::NoScenario`], or the store's and transport's.
+    /// [`MixerError::NoScenario`], [`MixerError::Scenario`] when it does not validate
+    /// against this mixer's catalog (the active scenario stays as it was), or the store's and
+    /// transport's.
     pub async fn activate(&self, name: &str, version: &str) -> Result<Vec<String>, MixerError> {
         let record = self.inner.resolve(name, version).await?;
+        // Validated before it becomes active: the catalog may have changed since the import.
+        let targets = self.inner.targets(&record)?;
         self.inner
             .store
             .set_active(&record.name, &record.version)
             .await?;
-        let targets = self.inner.targets(&record)?;
         let mut pushed = Vec::new();
         for target in &targets {
             let _guard = self.inner.lock_rack(target).await;

@@ -8,7 +8,7 @@ use fluxmsg::system::{
     EnrollmentReply, Heartbeat, HeartbeatReply, Hello, Payload, PushStatus, ScenarioPush,
     StateEnvelope,
 };
-use mixer_lib::store::{MemoryStore, RackStatus, Store};
+use mixer_lib::store::{MemoryStore, RackStatus, ScenarioRecord, Store};
 use mixer_lib::{Mixer, MixerError};
 use rack_lib::passport::ClusterPublic;
 use snake::{Message, Pattern, Snake, Subject};
@@ -480,6 +480,43 @@ async fn a_silent_rack_goes_offline_and_comes_back_with_its_lease() {
     // Removing it frees its machine id.
     assert!(mixer.remove("edge-3").await.expect("remove"));
     assert!(store.leases().await.expect("leases").is_empty());
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_that_fails_validation_at_activation_leaves_the_active_one() {
+    let snake = Snake::memory();
+    let dir = temp_dir("activate-invalid");
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mixer = mixer(&snake, Arc::clone(&store), &dir).await;
+    let yaml = "meta: { name: demo, version: 1.0.0 }\nracks: [ { name: edge-1 } ]\ngears:\n  - { name: gen, type: generate, config: { count: 1 } }\n";
+    let good = mixer.import(yaml, true).await.expect("import");
+    // A version the catalog no longer accepts (stored by a mixer with another catalog).
+    let bad = "meta: { name: demo, version: 2.0.0 }\nracks: [ { name: edge-1 } ]\ngears:\n  - { name: gen, type: no-such-gear }\n";
+    store
+        .put_scenario(&ScenarioRecord {
+            name: "demo".into(),
+            version: "2.0.0".into(),
+            hash: "not-checked-here".into(),
+            yaml: bad.into(),
+            imported_at: 0,
+        })
+        .await
+        .expect("put");
+    for version in ["2.0.0", "latest"] {
+        let err = mixer
+            .activate("demo", version)
+            .await
+            .expect_err("an invalid scenario");
+        assert!(matches!(err, MixerError::Scenario(_)), "{err}");
+        let active = mixer.active().await.expect("active").expect("one");
+        assert_eq!(
+            (active.version.as_str(), active.hash.as_str()),
+            ("1.0.0", good.hash.as_str()),
+            "activating {version}"
+        );
+    }
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
