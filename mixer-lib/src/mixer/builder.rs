@@ -18,8 +18,8 @@ use crate::{Clock, MixerError, SystemClock, keys};
 const SETTING_PUBLIC_KEY: &str = "cluster.public_key";
 const SETTING_MIXER_ID: &str = "mixer.id";
 
-/// How a mixer is put together; [`Mixer::builder`] starts one with the defaults.
-#[derive(Debug)]
+/// How a mixer is put together; [`Mixer::builder`] starts one with the defaults. Its
+/// `Debug` hides the bootstrap secret.
 pub struct MixerBuilder {
     data_dir: PathBuf,
     store: Option<Arc<dyn Store>>,
@@ -34,6 +34,34 @@ pub struct MixerBuilder {
     lease_ttl: Duration,
     hello_rate: (f64, f64),
     hello_global_rate: (f64, f64),
+}
+
+impl std::fmt::Debug for MixerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MixerBuilder")
+            .field("data_dir", &self.data_dir)
+            .field("store", &self.store)
+            .field("snake", &self.snake)
+            .field("clock", &self.clock)
+            .field("factory", &self.factory)
+            .field(
+                "bootstrap_secret",
+                &redacted(self.bootstrap_secret.as_deref()),
+            )
+            .field("auto_adopt", &self.auto_adopt)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("missed_heartbeats", &self.missed_heartbeats)
+            .field("machine_ids", &self.machine_ids)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("hello_rate", &self.hello_rate)
+            .field("hello_global_rate", &self.hello_global_rate)
+            .finish()
+    }
+}
+
+/// A secret as `Debug` shows it: whether there is one, not what it is.
+pub(super) fn redacted(secret: Option<&str>) -> Option<std::fmt::Arguments<'static>> {
+    secret.map(|_| format_args!("<redacted>"))
 }
 
 impl Default for MixerBuilder {

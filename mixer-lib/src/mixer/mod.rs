@@ -72,7 +72,7 @@ struct Live {
     issued: Option<(RackStatus, u16)>,
 }
 
-#[derive(Debug)]
+/// What the handles and the handlers share.
 struct Inner {
     id: String,
     key: ClusterKey,
@@ -92,6 +92,28 @@ struct Inner {
     /// approval, a report) holds it, so that one never undoes another.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     counters: Counters,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("store", &self.store)
+            .field("snake", &self.snake)
+            .field("clock", &self.clock)
+            .field("factory", &self.factory)
+            .field(
+                "bootstrap_secret",
+                &builder::redacted(self.bootstrap_secret.as_deref()),
+            )
+            .field("auto_adopt", &self.auto_adopt)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("missed_heartbeats", &self.missed_heartbeats)
+            .field("machine_ids", &self.machine_ids)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Mixer {

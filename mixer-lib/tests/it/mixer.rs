@@ -520,3 +520,20 @@ async fn a_scenario_that_fails_validation_at_activation_leaves_the_active_one() 
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_output_hides_the_bootstrap_secret() {
+    let dir = temp_dir("debug");
+    let builder = Mixer::builder()
+        .data_dir(&dir)
+        .store(Arc::new(MemoryStore::new()))
+        .bootstrap_secret(BOOTSTRAP);
+    let text = format!("{builder:?}");
+    assert!(!text.contains(BOOTSTRAP), "{text}");
+    assert!(text.contains("bootstrap_secret"), "{text}");
+    let mixer = builder.start().await.expect("a mixer");
+    let text = format!("{mixer:?}");
+    assert!(!text.contains(BOOTSTRAP), "{text}");
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
