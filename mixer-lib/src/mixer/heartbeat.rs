@@ -15,10 +15,15 @@ impl Inner {
     pub(super) async fn on_heartbeat(self: Arc<Self>, msg: Message) {
         match self.heartbeat(&msg).await {
             Ok(Some((reply, machine_id))) => {
-                let to = msg
+                // A refused heartbeat is answered on its reply subject only: the mixer does
+                // not sign a `denied` onto the subject of a machine id a stranger names.
+                let Some(to) = msg
                     .reply
                     .clone()
-                    .unwrap_or_else(|| Subject::notify(u32::from(machine_id)));
+                    .or_else(|| machine_id.map(|id| Subject::notify(u32::from(id))))
+                else {
+                    return;
+                };
                 match reply.to_message() {
                     Ok(bytes) => {
                         if let Err(e) = self.snake.publish(Message::new(to, bytes)).await {
@@ -33,7 +38,12 @@ impl Inner {
         }
     }
 
-    async fn heartbeat(&self, msg: &Message) -> Result<Option<(HeartbeatReply, u16)>, MixerError> {
+    /// The reply to a heartbeat, and the machine id whose notify subject takes it when the
+    /// heartbeat has no reply subject (`None` for a refused one).
+    async fn heartbeat(
+        &self,
+        msg: &Message,
+    ) -> Result<Option<(HeartbeatReply, Option<u16>)>, MixerError> {
         let Ok(hb) =
             Heartbeat::from_message(&msg.payload).or_else(|_| Heartbeat::from_cbor(&msg.payload))
         else {
@@ -60,16 +70,22 @@ impl Inner {
             }
             None => None,
         };
-        let Some((_guard, mut rack)) =
-            found.filter(|(_, r)| secret::verify(&hb.secret, &r.secret_hash))
-        else {
-            self.counters.add("bad_secret");
-            let mut reply = HeartbeatReply {
-                status: "denied".to_owned(),
-                ..HeartbeatReply::default()
-            };
-            self.key.sign(&mut reply)?;
-            return Ok(Some((reply, hb.machine_id)));
+        let (_guard, mut rack) = match found {
+            None => {
+                // Unknown, or removed.
+                self.counters.add("unknown_rack");
+                return Ok(Some((self.denied()?, None)));
+            }
+            Some((_, rack)) if !secret::verify(&hb.secret, &rack.secret_hash) => {
+                self.counters.add("bad_secret");
+                return Ok(Some((self.denied()?, None)));
+            }
+            // Refused as its hello is: no passport, and its record stays as it is.
+            Some((_, rack)) if rack.status == RackStatus::Denied => {
+                self.counters.add("denied");
+                return Ok(Some((self.denied()?, None)));
+            }
+            Some(found) => found,
         };
         let now = self.clock.now();
         rack.last_seen = now;
@@ -165,7 +181,17 @@ impl Inner {
             signature: Bytes::new(),
         };
         self.key.sign(&mut reply)?;
-        Ok(Some((reply, rack.machine_id.unwrap_or(0))))
+        Ok(Some((reply, Some(rack.machine_id.unwrap_or(0)))))
+    }
+
+    /// The signed answer to a heartbeat the mixer refuses.
+    fn denied(&self) -> Result<HeartbeatReply, MixerError> {
+        let mut reply = HeartbeatReply {
+            status: RackStatus::Denied.as_str().to_owned(),
+            ..HeartbeatReply::default()
+        };
+        self.key.sign(&mut reply)?;
+        Ok(reply)
     }
 
     /// Marks racks whose heartbeats stopped `offline`, every heartbeat interval.

@@ -144,7 +144,8 @@ impl Mixer {
     }
 
     /// Counts of refused or dropped control messages, by reason (`bad_hello`,
-    /// `rate_limited`, `denied`, `conflict`, `bad_secret`, …).
+    /// `bad_heartbeat`, `bad_status`, `rate_limited`, `denied`, `conflict`, `bad_secret`,
+    /// `unknown_rack`).
     pub fn refused(&self) -> BTreeMap<&'static str, u64> {
         self.inner
             .counters

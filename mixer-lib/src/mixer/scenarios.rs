@@ -256,14 +256,20 @@ impl Inner {
             return Ok(());
         }
         let _guard = self.lock_rack(&status.name).await;
-        let Some(mut rack) = self
-            .store
-            .rack_by_name(&status.name)
-            .await?
-            .filter(|r| secret::verify(&status.secret, &r.secret_hash))
-        else {
-            self.counters.add("bad_secret");
-            return Ok(());
+        let mut rack = match self.store.rack_by_name(&status.name).await? {
+            None => {
+                self.counters.add("unknown_rack");
+                return Ok(());
+            }
+            Some(rack) if !secret::verify(&status.secret, &rack.secret_hash) => {
+                self.counters.add("bad_secret");
+                return Ok(());
+            }
+            Some(rack) if rack.status == RackStatus::Denied => {
+                self.counters.add("denied");
+                return Ok(());
+            }
+            Some(rack) => rack,
         };
         let mut row = self.row(&rack.name).await?;
         if !row.asked_hash.is_empty() && row.asked_hash != status.hash {

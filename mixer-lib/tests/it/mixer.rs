@@ -537,3 +537,94 @@ async fn debug_output_hides_the_bootstrap_secret() {
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_or_removed_rack_is_refused_and_nothing_answers_for_a_stranger() {
+    let snake = Snake::memory();
+    let dir = temp_dir("denied-heartbeat");
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mixer = mixer(&snake, Arc::clone(&store), &dir).await;
+    let key = ClusterPublic::from_hex(&mixer.public_key()).expect("key");
+    let reply = hello(&snake, "edge-d", BOOTSTRAP, "n1")
+        .await
+        .expect("a reply");
+    let secret = open(&reply, &key).secret;
+    let mut rack = mixer.rack("edge-d").await.expect("rack");
+    rack.status = RackStatus::Denied;
+    store.update_rack(&rack).await.expect("deny");
+
+    // A denied rack with its own secret: refused as its hello would be, without a passport,
+    // and its record stays as it was.
+    let hb = Heartbeat {
+        name: "edge-d".into(),
+        secret: secret.clone(),
+        seq: 1,
+        full_state: true,
+        health: [("gen", fluxmsg::Text::from("ok"))].into_iter().collect(),
+        ..Heartbeat::default()
+    };
+    let r = heartbeat(&snake, &hb).await;
+    key.check(&r).expect("signed");
+    assert_eq!(r.status, "denied");
+    assert!(r.passport.is_empty(), "a denied rack got a passport");
+    assert_eq!(mixer.rack("edge-d").await.expect("rack"), rack);
+    assert_eq!(mixer.refused().get("denied"), Some(&1));
+
+    // Nor are its reports recorded.
+    let report = PushStatus {
+        name: "edge-d".into(),
+        secret: secret.clone(),
+        hash: "h".into(),
+        status: "applied".into(),
+        running_hash: "h".into(),
+        ..PushStatus::default()
+    };
+    snake
+        .publish(Message::new(
+            Subject::status(),
+            report.to_message().expect("encode"),
+        ))
+        .await
+        .expect("publish");
+    testkit::within("the report refused", async {
+        while mixer.refused().get("denied") != Some(&2) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(mixer.convergence().await.expect("rows").is_empty());
+
+    // Removed: its heartbeats are refused as a stranger's.
+    assert!(mixer.remove("edge-d").await.expect("remove"));
+    let r = heartbeat(&snake, &hb).await;
+    assert_eq!(r.status, "denied");
+    assert_eq!(mixer.refused().get("unknown_rack"), Some(&1));
+
+    // A heartbeat nobody can vouch for is answered on its reply subject only, never on the
+    // notify subject of the machine id it claims.
+    let mut notify = snake
+        .subscribe(Pattern::from(Subject::notify(4242)))
+        .await
+        .expect("sub");
+    let forged = Heartbeat {
+        name: "edge-x".into(),
+        machine_id: 4242,
+        secret: "forged".into(),
+        ..Heartbeat::default()
+    };
+    snake
+        .publish(Message::new(
+            Subject::heartbeat(),
+            forged.to_message().expect("encode"),
+        ))
+        .await
+        .expect("publish");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), notify.next())
+            .await
+            .is_err(),
+        "the mixer answered a stranger on another rack's subject"
+    );
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
