@@ -14,6 +14,8 @@ mod builder;
 mod enroll;
 mod heartbeat;
 mod scenarios;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;

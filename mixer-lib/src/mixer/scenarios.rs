@@ -246,7 +246,7 @@ impl Inner {
         }
     }
 
-    async fn status(&self, msg: &Message) -> Result<(), MixerError> {
+    pub(super) async fn status(&self, msg: &Message) -> Result<(), MixerError> {
         let Ok(status) = PushStatus::from_message(&msg.payload) else {
             self.counters.add("bad_status");
             return Ok(());
@@ -275,6 +275,11 @@ impl Inner {
         if !row.asked_hash.is_empty() && row.asked_hash != status.hash {
             // About an older push: what runs still counts.
             row.applied_hash.clone_from(&status.running_hash);
+        } else if status.status == "applying" && matches!(row.status.as_str(), "applied" | "failed")
+        {
+            // Each report is handled in its own task, so a push's `applying` can come after
+            // its outcome; it is older news, running hash included.
+            return Ok(());
         } else {
             row.status.clone_from(&status.status);
             row.error.clone_from(&status.error);
