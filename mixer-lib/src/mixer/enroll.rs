@@ -74,7 +74,7 @@ impl Inner {
         }
     }
 
-    async fn hello(&self, msg: &Message) -> Result<(), MixerError> {
+    pub(super) async fn hello(&self, msg: &Message) -> Result<(), MixerError> {
         let Ok(hello) =
             Hello::from_message(&msg.payload).or_else(|_| Hello::from_cbor(&msg.payload))
         else {

@@ -91,7 +91,8 @@ struct Inner {
     limits: Mutex<HelloLimits>,
     live: Mutex<HashMap<String, Live>>,
     /// One lock per rack name: every read-modify-write of a rack's record (a heartbeat, an
-    /// approval, a report) holds it, so that one never undoes another.
+    /// approval, a report) holds it, so that one never undoes another. A lock is here only
+    /// while someone holds or awaits it (see [`RackGuard`]): names come from the bus.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     counters: Counters,
 }
@@ -267,7 +268,7 @@ impl Inner {
     }
 
     /// Holds the lock of rack `name` (see [`Inner::locks`]).
-    async fn lock_rack(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    async fn lock_rack(&self, name: &str) -> RackGuard<'_> {
         let lock = Arc::clone(
             self.locks
                 .lock()
@@ -275,14 +276,18 @@ impl Inner {
                 .entry(name.to_owned())
                 .or_default(),
         );
-        lock.lock_owned().await
+        RackGuard {
+            locks: &self.locks,
+            name: name.to_owned(),
+            guard: Some(lock.lock_owned().await),
+        }
     }
 
     /// A rack by name or id, read again under its lock.
     async fn find_locked(
         &self,
         name_or_id: &str,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, RackRecord), MixerError> {
+    ) -> Result<(RackGuard<'_>, RackRecord), MixerError> {
         let name = self.find(name_or_id).await?.name;
         let guard = self.lock_rack(&name).await;
         let rack = self.find(&name).await?;
@@ -297,6 +302,26 @@ impl Inner {
             .rack_by_id(name_or_id)
             .await?
             .ok_or_else(|| MixerError::NoRack(name_or_id.to_owned()))
+    }
+}
+
+/// The lock of one rack, held. Released, it leaves [`Inner::locks`] unless another task
+/// awaits it: clones of a lock are made only under the map's mutex, so when the map and this
+/// guard hold the only two, nobody else can be waiting.
+struct RackGuard<'a> {
+    locks: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    name: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for RackGuard<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(guard) = self.guard.take()
+            && Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&guard)) == 2
+        {
+            locks.remove(&self.name);
+        }
     }
 }
 

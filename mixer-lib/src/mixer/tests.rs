@@ -85,3 +85,46 @@ async fn a_late_applying_report_does_not_undo_the_outcome() {
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_rack_lock_is_forgotten_once_nobody_holds_or_awaits_it() {
+    let (mixer, _store, dir) = mixer("locks").await;
+    let inner = &mixer.inner;
+    let count = || inner.locks.lock().expect("locks").len();
+    // Hellos under names that are refused (no bootstrap secret) leave nothing behind.
+    for i in 0..10 {
+        let hello = fluxmsg::system::Hello {
+            name: format!("stranger-{i}"),
+            nonce: "n".into(),
+            secret: "guess".into(),
+            ..fluxmsg::system::Hello::default()
+        };
+        let msg = Message::new(Subject::hello(), hello.to_message().expect("encode"));
+        inner.hello(&msg).await.expect("answered");
+    }
+    assert_eq!(count(), 0);
+
+    // One that waits keeps the lock while it is handed over.
+    let held = inner.lock_rack("a").await;
+    let waiter = tokio::spawn({
+        let inner = Arc::clone(&mixer.inner);
+        async move {
+            let _guard = inner.lock_rack("a").await;
+        }
+    });
+    while inner
+        .locks
+        .lock()
+        .expect("locks")
+        .get("a")
+        .is_none_or(|lock| Arc::strong_count(lock) < 3)
+    {
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    assert_eq!(count(), 1, "the waiter's lock was forgotten");
+    waiter.await.expect("the waiter");
+    assert_eq!(count(), 0);
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
