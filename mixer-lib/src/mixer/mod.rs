@@ -222,8 +222,10 @@ impl Mixer {
     ///
     /// The store's.
     pub async fn remove(&self, name_or_id: &str) -> Result<bool, MixerError> {
-        let Ok((_guard, rack)) = self.inner.find_locked(name_or_id).await else {
-            return Ok(false);
+        let (_guard, rack) = match self.inner.find_locked(name_or_id).await {
+            Ok(found) => found,
+            Err(MixerError::NoRack(_)) => return Ok(false),
+            Err(e) => return Err(e),
         };
         self.inner.live().remove(&rack.name);
         Ok(self.inner.store.delete_rack(&rack.id).await?)

@@ -628,3 +628,26 @@ async fn a_denied_or_removed_rack_is_refused_and_nothing_answers_for_a_stranger(
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `remove` says whether the rack was there; a store that fails is an error, not a "no".
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_rack_from_a_failing_store_is_an_error() {
+    let snake = Snake::memory();
+    let dir = temp_dir("remove-failing");
+    let store = Arc::new(
+        mixer_lib::store::SqliteStore::open(dir.join("mixer.db"))
+            .await
+            .expect("open"),
+    );
+    let mixer = mixer(&snake, Arc::clone(&store) as Arc<dyn Store>, &dir).await;
+    assert!(!mixer.remove("nobody").await.expect("not there"));
+    store.close().await;
+    let err = mixer
+        .remove("nobody")
+        .await
+        .expect_err("the store is closed");
+    assert!(matches!(err, MixerError::Store(_)), "{err}");
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
