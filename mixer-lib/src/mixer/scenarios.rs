@@ -1,6 +1,7 @@
 //! Scenarios: import, check, activation, pushes, push reports and convergence rows; their
 //! canonical text, hashing and SemVer.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -139,7 +140,8 @@ impl Inner {
     async fn resolve(&self, name: &str, version: &str) -> Result<ScenarioRecord, MixerError> {
         let found = if version == "latest" {
             let mut versions = self.store.scenario_versions(name).await?;
-            versions.sort_by_key(|s| semver_key(&s.version));
+            // Stable: of versions that differ only in build metadata, the last imported.
+            versions.sort_by(|a, b| semver_cmp(&a.version, &b.version));
             versions.pop()
         } else {
             self.store.scenario(name, version).await?
@@ -323,14 +325,56 @@ fn is_semver(v: &str) -> bool {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn semver_key(v: &str) -> (u64, u64, u64, bool) {
-    let core = v.split(['-', '+']).next().unwrap_or_default();
-    let mut n = core.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
-    let release = !v.contains('-');
-    (
-        n.next().unwrap_or(0),
-        n.next().unwrap_or(0),
-        n.next().unwrap_or(0),
-        release,
-    )
+/// SemVer 2.0.0 precedence: `MAJOR.MINOR.PATCH` numerically, a pre-release below its
+/// release, pre-release identifiers one by one (numbers numerically and below words, words
+/// in ASCII order, fewer below more), build metadata ignored.
+fn semver_cmp(a: &str, b: &str) -> Ordering {
+    fn parts(v: &str) -> (&str, Option<&str>) {
+        let v = v.split_once('+').map_or(v, |(v, _build)| v);
+        match v.split_once('-') {
+            Some((core, pre)) => (core, Some(pre)),
+            None => (v, None),
+        }
+    }
+    fn numeric(s: &str) -> bool {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+    }
+    // Digits of any length: fewer significant digits first, then the digits themselves.
+    fn cmp_numbers(a: &str, b: &str) -> Ordering {
+        let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+    }
+    let ((core_a, pre_a), (core_b, pre_b)) = (parts(a), parts(b));
+    let core = core_a
+        .split('.')
+        .zip(core_b.split('.'))
+        .map(|(x, y)| cmp_numbers(x, y))
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal);
+    core.then_with(|| match (pre_a, pre_b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => {
+            let (mut x, mut y) = (x.split('.'), y.split('.'));
+            loop {
+                match (x.next(), y.next()) {
+                    (None, None) => return Ordering::Equal,
+                    (None, Some(_)) => return Ordering::Less,
+                    (Some(_), None) => return Ordering::Greater,
+                    (Some(i), Some(j)) => {
+                        let o = match (numeric(i), numeric(j)) {
+                            (true, true) => cmp_numbers(i, j),
+                            (true, false) => Ordering::Less,
+                            (false, true) => Ordering::Greater,
+                            (false, false) => i.cmp(j),
+                        };
+                        if o.is_ne() {
+                            return o;
+                        }
+                    }
+                }
+            }
+        }
+    })
 }

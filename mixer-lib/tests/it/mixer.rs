@@ -651,3 +651,35 @@ async fn removing_a_rack_from_a_failing_store_is_an_error() {
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `latest` follows SemVer precedence: pre-releases below their release and compared
+/// identifier by identifier, build metadata ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_is_the_highest_version_by_semver_precedence() {
+    let snake = Snake::memory();
+    let dir = temp_dir("latest");
+    let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
+    // Imported in this order, the expected one first: import order must not decide.
+    let cases: [&[&str]; 6] = [
+        &["1.0.0-rc.10", "1.0.0-rc.2"],
+        &["1.0.0+build-7", "1.0.0-rc.1"],
+        &["1.0.0-beta", "1.0.0-alpha.1"],
+        &["1.0.0-alpha.1", "1.0.0-alpha"],
+        &["1.0.0-a", "1.0.0-1"],
+        &["10.0.0", "9.9.9", "2.0.0"],
+    ];
+    for (i, versions) in cases.iter().enumerate() {
+        let name = format!("s{i}");
+        for version in *versions {
+            let yaml = format!(
+                "meta: {{ name: {name}, version: {version} }}\nracks: [ {{ name: edge-1 }} ]\ngears:\n  - {{ name: gen, type: generate, config: {{ count: 1 }} }}\n"
+            );
+            mixer.import(&yaml, false).await.expect("import");
+        }
+        mixer.activate(&name, "latest").await.expect("activate");
+        let active = mixer.active().await.expect("active").expect("one");
+        assert_eq!(active.version, versions[0], "{versions:?}");
+    }
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
