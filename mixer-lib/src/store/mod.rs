@@ -226,7 +226,7 @@ pub enum StoreError {
         version: String,
     },
     /// The database failed.
-    #[error("store: {0}")]
+    #[error("the database failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 

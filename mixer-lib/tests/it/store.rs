@@ -440,6 +440,14 @@ macro_rules! conformance {
     };
 }
 
+/// The cause of a backend failure is its `source()`, so a chain shows it once.
+#[test]
+fn a_backend_error_shows_its_cause_once() {
+    let error = StoreError::Backend("disk full".into());
+    let text = testkit::chain(&error);
+    assert_eq!(text.matches("disk full").count(), 1, "{text}");
+}
+
 mod memory {
     use super::*;
 
