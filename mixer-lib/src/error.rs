@@ -38,6 +38,9 @@ pub enum MixerError {
         /// The public key of the key file.
         found: String,
     },
+    /// The operating system gave no randomness (for a rack id, the mixer's id or a salt).
+    #[error("no randomness from the operating system: {0}")]
+    Entropy(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -56,7 +59,7 @@ pub enum MixerError {
     /// No such scenario version.
     #[error("no scenario {0}")]
     NoScenario(String),
-    /// A payload could not be encoded or signed.
+    /// A payload could not be encoded.
     #[error("payload")]
     Payload(#[from] fluxmsg::Error),
     /// A payload could not be signed.

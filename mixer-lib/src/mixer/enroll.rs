@@ -1,6 +1,5 @@
 //! Enrollment: hellos, admission, rack secrets and passports.
 
-use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 
 use bytes::Bytes;
@@ -147,10 +146,7 @@ impl Inner {
                 }
                 let id = new_id()?;
                 let secret = self.rack_secret(&id);
-                let hashed = secret::hash(&secret).map_err(|e| MixerError::Key {
-                    path: PathBuf::new(),
-                    reason: e,
-                })?;
+                let hashed = secret::hash(&secret).map_err(MixerError::Entropy)?;
                 let rack = RackRecord::new(&id, &hello.name, hashed, now);
                 match self.store.insert_rack(&rack).await {
                     Ok(()) => {}

@@ -19,7 +19,6 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -333,9 +332,6 @@ fn new_id() -> Result<String, MixerError> {
     let mut bytes = [0u8; 16];
     rand::rngs::SysRng
         .try_fill_bytes(&mut bytes)
-        .map_err(|e| MixerError::Key {
-            path: PathBuf::new(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| MixerError::Entropy(e.to_string()))?;
     Ok(secret::hex(&bytes))
 }
