@@ -757,7 +757,7 @@ fn chaos_poisoned_messages_are_dead_lettered_listed_and_replayed() {
     use std::time::Duration;
 
     const N: u64 = 4_000;
-    let poisoned = |n: u64| n % 97 == 0;
+    let poisoned = |n: u64| n.is_multiple_of(97);
     let bad = (0..N).filter(|n| poisoned(*n)).count() as u64;
     let server = fluxrig::snake::NatsServer::start().expect("nats-server (make setup-nats)");
     let chaos = Chaos::new("poison", server.url(), N);
