@@ -276,11 +276,13 @@ where
     // A queue group: mixers sharing one fleet (one store, one bus) answer each message once.
     let mut sub = inner
         .snake
-        .subscribe_queue(Pattern::from(subject), QUEUE_GROUP)
+        .subscribe_queue(Pattern::from(subject.clone()), QUEUE_GROUP)
         .await?;
     Ok(tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
             tokio::spawn(handle(Arc::clone(&inner), msg));
         }
+        // `stop` aborts this task first: the transport ended the subscription.
+        tracing::error!(subject = %subject, "The mixer stopped answering on a subject: its subscription ended.");
     }))
 }

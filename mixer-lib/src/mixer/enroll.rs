@@ -69,7 +69,10 @@ impl Inner {
 
     pub(super) async fn on_hello(self: Arc<Self>, msg: Message) {
         if let Err(e) = self.hello(&msg).await {
-            tracing::warn!(error = %e, "Could not answer a hello.");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "Could not answer a hello."
+            );
         }
     }
 

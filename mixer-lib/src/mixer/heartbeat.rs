@@ -27,14 +27,25 @@ impl Inner {
                 match reply.to_message() {
                     Ok(bytes) => {
                         if let Err(e) = self.snake.publish(Message::new(to, bytes)).await {
-                            tracing::warn!(error = %e, "Could not answer a heartbeat.");
+                            tracing::warn!(
+                                error = &e as &dyn std::error::Error,
+                                "Could not answer a heartbeat."
+                            );
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "Could not encode a heartbeat reply."),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "Could not encode a heartbeat reply."
+                        );
+                    }
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "Could not handle a heartbeat."),
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "Could not handle a heartbeat."
+            ),
         }
     }
 
@@ -207,7 +218,10 @@ impl Inner {
             let racks = match self.store.racks().await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e, "Could not read the racks for liveness.");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "Could not read the racks for liveness."
+                    );
                     continue;
                 }
             };
@@ -216,14 +230,24 @@ impl Inner {
                     continue;
                 }
                 let _guard = self.lock_rack(&rack.name).await;
-                let Ok(Some(mut rack)) = self.store.rack_by_name(&rack.name).await else {
-                    continue;
+                let mut rack = match self.store.rack_by_name(&rack.name).await {
+                    Ok(Some(rack)) => rack,
+                    // Removed meanwhile.
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(rack = %rack.name, error = &e as &dyn std::error::Error, "Could not read a rack for liveness.");
+                        continue;
+                    }
                 };
                 if rack.status == RackStatus::Active && now - rack.last_seen > window {
                     rack.status = RackStatus::Offline;
-                    tracing::warn!(rack = %rack.name, "A rack missed its heartbeats: offline.");
-                    if let Err(e) = self.store.update_rack(&rack).await {
-                        tracing::warn!(error = %e, "Could not mark a rack offline.");
+                    match self.store.update_rack(&rack).await {
+                        Ok(()) => {
+                            tracing::warn!(rack = %rack.name, last_seen = rack.last_seen, "A rack missed its heartbeats: offline.");
+                        }
+                        Err(e) => {
+                            tracing::warn!(rack = %rack.name, error = &e as &dyn std::error::Error, "Could not mark a rack offline.");
+                        }
                     }
                 }
             }

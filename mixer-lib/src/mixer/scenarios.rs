@@ -244,7 +244,10 @@ impl Inner {
 
     pub(super) async fn on_status(self: Arc<Self>, msg: Message) {
         if let Err(e) = self.status(&msg).await {
-            tracing::warn!(error = %e, "Could not record a push status.");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "Could not record a push status."
+            );
         }
     }
 
