@@ -191,10 +191,15 @@ impl Inner {
         let mut row = self.row(&rack.name).await?;
         row.asked_version = record.version.clone();
         row.asked_hash = record.hash.clone();
-        if row.applied_hash != record.hash {
-            row.status = "pushed".to_owned();
-            row.error.clear();
+        // The row's status is about the hash asked: "applied" when the rack runs it already
+        // (the lag re-push will not push it again), else "pushed" until the rack reports.
+        row.status = if row.applied_hash == record.hash {
+            "applied"
+        } else {
+            "pushed"
         }
+        .to_owned();
+        row.error.clear();
         row.updated_at = self.clock.now();
         self.store.put_convergence(&row).await?;
         Ok(())

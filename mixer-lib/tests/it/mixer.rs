@@ -683,3 +683,46 @@ async fn latest_is_the_highest_version_by_semver_precedence() {
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A push of what the rack already runs leaves no earlier push's failure on its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushing_what_a_rack_runs_clears_an_earlier_failure() {
+    let snake = Snake::memory();
+    let dir = temp_dir("push-running");
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mixer = mixer(&snake, Arc::clone(&store), &dir).await;
+    let mut rack = mixer_lib::store::RackRecord::new("id-1", "edge-1", "sha256$x$y".into(), 0);
+    rack.status = RackStatus::Active;
+    rack.machine_id = Some(100);
+    store.insert_rack(&rack).await.expect("insert");
+    let yaml = "meta: { name: demo, version: 1.0.0 }\nracks: [ { name: edge-1 } ]\ngears:\n  - { name: gen, type: generate, config: { count: 1 } }\n";
+    let runs = mixer.check(yaml).expect("valid").hash;
+    // It was asked to run 2.0.0, failed, and still runs 1.0.0.
+    store
+        .put_convergence(&mixer_lib::store::Convergence {
+            rack: "edge-1".into(),
+            asked_version: "2.0.0".into(),
+            asked_hash: "two".into(),
+            applied_hash: runs.clone(),
+            status: "failed".into(),
+            error: "2.0.0 does not start".into(),
+            updated_at: 0,
+        })
+        .await
+        .expect("row");
+    // Back to 1.0.0, while the rack is away.
+    mixer.import(yaml, true).await.expect("import");
+    let row = &mixer.convergence().await.expect("rows")[0];
+    assert_eq!(
+        (
+            row.asked_version.as_str(),
+            row.asked_hash.as_str(),
+            row.applied_hash.as_str(),
+            row.status.as_str(),
+            row.error.as_str()
+        ),
+        ("1.0.0", runs.as_str(), runs.as_str(), "applied", "")
+    );
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
