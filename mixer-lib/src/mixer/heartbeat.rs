@@ -55,7 +55,7 @@ impl Inner {
         &self,
         msg: &Message,
     ) -> Result<Option<(HeartbeatReply, Option<u16>)>, MixerError> {
-        let Ok(hb) =
+        let Ok(mut hb) =
             Heartbeat::from_message(&msg.payload).or_else(|_| Heartbeat::from_cbor(&msg.payload))
         else {
             self.counters.add("bad_heartbeat");
@@ -112,7 +112,8 @@ impl Inner {
             }
         }
         if !hb.stats.is_empty() {
-            rack.stats = fluxmsg::json::value_to_json(&fluxmsg::Value::Map(hb.stats.clone()));
+            let stats = fluxmsg::Value::Map(std::mem::take(&mut hb.stats));
+            rack.stats = fluxmsg::json::value_to_json(&stats);
         }
         rack.applied_hash.clone_from(&hb.applied_hash);
         if rack.status == RackStatus::Offline {
@@ -139,30 +140,28 @@ impl Inner {
         // A new passport when the rack's status or machine id changed since its last one (it
         // takes both from passports), or when its lease had to be taken again.
         let current = (rack.status, rack.machine_id.unwrap_or(0));
-        let reissue = {
+        let interval = i64::try_from(self.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+        let (reissue, commands, report_full_state, lagging) = {
             let mut live = self.live();
             let entry = live.entry(rack.name.clone()).or_default();
             let stale = entry.issued != Some(current) || hb.machine_id != current.1;
             entry.issued = Some(current);
-            stale || lease_changed
+            let gap = entry.last_seq.is_none_or(|last| hb.seq != last + 1);
+            entry.last_seq = Some(hb.seq);
+            let lagging = entry
+                .pushed_at
+                .is_none_or(|at| now - at >= interval.saturating_mul(2));
+            (
+                stale || lease_changed,
+                std::mem::take(&mut entry.commands),
+                gap && !hb.full_state,
+                lagging,
+            )
         };
         let passport = if reissue {
             self.passport(&rack).await?
         } else {
             Bytes::new()
-        };
-        let (commands, report_full_state, lagging) = {
-            let mut live = self.live();
-            let entry = live.entry(rack.name.clone()).or_default();
-            let gap = entry.last_seq.is_none_or(|last| hb.seq != last + 1);
-            entry.last_seq = Some(hb.seq);
-            let interval = i64::try_from(self.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
-            let lagging = entry.pushed_at.is_none_or(|at| now - at >= 2 * interval);
-            (
-                std::mem::take(&mut entry.commands),
-                gap && !hb.full_state,
-                lagging,
-            )
         };
         // A rack that runs something else than it was asked, and has not been pushed to
         // lately, gets the active scenario again (a push it missed while away, or one sent
@@ -170,21 +169,13 @@ impl Inner {
         // once it knows it is active.
         if rack.status == RackStatus::Active && lagging && !reissue {
             let row = self.row(&rack.name).await?;
-            let asked = if row.asked_hash.is_empty() {
-                None
-            } else {
-                Some(row.asked_hash)
-            };
-            if asked.as_deref() != Some(hb.applied_hash.as_str()) && row.status != "failed" {
+            let runs_asked = !row.asked_hash.is_empty() && row.asked_hash == hb.applied_hash;
+            if !runs_asked && row.status != "failed" {
                 self.push_active(&rack).await?;
             }
         }
-        let status = match rack.status {
-            RackStatus::Inactive => "inactive",
-            other => other.as_str(),
-        };
         let mut reply = HeartbeatReply {
-            status: status.to_owned(),
+            status: rack.status.as_str().to_owned(),
             command: commands.first().cloned().unwrap_or_default(),
             passport,
             commands,

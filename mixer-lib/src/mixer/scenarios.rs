@@ -41,12 +41,12 @@ impl Mixer {
     /// ([`StoreError::VersionExists`](crate::store::StoreError::VersionExists) for a changed
     /// version).
     pub async fn import(&self, yaml: &str, activate: bool) -> Result<Imported, MixerError> {
-        let imported = self.check(yaml)?;
+        let (imported, yaml) = self.inspect(yaml)?;
         let record = ScenarioRecord {
             name: imported.name.clone(),
             version: imported.version.clone(),
             hash: imported.hash.clone(),
-            yaml: canonical(yaml),
+            yaml,
             imported_at: self.inner.clock.now(),
         };
         let stored = self.inner.store.put_scenario(&record).await? == Put::Stored;
@@ -62,19 +62,26 @@ impl Mixer {
     ///
     /// As [`Mixer::import`].
     pub fn check(&self, yaml: &str) -> Result<Imported, MixerError> {
+        Ok(self.inspect(yaml)?.0)
+    }
+
+    /// [`Mixer::check`], and the canonical text it hashed.
+    fn inspect(&self, yaml: &str) -> Result<(Imported, String), MixerError> {
         let scenario = rack_lib::scenario::Scenario::parse(yaml)?;
         let validated = scenario.validate(&self.inner.factory)?;
         let version = scenario.meta.version.clone();
         if !is_semver(&version) {
             return Err(MixerError::Version(version));
         }
-        Ok(Imported {
+        let text = canonical(yaml);
+        let imported = Imported {
             name: scenario.meta.name,
             version,
-            hash: hash(&canonical(yaml)),
+            hash: hash(&text),
             stored: false,
             racks: validated.racks(),
-        })
+        };
+        Ok((imported, text))
     }
 
     /// Makes `name:version` (`latest`: the highest version) the active scenario, admits the
@@ -157,12 +164,13 @@ impl Inner {
 
     /// Pushes `record` to `rack` and records that it was asked.
     async fn push(&self, rack: &RackRecord, record: &ScenarioRecord) -> Result<(), MixerError> {
+        let yaml = Bytes::copy_from_slice(record.yaml.as_bytes());
         let mut push = ScenarioPush {
             version: record.version.clone(),
             name: record.name.clone(),
             rack_name: rack.name.clone(),
             machine_id: rack.machine_id.unwrap_or(0),
-            scenario: Bytes::from(record.yaml.clone().into_bytes()),
+            scenario: yaml.clone(),
             timestamp: self.clock.now() / 1000,
             hash: record.hash.clone(),
             location: String::new(),
@@ -177,8 +185,7 @@ impl Inner {
                 .snake
                 .kv(rack_lib::agent::scenario_bucket(SCENARIO_BUCKET)?)
                 .await?;
-            kv.put(&record.hash, record.yaml.clone().into_bytes())
-                .await?;
+            kv.put(&record.hash, yaml).await?;
             push.scenario = Bytes::new();
             push.location = format!("kv://{SCENARIO_BUCKET}/{}", record.hash);
         }

@@ -35,7 +35,8 @@ pub enum RackStatus {
     Pending,
     /// Admitted: gets its scenario and runs it.
     Active,
-    /// Suspended by an operator: heartbeats are answered with `sleep`.
+    /// Suspended by an operator: heartbeats are answered `inactive`, and the rack stops its
+    /// gears.
     Inactive,
     /// Admitted, but its heartbeats stopped.
     Offline,
