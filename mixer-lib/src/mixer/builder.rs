@@ -136,11 +136,12 @@ impl MixerBuilder {
         self
     }
 
-    /// How often racks heartbeat (10 s by default); a rack silent for `missed` intervals (3
-    /// by default) is `offline`.
+    /// How often racks heartbeat (10 s by default, 1 ms at least); a rack silent for `missed`
+    /// intervals (3 by default, 1 at least) is `offline`.
     #[must_use]
     pub fn heartbeat_interval(mut self, interval: Duration, missed: u32) -> MixerBuilder {
-        self.heartbeat_interval = interval;
+        // The liveness sweep ticks at this interval, and a timer cannot tick every 0 s.
+        self.heartbeat_interval = interval.max(Duration::from_millis(1));
         self.missed_heartbeats = missed.max(1);
         self
     }

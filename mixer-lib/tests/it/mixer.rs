@@ -726,3 +726,34 @@ async fn pushing_what_a_rack_runs_clears_an_earlier_failure() {
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A zero heartbeat interval is taken as the shortest one, not a sweep that never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_heartbeat_interval_still_sweeps() {
+    let snake = Snake::memory();
+    let dir = temp_dir("zero-interval");
+    let clock = Arc::new(mixer_lib::ManualClock::new(1_000_000));
+    let mixer = Mixer::builder()
+        .data_dir(&dir)
+        .store(Arc::new(MemoryStore::new()))
+        .snake(snake.clone())
+        .bootstrap_secret(BOOTSTRAP)
+        .clock(Arc::clone(&clock) as Arc<dyn mixer_lib::Clock>)
+        .heartbeat_interval(Duration::ZERO, 3)
+        .start()
+        .await
+        .expect("a mixer");
+    hello(&snake, "edge-z", BOOTSTRAP, "n1")
+        .await
+        .expect("a reply");
+    mixer.approve("edge-z").await.expect("approve");
+    clock.advance(60_000);
+    testkit::within("offline after a silent minute", async {
+        while mixer.rack("edge-z").await.expect("rack").status != RackStatus::Offline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
