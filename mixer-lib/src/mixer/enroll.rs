@@ -123,7 +123,17 @@ impl Inner {
                     self.counters.add("denied");
                     return Ok(refuse("denied", "this rack is denied"));
                 }
+                // A pending rack that never heartbeated has not shown it holds its secret:
+                // its first answer may have been lost, so a hello with the bootstrap secret
+                // gets the same passport again rather than a conflict it could not recover
+                // from. Once it heartbeated, its name is its own.
+                let unproved =
+                    rack.status == RackStatus::Pending && rack.last_seen == rack.first_seen;
                 if !secret::verify(&hello.secret, &rack.secret_hash) {
+                    if bootstrap && unproved {
+                        tracing::info!(rack = %hello.name, "A pending rack asked again before its first heartbeat; it gets its passport again.");
+                        return self.reply(&rack).await;
+                    }
                     if bootstrap {
                         self.counters.add("conflict");
                         tracing::warn!(rack = %hello.name, "Refused a hello: another identity holds this name.");
@@ -198,9 +208,14 @@ impl Inner {
         if rack.status == RackStatus::Active && !was_active {
             tracing::info!(rack = %rack.name, machine_id = ?rack.machine_id, "A rack is active.");
         }
+        self.reply(&rack).await
+    }
+
+    /// The enrollment reply that carries `rack`'s passport.
+    async fn reply(&self, rack: &RackRecord) -> Result<EnrollmentReply, MixerError> {
         Ok(EnrollmentReply {
             status: rack.status.as_str().to_owned(),
-            passport: self.passport(&rack).await?,
+            passport: self.passport(rack).await?,
             config: fluxmsg::Map::new(),
             message: String::new(),
         })

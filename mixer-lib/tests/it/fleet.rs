@@ -241,6 +241,21 @@ async fn a_rack_without_the_bootstrap_secret_is_denied_and_a_stolen_name_conflic
     stranger.shutdown().await.expect("stops");
     let first = agent(&snake, "edge", &dir).await;
     wait(&first, "pending", |s| s.enrollment == Enrollment::Pending).await;
+    // Once it heartbeated, the name is its own.
+    wait(&first, "a heartbeat answered", |s| {
+        s.heartbeats >= 1 && s.missed_heartbeats == 0
+    })
+    .await;
+    testkit::within("the heartbeat recorded", async {
+        loop {
+            let rack = mixer.rack("edge").await.expect("known");
+            if rack.last_seen > rack.first_seen {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     // Another rack with the bootstrap secret and the same name, from its own state.
     let thief = agent(&snake, "edge", &dir.join("thief")).await;
     let ended = testkit::within("the conflict", thief.run_until_shutdown()).await;
