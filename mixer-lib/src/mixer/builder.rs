@@ -221,6 +221,7 @@ impl MixerBuilder {
             )),
             live: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            targets: Mutex::new(None),
             counters: Counters::default(),
         });
         let tasks = vec![

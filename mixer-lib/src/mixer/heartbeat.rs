@@ -167,11 +167,19 @@ impl Inner {
         // lately, gets the active scenario again (a push it missed while away, or one sent
         // before it listened). Not in a beat that changes its passport: it takes pushes only
         // once it knows it is active.
-        if rack.status == RackStatus::Active && lagging && !reissue {
+        // The comparison is with the active scenario, not with the last push: a rack
+        // suspended while a scenario was activated gets it once it runs again. A hash the rack
+        // failed to apply is not pushed again until another one is activated.
+        if rack.status == RackStatus::Active
+            && lagging
+            && !reissue
+            && let Some(record) = self.active_for(&rack.name).await?
+            && record.hash != hb.applied_hash
+        {
             let row = self.row(&rack.name).await?;
-            let runs_asked = !row.asked_hash.is_empty() && row.asked_hash == hb.applied_hash;
-            if !runs_asked && row.status != "failed" {
-                self.push_active(&rack).await?;
+            let failed = row.asked_hash == record.hash && row.status == "failed";
+            if !failed {
+                self.push(&rack, &record).await?;
             }
         }
         let mut reply = HeartbeatReply {

@@ -93,6 +93,9 @@ struct Inner {
     /// approval, a report) holds it, so that one never undoes another. A lock is here only
     /// while someone holds or awaits it (see [`RackGuard`]): names come from the bus.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The racks the last scenario asked about deploys to, by its hash: a scenario is
+    /// parsed and validated once, not on every heartbeat.
+    targets: Mutex<Option<(String, Arc<Vec<String>>)>>,
     counters: Counters,
 }
 

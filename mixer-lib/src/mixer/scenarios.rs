@@ -2,7 +2,7 @@
 //! canonical text, hashing and SemVer.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use bytes::Bytes;
 use fluxmsg::system::{Payload, PushStatus, ScenarioPush};
@@ -101,7 +101,7 @@ impl Mixer {
             .set_active(&record.name, &record.version)
             .await?;
         let mut pushed = Vec::new();
-        for target in &targets {
+        for target in targets.iter() {
             let _guard = self.inner.lock_rack(target).await;
             let Some(mut rack) = self.inner.store.rack_by_name(target).await? else {
                 continue;
@@ -157,13 +157,46 @@ impl Inner {
     }
 
     /// The racks a stored scenario deploys to.
-    pub(super) fn targets(&self, record: &ScenarioRecord) -> Result<Vec<String>, MixerError> {
+    pub(super) fn targets(&self, record: &ScenarioRecord) -> Result<Arc<Vec<String>>, MixerError> {
+        {
+            let cached = self.targets.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((hash, racks)) = &*cached
+                && *hash == record.hash
+            {
+                return Ok(Arc::clone(racks));
+            }
+        }
         let scenario = rack_lib::scenario::Scenario::parse(&record.yaml)?;
-        Ok(scenario.validate(&self.factory)?.racks())
+        let racks = Arc::new(scenario.validate(&self.factory)?.racks());
+        *self.targets.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((record.hash.clone(), Arc::clone(&racks)));
+        Ok(racks)
+    }
+
+    /// The active scenario, if it deploys to `rack`.
+    pub(super) async fn active_for(
+        &self,
+        rack: &str,
+    ) -> Result<Option<ScenarioRecord>, MixerError> {
+        let Some((name, version)) = self.store.active().await? else {
+            return Ok(None);
+        };
+        let Some(record) = self.store.scenario(&name, &version).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .targets(&record)?
+            .iter()
+            .any(|t| t == rack)
+            .then_some(record))
     }
 
     /// Pushes `record` to `rack` and records that it was asked.
-    async fn push(&self, rack: &RackRecord, record: &ScenarioRecord) -> Result<(), MixerError> {
+    pub(super) async fn push(
+        &self,
+        rack: &RackRecord,
+        record: &ScenarioRecord,
+    ) -> Result<(), MixerError> {
         let yaml = Bytes::copy_from_slice(record.yaml.as_bytes());
         let mut push = ScenarioPush {
             version: record.version.clone(),
@@ -230,28 +263,8 @@ impl Inner {
             }))
     }
 
-    /// Pushes the active scenario to `rack` if it deploys there.
-    pub(super) async fn push_active(&self, rack: &RackRecord) -> Result<(), MixerError> {
-        let Some((name, version)) = self.store.active().await? else {
-            return Ok(());
-        };
-        let Some(record) = self.store.scenario(&name, &version).await? else {
-            return Ok(());
-        };
-        if self.targets(&record)?.contains(&rack.name) {
-            self.push(rack, &record).await?;
-        }
-        Ok(())
-    }
-
     pub(super) async fn named_by_active(&self, rack: &str) -> Result<bool, MixerError> {
-        let Some((name, version)) = self.store.active().await? else {
-            return Ok(false);
-        };
-        let Some(record) = self.store.scenario(&name, &version).await? else {
-            return Ok(false);
-        };
-        Ok(self.targets(&record)?.iter().any(|t| t == rack))
+        Ok(self.active_for(rack).await?.is_some())
     }
 
     pub(super) async fn on_status(self: Arc<Self>, msg: Message) {

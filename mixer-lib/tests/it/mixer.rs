@@ -767,3 +767,70 @@ async fn a_zero_heartbeat_interval_still_sweeps() {
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A scenario activated while a rack was suspended reaches it once it is resumed: the
+/// mixer compares what the rack runs with the active scenario, not with its last push.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_resumed_after_an_activation_gets_the_new_scenario() {
+    let snake = Snake::memory();
+    let dir = temp_dir("resume");
+    let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
+    let key = ClusterPublic::from_hex(&mixer.public_key()).expect("key");
+    let reply = hello(&snake, "edge-4", BOOTSTRAP, "n1")
+        .await
+        .expect("a reply");
+    let secret = open(&reply, &key).secret;
+    let machine_id = mixer
+        .approve("edge-4")
+        .await
+        .expect("approve")
+        .machine_id
+        .expect("leased");
+    let mut pushes = snake
+        .subscribe(Pattern::from(Subject::scenario("edge-4").expect("subject")))
+        .await
+        .expect("sub");
+    let yaml = |v: &str| {
+        format!(
+            "meta: {{ name: demo, version: {v} }}\nracks: [ {{ name: edge-4 }} ]\ngears:\n  - {{ name: gen, type: generate, config: {{ count: 1 }} }}\n"
+        )
+    };
+    let v1 = mixer.import(&yaml("1.0.0"), true).await.expect("v1");
+    let first = testkit::within("the first push", pushes.next())
+        .await
+        .expect("open");
+    assert_eq!(
+        ScenarioPush::from_message(&first.payload)
+            .expect("push")
+            .hash,
+        v1.hash
+    );
+    mixer.suspend("edge-4").await.expect("suspend");
+    let v2 = mixer.import(&yaml("2.0.0"), true).await.expect("v2");
+    mixer.resume("edge-4").await.expect("resume");
+    // The rack still runs v1 and says so; within a few beats it is pushed v2.
+    let mut seq = 0;
+    let got = testkit::within("the push of the version activated meanwhile", async {
+        loop {
+            seq += 1;
+            let hb = Heartbeat {
+                name: "edge-4".into(),
+                machine_id,
+                secret: secret.clone(),
+                seq,
+                applied_hash: v1.hash.clone(),
+                ..Heartbeat::default()
+            };
+            let _ = heartbeat(&snake, &hb).await;
+            if let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(200), pushes.next()).await
+            {
+                break ScenarioPush::from_message(&m.payload).expect("push");
+            }
+        }
+    })
+    .await;
+    assert_eq!(got.hash, v2.hash);
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
