@@ -52,7 +52,7 @@ lint:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
 
-# The snake and rack suites start a nats-server.
+# The snake, rack and fleet suites start a nats-server.
 bench: setup-nats
 	$(CARGO) bench --bench codec
 	$(CARGO) bench --bench idgen
@@ -60,6 +60,7 @@ bench: setup-nats
 	$(CARGO) bench --bench rack
 	$(CARGO) bench --bench snake
 	$(CARGO) bench --bench wasm
+	$(CARGO) bench --bench fleet
 
 bench-build:
 	$(CARGO) bench --no-run
