@@ -121,7 +121,14 @@ impl Inner {
             tracing::info!(rack = %rack.name, "A rack is back.");
         }
         let mut lease_changed = false;
-        if rack.status == RackStatus::Active {
+        // A lease is renewed once half of it has passed since this mixer last renewed it:
+        // one store write fewer on most beats.
+        let renew_due = self
+            .live()
+            .get(&rack.name)
+            .and_then(|l| l.renewed_at)
+            .is_none_or(|at| now - at >= self.lease_ttl / 2);
+        if rack.status == RackStatus::Active && (renew_due || rack.machine_id.is_none()) {
             let renewed = match rack.machine_id {
                 Some(id) => {
                     self.store
@@ -130,6 +137,7 @@ impl Inner {
                 }
                 None => false,
             };
+            self.live().entry(rack.name.clone()).or_default().renewed_at = Some(now);
             // The lease is gone (expired, or never there): a new one, in a new passport.
             if !renewed {
                 self.admit(&mut rack).await?;

@@ -71,6 +71,9 @@ struct Live {
     /// The status and machine id of the last passport the rack got in this session: a rack
     /// takes its status from passports, so a change gets a new one.
     issued: Option<(RackStatus, u16)>,
+    /// When this mixer last renewed the rack's lease: renewed again only once half of it
+    /// has passed, not on every beat.
+    renewed_at: Option<Millis>,
 }
 
 /// What the handles and the handlers share.

@@ -100,6 +100,15 @@ impl Mixer {
             .store
             .set_active(&record.name, &record.version)
             .await?;
+        // Heartbeats of racks this loop has not reached yet must not push the same
+        // scenario meanwhile: they count as pushed from now.
+        {
+            let now = self.inner.clock.now();
+            let mut live = self.inner.live();
+            for target in targets.iter() {
+                live.entry(target.clone()).or_default().pushed_at = Some(now);
+            }
+        }
         let mut pushed = Vec::new();
         for target in targets.iter() {
             let _guard = self.inner.lock_rack(target).await;
