@@ -259,7 +259,6 @@ async fn nats_rack(url: &str, name: &str, first: u32) -> Rack {
     Rack::builder(name)
         .snake(bus)
         .ids(pool(first))
-        .limits(Limits::default().with_ack_wait(Duration::from_secs(10)))
         .build()
         .expect("a rack")
 }
