@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::temp_dir;
 use mixer_lib::Mixer;
 use mixer_lib::store::{RackStatus, SqliteStore, Store};
 use rack_lib::agent::{Agent, AgentConfig, Enrollment, PushOutcome};
@@ -12,18 +13,6 @@ use snake::Snake;
 
 const BOOTSTRAP: &str = "fleet-secret";
 const BEAT: Duration = Duration::from_millis(100);
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "fleet-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 async fn mixer(snake: &Snake, dir: &std::path::Path) -> Mixer {
     let store: Arc<dyn Store> = Arc::new(
@@ -96,7 +85,7 @@ async fn until<F: Fn() -> bool>(what: &str, f: F) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racks_enroll_get_approved_run_their_scenario_and_survive_a_mixer_restart() {
     let snake = Snake::memory();
-    let dir = temp_dir("e2e");
+    let dir = temp_dir("fleet-e2e");
     let sink = dir.join("sink.jsonl");
     let mixer = mixer(&snake, &dir).await;
     let edge = agent(&snake, "edge", &dir).await;
@@ -226,7 +215,7 @@ async fn racks_enroll_get_approved_run_their_scenario_and_survive_a_mixer_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rack_without_the_bootstrap_secret_is_denied_and_a_stolen_name_conflicts() {
     let snake = Snake::memory();
-    let dir = temp_dir("deny");
+    let dir = temp_dir("fleet-deny");
     let mixer = mixer(&snake, &dir).await;
     let stranger = Agent::start(
         AgentConfig::new("edge", dir.join("stranger"))
@@ -283,7 +272,7 @@ async fn fifty_racks_enrolling_at_once_against_two_mixers_on_one_postgres_get_di
     use snake::{Message, Pattern, Subject};
 
     let url = crate::store::postgres::database().await;
-    let dir = temp_dir("pg");
+    let dir = temp_dir("fleet-pg");
     let snake = Snake::memory();
     let start = || async {
         let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.expect("connect"));
@@ -371,7 +360,7 @@ async fn a_fleet_over_nats_enrolls_gets_its_scenario_and_moves_messages() {
             .await
             .expect("connect")
     };
-    let dir = temp_dir("nats");
+    let dir = temp_dir("fleet-nats");
     let sink = dir.join("sink.jsonl");
     let mixer = mixer(&connect().await, &dir).await;
     let edge = agent(&connect().await, "edge", &dir).await;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::temp_dir;
 use fluxmsg::system::{
     EnrollmentReply, Heartbeat, HeartbeatReply, Hello, Payload, PushStatus, ScenarioPush,
     StateEnvelope,
@@ -14,18 +15,6 @@ use rack_lib::passport::ClusterPublic;
 use snake::{Message, Pattern, Snake, Subject};
 
 const BOOTSTRAP: &str = "let-me-in";
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "mixer-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 async fn mixer(snake: &Snake, store: Arc<dyn Store>, dir: &std::path::Path) -> Mixer {
     Mixer::builder()
@@ -87,7 +76,7 @@ async fn heartbeat(snake: &Snake, hb: &Heartbeat) -> HeartbeatReply {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_rack_is_pending_then_approved_and_gets_its_scenario() {
     let snake = Snake::memory();
-    let dir = temp_dir("approve");
+    let dir = temp_dir("mixer-approve");
     let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
     let key = ClusterPublic::from_hex(&mixer.public_key()).expect("key");
 
@@ -200,7 +189,7 @@ async fn a_new_rack_is_pending_then_approved_and_gets_its_scenario() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secrets_are_denied_and_a_held_name_is_a_conflict() {
     let snake = Snake::memory();
-    let dir = temp_dir("deny");
+    let dir = temp_dir("mixer-deny");
     let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
     let reply = hello(&snake, "edge-2", "guess", "n1")
         .await
@@ -277,7 +266,7 @@ async fn wrong_secrets_are_denied_and_a_held_name_is_a_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hellos_are_rate_limited_per_name() {
     let snake = Snake::memory();
-    let dir = temp_dir("rate");
+    let dir = temp_dir("mixer-rate");
     let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
     // Eight at once: the replies are awaited after every hello went out.
     let mut subs = Vec::new();
@@ -326,7 +315,7 @@ async fn hellos_are_rate_limited_per_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rack_named_by_the_active_scenario_is_admitted_and_auto_adopt_admits_all() {
     let snake = Snake::memory();
-    let dir = temp_dir("named");
+    let dir = temp_dir("mixer-named");
     let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
     let yaml = "meta: { name: demo, version: 1.0.0 }\nracks: [ { name: named } ]\ngears:\n  - { name: gen, type: generate, config: { count: 1 } }\n";
     mixer.import(yaml, true).await.expect("import");
@@ -342,7 +331,7 @@ async fn a_rack_named_by_the_active_scenario_is_admitted_and_auto_adopt_admits_a
 
     let snake = Snake::memory();
     let dev = Mixer::builder()
-        .data_dir(temp_dir("adopt"))
+        .data_dir(temp_dir("mixer-adopt"))
         .store(Arc::new(MemoryStore::new()))
         .snake(snake.clone())
         .auto_adopt(true)
@@ -359,7 +348,7 @@ async fn a_rack_named_by_the_active_scenario_is_admitted_and_auto_adopt_admits_a
 async fn a_mixer_refuses_to_start_with_a_key_its_store_does_not_know() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let snake = Snake::memory();
-    let dir = temp_dir("key");
+    let dir = temp_dir("mixer-key");
     let first = mixer(&snake, Arc::clone(&store), &dir).await;
     let public = first.public_key();
     first.stop();
@@ -401,7 +390,7 @@ async fn a_mixer_refuses_to_start_with_a_key_its_store_does_not_know() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_go_shaped_hello_is_answered_as_the_reference_would() {
     let snake = Snake::memory();
-    let dir = temp_dir("go");
+    let dir = temp_dir("mixer-go");
     let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
     let mut replies = snake
         .subscribe(Pattern::from(
@@ -446,7 +435,7 @@ async fn a_go_shaped_hello_is_answered_as_the_reference_would() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_rack_goes_offline_and_comes_back_with_its_lease() {
     let snake = Snake::memory();
-    let dir = temp_dir("offline");
+    let dir = temp_dir("mixer-offline");
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let mixer = mixer(&snake, Arc::clone(&store), &dir).await;
     let reply = hello(&snake, "edge-3", BOOTSTRAP, "n1")
@@ -497,7 +486,7 @@ async fn a_silent_rack_goes_offline_and_comes_back_with_its_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scenario_that_fails_validation_at_activation_leaves_the_active_one() {
     let snake = Snake::memory();
-    let dir = temp_dir("activate-invalid");
+    let dir = temp_dir("mixer-activate-invalid");
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let mixer = mixer(&snake, Arc::clone(&store), &dir).await;
     let yaml = "meta: { name: demo, version: 1.0.0 }\nracks: [ { name: edge-1 } ]\ngears:\n  - { name: gen, type: generate, config: { count: 1 } }\n";
@@ -533,7 +522,7 @@ async fn a_scenario_that_fails_validation_at_activation_leaves_the_active_one() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_output_hides_the_bootstrap_secret() {
-    let dir = temp_dir("debug");
+    let dir = temp_dir("mixer-debug");
     let builder = Mixer::builder()
         .data_dir(&dir)
         .store(Arc::new(MemoryStore::new()))
@@ -551,7 +540,7 @@ async fn debug_output_hides_the_bootstrap_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_or_removed_rack_is_refused_and_nothing_answers_for_a_stranger() {
     let snake = Snake::memory();
-    let dir = temp_dir("denied-heartbeat");
+    let dir = temp_dir("mixer-denied-heartbeat");
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let mixer = mixer(&snake, Arc::clone(&store), &dir).await;
     let key = ClusterPublic::from_hex(&mixer.public_key()).expect("key");
@@ -644,7 +633,7 @@ async fn a_denied_or_removed_rack_is_refused_and_nothing_answers_for_a_stranger(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_rack_from_a_failing_store_is_an_error() {
     let snake = Snake::memory();
-    let dir = temp_dir("remove-failing");
+    let dir = temp_dir("mixer-remove-failing");
     let store = Arc::new(
         mixer_lib::store::SqliteStore::open(dir.join("mixer.db"))
             .await
@@ -667,7 +656,7 @@ async fn removing_a_rack_from_a_failing_store_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_is_the_highest_version_by_semver_precedence() {
     let snake = Snake::memory();
-    let dir = temp_dir("latest");
+    let dir = temp_dir("mixer-latest");
     let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
     // Imported in this order, the expected one first: import order must not decide.
     let cases: [&[&str]; 6] = [
@@ -698,7 +687,7 @@ async fn latest_is_the_highest_version_by_semver_precedence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushing_what_a_rack_runs_clears_an_earlier_failure() {
     let snake = Snake::memory();
-    let dir = temp_dir("push-running");
+    let dir = temp_dir("mixer-push-running");
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let mixer = mixer(&snake, Arc::clone(&store), &dir).await;
     let mut rack = mixer_lib::store::RackRecord::new("id-1", "edge-1", "sha256$x$y".into(), 0);
@@ -741,7 +730,7 @@ async fn pushing_what_a_rack_runs_clears_an_earlier_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_heartbeat_interval_still_sweeps() {
     let snake = Snake::memory();
-    let dir = temp_dir("zero-interval");
+    let dir = temp_dir("mixer-zero-interval");
     let clock = Arc::new(mixer_lib::ManualClock::new(1_000_000));
     let mixer = Mixer::builder()
         .data_dir(&dir)
@@ -773,7 +762,7 @@ async fn a_zero_heartbeat_interval_still_sweeps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rack_resumed_after_an_activation_gets_the_new_scenario() {
     let snake = Snake::memory();
-    let dir = temp_dir("resume");
+    let dir = temp_dir("mixer-resume");
     let mixer = mixer(&snake, Arc::new(MemoryStore::new()), &dir).await;
     let key = ClusterPublic::from_hex(&mixer.public_key()).expect("key");
     let reply = hello(&snake, "edge-4", BOOTSTRAP, "n1")
