@@ -43,6 +43,7 @@
 //! are [`fluxmsg::system`]'s.
 #![doc(test(attr(deny(warnings))))]
 
+pub mod api;
 mod clock;
 mod error;
 pub mod keys;

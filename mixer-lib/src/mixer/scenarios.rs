@@ -365,7 +365,7 @@ fn is_semver(v: &str) -> bool {
 /// SemVer 2.0.0 precedence: `MAJOR.MINOR.PATCH` numerically, a pre-release below its
 /// release, pre-release identifiers one by one (numbers numerically and below words, words
 /// in ASCII order, fewer below more), build metadata ignored.
-fn semver_cmp(a: &str, b: &str) -> Ordering {
+pub(crate) fn semver_cmp(a: &str, b: &str) -> Ordering {
     fn parts(v: &str) -> (&str, Option<&str>) {
         let v = v.split_once('+').map_or(v, |(v, _build)| v);
         match v.split_once('-') {

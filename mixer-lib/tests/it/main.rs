@@ -1,5 +1,6 @@
 //! mixer-lib's integration tests.
 
+mod api;
 mod fleet;
 mod mixer;
 mod store;
