@@ -1,1 +1,3 @@
+//! The iso8583 crate's integration tests: one binary, one module per area.
+
 fn main() {}
