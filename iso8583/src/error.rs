@@ -136,6 +136,9 @@ pub enum UnpackErrorKind {
     /// The bitmap announces a field the spec does not define.
     #[error("the bitmap announces field {0}, which the spec does not define")]
     UndefinedField(u16),
+    /// A secondary or tertiary bitmap with no bit set.
+    #[error("empty secondary or tertiary bitmap")]
+    EmptyBitmap,
     /// A malformed BER-TLV element.
     #[error("invalid BER-TLV element")]
     InvalidTlv,

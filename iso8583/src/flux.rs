@@ -2,7 +2,7 @@
 //!
 //! Decoding writes each field to `data.iso8583.field.<n>` (a composite as a map of its
 //! subfields), again under its alias, unknown BER-TLV tags to `data.iso8583.unknown_tags`
-//! (`"<n>.<tag>"` to bytes) and the wire order of each BER-TLV field's tags to
+//! (`<n>.<tag>` to bytes) and the wire order of each BER-TLV field's tags to
 //! `data.iso8583.tlv_order.<n>` (tags in hex, separated by spaces, so that the order
 //! survives the sorted maps of fluxMsg); metadata gets `iso8583.mti`, `iso8583.mti_class`,
 //! `codec.protocol`, `codec.spec_id`, `codec.spec_version` and `codec.spec_hash`. Text stays
@@ -48,6 +48,7 @@ impl Spec {
                     let comp = spec.and_then(FieldSpec::composite);
                     let mut m = Map::with_capacity(subs.len());
                     let mut tags = String::new();
+                    let mut unknown_here = Map::new();
                     for s in subs {
                         let Field::Value(v) = &s.value else { continue };
                         let key = s.key.to_string();
@@ -58,7 +59,7 @@ impl Spec {
                             tags.push_str(&key);
                         }
                         if s.unknown {
-                            unknown.insert(format!("{n}.{key}"), Value::from(v.as_slice()));
+                            unknown_here.insert(key, Value::from(v.as_slice()));
                             continue;
                         }
                         let binary = comp
@@ -68,6 +69,9 @@ impl Spec {
                     }
                     if !tags.is_empty() {
                         order.insert(n.to_string(), Value::from(tags));
+                    }
+                    if !unknown_here.is_empty() {
+                        unknown.insert(n.to_string(), Value::Map(unknown_here));
                     }
                     Value::Map(m)
                 }
@@ -170,26 +174,35 @@ impl Spec {
             .get_path("iso8583.unknown_tags")
             .and_then(Value::as_map)
         {
-            for (key, value) in unknown.iter() {
-                let path = format!("iso8583.unknown_tags.{key}");
-                let (n, tag) = key
-                    .split_once('.')
-                    .and_then(|(n, t)| Some((n.parse::<u16>().ok()?, SubKey::parse(t, true)?)))
-                    .filter(|(n, _)| {
+            for (field, tags) in unknown.iter() {
+                let fpath = format!("iso8583.unknown_tags.{field}");
+                let n = field
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|n| {
                         self.field(*n)
                             .and_then(FieldSpec::composite)
                             .is_some_and(|c| c.layout() == Layout::Tlv)
                     })
-                    .ok_or_else(|| MapError::Unknown(path.clone()))?;
-                let sub = Subfield {
-                    key: tag,
-                    value: Field::Value(bytes_of(value, &path)?),
-                    unknown: true,
-                    length_bytes: 0,
-                };
-                match msg.fields.iter_mut().find(|(k, _)| *k == n) {
-                    Some((_, Field::Composite(subs))) => subs.push(sub),
-                    _ => msg.set(n, Field::Composite(vec![sub])),
+                    .ok_or_else(|| MapError::Unknown(fpath.clone()))?;
+                let tags = tags.as_map().ok_or_else(|| MapError::Type {
+                    path: fpath.clone(),
+                    found: tags.type_name(),
+                })?;
+                for (tag, value) in tags.iter() {
+                    let path = format!("{fpath}.{tag}");
+                    let key =
+                        SubKey::parse(tag, true).ok_or_else(|| MapError::Unknown(path.clone()))?;
+                    let sub = Subfield {
+                        key,
+                        value: Field::Value(bytes_of(value, &path)?),
+                        unknown: true,
+                        length_bytes: 0,
+                    };
+                    match msg.fields.iter_mut().find(|(k, _)| *k == n) {
+                        Some((_, Field::Composite(subs))) => subs.push(sub),
+                        _ => msg.set(n, Field::Composite(vec![sub])),
+                    }
                 }
             }
         }

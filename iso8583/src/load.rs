@@ -365,8 +365,9 @@ fn merge_fields(cx: &mut Ctx, path: &str, list: &Node, fields: &mut [Option<Fiel
         let Some(n) = field_number(cx, &fpath, k) else {
             continue;
         };
-        let base = fields[usize::from(n)].take();
-        if let Some(f) = wire_field(cx, &fpath, v, n, base, false) {
+        // On a problem the field stays as it was, so later checks do not cascade.
+        let base = fields[usize::from(n)].clone();
+        if let Some(f) = wire_field(cx, &fpath, v, n, base, false, false) {
             fields[usize::from(n)] = Some(f);
         }
     }
@@ -379,6 +380,7 @@ fn wire_field(
     node: &Node,
     number: u16,
     base: Option<FieldSpec>,
+    sub: bool,
     tlv_sub: bool,
 ) -> Option<FieldSpec> {
     let entries = cx.map(path, node);
@@ -400,6 +402,12 @@ fn wire_field(
     );
     let before = cx.problems.len();
     let fresh = base.is_none();
+    // The built-in PCI classes are those of top-level fields, not of subfield positions.
+    let class = if sub {
+        Sensitivity::None
+    } else {
+        builtin::default_sensitivity(number)
+    };
     let mut f = base.unwrap_or_else(|| FieldSpec {
         number,
         description: String::new(),
@@ -410,8 +418,8 @@ fn wire_field(
         padding: None,
         composite: None,
         semantic: Semantic {
-            sensitivity: builtin::default_sensitivity(number),
-            log_mask: builtin::default_sensitivity(number) != Sensitivity::None,
+            sensitivity: class,
+            log_mask: class != Sensitivity::None,
             ..Semantic::default()
         },
     });
@@ -640,7 +648,8 @@ fn wire_field(
                     SubKey::Index(i) => i,
                     SubKey::Tag(_) => 0,
                 };
-                if let Some(sub) = wire_field(cx, &kp, v, number, base, layout == Layout::Tlv) {
+                if let Some(sub) = wire_field(cx, &kp, v, number, base, true, layout == Layout::Tlv)
+                {
                     if sub.composite.is_some() {
                         cx.problem(&kp, v.pos, "subfields cannot have subfields of their own");
                     }

@@ -37,7 +37,10 @@ pub enum Field {
 }
 
 /// One subfield of a composite field.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Equality compares key, value and `unknown`, not `length_bytes` (a form of the wire, not
+/// of the value).
+#[derive(Clone, Eq)]
 pub struct Subfield {
     /// Position, bit or BER-TLV tag.
     pub key: SubKey,
@@ -49,6 +52,12 @@ pub struct Subfield {
     /// For BER-TLV: bytes of the length as read (1 for the short form), so that a long form
     /// is written back as it came; 0 lets pack choose the shortest form.
     pub length_bytes: u8,
+}
+
+impl PartialEq for Subfield {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.value == other.value && self.unknown == other.unknown
+    }
 }
 
 impl Subfield {
@@ -231,8 +240,8 @@ impl Message {
 
 /// A message unpacked without copying: the MTI and each field as a slice of the input.
 ///
-/// Slices are the field's wire bytes without the length prefix; [`FieldRef`] tells how they
-/// are encoded. [`Spec::unpack_borrowed`](crate::Spec::unpack_borrowed) fills one without
+/// Slices are the field's wire bytes without the length prefix, encoded as the field's
+/// [`FieldSpec`](crate::FieldSpec) says. [`Spec::unpack_borrowed`](crate::Spec::unpack_borrowed) fills one without
 /// touching the heap, so a `MessageRef` can live on the stack of a hot loop and be reused.
 #[derive(Clone)]
 pub struct MessageRef<'a> {

@@ -81,7 +81,7 @@ fn read_head<'a>(
             };
             let mut w = 0u64;
             for (j, &c) in text.iter().enumerate() {
-                let Some(d) = wire::hex_digit(c) else {
+                let Some(d) = wire::hex_upper(c) else {
                     return Err(UnpackError::new(
                         UnpackErrorKind::InvalidByte { byte: c },
                         Some(1),
@@ -100,6 +100,10 @@ fn read_head<'a>(
             *pos += 8;
             bytes.iter().fold(0u64, |w, &b| (w << 8) | u64::from(b))
         };
+        if i > 0 && word == 0 {
+            // Packing would leave an empty bitmap out, so it is refused.
+            return Err(UnpackError::new(UnpackErrorKind::EmptyBitmap, Some(1), at));
+        }
         bitmap[i] = word;
         if i == 0 && word >> 63 == 1 {
             count = 2;
@@ -166,7 +170,11 @@ impl Spec {
             let mut v = Vec::with_capacity(4);
             wire::decode(f, mti.wire, mti.units, &mut v)
                 .map_err(|(k, at)| UnpackError::new(k, Some(0), mti.at + at))?;
-            msg.mti.push_str(&String::from_utf8_lossy(&v));
+            if let Some(i) = v.iter().position(|b| !b.is_ascii()) {
+                let kind = UnpackErrorKind::InvalidByte { byte: v[i] };
+                return Err(UnpackError::new(kind, Some(0), mti.at));
+            }
+            msg.mti.extend(v.iter().map(|&b| char::from(b)));
         }
         for_each_bit(self, &bitmap, |n| {
             let spec = self.field(n).ok_or_else(|| {
@@ -323,8 +331,8 @@ fn walk<'s, 'a>(
             for bit in 0..len * 8 {
                 let byte = if hex {
                     let (Some(hi), Some(lo)) = (
-                        wire::hex_digit(bits[bit / 8 * 2]),
-                        wire::hex_digit(bits[bit / 8 * 2 + 1]),
+                        wire::hex_upper(bits[bit / 8 * 2]),
+                        wire::hex_upper(bits[bit / 8 * 2 + 1]),
                     ) else {
                         return Err(err(
                             UnpackErrorKind::InvalidByte {
@@ -503,7 +511,7 @@ fn check_composite(
     if spec.enc == Encoding::HexToAscii {
         // Hex content is checked digit by digit here; its subfields are read by `unpack`.
         for (i, &c) in loc.wire.iter().enumerate() {
-            if wire::hex_digit(c).is_none() {
+            if wire::hex_upper(c).is_none() {
                 return Err(err(
                     UnpackErrorKind::InvalidByte { byte: c },
                     n,

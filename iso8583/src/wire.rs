@@ -62,7 +62,7 @@ pub(crate) fn read_prefix(prefix: Prefix, data: &[u8]) -> Result<(usize, usize),
         }
         PrefixKind::Hex => {
             for &b in bytes {
-                let Some(d) = hex_digit(b) else {
+                let Some(d) = hex_upper(b) else {
                     return Err((UnpackErrorKind::InvalidLength, 0));
                 };
                 len = (len << 4) | usize::from(d);
@@ -131,6 +131,18 @@ fn nibble(bytes: &[u8], i: usize) -> u8 {
     }
 }
 
+/// An uppercase hex digit's value: what unpack accepts, so that pack writes back the same
+/// bytes (lowercase hex is refused rather than rewritten).
+#[inline]
+pub(crate) fn hex_upper(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A hex digit's value, either case (for values given to pack).
 #[inline]
 pub(crate) fn hex_digit(b: u8) -> Option<u8> {
     match b {
@@ -148,7 +160,7 @@ pub(crate) fn decode_hex(wire: &[u8], out: &mut Vec<u8>) -> Result<(), Fail> {
     }
     out.reserve(wire.len() / 2);
     for (i, pair) in wire.chunks_exact(2).enumerate() {
-        match (hex_digit(pair[0]), hex_digit(pair[1])) {
+        match (hex_upper(pair[0]), hex_upper(pair[1])) {
             (Some(hi), Some(lo)) => out.push((hi << 4) | lo),
             (None, _) => return Err((UnpackErrorKind::InvalidByte { byte: pair[0] }, i * 2)),
             (_, None) => return Err((UnpackErrorKind::InvalidByte { byte: pair[1] }, i * 2 + 1)),
@@ -268,8 +280,8 @@ fn decode_with(
         }
         Encoding::HexToAscii => {
             for (i, pair) in wire.chunks_exact(2).enumerate() {
-                let (Some(hi), Some(lo)) = (hex_digit(pair[0]), hex_digit(pair[1])) else {
-                    let bad = if hex_digit(pair[0]).is_none() {
+                let (Some(hi), Some(lo)) = (hex_upper(pair[0]), hex_upper(pair[1])) else {
+                    let bad = if hex_upper(pair[0]).is_none() {
                         pair[0]
                     } else {
                         pair[1]

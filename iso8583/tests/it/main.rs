@@ -1,3 +1,9 @@
 //! The iso8583 crate's integration tests: one binary, one module per area.
 
-fn main() {}
+mod alloc;
+mod flux;
+mod load;
+mod mask;
+mod roundtrip;
+mod support;
+mod vectors;

@@ -1,0 +1,64 @@
+//! The borrowed unpack allocates nothing, counted by a global allocator (not by timing), and
+//! hostile lengths reserve nothing beyond the input.
+
+use std::alloc::System;
+
+use iso8583::MessageRef;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+use crate::support::{hex, spec};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// The fewest allocations `f` made over many runs: the counter is global, so another test's
+/// thread may allocate during one run, but not during every run.
+fn fewest_allocations(mut f: impl FnMut()) -> usize {
+    (0..200)
+        .map(|_| {
+            let region = Region::new(GLOBAL);
+            f();
+            region.change().allocations + region.change().reallocations
+        })
+        .min()
+        .unwrap_or(usize::MAX)
+}
+
+#[test]
+fn borrowed_unpack_allocates_nothing() {
+    let doc: toml::Table =
+        toml::from_str(include_str!("../../testdata/vectors.toml")).expect("toml");
+    for case in doc["case"].as_array().expect("cases") {
+        if case.get("fields").is_none() {
+            continue;
+        }
+        let spec = spec(case["spec"].as_str().expect("spec"));
+        let input = hex(case["hex"].as_str().expect("hex"));
+        let mut msg = MessageRef::new();
+        let n = fewest_allocations(|| {
+            spec.unpack_borrowed(&input, &mut msg).expect("valid");
+        });
+        assert_eq!(n, 0, "{:?}", case["name"]);
+        // The same counter sees the owned unpack's allocations, so it is not blind.
+        let owned = fewest_allocations(|| {
+            spec.unpack(&input).expect("valid");
+        });
+        assert!(owned > 0);
+    }
+}
+
+#[test]
+fn hostile_lengths_reserve_nothing_beyond_the_input() {
+    let spec = spec("binary");
+    // A BCD.LLL field 100 claiming 999 digits, and a TLV claiming 4 GiB.
+    let mut input = hex("0200 8000000000000000 0000000010000000");
+    input.extend_from_slice(&[0x09, 0x99, 0x12]);
+    let region = Region::new(GLOBAL);
+    assert!(spec.unpack(&input).is_err());
+    assert!(region.change().bytes_allocated < 64 * 1024);
+    let mut tlv = hex("0200 0000020000000000");
+    tlv.extend_from_slice(&[0x0A, 0x9F, 0x02, 0x84, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0]);
+    let region = Region::new(GLOBAL);
+    assert!(spec.unpack(&tlv).is_err());
+    assert!(region.change().bytes_allocated < 64 * 1024);
+}
