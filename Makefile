@@ -15,7 +15,7 @@ help:
 	@echo "make lint    - rustfmt and clippy, warnings denied"
 	@echo "make doc     - the API docs, warnings denied"
 	@echo "make bench   - the criterion suites (codec, idgen, gears, rack, snake, wasm); runs setup-nats first"
-	@echo "make run     - the main job on the embedded default: examples/scenarios/pipeline.yaml run in process"
+	@echo "make run     - the main job on the embedded default: the dual head (a mixer and a rack in one process, with the API)"
 	@echo "make fuzz    - fuzz the fluxMsg decoder and MsgView for FUZZ_SECONDS seconds each (default 60)"
 
 # Ends with one line that adds up every test binary's results.
@@ -65,8 +65,9 @@ bench: setup-nats
 bench-build:
 	$(CARGO) bench --no-run
 
+# ARGS: the dual head's flags, e.g. `make run ARGS="--duration 30s"`.
 run:
-	$(CARGO) run --release --example fluxrig -- rack run examples/scenarios/pipeline.yaml --duration 60s
+	$(CARGO) run --release --example dual_head -- $(ARGS)
 
 # Seeds the corpora from the wire test vectors, then fuzzes the decoder and MsgView under
 # AddressSanitizer.

@@ -12,6 +12,9 @@
 //! and `wasm check` runs the gear's pre-flight check on one (imports, exports, signature).
 //! `dlq list`, `dlq show` and `dlq replay` read and replay the dead letters a NATS server
 //! keeps in `flux-dlq`, all of them or those of one rack (`--rack`) or gear (`--gear`).
+//! `rack start` runs a rack under a mixer; `racks …` and `scenario …` operate the fleet
+//! through the mixer's HTTP API (`--api-url`, `--api-token` or `FLUXRIG_API_URL`,
+//! `FLUXRIG_API_TOKEN`; `--json` prints the API's JSON instead of a table).
 //!
 //! ```text
 //! cargo run --example fluxrig -- demo
@@ -28,6 +31,11 @@
 //! cargo run --example fluxrig -- dlq list --nats nats://127.0.0.1:4222 --rack relay
 //! cargo run --example fluxrig -- dlq show 42 --nats nats://127.0.0.1:4222
 //! cargo run --example fluxrig -- dlq replay --nats nats://127.0.0.1:4222 --gear risk
+//! cargo run --example fluxrig -- rack start -c rack.toml
+//! cargo run --example fluxrig -- racks list --status pending
+//! cargo run --example fluxrig -- racks approve edge-1
+//! cargo run --example fluxrig -- scenario import flow.yaml --activate --wait 30s
+//! cargo run --example fluxrig -- scenario status --json
 //! ```
 //!
 //! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints an
@@ -43,7 +51,11 @@ use clap::{Args, Parser, Subcommand};
 use fluxrig::fluxmsg::{Codec, FluxMsg, Hop, Id, json};
 use fluxrig::gears::Factory;
 
-// A path of its own, so that `examples/` does not take it for an example.
+// Paths of their own, so that `examples/` does not take them for examples.
+#[path = "fluxrig/agent.rs"]
+mod agent;
+#[path = "fluxrig/api.rs"]
+mod api;
 #[path = "fluxrig/dlq.rs"]
 mod dlq;
 
@@ -82,6 +94,12 @@ enum Command {
     /// The dead letters a NATS server keeps: list, show, replay.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// The fleet's racks, through the mixer's API.
+    #[command(subcommand)]
+    Racks(api::RacksCommand),
+    /// Scenarios in the mixer: import, activate, list, show, diff, status.
+    #[command(subcommand)]
+    Scenario(api::ScenarioCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +143,8 @@ enum WasmCommand {
 
 #[derive(Debug, Subcommand)]
 enum RackCommand {
+    /// Run a rack under a mixer: enroll, heartbeat, run what the mixer pushes.
+    Start(agent::StartArgs),
     /// Run a scenario on one rack, in process, with live per-gear counts; Ctrl-C stops it.
     Run(RunArgs),
     /// Validate a scenario and print what each rack would run.
@@ -280,10 +300,13 @@ pub(crate) fn run(
         Command::Msg(MsgCommand::Encode(limits)) => encode(&limits, input, output),
         Command::Msg(MsgCommand::Demo) | Command::Demo => demo(output).map_err(Failure::from),
         Command::Gears(command) => gears(&command, output),
+        Command::Rack(RackCommand::Start(args)) => agent::start(&args, output),
         Command::Rack(RackCommand::Run(args)) => rack_run(&args, output),
         Command::Rack(RackCommand::Check { scenario }) => rack_check(&scenario, output),
         Command::Wasm(command) => wasm(&command, output),
         Command::Dlq(command) => dlq::dlq(&command, output),
+        Command::Racks(command) => api::racks(&command, output),
+        Command::Scenario(command) => api::scenario(&command, output),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,144 @@
+//! `fluxrig rack start -c rack.toml`: a rack under a mixer. It enrolls, heartbeats and runs
+//! what the mixer pushes, from a saved scenario when the mixer is away.
+//!
+//! ```toml
+//! name = "edge-1"
+//! nats = "nats://127.0.0.1:4222"
+//! state_dir = "./data/edge-1"        # its secret, passport, pinned cluster key, last scenario
+//! bootstrap_secret = "let-me-in"     # better: FLUXRIG_BOOTSTRAP_SECRET
+//! heartbeat_interval = "5s"
+//! [labels]
+//! zone = "a"
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use fluxrig::rack::agent::{Agent, AgentConfig};
+use fluxrig::snake::{NatsOptions, Snake};
+use serde::Deserialize;
+
+use super::Failure;
+
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    /// The rack's configuration (TOML).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The rack's name (beats the file's).
+    #[arg(long, env = "FLUXRIG_RACK_NAME")]
+    name: Option<String>,
+    /// The NATS server (beats the file's).
+    #[arg(long, env = "FLUXRIG_NATS")]
+    nats: Option<String>,
+    /// Where the rack keeps its state [default: ./data/<name>].
+    #[arg(long, env = "FLUXRIG_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// The secret of a first hello (beats the file's).
+    #[arg(long, env = "FLUXRIG_BOOTSTRAP_SECRET", hide_env_values = true)]
+    bootstrap_secret: Option<String>,
+    /// Stop after this long instead of waiting for Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RackFile {
+    name: Option<String>,
+    nats: Option<String>,
+    state_dir: Option<PathBuf>,
+    bootstrap_secret: Option<String>,
+    heartbeat_interval: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+pub(crate) fn start(args: &StartArgs, output: &mut dyn Write) -> Result<(), Failure> {
+    let file: RackFile = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => RackFile::default(),
+    };
+    let name = args
+        .name
+        .clone()
+        .or(file.name)
+        .context("the rack needs a name (--name or `name` in the file)")?;
+    let nats = args
+        .nats
+        .clone()
+        .or(file.nats)
+        .context("the rack needs a NATS server (--nats or `nats` in the file)")?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or(file.state_dir)
+        .unwrap_or_else(|| PathBuf::from("data").join(&name));
+    let mut config = AgentConfig::new(&name, state_dir).labels(file.labels);
+    if let Some(secret) = args.bootstrap_secret.clone().or(file.bootstrap_secret) {
+        config = config.bootstrap_secret(secret);
+    }
+    if let Some(interval) = &file.heartbeat_interval {
+        config = config
+            .heartbeat_interval(humantime::parse_duration(interval).context("heartbeat_interval")?);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let snake = Snake::nats(NatsOptions::new(nats.as_str()).name(&name))
+            .await
+            .with_context(|| format!("cannot connect to {nats}"))?;
+        let agent = Agent::start(config, snake).await?;
+        let mut status = agent.status();
+        let started = Instant::now();
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut last = String::new();
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    writeln!(output, "stopping (Ctrl-C)")?;
+                    break;
+                }
+                _ = status.changed() => {}
+                _ = ticker.tick() => {
+                    if args.duration.is_some_and(|d| started.elapsed() >= d) {
+                        break;
+                    }
+                }
+            }
+            let s = status.current();
+            let hash: String = s.running_hash.chars().take(12).collect();
+            let line = format!(
+                "{name}: {:?}, machine id {}, running {}, heartbeats {} (missed {})",
+                s.enrollment,
+                s.machine_id,
+                if hash.is_empty() { "-" } else { &hash },
+                s.heartbeats,
+                s.missed_heartbeats
+            );
+            // Printed when something other than the heartbeat count changed.
+            let key = format!(
+                "{:?}{}{}{:?}",
+                s.enrollment, s.machine_id, hash, s.last_push
+            );
+            if key != last {
+                writeln!(output, "[{:>4}s] {line}", started.elapsed().as_secs())?;
+                output.flush()?;
+                last = key;
+            }
+        }
+        agent.shutdown().await?;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(())
+}
