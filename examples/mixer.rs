@@ -16,7 +16,7 @@
 //! token = "..."                    # the API's bearer token (better: FLUXRIG_API_TOKEN)
 //! bootstrap_secret = "..."         # what new racks present (better: FLUXRIG_BOOTSTRAP_SECRET)
 //! auto_adopt = false               # admit every new rack: development only
-//! heartbeat_interval = "5s"
+//! heartbeat_interval = "10s"      # as the racks' (three missed: offline)
 //! store_url = "sqlite://./data/mixer.db"   # or postgres://user:password@host/db
 //! nats = "managed"                 # `memory`, `managed` (a nats-server this program runs) or nats://host:port
 //! nats_port = 4222                 # the managed server's port
@@ -69,7 +69,7 @@ struct Flags {
     /// Admit every new rack without approval (development only; logged at every admission).
     #[arg(long, env = "FLUXRIG_AUTO_ADOPT")]
     auto_adopt: bool,
-    /// How often racks heartbeat [default: 5s].
+    /// How often racks heartbeat; three missed make a rack offline [default: 10s].
     #[arg(long, env = "FLUXRIG_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
     /// `sqlite://<path>` or `postgres://…` [default: sqlite in the data directory].

@@ -6,7 +6,7 @@
 //! nats = "nats://127.0.0.1:4222"
 //! state_dir = "./data/edge-1"        # its secret, passport, pinned cluster key, last scenario
 //! bootstrap_secret = "let-me-in"     # better: FLUXRIG_BOOTSTRAP_SECRET
-//! heartbeat_interval = "5s"
+//! heartbeat_interval = "10s"       # as the mixer's
 //! [labels]
 //! zone = "a"
 //! ```
@@ -41,6 +41,9 @@ pub(crate) struct StartArgs {
     /// The secret of a first hello (beats the file's).
     #[arg(long, env = "FLUXRIG_BOOTSTRAP_SECRET", hide_env_values = true)]
     bootstrap_secret: Option<String>,
+    /// How often to heartbeat, as the mixer expects (beats the file's) [default: 10s].
+    #[arg(long, env = "FLUXRIG_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Option<Duration>,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -86,9 +89,13 @@ pub(crate) fn start(args: &StartArgs, output: &mut dyn Write) -> Result<(), Fail
     if let Some(secret) = args.bootstrap_secret.clone().or(file.bootstrap_secret) {
         config = config.bootstrap_secret(secret);
     }
-    if let Some(interval) = &file.heartbeat_interval {
-        config = config
-            .heartbeat_interval(humantime::parse_duration(interval).context("heartbeat_interval")?);
+    let interval = match (args.heartbeat_interval, &file.heartbeat_interval) {
+        (Some(interval), _) => Some(interval),
+        (None, Some(text)) => Some(humantime::parse_duration(text).context("heartbeat_interval")?),
+        (None, None) => None,
+    };
+    if let Some(interval) = interval {
+        config = config.heartbeat_interval(interval);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
