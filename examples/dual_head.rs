@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use fluxrig::mixer::Mixer;
 use fluxrig::mixer::api::Api;
+use fluxrig::mixer::telemetry::Telemetry;
 use fluxrig::rack::agent::{Agent, AgentConfig};
 use fluxrig::snake::Snake;
 
@@ -114,8 +115,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         "bootstrap_secret": bootstrap,
         "token": token,
     });
+    let telemetry = Telemetry::start(&snake, 10_000).await?;
     let server = Api::builder(mixer.clone())
         .token(token.as_str())
+        .telemetry(telemetry.clone())
         .config(config)
         .serve(flags.listen)
         .await?;
@@ -169,6 +172,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     agent.shutdown().await?;
     server.shutdown().await;
+    telemetry.stop();
     mixer.stop();
     Ok(())
 }

@@ -37,6 +37,7 @@ use clap::Parser;
 use fluxrig::mixer::Mixer;
 use fluxrig::mixer::api::Api;
 use fluxrig::mixer::store::Store;
+use fluxrig::mixer::telemetry::Telemetry;
 use fluxrig::snake::{NatsOptions, NatsServer, Snake};
 use serde::{Deserialize, Serialize};
 
@@ -235,7 +236,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     let mixer = builder.start().await?;
     let effective = serde_json::to_value(&config)?;
-    let mut api = Api::builder(mixer.clone()).config(effective);
+    // The racks' metric snapshots and sampled hops, for /metrics and message paths.
+    let telemetry = Telemetry::start(mixer.snake(), 100_000).await?;
+    let mut api = Api::builder(mixer.clone())
+        .config(effective)
+        .telemetry(telemetry.clone());
     match (&config.token, config.dangerously_disable_auth) {
         (Some(token), _) => api = api.token(token.as_str()),
         (None, true) => api = api.dangerously_disable_auth(),
@@ -252,6 +257,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     server.shutdown().await;
+    telemetry.stop();
     mixer.stop();
     drop(managed);
     Ok(())

@@ -51,6 +51,7 @@ mod limit;
 mod mixer;
 pub mod secret;
 pub mod store;
+pub mod telemetry;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::MixerError;

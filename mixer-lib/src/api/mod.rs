@@ -1,7 +1,8 @@
 //! The mixer's HTTP API under `/api/v1`: racks, scenarios, convergence, the gear catalog,
 //! per-gear stats and dead letters, with an OpenAPI 3.1 document generated from the handlers.
 //!
-//! Every route but `GET /api/v1/health` wants `Authorization: Bearer <token>`; the token is
+//! `GET /metrics` serves the fleet's metrics in the Prometheus text format (see
+//! [`Telemetry`]). Every route but `GET /api/v1/health` wants `Authorization: Bearer <token>`; the token is
 //! compared in constant time. An API without a token is refused at start unless
 //! [`ApiBuilder::dangerously_disable_auth`] says otherwise, and then it serves on loopback
 //! only. Errors are JSON with a stable [`code`](ErrorBody::code) and a message; a scenario
@@ -51,11 +52,12 @@ use tokio::task::JoinHandle;
 
 pub use self::error::{ApiError, ErrorBody, ErrorCode, ProblemBody};
 pub use self::routes::{
-    Catalog, ConvergenceRow, DeadLetterBody, DeadLetters, Health, Imported, LogLevel, RackStats,
-    RackView, Replayed, ScenarioStatus, ScenarioVersion, ScenarioVersions,
+    Catalog, ConvergenceRow, DeadLetterBody, DeadLetters, Health, Imported, LogLevel, MessagePath,
+    RackStats, RackView, Replayed, ScenarioStatus, ScenarioVersion, ScenarioVersions,
 };
 use crate::Mixer;
 use crate::secret::constant_time_eq;
+use crate::telemetry::Telemetry;
 
 /// The prefix of every route.
 pub const PREFIX: &str = "/api/v1";
@@ -77,6 +79,7 @@ impl Api {
             token: None,
             no_auth: false,
             config: serde_json::Value::Object(serde_json::Map::new()),
+            telemetry: None,
         }
     }
 
@@ -93,6 +96,7 @@ pub struct ApiBuilder {
     token: Option<String>,
     no_auth: bool,
     config: serde_json::Value,
+    telemetry: Option<Telemetry>,
 }
 
 impl std::fmt::Debug for ApiBuilder {
@@ -161,6 +165,13 @@ impl ApiBuilder {
         self
     }
 
+    /// The racks' telemetry, for `/metrics` and message paths. Without it `/metrics` shows
+    /// what heartbeats report and paths are empty.
+    pub fn telemetry(mut self, telemetry: Telemetry) -> ApiBuilder {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     /// The API as a router, to nest in an application's own server (auth included).
     ///
     /// # Errors
@@ -177,10 +188,12 @@ impl ApiBuilder {
             mixer: self.mixer,
             factory: Arc::new(self.factory),
             config: Arc::new(self.config),
+            telemetry: self.telemetry.unwrap_or_else(|| Telemetry::new(1)),
         };
         let (api, openapi) = routes::router().split_for_parts();
         let openapi = Arc::new(openapi);
         let api = api
+            .route("/metrics", axum::routing::get(routes::metrics))
             .route(
                 "/api/v1/openapi.json",
                 axum::routing::get(move || {

@@ -24,6 +24,7 @@ pub(super) struct ApiState {
     pub(super) mixer: Mixer,
     pub(super) factory: Arc<gears::Factory>,
     pub(super) config: Arc<serde_json::Value>,
+    pub(super) telemetry: crate::telemetry::Telemetry,
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -77,6 +78,84 @@ pub(super) fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(list_dead_letters))
         .routes(routes!(show_dead_letter))
         .routes(routes!(replay_dead_letter))
+        .routes(routes!(message_path))
+}
+
+/// `GET /metrics`: the fleet in the Prometheus text format (version 0.0.4).
+pub(super) async fn metrics(State(state): State<ApiState>) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse as _;
+    let racks = state.mixer.racks().await?;
+    let text = state.telemetry.render(&racks, &state.mixer.refused());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Introspection
+
+/// Where a message went, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MessagePath {
+    /// The message's id.
+    pub id: String,
+    /// The hops the racks reported (sampled), in time order, each with its decision.
+    pub hops: Vec<crate::telemetry::PathHop>,
+    /// When the message is in the dead-letter stream: where it gave up and why.
+    pub dead_letter: Option<DeadLetterBody>,
+}
+
+/// How many of the oldest dead letters a path lookup reads.
+const PATH_DLQ_SCAN: usize = 1000;
+
+/// A message's path across racks, with each gear's decision, from the hops the racks
+/// sampled; and, when it was dead-lettered, where and why.
+#[utoipa::path(get, path = "/api/v1/messages/{id}/path", tag = "introspection",
+    params(("id" = String, Path, description = "The message id (decimal or UUID text)")),
+    responses((status = 200, body = MessagePath), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn message_path(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<MessagePath>> {
+    let parsed: fluxmsg::Id = id
+        .parse()
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("`{id}` is not a message id")))?;
+    let id = parsed.to_string();
+    let hops = state.telemetry.path(&id);
+    let snake = state.mixer.snake();
+    let all = snake::Pattern::dead_letters_of(None, None)?;
+    let letters = match snake.dead_letters(&all, 0, PATH_DLQ_SCAN).await {
+        Ok(letters) => letters,
+        Err(snake::Error::StreamNotFound(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let dead_letter = letters
+        .iter()
+        .find(|l| {
+            fluxmsg::MsgView::new(&l.message.payload)
+                .ok()
+                .and_then(|v| v.id().ok().flatten())
+                == Some(parsed)
+        })
+        .map(|l| DeadLetterBody::new(l, false));
+    if hops.is_empty() && dead_letter.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "no hop of message {id} was reported (hops are sampled and kept for recent messages only)"
+            ),
+        ));
+    }
+    Ok(Json(MessagePath {
+        id,
+        hops,
+        dead_letter,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------

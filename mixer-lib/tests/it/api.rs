@@ -11,6 +11,7 @@ use http_body_util::BodyExt as _;
 use mixer_lib::Mixer;
 use mixer_lib::api::{Api, StartError};
 use mixer_lib::store::MemoryStore;
+use mixer_lib::telemetry::Telemetry;
 use rack_lib::agent::{Agent, AgentConfig, Enrollment};
 use serde_json::Value;
 use snake::Snake;
@@ -108,8 +109,10 @@ async fn the_api_runs_a_fleet_and_never_shows_a_secret() {
         .start()
         .await
         .expect("a mixer");
+    let telemetry = Telemetry::start(&snake, 1000).await.expect("telemetry");
     let router = Api::builder(mixer.clone())
         .token(TOKEN)
+        .telemetry(telemetry.clone())
         .config(serde_json::json!({ "bootstrap_secret": BOOTSTRAP, "api": { "token": TOKEN } }))
         .router()
         .expect("a router");
@@ -142,6 +145,7 @@ async fn the_api_runs_a_fleet_and_never_shows_a_secret() {
             .bootstrap_secret(BOOTSTRAP)
             .label("zone", "a")
             .heartbeat_interval(Duration::from_millis(100))
+            .telemetry_interval(Duration::from_millis(100))
             .enrollment_interval(Duration::from_millis(100))
             .reply_timeout(Duration::from_millis(500)),
         snake.clone(),
@@ -278,6 +282,41 @@ async fn the_api_runs_a_fleet_and_never_shows_a_secret() {
     let (s, stats) = c.get("/api/v1/racks/edge/stats").await;
     assert_eq!((s, stats["rack"].as_str()), (StatusCode::OK, Some("edge")));
 
+    // The fleet's metrics: racks by status and, once the rack's snapshots arrive, its
+    // gears' counters; behind the token like the rest.
+    let mut metrics = String::new();
+    for _ in 0..300 {
+        let (s, _, text) = c.call(Method::GET, "/metrics", Some(TOKEN), "").await;
+        assert_eq!(s, StatusCode::OK);
+        if telemetry
+            .snapshots()
+            .iter()
+            .any(|m| m.gears.contains_key("gen"))
+        {
+            metrics = text;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metrics.contains("flux_mixer_racks{status=\"active\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("flux_gear_messages_out_total{rack=\"edge\",gear=\"gen\"}"),
+        "{metrics}"
+    );
+    let (s, _, _) = c.call(Method::GET, "/metrics", None, "").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // Paths: an id nobody reported is 404, text that is no id 400.
+    let (s, body) = c.get("/api/v1/messages/123/path").await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (s, _) = c.get("/api/v1/messages/not-an-id/path").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
     // Suspend and activate again.
     let (_, suspended) = c.post("/api/v1/racks/edge/suspend", "").await;
     assert_eq!(suspended["status"], "inactive");
@@ -341,6 +380,7 @@ async fn the_api_runs_a_fleet_and_never_shows_a_secret() {
         ("get", "/api/v1/dlq"),
         ("get", "/api/v1/dlq/{sequence}"),
         ("post", "/api/v1/dlq/{sequence}/replay"),
+        ("get", "/api/v1/messages/{id}/path"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),

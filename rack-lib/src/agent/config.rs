@@ -45,6 +45,8 @@ pub struct AgentConfig {
     pub(super) on_log_level: Option<LogLevelHook>,
     pub(super) factory: Factory,
     pub(super) limits: Limits,
+    pub(super) telemetry_interval: Duration,
+    pub(super) telemetry_rate: (f64, f64),
 }
 
 impl fmt::Debug for AgentConfig {
@@ -65,6 +67,8 @@ impl fmt::Debug for AgentConfig {
             .field("on_log_level", &self.on_log_level.is_some())
             .field("factory", &self.factory)
             .field("limits", &self.limits)
+            .field("telemetry_interval", &self.telemetry_interval)
+            .field("telemetry_rate", &self.telemetry_rate)
             .finish()
     }
 }
@@ -75,8 +79,8 @@ impl AgentConfig {
     ///
     /// Defaults: the bootstrap secret [`DEFAULT_BOOTSTRAP_SECRET`], no labels, this crate's
     /// version, a heartbeat every 10 s, an enrollment attempt every 2 s, 2 s to wait for an
-    /// answer, the cluster key pinned at first enrollment, the built-in gear catalog and
-    /// default [`Limits`].
+    /// answer, the cluster key pinned at first enrollment, the built-in gear catalog,
+    /// default [`Limits`] and telemetry every 5 s.
     pub fn new(name: &str, state_dir: impl Into<PathBuf>) -> AgentConfig {
         AgentConfig {
             name: name.to_owned(),
@@ -91,6 +95,8 @@ impl AgentConfig {
             on_log_level: None,
             factory: Factory::builtin(),
             limits: Limits::default(),
+            telemetry_interval: super::telemetry::DEFAULT_INTERVAL,
+            telemetry_rate: (2.0, 10.0),
         }
     }
 
@@ -176,6 +182,22 @@ impl AgentConfig {
     #[must_use]
     pub fn factory(mut self, factory: Factory) -> AgentConfig {
         self.factory = factory;
+        self
+    }
+
+    /// How often the rack publishes telemetry on `flux.telemetry.>` (default 5 s;
+    /// [`Duration::ZERO`] publishes none). See [`telemetry`](super::telemetry).
+    #[must_use]
+    pub fn telemetry_interval(mut self, interval: Duration) -> AgentConfig {
+        self.telemetry_interval = interval;
+        self
+    }
+
+    /// The token bucket of telemetry publishes: `per_second` on average, at most `burst` at
+    /// once (default 2 and 10). What it refuses is dropped and counted, never queued.
+    #[must_use]
+    pub fn telemetry_rate(mut self, per_second: f64, burst: f64) -> AgentConfig {
+        self.telemetry_rate = (per_second, burst);
         self
     }
 

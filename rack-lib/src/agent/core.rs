@@ -41,6 +41,7 @@ enum Attempt {
 enum Event {
     Stop,
     Tick,
+    Telemetry,
     Push(Option<Message>),
 }
 
@@ -88,6 +89,9 @@ pub(super) struct Core {
     pub(super) full_next: bool,
     /// The health the mixer was last sent.
     pub(super) sent_health: BTreeMap<String, String>,
+    /// What telemetry published and dropped.
+    pub(super) telemetry: super::telemetry::TelemetryStats,
+    pub(super) telemetry_bucket: super::telemetry::Bucket,
     stop: watch::Receiver<bool>,
     pub(super) status: watch::Sender<AgentStatus>,
 }
@@ -161,6 +165,7 @@ impl Core {
                 None
             }
         };
+        let cfg_rate = cfg.telemetry_rate;
         let core = Core {
             cfg,
             snake,
@@ -176,6 +181,8 @@ impl Core {
             seq: 0,
             full_next: true,
             sent_health: BTreeMap::new(),
+            telemetry: super::telemetry::TelemetryStats::default(),
+            telemetry_bucket: super::telemetry::Bucket::new(cfg_rate.0, cfg_rate.1),
             stop,
             status,
         };
@@ -206,9 +213,19 @@ impl Core {
         }
         let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Zero turns telemetry off: its tick then never comes.
+        let every = self.cfg.telemetry_interval;
+        let mut telemetry = tokio::time::interval(if every.is_zero() {
+            Duration::from_secs(u64::from(u32::MAX))
+        } else {
+            every
+        });
+        telemetry.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        telemetry.tick().await;
         loop {
-            match self.next_event(&mut tick).await {
+            match self.next_event(&mut tick, &mut telemetry).await {
                 Event::Stop => return Ok(()),
+                Event::Telemetry => self.publish_telemetry().await,
                 Event::Tick => {
                     if self.heartbeat().await? == Flow::Stop {
                         return Ok(());
@@ -224,12 +241,13 @@ impl Core {
         }
     }
 
-    async fn next_event(&mut self, tick: &mut Interval) -> Event {
+    async fn next_event(&mut self, tick: &mut Interval, telemetry: &mut Interval) -> Event {
         let pushes = &mut self.pushes;
         tokio::select! {
             biased;
             () = stopped(&mut self.stop) => Event::Stop,
             _ = tick.tick() => Event::Tick,
+            _ = telemetry.tick() => Event::Telemetry,
             msg = next_push(pushes) => Event::Push(msg),
         }
     }

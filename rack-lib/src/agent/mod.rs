@@ -76,6 +76,7 @@ mod error;
 mod heartbeat;
 mod push;
 mod store;
+pub mod telemetry;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -1,0 +1,269 @@
+//! Telemetry a rack publishes on `flux.telemetry.>`: per-gear metric snapshots and sampled
+//! hops, as fluxMsgs whose `meta.type` says which.
+//!
+//! Telemetry never competes with business traffic: it goes out as core (at most once)
+//! publishes through a token bucket ([`AgentConfig::telemetry_rate`](super::AgentConfig::telemetry_rate)),
+//! and what the bucket refuses is dropped and counted, never queued; the counts travel in
+//! every snapshot's `telemetry_dropped`. The mixer's side is `mixer_lib::telemetry`.
+//!
+//! - `flux.telemetry.metrics.<rack>`, `meta.type` = [`METRICS_TYPE`]: a [`MetricsSnapshot`]
+//!   as `data`, every [`telemetry_interval`](super::AgentConfig::telemetry_interval).
+//! - `flux.telemetry.hops.<rack>`, `meta.type` = [`HOPS_TYPE`]: a [`HopsBatch`] of sampled
+//!   hops (which gear sent which message on which port, and why), at the same interval.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fluxmsg::{FluxMsg, Value};
+use serde::{Deserialize, Serialize};
+use snake::{Message, Subject};
+
+use super::core::Core;
+
+/// `meta.type` of a metric snapshot.
+pub const METRICS_TYPE: &str = "telemetry.metrics";
+/// `meta.type` of a batch of sampled hops.
+pub const HOPS_TYPE: &str = "telemetry.hops";
+
+/// A rack's counters at one time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MetricsSnapshot {
+    /// The rack's name.
+    pub rack: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// Per gear.
+    pub gears: BTreeMap<String, GearCounters>,
+    /// Telemetry messages this rack dropped so far (the bucket was empty, or the publish
+    /// failed), by reason.
+    pub telemetry_dropped: BTreeMap<String, u64>,
+}
+
+/// One gear's counters (`flux.gear.*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GearCounters {
+    /// Messages in (`flux.gear.messages_in`).
+    pub messages_in: u64,
+    /// Messages out (`flux.gear.messages_out`).
+    pub messages_out: u64,
+    /// Errors (`flux.gear.errors`).
+    pub errors: u64,
+    /// Dropped messages by reason (`flux.gear.messages_dropped`).
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// Sampled hops of one rack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HopsBatch {
+    /// The rack's name.
+    pub rack: String,
+    /// The hops, oldest first.
+    pub hops: Vec<HopRecord>,
+}
+
+/// One hop of one message: a gear sent it on a port, maybe with the decision that chose
+/// the port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HopRecord {
+    /// The message's id (its text form).
+    pub id: String,
+    /// The gear.
+    pub gear: String,
+    /// The output port.
+    pub port: String,
+    /// When, in Unix nanoseconds.
+    pub ts: i64,
+    /// Why that port (route rules, failovers), when the gear said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+}
+
+/// What the telemetry of an agent did so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct TelemetryStats {
+    /// Telemetry messages published.
+    pub(super) published: u64,
+    /// Dropped, by reason (`rate`: the bucket was empty; `publish`: the bus refused;
+    /// `encode`).
+    pub(super) dropped: BTreeMap<String, u64>,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved.
+#[derive(Debug, Clone)]
+pub(super) struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub(super) fn new(rate: f64, burst: f64) -> Bucket {
+        Bucket {
+            rate: rate.max(0.0),
+            burst: burst.max(1.0),
+            tokens: burst.max(1.0),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub(super) fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `payload` (a serde value) as the `data` of a fluxMsg of type `kind`.
+///
+/// # Errors
+///
+/// When the payload has no map form (none of this module's types).
+pub fn to_message<T: Serialize>(kind: &str, payload: &T) -> Result<FluxMsg, fluxmsg::Error> {
+    let json = serde_json::to_value(payload).map_err(|e| fluxmsg::Error::Payload(e.to_string()))?;
+    let Value::Map(data) = fluxmsg::json::value_from_json(&json)? else {
+        return Err(fluxmsg::Error::Payload("telemetry is not a map".into()));
+    };
+    let mut msg = FluxMsg::default();
+    msg.meta.insert("type", fluxmsg::Text::from(kind));
+    msg.data = data;
+    Ok(msg)
+}
+
+/// The payload of a telemetry fluxMsg of type `kind`; `None` for another type.
+///
+/// # Errors
+///
+/// When the data does not have the payload's shape.
+pub fn from_message<T: for<'de> Deserialize<'de>>(
+    kind: &str,
+    msg: &FluxMsg,
+) -> Result<Option<T>, fluxmsg::Error> {
+    if msg.meta.get("type").map(fluxmsg::Text::as_str) != Some(kind) {
+        return Ok(None);
+    }
+    let json = fluxmsg::json::value_to_json(&Value::Map(msg.data.clone()));
+    serde_json::from_value(json)
+        .map(Some)
+        .map_err(|e| fluxmsg::Error::Payload(e.to_string()))
+}
+
+impl Core {
+    /// Publishes a metric snapshot, if the bucket lets it.
+    pub(super) async fn publish_telemetry(&mut self) {
+        let snapshot = MetricsSnapshot {
+            rack: self.cfg.name.clone(),
+            ts_ms: now_ms(),
+            gears: self.gear_counters(),
+            telemetry_dropped: self.telemetry.dropped.clone(),
+        };
+        let subject = format!("flux.telemetry.metrics.{}", self.cfg.name);
+        self.send_telemetry(&subject, METRICS_TYPE, &snapshot).await;
+    }
+
+    async fn send_telemetry<T: Serialize>(&mut self, subject: &str, kind: &str, payload: &T) {
+        if !self.telemetry_bucket.take(Instant::now()) {
+            *self.telemetry.dropped.entry("rate".into()).or_insert(0) += 1;
+            return;
+        }
+        let encoded =
+            to_message(kind, payload).and_then(|m| fluxmsg::Codec::default().encode_to_vec(&m));
+        let (Ok(subject), Ok(bytes)) = (Subject::parse(subject), encoded) else {
+            *self.telemetry.dropped.entry("encode".into()).or_insert(0) += 1;
+            return;
+        };
+        match self
+            .snake
+            .publish(Message::new(subject, bytes::Bytes::from(bytes)))
+            .await
+        {
+            Ok(()) => self.telemetry.published += 1,
+            Err(e) => {
+                *self.telemetry.dropped.entry("publish".into()).or_insert(0) += 1;
+                tracing::debug!(rack = %self.cfg.name, error = %e, "Telemetry not published.");
+            }
+        }
+    }
+
+    fn gear_counters(&self) -> BTreeMap<String, GearCounters> {
+        let Some(slot) = &self.rack else {
+            return BTreeMap::new();
+        };
+        slot.rack
+            .stats()
+            .into_iter()
+            .map(|(gear, s)| {
+                (
+                    gear,
+                    GearCounters {
+                        messages_in: s.messages_in,
+                        messages_out: s.messages_out,
+                        errors: s.errors,
+                        dropped: s
+                            .dropped
+                            .iter()
+                            .map(|(reason, n)| (reason.to_string(), *n))
+                            .collect(),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The default interval between snapshots.
+pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_lets_a_burst_through_then_the_rate() {
+        let mut bucket = Bucket::new(2.0, 3.0);
+        let t0 = Instant::now();
+        assert_eq!((0..5).filter(|_| bucket.take(t0)).count(), 3);
+        assert!(!bucket.take(t0 + Duration::from_millis(100)));
+        assert!(bucket.take(t0 + Duration::from_millis(700)));
+    }
+
+    #[test]
+    fn a_snapshot_goes_through_a_fluxmsg_and_back() {
+        let mut snapshot = MetricsSnapshot {
+            rack: "edge".into(),
+            ts_ms: 42,
+            ..MetricsSnapshot::default()
+        };
+        snapshot.gears.insert(
+            "gen".into(),
+            GearCounters {
+                messages_in: 1,
+                messages_out: 2,
+                errors: 3,
+                dropped: BTreeMap::from([("unwired".into(), 4)]),
+            },
+        );
+        let msg = to_message(METRICS_TYPE, &snapshot).expect("a message");
+        let back: Option<MetricsSnapshot> = from_message(METRICS_TYPE, &msg).expect("decodes");
+        assert_eq!(back, Some(snapshot));
+        let other: Option<HopsBatch> = from_message(HOPS_TYPE, &msg).expect("no error");
+        assert_eq!(other, None);
+    }
+}
