@@ -11,13 +11,15 @@ pub const MAX_DEPTH_CEILING: usize = 256;
 /// The limits a [`Codec`] enforces on decode and on encode.
 ///
 /// Defaults follow the Go fluxrig: 64 hops, 2 MiB (2,097,152 bytes) of encoded message, and
-/// 32 levels of nesting inside `data` (the `data` map itself is level 1). Unlike the Go
-/// version, where the limits are process-global, each codec instance has its own.
+/// 32 levels of nesting inside `data` (the `data` map itself is level 1); a hop's decision
+/// (which the Go fluxrig does not write) holds at most 128 bytes. Unlike the Go version,
+/// where the limits are process-global, each codec instance has its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     max_hops: usize,
     max_size: usize,
     max_depth: usize,
+    max_decision_len: usize,
 }
 
 impl Limits {
@@ -26,6 +28,7 @@ impl Limits {
         max_hops: 64,
         max_size: 2 * 1024 * 1024,
         max_depth: 32,
+        max_decision_len: 128,
     };
 
     /// Most hops a message's `path` may hold.
@@ -41,6 +44,11 @@ impl Limits {
     /// Deepest nesting of maps and arrays (the `data` map is level 1).
     pub fn max_depth(&self) -> usize {
         self.max_depth
+    }
+
+    /// Most bytes of UTF-8 a hop's [`decision`](crate::Hop::decision) may take.
+    pub const fn max_decision_len(&self) -> usize {
+        self.max_decision_len
     }
 }
 
@@ -103,7 +111,8 @@ impl Codec {
     ///
     /// # Errors
     ///
-    /// [`Error::Limit`] when the message breaks a limit (`buf` is then left as it was) and
+    /// [`Error::Limit`] when the message breaks a limit, a hop's decision longer than
+    /// [`Limits::max_decision_len`] included (`buf` is then left as it was), and
     /// [`Error::ReservedKey`] when [`FluxMsg::extra`] holds an envelope field's name.
     pub fn encode(&self, msg: &FluxMsg, buf: &mut Vec<u8>) -> Result<usize, Error> {
         encode::message(msg, &self.limits, buf)
@@ -204,6 +213,13 @@ impl CodecBuilder {
     /// [`MAX_DEPTH_CEILING`]).
     pub fn max_depth(mut self, n: usize) -> Self {
         self.limits.max_depth = n;
+        self
+    }
+
+    /// Most bytes a hop's [`decision`](crate::Hop::decision) may take (default 128); 0 refuses
+    /// every decision but an empty one.
+    pub fn max_decision_len(mut self, n: usize) -> Self {
+        self.limits.max_decision_len = n;
         self
     }
 

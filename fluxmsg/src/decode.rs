@@ -101,6 +101,7 @@ struct Decoder<'a, S> {
     pos: usize,
     src: S,
     max_depth: usize,
+    max_decision_len: usize,
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -320,7 +321,7 @@ impl<'a, S: Source> Decoder<'a, S> {
 
     fn hop(&mut self) -> Result<Hop> {
         let h = self.map_head("path")?;
-        let (mut gear, mut port, mut ts) = (None, None, None);
+        let (mut gear, mut port, mut ts, mut decision) = (None, None, None, None);
         let mut unknown = Builder::with_capacity(0);
         for _ in 0..h.arg {
             let (key, at) = self.key()?;
@@ -328,6 +329,7 @@ impl<'a, S: Source> Decoder<'a, S> {
                 "g" => gear.replace(self.id("path")?).is_some(),
                 "p" => port.replace(self.id("path")?).is_some(),
                 "t" => ts.replace(self.i64("path")?).is_some(),
+                "d" => decision.replace(self.decision()?).is_some(),
                 // Unknown hop fields are skipped (and dropped on re-encoding), but must still
                 // be unique, as keys are everywhere else.
                 _ => {
@@ -347,7 +349,26 @@ impl<'a, S: Source> Decoder<'a, S> {
             gear: gear.ok_or_else(|| missing("g"))?,
             port: port.ok_or_else(|| missing("p"))?,
             ts: ts.ok_or_else(|| missing("t"))?,
+            decision: decision.flatten(),
         })
+    }
+
+    /// A hop's decision: text of at most `max_decision_len` bytes, or `null` for none.
+    fn decision(&mut self) -> Result<Option<Text>> {
+        if self.is_null() {
+            return Ok(None);
+        }
+        let h = self.head_of(3, "path", "text")?;
+        if h.arg > self.max_decision_len as u64 {
+            return self.err(
+                h.at,
+                K::Limit(LimitExceeded::Decision {
+                    len: h.arg,
+                    max: self.max_decision_len,
+                }),
+            );
+        }
+        self.str_of(h).map(|s| Some(Text::from(s)))
     }
 
     fn path(&mut self, max_hops: usize) -> Result<Vec<Hop>> {
@@ -477,6 +498,7 @@ fn decoder<'a, S: Source>(input: &'a [u8], src: S, limits: &Limits) -> Result<De
         pos: 0,
         src,
         max_depth: limits.max_depth(),
+        max_decision_len: limits.max_decision_len(),
     })
 }
 

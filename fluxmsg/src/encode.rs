@@ -226,6 +226,7 @@ struct TooDeep;
 struct Encoder<'a> {
     w: Writer<'a>,
     max_depth: usize,
+    max_decision_len: usize,
 }
 
 impl Encoder<'_> {
@@ -271,14 +272,34 @@ impl Encoder<'_> {
         Ok(())
     }
 
-    fn hop(&mut self, hop: &Hop) {
-        // {"g": gear, "p": port, "t": ts}: keys already in canonical order.
-        self.w.raw(&[0xa3, 0x61, b'g']);
+    fn hop(&mut self, hop: &Hop) -> Result<(), Error> {
+        // {"d": decision, "g": gear, "p": port, "t": ts}: keys already in canonical order,
+        // `d` only when there is a decision (a hop without one is the Go fluxrig's).
+        match &hop.decision {
+            None => self.w.raw(&[0xa3, 0x61, b'g']),
+            Some(d) => self.decision(d)?,
+        }
         self.w.id(&hop.gear);
         self.w.raw(&[0x61, b'p']);
         self.w.id(&hop.port);
         self.w.raw(&[0x61, b't']);
         self.w.int(hop.ts);
+        Ok(())
+    }
+
+    /// A hop's map head, its decision and the key `g`.
+    #[cold]
+    fn decision(&mut self, d: &str) -> Result<(), Error> {
+        if d.len() > self.max_decision_len {
+            return Err(Error::Limit(LimitExceeded::Decision {
+                len: d.len() as u64,
+                max: self.max_decision_len,
+            }));
+        }
+        self.w.raw(&[0xa4, 0x61, b'd']);
+        self.w.text(d);
+        self.w.raw(&[0x61, b'g']);
+        Ok(())
     }
 
     fn meta(&mut self, m: &Map<Text>) {
@@ -328,7 +349,7 @@ impl Encoder<'_> {
         self.extras_before(ex, "meta")?;
         self.meta_field(&m.meta);
         self.extras_before(ex, "path")?;
-        self.path_field(&m.path);
+        self.path_field(&m.path)?;
         self.extras_before(ex, "flags")?;
         self.flags_field(m.flags);
         self.extras_before(ex, "trace")?;
@@ -364,8 +385,7 @@ impl Encoder<'_> {
         }
         self.data_field(&m.data)?;
         self.raw_field(&m.raw);
-        self.path_field(&m.path);
-        Ok(())
+        self.path_field(&m.path)
     }
 
     #[inline(always)]
@@ -410,14 +430,15 @@ impl Encoder<'_> {
     }
 
     #[inline(always)]
-    fn path_field(&mut self, path: &[Hop]) {
+    fn path_field(&mut self, path: &[Hop]) -> Result<(), Error> {
         if !path.is_empty() {
             self.w.raw(b"\x64path");
             self.w.head(MAJOR_ARRAY, path.len() as u64);
             for h in path {
-                self.hop(h);
+                self.hop(h)?;
             }
         }
+        Ok(())
     }
 
     #[inline(always)]
@@ -448,6 +469,7 @@ fn bounded(
     let mut enc = Encoder {
         w: Writer::new(buf),
         max_depth: limits.max_depth(),
+        max_decision_len: limits.max_decision_len(),
     };
     let result = write(&mut enc).and_then(|()| {
         let len = enc.w.position() - start;

@@ -122,7 +122,7 @@ pub enum DecodeErrorKind {
     /// A byte-string id is not 16 bytes long.
     #[error("id byte string has {0} bytes, expected 16")]
     BadIdLength(usize),
-    /// A hop lacks one of `g`, `p`, `t`.
+    /// A hop lacks one of `g`, `p`, `t` (its decision `d` is optional).
     #[error("hop lacks field `{0}`")]
     MissingField(&'static str),
     /// The input breaks a limit of the codec.
@@ -153,6 +153,14 @@ pub enum LimitExceeded {
     /// Values nest deeper than allowed.
     #[error("nesting deeper than {max} levels")]
     Depth {
+        /// The limit.
+        max: usize,
+    },
+    /// A hop's decision is longer than allowed.
+    #[error("hop decision of {len} bytes, at most {max} allowed")]
+    Decision {
+        /// Its length in bytes.
+        len: u64,
         /// The limit.
         max: usize,
     },

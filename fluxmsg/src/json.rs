@@ -20,7 +20,7 @@
 //! | `data` | object of values (below) |
 //! | `flags`, `ts` | number |
 //! | `raw` | lower-case hex string, such as `"0200"` |
-//! | `path` | array of `{"g": id, "p": id, "t": number}` (other hop keys are skipped, as in CBOR) |
+//! | `path` | array of `{"g": id, "p": id, "t": number}`, with `"d": string` for a hop's decision (other hop keys are skipped, as in CBOR) |
 //! | [`Value::Null`], [`Value::Bool`], [`Value::Text`] | `null`, `true`/`false`, string |
 //! | [`Value::Integer`] that fits `u64` or `i64` | number without fraction or exponent |
 //! | [`Value::Integer`] below `i64::MIN` (down to -2^64) | `{"$int": "-18446744073709551616"}` |
@@ -265,6 +265,9 @@ fn hop_to_json(hop: &Hop) -> Json {
     obj.insert("g".to_owned(), id_to_json(&hop.gear));
     obj.insert("p".to_owned(), id_to_json(&hop.port));
     obj.insert("t".to_owned(), Json::from(hop.ts));
+    if let Some(d) = &hop.decision {
+        obj.insert("d".to_owned(), Json::from(d.as_str()));
+    }
     Json::Object(obj)
 }
 
@@ -453,10 +456,17 @@ fn read_path(v: &Json, at: &At<'_>) -> Result<Vec<Hop>, Error> {
         let (g, g_at) = field("g")?;
         let (p, p_at) = field("p")?;
         let (t, t_at) = field("t")?;
+        // A decision's length is the codec's business (`Limits::max_decision_len`), as the
+        // number of hops is.
+        let decision = match obj.get("d") {
+            None | Some(Json::Null) => None,
+            Some(d) => Some(Text::from(read_str(d, &at.key("d"))?)),
+        };
         hops.push(Hop {
             gear: read_id(g, &g_at)?,
             port: read_id(p, &p_at)?,
             ts: read_int(t, &t_at, "i64")?,
+            decision,
         });
     }
     Ok(hops)

@@ -24,7 +24,8 @@
 //!     .data_path("iso8583.field.4", "000000010000")?
 //!     .data_path("iso8583.field.11", "123456")?
 //!     .raw(&b"\x02\x00\x30\x20"[..])
-//!     .hop(Hop { gear: Id::U64(5), port: Id::U64(6), ts: 1_767_225_600_000_100_000 })
+//!     .hop(Hop::new(Id::U64(5), Id::U64(6), 1_767_225_600_000_100_000))
+//!     .hop(Hop::new(Id::U64(7), Id::U64(8), 1_767_225_600_000_200_000).with_decision("rule 0 -> out_visa"))
 //!     .build();
 //!
 //! // One codec per runtime, with its own limits; one buffer, reused.
@@ -52,6 +53,9 @@
 //!   that are not text, duplicate keys, invalid UTF-8 and trailing bytes.
 //! - Unknown top-level fields are kept in [`FluxMsg::extra`] and written back in canonical
 //!   position, so gears forward them. Unknown fields inside a hop are skipped.
+//! - A hop is `{g, p, t}`, plus `d` (text, at most [`Limits::max_decision_len`] bytes) when
+//!   the gear recorded a decision ([`Hop::decision`]); a hop without one encodes as the Go
+//!   fluxrig writes it, and the Go fluxrig skips `d`.
 //! - A canonically encoded message decodes and re-encodes to identical bytes; any other
 //!   valid message re-encodes to its canonical bytes.
 //! - [`Codec::decode_shared`] decodes from [`bytes::Bytes`] without copying `raw` or any

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::map::canonical_cmp;
-use crate::{Error, Id, Map, Text, Value};
+use crate::{Error, Id, Limits, Map, Text, Value};
 
 /// The envelope every message travels in, field for field the Go fluxrig's `FluxMsg`.
 ///
@@ -162,8 +162,28 @@ fn hex_prefixed(bytes: &[u8]) -> String {
     s
 }
 
-/// One step of a message's audit trail: a CBOR map `{g, p, t}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// One step of a message's audit trail: a CBOR map `{g, p, t}`, plus `d` when the gear that
+/// sent the message recorded a decision.
+///
+/// A hop without a decision encodes exactly as the Go fluxrig writes it; `d` is written only
+/// when [`Hop::decision`] is set, and the Go fluxrig, which skips hop fields it does not know,
+/// reads such a hop too.
+///
+/// ```
+/// use fluxmsg::{FluxMsg, Hop, Id};
+///
+/// let hop = Hop::new(Id::U64(5), Id::U64(6), 1).with_decision("rule 0 -> out_visa");
+/// assert_eq!(hop.decision.as_deref(), Some("rule 0 -> out_visa"));
+///
+/// // A decision is cut to the default limit, at a character boundary.
+/// let long = Hop::new(Id::U64(5), Id::U64(6), 1).with_decision("é".repeat(100));
+/// assert_eq!(long.decision.as_deref().map(str::len), Some(128));
+///
+/// let msg = FluxMsg::builder().hop(hop).build();
+/// assert_eq!(FluxMsg::from_cbor(&msg.to_cbor()?)?, msg);
+/// # Ok::<(), fluxmsg::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Hop {
     /// The gear (`g`).
     pub gear: Id,
@@ -171,6 +191,41 @@ pub struct Hop {
     pub port: Id,
     /// When, in Unix nanoseconds (`t`).
     pub ts: i64,
+    /// Why the gear sent the message to this port (`d`), in the gear's words, such as
+    /// `rule 0 -> out_visa_b (failover: out_visa_a unavailable)`; `None` for gears that
+    /// decide nothing.
+    ///
+    /// At most [`Limits::max_decision_len`] bytes: a longer one fails to encode, and the
+    /// decoder refuses it. [`Hop::with_decision`] and [`Hop::set_decision`] cut it to the
+    /// default limit.
+    pub decision: Option<Text>,
+}
+
+impl Hop {
+    /// A hop without a decision.
+    pub fn new(gear: impl Into<Id>, port: impl Into<Id>, ts: i64) -> Hop {
+        Hop {
+            gear: gear.into(),
+            port: port.into(),
+            ts,
+            decision: None,
+        }
+    }
+
+    /// The hop with `decision`, cut as [`Hop::set_decision`] does.
+    #[must_use]
+    pub fn with_decision(mut self, decision: impl Into<Text>) -> Hop {
+        self.set_decision(decision);
+        self
+    }
+
+    /// Sets the decision, cut to the default [`Limits::max_decision_len`] (128 bytes) at the
+    /// last character boundary that fits. A decision within the limit is moved in as it is.
+    pub fn set_decision(&mut self, decision: impl Into<Text>) {
+        let mut decision = decision.into();
+        decision.shorten(Limits::DEFAULT.max_decision_len());
+        self.decision = Some(decision);
+    }
 }
 
 /// Builds a [`FluxMsg`] with chained setters.

@@ -131,7 +131,13 @@ impl<'de> Deserialize<'de> for Id {
 
 impl Serialize for Hop {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Hop", 3)?;
+        // Canonical key order: `d` (only with a decision), `g`, `p`, `t`.
+        let mut st = s.serialize_struct("Hop", 3 + usize::from(self.decision.is_some()))?;
+        if let Some(d) = &self.decision {
+            st.serialize_field("d", d)?;
+        } else {
+            st.skip_field("d")?;
+        }
         st.serialize_field("g", &self.gear)?;
         st.serialize_field("p", &self.port)?;
         st.serialize_field("t", &self.ts)?;
@@ -145,13 +151,15 @@ impl<'de> Deserialize<'de> for Hop {
         impl<'de> Visitor<'de> for V {
             type Value = Hop;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a hop map {g, p, t}")
+                f.write_str("a hop map {g, p, t} with an optional d")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Hop, A::Error> {
                 let (mut gear, mut port, mut ts) = (None, None, None);
+                let mut decision: Option<Option<Text>> = None;
                 let mut unknown = Builder::with_capacity(0);
                 while let Some(key) = map.next_key::<Text>()? {
                     let dup = match key.as_str() {
+                        "d" => decision.replace(map.next_value()?).is_some(),
                         "g" => gear.replace(map.next_value()?).is_some(),
                         "p" => port.replace(map.next_value()?).is_some(),
                         "t" => ts.replace(map.next_value()?).is_some(),
@@ -172,6 +180,7 @@ impl<'de> Deserialize<'de> for Hop {
                     gear: gear.ok_or_else(|| de::Error::missing_field("g"))?,
                     port: port.ok_or_else(|| de::Error::missing_field("p"))?,
                     ts: ts.ok_or_else(|| de::Error::missing_field("t"))?,
+                    decision: decision.flatten(),
                 })
             }
         }

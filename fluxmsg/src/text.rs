@@ -45,6 +45,23 @@ impl Text {
     pub fn push_str(&mut self, s: &str) {
         self.0.push_str(s);
     }
+
+    /// Shortens the text to at most `max_len` bytes, at the last character boundary that
+    /// fits (so it may end up shorter); a text within the limit is left as it is.
+    ///
+    /// ```
+    /// use fluxmsg::Text;
+    ///
+    /// let mut t = Text::from("né");
+    /// t.shorten(2);
+    /// assert_eq!(t, "n");
+    /// ```
+    pub fn shorten(&mut self, max_len: usize) {
+        if self.0.len() > max_len {
+            let end = self.0.floor_char_boundary(max_len);
+            self.0.truncate(end);
+        }
+    }
 }
 
 impl Deref for Text {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::decode::{self, Head};
 use crate::path::has_empty_segment;
-use crate::{Codec, DecodeErrorKind as K, Error, Id, LimitExceeded, Limits, Value};
+use crate::{Codec, DecodeErrorKind as K, Error, Hop, Id, LimitExceeded, Limits, Text, Value};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -54,6 +54,7 @@ pub struct MsgView<'a> {
     /// Entries the top-level map head announces.
     fields: u64,
     max_depth: usize,
+    max_decision_len: usize,
 }
 
 impl fmt::Debug for MsgView<'_> {
@@ -77,7 +78,8 @@ impl<'a> MsgView<'a> {
         MsgView::with_limits(bytes, &Limits::DEFAULT)
     }
 
-    /// A view over `bytes` under `limits`: its size and nesting depth (hops are not counted).
+    /// A view over `bytes` under `limits`: its size, nesting depth and decision length (hops
+    /// are not counted).
     ///
     /// # Errors
     ///
@@ -99,6 +101,7 @@ impl<'a> MsgView<'a> {
             body: cur.pos,
             fields: h.arg,
             max_depth: limits.max_depth(),
+            max_decision_len: limits.max_decision_len(),
         })
     }
 
@@ -273,21 +276,7 @@ impl<'a> MsgView<'a> {
         let Some(mut cur) = self.present("ts")? else {
             return Ok(0);
         };
-        let h = cur.head()?;
-        let v = match h.major {
-            0 => i64::try_from(h.arg).ok(),
-            1 => i64::try_from(h.arg).ok().map(|n| -1 - n),
-            _ => {
-                return Err(Error::decode(
-                    h.at,
-                    K::TypeMismatch {
-                        field: "ts",
-                        expected: "an integer",
-                    },
-                ));
-            }
-        };
-        v.ok_or_else(|| Error::decode(h.at, K::OutOfRange { field: "ts" }))
+        cur.i64("ts")
     }
 
     /// The flags (`flags`), 0 when absent.
@@ -301,6 +290,63 @@ impl<'a> MsgView<'a> {
         };
         let h = cur.head_of(0, "flags", "an unsigned integer")?;
         u32::try_from(h.arg).map_err(|_| Error::decode(h.at, K::OutOfRange { field: "flags" }))
+    }
+
+    /// How many hops `path` holds (0 when absent).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] for malformed bytes on the way or a `path` that is not an array.
+    pub fn path_len(&self) -> Result<usize> {
+        match self.present("path")? {
+            Some(mut cur) => {
+                let h = cur.head_of(4, "path", "an array")?;
+                // No more hops than the bytes left could hold.
+                cur.room(h.arg, 1, h.at)?;
+                usize::try_from(h.arg).map_err(|_| Error::decode(h.at, K::UnexpectedEnd))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// The hop at `index` in `path` (0 is the oldest, [`MsgView::path_len`] `- 1` the
+    /// latest), decision included, or `None` past the end; only that hop is decoded.
+    ///
+    /// ```
+    /// use fluxmsg::{FluxMsg, Hop, MsgView};
+    ///
+    /// let msg = FluxMsg::builder()
+    ///     .hop(Hop::new(1u64, 2u64, 10))
+    ///     .hop(Hop::new(3u64, 4u64, 11).with_decision("rule 0 -> out_visa"))
+    ///     .build();
+    /// let bytes = msg.to_cbor()?;
+    /// let view = MsgView::new(&bytes)?;
+    /// assert_eq!(view.path_len()?, 2);
+    /// let last = view.hop(1)?.expect("two hops");
+    /// assert_eq!(last.decision.as_deref(), Some("rule 0 -> out_visa"));
+    /// assert_eq!(view.hop(2)?, None);
+    /// # Ok::<(), fluxmsg::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] for malformed bytes on the way, or a hop the decoder refuses: a
+    /// missing, repeated or mistyped `g`, `p`, `t` or `d`, or a decision longer than
+    /// [`Limits::max_decision_len`]. As elsewhere, the hops skipped on the way and the
+    /// unknown fields of this one are checked for structure only.
+    pub fn hop(&self, index: usize) -> Result<Option<Hop>> {
+        let Some(mut cur) = self.present("path")? else {
+            return Ok(None);
+        };
+        let h = cur.head_of(4, "path", "an array")?;
+        if index as u64 >= h.arg {
+            return Ok(None);
+        }
+        cur.room(h.arg, 1, h.at)?;
+        for _ in 0..index {
+            cur.skip(1)?;
+        }
+        cur.hop(self.max_decision_len).map(Some)
     }
 
     /// The original wire bytes (`raw`), empty when absent.
@@ -391,6 +437,78 @@ impl<'a> Cur<'a> {
         let h = self.head_of(3, field, "text")?;
         let bytes = self.payload(h)?;
         crate::utf8::from_utf8(bytes).ok_or_else(|| Error::decode(h.at, K::InvalidUtf8))
+    }
+
+    /// A signed 64-bit integer of `field`.
+    fn i64(&mut self, field: &'static str) -> Result<i64> {
+        let h = self.head()?;
+        let v = match h.major {
+            0 => i64::try_from(h.arg).ok(),
+            1 => i64::try_from(h.arg).ok().map(|n| -1 - n),
+            _ => {
+                return Err(Error::decode(
+                    h.at,
+                    K::TypeMismatch {
+                        field,
+                        expected: "an integer",
+                    },
+                ));
+            }
+        };
+        v.ok_or_else(|| Error::decode(h.at, K::OutOfRange { field }))
+    }
+
+    /// A hop, as the decoder reads it (but for unknown keys, which are skipped without
+    /// checking that they are unique).
+    fn hop(&mut self, max_decision_len: usize) -> Result<Hop> {
+        let h = self.head_of(5, "path", "a map")?;
+        self.room(h.arg, 2, h.at)?;
+        let (mut gear, mut port, mut ts, mut decision) = (None, None, None, None);
+        for _ in 0..h.arg {
+            let at = self.pos;
+            let dup = match self.key()? {
+                b"g" => gear.replace(self.id("path")?).is_some(),
+                b"p" => port.replace(self.id("path")?).is_some(),
+                b"t" => ts.replace(self.i64("path")?).is_some(),
+                b"d" => decision.replace(self.decision(max_decision_len)?).is_some(),
+                _ => {
+                    self.skip(2)?;
+                    false
+                }
+            };
+            if dup {
+                return Err(Error::decode(at, K::DuplicateKey));
+            }
+        }
+        let missing = |f| Error::decode(h.at, K::MissingField(f));
+        Ok(Hop {
+            gear: gear.ok_or_else(|| missing("g"))?,
+            port: port.ok_or_else(|| missing("p"))?,
+            ts: ts.ok_or_else(|| missing("t"))?,
+            decision: decision.flatten(),
+        })
+    }
+
+    /// A hop's decision: text within the limit, or `null` for none.
+    fn decision(&mut self, max_len: usize) -> Result<Option<Text>> {
+        if self.is_null() {
+            self.pos += 1;
+            return Ok(None);
+        }
+        let h = self.head_of(3, "path", "text")?;
+        if h.arg > max_len as u64 {
+            return Err(Error::decode(
+                h.at,
+                K::Limit(LimitExceeded::Decision {
+                    len: h.arg,
+                    max: max_len,
+                }),
+            ));
+        }
+        let bytes = self.payload(h)?;
+        crate::utf8::from_utf8(bytes)
+            .map(|s| Some(Text::from(s)))
+            .ok_or_else(|| Error::decode(h.at, K::InvalidUtf8))
     }
 
     fn id(&mut self, field: &'static str) -> Result<Id> {

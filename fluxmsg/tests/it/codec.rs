@@ -22,11 +22,11 @@ fn payment() -> FluxMsg {
         b = b.meta(format!("k{i}"), format!("v{i}"));
     }
     for i in 0..3 {
-        b = b.hop(Hop {
-            gear: Id::U64(i),
-            port: Id::U64(i + 100),
-            ts: 1_767_225_600_000_000_000 + i as i64,
-        });
+        b = b.hop(Hop::new(
+            Id::U64(i),
+            Id::U64(i + 100),
+            1_767_225_600_000_000_000 + i as i64,
+        ));
     }
     b.build()
 }

@@ -441,11 +441,7 @@ fn huge_announced_lengths_fail_without_reserving_memory() {
 }
 
 fn hop(i: u64) -> Hop {
-    Hop {
-        gear: Id::U64(i),
-        port: Id::U64(i + 1),
-        ts: 1,
-    }
+    Hop::new(Id::U64(i), Id::U64(i + 1), 1)
 }
 
 /// Asserts that encoding `msg` fails with `want` and leaves the buffer as it was, and that

@@ -84,11 +84,7 @@ fn envelope_fields() {
         .expect("path")
         .flags(FluxMsg::FLAG_SYNC_PROBE)
         .raw(&b"\x02\x00\xab"[..])
-        .hop(Hop {
-            gear: Id::U64(5),
-            port: Id::Uuid(UUID_BYTES),
-            ts: -1,
-        })
+        .hop(Hop::new(Id::U64(5), Id::Uuid(UUID_BYTES), -1))
         .ts(1_767_225_600_000_000_000)
         .build();
     check(

@@ -2,6 +2,7 @@
 
 mod alloc;
 mod codec;
+mod decision;
 mod hostile;
 #[cfg(feature = "json")]
 mod json;

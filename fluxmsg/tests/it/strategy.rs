@@ -75,8 +75,21 @@ pub(crate) fn data() -> impl Strategy<Value = Map<Value>> {
     btree_map(key(), value(), 0..6).prop_map(|m| m.into_iter().collect())
 }
 
+/// Hops with and without a decision; a decision of up to 30 characters holds at most 120
+/// bytes, within the default limit.
 fn hop() -> impl Strategy<Value = Hop> {
-    (id(), id(), any::<i64>()).prop_map(|(gear, port, ts)| Hop { gear, port, ts })
+    (
+        id(),
+        id(),
+        any::<i64>(),
+        proptest::option::of("\\PC{0,30}".prop_map(Text::from)),
+    )
+        .prop_map(|(gear, port, ts, decision)| Hop {
+            gear,
+            port,
+            ts,
+            decision,
+        })
 }
 
 fn extra() -> impl Strategy<Value = Map<Value>> {

@@ -29,6 +29,7 @@ struct Case {
     max_hops: Option<usize>,
     max_size: Option<usize>,
     max_depth: Option<usize>,
+    max_decision_len: Option<usize>,
     // A valid case.
     canonical_hex: Option<String>,
     // An invalid case.
@@ -54,6 +55,8 @@ struct HopFact {
     g: String,
     p: String,
     t: i64,
+    /// The decision; absent for none.
+    d: Option<String>,
 }
 
 fn cases(file: &str) -> Vec<Case> {
@@ -110,6 +113,7 @@ fn kind_name(kind: &DecodeErrorKind) -> String {
         K::Limit(LimitExceeded::Hops { .. }) => "Limit.Hops".to_owned(),
         K::Limit(LimitExceeded::Size { .. }) => "Limit.Size".to_owned(),
         K::Limit(LimitExceeded::Depth { .. }) => "Limit.Depth".to_owned(),
+        K::Limit(LimitExceeded::Decision { .. }) => "Limit.Decision".to_owned(),
         other => format!("{other:?}"),
     }
 }
@@ -195,6 +199,9 @@ fn codec_for(case: &Case) -> Codec {
     }
     if let Some(n) = case.max_depth {
         b = b.max_depth(n);
+    }
+    if let Some(n) = case.max_decision_len {
+        b = b.max_decision_len(n);
     }
     b.build()
         .unwrap_or_else(|e| panic!("case `{}`: {e}", case.name))
@@ -367,14 +374,18 @@ fn check_facts(case: &Case, msg: &FluxMsg) {
         assert_eq!(&got, extra, "case `{name}`: extra");
     }
     if let Some(path) = &case.path {
-        let got: Vec<(String, String, i64)> = msg
+        type Fact = (String, String, i64, Option<String>);
+        let got: Vec<Fact> = msg
             .path
             .iter()
-            .map(|h| (h.gear.to_string(), h.port.to_string(), h.ts))
+            .map(|h| {
+                let d = h.decision.as_ref().map(|d| d.as_str().to_owned());
+                (h.gear.to_string(), h.port.to_string(), h.ts, d)
+            })
             .collect();
-        let want: Vec<(String, String, i64)> = path
+        let want: Vec<Fact> = path
             .iter()
-            .map(|h| (h.g.clone(), h.p.clone(), h.t))
+            .map(|h| (h.g.clone(), h.p.clone(), h.t, h.d.clone()))
             .collect();
         assert_eq!(got, want, "case `{name}`: path");
     }

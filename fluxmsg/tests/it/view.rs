@@ -55,6 +55,11 @@ fn assert_agrees(bytes: &[u8], codec: &Codec, msg: &FluxMsg, paths: &[String], k
     assert_eq!(view.ts(), Ok(msg.ts));
     assert_eq!(view.flags(), Ok(msg.flags));
     assert_eq!(view.raw(), Ok(&msg.raw[..]));
+    assert_eq!(view.path_len(), Ok(msg.path.len()));
+    for (i, hop) in msg.path.iter().enumerate() {
+        assert_eq!(view.hop(i).as_ref(), Ok(&Some(hop.clone())), "hop {i}");
+    }
+    assert_eq!(view.hop(msg.path.len()), Ok(None));
     for path in paths.iter().chain(&paths_of(&msg.data)) {
         let want = msg.data.get_path(path);
         assert_eq!(
@@ -100,6 +105,10 @@ fn probe(bytes: &[u8]) {
     errors.extend(view.ts().err());
     errors.extend(view.flags().err());
     errors.extend(view.raw().err());
+    errors.extend(view.path_len().err());
+    for i in 0..3 {
+        errors.extend(view.hop(i).err());
+    }
     errors.into_iter().for_each(inside);
     if let Ok(msg) = codec.decode(bytes) {
         let paths: Vec<String> = paths.into_iter().map(str::to_owned).collect();
@@ -234,11 +243,7 @@ fn a_lookup_allocates_nothing() {
         .and_then(|b| b.data_path("list", Value::Array(vec![Value::from(1u8); 50])))
         .expect("paths")
         .raw(&b"\x02\x00"[..])
-        .hop(fluxmsg::Hop {
-            gear: fluxmsg::Id::U64(1),
-            port: fluxmsg::Id::U64(2),
-            ts: 3,
-        })
+        .hop(fluxmsg::Hop::new(1u64, 2u64, 3))
         .build();
     let bytes = msg.to_cbor().expect("encode");
     let (found, requested) = crate::alloc::requested_by(|| {
