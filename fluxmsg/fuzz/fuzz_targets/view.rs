@@ -39,6 +39,8 @@ fuzz_target!(|input: &[u8]| {
     }
     let (id, ref_id, src_id) = (view.id(), view.ref_id(), view.src_id());
     let (trace, ts, flags, raw) = (view.trace(), view.ts(), view.flags(), view.raw());
+    let path_len = view.path_len();
+    let hops: Vec<_> = (0..4).map(|i| view.hop(i)).collect();
     if let Some(msg) = &decoded {
         assert_eq!(id.ok(), Some(msg.id));
         assert_eq!(ref_id.ok(), Some(msg.ref_id));
@@ -47,6 +49,10 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(ts.ok(), Some(msg.ts));
         assert_eq!(flags.ok(), Some(msg.flags));
         assert_eq!(raw.ok(), Some(&msg.raw[..]));
+        assert_eq!(path_len.ok(), Some(msg.path.len()));
+        for (i, hop) in hops.into_iter().enumerate() {
+            assert_eq!(hop.ok(), Some(msg.path.get(i).cloned()), "hop {i}");
+        }
         // The envelope-first bytes the wasm gear sends decode and read the same.
         let mut first = Vec::new();
         codec
