@@ -14,7 +14,9 @@
 //! keeps in `flux-dlq`, all of them or those of one rack (`--rack`) or gear (`--gear`).
 //! `rack start` runs a rack under a mixer; `racks …` and `scenario …` operate the fleet
 //! through the mixer's HTTP API (`--api-url`, `--api-token` or `FLUXRIG_API_URL`,
-//! `FLUXRIG_API_TOKEN`; `--json` prints the API's JSON instead of a table).
+//! `FLUXRIG_API_TOKEN`; `--json` prints the API's JSON instead of a table). `trace <id>` shows
+//! a message's hops across racks with each gear's decision; `tail <rack>.<gear>.<port>` prints
+//! the live messages a port gets over the bus, PAN-like digit runs masked.
 //!
 //! ```text
 //! cargo run --example fluxrig -- demo
@@ -36,6 +38,8 @@
 //! cargo run --example fluxrig -- racks approve edge-1
 //! cargo run --example fluxrig -- scenario import flow.yaml --activate --wait 30s
 //! cargo run --example fluxrig -- scenario status --json
+//! cargo run --example fluxrig -- trace 102294544292642916
+//! cargo run --example fluxrig -- tail core.out.in --nats nats://127.0.0.1:4222
 //! ```
 //!
 //! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints an
@@ -58,6 +62,8 @@ mod agent;
 mod api;
 #[path = "fluxrig/dlq.rs"]
 mod dlq;
+#[path = "fluxrig/trace.rs"]
+mod trace;
 
 /// Exit status for bad input.
 const BAD_INPUT: u8 = 1;
@@ -100,6 +106,10 @@ enum Command {
     /// Scenarios in the mixer: import, activate, list, show, diff, status.
     #[command(subcommand)]
     Scenario(api::ScenarioCommand),
+    /// Where a message went across racks, and why (from the hops the racks sampled).
+    Trace(trace::TraceArgs),
+    /// The live messages of a port fed over the bus, decoded, PANs masked.
+    Tail(trace::TailArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -307,6 +317,8 @@ pub(crate) fn run(
         Command::Dlq(command) => dlq::dlq(&command, output),
         Command::Racks(command) => api::racks(&command, output),
         Command::Scenario(command) => api::scenario(&command, output),
+        Command::Trace(args) => trace::trace(&args, output),
+        Command::Tail(args) => trace::tail(&args, output),
     };
     match result {
         Ok(()) => 0,

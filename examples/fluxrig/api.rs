@@ -29,6 +29,13 @@ pub(crate) struct Api {
     json: bool,
 }
 
+impl Api {
+    /// Whether to print JSON.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum RacksCommand {
     /// One line per rack: name, status, machine id, applied scenario, last seen, labels.
@@ -141,7 +148,7 @@ pub(crate) struct ApiOnly {
 }
 
 /// An HTTP client for one API.
-struct Client {
+pub(crate) struct Client {
     base: String,
     token: Option<String>,
     runtime: tokio::runtime::Runtime,
@@ -152,7 +159,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(api: &Api) -> Result<Client, Failure> {
+    pub(crate) fn new(api: &Api) -> Result<Client, Failure> {
         let base = api.api_url.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") {
             return Err(anyhow!("--api-url must be an http:// URL, not {base:?}").into());
@@ -221,7 +228,7 @@ impl Client {
         Err(anyhow!(text).into())
     }
 
-    fn json(
+    pub(crate) fn json(
         &self,
         method: Method,
         path: &str,
@@ -236,7 +243,7 @@ impl Client {
 }
 
 /// `s` as a path segment.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -644,7 +651,7 @@ fn table(output: &mut dyn Write, headers: &[&str], rows: Vec<Vec<String>>) -> Re
     Ok(())
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
