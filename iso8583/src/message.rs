@@ -248,6 +248,8 @@ pub struct MessageRef<'a> {
     pub(crate) mti: &'a [u8],
     pub(crate) bitmap: [u64; 3],
     pub(crate) fields: [&'a [u8]; MAX_FIELD as usize + 1],
+    /// Each field's length in its encoding's units (what the prefix said, or the fixed one).
+    pub(crate) units: [u32; MAX_FIELD as usize + 1],
 }
 
 impl Default for MessageRef<'_> {
@@ -256,6 +258,7 @@ impl Default for MessageRef<'_> {
             mti: &[],
             bitmap: [0; 3],
             fields: [&[]; MAX_FIELD as usize + 1],
+            units: [0; MAX_FIELD as usize + 1],
         }
     }
 }
@@ -312,8 +315,9 @@ impl<'a> MessageRef<'a> {
         self.bitmap = [0; 3];
     }
 
-    pub(crate) fn set(&mut self, number: u16, wire: &'a [u8]) {
+    pub(crate) fn set(&mut self, number: u16, wire: &'a [u8], units: usize) {
         let n = usize::from(number);
+        self.units[n] = u32::try_from(units).unwrap_or(u32::MAX);
         self.bitmap[(n - 1) / 64] |= 1u64 << (63 - (n - 1) % 64);
         self.fields[n] = wire;
     }

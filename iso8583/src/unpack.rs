@@ -3,6 +3,8 @@
 //! Every length is checked against what is left of the input before anything is read or
 //! reserved, so hostile input costs at most its own size.
 
+use std::borrow::Cow;
+
 use crate::error::{UnpackError, UnpackErrorKind};
 use crate::message::{Field, Message, MessageRef, Subfield};
 use crate::spec::{Composite, Encoding, FieldSpec, FieldType, Layout, Spec, SubKey, UnknownTags};
@@ -230,7 +232,7 @@ impl Spec {
                 None => wire::check(spec, loc.wire, loc.units)
                     .map_err(|(k, at)| err(k, n, None, loc.at + at))?,
             }
-            msg.set(n, loc.wire);
+            msg.set(n, loc.wire, loc.units);
             Ok(())
         })?;
         if pos < input.len() {
@@ -241,6 +243,39 @@ impl Spec {
             ));
         }
         Ok(())
+    }
+}
+
+impl Spec {
+    /// The value of field `number` of a borrowed message: the input's bytes themselves when
+    /// the encoding writes values as they are (ASCII, binary), else decoded (BCD, EBCDIC,
+    /// hex); `None` when absent or a composite.
+    ///
+    /// ```
+    /// use iso8583::{Message, MessageRef, Spec};
+    ///
+    /// let spec = Spec::builtin("moov:spec87ascii").unwrap();
+    /// let mut msg = Message::new("0100");
+    /// msg.set(11, "123456");
+    /// let bytes = spec.pack_to_vec(&msg)?;
+    /// let mut view = MessageRef::new();
+    /// spec.unpack_borrowed(&bytes, &mut view)?;
+    /// assert_eq!(spec.value(&view, 11).as_deref(), Some(&b"123456"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn value<'a>(&self, msg: &MessageRef<'a>, number: u16) -> Option<Cow<'a, [u8]>> {
+        let spec = self.field(number)?;
+        let wire = msg.field(number)?;
+        if spec.composite.is_some() {
+            return None;
+        }
+        if matches!(spec.enc, Encoding::Ascii | Encoding::Binary) {
+            return Some(Cow::Borrowed(wire));
+        }
+        let units = msg.units[usize::from(number)] as usize;
+        let mut v = Vec::new();
+        wire::decode(spec, wire, units, &mut v).ok()?;
+        Some(Cow::Owned(v))
     }
 }
 

@@ -74,6 +74,19 @@ fn check(case: &toml::Table) {
                 borrowed.numbers().eq(msg.numbers()),
                 "{name}: the same fields borrowed"
             );
+            for (key, want) in fields.as_table().expect("fields") {
+                let Ok(n) = key.parse::<u16>() else { continue };
+                if n == 0 {
+                    continue;
+                }
+                let got = spec.value(&borrowed, n);
+                let want = expected_bytes(want.as_str().expect("text"));
+                assert_eq!(
+                    got.as_deref(),
+                    Some(want.as_slice()),
+                    "{name}: borrowed {key}"
+                );
+            }
         }
         (None, Some(error)) => {
             let error = error.as_table().expect("error");
