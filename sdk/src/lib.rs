@@ -19,6 +19,10 @@
 //! Errors are data: a gear's `Err`, and a gear's panic, send that one message to the `error`
 //! port with `error.reason` (and `error.detail`) in its metadata.
 //!
+//! Decisions are data too: a gear that chooses where a message goes (a router, a filter, a
+//! switch) writes why with [`decide`] under [`DECISION_META`], and the engine moves it into
+//! the hop it appends, so a message's path shows every decision taken on the way.
+//!
 //! # Example
 //!
 //! A gear that uppercases `data.name`, tested with the harness:
@@ -76,12 +80,14 @@
 //! | `host` | yes | everything above: the gear contract for gears that run in a rack (native gears and the `wasm` gear's host), with Tokio, snake and idgen |
 //! | `guest` | no | the module `guest`: the guest side of wasm gears, for `wasm32-unknown-unknown`; use it without `host` (`default-features = false, features = ["guest"]`) |
 //!
-//! Without either, the crate holds only [`abi`], the wasm ABI that host and guest share.
+//! Without either, the crate holds only [`abi`], the wasm ABI that host and guest share, and
+//! the decision helpers ([`decide`], [`DECISION_META`]).
 //!
 //! MSRV: the workspace's `rust-version`.
 #![doc(test(attr(deny(warnings))))]
 
 pub mod abi;
+mod decision;
 #[cfg(feature = "guest")]
 pub mod guest;
 
@@ -120,6 +126,7 @@ pub use crate::backoff::Backoff;
 pub use crate::config::HumanDuration;
 #[cfg(feature = "host")]
 pub use crate::context::{Context, Services, unix_nanos};
+pub use crate::decision::{DECISION_META, MAX_DECISION_LEN, decide, take_decision};
 #[cfg(feature = "host")]
 pub use crate::emit::{
     Closed, ERROR_DETAIL, ERROR_REASON, Emission, Emissions, Emitter, Outbox, Outputs, mark_error,

@@ -2,6 +2,7 @@
 
 mod abi;
 mod batch;
+mod decision;
 mod errors;
 mod gears;
 #[cfg(feature = "guest")]
