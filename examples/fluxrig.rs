@@ -62,6 +62,8 @@ mod agent;
 mod api;
 #[path = "fluxrig/dlq.rs"]
 mod dlq;
+#[path = "fluxrig/metrics.rs"]
+mod metrics;
 #[path = "fluxrig/trace.rs"]
 mod trace;
 
@@ -183,6 +185,9 @@ struct RunArgs {
     /// a mixer [default: the in-process transport].
     #[arg(long)]
     nats: Option<String>,
+    /// Serve the rack's counters at `http://<addr>/metrics` (Prometheus text).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -431,6 +436,20 @@ fn rack_run(args: &RunArgs, output: &mut dyn Write) -> Result<(), Failure> {
         }
         let mut rack = builder.build()?;
         rack.apply_scenario(&validated).await?;
+        // What `/metrics` serves: the counters as of the last tick.
+        let counters = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        if let Some(addr) = args.metrics_addr {
+            let source = std::sync::Arc::clone(&counters);
+            let local = metrics::serve(
+                addr,
+                rack_name.clone(),
+                std::sync::Arc::new(move || {
+                    source.lock().map(|c| c.clone()).unwrap_or_default()
+                }),
+            )
+            .await?;
+            writeln!(output, "metrics on http://{local}/metrics")?;
+        }
         let started = std::time::Instant::now();
         let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
         ticker.tick().await;
@@ -444,6 +463,9 @@ fn rack_run(args: &RunArgs, output: &mut dyn Write) -> Result<(), Failure> {
                 }
                 _ = ticker.tick() => {
                     let stats = rack.stats();
+                    if let Ok(mut c) = counters.lock() {
+                        *c = fluxrig::rack::agent::telemetry::counters_of(&rack);
+                    }
                     let line: Vec<String> = stats
                         .iter()
                         .map(|(gear, s)| format!("{gear} {}/{}", s.messages_in, s.messages_out))

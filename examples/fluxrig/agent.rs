@@ -44,6 +44,9 @@ pub(crate) struct StartArgs {
     /// How often to heartbeat, as the mixer expects (beats the file's) [default: 10s].
     #[arg(long, env = "FLUXRIG_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
+    /// Serve the rack's counters at `http://<addr>/metrics` (Prometheus text).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -106,6 +109,16 @@ pub(crate) fn start(args: &StartArgs, output: &mut dyn Write) -> Result<(), Fail
             .await
             .with_context(|| format!("cannot connect to {nats}"))?;
         let agent = Agent::start(config, snake).await?;
+        if let Some(addr) = args.metrics_addr {
+            let source = agent.metrics_handle();
+            let local = super::metrics::serve(
+                addr,
+                name.clone(),
+                std::sync::Arc::new(move || source.get().gears),
+            )
+            .await?;
+            writeln!(output, "metrics on http://{local}/metrics")?;
+        }
         let mut status = agent.status();
         let started = Instant::now();
         let mut ticker = tokio::time::interval(Duration::from_secs(1));

@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rack_lib::agent::telemetry::{
-    GearCounters, HOPS_TYPE, HopRecord, HopsBatch, METRICS_TYPE, MetricsSnapshot, from_message,
+    GearCounters, HOPS_TYPE, HopRecord, HopsBatch, METRICS_TYPE, MetricsSnapshot, RackMetrics,
+    from_message, prometheus_header as header, prometheus_label as escape, write_prometheus,
 };
 use snake::{Pattern, Snake};
 use tokio::task::JoinHandle;
@@ -232,71 +233,15 @@ impl Telemetry {
                 },
             })
             .collect();
-        for (name, help, pick) in [
-            (
-                "flux_gear_messages_in_total",
-                "Messages into a gear (flux.gear.messages_in).",
-                0,
-            ),
-            (
-                "flux_gear_messages_out_total",
-                "Messages out of a gear (flux.gear.messages_out).",
-                1,
-            ),
-            (
-                "flux_gear_errors_total",
-                "Messages a gear failed (flux.gear.errors).",
-                2,
-            ),
-        ] {
-            header(&mut out, name, "counter", help);
-            for RackCounters { rack, gears, .. } in &gears {
-                let rack = escape(rack);
-                for (gear, c) in gears.iter() {
-                    let v = [c.messages_in, c.messages_out, c.errors][pick];
-                    let _ = writeln!(
-                        out,
-                        "{name}{{rack=\"{rack}\",gear=\"{}\"}} {v}",
-                        escape(gear)
-                    );
-                }
-            }
-        }
-        header(
-            &mut out,
-            "flux_gear_messages_dropped_total",
-            "counter",
-            "Messages a gear dropped, by reason (flux.gear.messages_dropped).",
-        );
-        for RackCounters { rack, gears, .. } in &gears {
-            let rack = escape(rack);
-            for (gear, c) in gears.iter() {
-                for (reason, n) in &c.dropped {
-                    let _ = writeln!(
-                        out,
-                        "flux_gear_messages_dropped_total{{rack=\"{rack}\",gear=\"{}\",reason=\"{}\"}} {n}",
-                        escape(gear),
-                        escape(reason)
-                    );
-                }
-            }
-        }
-        header(
-            &mut out,
-            "flux_rack_telemetry_dropped_total",
-            "counter",
-            "Telemetry a rack dropped rather than delay business traffic, by reason.",
-        );
-        for RackCounters { rack, dropped, .. } in &gears {
-            for (reason, n) in dropped.iter().flat_map(|d| d.iter()) {
-                let _ = writeln!(
-                    out,
-                    "flux_rack_telemetry_dropped_total{{rack=\"{}\",reason=\"{}\"}} {n}",
-                    escape(rack),
-                    escape(reason)
-                );
-            }
-        }
+        let views: Vec<RackMetrics<'_>> = gears
+            .iter()
+            .map(|g| RackMetrics {
+                rack: g.rack,
+                gears: &g.gears,
+                telemetry_dropped: g.dropped,
+            })
+            .collect();
+        write_prometheus(&mut out, &views);
         out
     }
 }
@@ -362,24 +307,6 @@ fn from_heartbeat(stats: &serde_json::Value) -> BTreeMap<String, GearCounters> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A label value as the text format wants it: `\`, `"` and newlines escaped.
-fn escape(value: &str) -> Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
-        return Cow::Borrowed(value);
-    }
-    Cow::Owned(
-        value
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n"),
-    )
 }
 
 #[cfg(test)]

@@ -94,10 +94,11 @@ impl Fleet {
         });
     }
 
-    fn start_rack(&mut self, name: &str) {
+    fn start_rack(&mut self, name: &str, extra: &[&str]) {
         let log = self.log(name);
         let child = Command::new(self.bin.join("fluxrig"))
             .args(["rack", "start", "--name", name, "--nats", &self.nats])
+            .args(extra)
             .args([
                 "--bootstrap-secret",
                 BOOTSTRAP,
@@ -204,6 +205,24 @@ impl Drop for Fleet {
     }
 }
 
+/// `GET <path>` of the server at `addr`: the body, after the status line `200`.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .expect("writes");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
 fn scenario(dir: &Path, sink: &Path) -> PathBuf {
     let path = dir.join("flow.yaml");
     std::fs::write(
@@ -288,8 +307,8 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
     assert!(matches!(place, Some((Ok(_), Ok(_)))), "{err}");
 
     // Two racks enroll and wait; the operator approves them.
-    fleet.start_rack("edge");
-    fleet.start_rack("core");
+    fleet.start_rack("edge", &[]);
+    fleet.start_rack("core", &[]);
     fleet.wait("two pending racks", Duration::from_secs(30), |f| {
         f.json(&["racks", "list", "--status", "pending"])
             .as_array()
@@ -336,7 +355,8 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
     });
     fleet.kill_rack("core");
     std::thread::sleep(Duration::from_secs(1));
-    fleet.start_rack("core");
+    let metrics = format!("127.0.0.1:{}", testkit::free_port());
+    fleet.start_rack("core", &["--metrics-addr", &metrics]);
     fleet.wait("every message", Duration::from_secs(120), |f| {
         f.arrived().len() as u64 == N
     });
@@ -363,5 +383,21 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
     );
     let (_, table, _) = fleet.cli(&["scenario", "status"]);
     assert_eq!(table.matches("applied").count(), 2, "{table}");
+    // No process logged a card number, nor a secret.
+    for entry in std::fs::read_dir(&fleet.dir)
+        .expect("the logs")
+        .filter_map(Result::ok)
+    {
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for secret in ["4111111111111111", TOKEN, BOOTSTRAP] {
+                assert!(
+                    !log.contains(secret),
+                    "{secret} in {}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
     server.stop().expect("the server stops");
 }

@@ -92,6 +92,8 @@ pub(super) struct Core {
     /// What telemetry published and dropped.
     pub(super) telemetry: super::telemetry::TelemetryStats,
     pub(super) telemetry_bucket: super::telemetry::Bucket,
+    /// The latest counters, for [`Agent::metrics`](super::Agent::metrics).
+    pub(super) metrics: watch::Sender<super::telemetry::MetricsSnapshot>,
     stop: watch::Receiver<bool>,
     pub(super) status: watch::Sender<AgentStatus>,
 }
@@ -103,6 +105,7 @@ impl Core {
         snake: Snake,
         stop: watch::Receiver<bool>,
         status: watch::Sender<AgentStatus>,
+        metrics: watch::Sender<super::telemetry::MetricsSnapshot>,
     ) -> Result<Core, AgentError> {
         snake::token("rack name", &cfg.name).map_err(AgentError::Name)?;
         if cfg.heartbeat_interval.is_zero()
@@ -183,6 +186,7 @@ impl Core {
             sent_health: BTreeMap::new(),
             telemetry: super::telemetry::TelemetryStats::default(),
             telemetry_bucket: super::telemetry::Bucket::new(cfg_rate.0, cfg_rate.1),
+            metrics,
             stop,
             status,
         };
@@ -227,6 +231,7 @@ impl Core {
                 Event::Stop => return Ok(()),
                 Event::Telemetry => self.publish_telemetry().await,
                 Event::Tick => {
+                    self.metrics.send_replace(self.snapshot());
                     if self.heartbeat().await? == Flow::Stop {
                         return Ok(());
                     }

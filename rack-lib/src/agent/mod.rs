@@ -182,6 +182,17 @@ impl StatusWatch {
     }
 }
 
+/// Reads an agent's latest counters; see [`Agent::metrics_handle`].
+#[derive(Debug, Clone)]
+pub struct MetricsHandle(watch::Receiver<telemetry::MetricsSnapshot>);
+
+impl MetricsHandle {
+    /// The counters as of the agent's last heartbeat or telemetry tick.
+    pub fn get(&self) -> telemetry::MetricsSnapshot {
+        self.0.borrow().clone()
+    }
+}
+
 /// A running agent: a task that enrolls, heartbeats and applies pushes to its own rack.
 ///
 /// Dropping the handle stops the agent as [`Agent::shutdown`] does, without waiting for it.
@@ -189,6 +200,7 @@ impl StatusWatch {
 pub struct Agent {
     stop: watch::Sender<bool>,
     status: watch::Receiver<AgentStatus>,
+    metrics: watch::Receiver<telemetry::MetricsSnapshot>,
     task: JoinHandle<Result<(), AgentError>>,
 }
 
@@ -206,9 +218,30 @@ impl Agent {
     pub async fn start(config: AgentConfig, snake: snake::Snake) -> Result<Agent, AgentError> {
         let (stop, stop_rx) = watch::channel(false);
         let (status_tx, status) = watch::channel(AgentStatus::default());
-        let core = core::Core::load(config, snake, stop_rx, status_tx)?;
+        let (metrics_tx, metrics) = watch::channel(telemetry::MetricsSnapshot {
+            rack: config.name.clone(),
+            ..telemetry::MetricsSnapshot::default()
+        });
+        let core = core::Core::load(config, snake, stop_rx, status_tx, metrics_tx)?;
         let task = tokio::spawn(core.run());
-        Ok(Agent { stop, status, task })
+        Ok(Agent {
+            stop,
+            status,
+            metrics,
+            task,
+        })
+    }
+
+    /// The rack's per-gear counters as of its last heartbeat or telemetry tick (for a
+    /// `/metrics` of its own: [`telemetry::write_prometheus`]).
+    pub fn metrics(&self) -> telemetry::MetricsSnapshot {
+        self.metrics.borrow().clone()
+    }
+
+    /// A handle that reads [`Agent::metrics`] from elsewhere (a metrics endpoint's task),
+    /// without keeping the agent alive.
+    pub fn metrics_handle(&self) -> MetricsHandle {
+        MetricsHandle(self.metrics.clone())
     }
 
     /// The agent's status and its changes.

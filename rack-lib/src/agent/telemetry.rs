@@ -162,12 +162,8 @@ pub fn from_message<T: for<'de> Deserialize<'de>>(
 impl Core {
     /// Publishes a metric snapshot, if the bucket lets it.
     pub(super) async fn publish_telemetry(&mut self) {
-        let snapshot = MetricsSnapshot {
-            rack: self.cfg.name.clone(),
-            ts_ms: now_ms(),
-            gears: self.gear_counters(),
-            telemetry_dropped: self.telemetry.dropped.clone(),
-        };
+        let snapshot = self.snapshot();
+        self.metrics.send_replace(snapshot.clone());
         let subject = format!("flux.telemetry.metrics.{}", self.cfg.name);
         self.send_telemetry(&subject, METRICS_TYPE, &snapshot).await;
     }
@@ -196,30 +192,154 @@ impl Core {
         }
     }
 
-    fn gear_counters(&self) -> BTreeMap<String, GearCounters> {
-        let Some(slot) = &self.rack else {
-            return BTreeMap::new();
-        };
-        slot.rack
-            .stats()
-            .into_iter()
-            .map(|(gear, s)| {
-                (
-                    gear,
-                    GearCounters {
-                        messages_in: s.messages_in,
-                        messages_out: s.messages_out,
-                        errors: s.errors,
-                        dropped: s
-                            .dropped
-                            .iter()
-                            .map(|(reason, n)| (reason.to_string(), *n))
-                            .collect(),
-                    },
-                )
-            })
-            .collect()
+    /// The rack's counters now.
+    pub(super) fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            rack: self.cfg.name.clone(),
+            ts_ms: now_ms(),
+            gears: self.gear_counters(),
+            telemetry_dropped: self.telemetry.dropped.clone(),
+        }
     }
+
+    fn gear_counters(&self) -> BTreeMap<String, GearCounters> {
+        self.rack
+            .as_ref()
+            .map(|slot| counters_of(&slot.rack))
+            .unwrap_or_default()
+    }
+}
+
+/// A running rack's per-gear counters.
+pub fn counters_of(rack: &crate::Rack) -> BTreeMap<String, GearCounters> {
+    rack.stats()
+        .into_iter()
+        .map(|(gear, s)| {
+            (
+                gear,
+                GearCounters {
+                    messages_in: s.messages_in,
+                    messages_out: s.messages_out,
+                    errors: s.errors,
+                    dropped: s
+                        .dropped
+                        .iter()
+                        .map(|(reason, n)| (reason.to_string(), *n))
+                        .collect(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// One rack's counters, for [`write_prometheus`].
+#[derive(Debug, Clone, Copy)]
+pub struct RackMetrics<'a> {
+    /// The rack's name.
+    pub rack: &'a str,
+    /// Its gears' counters.
+    pub gears: &'a BTreeMap<String, GearCounters>,
+    /// What its telemetry dropped, by reason, when known.
+    pub telemetry_dropped: Option<&'a BTreeMap<String, u64>>,
+}
+
+/// Appends the racks' per-gear counters to `out` in the Prometheus text format
+/// (`flux_gear_messages_in_total{rack,gear}`, `_out_total`, `flux_gear_errors_total`,
+/// `flux_gear_messages_dropped_total{rack,gear,reason}`,
+/// `flux_rack_telemetry_dropped_total{rack,reason}`): what a rack's own `/metrics` and the
+/// mixer's fleet-wide one both serve.
+pub fn write_prometheus(out: &mut String, racks: &[RackMetrics<'_>]) {
+    use std::fmt::Write as _;
+    for (name, help, pick) in [
+        (
+            "flux_gear_messages_in_total",
+            "Messages into a gear (flux.gear.messages_in).",
+            0,
+        ),
+        (
+            "flux_gear_messages_out_total",
+            "Messages out of a gear (flux.gear.messages_out).",
+            1,
+        ),
+        (
+            "flux_gear_errors_total",
+            "Messages a gear failed (flux.gear.errors).",
+            2,
+        ),
+    ] {
+        prometheus_header(out, name, "counter", help);
+        for RackMetrics { rack, gears, .. } in racks {
+            let rack = prometheus_label(rack);
+            for (gear, c) in gears.iter() {
+                let v = [c.messages_in, c.messages_out, c.errors][pick];
+                let _ = writeln!(
+                    out,
+                    "{name}{{rack=\"{rack}\",gear=\"{}\"}} {v}",
+                    prometheus_label(gear)
+                );
+            }
+        }
+    }
+    prometheus_header(
+        out,
+        "flux_gear_messages_dropped_total",
+        "counter",
+        "Messages a gear dropped, by reason (flux.gear.messages_dropped).",
+    );
+    for RackMetrics { rack, gears, .. } in racks {
+        let rack = prometheus_label(rack);
+        for (gear, c) in gears.iter() {
+            for (reason, n) in &c.dropped {
+                let _ = writeln!(
+                    out,
+                    "flux_gear_messages_dropped_total{{rack=\"{rack}\",gear=\"{}\",reason=\"{}\"}} {n}",
+                    prometheus_label(gear),
+                    prometheus_label(reason)
+                );
+            }
+        }
+    }
+    prometheus_header(
+        out,
+        "flux_rack_telemetry_dropped_total",
+        "counter",
+        "Telemetry a rack dropped rather than delay business traffic, by reason.",
+    );
+    for RackMetrics {
+        rack,
+        telemetry_dropped,
+        ..
+    } in racks
+    {
+        for (reason, n) in telemetry_dropped.iter().flat_map(|d| d.iter()) {
+            let _ = writeln!(
+                out,
+                "flux_rack_telemetry_dropped_total{{rack=\"{}\",reason=\"{}\"}} {n}",
+                prometheus_label(rack),
+                prometheus_label(reason)
+            );
+        }
+    }
+}
+
+/// Appends the `# HELP` and `# TYPE` lines of a metric.
+pub fn prometheus_header(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+pub fn prometheus_label(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    std::borrow::Cow::Owned(
+        value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
 }
 
 fn now_ms() -> i64 {
