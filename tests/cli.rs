@@ -839,6 +839,9 @@ fn chaos_poisoned_messages_are_dead_lettered_listed_and_replayed() {
     assert_eq!(dead, 0, "the dead-letter stream is empty after the replay");
 }
 
+#[path = "cli/api.rs"]
+mod api;
+
 #[cfg(feature = "nats-server-tests")]
 #[path = "cli/fleet.rs"]
 mod fleet;
