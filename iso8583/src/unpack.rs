@@ -178,6 +178,8 @@ impl Spec {
             }
             msg.mti.extend(v.iter().map(|&b| char::from(b)));
         }
+        let present: u32 = bitmap.iter().map(|w| w.count_ones()).sum();
+        msg.fields.reserve(present as usize);
         for_each_bit(self, &bitmap, |n| {
             let spec = self.field(n).ok_or_else(|| {
                 UnpackError::new(UnpackErrorKind::UndefinedField(n), Some(n), pos)
@@ -518,7 +520,7 @@ fn unpack_composite(
     let mut scratch = Vec::new();
     let hex = spec.enc == Encoding::HexToAscii;
     let data = content(spec, loc, n, &mut scratch)?;
-    let mut subs = Vec::new();
+    let mut subs = Vec::with_capacity(comp.subfields.len());
     walk(comp, data, loc.at, hex, n, |found| {
         let mut v = Vec::new();
         match found.spec {
