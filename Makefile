@@ -16,7 +16,7 @@ help:
 	@echo "make doc     - the API docs, warnings denied"
 	@echo "make bench   - the criterion suites (codec, idgen, gears, rack, snake, wasm); runs setup-nats first"
 	@echo "make run     - the main job on the embedded default: the dual head (a mixer and a rack in one process, with the API)"
-	@echo "make fuzz    - fuzz the fluxMsg decoder and MsgView for FUZZ_SECONDS seconds each (default 60)"
+	@echo "make fuzz    - fuzz the fluxMsg decoder, MsgView and the ISO 8583 unpackers for FUZZ_SECONDS seconds each (default 60)"
 
 # Ends with one line that adds up every test binary's results.
 # --all-features includes snake's nats-server-tests, which need the binary setup-nats provides
@@ -69,8 +69,8 @@ bench-build:
 run:
 	$(CARGO) run --release --example dual_head -- $(ARGS)
 
-# Seeds the corpora from the wire test vectors, then fuzzes the decoder and MsgView under
-# AddressSanitizer.
+# Seeds the corpora from the wire test vectors, then fuzzes the decoder, MsgView and the
+# ISO 8583 unpackers under AddressSanitizer.
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
@@ -78,3 +78,5 @@ fuzz:
 	mkdir -p fluxmsg/fuzz/corpus/view && cp -r fluxmsg/fuzz/corpus/decode/. fluxmsg/fuzz/corpus/view/
 	cd fluxmsg && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
 	cd fluxmsg && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run view -- -max_total_time=$(FUZZ_SECONDS)
+	python3 -c 'import tomllib,pathlib,sys; d=pathlib.Path(sys.argv[1]); d.mkdir(parents=True,exist_ok=True); specs={"moov:spec87ascii":0,"moov:spec87hex":1,"ascii":2,"binary":3}; [(d/f"vector-{i:03}").write_bytes(bytes([specs[c["spec"]]])+bytes.fromhex("".join(c["hex"].split()))) for i,c in enumerate(tomllib.loads(pathlib.Path("iso8583/testdata/vectors.toml").read_text())["case"])]' fluxmsg/fuzz/corpus/iso8583
+	cd fluxmsg && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run iso8583 -- -max_total_time=$(FUZZ_SECONDS)
