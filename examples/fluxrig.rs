@@ -16,7 +16,7 @@
 //! through the mixer's HTTP API (`--api-url`, `--api-token` or `FLUXRIG_API_URL`,
 //! `FLUXRIG_API_TOKEN`; `--json` prints the API's JSON instead of a table). `trace <id>` shows
 //! a message's hops across racks with each gear's decision; `tail <rack>.<gear>.<port>` prints
-//! the live messages a port gets over the bus, PAN-like digit runs masked.
+//! the live messages an output port sends over the bus, PAN-like digit runs masked.
 //!
 //! ```text
 //! cargo run --example fluxrig -- demo
@@ -39,7 +39,7 @@
 //! cargo run --example fluxrig -- scenario import flow.yaml --activate --wait 30s
 //! cargo run --example fluxrig -- scenario status --json
 //! cargo run --example fluxrig -- trace 102294544292642916
-//! cargo run --example fluxrig -- tail core.out.in --nats nats://127.0.0.1:4222
+//! cargo run --example fluxrig -- tail edge.pick.out_visa --nats nats://127.0.0.1:4222
 //! ```
 //!
 //! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints an
@@ -110,7 +110,7 @@ enum Command {
     Scenario(api::ScenarioCommand),
     /// Where a message went across racks, and why (from the hops the racks sampled).
     Trace(trace::TraceArgs),
-    /// The live messages of a port fed over the bus, decoded, PANs masked.
+    /// The live messages an output port sends over the bus, decoded, PANs masked.
     Tail(trace::TailArgs),
 }
 

@@ -1,5 +1,6 @@
 //! `fluxrig trace <id>`: where a message went and why, from the hops the racks sampled (the
-//! mixer's API); `fluxrig tail <rack>.<gear>.<port>`: the live messages of a port on the bus,
+//! mixer's API); `fluxrig tail <rack>.<gear>.<port>`: the live messages an output port sends
+//! over the bus,
 //! decoded, with PAN-like digit runs masked.
 
 use std::io::Write;
@@ -72,9 +73,9 @@ pub(crate) fn trace(args: &TraceArgs, output: &mut dyn Write) -> Result<(), Fail
 
 #[derive(Debug, Args)]
 pub(crate) struct TailArgs {
-    /// `<rack>.<gear>.<port>` of an input port fed over the bus (a guaranteed or cross-rack
-    /// wire); `*` matches any one part (`core.*.in`). Hot wires inside a rack never reach the
-    /// bus: tail the next gear that a bus lane feeds, or sample with `trace`.
+    /// `<rack>.<gear>.<port>` of an output port that feeds the bus (the start of a guaranteed
+    /// or cross-rack wire); `*` matches any one part (`edge.*.out`). Hot wires inside a rack
+    /// never reach the bus: tail a port that starts a bus lane, or sample with `trace`.
     port: String,
     /// The NATS server.
     #[arg(long, env = "FLUXRIG_NATS")]

@@ -242,7 +242,7 @@ fn fleet_commands_print_tables_and_json_and_match_the_openapi_document() {
     };
     assert_eq!(hash.len(), 12, "{out}");
     assert!(
-        out.contains(&format!("), racks: edge\nactivated, pushed to: edge\n")),
+        out.contains("), racks: edge\nactivated, pushed to: edge\n"),
         "{out}"
     );
     assert!(out.contains("applied 1/1"), "{out}");

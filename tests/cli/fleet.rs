@@ -353,6 +353,31 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
     fleet.wait("the first messages", Duration::from_secs(60), |f| {
         f.arrived().len() > 300
     });
+    // The guaranteed wire's messages, live, with the card number masked.
+    let url = fleet.nats.clone();
+    let tail = fluxrig(
+        &[
+            "tail",
+            "edge.pick.out_visa",
+            "--nats",
+            &url,
+            "--count",
+            "3",
+            "--duration",
+            "20s",
+        ],
+        b"",
+    );
+    let lines = String::from_utf8_lossy(&tail.stdout).into_owned();
+    assert_eq!((tail.status, lines.lines().count()), (0, 3), "{tail:?}");
+    assert!(
+        lines.starts_with("flux.msg.edge.pick.out_visa {"),
+        "{lines}"
+    );
+    assert!(
+        !lines.contains("4111111111111111") && lines.contains("411111******1111"),
+        "{lines}"
+    );
     fleet.kill_rack("core");
     std::thread::sleep(Duration::from_secs(1));
     let metrics = format!("127.0.0.1:{}", testkit::free_port());
@@ -364,6 +389,12 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
     assert!(
         (0..N).all(|n| counts.contains_key(&n)),
         "a guaranteed message was lost"
+    );
+    // The restarted rack serves its own counters.
+    let text = http_get(&metrics, "/metrics");
+    assert!(
+        text.contains("flux_gear_messages_in_total{rack=\"core\",gear=\"out\"}"),
+        "{text}"
     );
 
     // The mixer restarts on its store: the racks reattach without approval.
