@@ -14,6 +14,9 @@
 //! cargo run --release --example dual_head -- --duration 30s
 //! ```
 
+#[path = "common/log.rs"]
+mod log;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,16 +54,7 @@ struct Flags {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_max_level(
-            std::env::var("FLUXRIG_LOG")
-                .ok()
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(tracing::Level::WARN),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    log::init(Some(tracing::Level::WARN));
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,
         Err(e) => {

@@ -62,6 +62,8 @@ mod agent;
 mod api;
 #[path = "fluxrig/dlq.rs"]
 mod dlq;
+#[path = "common/log.rs"]
+mod log;
 #[path = "fluxrig/metrics.rs"]
 mod metrics;
 #[path = "fluxrig/trace.rs"]
@@ -261,22 +263,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 fn main() -> ExitCode {
     // The workspace's tracing events go to stderr: warnings and errors by default,
-    // `FLUXRIG_LOG=info|debug|trace|error|off` for more or less.
-    let level = match std::env::var("FLUXRIG_LOG").as_deref() {
-        Ok("off") => None,
-        Ok("error") => Some(tracing::Level::ERROR),
-        Ok("info") => Some(tracing::Level::INFO),
-        Ok("debug") => Some(tracing::Level::DEBUG),
-        Ok("trace") => Some(tracing::Level::TRACE),
-        _ => Some(tracing::Level::WARN),
-    };
-    if let Some(level) = level {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(io::stderr)
-            .with_ansi(false)
-            .init();
-    }
+    // `FLUXRIG_LOG=info|debug|trace|error|off` for more or less, `FLUXRIG_LOG_FORMAT=json`.
+    log::init(Some(tracing::Level::WARN));
     // Neither stdout nor stderr is locked for the whole run: `log` gears write to stdout and
     // the gears' tasks log to stderr from other threads.
     let status = run(

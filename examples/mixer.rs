@@ -24,7 +24,11 @@
 //!
 //! The store is SQLite in `<data_dir>/mixer.db` unless `store_url` names PostgreSQL. Without a
 //! token the mixer refuses to start unless `--dangerously-disable-auth`, and then the API
-//! listens on loopback only. It runs until Ctrl-C or SIGTERM.
+//! listens on loopback only. It runs until Ctrl-C or SIGTERM. `FLUXRIG_LOG` sets the log level
+//! (info by default), `FLUXRIG_LOG_FORMAT=json` logs one JSON object per line.
+
+#[path = "common/log.rs"]
+mod log;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -153,11 +157,7 @@ impl Config {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_max_level(log_level())
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    log::init(Some(tracing::Level::INFO));
     let flags = match Flags::try_parse() {
         Ok(flags) => flags,
         Err(e) => {
@@ -177,14 +177,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// `FLUXRIG_LOG` (`error`, `warn`, `info`, `debug`, `trace`) or info.
-fn log_level() -> tracing::Level {
-    std::env::var("FLUXRIG_LOG")
-        .ok()
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(tracing::Level::INFO)
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
