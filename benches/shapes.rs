@@ -61,10 +61,12 @@ pub(crate) fn payment() -> FluxMsg {
         data,
         raw: Bytes::from((0..200u32).map(|i| (i * 7) as u8).collect::<Vec<_>>()),
         path: (0..3)
-            .map(|i| Hop {
-                gear: Id::U64(0x0500_0000_0000_0001 + i),
-                port: Id::U64(0x0700_0000_0000_0001 + i),
-                ts: T0 + 1_000 * i as i64,
+            .map(|i| {
+                Hop::new(
+                    Id::U64(0x0500_0000_0000_0001 + i),
+                    Id::U64(0x0700_0000_0000_0001 + i),
+                    T0 + 1_000 * i as i64,
+                )
             })
             .collect(),
         ts: T0,

@@ -709,11 +709,11 @@ fn payment() -> anyhow::Result<FluxMsg> {
     raw.resize(200, b' ');
     for (i, gear) in [11u64, 12, 13].into_iter().enumerate() {
         let step = i64::try_from(i)? * 40_000;
-        msg = msg.hop(Hop {
-            gear: Id::U64(gear),
-            port: Id::U64(gear * 100 + 1),
-            ts: TS + 10_000 + step,
-        });
+        msg = msg.hop(Hop::new(
+            Id::U64(gear),
+            Id::U64(gear * 100 + 1),
+            TS + 10_000 + step,
+        ));
     }
     Ok(msg.raw(raw).build())
 }

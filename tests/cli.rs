@@ -63,16 +63,8 @@ fn message() -> FluxMsg {
         .data_path("iso8583.field.11", "123456")
         .expect("path")
         .raw(&b"\x01\x00"[..])
-        .hop(Hop {
-            gear: Id::U64(5),
-            port: Id::U64(6),
-            ts: 7,
-        })
-        .hop(Hop {
-            gear: Id::U64(8),
-            port: Id::U64(9),
-            ts: 10,
-        })
+        .hop(Hop::new(Id::U64(5), Id::U64(6), 7))
+        .hop(Hop::new(Id::U64(8), Id::U64(9), 10))
         .build()
 }
 

@@ -359,11 +359,11 @@ impl Node {
         let now = sdk::unix_nanos(self.clock.now());
         let max_hops = fluxmsg::Limits::default().max_hops();
         for (port, msgs) in scratch.out.ports_mut() {
-            let hop = Hop {
-                gear: self.identity.gear,
-                port: self.identity.ports[port.index().min(ports - 1)],
-                ts: now,
-            };
+            let hop = Hop::new(
+                self.identity.gear,
+                self.identity.ports[port.index().min(ports - 1)],
+                now,
+            );
             for msg in msgs.iter_mut() {
                 if msg.id.is_none() {
                     match self.ids.next_id() {
@@ -376,6 +376,9 @@ impl Node {
                 if msg.path.len() >= max_hops {
                     msg.path.remove(0);
                 }
+                // A deciding gear said why in meta; the reason travels in its hop instead.
+                let mut hop = hop.clone();
+                hop.decision = sdk::take_decision(msg);
                 msg.path.push(hop);
             }
         }
