@@ -11,12 +11,35 @@
 //! `error.reason = no_route`; a matching rule whose destinations are all unavailable sends it
 //! to `error` with `no_destination`.
 //!
+//! # Decisions
+//!
+//! For every message it routes, the gear records why under [`sdk::DECISION_META`]
+//! (`flux.decision`), which the engine moves into the hop it appends, so the message's path
+//! answers "why did this message go there?":
+//!
+//! | case | decision |
+//! | --- | --- |
+//! | rule 0 matched, its port chosen | `rule 0 -> out_visa` |
+//! | a rule with `name: visa` matched | `visa -> out_visa` |
+//! | no rule matched, `default` chosen | `default -> out_other` |
+//! | a choice skipped unavailable destinations | `rule 0 -> out_visa_b (failover: out_visa_a unavailable)` |
+//! | every destination of the rule unavailable (`error`) | `rule 0 -> no_destination (out_visa_a, out_visa_b unavailable)` |
+//! | no rule matched, no `default` (`error`) | `no_route` |
+//!
+//! A rule is named `rule <index>` unless it has a `name`. In parentheses, each choice
+//! (`failover`, `round_robin`, `least_loaded`) that passed over unavailable destinations
+//! names them, outermost first, separated by `; `; a subtree is shown as
+//! `failover[out_a, out_b]`. Without such a detour the text is the one computed when the gear
+//! was built, so recording it costs a copy of a short inline string. A decision is cut to
+//! [`sdk::MAX_DECISION_LEN`] bytes.
+//!
 //! ```yaml
 //! - name: switch
 //!   type: route
 //!   config:
 //!     rules:
-//!       - when: { field: data.pan, prefix: "4" }
+//!       - name: visa
+//!         when: { field: data.pan, prefix: "4" }
 //!         to: { failover: [ { least_loaded: [out_visa_a, out_visa_b] }, out_backup ] }
 //!       - when: { field: data.pan, regex: "^5[1-5]" }
 //!         to: out_mastercard
@@ -37,12 +60,16 @@
 //! }))?;
 //! h.send("in", FluxMsg::builder().data("pan", "4111").build())?;
 //! h.send("in", FluxMsg::builder().data("pan", "5500").build())?;
-//! assert_eq!(h.take("out_visa").len(), 1);
-//! assert_eq!(h.take("out_other").len(), 1);
+//! let visa = h.take("out_visa");
+//! assert_eq!(visa[0].meta.get(sdk::DECISION_META).map(|d| d.as_str()), Some("rule 0 -> out_visa"));
+//! let other = h.take("out_other");
+//! assert_eq!(other[0].meta.get(sdk::DECISION_META).map(|d| d.as_str()), Some("default -> out_other"));
 //! # Ok(()) }
 //! ```
 
-use fluxmsg::FluxMsg;
+use std::fmt::Write as _;
+
+use fluxmsg::{FluxMsg, Text};
 use schemars::JsonSchema;
 use sdk::{
     Category, ConfigError, Direction, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
@@ -75,6 +102,12 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Rule {
+    /// A name for the rule in the decisions the gear records (`visa -> out_visa`); without
+    /// it, `rule <index>`. Unique among the rules, 1 to 64 characters, no control characters,
+    /// and not `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub name: Option<String>,
     /// The condition.
     pub when: Condition,
     /// The destination.
@@ -105,20 +138,41 @@ pub enum Destination {
     },
 }
 
+/// A destination tree with its ports resolved; a port is an index into [`Route::leaves`].
 #[derive(Debug)]
 enum Node {
-    Port(OutPort),
+    Port(usize),
     Failover(Vec<Node>),
     RoundRobin(Vec<Node>, usize),
     LeastLoaded(Vec<Node>, usize),
 }
 
+/// A port as one rule (or the default) reaches it.
+#[derive(Debug)]
+struct Leaf {
+    port: OutPort,
+    name: Box<str>,
+    /// `<rule> -> <port>`, computed when the gear is built.
+    decision: Text,
+}
+
+/// A rule or the default, compiled.
+#[derive(Debug)]
+struct Target {
+    /// `rule <index>`, the rule's name, or `default`.
+    label: Box<str>,
+    node: Node,
+}
+
 /// The `route` gear (see the [module docs](self)).
 #[derive(Debug)]
 pub struct Route {
-    rules: Vec<(Test, Node)>,
-    default: Option<Node>,
+    rules: Vec<(Test, Target)>,
+    default: Option<Target>,
+    leaves: Vec<Leaf>,
     scratch: Scratch,
+    /// The detours of the current choice (see [`Node::pick`]); empty on the common path.
+    why: String,
     /// A rule evaluates a Rhai expression: batches run off the async worker.
     scripted: bool,
 }
@@ -150,26 +204,28 @@ impl GearType for Route {
     }
 
     fn new(config: Config, ports: &Ports) -> Result<Route, ConfigError> {
-        let rules = config
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| {
-                Ok((
-                    rule.when.compile(&format!("rules[{i}].when"))?,
-                    node(&rule.to, ports)?,
-                ))
-            })
-            .collect::<Result<Vec<(Test, Node)>, ConfigError>>()?;
+        let mut leaves = Vec::new();
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (i, rule) in config.rules.iter().enumerate() {
+            let label = rule_label(&config.rules, i)?;
+            let test = rule.when.compile(&format!("rules[{i}].when"))?;
+            let node = node(&rule.to, ports, &label, &mut leaves)?;
+            rules.push((test, Target { label, node }));
+        }
+        let default = match &config.default {
+            Some(d) => Some(Target {
+                node: node(d, ports, "default", &mut leaves)?,
+                label: "default".into(),
+            }),
+            None => None,
+        };
         Ok(Route {
             scripted: rules.iter().any(|(test, _)| test.has_expr()),
             rules,
-            default: config
-                .default
-                .as_ref()
-                .map(|d| node(d, ports))
-                .transpose()?,
+            default,
+            leaves,
             scratch: Scratch::default(),
+            why: String::new(),
         })
     }
 }
@@ -211,16 +267,69 @@ fn collect(dest: &Destination, path: &str, names: &mut Vec<PortName>) -> Result<
     Ok(())
 }
 
+/// The longest rule name.
+const MAX_NAME_LEN: usize = 64;
+
+/// How rule `i` is named in decisions: its `name`, checked, or `rule <i>`.
+fn rule_label(rules: &[Rule], i: usize) -> Result<Box<str>, ConfigError> {
+    let Some(name) = &rules[i].name else {
+        return Ok(format!("rule {i}").into());
+    };
+    let path = format!("rules[{i}].name");
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(ConfigError::field(
+            path,
+            format!("a rule name has 1 to {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ConfigError::field(
+            path,
+            "a rule name has no control characters",
+        ));
+    }
+    if name == "default" {
+        return Err(ConfigError::field(
+            path,
+            "`default` names the default destination in decisions; choose another name",
+        ));
+    }
+    if let Some(first) = rules[..i]
+        .iter()
+        .position(|r| r.name.as_deref() == Some(name))
+    {
+        return Err(ConfigError::field(
+            path,
+            format!("{name:?} already names rules[{first}]"),
+        ));
+    }
+    Ok(name.as_str().into())
+}
+
 /// The destination tree with its ports resolved (every one is in `ports`: [`Route::ports`]
-/// collected them from the same configuration).
-fn node(dest: &Destination, ports: &Ports) -> Result<Node, ConfigError> {
-    let all = |list: &[Destination]| {
+/// collected them from the same configuration), each port a new leaf whose decision names
+/// `label`.
+fn node(
+    dest: &Destination,
+    ports: &Ports,
+    label: &str,
+    leaves: &mut Vec<Leaf>,
+) -> Result<Node, ConfigError> {
+    let mut all = |list: &[Destination]| {
         list.iter()
-            .map(|d| node(d, ports))
+            .map(|d| node(d, ports, label, leaves))
             .collect::<Result<Vec<_>, _>>()
     };
     Ok(match dest {
-        Destination::Port(name) => Node::Port(ports.resolve_output(name)?),
+        Destination::Port(name) => {
+            let port = ports.resolve_output(name)?;
+            leaves.push(Leaf {
+                port,
+                name: name.as_str().into(),
+                decision: Text::from(format!("{label} -> {name}")),
+            });
+            Node::Port(leaves.len() - 1)
+        }
         Destination::Failover { failover } => Node::Failover(all(failover)?),
         Destination::RoundRobin { round_robin } => Node::RoundRobin(all(round_robin)?, 0),
         Destination::LeastLoaded { least_loaded } => Node::LeastLoaded(all(least_loaded)?, 0),
@@ -229,31 +338,49 @@ fn node(dest: &Destination, ports: &Ports) -> Result<Node, ConfigError> {
 
 impl Node {
     /// The fewest messages in flight among the available ports below, without choosing.
-    fn load(&self, out: &Outbox<'_>) -> Option<u32> {
+    fn load(&self, leaves: &[Leaf], out: &Outbox<'_>) -> Option<u32> {
         match self {
-            Node::Port(port) => {
-                let status = out.status(*port);
+            Node::Port(leaf) => {
+                let status = out.status(leaves[*leaf].port);
                 status.is_available().then(|| status.load())
             }
-            Node::Failover(children) => children.iter().find_map(|c| c.load(out)),
+            Node::Failover(children) => children.iter().find_map(|c| c.load(leaves, out)),
             Node::RoundRobin(children, _) | Node::LeastLoaded(children, _) => {
-                children.iter().filter_map(|c| c.load(out)).min()
+                children.iter().filter_map(|c| c.load(leaves, out)).min()
             }
         }
     }
 
-    /// Chooses an available port, moving round-robin cursors.
-    fn pick(&mut self, out: &Outbox<'_>) -> Option<OutPort> {
+    /// Chooses an available port (its leaf), moving round-robin cursors.
+    ///
+    /// A choice that passes over unavailable children notes them in `why`, before the notes
+    /// of the child it chose (outermost first); a node that finds nothing leaves `why` as it
+    /// found it, and its parent names it whole.
+    fn pick(&mut self, leaves: &[Leaf], out: &Outbox<'_>, why: &mut String) -> Option<usize> {
+        let start = why.len();
         match self {
-            Node::Port(port) => out.status(*port).is_available().then_some(*port),
-            Node::Failover(children) => children.iter_mut().find_map(|c| c.pick(out)),
+            Node::Port(leaf) => out
+                .status(leaves[*leaf].port)
+                .is_available()
+                .then_some(*leaf),
+            Node::Failover(children) => {
+                for k in 0..children.len() {
+                    if let Some(leaf) = children[k].pick(leaves, out, why) {
+                        note(why, start, "failover", &children[..k], leaves);
+                        return Some(leaf);
+                    }
+                }
+                None
+            }
             Node::RoundRobin(children, next) => {
                 let n = children.len();
                 for k in 0..n {
                     let i = (*next + k) % n;
-                    if let Some(port) = children[i].pick(out) {
+                    if let Some(leaf) = children[i].pick(leaves, out, why) {
+                        let skipped = (0..k).map(|j| &children[(*next + j) % n]);
+                        note(why, start, "round_robin", skipped, leaves);
                         *next = (i + 1) % n;
-                        return Some(port);
+                        return Some(leaf);
                     }
                 }
                 None
@@ -263,7 +390,7 @@ impl Node {
                 let mut best: Option<(u32, usize)> = None;
                 for k in 0..n {
                     let i = (*next + k) % n;
-                    if let Some(load) = children[i].load(out)
+                    if let Some(load) = children[i].load(leaves, out)
                         && best.is_none_or(|(b, _)| load < b)
                     {
                         best = Some((load, i));
@@ -273,10 +400,80 @@ impl Node {
                 *next = (i + 1) % n;
                 // A status may change between reading the loads and choosing: then take any
                 // child that can still take the message, in turn.
-                (0..n).find_map(|k| children[(i + k) % n].pick(out))
+                let leaf = (0..n).find_map(|k| children[(i + k) % n].pick(leaves, out, why))?;
+                let unavailable = children.iter().filter(|c| c.load(leaves, out).is_none());
+                note(why, start, "least_loaded", unavailable, leaves);
+                Some(leaf)
             }
         }
     }
+
+    /// Writes the node for a decision: a port's name, or `failover[out_a, out_b]`.
+    fn describe(&self, leaves: &[Leaf], to: &mut String) {
+        let (kind, children) = match self {
+            Node::Port(leaf) => {
+                to.push_str(&leaves[*leaf].name);
+                return;
+            }
+            Node::Failover(children) => ("failover", children),
+            Node::RoundRobin(children, _) => ("round_robin", children),
+            Node::LeastLoaded(children, _) => ("least_loaded", children),
+        };
+        to.push_str(kind);
+        to.push('[');
+        for (i, child) in children.iter().enumerate() {
+            if i > 0 {
+                to.push_str(", ");
+            }
+            child.describe(leaves, to);
+        }
+        to.push(']');
+    }
+
+    /// Writes the names of every port below, separated by commas.
+    fn ports(&self, leaves: &[Leaf], to: &mut String) {
+        match self {
+            Node::Port(leaf) => {
+                if !to.is_empty() {
+                    to.push_str(", ");
+                }
+                to.push_str(&leaves[*leaf].name);
+            }
+            Node::Failover(children)
+            | Node::RoundRobin(children, _)
+            | Node::LeastLoaded(children, _) => {
+                children.iter().for_each(|c| c.ports(leaves, to));
+            }
+        }
+    }
+}
+
+/// Notes at `start` of `why` that the choice `kind` passed over `skipped` (if any) because
+/// they were unavailable: `failover: out_a, out_b unavailable`.
+fn note<'n>(
+    why: &mut String,
+    start: usize,
+    kind: &str,
+    skipped: impl IntoIterator<Item = &'n Node>,
+    leaves: &[Leaf],
+) {
+    let mut skipped = skipped.into_iter().peekable();
+    if skipped.peek().is_none() {
+        return;
+    }
+    let mut text = String::from(kind);
+    text.push_str(": ");
+    for (i, node) in skipped.enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        node.describe(leaves, &mut text);
+    }
+    text.push_str(" unavailable");
+    if why.len() > start {
+        text.push_str("; ");
+    }
+    why.insert_str(start, &text);
 }
 
 impl Gear for Route {
@@ -301,22 +498,39 @@ impl Gear for Route {
 }
 
 impl Route {
-    /// The port for `msg`: the destination of the first rule it matches, or the default.
-    fn choose(&mut self, msg: &FluxMsg, out: &Outbox<'_>) -> Result<Outcome, GearError> {
-        for (test, node) in &mut self.rules {
+    /// The port for `msg`: the destination of the first rule it matches, or the default; the
+    /// decision goes in `msg`'s metadata (see the [module docs](self)).
+    fn choose(&mut self, msg: &mut FluxMsg, out: &Outbox<'_>) -> Result<Outcome, GearError> {
+        let mut target = None;
+        for (test, t) in &mut self.rules {
             if test.matches(msg, &mut self.scratch)? {
-                return node
-                    .pick(out)
-                    .map(Outcome::Emit)
-                    .ok_or_else(|| GearError::new("no_destination"));
+                target = Some(t);
+                break;
             }
         }
-        match &mut self.default {
-            Some(node) => node
-                .pick(out)
-                .map(Outcome::Emit)
-                .ok_or_else(|| GearError::new("no_destination")),
-            None => Err(GearError::new("no_route")),
+        let Some(target) = target.or(self.default.as_mut()) else {
+            sdk::decide(msg, "no_route");
+            return Err(GearError::new("no_route"));
+        };
+        self.why.clear();
+        let Some(leaf) = target.node.pick(&self.leaves, out, &mut self.why) else {
+            let mut ports = String::new();
+            target.node.ports(&self.leaves, &mut ports);
+            let label = &target.label;
+            sdk::decide(
+                msg,
+                format!("{label} -> no_destination ({ports} unavailable)"),
+            );
+            return Err(GearError::new("no_destination"));
+        };
+        let leaf = &self.leaves[leaf];
+        if self.why.is_empty() {
+            sdk::decide(msg, leaf.decision.clone());
+        } else {
+            let mut text = String::with_capacity(leaf.decision.len() + self.why.len() + 3);
+            let _ = write!(text, "{} ({})", leaf.decision, self.why);
+            sdk::decide(msg, text);
         }
+        Ok(Outcome::Emit(leaf.port))
     }
 }
