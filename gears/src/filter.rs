@@ -4,6 +4,13 @@
 //! counted with the reason `filtered`; a condition that fails to evaluate (an expression error)
 //! sends the message to `error`.
 //!
+//! The filter records no decision under [`sdk::DECISION_META`]: a message that passes leaves
+//! on its one port `out`, so the hop the engine appends for it (filter, `out`) already says
+//! `pass`, and a dropped message goes nowhere to carry one (it is counted as `filtered`).
+//! Writing `pass` into every message's metadata would cost the hot path a write for no
+//! information. A decision an earlier gear left in the metadata (which the engine would
+//! have moved into that gear's hop) is passed on untouched.
+//!
 //! ```yaml
 //! - name: big-only
 //!   type: filter

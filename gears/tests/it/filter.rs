@@ -90,3 +90,23 @@ fn exactly_one_of_pass_if_and_drop_if() {
     );
     assert!(e.contains("config.pass_if.gt"), "{e}");
 }
+
+#[test]
+fn filter_records_no_decision_and_passes_an_earlier_one_on() {
+    let mut h =
+        Harness::new::<Filter>(&json!({ "pass_if": { "field": "data.amount", "gte": 100 } }))
+            .expect("valid");
+    let mut decided = FluxMsg::builder().data("amount", 500).build();
+    sdk::decide(&mut decided, "rule 0 -> out_big");
+    h.send_batch(
+        "in",
+        [FluxMsg::builder().data("amount", 200).build(), decided],
+    )
+    .expect("processed");
+    let out = h.take("out");
+    let decisions: Vec<_> = out
+        .iter()
+        .map(|m| m.meta.get(sdk::DECISION_META).map(|d| d.as_str()))
+        .collect();
+    assert_eq!(decisions, [None, Some("rule 0 -> out_big")]);
+}
