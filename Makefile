@@ -61,6 +61,7 @@ bench: setup-nats
 	$(CARGO) bench --bench snake
 	$(CARGO) bench --bench wasm
 	$(CARGO) bench --bench fleet
+	$(CARGO) bench --bench api
 
 bench-build:
 	$(CARGO) bench --no-run
