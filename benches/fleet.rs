@@ -57,8 +57,8 @@ use fluxrig::fluxmsg::system::{
 use fluxrig::fluxmsg::{Map, Text, Value};
 use fluxrig::mixer::Mixer;
 use fluxrig::mixer::store::{
-    Convergence, Lease, MemoryStore, Millis, Put, RackRecord, ScenarioRecord, SqliteStore, Store,
-    StoreFuture,
+    Convergence, Lease, MemoryStore, Millis, Put, RackRecord, ScenarioRecord, Seen, SqliteStore,
+    Store, StoreFuture,
 };
 use fluxrig::rack::passport::ClusterPublic;
 use fluxrig::snake::{Message, NatsOptions, NatsServer, Pattern, Snake, Subject, Subscription};
@@ -1152,7 +1152,7 @@ fn child_echo() {
 // The store counter.
 
 /// The methods of `Store`, in the order of the counters.
-const METHODS: [&str; 20] = [
+const METHODS: [&str; 26] = [
     "insert_rack",
     "update_rack",
     "rack_by_name",
@@ -1173,6 +1173,12 @@ const METHODS: [&str; 20] = [
     "convergence",
     "setting",
     "set_setting",
+    "rack_by_machine_id",
+    "stale_racks",
+    "put_seen",
+    "lease",
+    "put_convergences",
+    "convergence_of",
 ];
 
 /// A store that counts the calls to another and the time until each one's answer (the call
@@ -1314,5 +1320,23 @@ impl Store for Counted {
     }
     fn set_setting<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
         timed!(self, 19, self.inner.set_setting(key, value))
+    }
+    fn rack_by_machine_id(&self, machine_id: u16) -> StoreFuture<'_, Option<RackRecord>> {
+        timed!(self, 20, self.inner.rack_by_machine_id(machine_id))
+    }
+    fn stale_racks(&self, before: Millis) -> StoreFuture<'_, Vec<RackRecord>> {
+        timed!(self, 21, self.inner.stale_racks(before))
+    }
+    fn put_seen<'a>(&'a self, seen: &'a [Seen]) -> StoreFuture<'a, ()> {
+        timed!(self, 22, self.inner.put_seen(seen))
+    }
+    fn lease(&self, machine_id: u16) -> StoreFuture<'_, Option<Lease>> {
+        timed!(self, 23, self.inner.lease(machine_id))
+    }
+    fn put_convergences<'a>(&'a self, rows: &'a [Convergence]) -> StoreFuture<'a, ()> {
+        timed!(self, 24, self.inner.put_convergences(rows))
+    }
+    fn convergence_of<'a>(&'a self, rack: &'a str) -> StoreFuture<'a, Option<Convergence>> {
+        timed!(self, 25, self.inner.convergence_of(rack))
     }
 }

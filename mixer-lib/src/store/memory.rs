@@ -1,16 +1,24 @@
 //! The in-process store: the mixer's state in a mutex, gone with the process.
+//!
+//! Racks are kept by name (so the list comes sorted) behind `Arc`s, with an index by id:
+//! reading the whole fleet clones pointers under the mutex and the records after it, so a
+//! listing of 10,000 racks does not hold up the heartbeats meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    Convergence, Lease, Millis, Put, RackRecord, ScenarioRecord, Store, StoreError, StoreFuture,
+    Convergence, Lease, Millis, Put, RackRecord, RackStatus, ScenarioRecord, Seen, Store,
+    StoreError, StoreFuture,
 };
 
 #[derive(Debug, Default)]
 struct State {
-    racks: BTreeMap<String, RackRecord>,
+    /// By name.
+    racks: BTreeMap<String, Arc<RackRecord>>,
+    /// Id to name.
+    names: HashMap<String, String>,
     leases: BTreeMap<u16, Lease>,
     scenarios: Vec<ScenarioRecord>,
     active: Option<(String, String)>,
@@ -42,58 +50,95 @@ fn ready<'a, T: Send + 'a>(value: Result<T, StoreError>) -> StoreFuture<'a, T> {
 impl Store for MemoryStore {
     fn insert_rack<'a>(&'a self, rack: &'a RackRecord) -> StoreFuture<'a, ()> {
         let mut st = self.lock();
-        let taken = st
-            .racks
-            .values()
-            .any(|r| r.name == rack.name || r.id == rack.id);
-        ready(if taken {
-            Err(StoreError::NameTaken(rack.name.clone()))
-        } else {
-            st.racks.insert(rack.id.clone(), rack.clone());
-            Ok(())
-        })
+        ready(
+            if st.racks.contains_key(&rack.name) || st.names.contains_key(&rack.id) {
+                Err(StoreError::NameTaken(rack.name.clone()))
+            } else {
+                st.names.insert(rack.id.clone(), rack.name.clone());
+                st.racks.insert(rack.name.clone(), Arc::new(rack.clone()));
+                Ok(())
+            },
+        )
     }
 
     fn update_rack<'a>(&'a self, rack: &'a RackRecord) -> StoreFuture<'a, ()> {
         let mut st = self.lock();
-        ready(if !st.racks.contains_key(&rack.id) {
-            Err(StoreError::NoRack(rack.id.clone()))
-        } else if st
-            .racks
-            .values()
-            .any(|r| r.name == rack.name && r.id != rack.id)
-        {
-            Err(StoreError::NameTaken(rack.name.clone()))
-        } else {
-            st.racks.insert(rack.id.clone(), rack.clone());
-            Ok(())
-        })
+        let Some(old) = st.names.get(&rack.id).cloned() else {
+            return ready(Err(StoreError::NoRack(rack.id.clone())));
+        };
+        if old != rack.name {
+            if st.racks.contains_key(&rack.name) {
+                return ready(Err(StoreError::NameTaken(rack.name.clone())));
+            }
+            st.racks.remove(&old);
+            st.names.insert(rack.id.clone(), rack.name.clone());
+        }
+        st.racks.insert(rack.name.clone(), Arc::new(rack.clone()));
+        ready(Ok(()))
     }
 
     fn rack_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<RackRecord>> {
-        ready(Ok(self
-            .lock()
-            .racks
-            .values()
-            .find(|r| r.name == name)
-            .cloned()))
+        let found = self.lock().racks.get(name).cloned();
+        ready(Ok(found.map(Arc::unwrap_or_clone)))
     }
 
     fn rack_by_id<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<RackRecord>> {
-        ready(Ok(self.lock().racks.get(id).cloned()))
+        let found = {
+            let st = self.lock();
+            st.names
+                .get(id)
+                .and_then(|name| st.racks.get(name))
+                .cloned()
+        };
+        ready(Ok(found.map(Arc::unwrap_or_clone)))
     }
 
     fn racks(&self) -> StoreFuture<'_, Vec<RackRecord>> {
-        let mut racks: Vec<RackRecord> = self.lock().racks.values().cloned().collect();
-        racks.sort_by(|a, b| a.name.cmp(&b.name));
-        ready(Ok(racks))
+        // Pointers under the lock, copies after it.
+        let racks: Vec<Arc<RackRecord>> = self.lock().racks.values().cloned().collect();
+        ready(Ok(racks.into_iter().map(Arc::unwrap_or_clone).collect()))
     }
 
     fn delete_rack<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         let mut st = self.lock();
-        let there = st.racks.remove(id).is_some();
+        let there = match st.names.remove(id) {
+            Some(name) => st.racks.remove(&name).is_some(),
+            None => false,
+        };
         st.leases.retain(|_, l| l.holder != id);
         ready(Ok(there))
+    }
+
+    fn rack_by_machine_id(&self, machine_id: u16) -> StoreFuture<'_, Option<RackRecord>> {
+        let found = self
+            .lock()
+            .racks
+            .values()
+            .find(|r| r.machine_id == Some(machine_id))
+            .cloned();
+        ready(Ok(found.map(Arc::unwrap_or_clone)))
+    }
+
+    fn stale_racks(&self, before: Millis) -> StoreFuture<'_, Vec<RackRecord>> {
+        let stale: Vec<Arc<RackRecord>> = self
+            .lock()
+            .racks
+            .values()
+            .filter(|r| r.status == RackStatus::Active && r.last_seen < before)
+            .cloned()
+            .collect();
+        ready(Ok(stale.into_iter().map(Arc::unwrap_or_clone).collect()))
+    }
+
+    fn put_seen<'a>(&'a self, seen: &'a [Seen]) -> StoreFuture<'a, ()> {
+        let mut st = self.lock();
+        let State { racks, names, .. } = &mut *st;
+        for s in seen {
+            if let Some(rack) = names.get(&s.id).and_then(|name| racks.get_mut(name)) {
+                s.apply_to(Arc::make_mut(rack));
+            }
+        }
+        ready(Ok(()))
     }
 
     fn acquire_lease<'a>(
@@ -154,6 +199,10 @@ impl Store for MemoryStore {
 
     fn leases(&self) -> StoreFuture<'_, Vec<Lease>> {
         ready(Ok(self.lock().leases.values().cloned().collect()))
+    }
+
+    fn lease(&self, machine_id: u16) -> StoreFuture<'_, Option<Lease>> {
+        ready(Ok(self.lock().leases.get(&machine_id).cloned()))
     }
 
     fn put_scenario<'a>(&'a self, scenario: &'a ScenarioRecord) -> StoreFuture<'a, Put> {
@@ -238,8 +287,20 @@ impl Store for MemoryStore {
         ready(Ok(()))
     }
 
+    fn put_convergences<'a>(&'a self, rows: &'a [Convergence]) -> StoreFuture<'a, ()> {
+        let mut st = self.lock();
+        for row in rows {
+            st.convergence.insert(row.rack.clone(), row.clone());
+        }
+        ready(Ok(()))
+    }
+
     fn convergence(&self) -> StoreFuture<'_, Vec<Convergence>> {
         ready(Ok(self.lock().convergence.values().cloned().collect()))
+    }
+
+    fn convergence_of<'a>(&'a self, rack: &'a str) -> StoreFuture<'a, Option<Convergence>> {
+        ready(Ok(self.lock().convergence.get(rack).cloned()))
     }
 
     fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>> {

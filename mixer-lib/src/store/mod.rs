@@ -143,6 +143,33 @@ impl RackRecord {
     }
 }
 
+/// What a rack's heartbeats change in its record: the mixer keeps it in memory and writes it
+/// in batches ([`Store::put_seen`]), not once per heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The rack's id.
+    pub id: String,
+    /// Its last heartbeat.
+    pub last_seen: Millis,
+    /// The scenario hash it reports it runs.
+    pub applied_hash: String,
+    /// Health per gear, as last reported.
+    pub health: BTreeMap<String, String>,
+    /// Runtime statistics, as last reported (JSON).
+    pub stats: serde_json::Value,
+}
+
+impl Seen {
+    /// Writes these values into `rack` (a record read before they were stored): the rack's
+    /// `last_seen` never goes back.
+    pub fn apply_to(&self, rack: &mut RackRecord) {
+        rack.last_seen = rack.last_seen.max(self.last_seen);
+        rack.applied_hash.clone_from(&self.applied_hash);
+        rack.health.clone_from(&self.health);
+        rack.stats.clone_from(&self.stats);
+    }
+}
+
 /// A machine id leased to a holder until a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -254,6 +281,50 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn racks(&self) -> StoreFuture<'_, Vec<RackRecord>>;
     /// Removes a rack and releases its lease; whether it was there.
     fn delete_rack<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    /// The rack that holds `machine_id` in its record (a rack of the reference names itself
+    /// by machine id only).
+    ///
+    /// The default reads every rack; the stores of this crate read one row.
+    fn rack_by_machine_id(&self, machine_id: u16) -> StoreFuture<'_, Option<RackRecord>> {
+        Box::pin(async move {
+            Ok(self
+                .racks()
+                .await?
+                .into_iter()
+                .find(|r| r.machine_id == Some(machine_id)))
+        })
+    }
+    /// The `active` racks last seen before `before`, by name: those the liveness sweep marks
+    /// `offline`.
+    ///
+    /// The default reads every rack; the stores of this crate read only those.
+    fn stale_racks(&self, before: Millis) -> StoreFuture<'_, Vec<RackRecord>> {
+        Box::pin(async move {
+            let mut racks = self.racks().await?;
+            racks.retain(|r| r.status == RackStatus::Active && r.last_seen < before);
+            Ok(racks)
+        })
+    }
+    /// Writes what heartbeats changed (`last_seen`, never backwards, the applied hash,
+    /// health and stats) into each rack's record, in one transaction where the store has
+    /// them; the rest of each record stays as it is, and racks that are gone are skipped.
+    ///
+    /// The default reads and replaces each record; the stores of this crate update the four
+    /// columns.
+    fn put_seen<'a>(&'a self, seen: &'a [Seen]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            for s in seen {
+                if let Some(mut rack) = self.rack_by_id(&s.id).await? {
+                    s.apply_to(&mut rack);
+                    match self.update_rack(&rack).await {
+                        Ok(()) | Err(StoreError::NoRack(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
 
     /// Leases a machine id from `range` to `holder` until `now + ttl`: the one it holds if it
     /// holds one (renewed), else the lowest id that is free or whose lease expired before
@@ -280,6 +351,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn release_leases<'a>(&'a self, holder: &'a str) -> StoreFuture<'a, ()>;
     /// Every lease, expired or not, by machine id.
     fn leases(&self) -> StoreFuture<'_, Vec<Lease>>;
+    /// The lease of one machine id, expired or not.
+    ///
+    /// The default reads every lease; the stores of this crate read one row.
+    fn lease(&self, machine_id: u16) -> StoreFuture<'_, Option<Lease>> {
+        Box::pin(async move {
+            Ok(self
+                .leases()
+                .await?
+                .into_iter()
+                .find(|l| l.machine_id == machine_id))
+        })
+    }
 
     /// Stores a scenario version.
     ///
@@ -304,8 +387,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records what a rack was asked or reports (keyed by rack name).
     fn put_convergence<'a>(&'a self, row: &'a Convergence) -> StoreFuture<'a, ()>;
+    /// Records several rows at once (in one transaction where the store has them).
+    ///
+    /// The default writes them one by one.
+    fn put_convergences<'a>(&'a self, rows: &'a [Convergence]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            for row in rows {
+                self.put_convergence(row).await?;
+            }
+            Ok(())
+        })
+    }
     /// Every rack's row, by rack name.
     fn convergence(&self) -> StoreFuture<'_, Vec<Convergence>>;
+    /// One rack's row.
+    ///
+    /// The default reads every row; the stores of this crate read one.
+    fn convergence_of<'a>(&'a self, rack: &'a str) -> StoreFuture<'a, Option<Convergence>> {
+        Box::pin(async move {
+            Ok(self
+                .convergence()
+                .await?
+                .into_iter()
+                .find(|r| r.rack == rack))
+        })
+    }
 
     /// A value the mixer keeps about itself (its id, its public key), by key.
     fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>>;

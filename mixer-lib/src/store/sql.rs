@@ -10,17 +10,17 @@
 //!
 //! A machine id is a row of `leases`, keyed by the id, so the primary key is what makes a
 //! lease exclusive. [`Store::acquire_lease`](super::Store::acquire_lease) first renews the
-//! holder's own unexpired lease ([`RENEW_OWN`]); otherwise it reads which ids of the range are
-//! held and unexpired ([`TAKEN`]) and claims the others from the lowest, one statement each
-//! ([`CLAIM`]): an insert that, on a conflict with an existing row, takes the row over only if
-//! its lease has expired. One statement is atomic on both backends (PostgreSQL locks the
+//! holder's own unexpired lease ([`RENEW_OWN`]); otherwise it asks the database for the
+//! lowest id of the range that is neither held nor leased until later ([`NEXT_FREE`], one row
+//! back, not the list of those taken) and claims it ([`CLAIM`]): an insert that, on a
+//! conflict with an existing row, takes the row over only if its lease has expired. When the
+//! claim loses a race, the search goes on above that id. One statement is atomic on both backends (PostgreSQL locks the
 //! conflicting row and checks the condition against its latest version; SQLite runs one writer
 //! at a time), so when two mixers race for an id exactly one statement changes a row and the
 //! other changes none, and its caller moves on to the next id. No statement holds a lock past
 //! its own end, so there is nothing to deadlock on.
 
 use std::collections::BTreeMap;
-use std::ops::RangeInclusive;
 
 use super::{Lease, Millis, RackRecord, RackStatus, StoreError};
 
@@ -123,15 +123,6 @@ pub(super) fn lease(
     })
 }
 
-/// The ids of `range` that are not in `taken` (sorted), lowest first: the candidates a lease
-/// claims one after the other.
-pub(super) fn candidates(
-    range: RangeInclusive<u16>,
-    taken: &[i32],
-) -> impl Iterator<Item = u16> + '_ {
-    range.filter(move |id| taken.binary_search(&i32::from(*id)).is_err())
-}
-
 /// Renews the holder's lowest unexpired lease: `$1` holder, `$2` now, `$3` new expiry.
 pub(super) const RENEW_OWN: &str = "UPDATE leases SET expires_at = $3 \
      WHERE machine_id = (SELECT machine_id FROM leases \
@@ -139,9 +130,18 @@ pub(super) const RENEW_OWN: &str = "UPDATE leases SET expires_at = $3 \
                          ORDER BY machine_id LIMIT 1) \
        AND holder = $1 AND expires_at > $2 \
      RETURNING machine_id";
-/// The ids of a range that are held and unexpired: `$1` lowest, `$2` highest, `$3` now.
-pub(super) const TAKEN: &str = "SELECT machine_id FROM leases \
-     WHERE machine_id BETWEEN $1 AND $2 AND expires_at > $3 ORDER BY machine_id";
+/// The lowest id from `$1` to `$2` that no unexpired lease holds at `$3` (NULL when there is
+/// none): the lowest of `$1`, the ids whose lease expired, and the ids just above a held one,
+/// that is not held itself.
+pub(super) const NEXT_FREE: &str = "SELECT MIN(c) FROM ( \
+       SELECT CAST($1 AS INTEGER) AS c \
+       UNION ALL SELECT machine_id FROM leases \
+         WHERE machine_id BETWEEN $1 AND $2 AND expires_at <= $3 \
+       UNION ALL SELECT machine_id + 1 FROM leases \
+         WHERE machine_id >= $1 AND machine_id < $2 AND expires_at > $3 \
+     ) AS candidates \
+     WHERE NOT EXISTS (SELECT 1 FROM leases AS held \
+                       WHERE held.machine_id = candidates.c AND held.expires_at > $3)";
 /// Claims an id that is free or whose lease expired: `$1` id, `$2` holder, `$3` expiry,
 /// `$4` now. Changes one row when it got the id, none when someone holds it.
 pub(super) const CLAIM: &str = "INSERT INTO leases (machine_id, holder, expires_at) \
@@ -155,6 +155,8 @@ pub(super) const RENEW: &str = "UPDATE leases SET expires_at = $4 \
 pub(super) const RELEASE: &str = "DELETE FROM leases WHERE holder = $1";
 pub(super) const LEASES: &str =
     "SELECT machine_id, holder, expires_at FROM leases ORDER BY machine_id";
+pub(super) const LEASE: &str =
+    "SELECT machine_id, holder, expires_at FROM leases WHERE machine_id = $1";
 
 pub(super) const DELETE_RACK: &str = "DELETE FROM racks WHERE id = $1";
 
@@ -183,6 +185,29 @@ pub(super) const PUT_CONVERGENCE: &str = "INSERT INTO convergence \
        status = excluded.status, error = excluded.error, updated_at = excluded.updated_at";
 pub(super) const CONVERGENCE: &str = "SELECT rack, asked_version, asked_hash, applied_hash, \
      status, error, updated_at FROM convergence ORDER BY rack";
+pub(super) const CONVERGENCE_OF: &str = "SELECT rack, asked_version, asked_hash, \
+     applied_hash, status, error, updated_at FROM convergence WHERE rack = $1";
+
+/// A convergence row as the database gives it.
+pub(super) type ConvergenceRow = (String, String, String, String, String, String, i64);
+
+pub(super) fn convergence(row: ConvergenceRow) -> super::Convergence {
+    let (rack, asked_version, asked_hash, applied_hash, status, error, updated_at) = row;
+    super::Convergence {
+        rack,
+        asked_version,
+        asked_hash,
+        applied_hash,
+        status,
+        error,
+        updated_at,
+    }
+}
+
+/// Rows per transaction of the batch writes ([`Store::put_seen`](super::Store::put_seen),
+/// [`Store::put_convergences`](super::Store::put_convergences)): the writer is not held for
+/// long by one batch.
+pub(super) const BATCH: usize = 500;
 
 pub(super) const SETTING: &str = "SELECT value FROM settings WHERE key = $1";
 pub(super) const SET_SETTING: &str = "INSERT INTO settings (key, value) VALUES ($1, $2) \
@@ -194,14 +219,20 @@ pub(super) const SET_SETTING: &str = "INSERT INTO settings (key, value) VALUES (
 ///
 /// - `insert_rack`: the 13 columns in the order of [`RackRow`], as `$1`…`$13`;
 /// - `update_rack`: the same, matched by id (`$1`);
-/// - `rack_columns`: the column list of a `SELECT` that reads a [`RackRow`].
+/// - `rack_columns`: the column list of a `SELECT` that reads a [`RackRow`];
+/// - `put_seen`: what heartbeats change, matched by id (`$1`): `last_seen` (`$2`, never
+///   backwards), `applied_hash` (`$3`), `health` (`$4`) and `stats` (`$5`).
+///
+/// `$store` has two pools of the same database: `pool` for writes and `read` for reads (the
+/// same pool for PostgreSQL; for SQLite, one writer connection and several readers).
 macro_rules! sql_store {
     (
         $store:ident,
         $db:ty,
         insert_rack = $insert_rack:literal,
         update_rack = $update_rack:literal,
-        rack_columns = $rack_columns:literal $(,)?
+        rack_columns = $rack_columns:literal,
+        put_seen = $put_seen:literal $(,)?
     ) => {
         impl $store {
             fn rack_row(
@@ -317,7 +348,7 @@ macro_rules! sql_store {
                         " FROM racks WHERE name = $1"
                     ))
                     .bind(name)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.read)
                     .await
                     .map_err($crate::store::sql::backend)?
                     .as_ref()
@@ -337,7 +368,7 @@ macro_rules! sql_store {
                         " FROM racks WHERE id = $1"
                     ))
                     .bind(id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.read)
                     .await
                     .map_err($crate::store::sql::backend)?
                     .as_ref()
@@ -353,7 +384,7 @@ macro_rules! sql_store {
                         $rack_columns,
                         " FROM racks ORDER BY name"
                     ))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&self.read)
                     .await
                     .map_err($crate::store::sql::backend)?
                     .iter()
@@ -405,16 +436,19 @@ macro_rules! sql_store {
                             expires_at,
                         );
                     }
-                    let taken: Vec<i32> = sqlx::query_scalar($crate::store::sql::TAKEN)
-                        .bind(i32::from(*range.start()))
-                        .bind(i32::from(*range.end()))
-                        .bind(now)
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(backend)?;
-                    for machine_id in $crate::store::sql::candidates(range, &taken) {
+                    let end = i32::from(*range.end());
+                    let mut from = i32::from(*range.start());
+                    while from <= end {
+                        let free: Option<i32> = sqlx::query_scalar($crate::store::sql::NEXT_FREE)
+                            .bind(from)
+                            .bind(end)
+                            .bind(now)
+                            .fetch_one(&self.read)
+                            .await
+                            .map_err(backend)?;
+                        let Some(machine_id) = free else { break };
                         let claimed = sqlx::query($crate::store::sql::CLAIM)
-                            .bind(i32::from(machine_id))
+                            .bind(machine_id)
                             .bind(holder)
                             .bind(expires_at)
                             .bind(now)
@@ -423,12 +457,14 @@ macro_rules! sql_store {
                             .map_err(backend)?
                             .rows_affected();
                         if claimed == 1 {
-                            return Ok($crate::store::Lease {
+                            return $crate::store::sql::lease(
                                 machine_id,
-                                holder: holder.to_owned(),
+                                holder.to_owned(),
                                 expires_at,
-                            });
+                            );
                         }
+                        // Another holder got it first: on above it.
+                        from = machine_id + 1;
                     }
                     Err($crate::store::StoreError::NoFreeMachineId)
                 })
@@ -468,7 +504,7 @@ macro_rules! sql_store {
             fn leases(&self) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Lease>> {
                 Box::pin(async move {
                     let rows: Vec<(i32, String, i64)> = sqlx::query_as($crate::store::sql::LEASES)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.read)
                         .await
                         .map_err($crate::store::sql::backend)?;
                     rows.into_iter()
@@ -525,7 +561,7 @@ macro_rules! sql_store {
                     sqlx::query($crate::store::sql::SCENARIO)
                         .bind(name)
                         .bind(version)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.read)
                         .await
                         .map_err($crate::store::sql::backend)?
                         .as_ref()
@@ -541,7 +577,7 @@ macro_rules! sql_store {
                 Box::pin(async move {
                     sqlx::query($crate::store::sql::SCENARIO_VERSIONS)
                         .bind(name)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.read)
                         .await
                         .map_err($crate::store::sql::backend)?
                         .iter()
@@ -553,7 +589,7 @@ macro_rules! sql_store {
             fn scenario_names(&self) -> $crate::store::StoreFuture<'_, Vec<String>> {
                 Box::pin(async move {
                     sqlx::query_scalar($crate::store::sql::SCENARIO_NAMES)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.read)
                         .await
                         .map_err($crate::store::sql::backend)
                 })
@@ -584,7 +620,7 @@ macro_rules! sql_store {
             fn active(&self) -> $crate::store::StoreFuture<'_, Option<(String, String)>> {
                 Box::pin(async move {
                     sqlx::query_as($crate::store::sql::ACTIVE)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.read)
                         .await
                         .map_err($crate::store::sql::backend)
                 })
@@ -614,34 +650,14 @@ macro_rules! sql_store {
                 &self,
             ) -> $crate::store::StoreFuture<'_, Vec<$crate::store::Convergence>> {
                 Box::pin(async move {
-                    let rows: Vec<(String, String, String, String, String, String, i64)> =
+                    let rows: Vec<$crate::store::sql::ConvergenceRow> =
                         sqlx::query_as($crate::store::sql::CONVERGENCE)
-                            .fetch_all(&self.pool)
+                            .fetch_all(&self.read)
                             .await
                             .map_err($crate::store::sql::backend)?;
                     Ok(rows
                         .into_iter()
-                        .map(
-                            |(
-                                rack,
-                                asked_version,
-                                asked_hash,
-                                applied_hash,
-                                status,
-                                error,
-                                updated_at,
-                            )| {
-                                $crate::store::Convergence {
-                                    rack,
-                                    asked_version,
-                                    asked_hash,
-                                    applied_hash,
-                                    status,
-                                    error,
-                                    updated_at,
-                                }
-                            },
-                        )
+                        .map($crate::store::sql::convergence)
                         .collect())
                 })
             }
@@ -653,7 +669,7 @@ macro_rules! sql_store {
                 Box::pin(async move {
                     sqlx::query_scalar($crate::store::sql::SETTING)
                         .bind(key)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.read)
                         .await
                         .map_err($crate::store::sql::backend)
                 })
@@ -674,24 +690,136 @@ macro_rules! sql_store {
                     Ok(())
                 })
             }
+
+            fn rack_by_machine_id(
+                &self,
+                machine_id: u16,
+            ) -> $crate::store::StoreFuture<'_, Option<$crate::store::RackRecord>> {
+                Box::pin(async move {
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        $rack_columns,
+                        " FROM racks WHERE machine_id = $1 ORDER BY name LIMIT 1"
+                    ))
+                    .bind(i32::from(machine_id))
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err($crate::store::sql::backend)?
+                    .as_ref()
+                    .map(Self::rack_row)
+                    .transpose()
+                })
+            }
+
+            fn stale_racks(
+                &self,
+                before: $crate::store::Millis,
+            ) -> $crate::store::StoreFuture<'_, Vec<$crate::store::RackRecord>> {
+                Box::pin(async move {
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        $rack_columns,
+                        " FROM racks WHERE status = 'active' AND last_seen < $1 ORDER BY name"
+                    ))
+                    .bind(before)
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err($crate::store::sql::backend)?
+                    .iter()
+                    .map(Self::rack_row)
+                    .collect()
+                })
+            }
+
+            fn put_seen<'a>(
+                &'a self,
+                seen: &'a [$crate::store::Seen],
+            ) -> $crate::store::StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    let backend = $crate::store::sql::backend;
+                    for batch in seen.chunks($crate::store::sql::BATCH) {
+                        let mut tx = self.pool.begin().await.map_err(backend)?;
+                        for s in batch {
+                            let health = serde_json::to_string(&s.health)
+                                .map_err($crate::store::sql::backend)?;
+                            let stats = serde_json::to_string(&s.stats)
+                                .map_err($crate::store::sql::backend)?;
+                            sqlx::query($put_seen)
+                                .bind(s.id.as_str())
+                                .bind(s.last_seen)
+                                .bind(s.applied_hash.as_str())
+                                .bind(health)
+                                .bind(stats)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(backend)?;
+                        }
+                        tx.commit().await.map_err(backend)?;
+                    }
+                    Ok(())
+                })
+            }
+
+            fn lease(
+                &self,
+                machine_id: u16,
+            ) -> $crate::store::StoreFuture<'_, Option<$crate::store::Lease>> {
+                Box::pin(async move {
+                    let row: Option<(i32, String, i64)> = sqlx::query_as($crate::store::sql::LEASE)
+                        .bind(i32::from(machine_id))
+                        .fetch_optional(&self.read)
+                        .await
+                        .map_err($crate::store::sql::backend)?;
+                    row.map(|(id, holder, expires_at)| {
+                        $crate::store::sql::lease(id, holder, expires_at)
+                    })
+                    .transpose()
+                })
+            }
+
+            fn put_convergences<'a>(
+                &'a self,
+                rows: &'a [$crate::store::Convergence],
+            ) -> $crate::store::StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    let backend = $crate::store::sql::backend;
+                    for batch in rows.chunks($crate::store::sql::BATCH) {
+                        let mut tx = self.pool.begin().await.map_err(backend)?;
+                        for row in batch {
+                            sqlx::query($crate::store::sql::PUT_CONVERGENCE)
+                                .bind(row.rack.as_str())
+                                .bind(row.asked_version.as_str())
+                                .bind(row.asked_hash.as_str())
+                                .bind(row.applied_hash.as_str())
+                                .bind(row.status.as_str())
+                                .bind(row.error.as_str())
+                                .bind(row.updated_at)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(backend)?;
+                        }
+                        tx.commit().await.map_err(backend)?;
+                    }
+                    Ok(())
+                })
+            }
+
+            fn convergence_of<'a>(
+                &'a self,
+                rack: &'a str,
+            ) -> $crate::store::StoreFuture<'a, Option<$crate::store::Convergence>> {
+                Box::pin(async move {
+                    let row: Option<$crate::store::sql::ConvergenceRow> =
+                        sqlx::query_as($crate::store::sql::CONVERGENCE_OF)
+                            .bind(rack)
+                            .fetch_optional(&self.read)
+                            .await
+                            .map_err($crate::store::sql::backend)?;
+                    Ok(row.map($crate::store::sql::convergence))
+                })
+            }
         }
     };
 }
 
 pub(super) use sql_store;
-
-#[cfg(test)]
-mod tests {
-    use super::candidates;
-
-    #[test]
-    fn candidates_skip_what_is_taken_lowest_first() {
-        let got: Vec<u16> = candidates(10..=15, &[10, 12, 13]).collect();
-        assert_eq!(got, [11, 14, 15]);
-        assert_eq!(candidates(0..=2, &[0, 1, 2]).count(), 0);
-        assert_eq!(
-            candidates(u16::MAX..=u16::MAX, &[]).collect::<Vec<_>>(),
-            [u16::MAX]
-        );
-    }
-}

@@ -19,6 +19,8 @@ const MAX_CONNECTIONS: u32 = 10;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: the shared statements read from `read` and write to `pool`.
+    read: PgPool,
     /// Host, port and database, for `Debug` (never the user or the password).
     target: String,
 }
@@ -58,7 +60,11 @@ impl PostgresStore {
             .await
             .map_err(backend)?;
         tracing::debug!(database = %target, "Connected to the PostgreSQL store.");
-        Ok(PostgresStore { pool, target })
+        Ok(PostgresStore {
+            read: pool.clone(),
+            pool,
+            target,
+        })
     }
 
     /// Closes every connection of this handle (and its clones), waiting for those in use to
@@ -82,4 +88,6 @@ sql_store!(
     rack_columns = "id, name, machine_id, labels::text AS labels, secret_hash, status, \
                     first_seen, last_seen, ip, version, applied_hash, health::text AS health, \
                     stats::text AS stats",
+    put_seen = "UPDATE racks SET last_seen = GREATEST(last_seen, $2), applied_hash = $3, \
+                health = $4::jsonb, stats = $5::jsonb WHERE id = $1",
 );

@@ -13,8 +13,10 @@ use super::sql::{backend, sql_store};
 /// How long a statement waits for another connection's write to end (another handle or
 /// another process on the same file) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections per handle: SQLite runs one writer at a time, WAL lets readers go on beside it.
-const MAX_CONNECTIONS: u32 = 4;
+/// Reading connections per handle. SQLite runs one writer at a time and WAL lets readers go
+/// on beside it, so a handle has one writing connection and these for reads: writers pooled
+/// together would only queue on the file's write lock, each waking the others in turn.
+const READERS: u32 = 4;
 
 /// The mixer's state in a SQLite file: the embedded default (the mixer chooses the path,
 /// `./data/mixer.db` unless told otherwise).
@@ -44,7 +46,10 @@ const MAX_CONNECTIONS: u32 = 4;
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The one writing connection.
     pool: SqlitePool,
+    /// The reading connections.
+    read: SqlitePool,
     path: PathBuf,
 }
 
@@ -79,16 +84,22 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .max_connections(1)
+            .connect_with(options.clone())
             .await
             .map_err(backend)?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
             .map_err(backend)?;
+        // Opened after the writer made the file and its WAL: a read-only connection cannot.
+        let read = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(backend)?;
         tracing::debug!(path = %path.display(), "Opened the SQLite store.");
-        Ok(SqliteStore { pool, path })
+        Ok(SqliteStore { pool, read, path })
     }
 
     /// The database file.
@@ -99,6 +110,7 @@ impl SqliteStore {
     /// Closes every connection of this handle (and its clones), waiting for those in use to
     /// be returned; later calls fail with [`StoreError::Backend`].
     pub async fn close(&self) {
+        self.read.close().await;
         self.pool.close().await;
     }
 }
@@ -114,4 +126,6 @@ sql_store!(
                    version = $10, applied_hash = $11, health = $12, stats = $13 WHERE id = $1",
     rack_columns = "id, name, machine_id, labels, secret_hash, status, first_seen, \
                     last_seen, ip, version, applied_hash, health, stats",
+    put_seen = "UPDATE racks SET last_seen = MAX(last_seen, $2), applied_hash = $3, \
+                health = $4, stats = $5 WHERE id = $1",
 );

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mixer_lib::store::{
-    Convergence, MemoryStore, Put, RackRecord, RackStatus, ScenarioRecord, Store, StoreError,
+    Convergence, Lease, MemoryStore, Put, RackRecord, RackStatus, ScenarioRecord, Seen, Store,
+    StoreError, StoreFuture,
 };
 
 fn rack(id: &str, name: &str) -> RackRecord {
@@ -260,6 +261,213 @@ pub(crate) async fn convergence_and_settings_are_upserted(store: &dyn Store) {
     );
 }
 
+fn row(rack: &str, status: &str, updated_at: i64) -> Convergence {
+    Convergence {
+        rack: rack.into(),
+        asked_version: "1.0.0".into(),
+        asked_hash: "h1".into(),
+        applied_hash: String::new(),
+        status: status.into(),
+        error: String::new(),
+        updated_at,
+    }
+}
+
+/// The single-row reads and the batch writes a busy mixer uses agree with the whole tables.
+pub(crate) async fn single_rows_and_batches_agree_with_the_tables(store: &dyn Store) {
+    let mut a = rack("a-id", "edge-a");
+    a.status = RackStatus::Active;
+    a.machine_id = Some(101);
+    a.labels.insert("zone".into(), "eu".into());
+    a.last_seen = 5_000;
+    let mut b = rack("b-id", "edge-b");
+    b.status = RackStatus::Active;
+    b.machine_id = Some(102);
+    let c = rack("c-id", "edge-c");
+    for r in [&a, &b, &c] {
+        store.insert_rack(r).await.expect("insert");
+    }
+    assert_eq!(
+        store.rack_by_machine_id(101).await.expect("get"),
+        Some(a.clone())
+    );
+    assert_eq!(store.rack_by_machine_id(103).await.expect("get"), None);
+    let names = |racks: Vec<RackRecord>| racks.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    // Only active racks, last seen before the time given.
+    assert_eq!(
+        names(store.stale_racks(2_000).await.expect("stale")),
+        ["edge-b"]
+    );
+    assert_eq!(
+        names(store.stale_racks(10_000).await.expect("stale")),
+        ["edge-a", "edge-b"]
+    );
+
+    let seen_a = Seen {
+        id: "a-id".into(),
+        last_seen: 7_000,
+        applied_hash: "h2".into(),
+        health: [("acceptor".to_owned(), "ok".to_owned())].into(),
+        stats: serde_json::json!({ "msgs": 3 }),
+    };
+    // Older than what the store has: last_seen stays.
+    let seen_b = Seen {
+        id: "b-id".into(),
+        last_seen: 500,
+        applied_hash: "h1".into(),
+        health: Default::default(),
+        stats: serde_json::Value::Null,
+    };
+    let gone = Seen {
+        id: "z-id".into(),
+        ..seen_b.clone()
+    };
+    store
+        .put_seen(&[seen_a.clone(), seen_b, gone])
+        .await
+        .expect("put seen");
+    let mut want_a = a.clone();
+    seen_a.apply_to(&mut want_a);
+    assert_eq!(want_a.last_seen, 7_000);
+    assert_eq!(store.rack_by_id("a-id").await.expect("get"), Some(want_a));
+    let got_b = store.rack_by_id("b-id").await.expect("get").expect("there");
+    assert_eq!(
+        (got_b.last_seen, got_b.applied_hash.as_str()),
+        (1_000, "h1")
+    );
+    assert_eq!(store.rack_by_id("z-id").await.expect("get"), None);
+
+    // The lowest free id: an expired lease, a gap, one released.
+    for (holder, ttl) in [("r1", 1_000), ("r2", 1_000), ("r3", 10), ("r4", 1_000)] {
+        store
+            .acquire_lease(holder, 100..=104, 0, ttl)
+            .await
+            .expect("lease");
+    }
+    assert_eq!(
+        store.lease(100).await.expect("lease"),
+        Some(Lease {
+            machine_id: 100,
+            holder: "r1".into(),
+            expires_at: 1_000
+        })
+    );
+    assert_eq!(store.lease(104).await.expect("lease"), None);
+    let next = |holder: &'static str| async move {
+        store
+            .acquire_lease(holder, 100..=104, 20, 1_000)
+            .await
+            .map(|l| l.machine_id)
+    };
+    assert_eq!(next("r5").await.expect("lease"), 102);
+    assert_eq!(next("r6").await.expect("lease"), 104);
+    store.release_leases("r1").await.expect("release");
+    assert_eq!(next("r7").await.expect("lease"), 100);
+    assert!(matches!(next("r8").await, Err(StoreError::NoFreeMachineId)));
+
+    // In one batch, the last row of a rack wins.
+    let (old_a, new_a, row_b) = (
+        row("edge-a", "pushed", 1),
+        row("edge-a", "applied", 2),
+        row("edge-b", "pushed", 1),
+    );
+    store
+        .put_convergences(&[old_a, row_b.clone(), new_a.clone()])
+        .await
+        .expect("put rows");
+    store.put_convergences(&[]).await.expect("no rows");
+    assert_eq!(
+        store.convergence_of("edge-a").await.expect("row"),
+        Some(new_a.clone())
+    );
+    assert_eq!(store.convergence_of("edge-z").await.expect("row"), None);
+    assert_eq!(store.convergence().await.expect("rows"), [new_a, row_b]);
+}
+
+/// A store that implements only what the trait requires: the provided methods, which other
+/// stores may rely on, keep the same rules.
+#[derive(Debug)]
+struct RequiredOnly(MemoryStore);
+
+impl Store for RequiredOnly {
+    fn insert_rack<'a>(&'a self, rack: &'a RackRecord) -> StoreFuture<'a, ()> {
+        self.0.insert_rack(rack)
+    }
+    fn update_rack<'a>(&'a self, rack: &'a RackRecord) -> StoreFuture<'a, ()> {
+        self.0.update_rack(rack)
+    }
+    fn rack_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<RackRecord>> {
+        self.0.rack_by_name(name)
+    }
+    fn rack_by_id<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<RackRecord>> {
+        self.0.rack_by_id(id)
+    }
+    fn racks(&self) -> StoreFuture<'_, Vec<RackRecord>> {
+        self.0.racks()
+    }
+    fn delete_rack<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        self.0.delete_rack(id)
+    }
+    fn acquire_lease<'a>(
+        &'a self,
+        holder: &'a str,
+        range: std::ops::RangeInclusive<u16>,
+        now: i64,
+        ttl: i64,
+    ) -> StoreFuture<'a, Lease> {
+        self.0.acquire_lease(holder, range, now, ttl)
+    }
+    fn renew_lease<'a>(
+        &'a self,
+        machine_id: u16,
+        holder: &'a str,
+        now: i64,
+        ttl: i64,
+    ) -> StoreFuture<'a, bool> {
+        self.0.renew_lease(machine_id, holder, now, ttl)
+    }
+    fn release_leases<'a>(&'a self, holder: &'a str) -> StoreFuture<'a, ()> {
+        self.0.release_leases(holder)
+    }
+    fn leases(&self) -> StoreFuture<'_, Vec<Lease>> {
+        self.0.leases()
+    }
+    fn put_scenario<'a>(&'a self, scenario: &'a ScenarioRecord) -> StoreFuture<'a, Put> {
+        self.0.put_scenario(scenario)
+    }
+    fn scenario<'a>(
+        &'a self,
+        name: &'a str,
+        version: &'a str,
+    ) -> StoreFuture<'a, Option<ScenarioRecord>> {
+        self.0.scenario(name, version)
+    }
+    fn scenario_versions<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Vec<ScenarioRecord>> {
+        self.0.scenario_versions(name)
+    }
+    fn scenario_names(&self) -> StoreFuture<'_, Vec<String>> {
+        self.0.scenario_names()
+    }
+    fn set_active<'a>(&'a self, name: &'a str, version: &'a str) -> StoreFuture<'a, ()> {
+        self.0.set_active(name, version)
+    }
+    fn active(&self) -> StoreFuture<'_, Option<(String, String)>> {
+        self.0.active()
+    }
+    fn put_convergence<'a>(&'a self, row: &'a Convergence) -> StoreFuture<'a, ()> {
+        self.0.put_convergence(row)
+    }
+    fn convergence(&self) -> StoreFuture<'_, Vec<Convergence>> {
+        self.0.convergence()
+    }
+    fn setting<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<String>> {
+        self.0.setting(key)
+    }
+    fn set_setting<'a>(&'a self, key: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
+        self.0.set_setting(key, value)
+    }
+}
+
 /// Two handles on one state (two mixers sharing one database) leasing at once from a range
 /// with exactly one id per holder: every holder gets an id, and no id is given twice.
 #[cfg(any(feature = "sqlite", feature = "postgres-tests"))]
@@ -437,6 +645,11 @@ macro_rules! conformance {
             let (store, _guard) = $make;
             super::convergence_and_settings_are_upserted(&*store).await;
         }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn single_rows_and_batches_agree_with_the_tables() {
+            let (store, _guard) = $make;
+            super::single_rows_and_batches_agree_with_the_tables(&*store).await;
+        }
     };
 }
 
@@ -452,6 +665,16 @@ mod memory {
     use super::*;
 
     conformance!((Arc::new(MemoryStore::new()) as Arc<dyn Store>, ()));
+}
+
+/// The trait's provided methods, over a store that has only the required ones.
+mod provided {
+    use super::*;
+
+    conformance!((
+        Arc::new(RequiredOnly(MemoryStore::new())) as Arc<dyn Store>,
+        ()
+    ));
 }
 
 /// A fresh directory under the system's temporary directory, removed on drop.
