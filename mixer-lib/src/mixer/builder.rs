@@ -200,6 +200,7 @@ impl MixerBuilder {
             tracing::warn!("No bootstrap secret is configured: the mixer admits no new rack.");
         }
         let snake = self.snake.unwrap_or_else(Snake::memory);
+        let (convergence, convergence_queue) = super::seen::ConvergenceWriter::new();
         let inner = Arc::new(Inner {
             id,
             key,
@@ -222,8 +223,17 @@ impl MixerBuilder {
             live: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             targets: Mutex::new(None),
+            scenario: Mutex::new(None),
+            active_hash: Mutex::new(None),
+            seen: super::seen::Unflushed::default(),
+            convergence,
             counters: Counters::default(),
         });
+        // Heartbeats wait in a bounded queue (see `heartbeat.rs`).
+        let heartbeats = inner
+            .snake
+            .subscribe_queue(Pattern::from(Subject::heartbeat()), QUEUE_GROUP)
+            .await?;
         let tasks = vec![
             spawn_loop(
                 Arc::clone(&inner),
@@ -231,12 +241,7 @@ impl MixerBuilder {
                 |inner, msg| async move { inner.on_hello(msg).await },
             )
             .await?,
-            spawn_loop(
-                Arc::clone(&inner),
-                Subject::heartbeat(),
-                |inner, msg| async move { inner.on_heartbeat(msg).await },
-            )
-            .await?,
+            super::heartbeat::spawn_heartbeats(Arc::clone(&inner), heartbeats),
             spawn_loop(
                 Arc::clone(&inner),
                 Subject::status(),
@@ -244,6 +249,8 @@ impl MixerBuilder {
             )
             .await?,
             tokio::spawn(Arc::clone(&inner).sweep()),
+            tokio::spawn(Arc::clone(&inner).flusher()),
+            tokio::spawn(Arc::clone(&inner).write_convergence(convergence_queue)),
         ];
         tracing::info!(mixer = %inner.id, public_key = %public, "Mixer started.");
         Ok(Mixer {

@@ -44,10 +44,9 @@ impl Inner {
         let lease_expires_at = match rack.machine_id {
             Some(id) => self
                 .store
-                .leases()
+                .lease(id)
                 .await?
-                .into_iter()
-                .find(|l| l.machine_id == id && l.holder == rack.id)
+                .filter(|l| l.holder == rack.id)
                 .map_or(0, |l| l.expires_at / 1000),
             None => 0,
         };
@@ -118,7 +117,9 @@ impl Inner {
             .as_deref()
             .is_some_and(|b| secret::constant_time_eq(b.as_bytes(), hello.secret.as_bytes()));
         let mut rack = match self.store.rack_by_name(&hello.name).await? {
-            Some(rack) => {
+            Some(mut rack) => {
+                // With what its heartbeats changed and the store does not have yet.
+                self.overlay(&mut rack);
                 if rack.status == RackStatus::Denied {
                     self.counters.add("denied");
                     return Ok(refuse("denied", "this rack is denied"));

@@ -1,15 +1,68 @@
-//! Heartbeats (leases, passports, commands, the push-lag re-push) and the liveness sweep.
+//! Heartbeats (leases, passports, commands, the push-lag re-push), the bounded queue they
+//! wait in, and the liveness sweep.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fluxmsg::system::{Heartbeat, HeartbeatReply, Payload};
-use snake::{Message, Subject};
+use snake::{Message, Subject, Subscription};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::Inner;
 use crate::MixerError;
 use crate::secret;
-use crate::store::RackStatus;
+use crate::store::{RackRecord, RackStatus};
+
+/// Heartbeats waiting for a handler; one more is dropped (`heartbeat_overloaded`).
+const QUEUE: usize = 4_096;
+/// Heartbeats handled at once.
+const HANDLERS: usize = 32;
+/// A heartbeat that waited longer is dropped unanswered (`heartbeat_stale`): an agent waits
+/// 2 s for its reply by default, so the answer would go to nobody, and handling it would only
+/// make the fresher heartbeats behind it late too. The rack tries again at its next beat, and
+/// only three missed intervals make it `offline`.
+const STALE: Duration = Duration::from_secs(2);
+
+/// How long heartbeats trust the active scenario's hash as last read: in a steady fleet,
+/// most heartbeats then read nothing but their rack.
+const ACTIVE_FRESH: Duration = Duration::from_secs(1);
+
+/// Hands the heartbeats of `sub` to [`HANDLERS`] tasks through a queue of [`QUEUE`], dropping
+/// (and counting) those that find it full or that waited past [`STALE`]. Aborting the task
+/// returned ends the handlers too, once each has finished its heartbeat.
+pub(super) fn spawn_heartbeats(inner: Arc<Inner>, mut sub: Subscription) -> JoinHandle<()> {
+    let (queue, rx) = mpsc::channel::<(Instant, Message)>(QUEUE);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    for _ in 0..HANDLERS {
+        let (inner, rx) = (Arc::clone(&inner), Arc::clone(&rx));
+        tokio::spawn(async move {
+            loop {
+                let Some((at, msg)) = rx.lock().await.recv().await else {
+                    return;
+                };
+                if at.elapsed() > STALE {
+                    inner.counters.add("heartbeat_stale");
+                    continue;
+                }
+                Arc::clone(&inner).on_heartbeat(msg).await;
+            }
+        });
+    }
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if queue.try_send((Instant::now(), msg)).is_err() {
+                inner.counters.add("heartbeat_overloaded");
+            }
+        }
+        // `stop` aborts this task first: the transport ended the subscription.
+        tracing::error!(
+            subject = %Subject::heartbeat(),
+            "The mixer stopped answering on a subject: its subscription ended."
+        );
+    })
+}
 
 impl Inner {
     pub(super) async fn on_heartbeat(self: Arc<Self>, msg: Message) {
@@ -61,21 +114,20 @@ impl Inner {
             self.counters.add("bad_heartbeat");
             return Ok(None);
         };
-        let found = if hb.name.is_empty() {
+        let name = if hb.name.is_empty() {
             // A rack of the reference names itself by machine id only.
-            self.store
-                .racks()
-                .await?
-                .into_iter()
-                .find(|r| hb.machine_id != 0 && r.machine_id == Some(hb.machine_id))
+            match hb.machine_id {
+                0 => None,
+                id => self.store.rack_by_machine_id(id).await?.map(|r| r.name),
+            }
         } else {
-            self.store.rack_by_name(&hb.name).await?
+            Some(hb.name.clone())
         };
-        let found = match found {
-            Some(rack) => {
-                let guard = self.lock_rack(&rack.name).await;
+        let found = match name {
+            Some(name) => {
+                let guard = self.lock_rack(&name).await;
                 self.store
-                    .rack_by_name(&rack.name)
+                    .rack_by_name(&name)
                     .await?
                     .map(|rack| (guard, rack))
             }
@@ -98,6 +150,7 @@ impl Inner {
             }
             Some(found) => found,
         };
+        self.overlay(&mut rack);
         let now = self.clock.now();
         rack.last_seen = now;
         if hb.full_state {
@@ -116,8 +169,12 @@ impl Inner {
             rack.stats = fluxmsg::json::value_to_json(&stats);
         }
         rack.applied_hash.clone_from(&hb.applied_hash);
+        // A change of status is written at once; what only heartbeats change is written with
+        // the next batch (see `seen.rs`).
+        let mut write = false;
         if rack.status == RackStatus::Offline {
             rack.status = RackStatus::Active;
+            write = true;
             tracing::info!(rack = %rack.name, "A rack is back.");
         }
         let mut lease_changed = false;
@@ -142,9 +199,13 @@ impl Inner {
             if !renewed {
                 self.admit(&mut rack).await?;
                 lease_changed = true;
+                write = true;
             }
         }
-        self.store.update_rack(&rack).await?;
+        self.keep_seen(&rack);
+        if write {
+            self.store.update_rack(&rack).await?;
+        }
         // A new passport when the rack's status or machine id changed since its last one (it
         // takes both from passports), or when its lease had to be taken again.
         let current = (rack.status, rack.machine_id.unwrap_or(0));
@@ -181,11 +242,15 @@ impl Inner {
         if rack.status == RackStatus::Active
             && lagging
             && !reissue
+            && self.active_may_differ(&hb.applied_hash)
             && let Some(record) = self.active_for(&rack.name).await?
             && record.hash != hb.applied_hash
         {
-            let row = self.row(&rack.name).await?;
-            let failed = row.asked_hash == record.hash && row.status == "failed";
+            let failed = self
+                .store
+                .convergence_of(&rack.name)
+                .await?
+                .is_some_and(|row| row.asked_hash == record.hash && row.status == "failed");
             if !failed {
                 self.push(&rack, &record).await?;
             }
@@ -200,6 +265,22 @@ impl Inner {
         };
         self.key.sign(&mut reply)?;
         Ok(Some((reply, Some(rack.machine_id.unwrap_or(0)))))
+    }
+
+    /// Whether the active scenario may be another than `applied`: false only when it was read
+    /// less than [`ACTIVE_FRESH`] ago and was `applied`, or none was active. A scenario that
+    /// another mixer activated meanwhile is seen that much later; that mixer pushed it.
+    fn active_may_differ(&self, applied: &str) -> bool {
+        match &*self
+            .active_hash
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            Some((at, hash)) if at.elapsed() < ACTIVE_FRESH => {
+                hash.as_deref().is_some_and(|h| h != applied)
+            }
+            _ => true,
+        }
     }
 
     /// The signed answer to a heartbeat the mixer refuses.
@@ -222,7 +303,8 @@ impl Inner {
         loop {
             ticker.tick().await;
             let now = self.clock.now();
-            let racks = match self.store.racks().await {
+            let before = now.saturating_sub(window);
+            let racks = match self.store.stale_racks(before).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(
@@ -232,30 +314,38 @@ impl Inner {
                     continue;
                 }
             };
-            for rack in racks {
-                if rack.status != RackStatus::Active || now - rack.last_seen <= window {
+            for mut rack in racks {
+                // Heartbeats this mixer has not written yet count.
+                self.overlay(&mut rack);
+                if rack.last_seen >= before {
                     continue;
                 }
-                let _guard = self.lock_rack(&rack.name).await;
-                let mut rack = match self.store.rack_by_name(&rack.name).await {
-                    Ok(Some(rack)) => rack,
-                    // Removed meanwhile.
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(rack = %rack.name, error = &e as &dyn std::error::Error, "Could not read a rack for liveness.");
-                        continue;
-                    }
-                };
-                if rack.status == RackStatus::Active && now - rack.last_seen > window {
-                    rack.status = RackStatus::Offline;
-                    match self.store.update_rack(&rack).await {
-                        Ok(()) => {
-                            tracing::warn!(rack = %rack.name, last_seen = rack.last_seen, "A rack missed its heartbeats: offline.");
-                        }
-                        Err(e) => {
-                            tracing::warn!(rack = %rack.name, error = &e as &dyn std::error::Error, "Could not mark a rack offline.");
-                        }
-                    }
+                self.mark_offline(&rack.name, before).await;
+            }
+        }
+    }
+
+    /// Marks `name` `offline` if it is still `active` and was last seen before `before`.
+    async fn mark_offline(&self, name: &str, before: i64) {
+        let _guard = self.lock_rack(name).await;
+        let mut rack: RackRecord = match self.store.rack_by_name(name).await {
+            Ok(Some(rack)) => rack,
+            // Removed meanwhile.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(rack = %name, error = &e as &dyn std::error::Error, "Could not read a rack for liveness.");
+                return;
+            }
+        };
+        self.overlay(&mut rack);
+        if rack.status == RackStatus::Active && rack.last_seen < before {
+            rack.status = RackStatus::Offline;
+            match self.store.update_rack(&rack).await {
+                Ok(()) => {
+                    tracing::warn!(rack = %rack.name, last_seen = rack.last_seen, "A rack missed its heartbeats: offline.");
+                }
+                Err(e) => {
+                    tracing::warn!(rack = %rack.name, error = &e as &dyn std::error::Error, "Could not mark a rack offline.");
                 }
             }
         }

@@ -5,8 +5,10 @@
 //! - `builder.rs`: [`MixerBuilder`], and `start`: the cluster key against the store's
 //!   identity, the default store, the subscriptions and the liveness sweep.
 //! - `enroll.rs`: hellos, admission, rack secrets and passports.
-//! - `heartbeat.rs`: heartbeats (leases, passports, commands, the push-lag re-push) and the
-//!   liveness sweep.
+//! - `heartbeat.rs`: heartbeats (leases, passports, commands, the push-lag re-push), the
+//!   bounded queue they wait in, and the liveness sweep.
+//! - `seen.rs`: what heartbeats change (last seen, health, stats, the applied hash), kept in
+//!   memory and written in batches, and the batched writes of convergence rows.
 //! - `scenarios.rs`: import, check, activation, pushes, push reports and convergence rows;
 //!   canonical text, hashing and SemVer.
 
@@ -14,6 +16,7 @@ mod builder;
 mod enroll;
 mod heartbeat;
 mod scenarios;
+mod seen;
 #[cfg(test)]
 mod tests;
 
@@ -100,6 +103,17 @@ struct Inner {
     /// The racks the last scenario asked about deploys to, by its hash: a scenario is
     /// parsed and validated once, not on every heartbeat.
     targets: Mutex<Option<(String, Arc<Vec<String>>)>>,
+    /// The last scenario version read from the store: versions are immutable, so the
+    /// heartbeats that compare a rack's hash with the active one read only which is active.
+    scenario: Mutex<Option<Arc<crate::store::ScenarioRecord>>>,
+    /// The hash of the active scenario when it was last read (`None`: none was active), and
+    /// when: heartbeats of racks that run it, or while none is, skip reading it again for a
+    /// while (see `heartbeat.rs`).
+    active_hash: Mutex<Option<(std::time::Instant, Option<String>)>>,
+    /// What heartbeats changed and the store does not have yet (see `seen.rs`).
+    seen: seen::Unflushed,
+    /// The queue of the batched convergence writes (see `seen.rs`).
+    convergence: seen::ConvergenceWriter,
     counters: Counters,
 }
 
@@ -154,7 +168,8 @@ impl Mixer {
 
     /// Counts of refused or dropped control messages, by reason (`bad_hello`,
     /// `bad_heartbeat`, `bad_status`, `rate_limited`, `denied`, `conflict`, `bad_secret`,
-    /// `unknown_rack`).
+    /// `unknown_rack`; `heartbeat_overloaded` for a heartbeat dropped because too many were
+    /// waiting, `heartbeat_stale` for one that waited longer than a rack waits for its reply).
     pub fn refused(&self) -> BTreeMap<&'static str, u64> {
         self.inner
             .counters
@@ -170,7 +185,11 @@ impl Mixer {
     ///
     /// The store's.
     pub async fn racks(&self) -> Result<Vec<RackRecord>, MixerError> {
-        Ok(self.inner.store.racks().await?)
+        let mut racks = self.inner.store.racks().await?;
+        for rack in &mut racks {
+            self.inner.overlay(rack);
+        }
+        Ok(racks)
     }
 
     /// One rack, by name or id.
@@ -234,6 +253,7 @@ impl Mixer {
             Err(e) => return Err(e),
         };
         self.inner.live().remove(&rack.name);
+        self.inner.forget_seen(&rack.name);
         Ok(self.inner.store.delete_rack(&rack.id).await?)
     }
 
@@ -250,6 +270,10 @@ impl Mixer {
     }
 
     /// Stops answering racks. The store and the transport stay as they are.
+    ///
+    /// What heartbeats changed since the last batch write (at most one second of
+    /// `last_seen`, health and stats; see [`Mixer::flush`]) is not written: call `flush`
+    /// first to keep it.
     pub fn stop(&self) {
         for task in self
             .tasks
@@ -302,14 +326,18 @@ impl Inner {
         Ok((guard, rack))
     }
 
+    /// A rack by name or id, with what its heartbeats changed since the last batch write.
     async fn find(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
-        if let Some(r) = self.store.rack_by_name(name_or_id).await? {
-            return Ok(r);
-        }
-        self.store
-            .rack_by_id(name_or_id)
-            .await?
-            .ok_or_else(|| MixerError::NoRack(name_or_id.to_owned()))
+        let mut rack = match self.store.rack_by_name(name_or_id).await? {
+            Some(r) => r,
+            None => self
+                .store
+                .rack_by_id(name_or_id)
+                .await?
+                .ok_or_else(|| MixerError::NoRack(name_or_id.to_owned()))?,
+        };
+        self.overlay(&mut rack);
+        Ok(rack)
     }
 }
 

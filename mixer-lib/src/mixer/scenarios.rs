@@ -85,13 +85,16 @@ impl Mixer {
     }
 
     /// Makes `name:version` (`latest`: the highest version) the active scenario, admits the
-    /// pending racks it names, and pushes each active rack it deploys to its part.
+    /// pending racks it names, and pushes each active rack it deploys to its part (several at
+    /// once); returns the racks pushed to, in the scenario's order.
     ///
     /// # Errors
     ///
     /// [`MixerError::NoScenario`], [`MixerError::Scenario`] when it does not validate
     /// against this mixer's catalog (the active scenario stays as it was), or the store's and
-    /// transport's.
+    /// transport's. A push that fails does not stop the others: the first error is returned
+    /// once every push has ended, and the racks not pushed get the scenario again at their
+    /// next heartbeat after two intervals.
     pub async fn activate(&self, name: &str, version: &str) -> Result<Vec<String>, MixerError> {
         let record = self.inner.resolve(name, version).await?;
         // Validated before it becomes active: the catalog may have changed since the import.
@@ -100,6 +103,11 @@ impl Mixer {
             .store
             .set_active(&record.name, &record.version)
             .await?;
+        *self
+            .inner
+            .active_hash
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         // Heartbeats of racks this loop has not reached yet must not push the same
         // scenario meanwhile: they count as pushed from now.
         {
@@ -109,23 +117,44 @@ impl Mixer {
                 live.entry(target.clone()).or_default().pushed_at = Some(now);
             }
         }
+        // Several at once: each push waits for its convergence row to be stored, and the rows
+        // of pushes in flight are stored together.
+        let record = Arc::new(record);
+        let mut tasks = tokio::task::JoinSet::new();
         let mut pushed = Vec::new();
-        for target in targets.iter() {
-            let _guard = self.inner.lock_rack(target).await;
-            let Some(mut rack) = self.inner.store.rack_by_name(target).await? else {
-                continue;
+        let mut failed = None;
+        let mut collect =
+            |done: Result<(usize, Result<Option<String>, MixerError>), tokio::task::JoinError>| {
+                match done {
+                    Ok((i, Ok(Some(name)))) => pushed.push((i, name)),
+                    Ok((_, Ok(None))) => {}
+                    Ok((_, Err(e))) => {
+                        failed.get_or_insert(e);
+                    }
+                    // A push task panicked: a bug, not the store's or the bus's.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // Cancelled: the runtime is shutting down.
+                    Err(_) => {}
+                }
             };
-            if rack.status == RackStatus::Pending {
-                // Named by the active scenario: admitted (admission path B).
-                self.inner.admit(&mut rack).await?;
-                self.inner.store.update_rack(&rack).await?;
-                tracing::info!(rack = %rack.name, "Admitted a rack the active scenario names.");
+        for (i, target) in targets.iter().enumerate() {
+            if tasks.len() >= ACTIVATION_PUSHES
+                && let Some(done) = tasks.join_next().await
+            {
+                collect(done);
             }
-            if matches!(rack.status, RackStatus::Active | RackStatus::Offline) {
-                self.inner.push(&rack, &record).await?;
-                pushed.push(rack.name.clone());
-            }
+            let (inner, record, target) =
+                (Arc::clone(&self.inner), Arc::clone(&record), target.clone());
+            tasks.spawn(async move { (i, inner.activate_on(&target, &record).await) });
         }
+        while let Some(done) = tasks.join_next().await {
+            collect(done);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        pushed.sort_unstable();
+        let pushed: Vec<String> = pushed.into_iter().map(|(_, name)| name).collect();
         tracing::info!(scenario = %record.name, version = %record.version, pushed = pushed.len(), "Activated a scenario.");
         Ok(pushed)
     }
@@ -152,7 +181,35 @@ impl Mixer {
     }
 }
 
+/// Pushes in flight at once while a scenario is activated.
+const ACTIVATION_PUSHES: usize = 64;
+
 impl Inner {
+    /// One target of an activation: admits it when it is pending and pushes it `record` when
+    /// it is active (or offline); the rack's name when it pushed.
+    async fn activate_on(
+        &self,
+        target: &str,
+        record: &ScenarioRecord,
+    ) -> Result<Option<String>, MixerError> {
+        let _guard = self.lock_rack(target).await;
+        let Some(mut rack) = self.store.rack_by_name(target).await? else {
+            return Ok(None);
+        };
+        if rack.status == RackStatus::Pending {
+            // Named by the active scenario: admitted (admission path B).
+            self.overlay(&mut rack);
+            self.admit(&mut rack).await?;
+            self.store.update_rack(&rack).await?;
+            tracing::info!(rack = %rack.name, "Admitted a rack the active scenario names.");
+        }
+        if matches!(rack.status, RackStatus::Active | RackStatus::Offline) {
+            self.push(&rack, record).await?;
+            return Ok(Some(rack.name));
+        }
+        Ok(None)
+    }
+
     async fn resolve(&self, name: &str, version: &str) -> Result<ScenarioRecord, MixerError> {
         let found = if version == "latest" {
             let mut versions = self.store.scenario_versions(name).await?;
@@ -188,16 +245,41 @@ impl Inner {
         rack: &str,
     ) -> Result<Option<ScenarioRecord>, MixerError> {
         let Some((name, version)) = self.store.active().await? else {
+            *self
+                .active_hash
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some((std::time::Instant::now(), None));
             return Ok(None);
         };
-        let Some(record) = self.store.scenario(&name, &version).await? else {
-            return Ok(None);
+        // Versions are immutable: the one read last serves until another is active.
+        let cached = self
+            .scenario
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .filter(|r| r.name == name && r.version == version);
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let Some(record) = self.store.scenario(&name, &version).await? else {
+                    return Ok(None);
+                };
+                let record = Arc::new(record);
+                *self.scenario.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Arc::clone(&record));
+                record
+            }
         };
+        *self
+            .active_hash
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            Some((std::time::Instant::now(), Some(record.hash.clone())));
         Ok(self
             .targets(&record)?
             .iter()
             .any(|t| t == rack)
-            .then_some(record))
+            .then(|| Arc::unwrap_or_clone(record)))
     }
 
     /// Pushes `record` to `rack` and records that it was asked.
@@ -238,7 +320,7 @@ impl Inner {
             .await?;
         self.live().entry(rack.name.clone()).or_default().pushed_at = Some(self.clock.now());
         let mut row = self.row(&rack.name).await?;
-        row.asked_version = record.version.clone();
+        row.asked_version.clone_from(&record.version);
         row.asked_hash = record.hash.clone();
         // The row's status is about the hash asked: "applied" when the rack runs it already
         // (the lag re-push will not push it again), else "pushed" until the rack reports.
@@ -250,17 +332,15 @@ impl Inner {
         .to_owned();
         row.error.clear();
         row.updated_at = self.clock.now();
-        self.store.put_convergence(&row).await?;
-        Ok(())
+        self.put_convergence(row).await
     }
 
+    /// `rack`'s convergence row, or an empty one.
     pub(super) async fn row(&self, rack: &str) -> Result<Convergence, MixerError> {
         Ok(self
             .store
-            .convergence()
+            .convergence_of(rack)
             .await?
-            .into_iter()
-            .find(|r| r.rack == rack)
             .unwrap_or_else(|| Convergence {
                 rack: rack.to_owned(),
                 asked_version: String::new(),
@@ -325,12 +405,14 @@ impl Inner {
             row.applied_hash.clone_from(&status.running_hash);
         }
         row.updated_at = self.clock.now();
-        self.store.put_convergence(&row).await?;
+        self.put_convergence(row).await?;
         if status.status == "failed" {
             tracing::warn!(rack = %rack.name, hash = %status.hash, error = %status.error, "A rack failed to apply its scenario.");
         }
+        // What the rack runs is a heartbeat's kind of change: written with the next batch.
+        self.overlay(&mut rack);
         rack.applied_hash.clone_from(&status.running_hash);
-        self.store.update_rack(&rack).await?;
+        self.keep_seen(&rack);
         Ok(())
     }
 }

@@ -80,6 +80,11 @@ async fn a_late_applying_report_does_not_undo_the_outcome() {
         (rows[0].status.as_str(), rows[0].applied_hash.as_str()),
         ("applied", "new")
     );
+    // What the rack runs is written with the next batch of what heartbeats changed; the
+    // mixer shows it at once.
+    let rack = mixer.rack("edge-1").await.expect("read");
+    assert_eq!(rack.applied_hash, "new");
+    mixer.flush().await.expect("flush");
     let rack = store.rack_by_name("edge-1").await.expect("read");
     assert_eq!(rack.expect("rack").applied_hash, "new");
     mixer.stop();

@@ -823,3 +823,58 @@ async fn a_rack_resumed_after_an_activation_gets_the_new_scenario() {
     mixer.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What heartbeats change is the mixer's at once and the store's after the next batch (or
+/// `flush`); a change of status is the store's at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_written_in_batches_and_read_at_once() {
+    let snake = Snake::memory();
+    let dir = temp_dir("mixer-batches");
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mixer = mixer(&snake, Arc::clone(&store), &dir).await;
+    let key = ClusterPublic::from_hex(&mixer.public_key()).expect("key");
+    let reply = hello(&snake, "edge-9", BOOTSTRAP, "n1")
+        .await
+        .expect("a reply");
+    let secret = open(&reply, &key).secret;
+    let approved = mixer.approve("edge-9").await.expect("approve");
+    // The approval is in the store at once.
+    let stored = store
+        .rack_by_name("edge-9")
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(
+        (stored.status, stored.machine_id),
+        (RackStatus::Active, approved.machine_id)
+    );
+    let hb = Heartbeat {
+        name: "edge-9".into(),
+        secret,
+        machine_id: approved.machine_id.expect("leased"),
+        seq: 1,
+        full_state: true,
+        applied_hash: "h1".into(),
+        health: [("gen", fluxmsg::Text::from("ok"))].into_iter().collect(),
+        ..Heartbeat::default()
+    };
+    assert_eq!(heartbeat(&snake, &hb).await.status, "active");
+    let seen = mixer.rack("edge-9").await.expect("rack");
+    assert_eq!(seen.applied_hash, "h1");
+    assert_eq!(seen.health.get("gen").map(String::as_str), Some("ok"));
+    assert!(seen.last_seen >= stored.last_seen);
+    assert_eq!(
+        mixer.racks().await.expect("racks")[0].applied_hash,
+        "h1",
+        "the list shows what heartbeats changed too"
+    );
+    mixer.flush().await.expect("flush");
+    let flushed = store
+        .rack_by_name("edge-9")
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(flushed, seen);
+    mixer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
