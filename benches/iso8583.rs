@@ -201,7 +201,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("iso8583-reused", |b| {
         b.iter(|| {
             spec.unpack_into(black_box(&bytes), &mut reused)
-                .expect("unpack")
+                .expect("unpack");
         });
     });
     g.bench_function("iso8583-borrowed", |b| {

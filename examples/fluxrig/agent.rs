@@ -44,6 +44,16 @@ pub(crate) struct StartArgs {
     /// How often to heartbeat, as the mixer expects (beats the file's) [default: 10s].
     #[arg(long, env = "FLUXRIG_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
     heartbeat_interval: Option<Duration>,
+    /// How often to publish telemetry (metric snapshots, sampled hops) [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    telemetry_interval: Option<Duration>,
+    /// At most this many telemetry messages a second, on average (the rest is dropped and
+    /// counted, never queued) [default: 2].
+    #[arg(long, value_name = "PER_SECOND")]
+    telemetry_rate: Option<f64>,
+    /// Sample the hops of one message in N for `fluxrig trace` (0: none) [default: 100].
+    #[arg(long, value_name = "N")]
+    hop_sampling: Option<u64>,
     /// Serve the rack's counters at `http://<addr>/metrics` (Prometheus text).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
@@ -99,6 +109,15 @@ pub(crate) fn start(args: &StartArgs, output: &mut dyn Write) -> Result<(), Fail
     };
     if let Some(interval) = interval {
         config = config.heartbeat_interval(interval);
+    }
+    if let Some(interval) = args.telemetry_interval {
+        config = config.telemetry_interval(interval);
+    }
+    if let Some(rate) = args.telemetry_rate {
+        config = config.telemetry_rate(rate, (rate * 5.0).max(1.0));
+    }
+    if let Some(one_in) = args.hop_sampling {
+        config = config.hop_sampling(one_in);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

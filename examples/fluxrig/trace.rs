@@ -17,16 +17,30 @@ use super::api::{Api, Client, segment, text};
 
 #[derive(Debug, Args)]
 pub(crate) struct TraceArgs {
-    /// The message's id (decimal, or a UUID).
-    id: String,
+    /// The message's id (decimal, or a UUID); without one, the ids of the most recent
+    /// messages whose hops were reported.
+    id: Option<String>,
     #[command(flatten)]
     api: Api,
 }
 
 pub(crate) fn trace(args: &TraceArgs, output: &mut dyn Write) -> Result<(), Failure> {
-    let path = Client::new(&args.api)?.json(
+    let client = Client::new(&args.api)?;
+    let Some(id) = &args.id else {
+        let recent = client.json(Method::GET, "/messages?limit=20", None)?;
+        if args.api.json() {
+            serde_json::to_writer_pretty(&mut *output, &recent)?;
+            writeln!(output)?;
+        } else {
+            for id in recent.as_array().into_iter().flatten() {
+                writeln!(output, "{}", text(id))?;
+            }
+        }
+        return Ok(());
+    };
+    let path = client.json(
         Method::GET,
-        &format!("/messages/{}/path", segment(&args.id)),
+        &format!("/messages/{}/path", segment(id)),
         None,
     )?;
     if args.api.json() {

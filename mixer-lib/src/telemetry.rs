@@ -140,6 +140,11 @@ impl Telemetry {
         hops
     }
 
+    /// The ids of the `n` most recent messages with reported hops, newest first.
+    pub fn recent(&self, n: usize) -> Vec<String> {
+        self.state().order.iter().rev().take(n).cloned().collect()
+    }
+
     /// The latest snapshot of every rack that sent one.
     pub fn snapshots(&self) -> Vec<MetricsSnapshot> {
         let mut all: Vec<_> = self.state().metrics.values().cloned().collect();

@@ -90,8 +90,8 @@ pub mod passport;
 pub mod scenario;
 
 pub use crate::engine::{
-    Change, Feed, GearSpec, Graph, Injector, Limits, Plan, PortRef, Rack, RackBuilder, Stopped,
-    Subscription, Tap, Wire,
+    Change, Feed, GearSpec, Graph, HopSample, HopSampler, Injector, Limits, Plan, PortRef, Rack,
+    RackBuilder, Stopped, Subscription, Tap, Wire,
 };
 pub use crate::error::Error;
 /// JSON, the form of a gear's configuration in a [`Graph`] and a [`scenario`]: the gear

@@ -161,7 +161,7 @@ impl Fleet {
         })
     }
 
-    fn wait(&self, what: &str, limit: Duration, done: impl Fn(&Fleet) -> bool) {
+    fn wait(&self, what: &str, limit: Duration, mut done: impl FnMut(&Fleet) -> bool) {
         let deadline = Instant::now() + limit;
         while !done(self) {
             assert!(
@@ -239,13 +239,18 @@ gears:
     type: route
     deploy: edge
     config: {{ rules: [ {{ when: {{ field: data.pan, prefix: "4" }}, to: out_visa }} ], default: out_other }}
+  - name: stamp
+    type: transform
+    deploy: core
+    config: {{ steps: [ {{ set: meta.via, value: core }} ] }}
   - name: out
     type: log
     deploy: core
-    config: {{ output: file, path: "{}", fields: [data.n] }}
+    config: {{ output: file, path: "{}", fields: [id, data.n] }}
 wires:
   - {{ from: gen.out, to: pick.in }}
-  - {{ from: pick.out_visa, to: out.in, lane: guaranteed }}
+  - {{ from: pick.out_visa, to: stamp.in, lane: guaranteed }}
+  - {{ from: stamp.out, to: out.in }}
 "#,
             sink.display()
         ),
@@ -395,6 +400,57 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
     assert!(
         text.contains("flux_gear_messages_in_total{rack=\"core\",gear=\"out\"}"),
         "{text}"
+    );
+
+    // Why did a message go where it went: the hops of a recently sampled one on both racks,
+    // with the route's decision.
+    let mut path = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'found: loop {
+        let recent = fleet.json(&["trace"]);
+        for id in recent.as_array().into_iter().flatten() {
+            let id = id.as_str().unwrap_or_default();
+            let (status, out, _) = fleet.cli(&["trace", id, "--json"]);
+            path = serde_json::from_str(&out).unwrap_or(Value::Null);
+            if status == 0 && path["hops"].as_array().is_some_and(|h| h.len() >= 3) {
+                break 'found;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recent message has its three hops reported: {recent}; the logs are in {}",
+            fleet.dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let id = path["id"].as_str().expect("an id").to_owned();
+    let hops: Vec<String> = path["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .map(|h| {
+            format!(
+                "{}.{}.{}",
+                h["rack"].as_str().unwrap_or(""),
+                h["gear"].as_str().unwrap_or(""),
+                h["port"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        hops,
+        ["edge.gen.out", "edge.pick.out_visa", "core.stamp.out"],
+        "{path}"
+    );
+    let decision = path["hops"][1]["decision"].as_str().unwrap_or_default();
+    assert!(
+        decision.contains("rule 0") && decision.contains("out_visa"),
+        "{path}"
+    );
+    let (_, table, _) = fleet.cli(&["trace", &id]);
+    assert!(
+        table.contains("edge.pick -> out_visa  [") && table.contains("core.stamp -> out"),
+        "{table}"
     );
 
     // The mixer restarts on its store: the racks reattach without approval.

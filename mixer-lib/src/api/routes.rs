@@ -79,6 +79,7 @@ pub(super) fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(show_dead_letter))
         .routes(routes!(replay_dead_letter))
         .routes(routes!(message_path))
+        .routes(routes!(recent_messages))
 }
 
 /// `GET /metrics`: the fleet in the Prometheus text format (version 0.0.4).
@@ -108,6 +109,25 @@ pub struct MessagePath {
     pub hops: Vec<crate::telemetry::PathHop>,
     /// When the message is in the dead-letter stream: where it gave up and why.
     pub dead_letter: Option<DeadLetterBody>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RecentParams {
+    /// At most this many (default 20, at most 1000).
+    limit: Option<usize>,
+}
+
+/// The ids of the most recent messages whose hops the racks reported, newest first: what
+/// `GET /api/v1/messages/{id}/path` can answer about.
+#[utoipa::path(get, path = "/api/v1/messages", tag = "introspection",
+    params(RecentParams),
+    responses((status = 200, body = Vec<String>)))]
+async fn recent_messages(
+    State(state): State<ApiState>,
+    Query(p): Query<RecentParams>,
+) -> Json<Vec<String>> {
+    Json(state.telemetry.recent(p.limit.unwrap_or(20).min(1000)))
 }
 
 /// How many of the oldest dead letters a path lookup reads.

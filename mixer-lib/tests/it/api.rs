@@ -146,6 +146,7 @@ async fn the_api_runs_a_fleet_and_never_shows_a_secret() {
             .label("zone", "a")
             .heartbeat_interval(Duration::from_millis(100))
             .telemetry_interval(Duration::from_millis(100))
+            .hop_sampling(1)
             .enrollment_interval(Duration::from_millis(100))
             .reply_timeout(Duration::from_millis(500)),
         snake.clone(),
@@ -308,7 +309,26 @@ async fn the_api_runs_a_fleet_and_never_shows_a_secret() {
     );
     let (s, _, _) = c.call(Method::GET, "/metrics", None, "").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    // Paths: an id nobody reported is 404, text that is no id 400.
+    // Paths: every message is sampled here, so the generator's hops are reported.
+    let mut path = Value::Null;
+    for _ in 0..300 {
+        if let Some(id) = telemetry.recent(1).first() {
+            path = c.get(&format!("/api/v1/messages/{id}/path")).await.1;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(path["hops"][0]["rack"], "edge", "{path}");
+    assert_eq!(path["hops"][0]["gear"], "gen", "{path}");
+    assert_eq!(path["hops"][0]["port"], "out", "{path}");
+    let (_, recent) = c.get("/api/v1/messages?limit=5").await;
+    assert!(
+        recent
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && r.len() <= 5),
+        "{recent}"
+    );
+    // An id nobody reported is 404, text that is no id 400.
     let (s, body) = c.get("/api/v1/messages/123/path").await;
     assert_eq!(
         (s, body["code"].as_str()),
@@ -381,6 +401,7 @@ async fn the_api_runs_a_fleet_and_never_shows_a_secret() {
         ("get", "/api/v1/dlq/{sequence}"),
         ("post", "/api/v1/dlq/{sequence}/replay"),
         ("get", "/api/v1/messages/{id}/path"),
+        ("get", "/api/v1/messages"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),

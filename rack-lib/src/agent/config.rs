@@ -47,6 +47,7 @@ pub struct AgentConfig {
     pub(super) limits: Limits,
     pub(super) telemetry_interval: Duration,
     pub(super) telemetry_rate: (f64, f64),
+    pub(super) hop_sampling: u64,
 }
 
 impl fmt::Debug for AgentConfig {
@@ -69,6 +70,7 @@ impl fmt::Debug for AgentConfig {
             .field("limits", &self.limits)
             .field("telemetry_interval", &self.telemetry_interval)
             .field("telemetry_rate", &self.telemetry_rate)
+            .field("hop_sampling", &self.hop_sampling)
             .finish()
     }
 }
@@ -80,7 +82,7 @@ impl AgentConfig {
     /// Defaults: the bootstrap secret [`DEFAULT_BOOTSTRAP_SECRET`], no labels, this crate's
     /// version, a heartbeat every 10 s, an enrollment attempt every 2 s, 2 s to wait for an
     /// answer, the cluster key pinned at first enrollment, the built-in gear catalog,
-    /// default [`Limits`] and telemetry every 5 s.
+    /// default [`Limits`], telemetry every 5 s and the hops of one message in 100.
     pub fn new(name: &str, state_dir: impl Into<PathBuf>) -> AgentConfig {
         AgentConfig {
             name: name.to_owned(),
@@ -97,6 +99,7 @@ impl AgentConfig {
             limits: Limits::default(),
             telemetry_interval: super::telemetry::DEFAULT_INTERVAL,
             telemetry_rate: (2.0, 10.0),
+            hop_sampling: 100,
         }
     }
 
@@ -198,6 +201,16 @@ impl AgentConfig {
     #[must_use]
     pub fn telemetry_rate(mut self, per_second: f64, burst: f64) -> AgentConfig {
         self.telemetry_rate = (per_second, burst);
+        self
+    }
+
+    /// Sends the hops of one message in `one_in` with the telemetry (default 100; 0 sends
+    /// none), chosen by a hash of the message id so that every rack samples the same
+    /// messages and a sampled message's whole path can be shown. Samples beyond what one
+    /// telemetry batch holds are dropped and counted.
+    #[must_use]
+    pub fn hop_sampling(mut self, one_in: u64) -> AgentConfig {
+        self.hop_sampling = one_in;
         self
     }
 

@@ -92,6 +92,9 @@ pub(super) struct Core {
     /// What telemetry published and dropped.
     pub(super) telemetry: super::telemetry::TelemetryStats,
     pub(super) telemetry_bucket: super::telemetry::Bucket,
+    /// The hop sampler every rack of this agent gets (`None`: no sampling), and the task
+    /// that publishes its samples.
+    pub(super) hops: Option<(crate::HopSampler, super::telemetry::HopsTask)>,
     /// The latest counters, for [`Agent::metrics`](super::Agent::metrics).
     pub(super) metrics: watch::Sender<super::telemetry::MetricsSnapshot>,
     stop: watch::Receiver<bool>,
@@ -169,6 +172,13 @@ impl Core {
             }
         };
         let cfg_rate = cfg.telemetry_rate;
+        let cfg_sampling = if cfg.telemetry_interval.is_zero() {
+            0
+        } else {
+            cfg.hop_sampling
+        };
+        let hops = (cfg_sampling > 0)
+            .then(|| super::telemetry::HopsTask::start(&cfg, &snake, cfg_sampling));
         let core = Core {
             cfg,
             snake,
@@ -186,6 +196,7 @@ impl Core {
             sent_health: BTreeMap::new(),
             telemetry: super::telemetry::TelemetryStats::default(),
             telemetry_bucket: super::telemetry::Bucket::new(cfg_rate.0, cfg_rate.1),
+            hops,
             metrics,
             stop,
             status,
@@ -208,6 +219,9 @@ impl Core {
         }
         self.runs_good = false;
         self.publish_status();
+        if let Some((_, task)) = self.hops.take() {
+            task.stop();
+        }
         result
     }
 
@@ -574,13 +588,15 @@ impl Core {
             return Err("the rack holds no passport".to_owned());
         };
         let ids = generator(&passport.state, &self.cfg.name)?;
-        let rack = Rack::builder(&self.cfg.name)
+        let mut builder = Rack::builder(&self.cfg.name)
             .factory(self.cfg.factory.clone())
             .snake(self.snake.clone())
             .limits(self.cfg.limits)
-            .ids(Arc::new(ids.clone()))
-            .build()
-            .map_err(|e| chain(&e))?;
+            .ids(Arc::new(ids.clone()));
+        if let Some((sampler, _)) = &self.hops {
+            builder = builder.hop_sampler(sampler.clone());
+        }
+        let rack = builder.build().map_err(|e| chain(&e))?;
         self.rack = Some(RackSlot {
             rack,
             ids,

@@ -12,6 +12,7 @@
 //!   hops (which gear sent which message on which port, and why), at the same interval.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fluxmsg::{FluxMsg, Value};
@@ -166,6 +167,16 @@ impl Core {
         self.metrics.send_replace(snapshot.clone());
         let subject = format!("flux.telemetry.metrics.{}", self.cfg.name);
         self.send_telemetry(&subject, METRICS_TYPE, &snapshot).await;
+        if let Some((sampler, task)) = &self.hops {
+            for (reason, n) in [
+                ("hops_behind", sampler.dropped()),
+                ("hops_rate", task.dropped.load(Ordering::Relaxed)),
+            ] {
+                if n > 0 {
+                    self.telemetry.dropped.insert(reason.into(), n);
+                }
+            }
+        }
     }
 
     async fn send_telemetry<T: Serialize>(&mut self, subject: &str, kind: &str, payload: &T) {
@@ -347,6 +358,85 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+/// The task that publishes sampled hops on `flux.telemetry.hops.<rack>`: a task of its own,
+/// so that a busy agent loop never leaves the sampler's channel to fill up.
+#[derive(Debug)]
+pub(super) struct HopsTask {
+    task: tokio::task::JoinHandle<()>,
+    /// Batches its bucket refused.
+    dropped: std::sync::Arc<AtomicU64>,
+}
+
+impl HopsTask {
+    /// A sampler of one message in `one_in` and the task that publishes what it samples,
+    /// every `telemetry_interval`, through a bucket of its own at `telemetry_rate`.
+    pub(super) fn start(
+        cfg: &super::AgentConfig,
+        snake: &snake::Snake,
+        one_in: u64,
+    ) -> (crate::HopSampler, HopsTask) {
+        let (sampler, mut rx) = crate::HopSampler::new(one_in, MAX_HOPS_PER_BATCH * 4);
+        let dropped = std::sync::Arc::new(AtomicU64::new(0));
+        let (rack, snake, every) = (cfg.name.clone(), snake.clone(), cfg.telemetry_interval);
+        let mut bucket = Bucket::new(cfg.telemetry_rate.0, cfg.telemetry_rate.1);
+        let refused = std::sync::Arc::clone(&dropped);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let Ok(subject) = Subject::parse(&format!("flux.telemetry.hops.{rack}")) else {
+                return;
+            };
+            loop {
+                tick.tick().await;
+                let mut batch = HopsBatch {
+                    rack: rack.clone(),
+                    hops: Vec::new(),
+                };
+                while batch.hops.len() < MAX_HOPS_PER_BATCH {
+                    let Ok(h) = rx.try_recv() else { break };
+                    batch.hops.push(HopRecord {
+                        id: h.id.to_string(),
+                        gear: h.gear.to_string(),
+                        port: h.port,
+                        ts: h.ts,
+                        decision: h.decision.map(|d| d.to_string()),
+                    });
+                }
+                if batch.hops.is_empty() {
+                    continue;
+                }
+                if !bucket.take(Instant::now()) {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let bytes = to_message(HOPS_TYPE, &batch)
+                    .and_then(|m| fluxmsg::Codec::default().encode_to_vec(&m));
+                match bytes {
+                    Ok(bytes) => {
+                        let msg = Message::new(subject.clone(), bytes::Bytes::from(bytes));
+                        if let Err(e) = snake.publish(msg).await {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(rack = %rack, error = %e, "Sampled hops not published.");
+                        }
+                    }
+                    Err(_) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        (sampler, HopsTask { task, dropped })
+    }
+
+    /// Ends the task.
+    pub(super) fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// The most hops one batch carries.
+pub(super) const MAX_HOPS_PER_BATCH: usize = 512;
 
 /// The default interval between snapshots.
 pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);

@@ -7,7 +7,7 @@ use gears::Factory;
 use sdk::{Clock, IdSource, Services};
 use snake::Snake;
 
-use super::{Graph, Limits, Rack};
+use super::{Graph, HopSampler, Limits, Rack};
 use crate::error::Error;
 
 /// Builds a [`Rack`].
@@ -19,6 +19,7 @@ pub struct RackBuilder {
     ids: Option<Arc<dyn IdSource>>,
     clock: Option<Arc<dyn Clock>>,
     limits: Limits,
+    sampler: Option<HopSampler>,
 }
 
 impl RackBuilder {
@@ -32,6 +33,7 @@ impl RackBuilder {
             ids: None,
             clock: None,
             limits: Limits::default(),
+            sampler: None,
         }
     }
 
@@ -70,6 +72,13 @@ impl RackBuilder {
         self
     }
 
+    /// Samples the hops of the rack's messages into `sampler` (telemetry for message paths).
+    #[must_use]
+    pub fn hop_sampler(mut self, sampler: HopSampler) -> RackBuilder {
+        self.sampler = Some(sampler);
+        self
+    }
+
     /// The rack, running nothing yet.
     ///
     /// # Errors
@@ -98,6 +107,7 @@ impl RackBuilder {
             in_flight: Arc::default(),
             ackers: Vec::new(),
             generation: 0,
+            sampler: self.sampler,
         })
     }
 }

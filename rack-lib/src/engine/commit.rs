@@ -453,6 +453,7 @@ impl Rack {
             limits: self.limits,
             in_flight: Arc::clone(&self.in_flight),
             busy: Arc::clone(&busy),
+            sampler: self.sampler.clone(),
         };
         let task = tokio::spawn(node.run());
         NodeHandle {

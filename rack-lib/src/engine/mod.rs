@@ -15,6 +15,7 @@ mod lanes;
 mod limits;
 mod node;
 mod plan;
+mod sample;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use self::handles::{Injector, Tap};
 pub use self::limits::Limits;
 use self::node::{Control, Delivery, InFlight, Target};
 pub use self::plan::Plan;
+pub use self::sample::{HopSample, HopSampler};
 
 use crate::error::Error;
 
@@ -61,6 +63,8 @@ pub struct Rack {
     ackers: Vec<JoinHandle<()>>,
     /// Counts commits, so that a [`Plan`] made before another apply is refused.
     generation: u64,
+    /// Samples hops for telemetry.
+    sampler: Option<HopSampler>,
 }
 
 #[derive(Debug)]

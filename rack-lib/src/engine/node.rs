@@ -134,6 +134,8 @@ pub(crate) struct Node {
     pub(crate) limits: Limits,
     pub(crate) in_flight: Arc<InFlight>,
     pub(crate) busy: Arc<AtomicBool>,
+    /// Samples hops for telemetry, when the rack was built with one.
+    pub(crate) sampler: Option<super::sample::HopSampler>,
 }
 
 /// Per-port output buffers, reused across batches.
@@ -379,6 +381,20 @@ impl Node {
                 // A deciding gear said why in meta; the reason travels in its hop instead.
                 let mut hop = hop.clone();
                 hop.decision = sdk::take_decision(msg);
+                if let (Some(sampler), Some(id)) = (&self.sampler, msg.id)
+                    && sampler.picks(&id)
+                {
+                    let names = self.runner.context().ports();
+                    sampler.offer(super::sample::HopSample {
+                        id,
+                        gear: Arc::clone(&self.name),
+                        port: names
+                            .output_name(port)
+                            .map_or_else(String::new, ToString::to_string),
+                        ts: now,
+                        decision: hop.decision.clone(),
+                    });
+                }
                 msg.path.push(hop);
             }
         }
