@@ -167,6 +167,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     agent.shutdown().await?;
     server.shutdown().await;
     telemetry.stop();
+    // Heartbeat state is written once a second: write the rest before stopping.
+    mixer.flush().await?;
     mixer.stop();
     Ok(())
 }

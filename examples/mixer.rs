@@ -250,6 +250,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     shutdown_signal().await;
     server.shutdown().await;
     telemetry.stop();
+    // Heartbeat state is written once a second: write the rest before stopping.
+    mixer.flush().await?;
     mixer.stop();
     drop(managed);
     Ok(())
