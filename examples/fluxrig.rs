@@ -62,6 +62,8 @@ mod agent;
 mod api;
 #[path = "fluxrig/dlq.rs"]
 mod dlq;
+#[path = "fluxrig/iso8583.rs"]
+mod iso8583cmd;
 #[path = "common/log.rs"]
 mod log;
 #[path = "fluxrig/metrics.rs"]
@@ -114,6 +116,12 @@ enum Command {
     Trace(trace::TraceArgs),
     /// The live messages an output port sends over the bus, decoded, PANs masked.
     Tail(trace::TailArgs),
+    /// One ISO 8583 message to JSON and back, by a spec.
+    #[command(subcommand)]
+    Iso8583(iso8583cmd::Iso8583Command),
+    /// ISO 8583 specs: check one, document one.
+    #[command(subcommand)]
+    Spec(iso8583cmd::SpecCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +320,8 @@ pub(crate) fn run(
         Command::Scenario(command) => api::scenario(&command, output),
         Command::Trace(args) => trace::trace(&args, output),
         Command::Tail(args) => trace::tail(&args, output),
+        Command::Iso8583(command) => iso8583cmd::iso8583(&command, input, output),
+        Command::Spec(command) => iso8583cmd::spec(&command, output),
     };
     match result {
         Ok(()) => 0,

@@ -206,6 +206,7 @@ fn the_gear_catalog_is_listed_and_each_manifest_shown() {
     assert_eq!(
         kinds,
         [
+            "codec_iso8583",
             "filter",
             "generate",
             "io_http",
@@ -230,7 +231,7 @@ fn the_gear_catalog_is_listed_and_each_manifest_shown() {
     check_failure(
         &run,
         1,
-        "unknown gear type \"bento\" (known: filter, generate",
+        "unknown gear type \"bento\" (known: codec_iso8583, filter, generate",
     );
 }
 
@@ -833,6 +834,9 @@ fn chaos_poisoned_messages_are_dead_lettered_listed_and_replayed() {
 
 #[path = "cli/api.rs"]
 mod api;
+
+#[path = "cli/iso8583.rs"]
+mod iso8583;
 
 #[cfg(feature = "nats-server-tests")]
 #[path = "cli/fleet.rs"]
