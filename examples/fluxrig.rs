@@ -17,6 +17,8 @@
 //! `FLUXRIG_API_TOKEN`; `--json` prints the API's JSON instead of a table). `trace <id>` shows
 //! a message's hops across racks with each gear's decision; `tail <rack>.<gear>.<port>` prints
 //! the live messages an output port sends over the bus, PAN-like digit runs masked.
+//! `iso8583 decode|encode` turn one ISO 8583 message into JSON and back by a spec (card data
+//! masked unless `--reveal`); `spec check|doc` check a spec and document it as Markdown.
 //!
 //! ```text
 //! cargo run --example fluxrig -- demo
@@ -40,6 +42,8 @@
 //! cargo run --example fluxrig -- scenario status --json
 //! cargo run --example fluxrig -- trace 102294544292642916
 //! cargo run --example fluxrig -- tail edge.pick.out_visa --nats nats://127.0.0.1:4222
+//! cargo run --example fluxrig -- iso8583 decode --spec builtin:spec87ascii < auth.bin
+//! cargo run --example fluxrig -- spec check examples/specs/acquirer.yaml
 //! ```
 //!
 //! `--max-hops`, `--max-size` and `--max-depth` set the codec's limits. Bad input prints an

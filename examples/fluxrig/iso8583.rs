@@ -303,7 +303,7 @@ fn to_hex(bytes: &[u8]) -> String {
 
 fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         bail!("an odd number of hex digits");
     }
     digits

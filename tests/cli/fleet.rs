@@ -404,16 +404,15 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
 
     // Why did a message go where it went: the hops of a recently sampled one on both racks,
     // with the route's decision.
-    let mut path = Value::Null;
     let deadline = Instant::now() + Duration::from_secs(30);
-    'found: loop {
+    let path = 'found: loop {
         let recent = fleet.json(&["trace"]);
         for id in recent.as_array().into_iter().flatten() {
             let id = id.as_str().unwrap_or_default();
             let (status, out, _) = fleet.cli(&["trace", id, "--json"]);
-            path = serde_json::from_str(&out).unwrap_or(Value::Null);
+            let path: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
             if status == 0 && path["hops"].as_array().is_some_and(|h| h.len() >= 3) {
-                break 'found;
+                break 'found path;
             }
         }
         assert!(
@@ -422,7 +421,7 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
             fleet.dir.display()
         );
         std::thread::sleep(Duration::from_millis(300));
-    }
+    };
     let id = path["id"].as_str().expect("an id").to_owned();
     let hops: Vec<String> = path["hops"]
         .as_array()
