@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::config::{ConsumerConfig, KvConfig, StreamConfig};
@@ -409,6 +410,21 @@ impl Snake {
         })
     }
 
+    /// Waits until what was published so far (acknowledgements of deliveries included) has
+    /// been written to the server, so that a clean stop loses none of it. Nothing to wait
+    /// for in process.
+    ///
+    /// # Errors
+    ///
+    /// Over the network, [`Error::Closed`] once the transport is closed, or a connection
+    /// that could not be flushed.
+    pub async fn flush(&self) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Nats(n) => n.flush().await,
+        }
+    }
+
     /// Closes the transport: subscriptions end, publishing fails with [`Error::Closed`].
     pub async fn close(&self) {
         match &self.backend {
@@ -621,6 +637,77 @@ impl Consumer {
                 })
             }
         }
+    }
+
+    /// Waits for the next delivery as [`next`](Self::next) does, then appends it to `buf`
+    /// with the deliveries already at hand after it, up to `max` in all (at least one);
+    /// returns how many it appended.
+    ///
+    /// # Errors
+    ///
+    /// As [`next`](Self::next), when nothing was appended.
+    pub async fn next_batch(
+        &mut self,
+        buf: &mut Vec<Delivery>,
+        max: usize,
+    ) -> Result<usize, Error> {
+        let first = self.next().await?;
+        buf.push(first);
+        Ok(1 + self.ready(buf, max.max(1) - 1).await)
+    }
+
+    /// Appends to `buf` the deliveries at hand now (a message the NATS backend has already
+    /// pulled, a message due in process), up to `max`, without waiting for one; returns how
+    /// many it appended. An error is left for the next call to [`next`](Self::next).
+    ///
+    /// A delivery still in the backend's buffer is not reported in progress, so a caller that
+    /// is slow to ask for deliveries can take them with this to keep them alive itself.
+    pub async fn ready(&mut self, buf: &mut Vec<Delivery>, max: usize) -> usize {
+        let mut n = 0;
+        match &mut self.inner {
+            ConsumerInner::Memory {
+                memory,
+                stream,
+                name,
+                ..
+            } => {
+                while n < max {
+                    // A look that finds nothing ends at once; it holds nothing back.
+                    let Some(Ok((message, sequence, deliveries))) =
+                        stream.next(memory, name).now_or_never()
+                    else {
+                        break;
+                    };
+                    buf.push(Delivery {
+                        message,
+                        sequence,
+                        deliveries,
+                        acker: Acker::Memory {
+                            memory: Arc::clone(memory),
+                            stream: Arc::clone(stream),
+                            consumer: name.clone(),
+                        },
+                    });
+                    n += 1;
+                }
+            }
+            ConsumerInner::Nats(c) => {
+                let mut taken = Vec::new();
+                c.ready(&mut taken, max).await;
+                n = taken.len();
+                buf.extend(
+                    taken
+                        .into_iter()
+                        .map(|(message, sequence, deliveries, acker)| Delivery {
+                            message,
+                            sequence,
+                            deliveries,
+                            acker: Acker::Nats(acker),
+                        }),
+                );
+            }
+        }
+        n
     }
 
     /// The consumer's name (its durable name, or a generated one).

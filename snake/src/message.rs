@@ -28,7 +28,7 @@ pub mod header {
 
 /// Message headers: an ordered list of name/value pairs (a name may repeat).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(pub(crate) Vec<(String, String)>);
 
 impl Headers {
     /// No headers.

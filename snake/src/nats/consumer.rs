@@ -34,6 +34,8 @@ pub(crate) struct NatsConsumer {
     shared: Arc<Shared>,
     consumer: jetstream::consumer::Consumer<pull::Config>,
     messages: Option<pull::Stream>,
+    /// An error met while taking what was ready, for the next call to `next`.
+    failed: Option<Error>,
     name: String,
     durable: bool,
     advisories: tokio::task::JoinHandle<()>,
@@ -71,14 +73,12 @@ impl NatsConsumer {
             .await
             .map_err(|e| Error::nats(NatsOp::Subscribe, e))?;
         let advisories = tokio::spawn(advisories(subscriber, stream, Arc::clone(&shared)));
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| Error::nats(NatsOp::Fetch, e))?;
+        let messages = open(&consumer).await?;
         Ok(NatsConsumer {
             shared,
             consumer,
             messages: Some(messages),
+            failed: None,
             name,
             durable: cfg.durable.is_some(),
             advisories,
@@ -91,70 +91,146 @@ impl NatsConsumer {
 
     pub(crate) async fn next(&mut self) -> Result<(Message, u64, u32, NatsDelivery), Error> {
         loop {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
             if self.shared.nats.is_closed() {
                 return Err(Error::Closed);
             }
             let messages = match &mut self.messages {
                 Some(m) => m,
-                None => self.messages.insert(
-                    self.consumer
-                        .messages()
-                        .await
-                        .map_err(|e| Error::nats(NatsOp::Fetch, e))?,
-                ),
+                None => self.messages.insert(open(&self.consumer).await?),
             };
-            match messages.next().await {
-                Some(Ok(m)) => {
-                    let (sequence, deliveries) = match m.info() {
-                        Ok(info) => (
-                            info.stream_sequence,
-                            u32::try_from(info.delivered).unwrap_or(u32::MAX),
-                        ),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "Skipped a delivery without JetStream metadata.");
-                            continue;
-                        }
-                    };
-                    let Some(reply) = m.reply.clone() else {
-                        continue;
-                    };
-                    let m = m.message;
-                    let Some(message) = from_nats(&m.subject, None, m.headers.as_ref(), m.payload)
-                    else {
-                        // Not a subject snake can carry: it would fail forever.
-                        let _ = self.shared.send(reply, AckKind::Term).await;
-                        continue;
-                    };
-                    let delivery = NatsDelivery {
-                        reply,
-                        sequence,
-                        shared: Arc::clone(&self.shared),
-                    };
-                    if deliveries > self.shared.max_deliver {
-                        // Its last allowed delivery was never answered.
-                        if let Err(e) = delivery.give_up(message, "max_deliver", deliveries).await {
-                            tracing::warn!(consumer = %self.name, sequence, error = %e, "Could not dead-letter a message past its deliveries.");
-                        }
-                        continue;
-                    }
-                    return Ok((message, sequence, deliveries, delivery));
-                }
-                Some(Err(e)) => {
-                    use jetstream::consumer::pull::MessagesErrorKind as K;
-                    match e.kind() {
-                        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
-                            return Err(Error::nats(NatsOp::Fetch, e));
-                        }
-                        _ => {
-                            tracing::warn!(consumer = %self.name, error = %e, "A JetStream pull failed; pulling again.");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-                None => self.messages = None,
+            let next = messages.next().await;
+            if let Some(found) = self.take(next).await? {
+                return Ok(found);
             }
         }
     }
+
+    /// Appends to `buf` the deliveries that already arrived, up to `max` in all, without
+    /// waiting for another; returns how many it appended. An error that ends the pull comes
+    /// from the next call to [`next`](Self::next) instead, so that what was taken is kept.
+    pub(crate) async fn ready(
+        &mut self,
+        buf: &mut Vec<(Message, u64, u32, NatsDelivery)>,
+        max: usize,
+    ) -> usize {
+        let mut n = 0;
+        while buf.len() < max && self.failed.is_none() {
+            let Some(messages) = &mut self.messages else {
+                break;
+            };
+            let Some(next) = messages.next().now_or_never() else {
+                break;
+            };
+            match self.take(next).await {
+                Ok(Some(found)) => {
+                    buf.push(found);
+                    n += 1;
+                }
+                Ok(None) => {}
+                Err(e) => self.failed = Some(e),
+            }
+        }
+        n
+    }
+
+    /// Makes a delivery of what the pull stream gave: `None` when there is nothing to hand
+    /// out (a delivery dead-lettered or terminated here, a pull that failed and is made again).
+    async fn take(
+        &mut self,
+        next: Option<Result<jetstream::Message, pull::MessagesError>>,
+    ) -> Result<Option<(Message, u64, u32, NatsDelivery)>, Error> {
+        match next {
+            Some(Ok(m)) => {
+                let (sequence, deliveries) = match m.info() {
+                    Ok(info) => (
+                        info.stream_sequence,
+                        u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Skipped a delivery without JetStream metadata.");
+                        return Ok(None);
+                    }
+                };
+                let Some(reply) = m.reply.clone() else {
+                    return Ok(None);
+                };
+                let m = m.message;
+                let Some(message) = from_nats(&m.subject, None, m.headers.as_ref(), m.payload)
+                else {
+                    // Not a subject snake can carry: it would fail forever.
+                    let _ = self.shared.send(reply, AckKind::Term).await;
+                    return Ok(None);
+                };
+                let delivery = NatsDelivery {
+                    reply,
+                    sequence,
+                    shared: Arc::clone(&self.shared),
+                };
+                if deliveries > self.shared.max_deliver {
+                    // Its last allowed delivery was never answered.
+                    if let Err(e) = delivery.give_up(message, "max_deliver", deliveries).await {
+                        tracing::warn!(consumer = %self.name, sequence, error = %e, "Could not dead-letter a message past its deliveries.");
+                    }
+                    return Ok(None);
+                }
+                Ok(Some((message, sequence, deliveries, delivery)))
+            }
+            Some(Err(e)) => {
+                use jetstream::consumer::pull::MessagesErrorKind as K;
+                match e.kind() {
+                    K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded => {
+                        Err(Error::nats(NatsOp::Fetch, e))
+                    }
+                    K::MissingHeartbeat => {
+                        // The server holds no pull request of this stream any more (it would
+                        // send heartbeats otherwise) while the stream believes it does: a new
+                        // stream pulls at once instead of when the old request's expiry is
+                        // long past. Nothing is buffered: no message came for two heartbeats.
+                        tracing::info!(consumer = %self.name, "No heartbeat from the server; pulling again.");
+                        self.messages = None;
+                        Ok(None)
+                    }
+                    _ => {
+                        tracing::warn!(consumer = %self.name, error = %e, "A JetStream pull failed; pulling again.");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(None)
+                    }
+                }
+            }
+            None => {
+                self.messages = None;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Each pull request asks for up to this many messages (async-nats's default).
+const PULL_BATCH: usize = 200;
+
+/// How long a pull request waits at the server for messages before it ends and another is
+/// made (async-nats's default is 30 s).
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
+
+/// How often the server tells an idle pull request that it is still there; two missed in a
+/// row and the stream pulls again (see `NatsConsumer::take`).
+const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// Opens the pull stream of `consumer`.
+async fn open(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+) -> Result<pull::Stream, Error> {
+    consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+        .map_err(|e| Error::nats(NatsOp::Fetch, e))
 }
 
 /// The JetStream configuration of a snake consumer.

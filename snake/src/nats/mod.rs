@@ -154,6 +154,16 @@ impl Nats {
         }
     }
 
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.client
+            .flush()
+            .await
+            .map_err(|e| Error::nats(NatsOp::Publish, e))
+    }
+
     pub(crate) fn dropped(&self) -> (u64, u64) {
         (
             self.events.dropped_slow.load(Ordering::Relaxed),
@@ -586,6 +596,16 @@ fn to_headers(headers: &Headers) -> Option<HeaderMap> {
         return None;
     }
     let mut map = HeaderMap::new();
+    if let [(name, value)] = headers.0.as_slice() {
+        // One header, as a lane's dedup id: a single insert, and the name JetStream reads
+        // most often without parsing it.
+        if name == crate::header::MSG_ID {
+            map.insert(async_nats::header::NATS_MESSAGE_ID, value.as_str());
+        } else {
+            map.insert(name.as_str(), value.as_str());
+        }
+        return Some(map);
+    }
     for (name, value) in headers.iter() {
         map.append(name, value);
     }

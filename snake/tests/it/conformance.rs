@@ -799,8 +799,43 @@ macro_rules! cases {
             a_consumer_back_from_away_dead_letters_what_ran_out("away");
             a_durable_created_ahead_keeps_what_came_after("ahead");
             a_queue_group_gets_each_message_once;
+            deliveries_come_in_batches_in_order("batches");
         }
     };
+}
+
+pub(crate) async fn deliveries_come_in_batches_in_order(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    let to = subject("flux.msg.r1.g.in");
+    let mut consumer = snake
+        .consumer(stream, ConsumerConfig::new(Pattern::from(to.clone())))
+        .await
+        .expect("consumer");
+    // Nothing there: nothing taken, and nothing waited for.
+    let mut batch = Vec::new();
+    assert_eq!(consumer.ready(&mut batch, 10).await, 0);
+    for i in 0..100u32 {
+        snake
+            .stream_publish(Message::new(to.clone(), i.to_be_bytes().to_vec()))
+            .await
+            .expect("publish");
+    }
+    while batch.len() < 100 {
+        let n = consumer
+            .next_batch(&mut batch, 16)
+            .await
+            .expect("deliveries");
+        assert!((1..=16).contains(&n), "a batch of {n}");
+    }
+    let got: Vec<u32> = batch
+        .iter()
+        .map(|d| u32::from_be_bytes(d.message.payload[..].try_into().expect("4 bytes")))
+        .collect();
+    assert_eq!(got, (0..100).collect::<Vec<_>>());
+    for d in batch {
+        d.ack().await.expect("ack");
+    }
+    quiet(&mut consumer, Duration::from_secs(1)).await;
 }
 
 pub(crate) async fn nak_on_the_last_delivery_dead_letters_at_once(snake: &Snake, stream: &str) {
