@@ -83,29 +83,32 @@ pub(crate) struct Finalizer {
 }
 
 impl Finalizer {
-    /// The first share of the acknowledgement of `delivery`, whose message has id `id`;
-    /// `acker` carries the verdict to the task that acks and naks.
-    pub(crate) fn share(
-        delivery: snake::Delivery,
-        id: Option<fluxmsg::Id>,
-        acker: Verdicts,
+    /// The first share of the acknowledgement of each delivery of `deliveries` (with the id
+    /// of its message), in order, registered with the lane's `outstanding` under one lock;
+    /// `acker` carries the verdicts to the task that acks and naks.
+    pub(crate) fn shares(
+        deliveries: Vec<(snake::Delivery, Option<fluxmsg::Id>)>,
+        acker: &Verdicts,
         outstanding: &Outstanding,
-    ) -> Share {
-        let finalizer = Arc::new(Finalizer {
-            delivery: Some(delivery),
-            id,
-            failed: AtomicBool::new(false),
-            poisoned: OnceLock::new(),
-            acker,
-        });
-        outstanding
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::downgrade(&finalizer));
-        Share {
-            finalizer,
-            settled: false,
+    ) -> Vec<Share> {
+        let shares: Vec<Share> = deliveries
+            .into_iter()
+            .map(|(delivery, id)| Share {
+                finalizer: Arc::new(Finalizer {
+                    delivery: Some(delivery),
+                    id,
+                    failed: AtomicBool::new(false),
+                    poisoned: OnceLock::new(),
+                    acker: acker.clone(),
+                }),
+                settled: false,
+            })
+            .collect();
+        let mut registry = outstanding.lock().unwrap_or_else(PoisonError::into_inner);
+        for share in &shares {
+            registry.push(Arc::downgrade(&share.finalizer));
         }
+        shares
     }
 }
 
@@ -191,11 +194,16 @@ pub(crate) fn poison(gear: &str, failed: &[fluxmsg::FluxMsg], shares: &[Share]) 
     found
 }
 
+/// Verdicts the acker takes from its queue at once.
+const VERDICTS: usize = 256;
+
 /// The task that acks (every share settled) or naks (one was lost or failed) the deliveries
 /// of one guaranteed lane, and every `progress` tells the server that those still in the rack
-/// are in progress. It ends when the lane's subscriber and every finalizer are gone, and
-/// drops `ended` then (however it ends), so that its receiver knows.
+/// are in progress. It ends when the lane's subscriber and every finalizer are gone, flushes
+/// `snake` so that its last verdicts reach the server, and drops `ended` then (however it
+/// ends), so that its receiver knows.
 pub(crate) fn spawn_acker(
+    snake: snake::Snake,
     durable: String,
     outstanding: Outstanding,
     progress: Duration,
@@ -207,20 +215,33 @@ pub(crate) fn spawn_acker(
         let mut ticker = tokio::time::interval(progress);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        let mut burst = Vec::with_capacity(VERDICTS);
         loop {
             tokio::select! {
-                verdict = verdicts.recv() => {
-                    let Some((delivery, verdict)) = verdict else { break };
-                    let result = match verdict {
-                        Verdict::Ack => delivery.ack().await,
-                        Verdict::Nak => delivery.nak(NAK_DELAY).await,
-                        Verdict::Term(reason) => delivery.term(&reason).await,
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(durable, error = %e, "Ack failed; the message will be delivered again.");
+                n = verdicts.recv_many(&mut burst, VERDICTS) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for (delivery, verdict) in burst.drain(..) {
+                        let result = match verdict {
+                            Verdict::Ack => delivery.ack().await,
+                            Verdict::Nak => delivery.nak(NAK_DELAY).await,
+                            Verdict::Term(reason) => delivery.term(&reason).await,
+                        };
+                        if let Err(e) = result {
+                            tracing::warn!(durable, error = %e, "Ack failed; the message will be delivered again.");
+                        }
                     }
                 }
                 _ = ticker.tick() => keep_alive(&outstanding, &durable).await,
+            }
+        }
+        // A clean stop: the last acks are on their way before the rack is gone.
+        match snake.flush().await {
+            // Closed by its owner: nothing more can be sent.
+            Ok(()) | Err(snake::Error::Closed) => {}
+            Err(e) => {
+                tracing::warn!(durable, error = %e, "Could not flush the last acks; their messages may be delivered again.");
             }
         }
     });

@@ -391,7 +391,7 @@ impl Rack {
         consumer: snake::Consumer,
         durable: String,
     ) {
-        let Some(node) = self.nodes.get(&sub.to.gear) else {
+        let (Some(node), Some(snake)) = (self.nodes.get(&sub.to.gear), &self.services.snake) else {
             return;
         };
         let Some(port) = node.ports.input(&sub.to.port) else {
@@ -405,6 +405,8 @@ impl Rack {
             in_flight: Arc::clone(&self.in_flight),
             stats: Arc::clone(&node.stats),
             ack_wait: self.limits.ack_wait,
+            batch: self.limits.batch,
+            snake: snake.clone(),
         });
         self.subscribers.insert(sub.clone(), inlet);
         self.ackers.retain(|t| !t.is_finished());

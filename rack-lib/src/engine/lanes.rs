@@ -2,7 +2,7 @@
 //! durable consumers that deliver into a gear's input queue; a delivery is acked once
 //! everything derived from it reached the end of its path (see the `ack` module).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +19,7 @@ use snake::{
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::ack::{Finalizer, Outstanding, Share, fail_all, settle_all, spawn_acker};
+use super::ack::{Finalizer, Outstanding, Share, Verdicts, fail_all, settle_all, spawn_acker};
 use super::node::{Delivery, InFlight, Outgoing};
 use crate::scenario::History;
 
@@ -194,8 +194,15 @@ impl Publisher {
                 continue;
             }
             self.seq += 1;
-            let out = Message::new(self.subject.clone(), Bytes::copy_from_slice(&self.buf))
-                .with_id(dedup_id(&msg, &self.subject, &self.nonce, self.seq));
+            // The encoded bytes are handed over whole; the next message gets a new buffer.
+            let len = self.buf.len();
+            let payload = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(len)));
+            let out = Message::new(self.subject.clone(), payload).with_id(dedup_id(
+                &msg,
+                &self.subject,
+                &self.nonce,
+                self.seq,
+            ));
             while self.publisher.is_full() {
                 self.answer().await;
             }
@@ -465,6 +472,10 @@ pub(crate) struct Inbound {
     pub(crate) stats: Arc<Stats>,
     /// The lane's ack wait (progress is reported three times per wait).
     pub(crate) ack_wait: Duration,
+    /// Most messages in one delivery into the gear's queue (`Limits::batch`).
+    pub(crate) batch: usize,
+    /// The bus, which the acker flushes once it sent its last verdict.
+    pub(crate) snake: Snake,
 }
 
 /// Pulls from a durable consumer and delivers into a gear's queue, each message with the
@@ -478,60 +489,120 @@ pub(crate) fn spawn_subscriber(inbound: Inbound) -> (Inlet, JoinHandle<()>) {
     let (ended, settled) = oneshot::channel();
     let durable_name = inbound.durable.clone();
     let (acker, acker_task) = spawn_acker(
+        inbound.snake.clone(),
         inbound.durable.clone(),
         Arc::clone(&outstanding),
         progress,
         ended,
     );
-    let puller = tokio::spawn(async move {
-        let Inbound {
-            mut consumer,
-            durable,
-            tx,
-            port,
-            in_flight,
-            stats,
-            ..
-        } = inbound;
-        let codec = Codec::default();
-        loop {
-            let delivery = match consumer.next().await {
-                Ok(d) => d,
-                Err(snake::Error::Closed) => return,
-                Err(e) => {
-                    tracing::warn!(durable, error = %e, "Consumer error.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let msg = match codec.decode_shared(&delivery.message.payload) {
-                Ok(msg) => msg,
-                Err(e) => {
-                    stats.add_dropped("undecodable", 1);
-                    let reason = format!("undecodable: {e}");
-                    if let Err(e) = delivery.term(&reason).await {
-                        tracing::warn!(durable, error = %e, "Term failed.");
-                    }
-                    continue;
-                }
-            };
-            // Registered before waiting for room, so that it is kept alive meanwhile.
-            let share = Finalizer::share(delivery, msg.id, acker.clone(), &outstanding);
-            let Ok(permit) = tx.reserve().await else {
-                return;
-            };
-            in_flight.add(1);
-            permit.send(Delivery {
-                port,
-                msgs: vec![msg],
-                shares: vec![share],
-            });
-        }
-    });
+    let puller = Puller {
+        codec: Codec::default(),
+        acker,
+        outstanding,
+        // Half a progress period: a delivery waits at most that long in the transport's
+        // buffer while the gear's queue is full before the rack takes it and keeps it alive.
+        hold: progress / 2,
+        taken: Vec::new(),
+        ready: VecDeque::new(),
+        inbound,
+    };
     let inlet = Inlet {
-        puller,
+        puller: tokio::spawn(puller.run()),
         settled,
         durable: durable_name,
     };
     (inlet, acker_task)
+}
+
+/// The task that pulls one lane into a gear's queue.
+struct Puller {
+    inbound: Inbound,
+    codec: Codec,
+    acker: Verdicts,
+    outstanding: Outstanding,
+    hold: Duration,
+    /// Deliveries taken from the consumer, not decoded yet.
+    taken: Vec<snake::Delivery>,
+    /// Batches decoded and registered, waiting for room in the gear's queue.
+    ready: VecDeque<(Vec<FluxMsg>, Vec<Share>)>,
+}
+
+impl Puller {
+    async fn run(mut self) {
+        let max = self.inbound.batch.max(1);
+        // Its own handle, so that a permit held does not borrow the puller.
+        let tx = self.inbound.tx.clone();
+        loop {
+            if self.ready.is_empty() {
+                // Waits for one delivery, and takes those already there with it.
+                match self.inbound.consumer.next_batch(&mut self.taken, max).await {
+                    Ok(_) => {}
+                    Err(snake::Error::Closed) => return,
+                    Err(e) => {
+                        tracing::warn!(durable = %self.inbound.durable, error = %e, "Consumer error.");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+                self.register().await;
+                continue;
+            }
+            // While the gear's queue is full, what the transport already pulled is taken in
+            // every `hold`, so that the acker reports it in progress as it does for the rest
+            // (the transport does not): a slow gear does not make it come back meanwhile.
+            let permit = tokio::select! {
+                biased;
+                permit = tx.reserve() => Some(permit),
+                () = tokio::time::sleep(self.hold) => None,
+            };
+            match permit {
+                Some(Ok(permit)) => {
+                    if let Some((msgs, shares)) = self.ready.pop_front() {
+                        self.inbound.in_flight.add(msgs.len());
+                        permit.send(Delivery {
+                            port: self.inbound.port,
+                            msgs,
+                            shares,
+                        });
+                    }
+                }
+                // The gear is gone.
+                Some(Err(_)) => return,
+                None => {
+                    while self.inbound.consumer.ready(&mut self.taken, max).await > 0 {
+                        self.register().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes what was taken into a batch, each message with the first share of its
+    /// acknowledgement (registered, so that it is kept alive from now on); terminates what
+    /// cannot be decoded.
+    async fn register(&mut self) {
+        let mut msgs = Vec::with_capacity(self.taken.len());
+        let mut shares = Vec::with_capacity(self.taken.len());
+        for delivery in self.taken.drain(..) {
+            match self.codec.decode_shared(&delivery.message.payload) {
+                Ok(msg) => {
+                    let id = msg.id;
+                    msgs.push(msg);
+                    shares.push((delivery, id));
+                }
+                Err(e) => {
+                    self.inbound.stats.add_dropped("undecodable", 1);
+                    let reason = format!("undecodable: {e}");
+                    if let Err(e) = delivery.term(&reason).await {
+                        tracing::warn!(durable = %self.inbound.durable, error = %e, "Term failed.");
+                    }
+                }
+            }
+        }
+        if msgs.is_empty() {
+            return;
+        }
+        let shares = Finalizer::shares(shares, &self.acker, &self.outstanding);
+        self.ready.push_back((msgs, shares));
+    }
 }

@@ -462,8 +462,14 @@ async fn producer_first(a_bus: &Snake, b_bus: &Snake) {
     })
     .await;
     let mut b = rack("b", b_bus).await;
-    b.apply_scenario(&validated).await.expect("b applies");
+    // The sink alone first, so that the tap is there before the lane delivers (a lane that
+    // finds its messages waiting hands them over at once); the scenario keeps it.
+    b.apply(Graph::new().gear("sink", "transform", stamp("sink")))
+        .await
+        .expect("the sink");
     let mut tap = b.tap("sink", "out").await.expect("tap");
+    let change = b.apply_scenario(&validated).await.expect("b applies");
+    assert_eq!(change.kept, ["sink"]);
     every_number(&mut tap, TOTAL, &["sink"]).await;
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
