@@ -7,6 +7,7 @@
 //! cargo run --example mixer -- --token "$(openssl rand -hex 24)" --bootstrap-secret let-me-in \
 //!     --nats managed --nats-port 4222
 //! cargo run --example mixer -- --config mixer.toml
+//! cargo run --example mixer -- --data-dir ./data --backup-key /secure/cluster.key.bak
 //! FLUXRIG_STORE_URL=postgres://flux:pw@127.0.0.1/flux cargo run --example mixer -- ...
 //! ```
 //!
@@ -86,6 +87,10 @@ struct Flags {
     /// The port of a managed nats-server [default: 4222].
     #[arg(long, env = "FLUXRIG_NATS_PORT")]
     nats_port: Option<u16>,
+    /// Copy the cluster key of the data directory to this new file (mode 0600) and exit:
+    /// losing the key loses the cluster, since every rack pinned it.
+    #[arg(long, value_name = "FILE")]
+    backup_key: Option<PathBuf>,
 }
 
 /// The file's settings, and the effective configuration once merged.
@@ -180,8 +185,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
+    let backup = flags.backup_key.clone();
     let config = Config::merge(flags)?;
     let data_dir = config.data_dir.clone().unwrap_or_else(|| "data".into());
+    if let Some(to) = backup {
+        fluxrig::mixer::keys::backup(&data_dir, &to)?;
+        println!(
+            "cluster key of {} copied to {}",
+            data_dir.display(),
+            to.display()
+        );
+        return Ok(());
+    }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let store: Arc<dyn Store> = match config.store_url.as_deref() {

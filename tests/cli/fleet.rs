@@ -311,6 +311,28 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
         .map(|(line, col)| (line.parse::<u32>(), col.parse::<u32>()));
     assert!(matches!(place, Some((Ok(_), Ok(_)))), "{err}");
 
+    // The cluster key is backed up to a new file of the operator's only.
+    let backup = fleet.dir.join("cluster.key.bak");
+    let out = Command::new(fleet.bin.join("mixer"))
+        .arg("--data-dir")
+        .arg(fleet.dir.join("mixer"))
+        .arg("--backup-key")
+        .arg(&backup)
+        .output()
+        .expect("the mixer runs");
+    assert!(out.status.success(), "{out:?}");
+    let key = std::fs::read(fleet.dir.join("mixer").join("cluster.key")).expect("the key");
+    assert_eq!(std::fs::read(&backup).expect("the backup"), key);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&backup)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
     // Two racks enroll and wait; the operator approves them.
     fleet.start_rack("edge", &[]);
     fleet.start_rack("core", &[]);
