@@ -14,6 +14,8 @@
 //! cargo run --release --example dual_head -- --duration 30s
 //! ```
 
+#[path = "common/program.rs"]
+mod common;
 #[path = "common/log.rs"]
 mod log;
 
@@ -54,26 +56,7 @@ struct Flags {
 }
 
 fn main() -> ExitCode {
-    log::init(Some(tracing::Level::WARN));
-    let flags = match Flags::try_parse() {
-        Ok(flags) => flags,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
-        }
-    };
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")
-        .and_then(|rt| rt.block_on(run(flags)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    common::main::<Flags, _>(tracing::Level::WARN, run)
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {

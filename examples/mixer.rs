@@ -28,6 +28,8 @@
 //! listens on loopback only. It runs until Ctrl-C or SIGTERM. `FLUXRIG_LOG` sets the log level
 //! (info by default), `FLUXRIG_LOG_FORMAT=json` logs one JSON object per line.
 
+#[path = "common/program.rs"]
+mod common;
 #[path = "common/log.rs"]
 mod log;
 
@@ -162,26 +164,7 @@ impl Config {
 }
 
 fn main() -> ExitCode {
-    log::init(Some(tracing::Level::INFO));
-    let flags = match Flags::try_parse() {
-        Ok(flags) => flags,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
-        }
-    };
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")
-        .and_then(|rt| rt.block_on(run(flags)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    common::main::<Flags, _>(tracing::Level::INFO, run)
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
