@@ -597,20 +597,7 @@ async fn scenario_versions(
 }
 
 async fn find_version(state: &ApiState, name: &str, version: &str) -> Result<ScenarioVersion> {
-    let store = state.mixer.store();
-    let found = if version == "latest" {
-        let mut versions = store.scenario_versions(name).await?;
-        versions.sort_by(|a, b| crate::mixer::semver_cmp(&a.version, &b.version));
-        versions.pop()
-    } else {
-        store.scenario(name, version).await?
-    };
-    found.map(Into::into).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NoScenario,
-            format!("no scenario {name}:{version}"),
-        )
-    })
+    Ok(state.mixer.scenario(name, version).await?.into())
 }
 
 /// One version (`latest`: the highest), with its YAML.

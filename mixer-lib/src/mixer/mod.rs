@@ -35,7 +35,6 @@ use crate::{Clock, MixerError, secret};
 
 pub use self::builder::MixerBuilder;
 pub use self::scenarios::Imported;
-pub(crate) use self::scenarios::semver_cmp;
 
 /// The KV bucket that carries scenarios too large for one message.
 pub const SCENARIO_BUCKET: &str = "flux-scenarios";

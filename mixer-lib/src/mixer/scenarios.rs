@@ -159,6 +159,15 @@ impl Mixer {
         Ok(pushed)
     }
 
+    /// One stored version of a scenario; `latest` is the highest by SemVer.
+    ///
+    /// # Errors
+    ///
+    /// [`MixerError::NoScenario`], or the store's.
+    pub async fn scenario(&self, name: &str, version: &str) -> Result<ScenarioRecord, MixerError> {
+        self.inner.resolve(name, version).await
+    }
+
     /// The active scenario, if any.
     ///
     /// # Errors
@@ -447,7 +456,7 @@ fn is_semver(v: &str) -> bool {
 /// SemVer 2.0.0 precedence: `MAJOR.MINOR.PATCH` numerically, a pre-release below its
 /// release, pre-release identifiers one by one (numbers numerically and below words, words
 /// in ASCII order, fewer below more), build metadata ignored.
-pub(crate) fn semver_cmp(a: &str, b: &str) -> Ordering {
+fn semver_cmp(a: &str, b: &str) -> Ordering {
     fn parts(v: &str) -> (&str, Option<&str>) {
         let v = v.split_once('+').map_or(v, |(v, _build)| v);
         match v.split_once('-') {
