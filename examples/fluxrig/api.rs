@@ -188,7 +188,39 @@ impl Client {
         path: &str,
         body: Option<(&str, String)>,
     ) -> Result<Bytes, Failure> {
-        let url = format!("{}/api/v1{path}", self.base);
+        Ok(self.send(method, &format!("/api/v1{path}"), body)?.0)
+    }
+
+    /// Every element of a listing whose pages follow each other by `Link: <…>;
+    /// rel="next"` (`GET /api/v1/racks`), from `path` (under `/api/v1`) on, as one array.
+    pub(crate) fn pages(&self, path: &str) -> Result<Value, Failure> {
+        let mut all = Vec::new();
+        let mut next = Some(format!("/api/v1{path}"));
+        while let Some(path) = next.take() {
+            let (bytes, link) = self.send(Method::GET, &path, None)?;
+            let page: Value =
+                serde_json::from_slice(&bytes).context("the API's answer is not JSON")?;
+            let Value::Array(items) = page else {
+                return Err(anyhow!("the API's answer to {path} is not a list").into());
+            };
+            all.extend(items);
+            next = link.and_then(|l| next_link(&l));
+            if next.as_deref() == Some(path.as_str()) {
+                return Err(anyhow!("the API's next page of {path} is the same page").into());
+            }
+        }
+        Ok(Value::Array(all))
+    }
+
+    /// Sends a request to `path` (from the root) and returns the body of a 2xx answer with
+    /// its `Link` header; the API's error, in one line, otherwise.
+    fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, String)>,
+    ) -> Result<(Bytes, Option<String>), Failure> {
+        let url = format!("{}{path}", self.base);
         let mut req = hyper::Request::builder().method(method).uri(&url);
         if let Some(token) = &self.token {
             req = req.header("authorization", format!("Bearer {token}"));
@@ -203,17 +235,22 @@ impl Client {
         let req = req
             .body(Full::new(content))
             .context("building the request")?;
-        let (status, bytes) = self.runtime.block_on(async {
+        let (status, link, bytes) = self.runtime.block_on(async {
             let res = tokio::time::timeout(Duration::from_secs(30), self.http.request(req))
                 .await
                 .map_err(|_| anyhow!("the API at {} did not answer in 30s", self.base))?
                 .with_context(|| format!("cannot reach the API at {}", self.base))?;
             let status = res.status();
+            let link = res
+                .headers()
+                .get(hyper::header::LINK)
+                .and_then(|l| l.to_str().ok())
+                .map(str::to_owned);
             let bytes = res.into_body().collect().await?.to_bytes();
-            Ok::<_, anyhow::Error>((status, bytes))
+            Ok::<_, anyhow::Error>((status, link, bytes))
         })?;
         if status.is_success() {
-            return Ok(bytes);
+            return Ok((bytes, link));
         }
         let error: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let mut text = format!(
@@ -240,6 +277,18 @@ impl Client {
         }
         Ok(serde_json::from_slice(&bytes).context("the API's answer is not JSON")?)
     }
+}
+
+/// The target of a `Link` header's `rel="next"` entry, when it is a path on the same API.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|entry| {
+        let (target, params) = entry.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let next = params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
+        (next && target.starts_with("/api/v1/")).then(|| target.to_owned())
+    })
 }
 
 /// `s` as a path segment.
@@ -270,7 +319,7 @@ pub(crate) fn racks(command: &RacksCommand, output: &mut dyn Write) -> Result<()
             } else {
                 format!("/racks?{}", query.join("&"))
             };
-            let racks = Client::new(api)?.json(Method::GET, &path, None)?;
+            let racks = Client::new(api)?.pages(&path)?;
             if api.json {
                 return print_json(output, &racks);
             }

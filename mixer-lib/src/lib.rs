@@ -55,4 +55,6 @@ pub mod telemetry;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::MixerError;
-pub use crate::mixer::{Imported, Mixer, MixerBuilder, QUEUE_GROUP, SCENARIO_BUCKET};
+pub use crate::mixer::{
+    Imported, LISTING_MAX_AGE, Mixer, MixerBuilder, QUEUE_GROUP, RackListing, SCENARIO_BUCKET,
+};

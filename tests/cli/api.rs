@@ -339,3 +339,80 @@ fn fleet_commands_print_tables_and_json_and_match_the_openapi_document() {
         );
     }
 }
+
+#[test]
+fn racks_list_follows_the_pages_of_a_large_fleet() {
+    let dir = std::env::temp_dir().join(format!("fluxrig-cli-pages-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let api = runtime.block_on(async {
+        let store = Arc::new(MemoryStore::new());
+        for i in 0..250 {
+            let mut r = ::fluxrig::mixer::store::RackRecord::new(
+                &format!("id-{i}"),
+                &format!("rack-{i:03}"),
+                "hash".into(),
+                now_ms(),
+            );
+            if i % 3 == 0 {
+                r.status = ::fluxrig::mixer::store::RackStatus::Inactive;
+            }
+            ::fluxrig::mixer::store::Store::insert_rack(store.as_ref(), &r)
+                .await
+                .expect("insert");
+        }
+        let mixer = Mixer::builder()
+            .data_dir(&dir)
+            .store(store)
+            .snake(Snake::memory())
+            .start()
+            .await
+            .expect("a mixer");
+        let router = Api::builder(mixer).token(TOKEN).router().expect("a router");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        format!("http://{addr}")
+    });
+    let list = |extra: &[&str]| {
+        let mut args = vec![
+            "racks",
+            "list",
+            "--json",
+            "--api-url",
+            &api,
+            "--api-token",
+            TOKEN,
+        ];
+        args.extend(extra);
+        let run = fluxrig(&args, b"");
+        assert_eq!(run.status, 0, "{}", run.stderr);
+        let racks: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+        racks
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|r| r["name"].as_str().expect("a name").to_owned())
+            .collect::<Vec<_>>()
+    };
+    // Three pages of the API's default size, as one list in name order.
+    let all = list(&[]);
+    let want: Vec<String> = (0..250).map(|i| format!("rack-{i:03}")).collect();
+    assert_eq!(all, want);
+    let inactive = list(&["--status", "inactive"]);
+    assert_eq!(inactive.len(), 84);
+    assert!(
+        inactive
+            .iter()
+            .all(|n| n[5..].parse::<u32>().is_ok_and(|i| i % 3 == 0))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

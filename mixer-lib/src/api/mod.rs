@@ -52,8 +52,9 @@ use tokio::task::JoinHandle;
 
 pub use self::error::{ApiError, ErrorBody, ErrorCode, ProblemBody};
 pub use self::routes::{
-    Catalog, ConvergenceRow, DeadLetterBody, DeadLetters, Health, Imported, LogLevel, MessagePath,
-    RackStats, RackView, Replayed, ScenarioStatus, ScenarioVersion, ScenarioVersions,
+    Catalog, ConvergenceRow, DEFAULT_PAGE, DeadLetterBody, DeadLetters, Health, Imported, LogLevel,
+    MAX_PAGE, MessagePath, RackStats, RackView, Replayed, ScenarioStatus, ScenarioVersion,
+    ScenarioVersions,
 };
 use crate::Mixer;
 use crate::secret::constant_time_eq;

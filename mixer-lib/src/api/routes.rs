@@ -258,57 +258,112 @@ impl From<RackRecord> for RackView {
     }
 }
 
-/// Every rack whose status and labels match: `?status=active&label=env=prod&label=zone=a`
-/// (every label given must match).
+/// Racks a page of `GET /api/v1/racks` holds when the request does not say.
+pub const DEFAULT_PAGE: usize = 100;
+/// The most racks a page of `GET /api/v1/racks` holds.
+pub const MAX_PAGE: usize = 1_000;
+
+/// The racks whose status and labels match, by name, a page at a time:
+/// `?status=active&label=env=prod&label=zone=a` (every label given must match),
+/// `limit` racks (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]) after the rack named
+/// `after`. When more match, the `Link` header gives the next page's URL with
+/// `rel="next"`, as GitHub's API does.
+///
+/// Pages come from [`Mixer::rack_listing`]: `last_seen` and health may be up to about a second
+/// older than `GET /api/v1/racks/{rack}` shows, and a change made through this mixer shows at
+/// once.
 #[utoipa::path(get, path = "/api/v1/racks", tag = "racks",
     params(
         ("status" = Option<String>, Query, description = "Only racks with this status"),
         ("label" = Option<Vec<String>>, Query, description = "`key=value`; repeat for several, all must match"),
+        ("limit" = Option<usize>, Query, description = "Racks per page: 1 to 1000, default 100"),
+        ("after" = Option<String>, Query, description = "The name of the last rack of the previous page"),
     ),
-    responses((status = 200, body = Vec<RackView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, body = Vec<RackView>, headers(("link" = String, description = "`<url>; rel=\"next\"` when more racks match"))),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 async fn list_racks(
     State(state): State<ApiState>,
     Query(query): Query<Vec<(String, String)>>,
-) -> Result<Json<Vec<RackView>>> {
+) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse as _;
+    let bad = |message: String| ApiError::new(ErrorCode::BadRequest, message);
     let mut status = None;
     let mut labels = Vec::new();
-    for (k, v) in query {
+    let mut limit = DEFAULT_PAGE;
+    let mut after = None;
+    for (k, v) in &query {
         match k.as_str() {
             "status" => {
-                status = Some(RackStatus::parse(&v).ok_or_else(|| {
-                    ApiError::new(ErrorCode::BadRequest, format!("no rack status `{v}`"))
-                })?);
+                status =
+                    Some(RackStatus::parse(v).ok_or_else(|| bad(format!("no rack status `{v}`")))?);
             }
             "label" => {
-                let (key, value) = v.split_once('=').ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::BadRequest,
-                        format!("label `{v}` is not key=value"),
-                    )
-                })?;
-                labels.push((key.to_owned(), value.to_owned()));
+                let (key, value) = v
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("label `{v}` is not key=value")))?;
+                labels.push((key, value));
             }
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequest,
-                    format!("unknown parameter `{other}`"),
-                ));
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        bad(format!("limit `{v}` is not a number from 1 to {MAX_PAGE}"))
+                    })?;
             }
+            "after" => after = Some(v.as_str()),
+            other => return Err(bad(format!("unknown parameter `{other}`"))),
         }
     }
-    let racks = state.mixer.racks().await?;
-    Ok(Json(
-        racks
-            .into_iter()
-            .filter(|r| status.is_none_or(|s| r.status == s))
-            .filter(|r| {
-                labels
-                    .iter()
-                    .all(|(k, v)| r.labels.get(k).is_some_and(|x| x == v))
-            })
-            .map(RackView::from)
-            .collect(),
-    ))
+    let listing = state.mixer.rack_listing().await?;
+    let racks = match after {
+        Some(name) => listing.after(name),
+        None => listing.racks(),
+    };
+    let mut matching = racks.iter().filter(|r| {
+        status.is_none_or(|s| r.status == s)
+            && labels
+                .iter()
+                .all(|(k, v)| r.labels.get(*k).is_some_and(|x| x == v))
+    });
+    let page: Vec<RackView> = matching
+        .by_ref()
+        .take(limit)
+        .map(|r| RackView::from(r.clone()))
+        .collect();
+    let body = Json(&page);
+    match page.last() {
+        Some(last) if matching.next().is_some() => {
+            let mut next = format!(
+                "</api/v1/racks?limit={limit}&after={}",
+                query_value(&last.name)
+            );
+            for (k, v) in &query {
+                if k == "status" || k == "label" {
+                    next.push_str(&format!("&{k}={}", query_value(v)));
+                }
+            }
+            next.push_str(">; rel=\"next\"");
+            Ok(([(axum::http::header::LINK, next)], body).into_response())
+        }
+        _ => Ok(body.into_response()),
+    }
+}
+
+/// `text` percent-encoded as a query value (everything but RFC 3986's unreserved characters).
+fn query_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// One rack, by name or id.

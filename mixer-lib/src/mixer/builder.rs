@@ -227,6 +227,7 @@ impl MixerBuilder {
             active_hash: Mutex::new(None),
             seen: super::seen::Unflushed::default(),
             convergence,
+            listing: super::listing::Cache::default(),
             counters: Counters::default(),
         });
         // Heartbeats wait in a bounded queue (see `heartbeat.rs`).

@@ -15,6 +15,7 @@
 mod builder;
 mod enroll;
 mod heartbeat;
+mod listing;
 mod scenarios;
 mod seen;
 #[cfg(test)]
@@ -34,6 +35,7 @@ use crate::store::{Millis, RackRecord, RackStatus, Store};
 use crate::{Clock, MixerError, secret};
 
 pub use self::builder::MixerBuilder;
+pub use self::listing::{MAX_AGE as LISTING_MAX_AGE, RackListing};
 pub use self::scenarios::Imported;
 
 /// The KV bucket that carries scenarios too large for one message.
@@ -113,6 +115,8 @@ struct Inner {
     seen: seen::Unflushed,
     /// The queue of the batched convergence writes (see `seen.rs`).
     convergence: seen::ConvergenceWriter,
+    /// The shared rack listing (see `listing.rs`).
+    listing: listing::Cache,
     counters: Counters,
 }
 
@@ -209,7 +213,7 @@ impl Mixer {
     pub async fn approve(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
         let (_guard, mut rack) = self.inner.find_locked(name_or_id).await?;
         self.inner.admit(&mut rack).await?;
-        self.inner.store.update_rack(&rack).await?;
+        self.inner.update_rack(&rack).await?;
         tracing::info!(rack = %rack.name, machine_id = ?rack.machine_id, "Approved a rack.");
         Ok(rack)
     }
@@ -222,7 +226,7 @@ impl Mixer {
     pub async fn suspend(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
         let (_guard, mut rack) = self.inner.find_locked(name_or_id).await?;
         rack.status = RackStatus::Inactive;
-        self.inner.store.update_rack(&rack).await?;
+        self.inner.update_rack(&rack).await?;
         self.inner.queue(&rack.name, "suspend");
         Ok(rack)
     }
@@ -235,7 +239,7 @@ impl Mixer {
     pub async fn resume(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
         let (_guard, mut rack) = self.inner.find_locked(name_or_id).await?;
         self.inner.admit(&mut rack).await?;
-        self.inner.store.update_rack(&rack).await?;
+        self.inner.update_rack(&rack).await?;
         self.inner.queue(&rack.name, "resume");
         Ok(rack)
     }
@@ -253,7 +257,7 @@ impl Mixer {
         };
         self.inner.live().remove(&rack.name);
         self.inner.forget_seen(&rack.name);
-        Ok(self.inner.store.delete_rack(&rack.id).await?)
+        Ok(self.inner.delete_rack(&rack.id).await?)
     }
 
     /// Queues a command (`shutdown`, `log_level:<level>`, `suspend`, `resume`) for a rack's

@@ -99,6 +99,28 @@ impl Store for MemoryStore {
         ready(Ok(racks.into_iter().map(Arc::unwrap_or_clone).collect()))
     }
 
+    fn rack_list(&self) -> StoreFuture<'_, Vec<RackRecord>> {
+        let racks: Vec<Arc<RackRecord>> = self.lock().racks.values().cloned().collect();
+        ready(Ok(racks
+            .iter()
+            .map(|r| RackRecord {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                machine_id: r.machine_id,
+                labels: r.labels.clone(),
+                secret_hash: String::new(),
+                status: r.status,
+                first_seen: r.first_seen,
+                last_seen: r.last_seen,
+                ip: r.ip.clone(),
+                version: r.version.clone(),
+                applied_hash: r.applied_hash.clone(),
+                health: r.health.clone(),
+                stats: serde_json::Value::Null,
+            })
+            .collect()))
+    }
+
     fn delete_rack<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         let mut st = self.lock();
         let there = match st.names.remove(id) {

@@ -220,6 +220,8 @@ pub(super) const SET_SETTING: &str = "INSERT INTO settings (key, value) VALUES (
 /// - `insert_rack`: the 13 columns in the order of [`RackRow`], as `$1`…`$13`;
 /// - `update_rack`: the same, matched by id (`$1`);
 /// - `rack_columns`: the column list of a `SELECT` that reads a [`RackRow`];
+/// - `list_columns`: the same with an empty `secret_hash` and a `null` `stats` in place of
+///   the columns (what [`Store::rack_list`](super::Store::rack_list) reads);
 /// - `put_seen`: what heartbeats change, matched by id (`$1`): `last_seen` (`$2`, never
 ///   backwards), `applied_hash` (`$3`), `health` (`$4`) and `stats` (`$5`).
 ///
@@ -232,6 +234,7 @@ macro_rules! sql_store {
         insert_rack = $insert_rack:literal,
         update_rack = $update_rack:literal,
         rack_columns = $rack_columns:literal,
+        list_columns = $list_columns:literal,
         put_seen = $put_seen:literal $(,)?
     ) => {
         impl $store {
@@ -382,6 +385,22 @@ macro_rules! sql_store {
                     sqlx::query(concat!(
                         "SELECT ",
                         $rack_columns,
+                        " FROM racks ORDER BY name"
+                    ))
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err($crate::store::sql::backend)?
+                    .iter()
+                    .map(Self::rack_row)
+                    .collect()
+                })
+            }
+
+            fn rack_list(&self) -> $crate::store::StoreFuture<'_, Vec<$crate::store::RackRecord>> {
+                Box::pin(async move {
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        $list_columns,
                         " FROM racks ORDER BY name"
                     ))
                     .fetch_all(&self.read)

@@ -88,6 +88,9 @@ sql_store!(
     rack_columns = "id, name, machine_id, labels::text AS labels, secret_hash, status, \
                     first_seen, last_seen, ip, version, applied_hash, health::text AS health, \
                     stats::text AS stats",
+    list_columns = "id, name, machine_id, labels::text AS labels, '' AS secret_hash, \
+                    status, first_seen, last_seen, ip, version, applied_hash, \
+                    health::text AS health, 'null' AS stats",
     put_seen = "UPDATE racks SET last_seen = GREATEST(last_seen, $2), applied_hash = $3, \
                 health = $4::jsonb, stats = $5::jsonb WHERE id = $1",
 );

@@ -126,6 +126,8 @@ sql_store!(
                    version = $10, applied_hash = $11, health = $12, stats = $13 WHERE id = $1",
     rack_columns = "id, name, machine_id, labels, secret_hash, status, first_seen, \
                     last_seen, ip, version, applied_hash, health, stats",
+    list_columns = "id, name, machine_id, labels, '' AS secret_hash, status, first_seen, \
+                    last_seen, ip, version, applied_hash, health, 'null' AS stats",
     put_seen = "UPDATE racks SET last_seen = MAX(last_seen, $2), applied_hash = $3, \
                 health = $4, stats = $5 WHERE id = $1",
 );

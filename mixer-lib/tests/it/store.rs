@@ -337,6 +337,17 @@ pub(crate) async fn single_rows_and_batches_agree_with_the_tables(store: &dyn St
     );
     assert_eq!(store.rack_by_id("z-id").await.expect("get"), None);
 
+    // The listing: every rack by name, whole but for its secret hash and stats.
+    let listed = store.rack_list().await.expect("list");
+    let mut whole = store.racks().await.expect("racks");
+    assert_eq!(names(listed.clone()), ["edge-a", "edge-b", "edge-c"]);
+    for r in &mut whole {
+        assert!(!r.secret_hash.is_empty(), "{} keeps its hash", r.name);
+        r.secret_hash = String::new();
+        r.stats = serde_json::Value::Null;
+    }
+    assert_eq!(listed, whole);
+
     // The lowest free id: an expired lease, a gap, one released.
     for (holder, ttl) in [("r1", 1_000), ("r2", 1_000), ("r3", 10), ("r4", 1_000)] {
         store

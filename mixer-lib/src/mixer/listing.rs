@@ -1,0 +1,174 @@
+//! The rack listing: every rack as listings show it, read from the store at most about once
+//! a second however often it is asked for, and at once after this mixer changed a rack.
+//!
+//! A fleet of 10,000 racks is a few megabytes of rows: reading and decoding them on every
+//! `GET /api/v1/racks` costs a fifth of a second of CPU, so a hundred clients polling it
+//! would keep the mixer busy with nothing else. The listing is shared instead, as
+//! Kubernetes' API server serves lists from its watch cache:
+//!
+//! - a listing older than [`MAX_AGE`] is still answered, and one task reads the next in the
+//!   background (heartbeats' `last_seen`, health and applied hash reach the store in
+//!   batches once a second anyway, see `seen.rs`);
+//! - a listing taken before this mixer wrote a rack's record (an approval, a removal, a
+//!   status change) is never answered: the caller waits for a new one, so that what an
+//!   operator just did through this mixer shows at once;
+//! - another mixer's changes on a shared store show within [`MAX_AGE`] and a read.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::{Inner, Mixer};
+use crate::MixerError;
+use crate::store::{RackRecord, StoreError};
+
+/// How old a listing may be before it is read again (in the background).
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Every rack by name, as [`Store::rack_list`](crate::store::Store::rack_list) reads them
+/// (no secret hash, no stats) with what heartbeats changed since the store's last batch:
+/// see [`Mixer::rack_listing`].
+#[derive(Debug)]
+pub struct RackListing {
+    racks: Vec<RackRecord>,
+    taken: Instant,
+    /// The mixer's count of rack writes when it was read.
+    writes: u64,
+}
+
+impl RackListing {
+    /// Every rack, sorted by name.
+    pub fn racks(&self) -> &[RackRecord] {
+        &self.racks
+    }
+
+    /// The racks whose names sort after `name`, in order: where a page that ended at `name`
+    /// goes on.
+    pub fn after(&self, name: &str) -> &[RackRecord] {
+        let start = self.racks.partition_point(|r| r.name.as_str() <= name);
+        &self.racks[start..]
+    }
+
+    /// When it was read.
+    pub fn taken(&self) -> Instant {
+        self.taken
+    }
+}
+
+/// The listing a mixer shares, and what decides whether it is still good.
+#[derive(Debug, Default)]
+pub(super) struct Cache {
+    current: Mutex<Option<Arc<RackListing>>>,
+    /// Counts this mixer's writes of rack records.
+    writes: AtomicU64,
+    /// Held while a listing is read, so that callers who must wait share one read.
+    reading: tokio::sync::Mutex<()>,
+    /// Set while a background read runs.
+    refreshing: AtomicBool,
+}
+
+impl Cache {
+    /// Called after every write of a rack's record.
+    pub(super) fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn current(&self) -> Option<Arc<RackListing>> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keeps `listing` unless a newer one is there already.
+    fn keep(&self, listing: &Arc<RackListing>) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current
+            .as_ref()
+            .is_none_or(|c| (c.writes, c.taken) < (listing.writes, listing.taken))
+        {
+            *current = Some(Arc::clone(listing));
+        }
+    }
+}
+
+impl Inner {
+    /// Adds a rack to the store (see [`Store::insert_rack`](crate::store::Store::insert_rack)).
+    pub(super) async fn insert_rack(&self, rack: &RackRecord) -> Result<(), StoreError> {
+        self.store.insert_rack(rack).await?;
+        self.listing.wrote();
+        Ok(())
+    }
+
+    /// Writes a rack's record (see [`Store::update_rack`](crate::store::Store::update_rack)).
+    pub(super) async fn update_rack(&self, rack: &RackRecord) -> Result<(), StoreError> {
+        self.store.update_rack(rack).await?;
+        self.listing.wrote();
+        Ok(())
+    }
+
+    /// Removes a rack (see [`Store::delete_rack`](crate::store::Store::delete_rack)).
+    pub(super) async fn delete_rack(&self, id: &str) -> Result<bool, StoreError> {
+        let there = self.store.delete_rack(id).await?;
+        self.listing.wrote();
+        Ok(there)
+    }
+
+    /// Reads a new listing and keeps it.
+    async fn read_listing(&self) -> Result<Arc<RackListing>, MixerError> {
+        let writes = self.listing.writes.load(Ordering::Acquire);
+        let taken = Instant::now();
+        let mut racks = self.store.rack_list().await?;
+        for rack in &mut racks {
+            self.overlay(rack);
+        }
+        let listing = Arc::new(RackListing {
+            racks,
+            taken,
+            writes,
+        });
+        self.listing.keep(&listing);
+        Ok(listing)
+    }
+}
+
+impl Mixer {
+    /// Every rack as listings show it (no secret hash, no stats), sorted by name: what
+    /// `GET /api/v1/racks` pages through.
+    ///
+    /// It is shared and read again at most about once a second: a listing older than
+    /// [`MAX_AGE`] is returned while a background task reads the next, so the racks'
+    /// `last_seen` and health may be that much older than [`Mixer::racks`]' (which reads the
+    /// store every time). A change this mixer made to a rack's record (approval, suspension,
+    /// removal, a status a heartbeat or the liveness sweep changed) is always in it.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    pub async fn rack_listing(&self) -> Result<Arc<RackListing>, MixerError> {
+        let cache = &self.inner.listing;
+        if let Some(listing) = cache.current()
+            && listing.writes == cache.writes.load(Ordering::Acquire)
+        {
+            if listing.taken.elapsed() >= MAX_AGE && !cache.refreshing.swap(true, Ordering::AcqRel)
+            {
+                let inner = Arc::clone(&self.inner);
+                tokio::spawn(async move {
+                    if let Err(error) = inner.read_listing().await {
+                        tracing::warn!(%error, "Could not read the rack listing again.");
+                    }
+                    inner.listing.refreshing.store(false, Ordering::Release);
+                });
+            }
+            return Ok(listing);
+        }
+        let _reading = cache.reading.lock().await;
+        // Someone who held the lock before may have read one that is good.
+        if let Some(listing) = cache.current()
+            && listing.writes == cache.writes.load(Ordering::Acquire)
+        {
+            return Ok(listing);
+        }
+        self.inner.read_listing().await
+    }
+}
