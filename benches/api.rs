@@ -14,9 +14,12 @@
 //!    keep-alive connection after 5 warm-up ones (target: under 50 ms), then the parts alone
 //!    in this thread: `Telemetry::render` over the racks read once, and the store's
 //!    `racks()`.
-//! 2. **`GET /api/v1/racks`** with 10,000 racks: first the parts alone, one after another
-//!    (the store's `racks()`; `RackView` and `serde_json` over the records) and 20 requests
-//!    from one client; then `API_CLIENTS` (default 100) client tasks, each looping on its own
+//! 2. **`GET /api/v1/racks`** with 10,000 racks, a page at a time (the default page, 100
+//!    racks, from the mixer's shared listing, which it reads from the store at most about
+//!    once a second): first the parts alone, one after another (the store's `racks()` and
+//!    `rack_list()`; each rack's `RackView` in JSON, which the API makes once per listing), every rack by pages of
+//!    1,000 as `fluxrig racks list` reads them, and 20 requests from one client; then
+//!    `API_CLIENTS` (default 100) client tasks, each looping on its own
 //!    keep-alive connection (hyper-util's legacy client), for a warm-up of 3 s and a window
 //!    of `API_WINDOW_SECS` (default 10 s). As wrk counts them, latencies and requests per
 //!    second are those of the requests answered in the window (target: p99 under 10 ms).
@@ -36,7 +39,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fluxrig::fluxmsg::Codec;
 use fluxrig::mixer::Mixer;
-use fluxrig::mixer::api::{Api, RackView};
+use fluxrig::mixer::api::{Api, DEFAULT_PAGE, MAX_PAGE, RackView};
 use fluxrig::mixer::store::{MemoryStore, RackRecord, RackStatus, Store};
 use fluxrig::mixer::telemetry::Telemetry;
 use fluxrig::rack::agent::telemetry::{GearCounters, METRICS_TYPE, MetricsSnapshot, to_message};
@@ -237,31 +240,73 @@ fn run_store(
         format!("  store racks() alone, {LIST_RACKS} rows"),
         lat,
     ));
-    let racks = server_rt
-        .block_on(mixer.racks())
-        .expect("the racks of the store");
+    let lat = timed(SINGLE_REQUESTS, || {
+        std::hint::black_box(
+            server_rt
+                .block_on(mixer.store().rack_list())
+                .expect("racks"),
+        );
+    });
+    rows.push(Row::new(
+        store,
+        format!("  store rack_list() alone, {LIST_RACKS} rows (the listing, at most 1/s)"),
+        lat,
+    ));
+    let listing = server_rt
+        .block_on(mixer.rack_listing())
+        .expect("the listing");
     let mut size = 0;
     let lat = timed(SINGLE_REQUESTS, || {
-        let views: Vec<RackView> = racks.iter().cloned().map(RackView::from).collect();
-        size = serde_json::to_vec(&views).expect("JSON").len();
+        size = listing
+            .racks()
+            .iter()
+            .map(|r| {
+                serde_json::to_vec(&RackView::from(r.clone()))
+                    .expect("JSON")
+                    .len()
+            })
+            .sum();
     });
     rows.push(Row::new(
         store,
         format!(
-            "  clone, RackView and JSON alone ({:.1} MB)",
+            "  each rack's RackView in JSON alone ({:.1} MB, once per listing)",
             size as f64 / 1e6
         ),
         lat,
     ));
+    // Every rack, a page of 1,000 after another, as `fluxrig racks list` reads them.
+    let started = Instant::now();
+    let mut listed = 0;
+    let mut after = String::new();
+    loop {
+        let uri: Uri = format!("{base}/api/v1/racks?limit={MAX_PAGE}&after={after}")
+            .parse()
+            .expect("a URI");
+        let bytes = client_rt.block_on(get(&http, &uri)).expect("a page");
+        let page: Vec<serde_json::Value> = serde_json::from_slice(&bytes).expect("a JSON array");
+        listed += page.len();
+        match page.last() {
+            Some(last) if page.len() == MAX_PAGE => {
+                after = last["name"].as_str().expect("a name").to_owned();
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(listed, LIST_RACKS, "the pages list every rack");
+    println!(
+        "api/{store}: all {LIST_RACKS} racks in pages of {MAX_PAGE} in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     let racks_uri: Uri = format!("{base}/api/v1/racks").parse().expect("a URI");
     let (lat, bytes) = sequential(client_rt, &http, &racks_uri, SINGLE_REQUESTS, 2);
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&bytes).expect("a JSON array");
-    assert_eq!(listed.len(), LIST_RACKS, "the API lists every rack");
+    assert_eq!(listed.len(), DEFAULT_PAGE, "a page of the default size");
     rows.push(Row::new(
         store,
         format!(
-            "GET /api/v1/racks, {LIST_RACKS} racks, 1 client ({:.1} MB)",
-            bytes.len() as f64 / 1e6
+            "GET /api/v1/racks, {LIST_RACKS} racks, a page of {DEFAULT_PAGE}, 1 client ({} KB)",
+            bytes.len() / 1024
         ),
         lat,
     ));
@@ -269,7 +314,9 @@ fn run_store(
     let answered = load.latencies.len();
     let mut row = Row::new(
         store,
-        format!("GET /api/v1/racks, {LIST_RACKS} racks, {clients} clients"),
+        format!(
+            "GET /api/v1/racks, {LIST_RACKS} racks, a page of {DEFAULT_PAGE}, {clients} clients"
+        ),
         (load.latencies, load.server_cpu_ms),
     )
     .target(LIST_P99_MS);

@@ -152,6 +152,17 @@ impl Telemetry {
         all
     }
 
+    /// Those of `racks` that sent no snapshot: [`Telemetry::render`] shows their heartbeats'
+    /// stats instead.
+    pub fn without_snapshot<'a>(&self, racks: &'a [RackRecord]) -> Vec<&'a str> {
+        let state = self.state();
+        racks
+            .iter()
+            .filter(|r| !state.metrics.contains_key(&r.name))
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
     /// The fleet in the Prometheus text format: per rack and gear the counters of its
     /// latest snapshot (or, for a rack that sent none, of its last heartbeat), racks by
     /// status, and what the mixer and the telemetry refused.

@@ -190,6 +190,8 @@ impl ApiBuilder {
             factory: Arc::new(self.factory),
             config: Arc::new(self.config),
             telemetry: self.telemetry.unwrap_or_else(|| Telemetry::new(1)),
+            listing: Arc::default(),
+            listing_json: Arc::default(),
         };
         let (api, openapi) = routes::router().split_for_parts();
         let openapi = Arc::new(openapi);

@@ -25,6 +25,87 @@ pub(super) struct ApiState {
     pub(super) factory: Arc<gears::Factory>,
     pub(super) config: Arc<serde_json::Value>,
     pub(super) telemetry: crate::telemetry::Telemetry,
+    pub(super) listing: Arc<std::sync::Mutex<Option<Arc<Listed>>>>,
+    /// Set while a blocking task makes the JSON of a newer listing.
+    pub(super) listing_json: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The mixer's rack listing with each rack's [`RackView`] in JSON, made once per listing:
+/// a page is then the concatenation of its racks' JSON.
+pub(super) struct Listed {
+    listing: Arc<crate::RackListing>,
+    json: Vec<bytes::Bytes>,
+}
+
+impl ApiState {
+    /// The current listing, in JSON.
+    ///
+    /// When the mixer read its listing again because time passed, the JSON of the one
+    /// before is answered while a blocking task makes the new one (a few milliseconds per
+    /// thousand racks, which a hundred requests waiting or making it each would feel); when
+    /// it read it because a rack changed, the caller makes it, so that the change shows.
+    async fn listed(&self) -> Result<Arc<Listed>> {
+        let listing = self.mixer.rack_listing().await?;
+        let cached = self.cached_listing();
+        match cached {
+            Some(listed) if Arc::ptr_eq(&listed.listing, &listing) => return Ok(listed),
+            Some(listed) if listed.listing.writes() == listing.writes() => {
+                if !self
+                    .listing_json
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    let state = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Ok(new) = Listed::of(listing) {
+                            state.keep_listing(new);
+                        }
+                        state
+                            .listing_json
+                            .store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
+                return Ok(listed);
+            }
+            _ => {}
+        }
+        let listed = Arc::new(Listed::of(listing)?);
+        self.keep_listing(Arc::clone(&listed));
+        Ok(listed)
+    }
+
+    fn cached_listing(&self) -> Option<Arc<Listed>> {
+        self.listing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keeps `listed` unless the one kept is newer.
+    fn keep_listing(&self, listed: impl Into<Arc<Listed>>) {
+        let listed = listed.into();
+        let mut kept = self
+            .listing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.as_ref().is_none_or(|k| {
+            (k.listing.writes(), k.listing.taken())
+                <= (listed.listing.writes(), listed.listing.taken())
+        }) {
+            *kept = Some(listed);
+        }
+    }
+}
+
+impl Listed {
+    fn of(listing: Arc<crate::RackListing>) -> Result<Listed> {
+        let json = listing
+            .racks()
+            .iter()
+            .map(|r| serde_json::to_vec(&RackView::from(r.clone())).map(bytes::Bytes::from))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        Ok(Listed { listing, json })
+    }
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -318,25 +399,34 @@ async fn list_racks(
             other => return Err(bad(format!("unknown parameter `{other}`"))),
         }
     }
-    let listing = state.mixer.rack_listing().await?;
-    let racks = match after {
-        Some(name) => listing.after(name),
-        None => listing.racks(),
-    };
-    let mut matching = racks.iter().filter(|r| {
-        status.is_none_or(|s| r.status == s)
-            && labels
-                .iter()
-                .all(|(k, v)| r.labels.get(*k).is_some_and(|x| x == v))
-    });
-    let page: Vec<RackView> = matching
-        .by_ref()
-        .take(limit)
-        .map(|r| RackView::from(r.clone()))
-        .collect();
-    let body = Json(&page);
+    let listed = state.listed().await?;
+    let racks = listed.listing.racks();
+    let start = after.map_or(0, |name| racks.len() - listed.listing.after(name).len());
+    let mut matching = racks[start..]
+        .iter()
+        .zip(&listed.json[start..])
+        .filter(|(r, _)| {
+            status.is_none_or(|s| r.status == s)
+                && labels
+                    .iter()
+                    .all(|(k, v)| r.labels.get(*k).is_some_and(|x| x == v))
+        });
+    let page: Vec<(&RackRecord, &bytes::Bytes)> = matching.by_ref().take(limit).collect();
+    let mut body = Vec::with_capacity(2 + page.iter().map(|(_, j)| j.len() + 1).sum::<usize>());
+    body.push(b'[');
+    for (i, (_, json)) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(json);
+    }
+    body.push(b']');
+    let json = [(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    )];
     match page.last() {
-        Some(last) if matching.next().is_some() => {
+        Some((last, _)) if matching.next().is_some() => {
             let mut next = format!(
                 "</api/v1/racks?limit={limit}&after={}",
                 query_value(&last.name)
@@ -347,9 +437,9 @@ async fn list_racks(
                 }
             }
             next.push_str(">; rel=\"next\"");
-            Ok(([(axum::http::header::LINK, next)], body).into_response())
+            Ok((json, [(axum::http::header::LINK, next)], body).into_response())
         }
-        _ => Ok(body.into_response()),
+        _ => Ok((json, body).into_response()),
     }
 }
 

@@ -53,6 +53,12 @@ impl RackListing {
     pub fn taken(&self) -> Instant {
         self.taken
     }
+
+    /// How many rack records the mixer had written when it was read: a listing with a
+    /// higher count has changes this one lacks.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
 }
 
 /// The listing a mixer shares, and what decides whether it is still good.

@@ -493,6 +493,9 @@ async fn get_page(router: &axum::Router, path: &str) -> (StatusCode, Option<Stri
         .expect("a request");
     let res = router.clone().oneshot(req).await.expect("a response");
     let status = res.status();
+    if status == StatusCode::OK {
+        assert_eq!(res.headers()["content-type"], "application/json");
+    }
     let link = res
         .headers()
         .get("link")
@@ -549,7 +552,7 @@ async fn racks_are_listed_a_page_at_a_time_and_show_changes_at_once() {
             mixer_lib::store::RackStatus::Pending
         };
         r.labels.insert("zone".into(), format!("z {}", i % 5));
-        r.stats = serde_json::json!({ "gears": { "gen": { "in": 1 } } });
+        r.stats = serde_json::json!({ "gears": { "gen": { "messages_in": i } } });
         mixer_lib::store::Store::insert_rack(store.as_ref(), &r)
             .await
             .expect("insert");
@@ -606,6 +609,21 @@ async fn racks_are_listed_a_page_at_a_time_and_show_changes_at_once() {
     assert_eq!(
         link.as_deref(),
         Some("</api/v1/racks?limit=2&after=rack-006&label=zone%3Dz%201>; rel=\"next\"")
+    );
+
+    // `/metrics` shows the heartbeats' stats of racks that sent no snapshot (the listing
+    // has none).
+    let req = Request::builder()
+        .uri("/metrics")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .expect("a request");
+    let res = router.clone().oneshot(req).await.expect("a response");
+    let bytes = res.into_body().collect().await.expect("a body").to_bytes();
+    let metrics = String::from_utf8_lossy(&bytes);
+    assert!(
+        metrics.contains("flux_gear_messages_in_total{rack=\"rack-249\",gear=\"gen\"} 249"),
+        "{metrics}"
     );
 
     for bad in ["limit=0", "limit=1001", "limit=ten", "page=2"] {
