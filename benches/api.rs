@@ -155,7 +155,11 @@ fn run_store(
     let _ = std::fs::remove_dir_all(&dir);
     let telemetry = Telemetry::new(1_000);
     let (mixer, server) = server_rt.block_on(async {
-        let builder = Mixer::builder().data_dir(&dir);
+        // The racks written into the store never heartbeat: a long interval keeps the
+        // liveness sweep from marking them all offline during the run.
+        let builder = Mixer::builder()
+            .data_dir(&dir)
+            .heartbeat_interval(Duration::from_secs(3600), 3);
         let builder = match store {
             // No `.store(..)`: the embedded default, `<data_dir>/mixer.db`.
             "sqlite" => builder,

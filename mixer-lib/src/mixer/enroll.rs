@@ -162,7 +162,7 @@ impl Inner {
                 let secret = self.rack_secret(&id);
                 let hashed = secret::hash(&secret).map_err(MixerError::Entropy)?;
                 let rack = RackRecord::new(&id, &hello.name, hashed, now);
-                match self.insert_rack(&rack).await {
+                match self.store.insert_rack(&rack).await {
                     Ok(()) => {}
                     // Another mixer (or a hello racing this one) registered it first.
                     Err(crate::store::StoreError::NameTaken(_)) => {
@@ -196,7 +196,7 @@ impl Inner {
             RackStatus::Active | RackStatus::Offline => self.admit(&mut rack).await?,
             _ => {}
         }
-        self.update_rack(&rack).await?;
+        self.store.update_rack(&rack).await?;
         // A new session: the mixer does not know its state yet, and the rack has not seen a
         // push of it.
         {

@@ -204,7 +204,7 @@ impl Inner {
         }
         self.keep_seen(&rack);
         if write {
-            self.update_rack(&rack).await?;
+            self.store.update_rack(&rack).await?;
         }
         // A new passport when the rack's status or machine id changed since its last one (it
         // takes both from passports), or when its lease had to be taken again.
@@ -340,7 +340,7 @@ impl Inner {
         self.overlay(&mut rack);
         if rack.status == RackStatus::Active && rack.last_seen < before {
             rack.status = RackStatus::Offline;
-            match self.update_rack(&rack).await {
+            match self.store.update_rack(&rack).await {
                 Ok(()) => {
                     tracing::warn!(rack = %rack.name, last_seen = rack.last_seen, "A rack missed its heartbeats: offline.");
                 }

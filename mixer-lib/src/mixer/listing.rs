@@ -9,10 +9,12 @@
 //! - a listing older than [`MAX_AGE`] is still answered, and one task reads the next in the
 //!   background (heartbeats' `last_seen`, health and applied hash reach the store in
 //!   batches once a second anyway, see `seen.rs`);
-//! - a listing taken before this mixer wrote a rack's record (an approval, a removal, a
-//!   status change) is never answered: the caller waits for a new one, so that what an
-//!   operator just did through this mixer shows at once;
-//! - another mixer's changes on a shared store show within [`MAX_AGE`] and a read.
+//! - a listing taken before an operator changed a rack through this mixer (an approval, a
+//!   suspension, an activation, a removal) is never answered: the caller waits for a new
+//!   one, so that what an operator just did shows at once;
+//! - what racks change themselves (a hello, heartbeats, going offline) and another mixer's
+//!   changes on a shared store show within [`MAX_AGE`] and a read. A mass event (a
+//!   thousand racks going offline at once) thus costs the listing nothing more.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::{Inner, Mixer};
 use crate::MixerError;
-use crate::store::{RackRecord, StoreError};
+use crate::store::RackRecord;
 
 /// How old a listing may be before it is read again (in the background).
 pub const MAX_AGE: Duration = Duration::from_secs(1);
@@ -32,7 +34,7 @@ pub const MAX_AGE: Duration = Duration::from_secs(1);
 pub struct RackListing {
     racks: Vec<RackRecord>,
     taken: Instant,
-    /// The mixer's count of rack writes when it was read.
+    /// The mixer's count of operators' changes when it was read.
     writes: u64,
 }
 
@@ -54,7 +56,7 @@ impl RackListing {
         self.taken
     }
 
-    /// How many rack records the mixer had written when it was read: a listing with a
+    /// How many operators' changes the mixer had made when it was read: a listing with a
     /// higher count has changes this one lacks.
     pub fn writes(&self) -> u64 {
         self.writes
@@ -65,7 +67,7 @@ impl RackListing {
 #[derive(Debug, Default)]
 pub(super) struct Cache {
     current: Mutex<Option<Arc<RackListing>>>,
-    /// Counts this mixer's writes of rack records.
+    /// Counts the operators' changes to racks through this mixer.
     writes: AtomicU64,
     /// Held while a listing is read, so that callers who must wait share one read.
     reading: tokio::sync::Mutex<()>,
@@ -74,7 +76,8 @@ pub(super) struct Cache {
 }
 
 impl Cache {
-    /// Called after every write of a rack's record.
+    /// Called after an operator's change to a rack (approval, suspension, activation,
+    /// removal), which the next listing must show.
     pub(super) fn wrote(&self) {
         self.writes.fetch_add(1, Ordering::AcqRel);
     }
@@ -99,27 +102,6 @@ impl Cache {
 }
 
 impl Inner {
-    /// Adds a rack to the store (see [`Store::insert_rack`](crate::store::Store::insert_rack)).
-    pub(super) async fn insert_rack(&self, rack: &RackRecord) -> Result<(), StoreError> {
-        self.store.insert_rack(rack).await?;
-        self.listing.wrote();
-        Ok(())
-    }
-
-    /// Writes a rack's record (see [`Store::update_rack`](crate::store::Store::update_rack)).
-    pub(super) async fn update_rack(&self, rack: &RackRecord) -> Result<(), StoreError> {
-        self.store.update_rack(rack).await?;
-        self.listing.wrote();
-        Ok(())
-    }
-
-    /// Removes a rack (see [`Store::delete_rack`](crate::store::Store::delete_rack)).
-    pub(super) async fn delete_rack(&self, id: &str) -> Result<bool, StoreError> {
-        let there = self.store.delete_rack(id).await?;
-        self.listing.wrote();
-        Ok(there)
-    }
-
     /// Reads a new listing and keeps it.
     async fn read_listing(&self) -> Result<Arc<RackListing>, MixerError> {
         let writes = self.listing.writes.load(Ordering::Acquire);
@@ -145,8 +127,9 @@ impl Mixer {
     /// It is shared and read again at most about once a second: a listing older than
     /// [`MAX_AGE`] is returned while a background task reads the next, so the racks'
     /// `last_seen` and health may be that much older than [`Mixer::racks`]' (which reads the
-    /// store every time). A change this mixer made to a rack's record (approval, suspension,
-    /// removal, a status a heartbeat or the liveness sweep changed) is always in it.
+    /// store every time), and so may what racks changed themselves (a new rack, a rack gone
+    /// offline). A change made through this mixer's [`Mixer::approve`], [`Mixer::suspend`],
+    /// [`Mixer::resume`] or [`Mixer::remove`] is always in it.
     ///
     /// # Errors
     ///

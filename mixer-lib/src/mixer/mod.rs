@@ -213,7 +213,8 @@ impl Mixer {
     pub async fn approve(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
         let (_guard, mut rack) = self.inner.find_locked(name_or_id).await?;
         self.inner.admit(&mut rack).await?;
-        self.inner.update_rack(&rack).await?;
+        self.inner.store.update_rack(&rack).await?;
+        self.inner.listing.wrote();
         tracing::info!(rack = %rack.name, machine_id = ?rack.machine_id, "Approved a rack.");
         Ok(rack)
     }
@@ -226,7 +227,8 @@ impl Mixer {
     pub async fn suspend(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
         let (_guard, mut rack) = self.inner.find_locked(name_or_id).await?;
         rack.status = RackStatus::Inactive;
-        self.inner.update_rack(&rack).await?;
+        self.inner.store.update_rack(&rack).await?;
+        self.inner.listing.wrote();
         self.inner.queue(&rack.name, "suspend");
         Ok(rack)
     }
@@ -239,7 +241,8 @@ impl Mixer {
     pub async fn resume(&self, name_or_id: &str) -> Result<RackRecord, MixerError> {
         let (_guard, mut rack) = self.inner.find_locked(name_or_id).await?;
         self.inner.admit(&mut rack).await?;
-        self.inner.update_rack(&rack).await?;
+        self.inner.store.update_rack(&rack).await?;
+        self.inner.listing.wrote();
         self.inner.queue(&rack.name, "resume");
         Ok(rack)
     }
@@ -257,7 +260,9 @@ impl Mixer {
         };
         self.inner.live().remove(&rack.name);
         self.inner.forget_seen(&rack.name);
-        Ok(self.inner.delete_rack(&rack.id).await?)
+        let there = self.inner.store.delete_rack(&rack.id).await?;
+        self.inner.listing.wrote();
+        Ok(there)
     }
 
     /// Queues a command (`shutdown`, `log_level:<level>`, `suspend`, `resume`) for a rack's

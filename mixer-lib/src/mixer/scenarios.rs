@@ -209,7 +209,7 @@ impl Inner {
             // Named by the active scenario: admitted (admission path B).
             self.overlay(&mut rack);
             self.admit(&mut rack).await?;
-            self.update_rack(&rack).await?;
+            self.store.update_rack(&rack).await?;
             tracing::info!(rack = %rack.name, "Admitted a rack the active scenario names.");
         }
         if matches!(rack.status, RackStatus::Active | RackStatus::Offline) {
