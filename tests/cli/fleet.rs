@@ -18,7 +18,10 @@ const N: u64 = 3_000;
 
 struct Fleet {
     dir: PathBuf,
+    /// The URL racks connect to.
     nats: String,
+    /// How the mixer gets its NATS: `--nats <url>` by default.
+    mixer_nats: Vec<String>,
     api: String,
     port: u16,
     bin: PathBuf,
@@ -28,8 +31,8 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn new(nats: String) -> Fleet {
-        let dir = std::env::temp_dir().join(format!("fluxrig-fleet-{}", std::process::id()));
+    fn new(tag: &str, nats: String) -> Fleet {
+        let dir = std::env::temp_dir().join(format!("fluxrig-fleet-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         let exe = std::env::current_exe().expect("the test's path");
@@ -60,6 +63,7 @@ impl Fleet {
         let port = testkit::free_port();
         Fleet {
             dir,
+            mixer_nats: vec!["--nats".to_owned(), nats.clone()],
             nats,
             api: format!("http://127.0.0.1:{port}"),
             port,
@@ -82,7 +86,8 @@ impl Fleet {
             .arg(self.dir.join("mixer"))
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--token", TOKEN, "--bootstrap-secret", BOOTSTRAP])
-            .args(["--nats", &self.nats, "--heartbeat-interval", "300ms"])
+            .args(&self.mixer_nats)
+            .args(["--heartbeat-interval", "300ms"])
             .env("FLUXRIG_LOG", "info")
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -264,7 +269,7 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
     let mut server = ::fluxrig::snake::NatsServer::builder()
         .start()
         .expect("a nats-server (make setup-nats)");
-    let mut fleet = Fleet::new(server.url());
+    let mut fleet = Fleet::new("external", server.url());
     fleet.start_mixer();
 
     // The API's refusals, as the CLI reports them: one line, non-zero status.
@@ -508,4 +513,50 @@ fn a_fleet_of_processes_enrolls_converges_survives_a_kill_and_a_mixer_restart() 
         }
     }
     server.stop().expect("the server stops");
+}
+
+/// The README's first step: `mixer --nats managed --nats-port <port>` runs its own
+/// nats-server, racks enroll through it, and it stops with the mixer.
+#[test]
+fn the_mixer_runs_and_stops_its_own_nats_server() {
+    let port = testkit::free_port();
+    let mut fleet = Fleet::new("managed", format!("nats://127.0.0.1:{port}"));
+    fleet.mixer_nats = ["--nats", "managed", "--nats-port", &port.to_string()]
+        .map(str::to_owned)
+        .to_vec();
+    fleet.start_mixer();
+    fleet.start_rack("edge", &[]);
+    fleet.wait("edge to say hello", Duration::from_secs(60), |f| {
+        f.rack_status("edge").as_deref() == Some("pending")
+    });
+    let listed = fleet.json(&["racks", "list", "--status", "pending"]);
+    assert_eq!(listed[0]["name"], "edge", "{listed}");
+
+    // SIGTERM: the mixer stops, and its nats-server with it.
+    let mut mixer = fleet.mixer.take().expect("the mixer");
+    let term = Command::new("kill")
+        .args(["-TERM", &mixer.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = mixer.try_wait().expect("the mixer's status") {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mixer did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "the mixer exited with {exit}");
+    let closed = (0..200).any(|_| {
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port)).is_err();
+        if !refused {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        refused
+    });
+    assert!(closed, "the managed nats-server outlived its mixer");
 }
