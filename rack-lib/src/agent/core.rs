@@ -43,7 +43,14 @@ enum Event {
     Tick,
     Telemetry,
     Push(Option<Message>),
+    /// The mixer's answer to the heartbeat in flight, or why none came.
+    Reply(Result<Message, snake::Error>),
 }
+
+/// A heartbeat's request to the mixer, in a task of its own (it ends by its timeout), awaited
+/// beside the agent's other events so that a slow mixer delays nothing but the next
+/// heartbeat.
+pub(super) type InFlight = tokio::task::JoinHandle<Result<Message, snake::Error>>;
 
 /// A passport that verified against the pinned key.
 #[derive(Debug)]
@@ -83,6 +90,8 @@ pub(super) struct Core {
     pub(super) suspended: bool,
     pub(super) enrollment: Enrollment,
     pub(super) pushes: Option<snake::Subscription>,
+    /// The heartbeat waiting for its reply, if one is.
+    pub(super) in_flight: Option<InFlight>,
     /// The last heartbeat's `seq`.
     pub(super) seq: u64,
     /// Whether the next heartbeat carries the full state.
@@ -191,6 +200,7 @@ impl Core {
             suspended: false,
             enrollment: Enrollment::Enrolling,
             pushes: None,
+            in_flight: None,
             seq: 0,
             full_next: true,
             sent_health: BTreeMap::new(),
@@ -209,6 +219,9 @@ impl Core {
     pub(super) async fn run(mut self) -> Result<(), AgentError> {
         self.offline_start().await;
         let result = self.drive().await;
+        if let Some(request) = self.in_flight.take() {
+            request.abort();
+        }
         if let Err(e) = &result {
             tracing::error!(rack = %self.cfg.name, error = e as &dyn std::error::Error, "Agent stopped.");
         }
@@ -246,7 +259,10 @@ impl Core {
                 Event::Telemetry => self.publish_telemetry().await,
                 Event::Tick => {
                     self.metrics.send_replace(self.snapshot());
-                    if self.heartbeat().await? == Flow::Stop {
+                    self.heartbeat().await?;
+                }
+                Event::Reply(reply) => {
+                    if self.on_heartbeat_reply(reply).await? == Flow::Stop {
                         return Ok(());
                     }
                 }
@@ -265,6 +281,7 @@ impl Core {
         tokio::select! {
             biased;
             () = stopped(&mut self.stop) => Event::Stop,
+            reply = reply_of(&mut self.in_flight) => Event::Reply(reply),
             _ = tick.tick() => Event::Tick,
             _ = telemetry.tick() => Event::Telemetry,
             msg = next_push(pushes) => Event::Push(msg),
@@ -760,6 +777,20 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
         if stop.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// The reply to the heartbeat in flight (cancel-safe: the request stays in `in_flight` when
+/// another event comes first); never, when none is.
+async fn reply_of(in_flight: &mut Option<InFlight>) -> Result<Message, snake::Error> {
+    match in_flight {
+        Some(request) => {
+            let reply = request.await;
+            *in_flight = None;
+            // The request's task cannot panic but may be cancelled at runtime shutdown.
+            reply.unwrap_or(Err(snake::Error::Closed))
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -16,11 +16,17 @@ const NOT_RUNNING: &str = "not running";
 
 impl Core {
     /// Sends one heartbeat and handles its reply.
-    pub(super) async fn heartbeat(&mut self) -> Result<Flow, AgentError> {
+    /// Sends a heartbeat, unless the last one still waits for its reply (a slow mixer gets
+    /// one at a time); the reply comes as an event of its own ([`Core::on_heartbeat_reply`]).
+    pub(super) async fn heartbeat(&mut self) -> Result<(), AgentError> {
         self.sync_pushes().await?;
         let Some(passport) = &self.passport else {
-            return Ok(Flow::Continue);
+            return Ok(());
         };
+        if self.in_flight.is_some() {
+            tracing::debug!(rack = %self.cfg.name, seq = self.seq, "Heartbeat skipped: the last one still waits for its reply.");
+            return Ok(());
+        }
         self.seq += 1;
         let health = self.health();
         let full = self.full_next || !health.keys().eq(self.sent_health.keys());
@@ -48,13 +54,21 @@ impl Core {
             Err(e) => {
                 tracing::warn!(rack = %self.cfg.name, error = %e, "Heartbeat cannot be encoded.");
                 self.missed();
-                return Ok(Flow::Continue);
+                return Ok(());
             }
         };
-        let reply = self
-            .snake
-            .request(Subject::heartbeat(), payload, self.cfg.reply_timeout)
-            .await;
+        let (snake, timeout) = (self.snake.clone(), self.cfg.reply_timeout);
+        self.in_flight = Some(tokio::spawn(async move {
+            snake.request(Subject::heartbeat(), payload, timeout).await
+        }));
+        Ok(())
+    }
+
+    /// What the mixer answered to a heartbeat, or why it did not.
+    pub(super) async fn on_heartbeat_reply(
+        &mut self,
+        reply: Result<snake::Message, snake::Error>,
+    ) -> Result<Flow, AgentError> {
         match reply {
             Ok(msg) => self.on_reply(&msg.payload).await,
             Err(snake::Error::Closed) => Err(AgentError::Bus(snake::Error::Closed)),

@@ -67,6 +67,8 @@ struct Script {
     report_full: bool,
     /// Heartbeat replies sent so far.
     replies: u64,
+    /// Whether heartbeats go unanswered (a mixer too slow to reply in time).
+    silent: bool,
 }
 
 struct Mixer {
@@ -153,6 +155,9 @@ impl Mixer {
             while let Some(msg) = beat_sub.next().await {
                 let beat = Heartbeat::from_message(&msg.payload).expect("a heartbeat");
                 let _ = beat_tx.send(beat);
+                if s.lock().expect("lock").silent {
+                    continue;
+                }
                 let stranger = ClusterKey::generate().expect("a key");
                 let mut reply = HeartbeatReply {
                     status: "active".into(),
@@ -443,6 +448,24 @@ async fn a_pending_rack_becomes_active_and_runs_a_push() {
     within("shutdown", agent.shutdown())
         .await
         .expect("a clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixer_too_slow_to_answer_heartbeats_delays_no_push() {
+    let dir = StateDir::new("slow-mixer");
+    let bus = Snake::memory();
+    let mut mixer = Mixer::start(&bus, Some("active")).await;
+    let agent = active(&bus, &mixer, &dir).await;
+    // Heartbeats now wait for their whole reply timeout, one after another; a push must
+    // still be taken in between (before, the agent's loop was in a heartbeat nearly all the
+    // time, and the next tick always came before the push).
+    mixer.script(|s| s.silent = true);
+    wait_status(&agent, "a heartbeat missed", |s| s.missed_heartbeats > 0).await;
+    let hash = mixer.push(PIPELINE).await;
+    expect_applied(&mut mixer, &hash).await;
+    let missed = agent.status().current().missed_heartbeats;
+    assert!(missed >= 1, "{missed} heartbeats missed");
+    let _ = agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
