@@ -6,6 +6,7 @@ mod factory;
 mod filter;
 mod generate;
 mod io_http;
+mod io_iso8583;
 mod io_tcp;
 mod log;
 mod route;

@@ -102,9 +102,18 @@ pub(crate) async fn link(shared: Arc<Shared>, queue: Arc<SendQueue>, mut stop: S
             stop: stop.clone(),
             emit: settings.read_responses,
         };
-        let end = conn::run(stream, link, &shared)
-            .instrument(span.clone())
-            .await;
+        shared.hooks.up(id, peer, &queue);
+        let run = conn::run(stream, link, &shared).instrument(span.clone());
+        let end = match settings.keepalive {
+            None => run.await,
+            Some(every) => {
+                tokio::select! {
+                    end = run => end,
+                    never = keepalive(&shared, &queue, every) => match never {},
+                }
+            }
+        };
+        shared.hooks.down(id, peer, end.reason);
         if end.unsent > 0 {
             shared
                 .emitter
@@ -124,5 +133,22 @@ pub(crate) async fn link(shared: Arc<Shared>, queue: Arc<SendQueue>, mut stop: S
             "Dropping messages never written: the gear is draining while disconnected."
         );
         shared.emitter.stats().add_dropped("shutdown", left);
+    }
+}
+
+/// Asks the gear for a keepalive frame every `every` and queues it; never returns.
+async fn keepalive(
+    shared: &Shared,
+    queue: &SendQueue,
+    every: Duration,
+) -> std::convert::Infallible {
+    loop {
+        sleep(every).await;
+        if let Some(payload) = shared.hooks.keepalive() {
+            let dropped = queue.push(payload);
+            if dropped > 0 {
+                shared.emitter.stats().add_dropped("buffer_full", dropped);
+            }
+        }
     }
 }

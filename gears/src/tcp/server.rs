@@ -156,6 +156,7 @@ impl Hub {
             .instrument(span),
         );
         self.owners.insert(task.id(), id);
+        self.shared.hooks.up(id, peer, &queue);
         self.conns.insert(id, Entry { queue, peer });
     }
 
@@ -178,6 +179,7 @@ impl Hub {
         let Some(entry) = self.conns.remove(&id) else {
             return;
         };
+        self.shared.hooks.down(id, entry.peer, end.reason);
         let lost = entry.queue.clear() + end.unsent;
         if lost > 0 {
             self.shared

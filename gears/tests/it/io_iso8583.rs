@@ -1,0 +1,387 @@
+//! Tests of the `io_iso8583` gear: real sockets on 127.0.0.1, real time. Tests wait for
+//! events (a message, a counter, a closed socket), each wait bounded by `testkit::PATIENCE`.
+
+use fluxmsg::FluxMsg;
+use gears::io_iso8583::IoIso8583;
+use iso8583::{Message, Spec};
+use sdk::Harness;
+use serde_json::{Value, json};
+use testkit::{wait_until, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// `{"mode": mode, ...extra}`.
+fn config(mode: &str, extra: Value) -> Value {
+    let mut config = json!({ "mode": mode });
+    if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
+        config.extend(extra);
+    }
+    config
+}
+
+/// A started server gear bound to a free port of 127.0.0.1, and its address.
+fn server(extra: Value) -> (Harness, String) {
+    let mut config = config("server", extra);
+    let mut last_error = None;
+    // A port free a moment ago may be taken by the time the gear binds it: try a few.
+    for _ in 0..5 {
+        let addr = format!("127.0.0.1:{}", testkit::free_port());
+        config["bind"] = json!(addr);
+        let mut h = Harness::new::<IoIso8583>(&config).expect("a valid server config");
+        match h.start() {
+            Ok(()) => return (h, addr),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    panic!("the server cannot bind a free port: {last_error:?}");
+}
+
+/// A started client gear that connects to `addr`.
+fn client(addr: &str, extra: Value) -> Harness {
+    let mut config = config("client", extra);
+    config["connect"] = json!(addr);
+    let mut h = Harness::new::<IoIso8583>(&config).expect("a valid client config");
+    h.start().expect("a client starts without a server");
+    h
+}
+
+async fn connect(addr: &str) -> TcpStream {
+    within("connect", TcpStream::connect(addr))
+        .await
+        .expect("the gear accepts the connection")
+}
+
+async fn next(h: &mut Harness, port: &str) -> FluxMsg {
+    within(port, h.recv(port))
+        .await
+        .unwrap_or_else(|| panic!("a message on {port}"))
+}
+
+async fn read_n(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    within("bytes from the gear", stream.read_exact(&mut buf))
+        .await
+        .expect("the gear writes to the socket");
+    buf
+}
+
+/// One frame with a 2-byte big-endian length header that counts the payload only.
+async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let head = read_n(stream, 2).await;
+    read_n(stream, usize::from(u16::from_be_bytes([head[0], head[1]]))).await
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = u16::try_from(payload.len())
+        .expect("a short payload")
+        .to_be_bytes()
+        .to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+async fn expect_closed(stream: &mut TcpStream) {
+    let mut buf = [0; 64];
+    match within("the gear to close the connection", stream.read(&mut buf)).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("expected the connection closed, read {:?}", &buf[..n]),
+    }
+}
+
+fn text(msg: &FluxMsg, key: &str) -> String {
+    msg.meta
+        .get(key)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| panic!("meta {key} in {msg:?}"))
+}
+
+fn spec() -> Spec {
+    Spec::builtin("moov:spec87ascii").expect("built in")
+}
+
+/// The built-in wire layer with DE 70, as the gear's network-management messages use it.
+fn network_spec() -> Spec {
+    Spec::from_yaml(
+        "spec: {id: net, version: 1.0.0}\nwire:\n  source: moov:spec87ascii\n  fields:\n    \
+         70: {type: Numeric, length: 3, enc: ASCII, prefix: ASCII.Fixed}\n",
+    )
+    .expect("loads")
+}
+
+fn auth(stan: &str) -> Vec<u8> {
+    let mut msg = Message::new("0100");
+    msg.set(2, "4111111111111111");
+    msg.set(11, stan);
+    spec().pack_to_vec(&msg).expect("packs")
+}
+
+/// Checks that `config` is refused, naming `field`.
+#[track_caller]
+fn check_config_error(config: &Value, field: &str) {
+    let err = Harness::new::<IoIso8583>(config).expect_err("refused");
+    let text = testkit::chain(&err);
+    assert!(text.contains(field), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_keep_their_connection_tpdu_swapped_and_header() {
+    let (mut h, addr) = server(json!({
+        "tpdu_enabled": true,
+        "protocol_header_size": 2,
+    }));
+    let mut clients = Vec::new();
+    for k in 0..3_u8 {
+        let mut c = connect(&addr).await;
+        let mut payload = vec![0x60, 0x00, k, 0x00, 0x99, 0xAB, k];
+        payload.extend(auth(&format!("00000{k}")));
+        c.write_all(&frame(&payload)).await.expect("write");
+        clients.push(c);
+    }
+    // Answer in reverse order of arrival: each reply finds its own connection.
+    let mut requests = Vec::new();
+    for _ in 0..3 {
+        requests.push(next(&mut h, "out").await);
+    }
+    requests.reverse();
+    for request in &requests {
+        let mut reply = request.clone();
+        let stan = spec().unpack(&request.raw).expect("unpacks");
+        let mut answer = stan.clone();
+        answer.set_mti("0110");
+        answer.set(39, "00");
+        reply.raw = spec().pack_to_vec(&answer).expect("packs").into();
+        h.send("in", reply).expect("send");
+    }
+    for (k, c) in clients.iter_mut().enumerate() {
+        let k = u8::try_from(k).expect("small");
+        let got = read_frame(c).await;
+        // TPDU 60 0000+k 0099 comes back as 60 0099 0000+k; the header as it came.
+        assert_eq!(&got[..7], &[0x60, 0x00, 0x99, 0x00, k, 0xAB, k]);
+        let reply = spec().unpack(&got[7..]).expect("unpacks");
+        assert_eq!(reply.mti(), "0110");
+        assert_eq!(reply.text(11), Some(format!("00000{k}").as_str()));
+    }
+    let up = next(&mut h, "link").await;
+    assert_eq!(text(&up, "conn.event"), "conn.up");
+    assert!(h.error_reasons().is_empty());
+    drop(clients);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_headers_little_endian_ascii_and_inclusive() {
+    for (extra, head) in [
+        (json!({ "frame_length_endian": "little" }), vec![3_u8, 0]),
+        (
+            json!({ "frame_length_endian": "ascii", "frame_length_size": 4 }),
+            b"0003".to_vec(),
+        ),
+        (
+            json!({ "frame_includes_header": true, "frame_length_size": 4 }),
+            vec![0, 0, 0, 7],
+        ),
+    ] {
+        let (mut h, addr) = server(extra);
+        let mut c = connect(&addr).await;
+        let mut bytes = head.clone();
+        bytes.extend_from_slice(b"abc");
+        c.write_all(&bytes).await.expect("write");
+        let request = next(&mut h, "out").await;
+        assert_eq!(&request.raw[..], b"abc");
+        h.send("in", request).expect("send");
+        assert_eq!(
+            read_n(&mut c, bytes.len()).await,
+            bytes,
+            "written back alike"
+        );
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_close_their_connection_and_are_counted() {
+    let (mut h, addr) = server(json!({
+        "max_frame": 64,
+        "frame_timeout": "200ms",
+        "max_connections": 2,
+        "frame_length_endian": "ascii",
+        "frame_length_size": 4,
+        "tpdu_enabled": true,
+    }));
+    // An oversized length.
+    let mut c = connect(&addr).await;
+    c.write_all(b"9999").await.expect("write");
+    expect_closed(&mut c).await;
+    // A length that is not digits.
+    let mut c = connect(&addr).await;
+    c.write_all(b"00x1").await.expect("write");
+    expect_closed(&mut c).await;
+    // A frame shorter than its TPDU: dropped, the connection kept.
+    let mut c = connect(&addr).await;
+    c.write_all(b"0002ab").await.expect("write");
+    // A truncated (slow) frame: closed at the frame deadline.
+    c.write_all(b"0010abc").await.expect("write");
+    expect_closed(&mut c).await;
+    // Too many connections, once the gear saw the three above close.
+    let mut events = Vec::new();
+    while events.iter().filter(|e| *e == "conn.down").count() < 3 {
+        events.push(text(&next(&mut h, "link").await, "conn.event"));
+    }
+    let _a = connect(&addr).await;
+    let _b = connect(&addr).await;
+    while events.iter().filter(|e| *e == "conn.up").count() < 5 {
+        events.push(text(&next(&mut h, "link").await, "conn.event"));
+    }
+    let mut extra = connect(&addr).await;
+    expect_closed(&mut extra).await;
+    let dropped = |reason: &str| h.stats().dropped.get(reason).copied().unwrap_or(0);
+    wait_until("every refusal counted", || {
+        dropped("oversized_frame") == 1
+            && dropped("bad_length_header") == 1
+            && dropped("short_frame") == 1
+            && dropped("frame_timeout") == 1
+            && dropped("max_connections") == 1
+    })
+    .await;
+    h.shutdown().await;
+}
+
+/// A host that answers every 0800 with an 0810 carrying `response` in DE 39, and hands the
+/// other frames it reads to the test.
+async fn host(
+    listener: TcpListener,
+    response: &'static str,
+    seen: tokio::sync::mpsc::UnboundedSender<Message>,
+) {
+    let Ok((mut stream, _)) = listener.accept().await else {
+        return;
+    };
+    loop {
+        let mut head = [0; 2];
+        if stream.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let mut body = vec![0; usize::from(u16::from_be_bytes(head))];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let Ok(mut msg) = network_spec().unpack(&body) else {
+            return;
+        };
+        if msg.mti() == "0800" {
+            let _ = seen.send(msg.clone());
+            msg.set_mti("0810");
+            msg.set(39, response);
+            let answer = network_spec().pack_to_vec(&msg).expect("packs");
+            if stream.write_all(&frame(&answer)).await.is_err() {
+                return;
+            }
+        } else {
+            let _ = seen.send(msg);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_signs_on_echoes_and_is_available_only_while_signed_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let host = tokio::spawn(host(listener, "00", tx));
+    let mut h = client(&addr, json!({ "sign_on": true, "echo_interval": "100ms" }));
+    assert!(!h.is_available(), "not before the link is up");
+
+    let sign_on = within("a sign-on", seen.recv()).await.expect("a sign-on");
+    assert_eq!((sign_on.mti(), sign_on.text(70)), ("0800", Some("001")));
+    assert_eq!(sign_on.text(7).map(str::len), Some(10));
+    wait_until("signed on", || h.is_available()).await;
+    let up = next(&mut h, "link").await;
+    assert_eq!(text(&up, "conn.event"), "conn.up");
+    // With nothing read for echo_interval, an echo goes out.
+    let echo = within("an echo", seen.recv()).await.expect("an echo");
+    assert_eq!(echo.text(70), Some("301"));
+    // Business messages go to the host; the 0810s never reach `out`.
+    h.send("in", FluxMsg::builder().raw(auth("000042")).build())
+        .expect("send");
+    loop {
+        let msg = within("the request", seen.recv()).await.expect("a message");
+        if msg.mti() == "0100" {
+            assert_eq!(msg.text(11), Some("000042"));
+            break;
+        }
+    }
+    assert!(
+        h.take("out").is_empty(),
+        "answers to the gear's own 0800s stay in the gear"
+    );
+
+    // The host goes away: the link is down and the gear unavailable.
+    host.abort();
+    let down = next(&mut h, "link").await;
+    assert_eq!(text(&down, "conn.event"), "conn.down");
+    wait_until("unavailable", || !h.is_available()).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sign_on_keeps_the_client_unavailable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let host = tokio::spawn(host(listener, "91", tx));
+    let mut h = client(&addr, json!({ "sign_on": true }));
+    within("a sign-on", seen.recv()).await.expect("a sign-on");
+    let up = next(&mut h, "link").await;
+    assert_eq!(text(&up, "conn.event"), "conn.up");
+    // The refused 0810 ended in the gear; what comes on `in` is still written.
+    h.send("in", FluxMsg::builder().raw(auth("000001")).build())
+        .expect("send");
+    within("the request", seen.recv()).await.expect("a message");
+    assert!(!h.is_available());
+    host.abort();
+    h.shutdown().await;
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    check_config_error(
+        &json!({ "mode": "server", "frame_length_size": 3 }),
+        "frame_length_size",
+    );
+    check_config_error(
+        &json!({ "mode": "server", "frame_length_endian": "middle" }),
+        "frame_length_endian",
+    );
+    check_config_error(
+        &json!({ "mode": "server", "tpdu_default": "60" }),
+        "tpdu_default",
+    );
+    check_config_error(
+        &json!({ "mode": "server", "protocol_header_size": 2, "protocol_header_default": "zz00" }),
+        "protocol_header_default",
+    );
+    check_config_error(&json!({ "mode": "server", "sign_on": true }), "sign_on");
+    check_config_error(&json!({ "mode": "client" }), "connect");
+    check_config_error(
+        &json!({ "mode": "server", "framing": "delimiter" }),
+        "framing",
+    );
+    check_config_error(
+        &json!({ "mode": "server", "network_spec": "visa" }),
+        "network_spec",
+    );
+}
+
+#[test]
+fn defaults_listen_on_loopback_8583_and_registration() {
+    let factory = gears::Factory::builtin();
+    let gear = factory.get("io_iso8583").expect("registered");
+    let outputs: Vec<&str> = gear
+        .manifest()
+        .fixed_ports(sdk::Direction::Output)
+        .collect();
+    assert!(outputs.contains(&"link"), "{outputs:?}");
+    // Without bind, a server listens on 127.0.0.1:8583 (refused here only if taken).
+    let h = Harness::new::<IoIso8583>(&json!({ "mode": "server" }));
+    assert!(h.is_ok());
+}
