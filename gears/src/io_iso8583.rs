@@ -46,6 +46,13 @@
 //!       echo_interval: 30s            # send an echo 0800 (DE 70 = 301) after this long
 //!                                     # without a frame read (default 0s: never)
 //!       network_spec: builtin:spec87ascii  # or builtin:spec87hex, for those 0800s
+//!       tls:                          # TLS 1.2 or 1.3 (rustls); files read at validation
+//!         ca_file: ca.pem             # client: the CAs it trusts the server by (required)
+//!         cert_file: client.pem       # client: for mutual TLS; server: required
+//!         key_file: client.key
+//!         server_name: host.example   # client; default the host of `connect`
+//!         # client_auth: true         # server: mutual TLS, clients' certificates must
+//!                                     # chain to the server's ca_file
 //! ```
 //!
 //! Unknown keys and bad values are configuration errors, found when the scenario is
@@ -78,7 +85,9 @@
 //! `shutdown`, `error_port_full`), and `bad_length_header` (a length header that is not a
 //! length; the connection is closed), `short_frame` (a frame shorter than its TPDU and
 //! header), `link_event_full` (a link event while the engine had no room; events never
-//! wait) and `network_message` (a 0800 that could not be built).
+//! wait), `network_message` (a 0800 that could not be built) and `tls_handshake` (server: a
+//! connection whose TLS handshake failed or did not finish within `frame_timeout`; a client
+//! retries a failed handshake with backoff, as a failed connect).
 //!
 //! Frames are never logged: they carry card data.
 
@@ -100,8 +109,8 @@ use serde::{Deserialize, Serialize};
 use self::hooks::IsoHooks;
 use self::network::Network;
 use crate::tcp::framing::{Codec, LengthFormat, LengthHeader};
-use crate::tcp::{Front, Settings};
-pub use crate::tcp::{LinkConfig, Mode};
+use crate::tcp::{Front, Settings, Tls};
+pub use crate::tcp::{LinkConfig, Mode, TlsConfig};
 use crate::{Error, Factory};
 
 /// The metadata key of a frame's TPDU (hex).
@@ -165,6 +174,9 @@ pub struct Config {
     /// `builtin:spec87hex`.
     #[serde(default = "default_network_spec")]
     pub network_spec: String,
+    /// TLS (and mutual TLS) on every connection; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 /// The size of the length header.
@@ -299,6 +311,9 @@ impl IsoSettings {
             return Err(ConfigError::field(key, "only used in client mode"));
         }
         tcp.keepalive = (!echo.is_zero()).then_some(echo);
+        if let Some(tls) = &config.tls {
+            tcp.tls = Some(Tls::new(tls, tcp.mode, &tcp.connect)?);
+        }
         let tpdu_default = hex_bytes(&config.tpdu_default, TPDU_LEN)
             .map_err(|e| ConfigError::field("tpdu_default", e))?;
         let header_len = usize::from(config.protocol_header_size);

@@ -611,6 +611,13 @@ async fn write_loop(
             Ok(n) => {
                 wbuf.written += n;
                 activity.touch();
+                // TLS keeps records in its buffer until flushed (a no-op in clear).
+                if wbuf.is_done()
+                    && let Err(e) = wr.flush().await
+                {
+                    tracing::debug!(error = %e, "Flush failed.");
+                    return "write_error";
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "Write failed.");

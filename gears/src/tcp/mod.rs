@@ -12,6 +12,7 @@ pub(crate) mod conn;
 pub(crate) mod framing;
 mod server;
 pub(crate) mod settings;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ use self::budget::Budget;
 pub(crate) use self::conn::SendQueue;
 pub use self::settings::{LinkConfig, Mode};
 pub(crate) use self::settings::{Settings, unescape};
+pub use self::tls::TlsConfig;
+pub(crate) use self::tls::{Stream, Tls};
 use crate::meta::CONN_ID;
 use crate::queue::CountedRx;
 

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::conn::{self, ConnEnd, Link, SendQueue, Stop, format_conn_id, next_conn_id};
 use sdk::Backoff;
 
-use super::{Egress, EgressRx, Shared};
+use super::{Egress, EgressRx, Shared, Stream};
 
 /// The first wait after a failed accept; doubled up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -150,6 +150,27 @@ impl Hub {
                     queue: &link_queue,
                     stop,
                     emit: true,
+                };
+                let stream = match &shared.settings.tls {
+                    None => Stream::Plain(stream),
+                    Some(tls) => {
+                        // A peer that never completes its handshake holds the connection no
+                        // longer than a frame could.
+                        let settings = &shared.settings;
+                        let deadline = settings.frame_timeout.unwrap_or(settings.connect_timeout);
+                        match tls.handshake(stream, deadline).await {
+                            Ok(stream) => stream,
+                            Err(e) => {
+                                shared.emitter.stats().add_dropped("tls_handshake", 1);
+                                tracing::warn!(error = %e, "Closing a connection whose TLS handshake failed.");
+                                let end = ConnEnd {
+                                    reason: "tls_handshake",
+                                    unsent: 0,
+                                };
+                                return (id, end);
+                            }
+                        }
+                    }
                 };
                 (id, conn::run(stream, link, &shared).await)
             }

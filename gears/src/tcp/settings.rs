@@ -8,6 +8,7 @@ use sdk::{ConfigError, HumanDuration};
 use serde::{Deserialize, Serialize};
 
 use super::framing::Codec;
+use super::tls::Tls;
 
 /// The keys every TCP gear shares (`io_tcp`, `io_iso8583`): mode, addresses, limits,
 /// timeouts and the outbound buffer. A gear's configuration holds them at its top level
@@ -166,6 +167,8 @@ pub(crate) struct Settings {
     pub(crate) read_responses: bool,
     /// Client: after this long without a frame read, the gear's keepalive frame is sent.
     pub(crate) keepalive: Option<Duration>,
+    /// TLS on every connection, when configured.
+    pub(crate) tls: Option<Tls>,
 }
 
 impl Settings {
@@ -265,6 +268,7 @@ impl Settings {
             max_buffered: usize::try_from(config.max_buffered_messages).unwrap_or(usize::MAX),
             read_responses: true,
             keepalive: None,
+            tls: None,
         })
     }
 }

@@ -287,9 +287,10 @@ async fn a_client_signs_on_echoes_and_is_available_only_while_signed_on() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address").to_string();
     let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let host = tokio::spawn(host(listener, "00", tx));
     let mut h = client(&addr, json!({ "sign_on": true, "echo_interval": "100ms" }));
-    assert!(!h.is_available(), "not before the link is up");
+    // The host reads nothing yet, so no 0810 can have come.
+    assert!(!h.is_available(), "not before its sign-on is answered");
+    let host = tokio::spawn(host(listener, "00", tx));
 
     let sign_on = within("a sign-on", seen.recv()).await.expect("a sign-on");
     assert_eq!((sign_on.mti(), sign_on.text(70)), ("0800", Some("001")));
@@ -384,4 +385,171 @@ fn defaults_listen_on_loopback_8583_and_registration() {
     // Without bind, a server listens on 127.0.0.1:8583 (refused here only if taken).
     let h = Harness::new::<IoIso8583>(&json!({ "mode": "server" }));
     assert!(h.is_ok());
+}
+
+/// A directory of this test's own under the temporary directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("gears-iso8583-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        TempDir(dir)
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.0.join(file).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A certificate authority (`ca.pem`), a server certificate for 127.0.0.1 and localhost
+/// (`server.pem`, `server.key`) and a client certificate (`client.pem`, `client.key`).
+fn certificates(name: &str) -> TempDir {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = TempDir::new(name);
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "io_iso8583 test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    std::fs::write(dir.path("ca.pem"), ca_cert.pem()).expect("written");
+    let issuer = Issuer::new(ca, ca_key);
+    for (name, sans) in [
+        (
+            "server",
+            vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+        ),
+        ("client", vec!["terminal-1".to_owned()]),
+    ] {
+        let key = KeyPair::generate().expect("key");
+        let params = CertificateParams::new(sans).expect("params");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        std::fs::write(dir.path(&format!("{name}.pem")), cert.pem()).expect("written");
+        std::fs::write(dir.path(&format!("{name}.key")), key.serialize_pem()).expect("written");
+    }
+    dir
+}
+
+/// A TLS server and client gear: a request crosses from client to server and its reply
+/// back.
+async fn check_tls_round_trip(server_tls: Value, client_tls: Value) {
+    let (mut server, addr) = server(json!({ "tls": server_tls }));
+    let mut client = client(&addr, json!({ "tls": client_tls }));
+    wait_until("the link is up", || client.is_available()).await;
+    client
+        .send("in", FluxMsg::builder().raw(auth("000007")).build())
+        .expect("send");
+    let request = next(&mut server, "out").await;
+    assert_eq!(&request.raw[..], &auth("000007")[..]);
+    let mut reply = request.clone();
+    reply.raw = b"reply".to_vec().into();
+    server.send("in", reply).expect("send");
+    let got = next(&mut client, "out").await;
+    assert_eq!(&got.raw[..], b"reply");
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_links_carry_messages_both_ways() {
+    let dir = certificates("tls");
+    check_tls_round_trip(
+        json!({ "cert_file": dir.path("server.pem"), "key_file": dir.path("server.key") }),
+        json!({ "ca_file": dir.path("ca.pem") }),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_needs_a_client_certificate() {
+    let dir = certificates("mtls");
+    let server_tls = json!({
+        "cert_file": dir.path("server.pem"),
+        "key_file": dir.path("server.key"),
+        "ca_file": dir.path("ca.pem"),
+        "client_auth": true,
+    });
+    check_tls_round_trip(
+        server_tls.clone(),
+        json!({
+            "ca_file": dir.path("ca.pem"),
+            "cert_file": dir.path("client.pem"),
+            "key_file": dir.path("client.key"),
+        }),
+    )
+    .await;
+
+    // Without a certificate the server refuses the handshake.
+    let (server, addr) = server(json!({ "tls": server_tls }));
+    let client = client(&addr, json!({ "tls": { "ca_file": dir.path("ca.pem") } }));
+    wait_until("the handshake refused", || {
+        server
+            .stats()
+            .dropped
+            .get("tls_handshake")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    // (The client may believe in its link for a moment: under TLS 1.3 its side of the
+    // handshake ends before the server checks the certificate it did not send.)
+    drop(client);
+    // A client in clear is refused the same way.
+    let mut plain = connect(&addr).await;
+    plain
+        .write_all(&frame(&auth("000001")))
+        .await
+        .expect("write");
+    // The server answers with a TLS alert, then closes.
+    let mut rest = Vec::new();
+    let _ = within("the server to close", plain.read_to_end(&mut rest)).await;
+    wait_until("both handshakes refused", || {
+        server
+            .stats()
+            .dropped
+            .get("tls_handshake")
+            .copied()
+            .unwrap_or(0)
+            >= 2
+    })
+    .await;
+    let mut server = server;
+    assert!(server.take("out").is_empty());
+}
+
+#[test]
+fn tls_config_errors_name_the_field() {
+    let dir = certificates("tls-config");
+    check_config_error(&json!({ "mode": "server", "tls": {} }), "tls.cert_file");
+    check_config_error(
+        &json!({ "mode": "server", "tls": { "cert_file": dir.path("server.pem") } }),
+        "tls.key_file",
+    );
+    check_config_error(
+        &json!({ "mode": "server", "tls": {
+            "cert_file": dir.path("server.pem"), "key_file": dir.path("server.key"), "client_auth": true,
+        } }),
+        "tls.ca_file",
+    );
+    check_config_error(
+        &json!({ "mode": "client", "connect": "127.0.0.1:1", "tls": {} }),
+        "tls.ca_file",
+    );
+    check_config_error(
+        &json!({ "mode": "client", "connect": "127.0.0.1:1", "tls": { "ca_file": dir.path("missing.pem") } }),
+        "tls.ca_file",
+    );
+    check_config_error(
+        &json!({ "mode": "server", "tls": { "cert_file": "a", "key_file": "b", "verify": true } }),
+        "verify",
+    );
 }
