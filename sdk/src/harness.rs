@@ -216,7 +216,8 @@ impl Harness {
             .unwrap_or_else(|| panic!("the gear has no output port {port:?}"))
     }
 
-    /// Whether the gear says it takes input now ([`Context::availability`](crate::Context::availability)).
+    /// Whether the gear says it takes input now
+    /// ([`Context::availability`](crate::Context::availability)).
     pub fn is_available(&self) -> bool {
         self.runner.context().availability().is_available()
     }
