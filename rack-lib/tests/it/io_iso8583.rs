@@ -124,6 +124,11 @@ async fn the_echo_host_answers_several_connections_without_crossed_replies() {
     let stats = rack.stats();
     assert_eq!(stats["decode"].messages_in, 30);
     assert_eq!(stats["host"].messages_in, 30);
+    // Each connection's conn.up reached the links log.
+    wait_until("six conn.up logged", || {
+        rack.stats()["links"].messages_in >= 6
+    })
+    .await;
     assert_eq!(stats["decode"].errors + stats["encode"].errors, 0);
     rack.shutdown(Duration::from_secs(5)).await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -210,6 +215,7 @@ async fn no_full_card_number_reaches_any_log_of_the_echo_host() {
         lines.contains("411111******1111"),
         "the log gear logged the requests, masked: {lines}"
     );
+    assert!(lines.contains("conn.up"), "link events logged: {lines}");
     for c in 0..3 {
         let full = pan(c);
         assert!(!logs.contains(&full), "{full} in the tracing logs");
