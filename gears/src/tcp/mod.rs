@@ -44,10 +44,11 @@ pub(crate) trait Hooks: Send + Sync + 'static {
         Some(msg)
     }
 
-    /// A connection opened; `queue` is where frames to write to it go.
+    /// A connection opened (its TLS handshake done, if any); `queue` is where frames to
+    /// write to it go. Called from the connection's task.
     fn up(&self, _conn: u64, _peer: SocketAddr, _queue: &SendQueue) {}
 
-    /// A connection closed.
+    /// A connection that was up closed.
     fn down(&self, _conn: u64, _peer: SocketAddr, _reason: &'static str) {}
 
     /// Client: called every `Settings::keepalive` while connected; a payload to write (an

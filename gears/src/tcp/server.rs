@@ -172,12 +172,13 @@ impl Hub {
                         }
                     }
                 };
+                // Up once the connection can carry frames (after its TLS handshake).
+                shared.hooks.up(id, peer, link.queue);
                 (id, conn::run(stream, link, &shared).await)
             }
             .instrument(span),
         );
         self.owners.insert(task.id(), id);
-        self.shared.hooks.up(id, peer, &queue);
         self.conns.insert(id, Entry { queue, peer });
     }
 
@@ -200,7 +201,10 @@ impl Hub {
         let Some(entry) = self.conns.remove(&id) else {
             return;
         };
-        self.shared.hooks.down(id, entry.peer, end.reason);
+        // A connection that never finished its TLS handshake was never up.
+        if end.reason != "tls_handshake" {
+            self.shared.hooks.down(id, entry.peer, end.reason);
+        }
         let lost = entry.queue.clear() + end.unsent;
         if lost > 0 {
             self.shared

@@ -464,6 +464,10 @@ async fn mutual_tls_needs_a_client_certificate() {
     .await;
     let mut server = server;
     assert!(server.take("out").is_empty());
+    assert!(
+        server.take("link").is_empty(),
+        "a connection that failed its handshake was never up"
+    );
 }
 
 #[test]
