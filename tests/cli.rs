@@ -210,6 +210,7 @@ fn the_gear_catalog_is_listed_and_each_manifest_shown() {
             "filter",
             "generate",
             "io_http",
+            "io_iso8583",
             "io_tcp",
             "log",
             "route",

@@ -135,36 +135,29 @@
 //! # }
 //! ```
 
-mod budget;
-mod client;
 mod config;
-mod conn;
-mod framing;
-mod server;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use fluxmsg::FluxMsg;
 use sdk::{
-    Category, Context, Emitter, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox,
-    Outcome, Ports, Terminus,
+    Category, Context, Gear, GearError, GearType, InPort, Manifest, OutPort, Outbox, Outcome,
+    Ports, Terminus,
 };
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 
-use self::budget::Budget;
-use self::config::Settings;
-pub use self::config::{Config, Framing, Mode};
-use crate::meta::{CONN_ID, PEER_IP, PEER_PORT};
-use crate::queue::CountedRx;
+pub use self::config::{Config, Framing};
+use crate::tcp::{Front, Plain, Settings};
+pub use crate::tcp::{LinkConfig, Mode};
 use crate::{Error, Factory};
-
-/// Messages `process` may hand to the gear's tasks before refusing with `overloaded`.
-const EGRESS_CAPACITY: usize = 1024;
 
 pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
     factory.register::<IoTcp>()
+}
+
+/// The settings of a configuration, for the machinery's unit tests.
+#[cfg(test)]
+pub(crate) fn settings_of(config: Config) -> Result<Settings, sdk::ConfigError> {
+    config::settings(config)
 }
 
 /// The `io_tcp` gear: a TCP server or client (see the [module documentation](self)).
@@ -172,40 +165,7 @@ pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
 pub struct IoTcp {
     settings: Arc<Settings>,
     out: OutPort,
-    /// Where `process` hands messages to the tasks; `None` once draining.
-    egress: Option<mpsc::Sender<Egress>>,
-    /// The tasks' end, kept from `init` (so that messages sent before `start` wait) until
-    /// `start` moves it into them.
-    pending: Option<mpsc::Receiver<Egress>>,
-}
-
-/// A message on its way from `process` to a socket.
-#[derive(Debug)]
-struct Egress {
-    /// Server mode: the connection named by `conn.id`, if any.
-    conn: Option<u64>,
-    msg: FluxMsg,
-}
-
-/// The tasks' end of the egress channel; what it holds when the tasks are aborted at the
-/// drain timeout is counted as dropped `shutdown`.
-type EgressRx = CountedRx<Egress>;
-
-/// What every task of one gear shares.
-struct Shared {
-    settings: Arc<Settings>,
-    emitter: Emitter,
-    out: OutPort,
-    now: Box<dyn Fn() -> Duration + Send + Sync>,
-    /// What the connections' read buffers may take for frames in progress, together.
-    budget: Budget,
-}
-
-impl Shared {
-    /// The time now in Unix nanoseconds, from the engine's clock.
-    fn now_nanos(&self) -> i64 {
-        sdk::unix_nanos((self.now)())
-    }
+    front: Front,
 }
 
 impl GearType for IoTcp {
@@ -221,62 +181,22 @@ impl GearType for IoTcp {
 
     fn new(config: Config, ports: &Ports) -> Result<IoTcp, sdk::ConfigError> {
         Ok(IoTcp {
-            settings: Arc::new(Settings::from_config(config)?),
+            settings: Arc::new(config::settings(config)?),
             out: ports.resolve_output("out")?,
-            egress: None,
-            pending: None,
+            front: Front::default(),
         })
     }
 }
 
 impl Gear for IoTcp {
     fn init(&mut self, _: &mut Context) -> Result<(), GearError> {
-        let (tx, rx) = mpsc::channel(EGRESS_CAPACITY);
-        self.egress = Some(tx);
-        self.pending = Some(rx);
+        self.front.init();
         Ok(())
     }
 
     fn start(&mut self, ctx: &mut Context) -> Result<(), GearError> {
-        let Some(egress) = self.pending.take() else {
-            return Err(GearError::new("state").with_detail("start without init, or twice"));
-        };
-        let clock = ctx.clock();
-        let shared = Arc::new(Shared {
-            settings: Arc::clone(&self.settings),
-            emitter: ctx.emitter(),
-            out: self.out,
-            now: Box::new(move || clock.now()),
-            budget: Budget::new(self.settings.partial_frame_budget),
-        });
-        let egress = EgressRx::new(egress, Arc::clone(shared.emitter.stats()));
-        let shutdown = ctx.shutdown().fired_owned();
-        match self.settings.mode {
-            Mode::Server => {
-                let listener = crate::net::bind(&self.settings.bind)?;
-                match listener.local_addr() {
-                    Ok(addr) => tracing::info!(bind = %addr, "Listening."),
-                    Err(e) => tracing::info!(bind = %self.settings.bind, error = %e, "Listening."),
-                }
-                ctx.spawn(server::run(listener, shared, egress, shutdown));
-            }
-            Mode::Client => {
-                let queue = Arc::new(conn::SendQueue::new(
-                    self.settings.max_buffered,
-                    Arc::clone(shared.emitter.stats()),
-                ));
-                let (stop_tx, stop) = conn::Stop::channel();
-                ctx.spawn(client::pump(
-                    Arc::clone(&shared),
-                    Arc::clone(&queue),
-                    egress,
-                    shutdown,
-                    stop_tx,
-                ));
-                ctx.spawn(client::link(shared, queue, stop));
-            }
-        }
-        Ok(())
+        self.front
+            .start(ctx, &self.settings, self.out, Arc::new(Plain))
     }
 
     fn process(
@@ -285,42 +205,15 @@ impl Gear for IoTcp {
         msg: &mut FluxMsg,
         _: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError> {
-        self.settings.codec.check(msg.raw.len())?;
-        let conn = match (self.settings.mode, msg.meta.get(CONN_ID)) {
-            (Mode::Server, Some(text)) if !text.is_empty() => {
-                // A conn.id this gear never made cannot name an open connection.
-                Some(conn::parse_conn_id(text).ok_or_else(|| {
-                    GearError::new("no_connection")
-                        .with_detail(format_args!("conn.id {text:?} is not a connection id"))
-                })?)
-            }
-            _ => None,
-        };
-        let Some(egress) = &self.egress else {
-            return Err(GearError::new("not_running").with_detail("the gear is draining"));
-        };
-        let permit = egress.try_reserve().map_err(|e| match e {
-            TrySendError::Full(()) => GearError::new("overloaded").with_detail(format_args!(
-                "{EGRESS_CAPACITY} messages are already waiting for the gear's tasks"
-            )),
-            TrySendError::Closed(()) => {
-                GearError::new("not_running").with_detail("the gear's tasks are gone")
-            }
-        })?;
-        permit.send(Egress {
-            conn,
-            msg: std::mem::take(msg),
-        });
+        self.front.submit(&self.settings, msg)?;
         Ok(Outcome::Consumed)
     }
 
     fn drain(&mut self) {
-        // The tasks route what is already in the channel, then flush and close.
-        self.egress = None;
+        self.front.drain();
     }
 
     fn stop(&mut self) {
-        self.egress = None;
-        self.pending = None;
+        self.front.stop();
     }
 }

@@ -13,6 +13,7 @@
 //! | [`codec_iso8583`] | codec | `in` → `out` | ISO 8583 bytes to fields and back by a spec (built-in or YAML), per-MTI validation, card data masked in errors |
 //! | [`log`] | observability | `in` → `out` | one JSON line per message, sampled, as a sink or a tap |
 //! | [`io_tcp`] | io | `in`, `out` | TCP server or client; delimiter or length-prefix framing; replies by `conn.id` |
+//! | [`io_iso8583`] | io | `in`, `out`, `link` | ISO 8583 over TCP: 2- or 4-byte length headers, TPDU, protocol header, link events and availability, sign-on and echo |
 //! | [`io_http`] | io | `in`, `out` | HTTP server (reply by id, 504 on timeout) or client (timeouts, retries) |
 //! | `wasm` | logic | `in` → `out` (or the configured `ports`) | runs a WebAssembly module's gear, sandboxed and bounded (feature `wasm`) |
 //!
@@ -75,12 +76,14 @@ mod meta;
 mod net;
 mod offload;
 mod queue;
+mod tcp;
 mod template;
 
 pub mod codec_iso8583;
 pub mod filter;
 pub mod generate;
 pub mod io_http;
+pub mod io_iso8583;
 pub mod io_tcp;
 pub mod log;
 pub mod route;
@@ -105,6 +108,7 @@ fn register_builtin(factory: &mut Factory) -> Result<(), Error> {
     log::register(factory)?;
     codec_iso8583::register(factory)?;
     io_tcp::register(factory)?;
+    io_iso8583::register(factory)?;
     io_http::register(factory)?;
     #[cfg(feature = "wasm")]
     wasm::register(factory)?;

@@ -8,7 +8,8 @@
 //! A line holds `ts` (the gear's clock, RFC 3339), `gear`, and either the whole message in
 //! fluxMsg's JSON view (`id`, `meta`, `data`, `raw` in hex, …) or, with
 //! `fields`, only those fields, keyed by their names. The message's own `ts` (and a `gear`
-//! field) appear as `msg_ts` (and `msg_gear`).
+//! field) appear as `msg_ts` (and `msg_gear`). Card numbers anywhere in a line are masked
+//! (first 6 and last 4 digits shown, [`iso8583::mask_pans`]).
 //!
 //! ```yaml
 //! - name: audit
@@ -197,9 +198,13 @@ impl Log {
         self.line.clear();
         serde_json::to_writer(&mut self.line, &line)?;
         self.line.push(b'\n');
-        match &mut self.writer {
-            Some(w) => w.write_all(&self.line),
-            None => Ok(()),
+        let Some(w) = &mut self.writer else {
+            return Ok(());
+        };
+        // serde_json writes UTF-8; card numbers in it show their first 6 and last 4 digits.
+        match std::str::from_utf8(&self.line).map(iso8583::mask_pans) {
+            Ok(std::borrow::Cow::Owned(masked)) => w.write_all(masked.as_bytes()),
+            _ => w.write_all(&self.line),
         }
     }
 }

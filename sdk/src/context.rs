@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::emit::Emitter;
 use crate::error::GearError;
 use crate::ids::IdSource;
-use crate::port::{OutPort, PortStatus, Ports};
+use crate::port::{Availability, OutPort, PortStatus, Ports};
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
@@ -73,6 +73,7 @@ pub struct Context {
     span: tracing::Span,
     ports: Arc<Ports>,
     status: Arc<[PortStatus]>,
+    availability: Availability,
     services: Services,
     emitter: Emitter,
     stats: Arc<Stats>,
@@ -113,6 +114,7 @@ impl Context {
             config: Arc::new(config),
             ports: Arc::new(ports),
             status,
+            availability: Availability::new(),
             services,
             emitter,
             stats,
@@ -154,6 +156,14 @@ impl Context {
     /// The status of every output port, in port order (the engine updates them).
     pub fn port_statuses(&self) -> &[PortStatus] {
         &self.status
+    }
+
+    /// Whether the gear takes input now: a handle the gear (or its tasks) marks, for
+    /// example when its link goes down or comes back. The engine makes the output ports
+    /// wired to the gear follow it, so that `route` passes over a gear that is not
+    /// available.
+    pub fn availability(&self) -> Availability {
+        self.availability.clone()
     }
 
     /// The next message id.

@@ -216,6 +216,12 @@ impl Harness {
             .unwrap_or_else(|| panic!("the gear has no output port {port:?}"))
     }
 
+    /// Whether the gear says it takes input now
+    /// ([`Context::availability`](crate::Context::availability)).
+    pub fn is_available(&self) -> bool {
+        self.runner.context().availability().is_available()
+    }
+
     /// The gear's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.runner.stats()

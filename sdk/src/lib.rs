@@ -144,7 +144,7 @@ pub use crate::ids::IdSource;
 #[cfg(feature = "host")]
 pub use crate::manifest::{Category, Direction, Manifest, PortSpec, Status, Terminus};
 #[cfg(feature = "host")]
-pub use crate::port::{ERROR_PORT, InPort, OutPort, PortName, PortStatus, Ports};
+pub use crate::port::{Availability, ERROR_PORT, InPort, OutPort, PortName, PortStatus, Ports};
 #[cfg(feature = "host")]
 pub use crate::runner::Runner;
 #[cfg(feature = "host")]

@@ -2,8 +2,8 @@
 //! [`Ports`] with their status.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::error::{ConfigError, Error};
 use crate::manifest::{Direction, Manifest};
@@ -209,11 +209,16 @@ fn position(list: &[PortName], name: &str) -> Option<u16> {
 /// What the engine knows about where an output port leads, for gears that choose between
 /// ports (`route` destinations): whether it is available and how loaded it is.
 ///
-/// The engine (or the test harness) updates it; gears read it without a lock.
+/// A port is available when it is not marked unavailable ([`PortStatus::set_available`])
+/// and every gear it is wired to takes input ([`PortStatus::follow`], which the engine
+/// calls with the [`Availability`] of each gear the port leads to). The engine (or the
+/// test harness) updates it; gears read it without a lock.
 #[derive(Debug)]
 pub struct PortStatus {
     available: AtomicBool,
     load: AtomicU32,
+    /// The gears the port leads to, once the engine said which.
+    targets: OnceLock<Arc<Targets>>,
 }
 
 impl Default for PortStatus {
@@ -227,12 +232,17 @@ impl PortStatus {
         PortStatus {
             available: AtomicBool::new(true),
             load: AtomicU32::new(0),
+            targets: OnceLock::new(),
         }
     }
 
     /// Whether the port leads somewhere that can take messages now.
     pub fn is_available(&self) -> bool {
         self.available.load(Ordering::Relaxed)
+            && self
+                .targets
+                .get()
+                .is_none_or(|t| t.all_available.load(Ordering::Relaxed))
     }
 
     /// How many messages are in flight towards the port's destination.
@@ -240,7 +250,7 @@ impl PortStatus {
         self.load.load(Ordering::Relaxed)
     }
 
-    /// Marks the port available or not.
+    /// Marks the port available or not (whatever the gears it leads to say).
     pub fn set_available(&self, available: bool) {
         self.available.store(available, Ordering::Relaxed);
     }
@@ -248,5 +258,138 @@ impl PortStatus {
     /// Sets the number of messages in flight.
     pub fn set_load(&self, load: u32) {
         self.load.store(load, Ordering::Relaxed);
+    }
+
+    /// Makes the port follow the availability of the gears it leads to (replacing those
+    /// it followed before): it is available only while every one of them is. The engine
+    /// calls it whenever it points the port somewhere; a gear has no reason to.
+    pub fn follow(&self, targets: Vec<Availability>) {
+        let follow = self.targets.get_or_init(|| {
+            Arc::new(Targets {
+                list: Mutex::new(Vec::new()),
+                all_available: AtomicBool::new(true),
+            })
+        });
+        for target in &targets {
+            target.watch(follow);
+        }
+        *follow.list.lock().unwrap_or_else(PoisonError::into_inner) = targets;
+        follow.refresh();
+    }
+}
+
+/// The gears one output port leads to, and whether all of them take input.
+#[derive(Debug)]
+struct Targets {
+    list: Mutex<Vec<Availability>>,
+    all_available: AtomicBool,
+}
+
+impl Targets {
+    /// Reads every target's flag again; under the lock, so that the last refresh after a
+    /// change sees that change.
+    fn refresh(&self) {
+        let list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
+        let all = list.iter().all(Availability::is_available);
+        self.all_available.store(all, Ordering::Relaxed);
+    }
+}
+
+/// Whether a gear takes input now, as the gear says: an I/O client whose link is down is not
+/// available. A gear marks itself through [`Context::availability`](crate::Context); the
+/// engine makes every output port wired to the gear follow it ([`PortStatus::follow`]), so
+/// that a `route` failover tree passes over a gear whose link is down.
+///
+/// A cheap handle: clones share one flag. A gear is available until it says otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct Availability(Arc<AvailabilityInner>);
+
+#[derive(Debug)]
+struct AvailabilityInner {
+    available: AtomicBool,
+    /// The ports that follow this gear (dropped ones are pruned as they are seen).
+    watchers: Mutex<Vec<Weak<Targets>>>,
+}
+
+impl Default for AvailabilityInner {
+    fn default() -> AvailabilityInner {
+        AvailabilityInner {
+            available: AtomicBool::new(true),
+            watchers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Availability {
+    /// A new flag, available.
+    pub fn new() -> Availability {
+        Availability::default()
+    }
+
+    /// Whether the gear takes input now.
+    pub fn is_available(&self) -> bool {
+        self.0.available.load(Ordering::Relaxed)
+    }
+
+    /// Marks the gear available or not; every port that follows it sees the change before
+    /// this returns.
+    pub fn set_available(&self, available: bool) {
+        if self.0.available.swap(available, Ordering::Relaxed) == available {
+            return;
+        }
+        let watchers: Vec<Arc<Targets>> = {
+            let mut list = self
+                .0
+                .watchers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            list.retain(|w| w.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for targets in watchers {
+            targets.refresh();
+        }
+    }
+
+    fn watch(&self, targets: &Arc<Targets>) {
+        let mut list = self
+            .0
+            .watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        list.retain(|w| w.strong_count() > 0);
+        if !list
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(targets)))
+        {
+            list.push(Arc::downgrade(targets));
+        }
+    }
+}
+
+#[cfg(test)]
+mod availability_tests {
+    use super::{Availability, PortStatus};
+
+    #[test]
+    fn a_port_follows_every_gear_it_leads_to() {
+        let (a, b) = (Availability::new(), Availability::new());
+        let port = PortStatus::default();
+        port.follow(vec![a.clone(), b.clone()]);
+        assert!(port.is_available());
+        b.set_available(false);
+        assert!(!port.is_available(), "one target down");
+        b.set_available(true);
+        assert!(port.is_available());
+        // Re-pointed at `a` alone: `b` no longer matters.
+        port.follow(vec![a.clone()]);
+        b.set_available(false);
+        assert!(port.is_available());
+        a.set_available(false);
+        assert!(!port.is_available());
+        // The port's own mark still counts.
+        a.set_available(true);
+        port.set_available(false);
+        assert!(!port.is_available());
     }
 }

@@ -14,6 +14,7 @@ const BUILTIN: &[&str] = &[
     "filter",
     "generate",
     "io_http",
+    "io_iso8583",
     "io_tcp",
     "log",
     "route",

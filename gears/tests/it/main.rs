@@ -6,9 +6,11 @@ mod factory;
 mod filter;
 mod generate;
 mod io_http;
+mod io_iso8583;
 mod io_tcp;
 mod log;
 mod route;
+mod sockets;
 mod transform;
 #[cfg(feature = "wasm")]
 mod wasm;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use sdk::{InPort, Ports, Runner};
+use sdk::{Availability, InPort, Ports, Runner};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -108,11 +108,21 @@ impl Rack {
             self.start_publisher(at, &fresh)?;
         }
 
+        // The gears each wire leads to, as they will run: a restarted gear's successor.
+        let mut availability: BTreeMap<&str, Availability> = self
+            .nodes
+            .iter()
+            .map(|(name, node)| (name.as_str(), node.availability.clone()))
+            .collect();
+        for f in &fresh {
+            availability.insert(&f.spec.name, f.runner.context().availability());
+        }
         let mut tables: BTreeMap<String, Outputs> = BTreeMap::new();
         for spec in &graph.gears {
             let queue = |to: &PortRef| {
                 let tx = queues.senders.get(&to.gear)?.clone();
-                Some((tx, input_of(&ports, to).ok()?))
+                let target = availability.get(to.gear.as_str())?.clone();
+                Some((tx, input_of(&ports, to).ok()?, target))
             };
             let table = self.output_table(&graph, &spec.name, &ports[&spec.name], queue);
             tables.insert(spec.name.clone(), table);
@@ -440,6 +450,7 @@ impl Rack {
         };
         let emissions = runner.take_emissions();
         let stats = Arc::clone(runner.context().stats());
+        let availability = runner.context().availability();
         let (ctl_tx, ctl_rx) = mpsc::channel(16);
         let busy = Arc::new(AtomicBool::new(false));
         let node = Node {
@@ -466,6 +477,7 @@ impl Rack {
             ports,
             stats,
             busy,
+            availability,
         }
     }
 
@@ -477,7 +489,11 @@ impl Rack {
             .ok_or_else(|| Error::UnknownGear(gear.to_owned()))?;
         let queue = |to: &PortRef| {
             let target = self.nodes.get(&to.gear)?;
-            Some((target.tx.clone(), target.ports.input(&to.port)?))
+            Some((
+                target.tx.clone(),
+                target.ports.input(&to.port)?,
+                target.availability.clone(),
+            ))
         };
         let table = self.output_table(&self.graph, gear, &node.ports, queue);
         node.ctl
@@ -514,11 +530,11 @@ impl Rack {
         graph: &Graph,
         gear: &str,
         gear_ports: &Ports,
-        queue: impl Fn(&PortRef) -> Option<(mpsc::Sender<Delivery>, InPort)>,
+        queue: impl Fn(&PortRef) -> Option<(mpsc::Sender<Delivery>, InPort, Availability)>,
     ) -> Outputs {
         let mut table: Outputs = vec![Vec::new(); gear_ports.outputs().len()];
         for wire in graph.wires.iter().filter(|w| w.from.gear == gear) {
-            let (Some(from), Some((tx, port))) =
+            let (Some(from), Some((tx, port, availability))) =
                 (gear_ports.output(&wire.from.port), queue(&wire.to))
             else {
                 continue;
@@ -527,6 +543,7 @@ impl Rack {
                 sink: Sink::Queue { tx, port },
                 name: wire.to.to_string().into(),
                 tap: false,
+                availability: Some(availability),
             });
         }
         for at in graph.publish.iter().filter(|at| at.gear == gear) {
@@ -537,6 +554,7 @@ impl Rack {
                     sink: Sink::Bus(tx.clone()),
                     name: format!("bus:{}.{}.{}", self.name, at.gear, at.port).into(),
                     tap: false,
+                    availability: None,
                 });
             }
         }

@@ -80,6 +80,7 @@ impl Rack {
                     port: InPort::from_index(0),
                 },
                 name: format!("tap:{gear}.{port}").into(),
+                availability: None,
                 tap: true,
             },
         ));

@@ -76,6 +76,8 @@ struct NodeHandle {
     ports: Ports,
     stats: Arc<Stats>,
     busy: Arc<AtomicBool>,
+    /// Whether the gear says it takes input; the ports wired to it follow it.
+    availability: sdk::Availability,
 }
 
 /// What a [`Rack::shutdown`] left behind.

@@ -35,6 +35,8 @@ pub(crate) struct Target {
     /// A tap: when its holder dropped it, sends to it are skipped, neither counted as lost
     /// nor failing the acknowledgement of what the real wires carry.
     pub(crate) tap: bool,
+    /// Whether the gear at the other end takes input now (a wire to a gear of this rack).
+    pub(crate) availability: Option<sdk::Availability>,
 }
 
 /// A gear's input queue (or a tap) and the port there, or a guaranteed lane's publisher.
@@ -148,7 +150,21 @@ struct Scratch {
 }
 
 impl Node {
+    /// Makes each output port's status follow the gears its wires lead to.
+    fn follow_targets(&self) {
+        let statuses = self.runner.context().port_statuses();
+        for (status, targets) in statuses.iter().zip(&self.outputs) {
+            status.follow(
+                targets
+                    .iter()
+                    .filter_map(|t| t.availability.clone())
+                    .collect(),
+            );
+        }
+    }
+
     pub(crate) async fn run(mut self) {
+        self.follow_targets();
         let mut scratch = Scratch {
             batch: Vec::with_capacity(self.limits.batch),
             shares: Vec::new(),
@@ -221,6 +237,7 @@ impl Node {
         match ctl {
             Some(Control::Rewire(outputs)) => {
                 self.outputs = outputs;
+                self.follow_targets();
                 false
             }
             Some(Control::Quiet(done)) => {

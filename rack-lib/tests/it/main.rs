@@ -6,6 +6,7 @@ mod engine;
 mod errors;
 mod guaranteed;
 mod history;
+mod io_iso8583;
 mod lanes;
 mod plan;
 mod scenario;

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::conn::{self, ConnEnd, Link, SendQueue, Stop, format_conn_id, next_conn_id};
 use sdk::Backoff;
 
-use super::{Egress, EgressRx, Shared};
+use super::{Egress, EgressRx, Shared, Stream};
 
 /// The first wait after a failed accept; doubled up to [`ACCEPT_BACKOFF_MAX`].
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -151,6 +151,29 @@ impl Hub {
                     stop,
                     emit: true,
                 };
+                let stream = match &shared.settings.tls {
+                    None => Stream::Plain(stream),
+                    Some(tls) => {
+                        // A peer that never completes its handshake holds the connection no
+                        // longer than a frame could.
+                        let settings = &shared.settings;
+                        let deadline = settings.frame_timeout.unwrap_or(settings.connect_timeout);
+                        match tls.handshake(stream, deadline).await {
+                            Ok(stream) => stream,
+                            Err(e) => {
+                                shared.emitter.stats().add_dropped("tls_handshake", 1);
+                                tracing::warn!(error = %e, "Closing a connection whose TLS handshake failed.");
+                                let end = ConnEnd {
+                                    reason: "tls_handshake",
+                                    unsent: 0,
+                                };
+                                return (id, end);
+                            }
+                        }
+                    }
+                };
+                // Up once the connection can carry frames (after its TLS handshake).
+                shared.hooks.up(id, peer, link.queue);
                 (id, conn::run(stream, link, &shared).await)
             }
             .instrument(span),
@@ -178,6 +201,10 @@ impl Hub {
         let Some(entry) = self.conns.remove(&id) else {
             return;
         };
+        // A connection that never finished its TLS handshake was never up.
+        if end.reason != "tls_handshake" {
+            self.shared.hooks.down(id, entry.peer, end.reason);
+        }
         let lost = entry.queue.clear() + end.unsent;
         if lost > 0 {
             self.shared

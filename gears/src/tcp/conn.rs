@@ -10,16 +10,15 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use fluxmsg::{FluxMsg, Map, Text};
 use sdk::Stats;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep_until};
 
 use super::Shared;
 use super::budget::{Budget, Reservation};
-use super::config::Settings;
-use super::framing::{Codec, Decoder, Oversized};
+use super::framing::{Codec, Decoder, Refused};
+use super::settings::Settings;
+use crate::meta::{CONN_ID, PEER_IP, PEER_PORT};
 
 /// The first size of a read buffer, which is not charged to the partial-frame budget.
 const READ_CHUNK: usize = 8 * 1024;
@@ -237,7 +236,10 @@ impl WriteBuf {
 
 /// Serves one connection until the peer leaves, an error, an oversized frame, the idle
 /// timeout, or the drain (which stops reading and flushes the queue first).
-pub(crate) async fn run(mut stream: TcpStream, link: Link<'_>, shared: &Shared) -> ConnEnd {
+pub(crate) async fn run<S>(stream: S, link: Link<'_>, shared: &Shared) -> ConnEnd
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
     let activity = Activity {
         born: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -246,7 +248,7 @@ pub(crate) async fn run(mut stream: TcpStream, link: Link<'_>, shared: &Shared) 
     let meta = ConnMeta::new(link.id, link.peer);
     let mut wbuf = WriteBuf::new(Arc::clone(shared.emitter.stats()));
     let reason = {
-        let (rd, wr) = stream.split();
+        let (rd, wr) = tokio::io::split(stream);
         let mut reader = pin!(read_loop(
             rd,
             shared,
@@ -320,9 +322,9 @@ impl ConnMeta {
 
     fn message(&self, raw: Bytes, ts: i64) -> FluxMsg {
         let mut meta = Map::with_capacity(3);
-        meta.insert(super::CONN_ID, self.id.clone());
-        meta.insert(super::PEER_IP, self.ip.clone());
-        meta.insert(super::PEER_PORT, self.port.clone());
+        meta.insert(CONN_ID, self.id.clone());
+        meta.insert(PEER_IP, self.ip.clone());
+        meta.insert(PEER_PORT, self.port.clone());
         let mut msg = FluxMsg::new();
         msg.meta = meta;
         msg.raw = raw;
@@ -421,7 +423,7 @@ impl<'a> ReadBuf<'a> {
 }
 
 async fn read_loop(
-    mut rd: ReadHalf<'_>,
+    mut rd: impl AsyncRead + Unpin,
     shared: &Shared,
     meta: &ConnMeta,
     activity: &Activity,
@@ -509,7 +511,7 @@ async fn emit_frames(
         let frame = match decoder.decode(buf) {
             Ok(Some(frame)) => frame,
             Ok(None) => return None,
-            Err(Oversized { len }) => {
+            Err(Refused::Oversized { len }) => {
                 tracing::warn!(
                     len,
                     max_frame = shared.settings.max_frame,
@@ -518,8 +520,20 @@ async fn emit_frames(
                 shared.emitter.stats().add_dropped("oversized_frame", 1);
                 return Some(ReadEnd::Closed("oversized_frame"));
             }
+            Err(Refused::BadHeader) => {
+                tracing::warn!("Closing a connection that sent a length header that is not one.");
+                shared.emitter.stats().add_dropped("bad_length_header", 1);
+                return Some(ReadEnd::Closed("bad_length_header"));
+            }
         };
-        let msg = meta.message(frame, shared.now_nanos());
+        // The gear's own frames (a reply to its echo) and frames it refuses end here.
+        let Some(msg) = shared
+            .hooks
+            .inbound(meta.message(frame, shared.now_nanos()))
+        else {
+            activity.touch();
+            continue;
+        };
         activity.emitting.store(true, Ordering::Relaxed);
         let sent = tokio::select! {
             biased;
@@ -553,7 +567,7 @@ fn count_frames(decoder: &mut Decoder, buf: &mut BytesMut) -> u64 {
 }
 
 async fn write_loop(
-    mut wr: WriteHalf<'_>,
+    mut wr: impl AsyncWrite + Unpin,
     codec: &Codec,
     queue: &SendQueue,
     wbuf: &mut WriteBuf,
@@ -597,6 +611,13 @@ async fn write_loop(
             Ok(n) => {
                 wbuf.written += n;
                 activity.touch();
+                // TLS keeps records in its buffer until flushed (a no-op in clear).
+                if wbuf.is_done()
+                    && let Err(e) = wr.flush().await
+                {
+                    tracing::debug!(error = %e, "Flush failed.");
+                    return "write_error";
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "Write failed.");
@@ -614,7 +635,7 @@ mod tests {
 
     fn settings(config: serde_json::Value) -> Settings {
         let config = serde_json::from_value(config).expect("a valid config");
-        Settings::from_config(config).expect("valid settings")
+        crate::io_tcp::settings_of(config).expect("valid settings")
     }
 
     /// Lets `n` bytes arrive the way reads do: each into the room `make_room` left.

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::conn::{self, Link, SendQueue, Stop, format_conn_id, next_conn_id};
 use sdk::Backoff;
 
-use super::{Egress, EgressRx, Shared};
+use super::{Egress, EgressRx, Shared, Stream};
 
 /// Moves egress into the queue until `shutdown` completes or the egress channel closes; then
 /// moves what was already sent and raises `stop`, so that the link flushes and closes.
@@ -74,6 +74,21 @@ pub(crate) async fn link(shared: Arc<Shared>, queue: Arc<SendQueue>, mut stop: S
                 format!("no answer within {:?}", settings.connect_timeout),
             )),
         };
+        let connected = match connected {
+            Ok((stream, peer)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "Could not set TCP_NODELAY.");
+                }
+                match &settings.tls {
+                    None => Ok((Stream::Plain(stream), peer)),
+                    Some(tls) => tokio::select! {
+                        () = stop.wait() => break,
+                        tls = tls.handshake(stream, settings.connect_timeout) => tls.map(|s| (s, peer)),
+                    },
+                }
+            }
+            Err(e) => Err(e),
+        };
         let (stream, peer) = match connected {
             Ok(connected) => connected,
             Err(e) => {
@@ -89,9 +104,6 @@ pub(crate) async fn link(shared: Arc<Shared>, queue: Arc<SendQueue>, mut stop: S
         };
         backoff.reset();
         failures = 0;
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "Could not set TCP_NODELAY.");
-        }
         let id = next_conn_id();
         let span = tracing::info_span!("conn", conn_id = %format_conn_id(id), peer = %peer);
         span.in_scope(|| tracing::info!("Connected."));
@@ -102,9 +114,18 @@ pub(crate) async fn link(shared: Arc<Shared>, queue: Arc<SendQueue>, mut stop: S
             stop: stop.clone(),
             emit: settings.read_responses,
         };
-        let end = conn::run(stream, link, &shared)
-            .instrument(span.clone())
-            .await;
+        shared.hooks.up(id, peer, &queue);
+        let run = conn::run(stream, link, &shared).instrument(span.clone());
+        let end = match settings.keepalive {
+            None => run.await,
+            Some(every) => {
+                tokio::select! {
+                    end = run => end,
+                    never = keepalive(&shared, &queue, every) => match never {},
+                }
+            }
+        };
+        shared.hooks.down(id, peer, end.reason);
         if end.unsent > 0 {
             shared
                 .emitter
@@ -124,5 +145,22 @@ pub(crate) async fn link(shared: Arc<Shared>, queue: Arc<SendQueue>, mut stop: S
             "Dropping messages never written: the gear is draining while disconnected."
         );
         shared.emitter.stats().add_dropped("shutdown", left);
+    }
+}
+
+/// Asks the gear for a keepalive frame every `every` and queues it; never returns.
+async fn keepalive(
+    shared: &Shared,
+    queue: &SendQueue,
+    every: Duration,
+) -> std::convert::Infallible {
+    loop {
+        sleep(every).await;
+        if let Some(payload) = shared.hooks.keepalive() {
+            let dropped = queue.push(payload);
+            if dropped > 0 {
+                shared.emitter.stats().add_dropped("buffer_full", dropped);
+            }
+        }
     }
 }
