@@ -8,8 +8,9 @@
 //! A line holds `ts` (the gear's clock, RFC 3339), `gear`, and either the whole message in
 //! fluxMsg's JSON view (`id`, `meta`, `data`, `raw` in hex, …) or, with
 //! `fields`, only those fields, keyed by their names. The message's own `ts` (and a `gear`
-//! field) appear as `msg_ts` (and `msg_gear`). Card numbers anywhere in a line are masked
-//! (first 6 and last 4 digits shown, [`iso8583::mask_pans`]).
+//! field) appear as `msg_ts` (and `msg_gear`). Card numbers in every text of a line are
+//! masked (first 6 and last 4 digits shown, [`iso8583::mask_pans`]); numbers (ids, times)
+//! are not.
 //!
 //! ```yaml
 //! - name: audit
@@ -195,17 +196,31 @@ impl Log {
                 .into(),
         );
         line.insert("gear".into(), self.name.clone().into());
+        for value in line.values_mut() {
+            mask_strings(value);
+        }
         self.line.clear();
         serde_json::to_writer(&mut self.line, &line)?;
         self.line.push(b'\n');
-        let Some(w) = &mut self.writer else {
-            return Ok(());
-        };
-        // serde_json writes UTF-8; card numbers in it show their first 6 and last 4 digits.
-        match std::str::from_utf8(&self.line).map(iso8583::mask_pans) {
-            Ok(std::borrow::Cow::Owned(masked)) => w.write_all(masked.as_bytes()),
-            _ => w.write_all(&self.line),
+        match &mut self.writer {
+            Some(w) => w.write_all(&self.line),
+            None => Ok(()),
         }
+    }
+}
+
+/// Masks the card numbers in every text of `value` (first 6 and last 4 digits shown); numbers
+/// are left alone, so that ids and times that happen to pass the Luhn check stay whole.
+fn mask_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(masked) = iso8583::mask_pans(text) {
+                *text = masked;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_strings),
+        serde_json::Value::Object(map) => map.values_mut().for_each(mask_strings),
+        _ => {}
     }
 }
 

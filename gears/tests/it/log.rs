@@ -55,6 +55,33 @@ async fn a_sink_writes_one_json_line_per_message() {
 }
 
 #[tokio::test]
+async fn card_numbers_in_texts_are_masked_and_ids_are_not() {
+    let path = temp_file("mask");
+    let mut h = Harness::builder(sdk::DynGearType::of::<Log>().expect("registers"))
+        .name("audit")
+        .build(&json!({ "output": "file", "path": path }))
+        .expect("valid");
+    // 4111111111111111 passes the Luhn check, as an id or a time of that length may.
+    h.send(
+        "in",
+        FluxMsg::builder()
+            .id(4_111_111_111_111_111)
+            .data("pan", "4111111111111111")
+            .data("note", "card 5500005555555559 declined")
+            .data("amount", 4_111_111_111_111_111_u64)
+            .build(),
+    )
+    .expect("processed");
+    h.shutdown().await;
+    let line = &lines(&path)[0];
+    assert_eq!(line["id"], 4_111_111_111_111_111_u64);
+    assert_eq!(line["data"]["pan"], "411111******1111");
+    assert_eq!(line["data"]["note"], "card 550000******5559 declined");
+    assert_eq!(line["data"]["amount"], 4_111_111_111_111_111_u64);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
 async fn a_tap_forwards_everything_and_samples_its_lines() {
     let path = temp_file("tap");
     let mut h = Harness::new::<Log>(&json!({
