@@ -56,5 +56,6 @@ pub mod telemetry;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::MixerError;
 pub use crate::mixer::{
-    Imported, LISTING_MAX_AGE, Mixer, MixerBuilder, QUEUE_GROUP, RackListing, SCENARIO_BUCKET,
+    Imported, LISTING_MAX_AGE, LISTING_MAX_STALE, Mixer, MixerBuilder, QUEUE_GROUP, RackListing,
+    SCENARIO_BUCKET,
 };

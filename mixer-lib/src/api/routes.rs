@@ -41,7 +41,8 @@ impl ApiState {
     /// The current listing, in JSON.
     ///
     /// When the mixer read its listing again because time passed, the JSON of the one
-    /// before is answered while a blocking task makes the new one (a few milliseconds per
+    /// before (unless older than [`crate::LISTING_MAX_STALE`]) is answered while a blocking
+    /// task makes the new one (a few milliseconds per
     /// thousand racks, which a hundred requests waiting or making it each would feel); when
     /// it read it because a rack changed, the caller makes it, so that the change shows.
     async fn listed(&self) -> Result<Arc<Listed>> {
@@ -49,7 +50,10 @@ impl ApiState {
         let cached = self.cached_listing();
         match cached {
             Some(listed) if Arc::ptr_eq(&listed.listing, &listing) => return Ok(listed),
-            Some(listed) if listed.listing.writes() == listing.writes() => {
+            Some(listed)
+                if listed.listing.writes() == listing.writes()
+                    && listed.listing.taken().elapsed() < crate::LISTING_MAX_STALE =>
+            {
                 if !self
                     .listing_json
                     .swap(true, std::sync::atomic::Ordering::AcqRel)

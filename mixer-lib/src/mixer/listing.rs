@@ -8,7 +8,8 @@
 //!
 //! - a listing older than [`MAX_AGE`] is still answered, and one task reads the next in the
 //!   background (heartbeats' `last_seen`, health and applied hash reach the store in
-//!   batches once a second anyway, see `seen.rs`);
+//!   batches once a second anyway, see `seen.rs`); one older than [`MAX_STALE`] (nobody
+//!   asked for a while) is read again before it is answered;
 //! - a listing taken before an operator changed a rack through this mixer (an approval, a
 //!   suspension, an activation, a removal) is never answered: the caller waits for a new
 //!   one, so that what an operator just did shows at once;
@@ -26,6 +27,10 @@ use crate::store::RackRecord;
 
 /// How old a listing may be before it is read again (in the background).
 pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// How old a listing may be and still be answered while the next is read: an older one (no
+/// one asked for a while) is read again before anyone gets it.
+pub const MAX_STALE: Duration = Duration::from_secs(3);
 
 /// Every rack by name, as [`Store::rack_list`](crate::store::Store::rack_list) reads them
 /// (no secret hash, no stats) with what heartbeats changed since the store's last batch:
@@ -125,7 +130,8 @@ impl Mixer {
     /// `GET /api/v1/racks` pages through.
     ///
     /// It is shared and read again at most about once a second: a listing older than
-    /// [`MAX_AGE`] is returned while a background task reads the next, so the racks'
+    /// [`MAX_AGE`] (but not [`MAX_STALE`]) is returned while a background task reads the
+    /// next, so the racks'
     /// `last_seen` and health may be that much older than [`Mixer::racks`]' (which reads the
     /// store every time), and so may what racks changed themselves (a new rack, a rack gone
     /// offline). A change made through this mixer's [`Mixer::approve`], [`Mixer::suspend`],
@@ -139,22 +145,28 @@ impl Mixer {
         if let Some(listing) = cache.current()
             && listing.writes == cache.writes.load(Ordering::Acquire)
         {
-            if listing.taken.elapsed() >= MAX_AGE && !cache.refreshing.swap(true, Ordering::AcqRel)
-            {
-                let inner = Arc::clone(&self.inner);
-                tokio::spawn(async move {
-                    if let Err(error) = inner.read_listing().await {
-                        tracing::warn!(%error, "Could not read the rack listing again.");
-                    }
-                    inner.listing.refreshing.store(false, Ordering::Release);
-                });
+            let age = listing.taken.elapsed();
+            if age < MAX_AGE {
+                return Ok(listing);
             }
-            return Ok(listing);
+            if age < MAX_STALE {
+                if !cache.refreshing.swap(true, Ordering::AcqRel) {
+                    let inner = Arc::clone(&self.inner);
+                    tokio::spawn(async move {
+                        if let Err(error) = inner.read_listing().await {
+                            tracing::warn!(%error, "Could not read the rack listing again.");
+                        }
+                        inner.listing.refreshing.store(false, Ordering::Release);
+                    });
+                }
+                return Ok(listing);
+            }
         }
         let _reading = cache.reading.lock().await;
         // Someone who held the lock before may have read one that is good.
         if let Some(listing) = cache.current()
             && listing.writes == cache.writes.load(Ordering::Acquire)
+            && listing.taken.elapsed() < MAX_AGE
         {
             return Ok(listing);
         }

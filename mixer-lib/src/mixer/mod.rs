@@ -35,7 +35,7 @@ use crate::store::{Millis, RackRecord, RackStatus, Store};
 use crate::{Clock, MixerError, secret};
 
 pub use self::builder::MixerBuilder;
-pub use self::listing::{MAX_AGE as LISTING_MAX_AGE, RackListing};
+pub use self::listing::{MAX_AGE as LISTING_MAX_AGE, MAX_STALE as LISTING_MAX_STALE, RackListing};
 pub use self::scenarios::Imported;
 
 /// The KV bucket that carries scenarios too large for one message.

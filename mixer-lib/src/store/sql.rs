@@ -261,6 +261,20 @@ macro_rules! sql_store {
                 .into_record()
             }
 
+            /// The racks `sql` selects, read with [`Self::rack_row`].
+            async fn every_rack(
+                &self,
+                sql: &'static str,
+            ) -> Result<Vec<$crate::store::RackRecord>, $crate::store::StoreError> {
+                sqlx::query(sql)
+                    .fetch_all(&self.read)
+                    .await
+                    .map_err($crate::store::sql::backend)?
+                    .iter()
+                    .map(Self::rack_row)
+                    .collect()
+            }
+
             fn scenario_row(
                 row: &<$db as sqlx::Database>::Row,
             ) -> Result<$crate::store::ScenarioRecord, $crate::store::StoreError> {
@@ -381,35 +395,19 @@ macro_rules! sql_store {
             }
 
             fn racks(&self) -> $crate::store::StoreFuture<'_, Vec<$crate::store::RackRecord>> {
-                Box::pin(async move {
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        $rack_columns,
-                        " FROM racks ORDER BY name"
-                    ))
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err($crate::store::sql::backend)?
-                    .iter()
-                    .map(Self::rack_row)
-                    .collect()
-                })
+                Box::pin(self.every_rack(concat!(
+                    "SELECT ",
+                    $rack_columns,
+                    " FROM racks ORDER BY name"
+                )))
             }
 
             fn rack_list(&self) -> $crate::store::StoreFuture<'_, Vec<$crate::store::RackRecord>> {
-                Box::pin(async move {
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        $list_columns,
-                        " FROM racks ORDER BY name"
-                    ))
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err($crate::store::sql::backend)?
-                    .iter()
-                    .map(Self::rack_row)
-                    .collect()
-                })
+                Box::pin(self.every_rack(concat!(
+                    "SELECT ",
+                    $list_columns,
+                    " FROM racks ORDER BY name"
+                )))
             }
 
             fn delete_rack<'a>(&'a self, id: &'a str) -> $crate::store::StoreFuture<'a, bool> {

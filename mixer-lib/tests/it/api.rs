@@ -657,4 +657,12 @@ async fn racks_are_listed_a_page_at_a_time_and_show_changes_at_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(seen, "a rack another mixer wrote never showed");
+    // A listing nobody asked for in a while is read again before it is answered.
+    let idle = mixer_lib::store::RackRecord::new("id-idle", "rack-a00", "hash".into(), now);
+    mixer_lib::store::Store::insert_rack(store.as_ref(), &idle)
+        .await
+        .expect("insert");
+    tokio::time::sleep(mixer_lib::LISTING_MAX_STALE + Duration::from_millis(100)).await;
+    let (_, _, page) = get_page(&router, "/api/v1/racks?after=rack-999").await;
+    assert_eq!(page[0]["name"], "rack-a00", "{page}");
 }
