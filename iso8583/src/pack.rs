@@ -1,7 +1,7 @@
 //! Packing: a [`Message`] to bytes.
 
 use crate::error::{PackError, PackErrorKind};
-use crate::message::{Field, Message, Subfield};
+use crate::message::{FieldRef, Message, SubfieldRef, Subfields};
 use crate::spec::{Composite, Encoding, FieldSpec, Layout, Spec, SubKey};
 use crate::unpack::tertiary_bit;
 use crate::wire;
@@ -23,10 +23,9 @@ impl Spec {
         let mti_spec = self
             .field(0)
             .ok_or_else(|| PackError::new(PackErrorKind::UndefinedField, 0))?;
-        wire::encode_field(mti_spec, msg.mti.as_bytes(), out).map_err(|k| PackError::new(k, 0))?;
         let mut bitmap = [0u64; 3];
-        for (n, _) in &msg.fields {
-            let i = usize::from(*n - 1);
+        for n in msg.numbers() {
+            let i = usize::from(n - 1);
             bitmap[i / 64] |= 1u64 << (63 - i % 64);
         }
         let tertiary = bitmap[2] != 0;
@@ -42,18 +41,24 @@ impl Spec {
         } else {
             1
         };
+        // One reservation for the whole message (what its values take, with room for
+        // prefixes and padding), so that the writes below never grow the buffer.
+        out.reserve(packed_len_hint(self, msg) + count * 16);
+        wire::encode_field(mti_spec, msg.mti().as_bytes(), out)
+            .map_err(|k| PackError::new(k, 0))?;
         let hex = self.field(1).is_none_or(|b| b.enc != Encoding::Binary);
         for word in &bitmap[..count] {
             if hex {
-                for i in (0..16).rev() {
-                    out.push(HEX[((word >> (4 * i)) & 0xF) as usize]);
+                let mut text = [0u8; 16];
+                for (i, c) in text.iter_mut().enumerate() {
+                    *c = HEX[((word >> (60 - 4 * i)) & 0xF) as usize];
                 }
+                out.extend_from_slice(&text);
             } else {
                 out.extend_from_slice(&word.to_be_bytes());
             }
         }
-        for (n, field) in &msg.fields {
-            let n = *n;
+        for (n, field) in msg.iter() {
             let spec = self
                 .field(n)
                 .ok_or_else(|| PackError::new(PackErrorKind::UndefinedField, n))?;
@@ -68,18 +73,53 @@ impl Spec {
     ///
     /// As [`Spec::pack`].
     pub fn pack_to_vec(&self, msg: &Message) -> Result<Vec<u8>, PackError> {
-        let mut out = Vec::with_capacity(256);
+        let mut out = Vec::new();
         self.pack(msg, &mut out)?;
         Ok(out)
     }
 }
 
-fn pack_field(spec: &FieldSpec, field: &Field, n: u16, out: &mut Vec<u8>) -> Result<(), PackError> {
+/// About the bytes a message packs into: its values, prefixes, fixed lengths and BER-TLV
+/// heads. A hint for one reservation, not a bound that anything relies on.
+fn packed_len_hint(spec: &Spec, msg: &Message) -> usize {
+    let mut len = 8 + msg.mti().len();
+    for e in &msg.fields {
+        let Some(f) = spec.field(e.number) else {
+            continue;
+        };
+        len += f.prefix.wire_len();
+        len += match e.slot {
+            crate::message::Slot::Value(s) => {
+                let units = (s.end - s.start).max(if f.prefix.is_fixed() { f.length } else { 0 });
+                f.enc.wire_len(units).unwrap_or(units)
+            }
+            crate::message::Slot::Composite { first, end } => {
+                let subs = msg.subs.get(first..end).unwrap_or_default();
+                let bytes: usize = subs.iter().map(|s| s.span.end - s.span.start).sum();
+                // Tags and lengths, bitmaps, prefixes; hex content doubles.
+                let body = bytes + subs.len() * 8 + 16;
+                if f.enc == Encoding::HexToAscii {
+                    body * 2
+                } else {
+                    body
+                }
+            }
+        };
+    }
+    len
+}
+
+fn pack_field(
+    spec: &FieldSpec,
+    field: FieldRef<'_>,
+    n: u16,
+    out: &mut Vec<u8>,
+) -> Result<(), PackError> {
     match (field, &spec.composite) {
-        (Field::Value(v), None) => {
+        (FieldRef::Value(v), None) => {
             wire::encode_field(spec, v, out).map_err(|k| PackError::new(k, n))
         }
-        (Field::Composite(subs), Some(comp)) => pack_composite(spec, comp, subs, n, out),
+        (FieldRef::Composite(subs), Some(comp)) => pack_composite(spec, comp, subs, n, out),
         _ => Err(PackError::new(PackErrorKind::Shape, n)),
     }
 }
@@ -95,7 +135,7 @@ fn sub_err(kind: PackErrorKind, n: u16, key: SubKey) -> PackError {
 fn pack_composite(
     spec: &FieldSpec,
     comp: &Composite,
-    subs: &[Subfield],
+    subs: Subfields<'_>,
     n: u16,
     out: &mut Vec<u8>,
 ) -> Result<(), PackError> {
@@ -135,9 +175,9 @@ fn pack_composite(
     }
     if hex {
         wire::write_prefix(spec.prefix, units, out);
+        out.reserve(scratch.len() * 2);
         for b in &scratch {
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xF)]);
+            out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]]);
         }
     } else if prefix_len > 0 {
         let mut i = start;
@@ -149,9 +189,44 @@ fn pack_composite(
     Ok(())
 }
 
+/// The BER-TLV length of `len` in `form` bytes (1: the short form), or the shortest form
+/// when `form` is shorter than that.
+fn tlv_length(len: usize, form: u8) -> ([u8; 5], usize) {
+    let needed = match len {
+        0..=0x7F => 1,
+        0x80..=0xFF => 2,
+        0x100..=0xFFFF => 3,
+        0x1_0000..=0xFF_FFFF => 4,
+        _ => 5,
+    };
+    let form = usize::from(form).clamp(needed, 5);
+    let mut head = [0u8; 5];
+    if form == 1 {
+        head[0] = len as u8;
+    } else {
+        head[0] = 0x80 | (form as u8 - 1);
+        for (j, slot) in head[1..form].iter_mut().enumerate() {
+            *slot = (len >> (8 * (form - 2 - j))) as u8;
+        }
+    }
+    (head, form)
+}
+
+/// The bytes of the shortest BER-TLV length of the element that `value` packs into (under
+/// its subfield's spec; `None` for an unknown tag).
+pub(crate) fn tlv_shortest_form(spec: Option<&FieldSpec>, value: &[u8]) -> u8 {
+    let len = spec
+        .and_then(|s| {
+            let units = wire::value_units(s.enc, value).ok()?;
+            s.enc.wire_len(units)
+        })
+        .unwrap_or(value.len());
+    tlv_length(len, 0).1 as u8
+}
+
 fn write_content(
     comp: &Composite,
-    subs: &[Subfield],
+    subs: Subfields<'_>,
     n: u16,
     out: &mut Vec<u8>,
 ) -> Result<(), PackError> {
@@ -160,14 +235,11 @@ fn write_content(
             let mut written = 0;
             let mut gap = false;
             for (key, sub) in &comp.subfields {
-                match subs.iter().find(|s| s.key == *key) {
-                    Some(s) => {
+                match subs.get(*key) {
+                    Some(v) => {
                         if gap {
                             return Err(sub_err(PackErrorKind::Shape, n, *key));
                         }
-                        let Field::Value(v) = &s.value else {
-                            return Err(sub_err(PackErrorKind::Shape, n, *key));
-                        };
                         wire::encode_field(sub, v, out).map_err(|k| sub_err(k, n, *key))?;
                         written += 1;
                     }
@@ -184,91 +256,98 @@ fn write_content(
         }
         Layout::Bitmapped => {
             let (len, enc) = comp.bitmap.unwrap_or((8, Encoding::Binary));
-            let mut bits = vec![0u8; len];
-            let mut present: Vec<(u16, &Subfield)> = Vec::with_capacity(subs.len());
-            for s in subs {
+            let mut bits = [0u8; 16];
+            let bits = bits.get_mut(..len).unwrap_or_default();
+            for s in subs.iter() {
                 match s.key {
-                    SubKey::Index(i) if (1..=len * 8).contains(&usize::from(i)) => {
+                    SubKey::Index(i) if (1..=bits.len() * 8).contains(&usize::from(i)) => {
                         let i = usize::from(i) - 1;
                         bits[i / 8] |= 0x80 >> (i % 8);
-                        present.push((i as u16, s));
                     }
                     _ => return Err(sub_err(PackErrorKind::UndefinedSubfield, n, s.key)),
                 }
             }
-            present.sort_by_key(|(i, _)| *i);
             if enc == Encoding::HexToAscii {
-                for b in &bits {
-                    out.push(HEX[usize::from(b >> 4)]);
-                    out.push(HEX[usize::from(b & 0xF)]);
+                for b in bits.iter() {
+                    out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]]);
                 }
             } else {
-                out.extend_from_slice(&bits);
+                out.extend_from_slice(bits);
             }
-            for (_, s) in present {
-                let spec = comp
-                    .subfield(s.key)
-                    .ok_or_else(|| sub_err(PackErrorKind::UndefinedSubfield, n, s.key))?;
-                let Field::Value(v) = &s.value else {
-                    return Err(sub_err(PackErrorKind::Shape, n, s.key));
+            // The present subfields in bit order (the first one under each bit).
+            for bit in 0..bits.len() * 8 {
+                if bits[bit / 8] & (0x80 >> (bit % 8)) == 0 {
+                    continue;
+                }
+                let key = SubKey::Index(bit as u16 + 1);
+                let (Some(spec), Some(v)) = (comp.subfield(key), subs.get(key)) else {
+                    return Err(sub_err(PackErrorKind::UndefinedSubfield, n, key));
                 };
-                wire::encode_field(spec, v, out).map_err(|k| sub_err(k, n, s.key))?;
+                wire::encode_field(spec, v, out).map_err(|k| sub_err(k, n, key))?;
             }
         }
         Layout::Tlv => {
-            for s in subs {
-                let SubKey::Tag(tag) = s.key else {
-                    return Err(sub_err(PackErrorKind::UndefinedSubfield, n, s.key));
-                };
-                let Field::Value(v) = &s.value else {
-                    return Err(sub_err(PackErrorKind::Shape, n, s.key));
-                };
-                let tag_bytes = tag.to_be_bytes();
-                let skip = tag_bytes.iter().take_while(|b| **b == 0).count().min(3);
-                out.extend_from_slice(&tag_bytes[skip..]);
-                let spec = comp.subfield(s.key);
-                let len_at = out.len();
-                // The value first, then its length in front of it.
-                match spec {
-                    Some(spec) => {
-                        let units =
-                            wire::value_units(spec.enc, v).map_err(|k| sub_err(k, n, s.key))?;
-                        if units > spec.length {
-                            return Err(sub_err(
-                                PackErrorKind::TooLong {
-                                    length: units,
-                                    max: spec.length,
-                                },
-                                n,
-                                s.key,
-                            ));
-                        }
-                        wire::encode_value(spec, v.iter().copied(), units, out)
-                            .map_err(|k| sub_err(k, n, s.key))?;
+            let mut hint = 0;
+            for s in subs.iter() {
+                let spec = match comp.subfield_near(s.key, hint) {
+                    Some((i, spec)) => {
+                        hint = i + 1;
+                        Some(spec)
                     }
-                    None => out.extend_from_slice(v),
-                }
-                let len = out.len() - len_at;
-                let needed = match len {
-                    0..=0x7F => 1,
-                    0x80..=0xFF => 2,
-                    0x100..=0xFFFF => 3,
-                    0x1_0000..=0xFF_FFFF => 4,
-                    _ => 5,
+                    None => None,
                 };
-                let form = usize::from(s.length_bytes).clamp(needed, 5);
-                let mut head = [0u8; 5];
-                if form == 1 {
-                    head[0] = len as u8;
-                } else {
-                    head[0] = 0x80 | (form as u8 - 1);
-                    for (j, slot) in head[1..form].iter_mut().enumerate() {
-                        *slot = (len >> (8 * (form - 2 - j))) as u8;
-                    }
-                }
-                out.splice(len_at..len_at, head[..form].iter().copied());
+                write_tlv(spec, s, n, out)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes one BER-TLV element: tag, length (in the form it came in, if any), value.
+#[inline]
+fn write_tlv(
+    spec: Option<&FieldSpec>,
+    s: SubfieldRef<'_>,
+    n: u16,
+    out: &mut Vec<u8>,
+) -> Result<(), PackError> {
+    let SubKey::Tag(tag) = s.key else {
+        return Err(sub_err(PackErrorKind::UndefinedSubfield, n, s.key));
+    };
+    let tag_bytes = tag.to_be_bytes();
+    let skip = tag_bytes.iter().take_while(|b| **b == 0).count().min(3);
+    out.extend_from_slice(&tag_bytes[skip..]);
+    let v = s.value;
+    let Some(spec) = spec else {
+        let (head, form) = tlv_length(v.len(), s.length_bytes);
+        out.extend_from_slice(&head[..form]);
+        out.extend_from_slice(v);
+        return Ok(());
+    };
+    let units = wire::value_units(spec.enc, v).map_err(|k| sub_err(k, n, s.key))?;
+    if units > spec.length {
+        return Err(sub_err(
+            PackErrorKind::TooLong {
+                length: units,
+                max: spec.length,
+            },
+            n,
+            s.key,
+        ));
+    }
+    // The length is known before the value is written, so it goes first.
+    let len = spec.enc.wire_len(units).unwrap_or(usize::MAX);
+    let (head, form) = tlv_length(len, s.length_bytes);
+    let len_at = out.len();
+    out.extend_from_slice(&head[..form]);
+    let value_at = out.len();
+    wire::encode_value_slice(spec, v, units, out).map_err(|k| sub_err(k, n, s.key))?;
+    let written = out.len() - value_at;
+    if written != len {
+        // Not expected (the encodings write what `wire_len` says), but the length must be
+        // that of the bytes written.
+        let (head, form) = tlv_length(written, s.length_bytes);
+        out.splice(len_at..value_at, head[..form].iter().copied());
     }
     Ok(())
 }
