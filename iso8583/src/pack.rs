@@ -43,17 +43,15 @@ impl Spec {
         };
         // One reservation for the whole message (what its values take, with room for
         // prefixes and padding), so that the writes below never grow the buffer.
-        out.reserve(packed_len_hint(self, msg) + count * 16);
+        out.reserve(packed_len_hint(msg) + count * 16);
         wire::encode_field(mti_spec, msg.mti().as_bytes(), out)
             .map_err(|k| PackError::new(k, 0))?;
         let hex = self.field(1).is_none_or(|b| b.enc != Encoding::Binary);
         for word in &bitmap[..count] {
             if hex {
-                let mut text = [0u8; 16];
-                for (i, c) in text.iter_mut().enumerate() {
-                    *c = HEX[((word >> (60 - 4 * i)) & 0xF) as usize];
+                for i in 0..16 {
+                    out.push(HEX[((word >> (60 - 4 * i)) & 0xF) as usize]);
                 }
-                out.extend_from_slice(&text);
             } else {
                 out.extend_from_slice(&word.to_be_bytes());
             }
@@ -79,34 +77,11 @@ impl Spec {
     }
 }
 
-/// About the bytes a message packs into: its values, prefixes, fixed lengths and BER-TLV
-/// heads. A hint for one reservation, not a bound that anything relies on.
-fn packed_len_hint(spec: &Spec, msg: &Message) -> usize {
-    let mut len = 8 + msg.mti().len();
-    for e in &msg.fields {
-        let Some(f) = spec.field(e.number) else {
-            continue;
-        };
-        len += f.prefix.wire_len();
-        len += match e.slot {
-            crate::message::Slot::Value(s) => {
-                let units = (s.end - s.start).max(if f.prefix.is_fixed() { f.length } else { 0 });
-                f.enc.wire_len(units).unwrap_or(units)
-            }
-            crate::message::Slot::Composite { first, end } => {
-                let subs = msg.subs.get(first..end).unwrap_or_default();
-                let bytes: usize = subs.iter().map(|s| s.span.end - s.span.start).sum();
-                // Tags and lengths, bitmaps, prefixes; hex content doubles.
-                let body = bytes + subs.len() * 8 + 16;
-                if f.enc == Encoding::HexToAscii {
-                    body * 2
-                } else {
-                    body
-                }
-            }
-        };
-    }
-    len
+/// About the bytes a message packs into, for one reservation: its values, and room for
+/// prefixes, tags and lengths (padding of short values to fixed lengths may grow the buffer
+/// once more).
+fn packed_len_hint(msg: &Message) -> usize {
+    msg.buf.len() + 8 * (msg.fields.len() + msg.subs.len()) + 32
 }
 
 fn pack_field(
@@ -189,9 +164,9 @@ fn pack_composite(
     Ok(())
 }
 
-/// The BER-TLV length of `len` in `form` bytes (1: the short form), or the shortest form
-/// when `form` is shorter than that.
-fn tlv_length(len: usize, form: u8) -> ([u8; 5], usize) {
+/// The bytes a BER-TLV length of `len` takes in `form` (1: the short form), or in the
+/// shortest form when `form` is shorter than that.
+fn tlv_form(len: usize, form: u8) -> usize {
     let needed = match len {
         0..=0x7F => 1,
         0x80..=0xFF => 2,
@@ -199,17 +174,21 @@ fn tlv_length(len: usize, form: u8) -> ([u8; 5], usize) {
         0x1_0000..=0xFF_FFFF => 4,
         _ => 5,
     };
-    let form = usize::from(form).clamp(needed, 5);
-    let mut head = [0u8; 5];
+    usize::from(form).clamp(needed, 5)
+}
+
+/// Writes a BER-TLV length in `form` bytes (from [`tlv_form`]), a byte at a time (bytes
+/// gathered on the stack and read back whole would stall the store buffer).
+#[inline]
+fn write_tlv_length(len: usize, form: usize, out: &mut Vec<u8>) {
     if form == 1 {
-        head[0] = len as u8;
-    } else {
-        head[0] = 0x80 | (form as u8 - 1);
-        for (j, slot) in head[1..form].iter_mut().enumerate() {
-            *slot = (len >> (8 * (form - 2 - j))) as u8;
-        }
+        out.push(len as u8);
+        return;
     }
-    (head, form)
+    out.push(0x80 | (form as u8 - 1));
+    for j in (0..form - 1).rev() {
+        out.push((len >> (8 * j)) as u8);
+    }
 }
 
 /// The bytes of the shortest BER-TLV length of the element that `value` packs into (under
@@ -221,7 +200,7 @@ pub(crate) fn tlv_shortest_form(spec: Option<&FieldSpec>, value: &[u8]) -> u8 {
             s.enc.wire_len(units)
         })
         .unwrap_or(value.len());
-    tlv_length(len, 0).1 as u8
+    tlv_form(len, 0) as u8
 }
 
 fn write_content(
@@ -314,13 +293,18 @@ fn write_tlv(
     let SubKey::Tag(tag) = s.key else {
         return Err(sub_err(PackErrorKind::UndefinedSubfield, n, s.key));
     };
-    let tag_bytes = tag.to_be_bytes();
-    let skip = tag_bytes.iter().take_while(|b| **b == 0).count().min(3);
-    out.extend_from_slice(&tag_bytes[skip..]);
+    let tag_len = match tag {
+        0..=0xFF => 1,
+        0x100..=0xFFFF => 2,
+        0x1_0000..=0xFF_FFFF => 3,
+        _ => 4,
+    };
+    for j in (0..tag_len).rev() {
+        out.push((tag >> (8 * j)) as u8);
+    }
     let v = s.value;
     let Some(spec) = spec else {
-        let (head, form) = tlv_length(v.len(), s.length_bytes);
-        out.extend_from_slice(&head[..form]);
+        write_tlv_length(v.len(), tlv_form(v.len(), s.length_bytes), out);
         out.extend_from_slice(v);
         return Ok(());
     };
@@ -337,17 +321,17 @@ fn write_tlv(
     }
     // The length is known before the value is written, so it goes first.
     let len = spec.enc.wire_len(units).unwrap_or(usize::MAX);
-    let (head, form) = tlv_length(len, s.length_bytes);
     let len_at = out.len();
-    out.extend_from_slice(&head[..form]);
+    write_tlv_length(len, tlv_form(len, s.length_bytes), out);
     let value_at = out.len();
     wire::encode_value_slice(spec, v, units, out).map_err(|k| sub_err(k, n, s.key))?;
     let written = out.len() - value_at;
     if written != len {
         // Not expected (the encodings write what `wire_len` says), but the length must be
         // that of the bytes written.
-        let (head, form) = tlv_length(written, s.length_bytes);
-        out.splice(len_at..value_at, head[..form].iter().copied());
+        let mut head = Vec::with_capacity(5);
+        write_tlv_length(written, tlv_form(written, s.length_bytes), &mut head);
+        out.splice(len_at..value_at, head);
     }
     Ok(())
 }

@@ -82,6 +82,15 @@ pub(crate) fn write_prefix(prefix: Prefix, len: usize, out: &mut Vec<u8>) {
 #[inline]
 pub(crate) fn write_prefix_with(prefix: Prefix, len: usize, mut emit: impl FnMut(u8)) {
     let digits = usize::from(prefix.digits);
+    // Decimal digits, least significant first (divisions by a constant, which compile to
+    // multiplications).
+    let mut dec = [0u8; 8];
+    let mut rest = len;
+    for d in dec.iter_mut().take(digits.min(8)) {
+        *d = (rest % 10) as u8;
+        rest /= 10;
+    }
+    let digit_at = |i: usize| dec.get(i).copied().unwrap_or(0);
     match prefix.kind {
         PrefixKind::Ascii | PrefixKind::Ebcdic => {
             let zero = if prefix.kind == PrefixKind::Ascii {
@@ -90,18 +99,14 @@ pub(crate) fn write_prefix_with(prefix: Prefix, len: usize, mut emit: impl FnMut
                 0xF0
             };
             for i in (0..digits).rev() {
-                emit(zero + digit_at(len, i));
+                emit(zero + digit_at(i));
             }
         }
         PrefixKind::Bcd => {
             let nibbles = digits.div_ceil(2) * 2;
             for i in (0..nibbles).step_by(2).rev() {
-                let hi = if i + 1 < digits {
-                    digit_at(len, i + 1)
-                } else {
-                    0
-                };
-                emit((hi << 4) | digit_at(len, i));
+                let hi = if i + 1 < digits { digit_at(i + 1) } else { 0 };
+                emit((hi << 4) | digit_at(i));
             }
         }
         PrefixKind::Binary => {
@@ -115,10 +120,6 @@ pub(crate) fn write_prefix_with(prefix: Prefix, len: usize, mut emit: impl FnMut
             }
         }
     }
-}
-
-fn digit_at(n: usize, i: usize) -> u8 {
-    ((n / 10usize.pow(i as u32)) % 10) as u8
 }
 
 #[inline]
