@@ -159,9 +159,12 @@ fn a_long_form_tlv_length_and_unknown_tags_come_back_as_they_came() {
     assert_eq!(encoded, bytes);
 }
 
-/// Histogram values recorded through the `metrics` facade, by metric name and labels.
+/// One value recorded in a histogram: the metric's name, its labels and the value.
+type Record = (String, Vec<(String, String)>, f64);
+
+/// Histogram values recorded through the `metrics` facade.
 #[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<Vec<(String, Vec<(String, String)>, f64)>>>);
+struct Recorded(Arc<Mutex<Vec<Record>>>);
 
 struct Hist(metrics::Key, Recorded);
 
@@ -225,8 +228,7 @@ fn fields_per_decoded_message_are_recorded() {
         h.send("in", raw(&auth(&[(3, "000000")])))
             .expect("processed");
         // Encoding and failing to decode record nothing.
-        let decoded = h.take("out").remove(0);
-        let mut fields = decoded.clone();
+        let mut fields = h.take("out").remove(0);
         fields.raw = Default::default();
         h.send("in", fields).expect("processed");
         h.send("in", raw(b"01")).expect("processed");
