@@ -13,13 +13,36 @@
 //! - `iso8583-codec-rs`: the crate `iso8583-codec-rs` 0.1 (`parse_bytes`, `publish_bytes`)
 //!   with a JSON spec of the same layout; both codecs are checked to write the same bytes.
 //!
-//! Pack writes into a buffer reused across calls, for every codec that can.
+//! Pack writes into a buffer reused across calls, for every codec that can. The owned
+//! unpack returns a new `Message` each time, dropped inside the timed loop.
+//!
+//! `gears/decode-encode` moves batches of 64 `auth_0100` messages (`raw` only) through two
+//! `codec_iso8583` gears as the rack engine drives them (`Runner::process`): one decodes
+//! them into fields, then `raw` is cleared and the other encodes them back into `raw`;
+//! throughput is in messages, so criterion's time is for 64 of them. The result is checked
+//! to be the same bytes.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use fluxrig::fluxmsg::FluxMsg;
+use fluxrig::fluxmsg::bytes::Bytes;
+use fluxrig::sdk::Outputs;
 use iso8583::{Field, Message, MessageRef, Spec, SubKey, Subfield};
+
+#[allow(
+    dead_code,
+    reason = "this suite uses the runner, not the payment batch"
+)]
+mod runner;
+#[allow(
+    dead_code,
+    reason = "this suite uses the runner, not the payment batch"
+)]
+mod shapes;
+
+use runner::{BATCH, runner};
 
 const SPEC: &str = r#"
 spec:
@@ -123,9 +146,9 @@ fn auth_0100(spec: &Spec) -> Message {
                 .subfield(key)
                 .is_some_and(|f| f.encoding() == iso8583::Encoding::Bcd);
             let value = if bcd {
-                Field::from(*hex)
+                hex.as_bytes().to_vec()
             } else {
-                Field::from(unhex(hex))
+                unhex(hex)
             };
             Subfield::new(key, value)
         })
@@ -239,6 +262,57 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             iso8583_codec_rs::iso8583::publish_bytes(black_box(&rs_msg), &rs_spec).expect("publish")
         });
+    });
+    g.finish();
+
+    gears(c, &bytes);
+}
+
+/// Decodes `msgs` with one `codec_iso8583` gear, then encodes them back with another.
+fn decode_encode(
+    decode: &mut (fluxrig::sdk::Runner, fluxrig::sdk::InPort),
+    encode: &mut (fluxrig::sdk::Runner, fluxrig::sdk::InPort),
+    msgs: &mut Vec<FluxMsg>,
+) -> Outputs {
+    let mut out = Outputs::new();
+    decode.0.process(decode.1, msgs, &mut out).expect("decoded");
+    let mut decoded: Vec<FluxMsg> = out.drain().flat_map(|(_, m)| m).collect();
+    for m in &mut decoded {
+        m.raw = Bytes::new();
+    }
+    let mut out = Outputs::new();
+    encode
+        .0
+        .process(encode.1, &mut decoded, &mut out)
+        .expect("encoded");
+    out
+}
+
+fn gears(c: &mut Criterion, bytes: &[u8]) {
+    let path = std::env::temp_dir().join(format!("bench-iso8583-{}.yaml", std::process::id()));
+    std::fs::write(&path, SPEC).expect("the spec written");
+    let config = |direction| serde_json::json!({ "spec": path, "direction": direction });
+    let mut decode = runner("codec_iso8583", &config("decode"));
+    let mut encode = runner("codec_iso8583", &config("encode"));
+    let _ = std::fs::remove_file(&path);
+    let raw = Bytes::copy_from_slice(bytes);
+    let batch = || vec![FluxMsg::builder().raw(raw.clone()).build(); BATCH];
+    let mut out = decode_encode(&mut decode, &mut encode, &mut batch());
+    let back: Vec<FluxMsg> = out.drain().flat_map(|(_, m)| m).collect();
+    assert_eq!(back.len(), BATCH);
+    assert!(
+        back.iter().all(|m| m.raw == raw),
+        "the gears give the same bytes back"
+    );
+
+    let mut g = c.benchmark_group("gears");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("decode-encode", |b| {
+        b.iter_batched(
+            batch,
+            |mut msgs| decode_encode(&mut decode, &mut encode, &mut msgs),
+            BatchSize::SmallInput,
+        );
     });
     g.finish();
 }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use iso8583::{
-    Field, FieldSpec, Layout, Message, Sensitivity, Spec, SpecLoader, SubKey, Subfield, Usage,
-    mask_value,
+    Field, FieldRef, FieldSpec, Layout, Message, Sensitivity, Spec, SpecLoader, SubKey, Subfield,
+    Usage, mask_value,
 };
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
@@ -193,14 +193,14 @@ fn to_json(spec: &Spec, msg: &Message, reveal: bool) -> String {
         let sens = classified(fspec);
         let _ = write!(out, "{}: ", q(&n.to_string()));
         match field {
-            Field::Value(v) if reveal || sens == Sensitivity::None => {
+            FieldRef::Value(v) if reveal || sens == Sensitivity::None => {
                 out.push_str(&q(&text_of(v, fspec.is_some_and(FieldSpec::is_binary))));
             }
-            Field::Value(v) => out.push_str(&q(&mask_value(v, sens))),
-            Field::Composite(_) if !reveal && sens != Sensitivity::None => {
+            FieldRef::Value(v) => out.push_str(&q(&mask_value(v, sens))),
+            FieldRef::Composite(_) if !reveal && sens != Sensitivity::None => {
                 out.push_str(&q(&spec.render(n, field)));
             }
-            Field::Composite(subs) => {
+            FieldRef::Composite(subs) => {
                 let comp = fspec.and_then(FieldSpec::composite);
                 out.push('{');
                 for (j, s) in subs.iter().enumerate() {
@@ -209,12 +209,10 @@ fn to_json(spec: &Spec, msg: &Message, reveal: bool) -> String {
                     }
                     let sub_spec = comp.and_then(|c| c.subfield(s.key));
                     let sub_sens = classified(sub_spec);
-                    let value = match &s.value {
-                        Field::Value(v) if reveal || sub_sens == Sensitivity::None => {
-                            text_of(v, sub_spec.is_none_or(FieldSpec::is_binary))
-                        }
-                        Field::Value(v) => mask_value(v, sub_sens),
-                        Field::Composite(_) => iso8583::REDACTED.to_owned(),
+                    let value = if reveal || sub_sens == Sensitivity::None {
+                        text_of(s.value, sub_spec.is_none_or(FieldSpec::is_binary))
+                    } else {
+                        mask_value(s.value, sub_sens)
                     };
                     let _ = write!(out, "{}: {}", q(&s.key.to_string()), q(&value));
                 }
@@ -263,7 +261,7 @@ fn from_json(spec: &Spec, json: &Json) -> Result<Message, Failure> {
                     };
                     let sub_spec = comp.subfield(sub);
                     let bytes = bytes_of(v, sub_spec.is_none_or(FieldSpec::is_binary), &path)?;
-                    let mut s = Subfield::new(sub, Field::Value(bytes));
+                    let mut s = Subfield::new(sub, bytes);
                     // A tag the spec does not define is kept as an unknown tag.
                     s.unknown = tlv && sub_spec.is_none();
                     list.push(s);

@@ -39,6 +39,9 @@
 //!   `flux.iso8583.violations` with the labels `gear`, `kind` (`missing`, `forbidden`,
 //!   `not_in_set`) and `mti`.
 //!
+//! Each decoded message's number of fields (subfields not counted) is recorded in the
+//! histogram `flux.codec.iso8583.fields_count`, labelled with `gear`.
+//!
 //! # Errors
 //!
 //! On `error`, `error.reason` starts with the kind, `codecerror` or `validationerror`, and
@@ -178,6 +181,8 @@ pub struct CodecIso8583 {
     killed: Option<String>,
     /// The size of the last message encoded, to size the next one's buffer.
     last_len: usize,
+    /// `flux.codec.iso8583.fields_count`, registered once the gear has its name.
+    fields_count: metrics::Histogram,
 }
 
 /// A failed message: the reason text, the drop reason, and where (field, offset) if known.
@@ -225,6 +230,7 @@ impl GearType for CodecIso8583 {
             name: String::new(),
             killed: None,
             last_len: 0,
+            fields_count: metrics::Histogram::noop(),
         })
     }
 }
@@ -255,6 +261,8 @@ fn load_spec(name: &str) -> Result<Spec, String> {
 impl Gear for CodecIso8583 {
     fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
         ctx.name().clone_into(&mut self.name);
+        self.fields_count =
+            metrics::histogram!("flux.codec.iso8583.fields_count", "gear" => self.name.clone());
         Ok(())
     }
 
@@ -291,6 +299,7 @@ impl CodecIso8583 {
             offset: Some(e.offset),
             ..Failure::codec(&e)
         })?;
+        self.fields_count.record(unpacked.len() as f64);
         let violations = self.check(&unpacked);
         self.spec.to_fluxmsg(&unpacked, msg);
         self.judge(msg, unpacked.mti(), &violations)

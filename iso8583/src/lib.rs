@@ -9,16 +9,21 @@
 //! at once and reports every problem with its path and `line:col`; a spec that fails never
 //! runs.
 //!
-//! [`Spec::unpack`] reads bytes into a [`Message`]; [`Spec::pack`] writes one back.
-//! Unpacking then packing any valid message gives back the same bytes, unknown BER-TLV tags
-//! included, in their place. [`Spec::unpack_borrowed`] reads into a [`MessageRef`] of slices
-//! of the input without allocating, for hot paths that read a few fields. Untrusted input
-//! never panics and never makes the codec reserve more than the input's size; errors name
-//! the field, subfield and byte offset, and keep the fields read before them.
+//! [`Spec::unpack`] reads bytes into a [`Message`], which owns its values in one buffer
+//! (a handful of allocations whatever the number of fields, none with [`Spec::unpack_into`]
+//! and a message kept across calls) and lends them out as [`FieldRef`]s; [`Spec::pack`]
+//! writes one back. Unpacking then packing any valid message gives back the same bytes,
+//! unknown BER-TLV tags and long-form lengths included, in their place.
+//! [`Spec::unpack_borrowed`] reads into a [`MessageRef`] of slices of the input without
+//! allocating, for hot paths that read a few fields. Untrusted input never panics, and what
+//! the codec reserves follows the input's size (a copy of it, the values decoded from it,
+//! an entry per element), never a length the input claims; errors name the field, subfield
+//! and byte offset, and keep the fields read before them.
 //!
 //! [`Spec::to_fluxmsg`] and [`Spec::from_fluxmsg`] map messages to and from fluxMsg as the
 //! reference's `codec_iso8583` gear does (`data.iso8583.field.<n>`, aliases,
-//! `meta.iso8583.mti`). [`Spec::render`], [`mask_value`] and [`mask_pans`] keep card data
+//! `meta.iso8583.mti`, and what it takes to pack the same bytes again: unknown tags, their
+//! order and length forms). [`Spec::render`], [`mask_value`] and [`mask_pans`] keep card data
 //! out of logs.
 //!
 //! This crate has no async runtime and does no I/O: framing, connections and gears live in
@@ -88,7 +93,7 @@ pub use crate::error::{
 };
 pub use crate::load::SpecLoader;
 pub use crate::mask::{REDACTED, mask_pans, mask_value};
-pub use crate::message::{Field, Message, MessageRef, Subfield};
+pub use crate::message::{Field, FieldRef, Message, MessageRef, Subfield, SubfieldRef, Subfields};
 pub use crate::spec::{
     Composite, Encoding, FieldPath, FieldSpec, FieldType, Layout, MAX_FIELD, PadSide, Padding,
     Prefix, PrefixKind, Semantic, Sensitivity, Spec, SubKey, UnknownTags, Usage,

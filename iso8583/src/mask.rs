@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::message::Field;
+use crate::message::FieldRef;
 use crate::spec::{Sensitivity, Spec};
 
 /// What a masked value that shows nothing renders as.
@@ -58,13 +58,13 @@ impl Spec {
     /// `log_mask`: a masked PAN, nothing for classified data, the text otherwise. A composite
     /// renders each subfield by its own class, inside its field's (a classified field hides
     /// all of them).
-    pub fn render(&self, number: u16, field: &Field) -> String {
+    pub fn render(&self, number: u16, field: FieldRef<'_>) -> String {
         let spec = self.field(number);
         let sensitivity = spec.map_or(Sensitivity::None, |f| effective(f.semantic()));
         match field {
-            Field::Value(v) => mask_value(v, sensitivity),
-            Field::Composite(_) if sensitivity != Sensitivity::None => REDACTED.to_owned(),
-            Field::Composite(subs) => {
+            FieldRef::Value(v) => mask_value(v, sensitivity),
+            FieldRef::Composite(_) if sensitivity != Sensitivity::None => REDACTED.to_owned(),
+            FieldRef::Composite(subs) => {
                 let comp = spec.and_then(|f| f.composite());
                 let parts: Vec<String> = subs
                     .iter()
@@ -72,11 +72,7 @@ impl Spec {
                         let sens = comp
                             .and_then(|c| c.subfield(s.key))
                             .map_or(Sensitivity::None, |f| effective(f.semantic()));
-                        let text = match &s.value {
-                            Field::Value(v) => mask_value(v, sens),
-                            Field::Composite(_) => REDACTED.to_owned(),
-                        };
-                        format!("{}={text}", s.key)
+                        format!("{}={}", s.key, mask_value(s.value, sens))
                     })
                     .collect();
                 format!("{{{}}}", parts.join(", "))

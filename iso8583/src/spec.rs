@@ -388,6 +388,21 @@ impl Composite {
             .map(|(_, f)| f)
     }
 
+    /// The subfield under `key` and its index, looked for at `hint` first (messages tend to
+    /// carry subfields in the spec's order, so the one after the last found is likely).
+    #[inline]
+    pub(crate) fn subfield_near(&self, key: SubKey, hint: usize) -> Option<(usize, &FieldSpec)> {
+        if let Some((k, f)) = self.subfields.get(hint)
+            && *k == key
+        {
+            return Some((hint, f));
+        }
+        self.subfields
+            .iter()
+            .position(|(k, _)| *k == key)
+            .map(|i| (i, &self.subfields[i].1))
+    }
+
     /// What happens to a BER-TLV tag the spec does not define.
     pub fn unknown_tags(&self) -> UnknownTags {
         self.unknown_tags

@@ -60,3 +60,36 @@ fn luhn() {
     assert!(crate::mask::luhn(b"4111111111111111"));
     assert!(!crate::mask::luhn(b"4111111111111112"));
 }
+
+#[test]
+fn replaced_values_are_reclaimed() {
+    use crate::message::{Field, FieldRef, Message, Subfield};
+    use crate::spec::SubKey;
+
+    let mut msg = Message::new("0100");
+    msg.set(2, "4111111111111111");
+    for i in 0..2_000u32 {
+        msg.set(43, format!("{i:040}"));
+        msg.set(
+            55,
+            Field::Composite(vec![Subfield::new(SubKey::Tag(0x9F02), format!("{i:012}"))]),
+        );
+    }
+    // The buffer holds the live values and at most about as much garbage again.
+    assert!(msg.buf.len() < 4 * 1024, "{}", msg.buf.len());
+    assert!(msg.subs.len() < 200, "{}", msg.subs.len());
+    assert_eq!(msg.mti(), "0100");
+    assert_eq!(msg.text(2), Some("4111111111111111"));
+    assert_eq!(msg.text(43), Some(format!("{:040}", 1_999).as_str()));
+    assert_eq!(
+        msg.get(55).and_then(|f| f.subfield(SubKey::Tag(0x9F02))),
+        Some(&b"000000001999"[..])
+    );
+    assert_eq!(msg.remove(2), Some(Field::from("4111111111111111")));
+    assert_eq!(msg.numbers().collect::<Vec<_>>(), [43, 55]);
+    assert!(matches!(msg.get(55), Some(FieldRef::Composite(s)) if s.len() == 1));
+    let copy = msg.clone();
+    msg.set_mti("0110");
+    msg.set_mti("0100");
+    assert_eq!(msg, copy);
+}

@@ -1,12 +1,13 @@
 //! Unpacking: bytes to an owned [`Message`] or a borrowed [`MessageRef`].
 //!
 //! Every length is checked against what is left of the input before anything is read or
-//! reserved, so hostile input costs at most its own size.
+//! reserved, so hostile input costs memory in proportion to its own size, whatever lengths
+//! it claims.
 
 use std::borrow::Cow;
 
 use crate::error::{UnpackError, UnpackErrorKind};
-use crate::message::{Field, Message, MessageRef, Subfield};
+use crate::message::{Entry, Message, MessageRef, Slot, Span, Sub};
 use crate::spec::{Composite, Encoding, FieldSpec, FieldType, Layout, Spec, SubKey, UnknownTags};
 use crate::wire::{self, Fail, truncated};
 
@@ -167,16 +168,27 @@ impl Spec {
         msg.clear();
         let mut pos = 0;
         let mut bitmap = [0u64; 3];
-        let mti = read_head(self, input, &mut pos, &mut bitmap)?;
+        let head = read_head(self, input, &mut pos, &mut bitmap);
+        // The values written as they are stay in a copy of the input; the others are decoded
+        // after it, in room reserved once from what the spec says of the fields present (at
+        // most the input's size again; the subfields at most one per byte).
+        let (decoded, subs) = match &head {
+            Ok(_) => self.room(&bitmap),
+            Err(_) => (0, 0),
+        };
+        msg.buf.reserve(input.len() + decoded.min(input.len()));
+        msg.buf.extend_from_slice(input);
+        msg.subs.reserve(subs.min(input.len()));
+        let mti = head?;
         if let Some(f) = self.field(0) {
-            let mut v = Vec::with_capacity(4);
-            wire::decode(f, mti.wire, mti.units, &mut v)
+            let span = value_span(f, mti.wire, mti.units, mti.at, true, msg)
                 .map_err(|(k, at)| UnpackError::new(k, Some(0), mti.at + at))?;
-            if let Some(i) = v.iter().position(|b| !b.is_ascii()) {
-                let kind = UnpackErrorKind::InvalidByte { byte: v[i] };
+            let text = msg.bytes(span);
+            if let Some(&b) = text.iter().find(|b| !b.is_ascii()) {
+                let kind = UnpackErrorKind::InvalidByte { byte: b };
                 return Err(UnpackError::new(kind, Some(0), mti.at));
             }
-            msg.mti.extend(v.iter().map(|&b| char::from(b)));
+            msg.mti = span;
         }
         let present: u32 = bitmap.iter().map(|w| w.count_ones()).sum();
         msg.fields.reserve(present as usize);
@@ -185,16 +197,14 @@ impl Spec {
                 UnpackError::new(UnpackErrorKind::UndefinedField(n), Some(n), pos)
             })?;
             let loc = locate(spec, input, &mut pos).map_err(|(k, at)| err(k, n, None, at))?;
-            let value = match &spec.composite {
-                Some(comp) => Field::Composite(unpack_composite(spec, comp, &loc, n)?),
-                None => {
-                    let mut v = Vec::new();
-                    wire::decode(spec, loc.wire, loc.units, &mut v)
-                        .map_err(|(k, at)| err(k, n, None, loc.at + at))?;
-                    Field::Value(v)
-                }
+            let slot = match &spec.composite {
+                Some(comp) => unpack_composite(spec, comp, &loc, n, msg)?,
+                None => Slot::Value(
+                    value_span(spec, loc.wire, loc.units, loc.at, true, msg)
+                        .map_err(|(k, at)| err(k, n, None, loc.at + at))?,
+                ),
             };
-            msg.push(n, value);
+            msg.fields.push(Entry { number: n, slot });
             Ok(())
         })?;
         if pos < input.len() {
@@ -205,6 +215,37 @@ impl Spec {
             ));
         }
         Ok(())
+    }
+
+    /// What the fields present will need besides a copy of the input: bytes of decoded
+    /// values (for fixed lengths, exactly; for variable ones, their maximum) and subfields.
+    fn room(&self, bitmap: &[u64; 3]) -> (usize, usize) {
+        let decoded = |f: &FieldSpec| match f.enc {
+            Encoding::Ascii | Encoding::Binary => 0,
+            Encoding::AsciiHexToBytes => f.length.saturating_mul(2),
+            _ => f.length,
+        };
+        let (mut bytes, mut subs) = (0usize, 0usize);
+        let _ = for_each_bit(self, bitmap, |n| {
+            let Some(f) = self.field(n) else {
+                return Err(());
+            };
+            match &f.composite {
+                Some(c) => {
+                    subs += c.subfields.len();
+                    for (_, s) in &c.subfields {
+                        bytes = bytes.saturating_add(if f.enc == Encoding::HexToAscii {
+                            s.length
+                        } else {
+                            decoded(s)
+                        });
+                    }
+                }
+                None => bytes = bytes.saturating_add(decoded(f)),
+            }
+            Ok(())
+        });
+        (bytes, subs)
     }
 
     /// Unpacks a message without copying or allocating: each field of `msg` is a slice of
@@ -418,6 +459,7 @@ fn walk<'s, 'a>(
         }
         Layout::Tlv => {
             let mut pos = 0;
+            let mut hint = 0;
             while pos < data.len() {
                 let start = pos;
                 let bad = |at: usize| err(UnpackErrorKind::InvalidTlv, n, None, off(at));
@@ -472,7 +514,13 @@ fn walk<'s, 'a>(
                         off(pos),
                     ));
                 };
-                let spec = comp.subfield(key);
+                let spec = match comp.subfield_near(key, hint) {
+                    Some((i, s)) => {
+                        hint = i + 1;
+                        Some(s)
+                    }
+                    None => None,
+                };
                 if spec.is_none() && comp.unknown_tags == UnknownTags::Reject {
                     return Err(err(UnpackErrorKind::UnknownTag, n, Some(key), off(start)));
                 }
@@ -511,32 +559,73 @@ fn walk<'s, 'a>(
     Ok(())
 }
 
+/// Where a plain value goes in `msg`: its wire bytes in the copy of the input when the
+/// encoding writes values as they are (`in_input`: `wire` is the input's, at `at`), else
+/// decoded at the end of the buffer.
+#[inline]
+fn value_span(
+    spec: &FieldSpec,
+    wire: &[u8],
+    units: usize,
+    at: usize,
+    in_input: bool,
+    msg: &mut Message,
+) -> Result<Span, Fail> {
+    if in_input && matches!(spec.enc, Encoding::Ascii | Encoding::Binary) {
+        wire::check(spec, wire, units)?;
+        return Ok(Span {
+            start: at,
+            end: at + wire.len(),
+        });
+    }
+    let start = msg.buf.len();
+    match wire::decode(spec, wire, units, &mut msg.buf) {
+        Ok(()) => Ok(Span {
+            start,
+            end: msg.buf.len(),
+        }),
+        Err(e) => {
+            msg.buf.truncate(start);
+            Err(e)
+        }
+    }
+}
+
 fn unpack_composite(
     spec: &FieldSpec,
     comp: &Composite,
     loc: &Located<'_>,
     n: u16,
-) -> Result<Vec<Subfield>, UnpackError> {
+    msg: &mut Message,
+) -> Result<Slot, UnpackError> {
     let mut scratch = Vec::new();
     let hex = spec.enc == Encoding::HexToAscii;
     let data = content(spec, loc, n, &mut scratch)?;
-    let mut subs = Vec::with_capacity(comp.subfields.len());
+    let first = msg.subs.len();
     walk(comp, data, loc.at, hex, n, |found| {
-        let mut v = Vec::new();
-        match found.spec {
-            Some(s) => wire::decode(s, found.wire, found.units, &mut v)
+        // Hex content is decoded into `scratch`, so its values are copied; otherwise a
+        // subfield's offset is where its bytes are in the input.
+        let span = match found.spec {
+            Some(s) => value_span(s, found.wire, found.units, found.at, !hex, msg)
                 .map_err(|(k, at)| err(k, n, Some(found.key), found.at + at))?,
-            None => v.extend_from_slice(found.wire),
-        }
-        subs.push(Subfield {
+            None if hex => msg.push_bytes(found.wire),
+            None => Span {
+                start: found.at,
+                end: found.at + found.wire.len(),
+            },
+        };
+        msg.subs.push(Sub {
             key: found.key,
-            value: Field::Value(v),
+            span,
             unknown: found.spec.is_none(),
             length_bytes: found.length_bytes,
         });
         Ok(())
     })?;
-    Ok(subs)
+    Ok(Slot::Composite {
+        first,
+        end: msg.subs.len(),
+    })
 }
 
 fn check_composite(

@@ -1,6 +1,6 @@
 //! Checking a message against the spec's semantic layer: per-MTI usage and closed value sets.
 
-use crate::message::{Field, Message};
+use crate::message::{FieldRef, Message};
 use crate::spec::{Spec, Usage};
 
 /// One way a message breaks its spec's rules.
@@ -37,13 +37,10 @@ impl Spec {
                 (Usage::Forbidden, Some(_)) => out.push(Violation::Forbidden(n)),
                 _ => {}
             }
-            if let (Some(i), Some(Field::Value(v))) = (f.semantic.values_ref, present)
+            if let (Some(i), Some(FieldRef::Value(v))) = (f.semantic.values_ref, present)
                 && let Some(set) = self.enums.get(i)
                 && set.closed
-                && !set
-                    .values
-                    .iter()
-                    .any(|(x, _, _)| x.as_bytes() == v.as_slice())
+                && !set.values.iter().any(|(x, _, _)| x.as_bytes() == v)
             {
                 out.push(Violation::NotInSet {
                     field: n,

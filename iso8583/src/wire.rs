@@ -82,6 +82,15 @@ pub(crate) fn write_prefix(prefix: Prefix, len: usize, out: &mut Vec<u8>) {
 #[inline]
 pub(crate) fn write_prefix_with(prefix: Prefix, len: usize, mut emit: impl FnMut(u8)) {
     let digits = usize::from(prefix.digits);
+    // Decimal digits, least significant first (divisions by a constant, which compile to
+    // multiplications).
+    let mut dec = [0u8; 8];
+    let mut rest = len;
+    for d in dec.iter_mut().take(digits.min(8)) {
+        *d = (rest % 10) as u8;
+        rest /= 10;
+    }
+    let digit_at = |i: usize| dec.get(i).copied().unwrap_or(0);
     match prefix.kind {
         PrefixKind::Ascii | PrefixKind::Ebcdic => {
             let zero = if prefix.kind == PrefixKind::Ascii {
@@ -90,18 +99,14 @@ pub(crate) fn write_prefix_with(prefix: Prefix, len: usize, mut emit: impl FnMut
                 0xF0
             };
             for i in (0..digits).rev() {
-                emit(zero + digit_at(len, i));
+                emit(zero + digit_at(i));
             }
         }
         PrefixKind::Bcd => {
             let nibbles = digits.div_ceil(2) * 2;
             for i in (0..nibbles).step_by(2).rev() {
-                let hi = if i + 1 < digits {
-                    digit_at(len, i + 1)
-                } else {
-                    0
-                };
-                emit((hi << 4) | digit_at(len, i));
+                let hi = if i + 1 < digits { digit_at(i + 1) } else { 0 };
+                emit((hi << 4) | digit_at(i));
             }
         }
         PrefixKind::Binary => {
@@ -115,10 +120,6 @@ pub(crate) fn write_prefix_with(prefix: Prefix, len: usize, mut emit: impl FnMut
             }
         }
     }
-}
-
-fn digit_at(n: usize, i: usize) -> u8 {
-    ((n / 10usize.pow(i as u32)) % 10) as u8
 }
 
 #[inline]
@@ -195,6 +196,23 @@ pub(crate) fn units_in(enc: Encoding, wire: usize) -> usize {
     }
 }
 
+/// The first byte of `value` that a field of type `kind` does not allow, with its index.
+#[inline]
+fn first_bad(kind: FieldType, value: &[u8]) -> Option<(usize, u8)> {
+    // A branch-free pass first (it vectorizes), then the search for the culprit.
+    let bad = |b: u8| match kind {
+        FieldType::Numeric => !b.is_ascii_digit(),
+        FieldType::Hex => !b.is_ascii_hexdigit(),
+        _ => false,
+    };
+    if !matches!(kind, FieldType::Numeric | FieldType::Hex)
+        || !value.iter().fold(false, |acc, &b| acc | bad(b))
+    {
+        return None;
+    }
+    value.iter().copied().enumerate().find(|(_, b)| bad(*b))
+}
+
 /// Checks `wire` (the field's bytes without prefix) as the spec's encoding and type would
 /// read it, without allocating; the error offset is relative to `wire`.
 pub(crate) fn check(spec: &FieldSpec, wire: &[u8], units: usize) -> Result<(), Fail> {
@@ -208,6 +226,13 @@ pub(crate) fn decode(
     units: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), Fail> {
+    if matches!(spec.enc, Encoding::Ascii | Encoding::Binary) {
+        if let Some((i, b)) = first_bad(spec.kind, wire) {
+            return Err((UnpackErrorKind::InvalidByte { byte: b }, i));
+        }
+        out.extend_from_slice(wire);
+        return Ok(());
+    }
     out.reserve(units.min(wire.len() * 2));
     decode_with(spec, wire, units, |b| out.push(b))
 }
@@ -234,13 +259,10 @@ fn decode_with(
     };
     match spec.enc {
         Encoding::Ascii | Encoding::Binary => {
-            if matches!(kind, FieldType::Numeric | FieldType::Hex) {
-                for (i, &b) in wire.iter().enumerate() {
-                    emit(typed(b, i)?);
-                }
-            } else {
-                wire.iter().for_each(|&b| emit(b));
+            if let Some((i, b)) = first_bad(kind, wire) {
+                return Err((UnpackErrorKind::InvalidByte { byte: b }, i));
             }
+            wire.iter().for_each(|&b| emit(b));
         }
         Encoding::Ebcdic037 | Encoding::Ebcdic1047 => {
             let table = if spec.enc == Encoding::Ebcdic037 {
@@ -355,6 +377,57 @@ pub(crate) fn encode_field(
             units + pad,
             out,
         ),
+        _ => encode_value_slice(spec, value, units, out),
+    }
+}
+
+/// Writes a value of `units` units in the field's encoding, checking its characters, as
+/// [`encode_value`] does, with the common encodings written a slice at a time.
+#[inline]
+pub(crate) fn encode_value_slice(
+    spec: &FieldSpec,
+    value: &[u8],
+    units: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), PackErrorKind> {
+    match spec.enc {
+        Encoding::Ascii | Encoding::Binary => {
+            if let Some((_, b)) = first_bad(spec.kind, value) {
+                return Err(PackErrorKind::InvalidByte { byte: b });
+            }
+            out.extend_from_slice(value);
+            Ok(())
+        }
+        Encoding::Bcd | Encoding::Lbcd | Encoding::Track2 if units == value.len() => {
+            let track2 = spec.enc == Encoding::Track2;
+            let pad = if track2 {
+                track2_default_pad(spec)
+            } else {
+                pad_nibble(spec, 0)
+            };
+            let nib = |c: u8| match c {
+                b'0'..=b'9' => Ok(c - b'0'),
+                b'=' | b'D' | b'd' if track2 => Ok(0xD),
+                _ => Err(PackErrorKind::InvalidByte { byte: c }),
+            };
+            out.reserve(value.len().div_ceil(2));
+            let mut rest = value;
+            if spec.enc == Encoding::Bcd
+                && let Some((&first, tail)) = value.split_first()
+                && value.len() % 2 == 1
+            {
+                out.push((pad << 4) | nib(first)?);
+                rest = tail;
+            }
+            let mut pairs = rest.chunks_exact(2);
+            for p in &mut pairs {
+                out.push((nib(p[0])? << 4) | nib(p[1])?);
+            }
+            if let [last] = pairs.remainder() {
+                out.push((nib(*last)? << 4) | pad);
+            }
+            Ok(())
+        }
         _ => encode_value(spec, value.iter().copied(), units, out),
     }
 }

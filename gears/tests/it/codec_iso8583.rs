@@ -1,6 +1,7 @@
 //! Tests of the `codec_iso8583` gear.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use fluxmsg::{FluxMsg, Value};
 use gears::codec_iso8583::{CodecIso8583, ERROR_FIELD_META, ERROR_OFFSET_META, VIOLATIONS_META};
@@ -119,15 +120,15 @@ fn decode_then_encode_gives_the_same_bytes() {
     msg.set(
         48,
         Field::Composite(vec![
-            Subfield::new(SubKey::Index(1), Field::from("AB")),
-            Subfield::new(SubKey::Index(3), Field::from("hello")),
+            Subfield::new(SubKey::Index(1), "AB"),
+            Subfield::new(SubKey::Index(3), "hello"),
         ]),
     );
     msg.set(
         55,
         Field::Composite(vec![
-            Subfield::new(SubKey::Tag(0x9F02), Field::from("000000010000")),
-            Subfield::new(SubKey::Tag(0x82), Field::from(&[0x5C, 0x00])),
+            Subfield::new(SubKey::Tag(0x9F02), "000000010000"),
+            Subfield::new(SubKey::Tag(0x82), [0x5C, 0x00]),
         ]),
     );
     let bytes = spec.pack_to_vec(&msg).expect("packs");
@@ -147,13 +148,106 @@ fn decode_then_encode_gives_the_same_bytes() {
 }
 
 #[test]
-fn a_long_form_tlv_length_comes_back_short() {
-    // FIXME: the fluxMsg mapping keeps no BER-TLV length form, so a wire vector with a
-    // long-form length (DE 55 tag 9F10, `81 03`) comes back with the short form `03`.
+fn a_long_form_tlv_length_and_unknown_tags_come_back_as_they_came() {
+    // DE 55 has tag 9F10 with a long-form length (`81 03`) and an unknown tag 9F7C.
     let bytes = unhex(ASCII_0100);
-    let (_, encoded) = round_trip(&testdata("ascii.yaml"), &bytes);
-    assert_eq!(encoded.len(), bytes.len() - 1);
-    assert_ne!(encoded, bytes);
+    let (decoded, encoded) = round_trip(&testdata("ascii.yaml"), &bytes);
+    assert_eq!(
+        decoded.data.get_path("iso8583.tlv_lengths.55"),
+        Some(&Value::from("9F10:2"))
+    );
+    assert_eq!(encoded, bytes);
+}
+
+/// One value recorded in a histogram: the metric's name, its labels and the value.
+type Record = (String, Vec<(String, String)>, f64);
+
+/// Histogram values recorded through the `metrics` facade.
+#[derive(Clone, Default)]
+struct Recorded(Arc<Mutex<Vec<Record>>>);
+
+struct Hist(metrics::Key, Recorded);
+
+impl metrics::HistogramFn for Hist {
+    fn record(&self, value: f64) {
+        let labels = self
+            .0
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        if let Ok(mut list) = (self.1).0.lock() {
+            list.push((self.0.name().to_owned(), labels, value));
+        }
+    }
+}
+
+impl metrics::Recorder for Recorded {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::from_arc(Arc::new(Hist(key.clone(), self.clone())))
+    }
+}
+
+#[test]
+fn fields_per_decoded_message_are_recorded() {
+    let recorded = Recorded::default();
+    metrics::with_local_recorder(&recorded, || {
+        let mut h = codec(&json!({ "spec": "builtin:spec87ascii" }));
+        h.send("in", raw(&auth(&[(2, PAN), (3, "000000"), (11, "123456")])))
+            .expect("processed");
+        h.send("in", raw(&auth(&[(3, "000000")])))
+            .expect("processed");
+        // Encoding and failing to decode record nothing.
+        let mut fields = h.take("out").remove(0);
+        fields.raw = Default::default();
+        h.send("in", fields).expect("processed");
+        h.send("in", raw(b"01")).expect("processed");
+    });
+    let list = recorded.0.lock().expect("lock").clone();
+    let gear = list
+        .first()
+        .map(|(_, labels, _)| labels.clone())
+        .unwrap_or_default();
+    assert_eq!(gear.len(), 1, "{list:?}");
+    assert_eq!(gear[0].0, "gear");
+    let values: Vec<(String, f64)> = list.into_iter().map(|(name, _, v)| (name, v)).collect();
+    assert_eq!(
+        values,
+        [
+            ("flux.codec.iso8583.fields_count".to_owned(), 3.0),
+            ("flux.codec.iso8583.fields_count".to_owned(), 1.0)
+        ]
+    );
 }
 
 #[test]

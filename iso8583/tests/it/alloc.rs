@@ -3,7 +3,7 @@
 
 use std::alloc::System;
 
-use iso8583::MessageRef;
+use iso8583::{Message, MessageRef};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 use crate::support::{hex, spec};
@@ -61,4 +61,35 @@ fn hostile_lengths_reserve_nothing_beyond_the_input() {
     let region = Region::new(GLOBAL);
     assert!(spec.unpack(&tlv).is_err());
     assert!(region.change().bytes_allocated < 64 * 1024);
+}
+
+#[test]
+fn owned_unpack_allocates_a_few_times_whatever_the_fields() {
+    let doc: toml::Table =
+        toml::from_str(include_str!("../../testdata/vectors.toml")).expect("toml");
+    for case in doc["case"].as_array().expect("cases") {
+        if case.get("fields").is_none() {
+            continue;
+        }
+        let spec = spec(case["spec"].as_str().expect("spec"));
+        let input = hex(case["hex"].as_str().expect("hex"));
+        let fields = spec.unpack(&input).expect("valid").len();
+        let n = fewest_allocations(|| {
+            spec.unpack(&input).expect("valid");
+        });
+        // The buffer, the field list and the subfield list, each reserved once; the
+        // subfield list may grow once more for BER-TLV tags the spec does not define.
+        assert!(
+            n <= 4,
+            "{:?}: {n} allocations for {fields} fields",
+            case["name"]
+        );
+        // Into a message kept across calls: nothing at all.
+        let mut msg = Message::default();
+        spec.unpack_into(&input, &mut msg).expect("valid");
+        let n = fewest_allocations(|| {
+            spec.unpack_into(&input, &mut msg).expect("valid");
+        });
+        assert_eq!(n, 0, "{:?}", case["name"]);
+    }
 }

@@ -1,7 +1,7 @@
 //! The mapping to fluxMsg and back.
 
 use fluxmsg::{FluxMsg, Value};
-use iso8583::{MapError, Message};
+use iso8583::{FieldRef, MapError, Message};
 
 use crate::support::{hex, spec};
 
@@ -49,29 +49,69 @@ fn fields_aliases_metadata_and_back() {
     assert_eq!(meta("codec.spec_version").as_deref(), Some("1.0.0"));
     assert_eq!(meta("codec.spec_hash").as_deref(), Some(spec.hash()));
 
-    // Back, through CBOR: the same bytes, unknown tags in their place (the long-form length
-    // of 9F10 is the one thing a fluxMsg does not carry, so it comes back short).
+    // The length of 9F10 came in the long form (`81 03`), which is kept.
+    assert_eq!(text(&flux, "iso8583.tlv_lengths.55"), Some("9F10:2"));
+
+    // Back, through CBOR: the same bytes, unknown tags in their place, the long-form length
+    // as it came.
     let cbor = flux.to_cbor().expect("cbor");
     let flux = fluxmsg::Codec::new().decode(&cbor).expect("decode");
     let mut out = Vec::new();
     spec.pack_fluxmsg(&flux, &mut out).expect("pack");
-    let mut want = bytes;
-    let at = want
-        .windows(3)
-        .position(|w| w == [0x9F, 0x10, 0x81])
-        .expect("9F10");
-    want.remove(at + 2);
-    // DE 55's length prefix shrinks by one.
-    let tlv = want
-        .windows(4)
-        .position(|w| w == [0x82, 0x02, 0x5C, 0x00])
-        .expect("DE 55");
-    let len: usize = std::str::from_utf8(&want[tlv - 3..tlv])
-        .expect("digits")
-        .parse()
-        .expect("len");
-    want[tlv - 3..tlv].copy_from_slice(format!("{:03}", len - 1).as_bytes());
-    assert_eq!(out, want);
+    assert_eq!(out, bytes);
+}
+
+#[test]
+fn tlv_length_forms_and_unknown_tags_survive_fluxmsg() {
+    let spec = spec("ascii");
+    // DE 55 with a defined tag in a two-byte long form (`82 00 06`), an unknown tag in the
+    // long form (`81 02`), a defined one in the short form, and a long value (0x90 bytes,
+    // where `81 90` is the shortest form).
+    let mut de55 = vec![0x9F, 0x02, 0x82, 0x00, 0x06, 0, 0, 0, 1, 0, 0];
+    de55.extend_from_slice(&[0x9F, 0x7C, 0x81, 0x02, 0xAB, 0xCD]);
+    de55.extend_from_slice(&[0x82, 0x02, 0x5C, 0x00]);
+    de55.extend_from_slice(&[0xDF, 0x01, 0x81, 0x90]);
+    de55.extend(std::iter::repeat_n(0x5A, 0x90));
+    let mut msg = Message::new("0100");
+    msg.set(2, "4111111111111111");
+    let mut bytes = spec.pack_to_vec(&msg).expect("pack");
+    // Field 55 set by hand: bit 55 of the bitmap, then LLL and the TLV bytes.
+    let bitmap_at = 4;
+    let mut bitmap = u64::from_str_radix(
+        std::str::from_utf8(&bytes[bitmap_at..bitmap_at + 16]).expect("hex"),
+        16,
+    )
+    .expect("bitmap");
+    bitmap |= 1 << (64 - 55);
+    bytes.splice(bitmap_at..bitmap_at + 16, format!("{bitmap:016X}").bytes());
+    bytes.extend_from_slice(format!("{:03}", de55.len()).as_bytes());
+    bytes.extend_from_slice(&de55);
+
+    let unpacked = spec.unpack(&bytes).expect("unpack");
+    let forms: Vec<_> = unpacked
+        .get(55)
+        .and_then(FieldRef::subfields)
+        .expect("DE 55")
+        .iter()
+        .map(|s| (s.key.to_string(), s.length_bytes, s.unknown))
+        .collect();
+    assert_eq!(
+        forms,
+        [
+            ("9F02".to_owned(), 3, false),
+            ("9F7C".to_owned(), 2, true),
+            ("82".to_owned(), 1, false),
+            ("DF01".to_owned(), 2, true),
+        ]
+    );
+    let flux = spec.unpack_to_fluxmsg(&bytes).expect("to fluxMsg");
+    // Only the lengths longer than they need to be are listed.
+    assert_eq!(text(&flux, "iso8583.tlv_lengths.55"), Some("9F02:3 9F7C:2"));
+    let cbor = flux.to_cbor().expect("cbor");
+    let flux = fluxmsg::Codec::new().decode(&cbor).expect("decode");
+    let mut out = Vec::new();
+    spec.pack_fluxmsg(&flux, &mut out).expect("pack");
+    assert_eq!(out, bytes);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Properties: pack then unpack gives the message back, and unpack then pack gives the bytes
 //! back; arbitrary bytes never panic.
 
-use iso8583::{Field, Message, MessageRef, SubKey, Subfield};
+use iso8583::{Field, FieldRef, Message, MessageRef, SubKey, Subfield};
 use proptest::prelude::*;
 
 use crate::support::spec;
@@ -88,11 +88,11 @@ fn binary_message() -> impl Strategy<Value = Message> {
                     Field::Composite(vec![
                         Subfield {
                             key: SubKey::Tag(0x9F00 | u32::from(tag_low) | 0x20),
-                            value: Field::Value(unknown),
+                            value: unknown,
                             unknown: true,
                             length_bytes: 0,
                         },
-                        Subfield::new(SubKey::Tag(0x9F02), Field::from(amount12)),
+                        Subfield::new(SubKey::Tag(0x9F02), amount12),
                     ]),
                 );
             }
@@ -120,9 +120,9 @@ fn binary_message() -> impl Strategy<Value = Message> {
 
 /// The value pack pads to the fixed length, as unpack reads it back.
 fn normalized(mut m: Message) -> Message {
-    if let Some(Field::Value(v)) = m.get(4).cloned() {
+    if let Some(v) = m.get(4).and_then(FieldRef::bytes) {
         let mut padded = vec![b'0'; 12 - v.len()];
-        padded.extend_from_slice(&v);
+        padded.extend_from_slice(v);
         m.set(4, padded);
     }
     m
@@ -163,7 +163,7 @@ proptest! {
             // Unknown tags, some long enough for a long-form length.
             let subs: Vec<Subfield> = tlv.into_iter().map(|(t, v)| Subfield {
                 key: SubKey::Tag(0xDF00 | u32::from(t)),
-                value: Field::Value(v),
+                value: v,
                 unknown: true,
                 length_bytes: 0,
             }).collect();
