@@ -1,5 +1,6 @@
 //! Messages as the transport carries them: subject, optional reply subject, headers, payload.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -27,8 +28,10 @@ pub mod header {
 }
 
 /// Message headers: an ordered list of name/value pairs (a name may repeat).
+///
+/// The names snake sets itself (the [`header`] constants) are kept without a copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(pub(crate) Vec<(String, String)>);
+pub struct Headers(pub(crate) Vec<(Cow<'static, str>, String)>);
 
 impl Headers {
     /// No headers.
@@ -38,14 +41,29 @@ impl Headers {
 
     /// Sets `name` to `value`, replacing earlier values of `name`.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let name = name.into();
+        self.set(Cow::Owned(name.into()), value.into());
+    }
+
+    /// Sets `name` to `value`, replacing earlier values of `name`, without copying a name
+    /// that is one of snake's own.
+    pub(crate) fn set(&mut self, name: Cow<'static, str>, value: String) {
         self.0.retain(|(n, _)| *n != name);
-        self.0.push((name, value.into()));
+        self.0.push((known(name), value));
     }
 
     /// Adds a value of `name`, keeping earlier ones.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push((name.into(), value.into()));
+        self.0.push((known(Cow::Owned(name.into())), value.into()));
+    }
+
+    /// Adds a value of `name` as [`append`](Self::append) does, copying `name` only when it
+    /// is not one of snake's own.
+    pub(crate) fn append_str(&mut self, name: &str, value: &str) {
+        let name = match KNOWN.iter().find(|k| **k == name) {
+            Some(k) => Cow::Borrowed(*k),
+            None => Cow::Owned(name.to_owned()),
+        };
+        self.0.push((name, value.to_owned()));
     }
 
     /// Removes every value of `name`.
@@ -63,12 +81,32 @@ impl Headers {
 
     /// Every pair, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_str()))
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// The header names snake sets and reads, kept without a copy.
+const KNOWN: [&str; 8] = [
+    header::MSG_ID,
+    header::DLQ_REASON,
+    header::DLQ_SUBJECT,
+    header::DLQ_STREAM,
+    header::DLQ_DELIVERIES,
+    header::DLQ_SEQUENCE,
+    header::DLQ_TIME,
+    header::DLQ_MSG_ID,
+];
+
+/// `name`, borrowed from [`KNOWN`] when it is one of those.
+fn known(name: Cow<'static, str>) -> Cow<'static, str> {
+    match KNOWN.iter().find(|k| **k == name) {
+        Some(k) => Cow::Borrowed(*k),
+        None => name,
     }
 }
 
@@ -99,7 +137,7 @@ impl Message {
     /// Sets the message id that streams deduplicate on.
     #[must_use]
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.headers.insert(header::MSG_ID, id);
+        self.headers.set(Cow::Borrowed(header::MSG_ID), id.into());
         self
     }
 

@@ -68,7 +68,7 @@ pub(crate) async fn ensure_stream(
 /// Up to `WINDOW` publishes are in flight at once. A publish that fails is sent again, the
 /// same message with the same dedup id, with backoff, until it lands or the rack stops; then
 /// the batch's shares are dropped unsettled, so its inputs are delivered again upstream.
-/// Each publish carries a dedup id of its own hop (see [`dedup_id`]), so that a message
+/// Each publish carries a dedup id of its own hop (see [`DedupIds`]), so that a message
 /// crossing several lanes, or coming back to a lane it crossed before, is never taken for a
 /// duplicate; only a retry of the same publish is.
 pub(crate) fn spawn_publisher(
@@ -96,7 +96,8 @@ struct Publisher {
     /// up front instead of being retried for ever (its inputs are nak'ed upstream).
     max_payload: Option<usize>,
     subject: Subject,
-    nonce: String,
+    /// Makes each publish's dedup id.
+    dedup: DedupIds,
     /// Publishes so far (the last part of the dedup id).
     seq: u64,
     /// Batches with messages not yet acked: how many, whether one failed, their shares.
@@ -106,6 +107,8 @@ struct Publisher {
     stats: Arc<Stats>,
     codec: Codec,
     buf: Vec<u8>,
+    /// Where each message of the batch being published lies in `buf` (`None`: refused).
+    spans: Vec<Option<std::ops::Range<usize>>>,
     /// Waits between failed publishes; reset by an ack.
     backoff: sdk::Backoff,
 }
@@ -129,8 +132,8 @@ impl Publisher {
             rx,
             publisher: snake.tracked_publisher(WINDOW),
             max_payload: snake.max_payload(),
+            dedup: DedupIds::new(&subject, &publisher_nonce()),
             subject,
-            nonce: publisher_nonce(),
             seq: 0,
             batches: BTreeMap::new(),
             next_batch: 0,
@@ -138,6 +141,7 @@ impl Publisher {
             stats,
             codec: Codec::default(),
             buf: Vec::new(),
+            spans: Vec::new(),
             backoff: retry(),
         }
     }
@@ -162,6 +166,11 @@ impl Publisher {
     }
 
     /// Sends a batch's messages, answering acks whenever the window is full.
+    ///
+    /// The batch is encoded into one buffer first, and each payload is a slice of it: no
+    /// allocation per message, and the transport's copy of a payload only counts a reference.
+    /// A slice held on (a retry, a message the in-process stream keeps) keeps the whole
+    /// buffer alive, at most one batch's bytes.
     async fn publish(&mut self, msgs: Vec<FluxMsg>, shares: Vec<Share>) {
         let id = self.next_batch;
         self.next_batch += 1;
@@ -175,39 +184,47 @@ impl Publisher {
                 shares,
             },
         );
-        for msg in msgs {
-            self.buf.clear();
-            if let Err(e) = self.codec.encode(&msg, &mut self.buf) {
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.clear();
+        for msg in &msgs {
+            let start = self.buf.len();
+            // A failed encode leaves the buffer as it was.
+            if let Err(e) = self.codec.encode(msg, &mut self.buf) {
                 tracing::warn!(subject = %self.subject, error = %e, "A message that cannot be encoded is dropped.");
                 self.stats.add_dropped("unencodable", 1);
                 self.done(id, false);
+                spans.push(None);
                 continue;
             }
+            let len = self.buf.len() - start;
             // Room for the subject and the dedup header around the payload.
             if self
                 .max_payload
-                .is_some_and(|max| self.buf.len().saturating_add(HEADROOM) > max)
+                .is_some_and(|max| len.saturating_add(HEADROOM) > max)
             {
-                tracing::warn!(subject = %self.subject, bytes = self.buf.len(), max_payload = ?self.max_payload, "A message over the transport's payload limit is refused.");
+                self.buf.truncate(start);
+                tracing::warn!(subject = %self.subject, bytes = len, max_payload = ?self.max_payload, "A message over the transport's payload limit is refused.");
                 self.stats.add_dropped("oversized", 1);
                 self.done(id, false);
+                spans.push(None);
                 continue;
             }
+            spans.push(Some(start..self.buf.len()));
+        }
+        // The encoded bytes are handed over whole; the next batch gets a new buffer.
+        let len = self.buf.len();
+        let encoded = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(len)));
+        for (msg, span) in msgs.iter().zip(spans.drain(..)) {
+            let Some(span) = span else { continue };
             self.seq += 1;
-            // The encoded bytes are handed over whole; the next message gets a new buffer.
-            let len = self.buf.len();
-            let payload = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(len)));
-            let out = Message::new(self.subject.clone(), payload).with_id(dedup_id(
-                &msg,
-                &self.subject,
-                &self.nonce,
-                self.seq,
-            ));
+            let out = Message::new(self.subject.clone(), encoded.slice(span))
+                .with_id(self.dedup.id(msg, self.seq));
             while self.publisher.is_full() {
                 self.answer().await;
             }
             self.send(out, id).await;
         }
+        self.spans = spans;
         if total == 0 {
             self.done(id, true);
         }
@@ -306,15 +323,38 @@ impl Drop for Publisher {
     }
 }
 
-/// The dedup id of one publish: the message's id (for people reading the stream), the
-/// lane's subject (one per rack, gear and port in the fleet), the publisher's nonce (which
-/// tells this run of the publisher from an earlier one, say before a crash) and its running
-/// count. Two publishes share it only when they are retries of one publish, whatever lanes
-/// the message crossed before and however often it comes back.
-pub(crate) fn dedup_id(msg: &FluxMsg, subject: &Subject, nonce: &str, seq: u64) -> String {
-    match &msg.id {
-        Some(id) => format!("{id}:{subject}:{nonce}:{seq:x}"),
-        None => format!("-:{subject}:{nonce}:{seq:x}"),
+/// The dedup ids of one publisher run. The dedup id of one publish is the message's id (for
+/// people reading the stream), the lane's subject (one per rack, gear and port in the
+/// fleet), the publisher's nonce (which tells this run of the publisher from an earlier one,
+/// say before a crash) and its running count: `<id>:<subject>:<nonce>:<count in hex>`. Two
+/// publishes share it only when they are retries of one publish, whatever lanes the message
+/// crossed before and however often it comes back.
+struct DedupIds {
+    /// `:<subject>:<nonce>:`, the part every id of the run shares.
+    middle: String,
+}
+
+impl DedupIds {
+    fn new(subject: &Subject, nonce: &str) -> Self {
+        DedupIds {
+            middle: format!(":{subject}:{nonce}:"),
+        }
+    }
+
+    /// The dedup id of publish number `seq`, carrying `msg`.
+    fn id(&self, msg: &FluxMsg, seq: u64) -> String {
+        // An id as text is at most 36 bytes (a UUID), a count 16 hex digits.
+        let mut id = String::with_capacity(self.middle.len() + 56);
+        match &msg.id {
+            // Writing into a String cannot fail.
+            Some(msg_id) => {
+                let _ = write!(id, "{msg_id}");
+            }
+            None => id.push('-'),
+        }
+        id.push_str(&self.middle);
+        let _ = write!(id, "{seq:x}");
+        id
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::{FutureExt, StreamExt};
 
-use super::{Nats, from_nats};
+use super::{Nats, from_nats, with_headers};
 use crate::config::{ConsumerConfig, DeliverPolicy};
 use crate::error::NatsOp;
 use crate::message::GaveUp;
@@ -39,6 +39,8 @@ pub(crate) struct NatsConsumer {
     name: String,
     durable: bool,
     advisories: tokio::task::JoinHandle<()>,
+    /// The subject of the last delivery: a consumer of one subject reads it once.
+    subject: Option<Subject>,
 }
 
 impl NatsConsumer {
@@ -82,6 +84,7 @@ impl NatsConsumer {
             name,
             durable: cfg.durable.is_some(),
             advisories,
+            subject: None,
         })
     }
 
@@ -158,12 +161,19 @@ impl NatsConsumer {
                     return Ok(None);
                 };
                 let m = m.message;
-                let Some(message) = from_nats(&m.subject, None, m.headers.as_ref(), m.payload)
-                else {
-                    // Not a subject snake can carry: it would fail forever.
-                    let _ = self.shared.send(reply, AckKind::Term).await;
-                    return Ok(None);
+                let subject = match &self.subject {
+                    Some(s) if s.as_str() == m.subject.as_str() => s.clone(),
+                    _ => match Subject::parse(&m.subject) {
+                        Ok(s) => self.subject.insert(s).clone(),
+                        Err(e) => {
+                            tracing::warn!(subject = %m.subject, error = %e, "Skipped a message whose subject snake cannot name.");
+                            // Not a subject snake can carry: it would fail forever.
+                            let _ = self.shared.send(reply, AckKind::Term).await;
+                            return Ok(None);
+                        }
+                    },
                 };
+                let message = with_headers(subject, m.headers.as_ref(), m.payload);
                 let delivery = NatsDelivery {
                     reply,
                     sequence,

@@ -579,16 +579,26 @@ pub(crate) fn from_nats(
             return None;
         }
     };
-    let mut msg = Message::new(subject, payload);
+    let mut msg = with_headers(subject, headers, payload);
     msg.reply = reply.and_then(|r| Subject::parse(r).ok());
+    Some(msg)
+}
+
+/// A message as snake carries it, on a subject already read.
+pub(crate) fn with_headers(
+    subject: Subject,
+    headers: Option<&HeaderMap>,
+    payload: Bytes,
+) -> Message {
+    let mut msg = Message::new(subject, payload);
     if let Some(h) = headers {
         for (name, values) in h.iter() {
             for v in values {
-                msg.headers.append(name.to_string(), v.as_str());
+                msg.headers.append_str(name.as_ref(), v.as_str());
             }
         }
     }
-    Some(msg)
+    msg
 }
 
 fn to_headers(headers: &Headers) -> Option<HeaderMap> {
@@ -599,10 +609,10 @@ fn to_headers(headers: &Headers) -> Option<HeaderMap> {
     if let [(name, value)] = headers.0.as_slice() {
         // One header, as a lane's dedup id: a single insert, and the name JetStream reads
         // most often without parsing it.
-        if name == crate::header::MSG_ID {
+        if *name == crate::header::MSG_ID {
             map.insert(async_nats::header::NATS_MESSAGE_ID, value.as_str());
         } else {
-            map.insert(name.as_str(), value.as_str());
+            map.insert(name.as_ref(), value.as_str());
         }
         return Some(map);
     }
