@@ -115,6 +115,8 @@ impl Inner {
         for rack in &mut racks {
             self.overlay(rack);
         }
+        // By bytes, whatever the database's collation: pages are found by binary search.
+        racks.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let listing = Arc::new(RackListing {
             racks,
             taken,
