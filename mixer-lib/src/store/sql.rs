@@ -261,18 +261,32 @@ macro_rules! sql_store {
                 .into_record()
             }
 
-            /// The racks `sql` selects, read with [`Self::rack_row`].
-            async fn every_rack(
+            /// The racks `query` selects, read with [`Self::rack_row`].
+            async fn some_racks<'q>(
                 &self,
-                sql: &'static str,
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
             ) -> Result<Vec<$crate::store::RackRecord>, $crate::store::StoreError> {
-                sqlx::query(sql)
+                query
                     .fetch_all(&self.read)
                     .await
                     .map_err($crate::store::sql::backend)?
                     .iter()
                     .map(Self::rack_row)
                     .collect()
+            }
+
+            /// The rack `query` selects, if any, read with [`Self::rack_row`].
+            async fn one_rack<'q>(
+                &self,
+                query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+            ) -> Result<Option<$crate::store::RackRecord>, $crate::store::StoreError> {
+                query
+                    .fetch_optional(&self.read)
+                    .await
+                    .map_err($crate::store::sql::backend)?
+                    .as_ref()
+                    .map(Self::rack_row)
+                    .transpose()
             }
 
             fn scenario_row(
@@ -358,56 +372,48 @@ macro_rules! sql_store {
                 &'a self,
                 name: &'a str,
             ) -> $crate::store::StoreFuture<'a, Option<$crate::store::RackRecord>> {
-                Box::pin(async move {
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        $rack_columns,
-                        " FROM racks WHERE name = $1"
-                    ))
-                    .bind(name)
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err($crate::store::sql::backend)?
-                    .as_ref()
-                    .map(Self::rack_row)
-                    .transpose()
-                })
+                Box::pin(
+                    self.one_rack(
+                        sqlx::query(concat!(
+                            "SELECT ",
+                            $rack_columns,
+                            " FROM racks WHERE name = $1"
+                        ))
+                        .bind(name),
+                    ),
+                )
             }
 
             fn rack_by_id<'a>(
                 &'a self,
                 id: &'a str,
             ) -> $crate::store::StoreFuture<'a, Option<$crate::store::RackRecord>> {
-                Box::pin(async move {
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        $rack_columns,
-                        " FROM racks WHERE id = $1"
-                    ))
-                    .bind(id)
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err($crate::store::sql::backend)?
-                    .as_ref()
-                    .map(Self::rack_row)
-                    .transpose()
-                })
+                Box::pin(
+                    self.one_rack(
+                        sqlx::query(concat!(
+                            "SELECT ",
+                            $rack_columns,
+                            " FROM racks WHERE id = $1"
+                        ))
+                        .bind(id),
+                    ),
+                )
             }
 
             fn racks(&self) -> $crate::store::StoreFuture<'_, Vec<$crate::store::RackRecord>> {
-                Box::pin(self.every_rack(concat!(
+                Box::pin(self.some_racks(sqlx::query(concat!(
                     "SELECT ",
                     $rack_columns,
                     " FROM racks ORDER BY name"
-                )))
+                ))))
             }
 
             fn rack_list(&self) -> $crate::store::StoreFuture<'_, Vec<$crate::store::RackRecord>> {
-                Box::pin(self.every_rack(concat!(
+                Box::pin(self.some_racks(sqlx::query(concat!(
                     "SELECT ",
                     $list_columns,
                     " FROM racks ORDER BY name"
-                )))
+                ))))
             }
 
             fn delete_rack<'a>(&'a self, id: &'a str) -> $crate::store::StoreFuture<'a, bool> {
@@ -712,40 +718,32 @@ macro_rules! sql_store {
                 &self,
                 machine_id: u16,
             ) -> $crate::store::StoreFuture<'_, Option<$crate::store::RackRecord>> {
-                Box::pin(async move {
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        $rack_columns,
-                        " FROM racks WHERE machine_id = $1 ORDER BY name LIMIT 1"
-                    ))
-                    .bind(i32::from(machine_id))
-                    .fetch_optional(&self.read)
-                    .await
-                    .map_err($crate::store::sql::backend)?
-                    .as_ref()
-                    .map(Self::rack_row)
-                    .transpose()
-                })
+                Box::pin(
+                    self.one_rack(
+                        sqlx::query(concat!(
+                            "SELECT ",
+                            $rack_columns,
+                            " FROM racks WHERE machine_id = $1 ORDER BY name LIMIT 1"
+                        ))
+                        .bind(i32::from(machine_id)),
+                    ),
+                )
             }
 
             fn stale_racks(
                 &self,
                 before: $crate::store::Millis,
             ) -> $crate::store::StoreFuture<'_, Vec<$crate::store::RackRecord>> {
-                Box::pin(async move {
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        $rack_columns,
-                        " FROM racks WHERE status = 'active' AND last_seen < $1 ORDER BY name"
-                    ))
-                    .bind(before)
-                    .fetch_all(&self.read)
-                    .await
-                    .map_err($crate::store::sql::backend)?
-                    .iter()
-                    .map(Self::rack_row)
-                    .collect()
-                })
+                Box::pin(
+                    self.some_racks(
+                        sqlx::query(concat!(
+                            "SELECT ",
+                            $rack_columns,
+                            " FROM racks WHERE status = 'active' AND last_seen < $1 ORDER BY name"
+                        ))
+                        .bind(before),
+                    ),
+                )
             }
 
             fn put_seen<'a>(
