@@ -34,5 +34,5 @@ pub mod postgres;
 
 pub use errors::{causes, chain};
 pub use guest::{guest_wasm, workspace_root};
-pub use net::free_port;
+pub use net::{frame, free_port, read_frame};
 pub use wait::{PATIENCE, wait_until, within, within_blocking};

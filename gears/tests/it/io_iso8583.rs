@@ -6,7 +6,7 @@ use gears::io_iso8583::IoIso8583;
 use iso8583::{Message, Spec};
 use sdk::Harness;
 use serde_json::{Value, json};
-use testkit::{wait_until, within};
+use testkit::{frame, wait_until, within};
 
 use super::sockets::{self, connect, expect_closed, next, read_n, text};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,15 +24,6 @@ fn client(addr: &str, extra: Value) -> Harness {
 async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
     let head = read_n(stream, 2).await;
     read_n(stream, usize::from(u16::from_be_bytes([head[0], head[1]]))).await
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = u16::try_from(payload.len())
-        .expect("a short payload")
-        .to_be_bytes()
-        .to_vec();
-    out.extend_from_slice(payload);
-    out
 }
 
 fn spec() -> Spec {
@@ -197,14 +188,9 @@ async fn host(
         return;
     };
     loop {
-        let mut head = [0; 2];
-        if stream.read_exact(&mut head).await.is_err() {
+        let Ok(body) = testkit::read_frame(&mut stream).await else {
             return;
-        }
-        let mut body = vec![0; usize::from(u16::from_be_bytes(head))];
-        if stream.read_exact(&mut body).await.is_err() {
-            return;
-        }
+        };
         let Ok(mut msg) = network_spec().unpack(&body) else {
             return;
         };

@@ -15,8 +15,8 @@ use sdk::{
     Availability, Category, ConfigError, Context, Gear, GearError, GearType, InPort, Manifest,
     Outbox, Outcome, Ports,
 };
-use testkit::{wait_until, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::{frame, wait_until, within};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -39,25 +39,10 @@ fn auth(pan: &str, stan: &str) -> Vec<u8> {
     spec().pack_to_vec(&msg).expect("packs")
 }
 
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = u16::try_from(payload.len())
-        .expect("a short payload")
-        .to_be_bytes()
-        .to_vec();
-    out.extend_from_slice(payload);
-    out
-}
-
 async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
-    let mut head = [0; 2];
-    within("a length header", stream.read_exact(&mut head))
+    within("a frame", testkit::read_frame(stream))
         .await
-        .expect("a reply");
-    let mut body = vec![0; usize::from(u16::from_be_bytes(head))];
-    within("a frame", stream.read_exact(&mut body))
-        .await
-        .expect("a reply");
-    body
+        .expect("a reply")
 }
 
 /// The shipped scenario, listening on `port`, its log gear writing to `log`.
@@ -234,15 +219,7 @@ async fn upstream(
         let Ok((mut stream, _)) = listener.accept().await else {
             return;
         };
-        loop {
-            let mut head = [0; 2];
-            if stream.read_exact(&mut head).await.is_err() {
-                break;
-            }
-            let mut body = vec![0; usize::from(u16::from_be_bytes(head))];
-            if stream.read_exact(&mut body).await.is_err() {
-                break;
-            }
+        while let Ok(body) = testkit::read_frame(&mut stream).await {
             if let Ok(msg) = spec().unpack(&body) {
                 let _ = seen.send((name, msg.text(11).unwrap_or_default().to_owned()));
             }
