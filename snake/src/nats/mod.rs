@@ -76,6 +76,8 @@ pub(crate) struct Nats {
     js: jetstream::Context,
     events: Arc<Events>,
     dropped_dead: AtomicU64,
+    /// How long a stream acknowledgement may take, counted from its publish.
+    ack_timeout: Duration,
 }
 
 impl Nats {
@@ -130,6 +132,7 @@ impl Nats {
             js,
             events,
             dropped_dead: AtomicU64::new(0),
+            ack_timeout: opts.request_timeout,
         }))
     }
 
@@ -311,6 +314,8 @@ impl Nats {
         Ok(PendingAck {
             fut,
             subject: msg.subject.clone(),
+            deadline: tokio::time::Instant::now() + self.ack_timeout,
+            timeout: self.ack_timeout,
         })
     }
 
@@ -497,14 +502,20 @@ impl Nats {
 pub(crate) struct PendingAck {
     fut: jetstream::context::PublishAckFuture,
     subject: Subject,
+    /// When the acknowledgement is given up, counted from the publish. The client's own
+    /// timeout only starts when its future is first awaited, so acknowledgements awaited one
+    /// after another (a window of them, lost together when the server restarts) would each
+    /// wait it out in turn: 256 lost acks, 21 minutes.
+    deadline: tokio::time::Instant,
+    timeout: Duration,
 }
 
 impl PendingAck {
     pub(crate) async fn wait(self) -> Result<PubAck, Error> {
-        let ack = self
-            .fut
-            .await
-            .map_err(|e| publish_error(self.subject.as_str(), e))?;
+        let ack = match tokio::time::timeout_at(self.deadline, self.fut).await {
+            Ok(answer) => answer.map_err(|e| publish_error(self.subject.as_str(), e))?,
+            Err(_) => return Err(Error::Timeout(self.timeout)),
+        };
         Ok(PubAck {
             stream: ack.stream,
             sequence: ack.sequence,

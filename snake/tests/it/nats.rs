@@ -170,6 +170,45 @@ async fn restart_in_the_middle_of_a_guaranteed_stream() {
     );
 }
 
+/// Acknowledgements lost together (a server restart drops every reply in flight) fail
+/// together, each at its publish's deadline: awaited one after another, they do not each wait
+/// a whole timeout in turn (a window of 256 lost acks would stall a lane for 21 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_acks_fail_at_their_publish_deadline_not_one_after_another() {
+    const N: u32 = 20;
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let server = NatsServer::start().expect("nats-server");
+    let options = NatsOptions::new(server.url()).request_timeout(TIMEOUT);
+    let snake = Snake::nats(options).await.expect("connect");
+    // A listener that never answers: each publish finds a responder, and no ack ever comes.
+    let to = Subject::msg("r1", "g", "in").expect("subject");
+    let mut swallow = snake.subscribe(to.clone().into()).await.expect("sub");
+    snake.flush().await.expect("flush");
+
+    let mut publisher = snake.tracked_publisher::<u32>(N as usize);
+    let started = Instant::now();
+    for i in 0..N {
+        let msg = Message::new(to.clone(), i.to_be_bytes().to_vec()).with_id(i.to_string());
+        publisher
+            .send(msg, i)
+            .await
+            .map_err(|e| e.error)
+            .expect("sent");
+    }
+    for i in 0..N {
+        let answer = publisher.next().await.expect("an answer per publish");
+        assert_eq!(answer.tag, i, "answers in publish order");
+        assert!(answer.result.is_err(), "publish {i}: {:?}", answer.result);
+    }
+    let took = started.elapsed();
+    // One after another they would take N timeouts (10 s); together, about one.
+    assert!(
+        took < TIMEOUT * (N / 2),
+        "{N} lost acks took {took:?}, as if each waited its timeout in turn"
+    );
+    assert!(swallow.next().await.is_some(), "the publishes were sent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_a_restart() {
     let mut server = NatsServer::start().expect("nats-server");
