@@ -91,7 +91,8 @@ const HEADROOM: usize = 1024;
 /// One guaranteed lane's publisher: its batches waiting for acks, by number.
 struct Publisher {
     rx: mpsc::Receiver<Outgoing>,
-    publisher: TrackedPublisher<u64>,
+    /// Each publish is tagged with its batch and the retry round it was sent in.
+    publisher: TrackedPublisher<(u64, u64)>,
     /// The transport's payload limit: a message over it can never land, so it is refused
     /// up front instead of being retried for ever (its inputs are nak'ed upstream).
     max_payload: Option<usize>,
@@ -111,6 +112,11 @@ struct Publisher {
     spans: Vec<Option<std::ops::Range<usize>>>,
     /// Waits between failed publishes; reset by an ack.
     backoff: sdk::Backoff,
+    /// Retry rounds so far: one per backoff wait after a failed acknowledgement. A failure of
+    /// a publish sent before the last wait belongs to the outage that wait was for, and is
+    /// sent again at once: a window of acks lost together (a server restart) costs one wait,
+    /// not one each.
+    round: u64,
 }
 
 struct Pending {
@@ -143,6 +149,7 @@ impl Publisher {
             buf: Vec::new(),
             spans: Vec::new(),
             backoff: retry(),
+            round: 0,
         }
     }
 
@@ -222,7 +229,7 @@ impl Publisher {
             while self.publisher.is_full() {
                 self.answer().await;
             }
-            self.send(out, id).await;
+            self.send(out, (id, self.round)).await;
         }
         self.spans = spans;
         if total == 0 {
@@ -231,9 +238,10 @@ impl Publisher {
     }
 
     /// Sends one message, retrying what the transport refuses outright.
-    async fn send(&mut self, mut out: Message, id: u64) {
+    async fn send(&mut self, mut out: Message, tag: (u64, u64)) {
+        let id = tag.0;
         loop {
-            match self.publisher.send(out, id).await {
+            match self.publisher.send(out, tag).await {
                 Ok(()) => return,
                 Err(refused) => {
                     if matches!(refused.error, snake::Error::Closed) {
@@ -262,17 +270,23 @@ impl Publisher {
                     // A retry of a publish that had landed: nothing is lost or doubled.
                     self.stats.add_dropped("duplicate_publish", 1);
                 }
-                self.done(answer.tag, true);
+                self.done(answer.tag.0, true);
             }
             Err(snake::Error::Closed) => {
                 self.stats.add_dropped("bus_closed", 1);
-                self.done(answer.tag, false);
+                self.done(answer.tag.0, false);
             }
             Err(e) => {
-                let wait = self.backoff.next_wait();
-                tracing::warn!(subject = %self.subject, error = %e, retry_in = ?wait, "Publish not acked; sending it again.");
-                tokio::time::sleep(wait).await;
-                self.send(answer.message, answer.tag).await;
+                let (id, round) = answer.tag;
+                if round == self.round {
+                    let wait = self.backoff.next_wait();
+                    tracing::warn!(subject = %self.subject, error = %e, retry_in = ?wait, "Publish not acked; sending it again.");
+                    tokio::time::sleep(wait).await;
+                    self.round += 1;
+                } else {
+                    tracing::debug!(subject = %self.subject, error = %e, "Publish not acked in an outage already waited for; sending it again.");
+                }
+                self.send(answer.message, (id, self.round)).await;
             }
         }
     }
