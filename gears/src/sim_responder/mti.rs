@@ -64,6 +64,10 @@ mod tests {
             .map_err(|e| e.reason().to_owned())
     }
 
+    fn refusal(mti: &str) -> String {
+        answer(mti).expect_err(mti)
+    }
+
     #[test]
     fn requests_get_the_next_function_digit() {
         for (request, response) in [
@@ -84,15 +88,15 @@ mod tests {
 
     #[test]
     fn responses_odd_classes_and_junk_are_refused() {
-        assert_eq!(answer("0110").as_deref(), Err("response_mti"));
-        assert_eq!(answer("0430").as_deref(), Err("response_mti"));
-        assert_eq!(answer("0810").as_deref(), Err("response_mti"));
-        assert_eq!(answer("0900").as_deref(), Err("unknown_mti_class"));
-        assert_eq!(answer("0000").as_deref(), Err("unknown_mti_class"));
-        assert_eq!(answer("0180").as_deref(), Err("unknown_mti_function"));
-        assert_eq!(answer("010").as_deref(), Err("bad_mti"));
-        assert_eq!(answer("01a0").as_deref(), Err("bad_mti"));
-        assert_eq!(answer("０１００").as_deref(), Err("bad_mti"));
+        assert_eq!(refusal("0110"), "response_mti");
+        assert_eq!(refusal("0430"), "response_mti");
+        assert_eq!(refusal("0810"), "response_mti");
+        assert_eq!(refusal("0900"), "unknown_mti_class");
+        assert_eq!(refusal("0000"), "unknown_mti_class");
+        assert_eq!(refusal("0180"), "unknown_mti_function");
+        assert_eq!(refusal("010"), "bad_mti");
+        assert_eq!(refusal("01a0"), "bad_mti");
+        assert_eq!(refusal("０１００"), "bad_mti");
         assert_eq!(
             response_mti(None).map_err(|e| e.reason().to_owned()),
             Err("no_mti".to_owned())
