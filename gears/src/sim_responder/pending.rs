@@ -91,6 +91,11 @@ impl Pending {
         Ok(())
     }
 
+    /// Whether it holds as many responses as it may.
+    pub(super) fn is_full(&self) -> bool {
+        self.lock().entries.len() >= self.capacity
+    }
+
     /// How many responses wait.
     pub(super) fn len(&self) -> usize {
         self.lock().entries.len()
