@@ -335,7 +335,51 @@ impl Civil {
 mod tests {
     use std::time::Duration;
 
-    use super::{Civil, IsoVar, luhn_check_digit};
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+    use rand::rngs::ChaCha8Rng;
+
+    use super::{Civil, Cx, IsoVar, luhn_check_digit};
+
+    fn text(var: &IsoVar, index: u64) -> String {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut cx = Cx {
+            index,
+            now: Duration::from_secs(1_767_225_600),
+            rng: &mut rng,
+        };
+        let mut out = String::new();
+        var.write(&mut cx, &mut out);
+        out
+    }
+
+    proptest! {
+        /// A STAN is six digits in 000001..=999999 and the next one follows it, wrapping.
+        #[test]
+        fn stans_step_by_one_and_wrap(start in 1u64..=999_999, index in 0u64..u64::MAX) {
+            let var = IsoVar::Stan(start);
+            let here: u64 = text(&var, index).parse().unwrap_or(0);
+            let next: u64 = text(&var, index.wrapping_add(1)).parse().unwrap_or(0);
+            prop_assert!((1..=999_999).contains(&here));
+            prop_assert_eq!(text(&var, index).len(), 6);
+            if index < u64::MAX {
+                prop_assert_eq!(next, here % 999_999 + 1);
+            }
+        }
+
+        /// Calendar fields round-trip through the day count: each second of a day has the
+        /// date of the day's first second.
+        #[test]
+        fn a_day_has_one_date(day in 0u64..200_000, second in 0u64..86_400) {
+            let start = Civil::of(Duration::from_secs(day * 86_400));
+            let later = Civil::of(Duration::from_secs(day * 86_400 + second));
+            prop_assert_eq!((start.year, start.month, start.day), (later.year, later.month, later.day));
+            let next = Civil::of(Duration::from_secs((day + 1) * 86_400));
+            let step = (next.year, next.day_of_year) == (start.year, start.day_of_year + 1)
+                || (next.year == start.year + 1 && next.day_of_year == 1 && next.month == 1);
+            prop_assert!(step, "{:?} then {:?}", start, next);
+        }
+    }
 
     fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32, u32) {
         let c = Civil::of(Duration::from_secs(secs));
