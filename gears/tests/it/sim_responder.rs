@@ -694,3 +694,34 @@ async fn every_delayed_response_leaves_once_while_requests_keep_coming() {
     assert_eq!(h.stats().errors, 0);
     h.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn responses_caught_by_a_drain_are_counted_never_lost_silently() {
+    // Room for one emission: the second batch waits for the engine when the gear drains, and
+    // the third is still in the heap. Both are counted.
+    let rules: Vec<_> = (1..=3)
+        .map(|d| {
+            json!({
+                "when": { "field": "data.iso8583.field.11", "equals": format!("{d:06}") },
+                "delay": format!("{}ms", d * 10)
+            })
+        })
+        .collect();
+    let gear_type = DynGearType::of::<SimResponder>().expect("a gear type");
+    let mut h = Harness::builder(gear_type)
+        .emit_capacity(1)
+        .build(&json!({ "rules": rules }))
+        .expect("valid");
+    h.start().expect("starts");
+    for n in 1..=3 {
+        h.send("in", request("0100", "c", &[(11, &format!("{n:06}"))]))
+            .expect("processed");
+    }
+    for _ in 0..3 {
+        h.advance(Duration::from_millis(10)).await;
+        settle().await;
+    }
+    h.shutdown().await;
+    assert_eq!(stans(&h.take("out")), ["000001"]);
+    assert_eq!(h.stats().dropped("drained"), 2);
+}
