@@ -52,7 +52,8 @@
 //!   `when` always does) applies its `set` after `default`, its `delay` instead of the gear's,
 //!   or with `drop: true` drops the request (counted as dropped, reason `rule_drop`). The
 //!   matched rule's `name` (default `rules[<i>]`) goes in the response's `sim.rule` metadata.
-//!   `when` is a condition as `route` and `filter` write it.
+//!   `when` is a condition as `route` and `filter` write it, tested on the request as it
+//!   arrived.
 //! - `seed` (default 0): the seed of every random value (delays and placeholders). The same
 //!   seed and the same requests in the same order give the same responses.
 //! - `max_pending` (default 100,000): the most delayed responses that may wait at once; a

@@ -342,15 +342,46 @@ mod tests {
     use super::{Civil, Cx, IsoVar, luhn_check_digit};
 
     fn text(var: &IsoVar, index: u64) -> String {
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        text_at(var, index, 1_767_225_600)
+    }
+
+    fn text_at(var: &IsoVar, index: u64, unix_secs: u64) -> String {
+        let mut rng = ChaCha8Rng::seed_from_u64(index);
         let mut cx = Cx {
             index,
-            now: Duration::from_secs(1_767_225_600),
+            now: Duration::from_secs(unix_secs),
             rng: &mut rng,
         };
         let mut out = String::new();
         var.write(&mut cx, &mut out);
         out
+    }
+
+    #[test]
+    fn expiry_months_cross_years_both_ways() {
+        // 2026-12-15T10:00:00Z.
+        let december = 1_797_328_800;
+        let next = IsoVar::Expiry {
+            months: 1,
+            expired_percent: 0.0,
+        };
+        assert_eq!(text_at(&next, 0, december), "2701");
+        let past = IsoVar::Expiry {
+            months: 1,
+            expired_percent: 100.0,
+        };
+        // 2026-01-01: 1 to 24 months back is 2024-01 to 2025-12.
+        for i in 0..200 {
+            let yymm = text_at(&past, i, 1_767_225_600);
+            assert!(("2401"..="2512").contains(&yymm.as_str()), "{yymm}");
+            assert!(!yymm.ends_with("00") && yymm[2..] <= *"12", "{yymm}");
+        }
+        // The RRN's year digit and Julian day: 2026-12-15 is day 349.
+        assert_eq!(text_at(&IsoVar::Rrn(5), 0, december), "634900000005");
+        assert_eq!(
+            text_at(&IsoVar::TransmissionDateTime, 0, december),
+            "1215100000"
+        );
     }
 
     proptest! {
