@@ -545,10 +545,28 @@ async fn the_sweep_turns_expired_entries_into_timeout_events() {
 
 #[tokio::test(start_paused = true)]
 async fn each_entry_is_either_restored_or_timed_out_never_both() {
+    restores_race_the_sweep(300).await;
+}
+
+/// The same race with the restores' tasks and the sweep running in parallel on two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_entry_is_either_restored_or_timed_out_in_parallel_too() {
+    restores_race_the_sweep(2_000).await;
+}
+
+async fn restores_race_the_sweep(n: u32) {
     let snake = Snake::memory();
-    let mut dm = daemon(&snake, "race").await;
-    let mut st = store(&snake, "race", json!({ "max_in_flight": 512 })).await;
-    let n = 300u32;
+    let mut dm = gear(
+        &snake,
+        json!({ "mode": "daemon", "bucket": "race", "sweep_interval": "1ms" }),
+    )
+    .await;
+    let flight = json!({ "max_in_flight": n });
+    // The STAN is parked too (and kept), so that a timeout event names it.
+    let parking = json!({
+        "max_in_flight": n, "value_fields": ["data.pan", "data.stan"], "include_values": true
+    });
+    let mut st = store(&snake, "race", parking).await;
     st.send_batch(
         "in",
         (0..n).map(|i| request(&i.to_string(), &format!("pan-{i}"))),
@@ -559,7 +577,7 @@ async fn each_entry_is_either_restored_or_timed_out_never_both() {
     }
     // The daemon's clock says everything expired; the restore's clock says nothing has, so
     // both go for every entry at once.
-    let mut rs = restore(&snake, "race", json!({ "max_in_flight": 512 })).await;
+    let mut rs = restore(&snake, "race", flight).await;
     dm.clock().advance(Duration::from_secs(3_600));
     rs.send_batch("in", (0..n).map(|i| reply(&i.to_string())))
         .expect("sent");
@@ -567,17 +585,22 @@ async fn each_entry_is_either_restored_or_timed_out_never_both() {
     let (mut restored, mut timed_out, mut missing) =
         (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let n = n as usize;
-    while restored.len() + missing.len() < n || restored.len() + timed_out.len() < n {
-        tokio::select! {
-            Some(m) = rs.recv("out") => assert!(restored.insert(stan(&m))),
-            Some(m) = dm.recv("out") => assert!(timed_out.insert(stan(&m))),
-            else => panic!("no outcome came"),
+    within("an outcome for every entry", async {
+        while restored.len() + missing.len() < n || restored.len() + timed_out.len() < n {
+            for m in rs.take("out") {
+                assert!(restored.insert(stan(&m)), "restored twice");
+            }
+            for m in dm.take("out") {
+                assert!(timed_out.insert(stan(&m)), "timed out twice");
+            }
+            for m in rs.take("error") {
+                assert_eq!(meta(&m, "error.reason"), Some("coatcheck_missing"));
+                assert!(missing.insert(stan(&m)), "missing twice");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        for m in rs.take("error") {
-            assert_eq!(meta(&m, "error.reason"), Some("coatcheck_missing"));
-            assert!(missing.insert(stan(&m)));
-        }
-    }
+    })
+    .await;
     assert!(restored.is_disjoint(&timed_out), "never both");
     assert_eq!(restored.len() + timed_out.len(), n, "never neither");
     assert_eq!(missing, timed_out, "a restore that lost found it gone");
