@@ -728,3 +728,50 @@ fn ports_follow_the_mode() {
     assert_eq!(ports("restore"), (vec!["in".to_owned()], outputs.clone()));
     assert_eq!(ports("daemon"), (vec![], outputs));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Over a real nats-server
+
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_trip_and_a_timeout_over_nats() {
+    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let snake = Snake::nats(snake::NatsOptions::new(server.url()))
+        .await
+        .expect("connects");
+    let mut st = store(&snake, "nats_pans", json!({})).await;
+    st.send("in", request("1", "4111")).expect("sent");
+    let m = st.recv("error").await.expect("no bucket yet");
+    assert_eq!(meta(&m, "error.reason"), Some("bucket_not_found"));
+
+    let mut dm = gear(
+        &snake,
+        json!({
+            "mode": "daemon", "bucket": "nats_pans", "storage": "memory", "sweep_interval": "20ms"
+        }),
+    )
+    .await;
+    let mut bus = snake
+        .subscribe(Pattern::parse("flux.event.timeout.nats_pans").expect("pattern"))
+        .await
+        .expect("subscribe");
+    let mut rs = restore(&snake, "nats_pans", json!({})).await;
+    park(&mut st, request("1", "4111")).await;
+    park(&mut st, request("2", "4222")).await;
+    let (port, m) = claim(&mut rs, reply("1")).await;
+    assert_eq!((port, text(&m, "pan")), ("out", Some("4111")));
+    assert_eq!(claim(&mut rs, reply("1")).await.0, "error", "claimed once");
+
+    dm.clock().advance(Duration::from_secs(61));
+    let event = dm.recv("out").await.expect("a timeout event");
+    assert_eq!(meta(&event, "event.type"), Some("fluxrig.event.timeout"));
+    assert_eq!(text(&event, "pan"), Some("4222"));
+    let published = within("the bus event", bus.next())
+        .await
+        .expect("published");
+    assert_eq!(
+        Codec::new().decode(&published.payload).expect("a fluxMsg"),
+        event
+    );
+    assert_eq!(claim(&mut rs, reply("2")).await.0, "error", "swept");
+}
