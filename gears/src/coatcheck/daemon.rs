@@ -156,7 +156,7 @@ impl Sweeper {
                 },
                 _ = tick.tick() => {
                     sweeps += 1;
-                    if watch.is_none() || sweeps % RESYNC_EVERY == 0 {
+                    if watch.is_none() || sweeps.is_multiple_of(RESYNC_EVERY) {
                         // A new watch lists every live entry again before the changes.
                         if let Some(w) = self.watch().await {
                             watch = Some(w);

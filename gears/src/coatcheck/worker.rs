@@ -22,6 +22,9 @@ use crate::queue::CountedRx;
 const CLAIM_ATTEMPTS: usize = 3;
 
 /// One message's business with the bucket.
+// A job waits in a channel slot; boxing the large variants would cost an allocation per
+// message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Job {
     /// Park `value` under `key`, then send `msg` on (`parked`: what was taken out of it).

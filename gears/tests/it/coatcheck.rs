@@ -111,8 +111,8 @@ async fn restore_at(snake: &Snake, bucket: &str, secs: u64) -> Harness {
 }
 
 /// The configuration error of `config`, with its causes.
-fn config_error(config: serde_json::Value) -> String {
-    let err = Harness::new::<Coatcheck>(&config).expect_err("refused");
+fn config_error(config: &serde_json::Value) -> String {
+    let err = Harness::new::<Coatcheck>(config).expect_err("refused");
     testkit::chain(&err)
 }
 
@@ -707,7 +707,7 @@ fn bad_configurations_are_refused_naming_the_key() {
         ),
     ];
     for (config, want) in cases {
-        let chain = config_error(config.clone());
+        let chain = config_error(&config);
         assert!(chain.contains(want), "{config}: {chain}");
     }
 }
