@@ -97,23 +97,28 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use fluxmsg::FluxMsg;
+//! use gears::coatcheck::Coatcheck;
 //! use sdk::{DynGearType, Harness};
 //! use serde_json::json;
 //!
 //! let snake = snake::Snake::memory();
-//! let harness = |config| {
-//!     let gear_type = DynGearType::of::<gears::coatcheck::Coatcheck>()?;
-//!     Harness::builder(gear_type).snake(snake.clone()).build(&config)
+//! let gear = |config: serde_json::Value| {
+//!     let snake = snake.clone();
+//!     async move {
+//!         let gear_type = DynGearType::of::<Coatcheck>()?;
+//!         Harness::builder(gear_type).snake(snake).build_loaded(&config).await
+//!     }
 //! };
-//! let mut daemon = harness(json!({ "mode": "daemon", "bucket": "pans" }))?;
-//! daemon.runner().load().await?;
+//! // The daemon creates the bucket as it loads.
+//! let mut daemon = gear(json!({ "mode": "daemon", "bucket": "pans" })).await?;
 //! let keys = json!(["data.stan"]);
-//! let mut store = harness(json!({
+//! let mut store = gear(json!({
 //!     "mode": "store", "bucket": "pans", "key_fields": keys, "value_fields": ["data.pan"]
-//! }))?;
-//! let mut restore = harness(json!({ "mode": "restore", "bucket": "pans", "key_fields": keys }))?;
-//! store.start()?;
-//! restore.start()?;
+//! })).await?;
+//! let mut restore = gear(json!({ "mode": "restore", "bucket": "pans", "key_fields": keys })).await?;
+//! for h in [&mut daemon, &mut store, &mut restore] {
+//!     h.start()?;
+//! }
 //!
 //! let request = FluxMsg::builder().data("stan", "000042").data("pan", "4111111111111111").build();
 //! store.send("in", request)?;
