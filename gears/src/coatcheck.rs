@@ -73,7 +73,10 @@
 //! `flux.event.timeout.<bucket>` (its CBOR encoding), with the metadata
 //! `event.type=fluxrig.event.timeout`, `timeout.key`, `timeout.bucket` and `timeout.expired_at`
 //! (Unix nanoseconds), and the parked fields where they were (`data` in data, `meta` in
-//! metadata), so that a flow can, for instance, send a reversal.
+//! metadata), so that a flow can, for instance, send a reversal. The key fields themselves are
+//! not in the entry: to see them in the event, park them too (`value_fields` with
+//! `include_values: true`). A second store under the same key replaces the entry and its
+//! expiry (a retransmission parks again).
 //!
 //! # Errors
 //!

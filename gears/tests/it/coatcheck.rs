@@ -482,6 +482,65 @@ async fn a_background_store_sends_the_message_on_at_once() {
     assert_eq!((port, text(&m, "pan")), ("out", Some("4112")));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_refuses_with_the_message_whole() {
+    let snake = Snake::memory();
+    let _daemon = daemon(&snake, "full").await;
+    let mut st = store(&snake, "full", json!({ "max_in_flight": 1 })).await;
+    // Five at once, one place in the queue: the worker has not run yet.
+    st.send_batch("in", (0..5).map(|i| request(&i.to_string(), "4111")))
+        .expect("sent");
+    let refused = st.take("error");
+    assert_eq!(refused.len(), 4);
+    for m in &refused {
+        assert_eq!(meta(m, "error.reason"), Some("overloaded"));
+        assert_eq!(text(m, "pan"), Some("4111"), "the parked field is put back");
+    }
+    assert_eq!(
+        text(&st.recv("out").await.expect("the first"), "stan"),
+        Some("0")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_entry_is_an_error_not_a_panic() {
+    let snake = Snake::memory();
+    let mut dm = daemon(&snake, "junk").await;
+    let bucket = snake.kv_open("junk").await.expect("bucket");
+    let mut watch = bucket.watch(">").await.expect("watch");
+    let mut st = store(&snake, "junk", json!({})).await;
+    park(&mut st, request("1", "4111")).await;
+    let key = within("the entry", watch.next()).await.expect("entry").key;
+    for junk in [
+        &b""[..],
+        &b"\x01short"[..],
+        &b"\x09future-format"[..],
+        &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff][..],
+    ] {
+        bucket.put(&key, junk).await.expect("overwritten");
+        let mut rs = restore(&snake, "junk", json!({})).await;
+        let (port, m) = claim(&mut rs, reply("1")).await;
+        assert_eq!(
+            (port, meta(&m, "error.reason")),
+            ("error", Some("corrupt_entry"))
+        );
+        assert_eq!(
+            text(&m, "rc"),
+            Some("00"),
+            "the reply goes to error as it came"
+        );
+    }
+    // The sweep leaves what it cannot read and goes on with the rest.
+    park(&mut st, request("2", "4222")).await;
+    dm.advance(Duration::from_secs(61)).await;
+    let event = dm.recv("out").await.expect("the readable one times out");
+    assert_eq!(text(&event, "pan"), Some("4222"));
+    assert!(
+        bucket.get(&key).await.expect("get").is_some(),
+        "the junk is left"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The daemon
 
