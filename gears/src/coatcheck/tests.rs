@@ -183,7 +183,57 @@ fn the_index_yields_what_is_due_soonest_first_and_forgets_removed_keys() {
     assert_eq!(index.due(u64::MAX), []);
 }
 
+/// What the index does to its model: a map of key to expiry.
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, u8),
+    Remove(u8),
+    Due(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..8, any::<u8>()).prop_map(|(k, e)| Op::Put(k, e)),
+        (0u8..8).prop_map(Op::Remove),
+        any::<u8>().prop_map(Op::Due),
+    ]
+}
+
 proptest! {
+    /// The index agrees with a plain map after any sequence of puts, removes and sweeps: a
+    /// sweep yields exactly the keys due, soonest first, and forgets them.
+    #[test]
+    fn the_index_follows_its_model(ops in proptest::collection::vec(op(), 0..64)) {
+        let mut index = Index::default();
+        let mut model = std::collections::HashMap::new();
+        for op in ops {
+            match op {
+                Op::Put(k, e) => {
+                    index.put(k.to_string(), u64::from(e));
+                    model.insert(k.to_string(), u64::from(e));
+                }
+                Op::Remove(k) => {
+                    index.remove(&k.to_string());
+                    model.remove(&k.to_string());
+                }
+                Op::Due(now) => {
+                    let now = u64::from(now);
+                    let mut want: Vec<(String, u64)> = model
+                        .iter()
+                        .filter(|(_, e)| **e <= now)
+                        .map(|(k, e)| (k.clone(), *e))
+                        .collect();
+                    want.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+                    model.retain(|_, e| *e > now);
+                    prop_assert_eq!(index.due(now), want);
+                }
+            }
+        }
+        let mut rest: Vec<(String, u64)> = model.into_iter().collect();
+        rest.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        prop_assert_eq!(index.due(u64::MAX), rest);
+    }
+
     /// Two different lists of values never share a key, whatever they hold.
     #[test]
     fn keys_are_injective(a in proptest::collection::vec(".{1,8}", 2), b in proptest::collection::vec(".{1,8}", 2)) {

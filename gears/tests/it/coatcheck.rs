@@ -603,6 +603,25 @@ async fn the_sweep_turns_expired_entries_into_timeout_events() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_restarted_daemon_sweeps_what_was_parked_before() {
+    let snake = Snake::memory();
+    let dm = daemon(&snake, "again").await;
+    let mut st = store(&snake, "again", json!({})).await;
+    park(&mut st, request("1", "4111")).await;
+    drop(dm);
+    park(&mut st, request("2", "4222")).await;
+    // The same bucket configuration: the new daemon takes over the bucket and its entries.
+    let mut dm = daemon(&snake, "again").await;
+    dm.advance(Duration::from_secs(61)).await;
+    let mut pans = vec![
+        text(&dm.recv("out").await.expect("event"), "pan").map(str::to_owned),
+        text(&dm.recv("out").await.expect("event"), "pan").map(str::to_owned),
+    ];
+    pans.sort();
+    assert_eq!(pans, [Some("4111".to_owned()), Some("4222".to_owned())]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn each_entry_is_either_restored_or_timed_out_never_both() {
     restores_race_the_sweep(300).await;
 }
