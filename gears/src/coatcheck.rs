@@ -89,7 +89,8 @@
 //!   `store_timeout` (the message goes to `error` as it came, parked fields included).
 //! - `restore_failed`, `restore_timeout`; `corrupt_entry` (an entry this gear cannot read).
 //! - `coatcheck_missing`: no entry to restore, with `on_missing: error`.
-//! - `overloaded`: `max_in_flight` messages already wait for the bucket.
+//! - `overloaded`: `max_in_flight` messages already wait for the bucket; `not_running`: the
+//!   gear is not started yet, or draining.
 //!
 //! With `await_store: false`, a background store that fails is counted as dropped
 //! `store_failed` (the message has gone on; its fields are lost), one that finds the queue full
@@ -412,7 +413,9 @@ impl GearType for Coatcheck {
                 "out",
                 "store, restore: messages on their way; daemon: timeout events",
             )
-            .terminus(Terminus::Opaque)
+            // Store and restore pass each message on to their one port: a route's availability
+            // may follow them to the gear beyond (an issuer link).
+            .terminus(Terminus::Transparent)
     }
 
     fn ports(config: &Config) -> Result<Ports, ConfigError> {

@@ -84,7 +84,8 @@ pub(crate) fn enqueue(
     let (back, error) = match jobs {
         None => (
             job,
-            GearError::new("not_started").with_detail("the gear is not running"),
+            GearError::new("not_running")
+                .with_detail("the gear is not running (not started yet, or draining)"),
         ),
         Some(jobs) => match jobs.try_send(job) {
             Ok(()) => return Ok(Outcome::Consumed),
