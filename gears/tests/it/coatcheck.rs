@@ -813,7 +813,7 @@ fn ports_follow_the_mode() {
 #[cfg(feature = "nats-server-tests")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_trip_and_a_timeout_over_nats() {
-    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let mut server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
     let snake = Snake::nats(snake::NatsOptions::new(server.url()))
         .await
         .expect("connects");
@@ -852,4 +852,17 @@ async fn a_round_trip_and_a_timeout_over_nats() {
         event
     );
     assert_eq!(claim(&mut rs, reply("2")).await.0, "error", "swept");
+
+    // With the server gone, a store fails within store_timeout and the message goes to error
+    // whole.
+    let mut quick = store(&snake, "nats_pans", json!({ "store_timeout": "300ms" })).await;
+    server.stop().expect("stops");
+    quick.send("in", request("3", "4333")).expect("sent");
+    let m = quick.recv("error").await.expect("refused");
+    let reason = meta(&m, "error.reason").unwrap_or_default();
+    assert!(
+        ["store_timeout", "store_failed"].contains(&reason),
+        "{reason}"
+    );
+    assert_eq!(text(&m, "pan"), Some("4333"));
 }
