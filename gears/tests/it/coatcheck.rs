@@ -704,6 +704,111 @@ async fn a_daemon_has_no_input_and_a_second_one_must_agree() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Card data stays out of logs
+
+/// Every field of every span and event, as text.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<String>>);
+
+struct Writer<'a>(&'a mut String);
+
+impl tracing::field::Visit for Writer<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        let _ = write!(self.0, "{}={value:?} ", field.name());
+    }
+}
+
+impl Capture {
+    fn text(&self) -> String {
+        self.0.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn write(&self, f: impl FnOnce(&mut Writer<'_>)) {
+        if let Ok(mut text) = self.0.lock() {
+            f(&mut Writer(&mut text));
+            text.push('\n');
+        }
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.write(|w| span.record(w));
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        self.write(|w| values.record(w));
+    }
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        self.write(|w| event.record(w));
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_card_number_or_key_reaches_the_logs() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let pan = "4111111111111111";
+    // The card number is the key itself here: its base64 form must stay out too.
+    let key = "MTY6NDExMTExMTExMTExMTExMQ";
+    let keyed = json!({ "key_fields": ["data.pan"], "value_fields": ["data.pan"] });
+    let snake = Snake::memory();
+    // Failures first: no bucket, in the background and awaited.
+    let mut extra = keyed.clone();
+    merge(&mut extra, json!({ "await_store": false }));
+    let mut bg = store(&snake, "logs", extra).await;
+    bg.send("in", request("1", pan)).expect("sent");
+    wait_until("the failed store", || {
+        bg.stats().dropped("store_failed") == 1
+    })
+    .await;
+    let mut st = store(&snake, "logs", keyed.clone()).await;
+    st.send("in", request("1", pan)).expect("sent");
+    st.recv("error").await.expect("refused");
+    // Then a sweep that meets an unreadable entry and an expired one.
+    let mut dm = daemon(&snake, "logs").await;
+    let bucket = snake.kv_open("logs").await.expect("bucket");
+    park(&mut st, request("1", pan)).await;
+    bucket.put("b3RoZXI", &b"\x01junk"[..]).await.expect("junk");
+    dm.advance(Duration::from_secs(61)).await;
+    let event = dm.recv("out").await.expect("timeout event");
+    assert_eq!(
+        meta(&event, "timeout.key"),
+        Some(key),
+        "the key as the test computes it"
+    );
+    let mut rs = restore(&snake, "logs", keyed).await;
+    let (port, m) = claim(&mut rs, FluxMsg::builder().data("pan", pan).build()).await;
+    assert_eq!(
+        meta(&m, "error.reason"),
+        Some("coatcheck_missing"),
+        "{port}"
+    );
+    let logs = capture.text();
+    assert!(
+        logs.contains("background store failed"),
+        "the capture works: {logs}"
+    );
+    assert!(logs.contains("unreadable"), "{logs}");
+    assert!(!logs.contains(pan) && !logs.contains(key), "{logs}");
+    let detail = meta(&m, "error.detail").unwrap_or_default();
+    assert!(!detail.contains(pan) && !detail.contains(key), "{detail}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Configuration
 
 #[test]
