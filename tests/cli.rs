@@ -206,6 +206,7 @@ fn the_gear_catalog_is_listed_and_each_manifest_shown() {
     assert_eq!(
         kinds,
         [
+            "coatcheck",
             "codec_iso8583",
             "filter",
             "generate",

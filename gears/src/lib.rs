@@ -10,6 +10,7 @@
 //! | [`transform`] | logic | `in` → `out` | set, copy, move, delete fields and metadata; literals, templates, Rhai expressions |
 //! | [`route`] | logic | `in` → `out_<name>` | ordered rules choose a port; `failover`, `round_robin`, `least_loaded` trees |
 //! | [`filter`] | logic | `in` → `out` | pass or drop by a condition (drops counted) |
+//! | [`coatcheck`] | logic | `in` → `out` (daemon: `out`) | claim-check parking of fields in a snake KV bucket: `store`, `restore`, and the `daemon` that sweeps expired entries into timeout events |
 //! | [`codec_iso8583`] | codec | `in` → `out` | ISO 8583 bytes to fields and back by a spec (built-in or YAML), per-MTI validation, card data masked in errors |
 //! | [`sim_responder`] | logic | `in` → `out` | an authorizer simulator: answers ISO 8583 requests by ordered rules (response code, fields, delay, drop), seeded |
 //! | [`log`] | observability | `in` → `out` | one JSON line per message, sampled, as a sink or a tap |
@@ -80,6 +81,7 @@ mod queue;
 mod tcp;
 mod template;
 
+pub mod coatcheck;
 pub mod codec_iso8583;
 pub mod filter;
 pub mod generate;
@@ -109,6 +111,7 @@ fn register_builtin(factory: &mut Factory) -> Result<(), Error> {
     filter::register(factory)?;
     log::register(factory)?;
     codec_iso8583::register(factory)?;
+    coatcheck::register(factory)?;
     io_tcp::register(factory)?;
     io_iso8583::register(factory)?;
     io_http::register(factory)?;

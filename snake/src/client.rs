@@ -402,6 +402,32 @@ impl Snake {
         }
     }
 
+    /// An existing key-value bucket, with the configuration it was created with; unlike
+    /// [`Snake::kv`], it never creates one, so that a user of a bucket that someone else owns
+    /// learns that the owner is missing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BucketNotFound`] when there is no such bucket, [`Error::InvalidName`] for a
+    /// name that is not a valid [`token`](crate::token).
+    pub async fn kv_open(&self, bucket: &str) -> Result<Kv, Error> {
+        crate::token("bucket", bucket)?;
+        match &self.backend {
+            Backend::Memory(m) => {
+                let buckets = lock(&m.buckets);
+                let bucket = buckets
+                    .get(bucket)
+                    .ok_or_else(|| Error::BucketNotFound(bucket.to_owned()))?;
+                Ok(Kv {
+                    inner: KvInner::Memory(Arc::clone(bucket)),
+                })
+            }
+            Backend::Nats(n) => Ok(Kv {
+                inner: KvInner::Nats(Arc::new(NatsKv::open(n, bucket).await?)),
+            }),
+        }
+    }
+
     /// The connection state now and its changes.
     pub fn state(&self) -> StateWatch {
         StateWatch::new(match &self.backend {
@@ -945,6 +971,28 @@ impl Kv {
         match &self.inner {
             KvInner::Memory(b) => b.delete(key),
             KvInner::Nats(n) => n.delete(key).await,
+        }
+    }
+
+    /// Deletes `key` only if its last revision is `revision` (compare and delete), so that of
+    /// two parties that read the same entry, one only takes it away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongRevision`], and as [`Kv::delete`].
+    pub async fn delete_if(&self, key: &str, revision: u64) -> Result<u64, Error> {
+        match &self.inner {
+            KvInner::Memory(b) => b.delete_if(key, revision),
+            KvInner::Nats(n) => n.delete_if(key, revision).await,
+        }
+    }
+
+    /// The configuration of the bucket (as read from the server for one opened with
+    /// [`Snake::kv_open`]).
+    pub fn config(&self) -> &KvConfig {
+        match &self.inner {
+            KvInner::Memory(b) => b.config(),
+            KvInner::Nats(n) => n.config(),
         }
     }
 

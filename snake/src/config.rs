@@ -193,11 +193,12 @@ pub struct KvConfig {
     pub(crate) history: u8,
     pub(crate) max_value_size: usize,
     pub(crate) storage: Storage,
+    pub(crate) replicas: usize,
 }
 
 impl KvConfig {
     /// A bucket named `bucket`: no TTL, one revision of history, values up to 1 MiB, file
-    /// storage.
+    /// storage, one replica.
     ///
     /// # Errors
     ///
@@ -209,6 +210,7 @@ impl KvConfig {
             history: 1,
             max_value_size: 1 << 20,
             storage: Storage::File,
+            replicas: 1,
         })
     }
 
@@ -237,6 +239,14 @@ impl KvConfig {
     #[must_use]
     pub fn storage(mut self, storage: Storage) -> Self {
         self.storage = storage;
+        self
+    }
+
+    /// How many copies a clustered NATS deployment keeps (1 to 5; a single server takes 1
+    /// only). The in-process backend keeps one whatever this says.
+    #[must_use]
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n.clamp(1, 5);
         self
     }
 

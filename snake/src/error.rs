@@ -42,6 +42,10 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// The key-value bucket named does not exist ([`Snake::kv_open`](crate::Snake::kv_open)
+    /// does not create one).
+    #[error("bucket `{0}` not found")]
+    BucketNotFound(String),
     /// A stream of that name exists with another configuration.
     #[error("stream `{0}` exists with another configuration")]
     StreamConflict(String),

@@ -17,8 +17,8 @@
 //! - guaranteed consumers ([`Consumer`]): explicit ack, nak with delay, term, bounded
 //!   redelivery, and a dead-letter subject for what still fails, with the reason in
 //!   headers ([`header`]);
-//! - key-value buckets ([`Kv`]): get, put, create, compare-and-set update, delete, watch,
-//!   TTL;
+//! - key-value buckets ([`Kv`]): get, put, create, compare-and-set update and delete, delete,
+//!   watch, TTL; [`Snake::kv`] creates a bucket, [`Snake::kv_open`] only opens an existing one;
 //! - connection-state events ([`Snake::state`]);
 //! - [`Subject`] and [`Pattern`]: the one table of fluxrig's subjects, typed builders, and
 //!   validation that keeps any name from injecting a subject ([`token`]);

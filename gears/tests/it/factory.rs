@@ -10,6 +10,7 @@ use testkit::gears::Echo;
 
 /// The catalog in name order; `wasm` is there with its feature.
 const BUILTIN: &[&str] = &[
+    "coatcheck",
     "codec_iso8583",
     "filter",
     "generate",

@@ -1,5 +1,6 @@
 //! The gears crate's integration tests: one module per gear, all through the sdk harness.
 
+mod coatcheck;
 mod codec_iso8583;
 mod cpu;
 mod factory;

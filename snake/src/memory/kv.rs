@@ -136,6 +136,22 @@ impl Bucket {
         self.write(k, Bytes::new(), KvOperation::Delete, |_, _| Ok(()))
     }
 
+    pub(crate) fn delete_if(&self, k: &str, expected: u64) -> Result<u64, Error> {
+        let bucket = &self.cfg.bucket;
+        self.write(k, Bytes::new(), KvOperation::Delete, |_, current| {
+            if current == expected {
+                Ok(())
+            } else {
+                Err(Error::WrongRevision {
+                    bucket: bucket.clone(),
+                    key: k.to_owned(),
+                    expected,
+                    current,
+                })
+            }
+        })
+    }
+
     /// The live entries matching `pattern`, and a receiver of every later change.
     pub(crate) fn watch(&self, pattern: &str) -> (Vec<KvEntry>, u64, broadcast::Receiver<KvEntry>) {
         let rx = self.events.subscribe();

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::kv::{self as jkv, Operation};
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{Nats, storage};
-use crate::config::KvConfig;
+use crate::config::{KvConfig, Storage};
 use crate::error::NatsOp;
 use crate::subject::kv_key as key;
 use crate::{Error, KvEntry, KvOperation};
@@ -46,6 +47,7 @@ impl NatsKv {
             max_age: cfg.ttl.unwrap_or_default(),
             max_value_size: i32::try_from(cfg.max_value_size).unwrap_or(i32::MAX),
             storage: storage(cfg.storage),
+            num_replicas: cfg.replicas,
             ..Default::default()
         };
         let store = nats.js.create_key_value(config).await.map_err(|e| {
@@ -66,8 +68,43 @@ impl NatsKv {
         })
     }
 
+    /// An existing bucket, with the configuration read from its stream.
+    pub(crate) async fn open(nats: &Arc<Nats>, bucket: &str) -> Result<NatsKv, Error> {
+        if nats.is_closed() {
+            return Err(Error::Closed);
+        }
+        let stream = match nats.stream(&format!("KV_{bucket}")).await {
+            Ok(s) => s,
+            Err(Error::StreamNotFound(_)) => return Err(Error::BucketNotFound(bucket.to_owned())),
+            Err(e) => return Err(e),
+        };
+        let info = &stream.cached_info().config;
+        let cfg = KvConfig {
+            bucket: bucket.to_owned(),
+            ttl: (!info.max_age.is_zero()).then_some(info.max_age),
+            history: u8::try_from(info.max_messages_per_subject.clamp(1, 64)).unwrap_or(1),
+            // A negative size is the server's "no limit".
+            max_value_size: usize::try_from(info.max_message_size).unwrap_or(usize::MAX),
+            storage: match info.storage {
+                async_nats::jetstream::stream::StorageType::Memory => Storage::Memory,
+                async_nats::jetstream::stream::StorageType::File => Storage::File,
+            },
+            replicas: info.num_replicas.max(1),
+        };
+        let store = nats.js.get_key_value(bucket).await.map_err(kv_error)?;
+        Ok(NatsKv {
+            nats: Arc::clone(nats),
+            store,
+            cfg,
+        })
+    }
+
     pub(crate) fn bucket(&self) -> &str {
         &self.cfg.bucket
+    }
+
+    pub(crate) fn config(&self) -> &KvConfig {
+        &self.cfg
     }
 
     fn check(&self, k: &str, value: &Bytes) -> Result<(), Error> {
@@ -131,9 +168,43 @@ impl NatsKv {
 
     pub(crate) async fn delete(&self, k: &str) -> Result<u64, Error> {
         key(k)?;
-        // async-nats's delete does not return the marker's revision: write the marker here.
+        self.delete_marker(k, None).await.map_err(kv_error)
+    }
+
+    pub(crate) async fn delete_if(&self, k: &str, expected: u64) -> Result<u64, Error> {
+        key(k)?;
+        match self.delete_marker(k, Some(expected)).await {
+            Ok(r) => Ok(r),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                // The revision now there, delete markers included (0 when there is none).
+                let current = self
+                    .store
+                    .entry(k)
+                    .await
+                    .map_err(kv_error)?
+                    .map_or(0, |e| e.revision);
+                Err(Error::WrongRevision {
+                    bucket: self.cfg.bucket.clone(),
+                    key: k.to_owned(),
+                    expected,
+                    current,
+                })
+            }
+            Err(e) => Err(kv_error(e)),
+        }
+    }
+
+    /// Writes a delete marker (async-nats's delete does not return its revision), on the
+    /// condition that the key's last revision is `expected` when one is given.
+    async fn delete_marker(&self, k: &str, expected: Option<u64>) -> Result<u64, PublishError> {
         let mut headers = HeaderMap::new();
         headers.insert("KV-Operation", "DEL");
+        if let Some(revision) = expected {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                revision.to_string().as_str(),
+            );
+        }
         let ack = self
             .nats
             .js
@@ -142,10 +213,8 @@ impl NatsKv {
                 headers,
                 Bytes::new(),
             )
-            .await
-            .map_err(kv_error)?
-            .await
-            .map_err(kv_error)?;
+            .await?
+            .await?;
         Ok(ack.sequence)
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use snake::{
     ConnectionState, ConsumerConfig, DeliverPolicy, Error, KvConfig, KvOperation, Message, Pattern,
-    Snake, StreamConfig, Subject, header,
+    Snake, Storage, StreamConfig, Subject, header,
 };
 
 fn subject(s: &str) -> Subject {
@@ -670,6 +670,63 @@ pub(crate) async fn kv_compare_and_set_and_watch(snake: &Snake, bucket: &str) {
     }
 }
 
+pub(crate) async fn kv_open_and_delete_if(snake: &Snake, bucket: &str) {
+    let err = snake.kv_open(bucket).await.expect_err("not created yet");
+    assert!(
+        matches!(&err, Error::BucketNotFound(b) if b == bucket),
+        "{err}"
+    );
+    assert_eq!(err.to_string(), format!("bucket `{bucket}` not found"));
+    let cfg = KvConfig::new(bucket)
+        .expect("config")
+        .history(2)
+        .max_value_size(4_096)
+        .storage(Storage::Memory);
+    let owner = snake.kv(cfg.clone()).await.expect("bucket");
+    let user = snake.kv_open(bucket).await.expect("opened");
+    assert_eq!(user.config(), &cfg, "the configuration it was created with");
+    let r1 = owner.put("parked.a", &b"1"[..]).await.expect("put");
+    let e = user.get("parked.a").await.expect("get").expect("shared");
+    assert_eq!((e.value.as_ref(), e.revision), (&b"1"[..], r1));
+    let err = user
+        .put("parked.big", vec![0u8; 4_097])
+        .await
+        .expect_err("the owner's size limit holds");
+    assert!(
+        matches!(err, Error::ValueTooLarge { max: 4_096, .. }),
+        "{err}"
+    );
+    // Compare and delete: a stale revision leaves the entry; the current one takes it.
+    let r2 = owner.put("parked.a", &b"2"[..]).await.expect("put");
+    let err = user.delete_if("parked.a", r1).await.expect_err("stale");
+    assert!(
+        matches!(err, Error::WrongRevision { expected, current, .. } if expected == r1 && current == r2),
+        "{err}"
+    );
+    assert!(owner.get("parked.a").await.expect("get").is_some());
+    let r3 = user.delete_if("parked.a", r2).await.expect("current");
+    assert!(r3 > r2);
+    assert_eq!(owner.get("parked.a").await.expect("get"), None);
+    // Of two that read the same revision, the second loses.
+    let err = owner
+        .delete_if("parked.a", r2)
+        .await
+        .expect_err("already taken");
+    assert!(
+        matches!(err, Error::WrongRevision { current, .. } if current == r3),
+        "{err}"
+    );
+    let err = user.delete_if("never.there", 1).await.expect_err("absent");
+    assert!(
+        matches!(err, Error::WrongRevision { current: 0, .. }),
+        "{err}"
+    );
+    assert!(matches!(
+        snake.kv_open("bad name").await,
+        Err(Error::InvalidName { .. })
+    ));
+}
+
 pub(crate) async fn kv_ttl(snake: &Snake, bucket: &str) {
     let cfg = KvConfig::new(bucket)
         .expect("config")
@@ -791,6 +848,7 @@ macro_rules! cases {
             request_reply;
             kv_compare_and_set_and_watch("cas");
             kv_ttl("ttl");
+            kv_open_and_delete_if("opened");
             durable_consumers_resume("durable");
             stream_limits("limits");
             errors_and_state;

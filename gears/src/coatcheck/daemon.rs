@@ -1,0 +1,288 @@
+//! The daemon: creates the bucket, keeps an index of expiry times from a watch on it, and
+//! sweeps what expired into timeout events.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxmsg::FluxMsg;
+use sdk::{Clock, Context, Emitter, GearError, IdSource, OutPort};
+use snake::{Kv, KvConfig, KvEntry, KvOperation, KvWatch, Message, Snake, Storage, Subject};
+
+use super::worker::describe;
+use super::{Settings, StorageKind, TIMEOUT_EVENT_TYPE, TIMEOUT_SUBJECT_PREFIX, entry};
+
+/// Every this many sweeps the index is rebuilt from the bucket, in case the watch missed a
+/// change (a watcher that falls far behind loses changes).
+const RESYNC_EVERY: u64 = 60;
+
+/// The most changes applied from the watch before a sweep.
+const DRAIN_MAX: usize = 100_000;
+
+/// The metadata key of a timeout event's type.
+pub(crate) const EVENT_TYPE_META: &str = "event.type";
+/// The metadata key of a timeout event's entry key.
+pub(crate) const KEY_META: &str = "timeout.key";
+/// The metadata key of a timeout event's bucket.
+pub(crate) const BUCKET_META: &str = "timeout.bucket";
+/// The metadata key of when the entry expired (Unix nanoseconds).
+pub(crate) const EXPIRED_AT_META: &str = "timeout.expired_at";
+
+/// Creates the bucket (or checks that it exists with this configuration).
+pub(crate) async fn create_bucket(snake: &Snake, settings: &Settings) -> Result<Kv, GearError> {
+    let failed = |detail: String| GearError::new("bucket_create_failed").with_detail(detail);
+    let cfg = KvConfig::new(&settings.bucket)
+        .map_err(|e| failed(e.to_string()))?
+        .storage(match settings.storage {
+            StorageKind::File => Storage::File,
+            StorageKind::Memory => Storage::Memory,
+        })
+        .replicas(usize::from(settings.replicas));
+    snake.kv(cfg).await.map_err(|e| match e {
+        snake::Error::StreamConflict(_) => failed(format!(
+            "bucket `{}` exists with another storage or replica count: is another daemon configured differently?",
+            settings.bucket
+        )),
+        e => failed(describe(&e)),
+    })
+}
+
+/// Spawns the sweeper.
+pub(crate) fn start(
+    ctx: &mut Context,
+    snake: Snake,
+    kv: Kv,
+    settings: Arc<Settings>,
+    out: OutPort,
+) -> Result<(), GearError> {
+    let subject = Subject::parse(&format!("{TIMEOUT_SUBJECT_PREFIX}.{}", settings.bucket))
+        .map_err(|e| GearError::new("bad_subject").with_detail(e))?;
+    let sweeper = Sweeper {
+        snake,
+        kv,
+        settings,
+        subject,
+        clock: ctx.clock(),
+        ids: ctx.ids(),
+        emitter: ctx.emitter(),
+        out,
+        index: Index::default(),
+    };
+    let shutdown = ctx.shutdown().fired_owned();
+    ctx.spawn(sweeper.run(shutdown));
+    Ok(())
+}
+
+/// Expiry times by key, and keys by expiry time.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    by_key: HashMap<String, u64>,
+    by_time: BTreeSet<(u64, String)>,
+}
+
+impl Index {
+    /// Records that `key` expires at `expires` (Unix nanoseconds).
+    pub(crate) fn put(&mut self, key: String, expires: u64) {
+        if let Some(old) = self.by_key.insert(key.clone(), expires) {
+            self.by_time.remove(&(old, key.clone()));
+        }
+        self.by_time.insert((expires, key));
+    }
+
+    pub(crate) fn remove(&mut self, key: &str) {
+        if let Some(expires) = self.by_key.remove(key) {
+            self.by_time.remove(&(expires, key.to_owned()));
+        }
+    }
+
+    /// Takes out the keys that expire at `now` or before: `(key, expires)`, soonest first.
+    pub(crate) fn due(&mut self, now: u64) -> Vec<(String, u64)> {
+        let mut due = Vec::new();
+        while let Some((expires, _)) = self.by_time.first()
+            && *expires <= now
+        {
+            let Some((expires, key)) = self.by_time.pop_first() else {
+                break;
+            };
+            self.by_key.remove(&key);
+            due.push((key, expires));
+        }
+        due
+    }
+
+    fn apply(&mut self, e: KvEntry) {
+        match e.operation {
+            KvOperation::Put => match entry::expiry(&e.value) {
+                Ok(expires) => self.put(e.key, entry::nanos(expires)),
+                Err(error) => tracing::warn!(
+                    reason = error.reason(),
+                    "A parked entry is unreadable; the sweep leaves it."
+                ),
+            },
+            _ => self.remove(&e.key),
+        }
+    }
+}
+
+struct Sweeper {
+    snake: Snake,
+    kv: Kv,
+    settings: Arc<Settings>,
+    subject: Subject,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    emitter: Emitter,
+    out: OutPort,
+    index: Index,
+}
+
+impl Sweeper {
+    async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = pin!(shutdown);
+        let mut tick = tokio::time::interval(self.settings.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = self.watch().await;
+        let mut sweeps: u64 = 0;
+        loop {
+            tokio::select! {
+                e = next(&mut watch), if watch.is_some() => match e {
+                    Some(e) => self.index.apply(e),
+                    None => {
+                        tracing::warn!(bucket = %self.settings.bucket, "The watch on the bucket ended; it starts again at the next sweep.");
+                        watch = None;
+                    }
+                },
+                _ = tick.tick() => {
+                    sweeps += 1;
+                    if watch.is_none() || sweeps.is_multiple_of(RESYNC_EVERY) {
+                        // A new watch lists every live entry again before the changes.
+                        if let Some(w) = self.watch().await {
+                            watch = Some(w);
+                        }
+                    }
+                    // Changes that arrived meanwhile first, so that the sweep sees them.
+                    if let Some(w) = watch.as_mut() {
+                        drain_ready(w, &mut self.index).await;
+                    }
+                    if !self.sweep().await {
+                        break;
+                    }
+                }
+                () = &mut shutdown => break,
+            }
+        }
+    }
+
+    async fn watch(&self) -> Option<KvWatch> {
+        match self.kv.watch(">").await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(bucket = %self.settings.bucket, error = %describe(&e), "Cannot watch the bucket; trying again at the next sweep.");
+                None
+            }
+        }
+    }
+
+    /// Takes every expired entry out of the bucket and sends its timeout event. `false` once
+    /// the engine is gone.
+    async fn sweep(&mut self) -> bool {
+        let now = self.clock.now();
+        for (key, expires) in self.index.due(entry::nanos(now)) {
+            let found = match self.kv.get(&key).await {
+                Ok(Some(found)) => found,
+                // Restored meanwhile.
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(bucket = %self.settings.bucket, error = %describe(&e), "Cannot read an expired entry; the next sweep tries again.");
+                    self.index.put(key, expires);
+                    continue;
+                }
+            };
+            let Ok((expires_at, parked)) = entry::decode(&self.settings.codec, &found.value) else {
+                tracing::warn!(bucket = %self.settings.bucket, "An expired entry is unreadable; the sweep leaves it.");
+                continue;
+            };
+            if expires_at > now {
+                // Stored again with a later expiry.
+                self.index.put(key, entry::nanos(expires_at));
+                continue;
+            }
+            match self.kv.delete_if(&key, found.revision).await {
+                Ok(_) => {}
+                // Restored or stored again meanwhile: the watch tells which.
+                Err(snake::Error::WrongRevision { .. }) => continue,
+                Err(e) => {
+                    tracing::warn!(bucket = %self.settings.bucket, error = %describe(&e), "Cannot remove an expired entry; the next sweep tries again.");
+                    self.index.put(key, expires);
+                    continue;
+                }
+            }
+            let event = self.event(parked, key, expires_at, now);
+            self.publish(&event).await;
+            if self.emitter.emit(self.out, event).await.is_err() {
+                self.emitter.stats().add_dropped("shutdown", 1);
+                return false;
+            }
+        }
+        true
+    }
+
+    fn event(&self, parked: FluxMsg, key: String, expired_at: Duration, now: Duration) -> FluxMsg {
+        let mut event = parked;
+        event.id = self.ids.next_id().ok();
+        event.ts = sdk::unix_nanos(now);
+        event
+            .meta
+            .insert(EVENT_TYPE_META, TIMEOUT_EVENT_TYPE.into());
+        event.meta.insert(KEY_META, key.into());
+        event
+            .meta
+            .insert(BUCKET_META, self.settings.bucket.as_str().into());
+        event
+            .meta
+            .insert(EXPIRED_AT_META, entry::nanos(expired_at).to_string().into());
+        event
+    }
+
+    /// Publishes `event` on `flux.event.timeout.<bucket>`; a failure is counted, the event
+    /// still goes on `out`.
+    async fn publish(&self, event: &FluxMsg) {
+        let payload = match self.settings.codec.encode_to_vec(event) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(bucket = %self.settings.bucket, error = %e, "Cannot encode a timeout event for the bus.");
+                self.emitter.stats().add_dropped("event_publish_failed", 1);
+                return;
+            }
+        };
+        if let Err(e) = self
+            .snake
+            .publish(Message::new(self.subject.clone(), payload))
+            .await
+        {
+            tracing::warn!(bucket = %self.settings.bucket, error = %e, "Cannot publish a timeout event on the bus.");
+            self.emitter.stats().add_dropped("event_publish_failed", 1);
+        }
+    }
+}
+
+async fn next(watch: &mut Option<KvWatch>) -> Option<KvEntry> {
+    match watch.as_mut() {
+        Some(w) => w.next().await,
+        None => None,
+    }
+}
+
+/// Applies the changes the watch has at hand now (up to a bound, so that a busy bucket
+/// cannot hold the sweep back), without waiting for more.
+async fn drain_ready(watch: &mut KvWatch, index: &mut Index) {
+    for _ in 0..DRAIN_MAX {
+        // A zero timeout polls the watch once: what is ready comes, nothing is waited for.
+        match tokio::time::timeout(Duration::ZERO, watch.next()).await {
+            Ok(Some(e)) => index.apply(e),
+            Ok(None) | Err(_) => break,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Store and restore: the task that talks to the bucket, at most `max_in_flight` messages at
+//! once, each under `store_timeout`.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fluxmsg::FluxMsg;
+use sdk::{Clock, Context, Emitter, GearError, OutPort, Outcome};
+use snake::{Kv, Snake};
+use tokio::sync::{OnceCell, mpsc};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::{MISSING_REASON, MergeStrategy, OnMissing, Settings, entry};
+use crate::queue::CountedRx;
+
+/// How many times a restore reads an entry again when it changed between its read and its
+/// delete (stored again meanwhile).
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// One message's business with the bucket.
+// A job waits in a channel slot; boxing the large variants would cost an allocation per
+// message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Park `value` under `key`, then send `msg` on (`parked`: what was taken out of it).
+    Store {
+        msg: FluxMsg,
+        key: String,
+        value: Bytes,
+        parked: FluxMsg,
+    },
+    /// Park `value` under `key`; the message has gone on already.
+    Background { key: String, value: Bytes },
+    /// Take the entry under `key` and merge it into `msg`.
+    Restore { msg: FluxMsg, key: String },
+}
+
+/// What every job shares.
+struct Shared {
+    snake: Snake,
+    settings: Arc<Settings>,
+    /// Opened on first use, and again after a failure (the daemon may come later).
+    kv: OnceCell<Kv>,
+    clock: Arc<dyn Clock>,
+    emitter: Emitter,
+    out: OutPort,
+}
+
+/// Spawns the worker; returns the queue `process` feeds.
+pub(crate) fn start(
+    ctx: &mut Context,
+    snake: Snake,
+    settings: Arc<Settings>,
+    out: OutPort,
+) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(settings.max_in_flight);
+    let shared = Arc::new(Shared {
+        snake,
+        settings,
+        kv: OnceCell::new(),
+        clock: ctx.clock(),
+        emitter: ctx.emitter(),
+        out,
+    });
+    let span = ctx.span().clone();
+    let shutdown = ctx.shutdown().fired_owned();
+    ctx.spawn(dispatch(rx, shared, span, shutdown));
+    tx
+}
+
+/// Queues a job without waiting. When the queue is full or closed, the message is put back as
+/// it came (its parked fields included) for `error`.
+pub(crate) fn enqueue(
+    jobs: Option<&mpsc::Sender<Job>>,
+    settings: &Settings,
+    job: Job,
+    msg: &mut FluxMsg,
+) -> Result<Outcome, GearError> {
+    let (back, error) = match jobs {
+        None => (
+            job,
+            GearError::new("not_running")
+                .with_detail("the gear is not running (not started yet, or draining)"),
+        ),
+        Some(jobs) => match jobs.try_send(job) {
+            Ok(()) => return Ok(Outcome::Consumed),
+            Err(mpsc::error::TrySendError::Full(job)) => (
+                job,
+                GearError::new("overloaded").with_detail(format_args!(
+                    "{} messages already wait for the bucket",
+                    settings.max_in_flight
+                )),
+            ),
+            Err(mpsc::error::TrySendError::Closed(job)) => (
+                job,
+                GearError::new("draining").with_detail("the gear is shutting down"),
+            ),
+        },
+    };
+    match back {
+        Job::Store {
+            msg: mut m, parked, ..
+        } => {
+            unpark(&mut m, parked, settings);
+            *msg = m;
+        }
+        Job::Restore { msg: m, .. } => *msg = m,
+        Job::Background { .. } => {}
+    }
+    Err(error)
+}
+
+/// Puts fields taken out of a message back, for a message that goes to `error`.
+pub(crate) fn unpark(msg: &mut FluxMsg, parked: FluxMsg, settings: &Settings) {
+    if !settings.include_values {
+        entry::merge(msg, parked, MergeStrategy::Overwrite);
+    }
+}
+
+/// Runs up to `max_in_flight` jobs at once. On shutdown it closes the queue, runs what is
+/// queued, and waits for every job.
+async fn dispatch(
+    rx: mpsc::Receiver<Job>,
+    shared: Arc<Shared>,
+    span: tracing::Span,
+    shutdown: impl Future<Output = ()>,
+) {
+    // What is still queued when this task is aborted is counted as dropped `shutdown`.
+    let mut rx = CountedRx::new(rx, Arc::clone(shared.emitter.stats()));
+    let rx = &mut *rx;
+    let mut running = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    let mut closing = false;
+    let max = shared.settings.max_in_flight;
+    loop {
+        tokio::select! {
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            job = rx.recv(), if running.len() < max => match job {
+                Some(job) => {
+                    running.spawn(run(Arc::clone(&shared), job).instrument(span.clone()));
+                }
+                None => break,
+            },
+            () = &mut shutdown, if !closing => {
+                closing = true;
+                rx.close();
+            }
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+async fn run(shared: Arc<Shared>, job: Job) {
+    let settings = &shared.settings;
+    let wait = settings.timeout;
+    match job {
+        Job::Store {
+            mut msg,
+            key,
+            value,
+            parked,
+        } => match tokio::time::timeout(wait, shared.put(&key, value)).await {
+            Ok(Ok(())) => shared.emit(msg).await,
+            Ok(Err(e)) => {
+                unpark(&mut msg, parked, settings);
+                shared.error(msg, &e).await;
+            }
+            Err(_) => {
+                unpark(&mut msg, parked, settings);
+                shared.error(msg, &late("store_timeout", wait)).await;
+            }
+        },
+        Job::Background { key, value } => {
+            let failure = match tokio::time::timeout(wait, shared.put(&key, value)).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(_) => late("store_timeout", wait),
+            };
+            tracing::warn!(
+                bucket = %settings.bucket,
+                reason = failure.reason(),
+                detail = failure.detail().unwrap_or_default(),
+                "A background store failed; its parked fields are lost."
+            );
+            shared.emitter.stats().add_dropped("store_failed", 1);
+        }
+        Job::Restore { mut msg, key } => {
+            match tokio::time::timeout(wait, shared.claim(&key)).await {
+                Ok(Ok(Some(parked))) => {
+                    entry::merge(&mut msg, parked, settings.merge);
+                    shared.emit(msg).await;
+                }
+                Ok(Ok(None)) => match settings.on_missing {
+                    OnMissing::Error => {
+                        let e = GearError::new(MISSING_REASON).with_detail(format_args!(
+                            "no parked entry for this key in bucket `{}` (never stored, already restored, or expired)",
+                            settings.bucket
+                        ));
+                        shared.error(msg, &e).await;
+                    }
+                    OnMissing::Drop => shared.emitter.stats().add_dropped(MISSING_REASON, 1),
+                    OnMissing::Forward => shared.emit(msg).await,
+                },
+                Ok(Err(e)) => shared.error(msg, &e).await,
+                Err(_) => shared.error(msg, &late("restore_timeout", wait)).await,
+            }
+        }
+    }
+}
+
+fn late(reason: &'static str, wait: Duration) -> GearError {
+    GearError::new(reason).with_detail(format_args!("the bucket did not answer within {wait:?}"))
+}
+
+impl Shared {
+    /// The bucket, opened once; `failed` is the reason of any failure but a missing bucket.
+    async fn bucket(&self, failed: &'static str) -> Result<&Kv, GearError> {
+        self.kv
+            .get_or_try_init(|| self.snake.kv_open(&self.settings.bucket))
+            .await
+            .map_err(|e| match e {
+                snake::Error::BucketNotFound(b) => GearError::new("bucket_not_found").with_detail(
+                    format_args!(
+                        "bucket `{b}` not found: the coatcheck gear in daemon mode creates it, and none has"
+                    ),
+                ),
+                e => GearError::new(failed).with_detail(describe(&e)),
+            })
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), GearError> {
+        let kv = self.bucket("store_failed").await?;
+        kv.put(key, value)
+            .await
+            .map(|_| ())
+            .map_err(|e| GearError::new("store_failed").with_detail(describe(&e)))
+    }
+
+    /// Takes the live entry under `key` out of the bucket: `None` when there is none, it has
+    /// expired (the daemon's to sweep), or someone else took it first.
+    async fn claim(&self, key: &str) -> Result<Option<FluxMsg>, GearError> {
+        let kv = self.bucket("restore_failed").await?;
+        let failed = |e: &snake::Error| GearError::new("restore_failed").with_detail(describe(e));
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Some(found) = kv.get(key).await.map_err(|e| failed(&e))? else {
+                return Ok(None);
+            };
+            let (expires, parked) = entry::decode(&self.settings.codec, &found.value)?;
+            if expires <= self.clock.now() {
+                return Ok(None);
+            }
+            match kv.delete_if(key, found.revision).await {
+                Ok(_) => return Ok(Some(parked)),
+                // Stored again, restored or swept meanwhile: look again.
+                Err(snake::Error::WrongRevision { .. }) => {}
+                Err(e) => return Err(failed(&e)),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn emit(&self, msg: FluxMsg) {
+        if self.emitter.emit(self.out, msg).await.is_err() {
+            self.emitter.stats().add_dropped("shutdown", 1);
+        }
+    }
+
+    async fn error(&self, msg: FluxMsg, error: &GearError) {
+        if self.emitter.error(msg, error).await.is_err() {
+            self.emitter.stats().add_dropped("shutdown", 1);
+        }
+    }
+}
+
+/// A snake error as text without the key (it may be made of card data).
+pub(crate) fn describe(e: &snake::Error) -> String {
+    match e {
+        snake::Error::KeyExists { bucket, .. } => format!("an entry exists in bucket `{bucket}`"),
+        snake::Error::WrongRevision { bucket, .. } => {
+            format!("the entry in bucket `{bucket}` changed meanwhile")
+        }
+        snake::Error::InvalidKey(_) => "the key is not a valid KV key".to_owned(),
+        e => e.to_string(),
+    }
+}
