@@ -215,6 +215,7 @@ fn the_gear_catalog_is_listed_and_each_manifest_shown() {
             "io_tcp",
             "log",
             "route",
+            "sim_responder",
             "transform",
             "wasm"
         ]
