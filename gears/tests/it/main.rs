@@ -1,6 +1,7 @@
 //! The gears crate's integration tests: one module per gear, all through the sdk harness.
 
 mod codec_iso8583;
+mod conductor;
 mod cpu;
 mod factory;
 mod filter;
@@ -12,6 +13,7 @@ mod log;
 mod route;
 mod sockets;
 mod transform;
+mod valet;
 #[cfg(feature = "wasm")]
 mod wasm;
 #[cfg(feature = "wasm")]
