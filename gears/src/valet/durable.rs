@@ -1,6 +1,7 @@
 //! [`DurableValet`]: the memory valet, written behind to a snake KV bucket.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -190,6 +191,21 @@ impl ValetWriter {
     }
 }
 
+/// A value no earlier marker holds: the process, the system time, and a count of the
+/// markers this process wrote.
+fn nonce() -> String {
+    static MARKERS: AtomicU64 = AtomicU64::new(0);
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        since_epoch.as_nanos(),
+        MARKERS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// The part of a gear's name usable in a KV key: letters, digits, `-` and `_` (others
 /// become `_`).
 fn key_prefix(gear: &str) -> String {
@@ -248,7 +264,7 @@ impl DurableValet {
         // stored state.
         let mut watch = kv.watch(&format!("{gear}.>")).await.map_err(fail)?;
         let marker = format!("{gear}.sync");
-        let nonce = format!("{}-{}", std::process::id(), sdk::unix_nanos(clock.now()));
+        let nonce = nonce();
         kv.put(&marker, nonce.clone()).await.map_err(fail)?;
         let (mut open, mut retained, mut unreadable) = (0usize, 0usize, 0usize);
         let read = async {

@@ -404,6 +404,7 @@ fn a_failed_probe_opens_the_breaker_again() {
         h.send("in", auth("0100", stan, "a", "4111"))
             .expect("processed");
     }
+    assert_eq!(h.take("out_a").len(), 2);
     clock.advance(Duration::from_secs(12));
     h.send("in", auth("0100", 3, "a", "4111"))
         .expect("processed");
