@@ -633,8 +633,43 @@ async fn durable(snake: &snake::Snake) -> Harness {
 
 #[tokio::test]
 async fn durable_tickets_survive_a_restart() {
-    let snake = snake::Snake::memory();
-    let mut first = durable(&snake).await;
+    check_restart(&snake::Snake::memory()).await;
+}
+
+/// The same against a real nats-server (feature `nats-server-tests`, after `make
+/// setup-nats`): JetStream KV keeps the tickets.
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_tickets_survive_a_restart_on_nats() {
+    let server = snake::NatsServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let connect = || async {
+        snake::Snake::nats(snake::NatsOptions::new(server.url()))
+            .await
+            .expect("connected")
+    };
+    let snake = connect().await;
+    check_restart(&snake).await;
+    snake.close().await;
+    // A new connection (a restarted rack) reads the same bucket.
+    let again = connect().await;
+    let mut third = durable(&again).await;
+    third
+        .send("in", auth("0101", 1, "conn-x", "4111"))
+        .expect("processed");
+    let replay = third.take("out_response");
+    assert_eq!(
+        replay.len(),
+        1,
+        "the retained reply, read over a new connection"
+    );
+    assert_eq!(meta(&replay[0], "conn.id"), Some("conn-x"));
+    third.shutdown().await;
+}
+
+/// Parks three tickets with one conductor, closes one, restarts, and answers the other two
+/// and a retransmission of the closed one with a new conductor on the same bucket.
+async fn check_restart(snake: &snake::Snake) {
+    let mut first = durable(snake).await;
     for stan in 1..=3 {
         first
             .send("in", auth("0100", stan, &format!("conn-{stan}"), "4111"))
