@@ -183,10 +183,8 @@ impl KeySpec {
     pub(crate) fn build(&self, mti: Mti, msg: &FluxMsg, key: &mut String) -> Result<(), GearError> {
         let class = mti.class();
         let Some(fields) = &self.by_class[class] else {
-            return Err(GearError::new("no_key").with_detail(format_args!(
-                "no correlation_key for MTI class {:02}",
-                class
-            )));
+            return Err(GearError::new("no_key")
+                .with_detail(format_args!("no correlation_key for MTI class {class:02}")));
         };
         key.clear();
         key.push(char::from(mti.0[0]));

@@ -360,17 +360,14 @@ impl DurableValet {
             })
             .collect();
         map.insert("a", Value::Array(attached));
-        self.write(key, Value::Map(map));
+        self.write(key, &Value::Map(map));
     }
 
     fn persist_closed(&mut self, key: &str) {
-        let (outcome, until) = match self.mem.lookup_closed(key) {
-            Some(found) => found,
-            None => {
-                let k = self.kv_key(key);
-                self.writes.mark(k, None);
-                return;
-            }
+        let Some((outcome, until)) = self.mem.lookup_closed(key) else {
+            let k = self.kv_key(key);
+            self.writes.mark(k, None);
+            return;
         };
         self.buf.clear();
         if self.codec.encode(outcome, &mut self.buf).is_err() {
@@ -383,12 +380,12 @@ impl DurableValet {
         map.insert("s", Value::from("closed"));
         map.insert("u", Value::from(sdk::unix_nanos(until)));
         map.insert("o", Value::Bytes(Bytes::copy_from_slice(&self.buf)));
-        self.write(key, Value::Map(map));
+        self.write(key, &Value::Map(map));
     }
 
-    fn write(&mut self, key: &str, record: Value) {
+    fn write(&mut self, key: &str, record: &Value) {
         self.buf.clear();
-        if self.codec.encode_value(&record, &mut self.buf).is_err() {
+        if self.codec.encode_value(record, &mut self.buf).is_err() {
             tracing::warn!(bucket = %self.bucket, "A ticket record could not be encoded.");
             return;
         }

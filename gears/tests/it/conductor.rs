@@ -73,7 +73,7 @@ fn meta<'a>(msg: &'a FluxMsg, key: &str) -> Option<&'a str> {
     msg.meta.get(key).map(|t| t.as_str())
 }
 
-fn field<'a>(msg: &'a FluxMsg, n: u32) -> Option<&'a str> {
+fn field(msg: &FluxMsg, n: u32) -> Option<&str> {
     msg.data
         .get_path(&format!("iso8583.field.{n}"))
         .and_then(Value::as_str)
@@ -567,8 +567,8 @@ fn one_way_messages_are_routed_without_a_ticket() {
 }
 
 #[track_caller]
-fn check_refused(config: serde_json::Value, expect: &str) {
-    let err = Harness::new::<Conductor>(&config).expect_err("refused");
+fn check_refused(config: &serde_json::Value, expect: &str) {
+    let err = Harness::new::<Conductor>(config).expect_err("refused");
     let text = testkit::chain(&err);
     assert!(text.contains(expect), "{text}");
 }
@@ -577,37 +577,37 @@ fn check_refused(config: serde_json::Value, expect: &str) {
 fn bad_configurations_are_refused_naming_the_field() {
     let routes = json!([ { "destination": "out_a" } ]);
     check_refused(
-        json!({ "correlation_key": ["de11"], "routes": routes }),
+        &json!({ "correlation_key": ["de11"], "routes": routes }),
         "config.correlation_key[0]: \"de11\" is not a field path",
     );
     check_refused(
-        json!({ "correlation_key": { "8": ["data.x"] }, "routes": routes }),
+        &json!({ "correlation_key": { "8": ["data.x"] }, "routes": routes }),
         "correlation_key.8",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"], "routes": [ { "destination": "out_response" } ] }),
+        &json!({ "correlation_key": ["data.x"], "routes": [ { "destination": "out_response" } ] }),
         "out_response is a reply port",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"], "routes": routes, "mti_kinds": { "01": "request" } }),
+        &json!({ "correlation_key": ["data.x"], "routes": routes, "mti_kinds": { "01": "request" } }),
         "mti_kinds.01",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"],
+        &json!({ "correlation_key": ["data.x"],
                 "routes": [ { "match": { "field": "data.pan", "ranges": [ { "from": "5", "to": "45" } ] }, "destination": "out_a" } ] }),
         "routes[0].match.ranges[0]",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"],
+        &json!({ "correlation_key": ["data.x"],
                 "routes": [ { "destination": { "weighted": [ { "port": "out_a", "weight": 0 } ] } } ] }),
         "weight",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"], "routes": routes, "known_origins": ["West Side"] }),
+        &json!({ "correlation_key": ["data.x"], "routes": routes, "known_origins": ["West Side"] }),
         "known_origins[0]",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"], "routes": routes, "breaker": { "trip_after": 0 } }),
+        &json!({ "correlation_key": ["data.x"], "routes": routes, "breaker": { "trip_after": 0 } }),
         "trip_after",
     );
     // The reference's short alias is accepted.
@@ -684,7 +684,7 @@ async fn check_restart(snake: &snake::Snake) {
     first.shutdown().await;
     drop(first);
 
-    let mut second = durable(&snake).await;
+    let mut second = durable(snake).await;
     second
         .send("in_reply", reply_to(&sent[0]))
         .expect("processed");
