@@ -105,7 +105,8 @@
 //! `error.reason` is one of `bad_mti`, `no_key` (a key field is missing, or no key for the
 //! class), `no_route`, `no_destination`, `valet_full`, `unknown_origin` (a request stamped
 //! with an origin not in `known_origins`), `not_a_reply` (a request on `in_reply`),
-//! `unmatched_reply`, `timeout`. Each is counted in the gear's error count and in the
+//! `unmatched_reply`, `timeout`, and `key_too_long` (durable store only: a key too long for
+//! a KV key, about 140 bytes with a short gear name). Each is counted in the gear's error count and in the
 //! metric `flux.conductor.errors` (labels `gear`, `reason`); retransmissions are counted as
 //! drops (`attached`, `retransmission`).
 //!
@@ -162,7 +163,8 @@ use crate::condition::{Condition, Scratch, Test};
 use crate::field::Field;
 use crate::route::{self, Destination, Leaf, Node};
 use crate::valet::{
-    DurableValet, Lookup, MemoryValet, ReturnContext, Ticket, Valet, ValetSettings, ValetWriter,
+    DurableValet, Lookup, MemoryValet, ReturnContext, Ticket, Valet, ValetError, ValetSettings,
+    ValetWriter,
 };
 use crate::{Error, Factory};
 
@@ -346,8 +348,9 @@ fn default_probes() -> u32 {
 }
 
 /// The error reasons, for the per-reason counters.
-const REASONS: [&str; 9] = [
+const REASONS: [&str; 10] = [
     "bad_mti",
+    "key_too_long",
     "no_key",
     "no_route",
     "no_destination",
@@ -942,7 +945,7 @@ impl Logic {
         out: &mut Outbox<'_>,
         now: Duration,
     ) -> Result<Outcome, GearError> {
-        self.keys.build(mti, msg, &mut self.key)?;
+        self.keys.build(mti, msg, &mut self.key, &mut self.text)?;
         let ctx = context_of(msg, &self.context_keys);
         if let Some(origin) = origin_of(&ctx)
             && !self.origins.iter().any(|(name, _)| name == origin)
@@ -974,8 +977,12 @@ impl Logic {
         let (port, leaf) = self.route(core, msg, out, now)?;
         let name = Text::from(&*self.leaves[leaf].name);
         if let Err(e) = core.valet.park(&self.key, msg.clone(), name) {
-            sdk::decide(msg, "valet_full");
-            return Err(GearError::new("valet_full").with_detail(e));
+            let reason = match e {
+                ValetError::KeyTooLong(_) => "key_too_long",
+                _ => "valet_full",
+            };
+            sdk::decide(msg, reason);
+            return Err(GearError::new(reason).with_detail(e));
         }
         let state = &mut core.ports[port.index()];
         state.open = state.open.saturating_add(1);
@@ -1062,7 +1069,7 @@ impl Logic {
         msg: &mut FluxMsg,
         out: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError> {
-        self.keys.build(mti, msg, &mut self.key)?;
+        self.keys.build(mti, msg, &mut self.key, &mut self.text)?;
         let Lookup::Open(ticket) = core.valet.lookup(&self.key) else {
             sdk::decide(msg, "unmatched_reply");
             return Err(

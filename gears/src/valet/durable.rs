@@ -174,6 +174,14 @@ impl ValetWriter {
             };
             match joined {
                 Ok((_, _, Ok(()))) => {}
+                Ok((
+                    _,
+                    _,
+                    Err(e @ (snake::Error::InvalidKey(_) | snake::Error::ValueTooLarge { .. })),
+                )) => {
+                    // Retrying cannot help: the ticket stays in memory only.
+                    tracing::error!(bucket = %self.bucket, error = %e, "A ticket could not be stored; it is kept in memory only.");
+                }
                 Ok((key, value, Err(e))) => {
                     if ok {
                         tracing::warn!(bucket = %self.bucket, error = %e, "A ticket write failed; it is retried.");
@@ -326,6 +334,11 @@ impl DurableValet {
             kv: self.kv.clone(),
             bucket: self.bucket.clone(),
         }
+    }
+
+    /// The longest correlation key whose KV key (prefix and base64) fits snake's 256 bytes.
+    fn max_key_len(&self) -> usize {
+        256usize.saturating_sub(self.prefix.len()) / 4 * 3
     }
 
     fn kv_key(&self, key: &str) -> String {
@@ -491,6 +504,10 @@ impl Valet for DurableValet {
     }
 
     fn park(&mut self, key: &str, request: FluxMsg, port: Text) -> Result<&Ticket, ValetError> {
+        let most = self.max_key_len();
+        if key.len() > most {
+            return Err(ValetError::KeyTooLong(most));
+        }
         self.mem.park(key, request, port)?;
         self.persist_open(key);
         self.mem.open_ticket(key).ok_or(ValetError::AlreadyOpen)

@@ -738,3 +738,39 @@ async fn durable_tickets_left_open_past_their_deadline_time_out_after_a_restart(
     assert_eq!(meta(&errors[0], "conn.id"), Some("conn-1"));
     second.shutdown().await;
 }
+
+#[test]
+fn key_values_cannot_forge_each_others_parts() {
+    let mut h = harness(&json!({
+        "correlation_key": ["data.iso8583.field.11", "data.iso8583.field.41"],
+        "routes": [ { "destination": "out_a" } ]
+    }));
+    // Joined naively, both would read `1|1:2|1:x`.
+    let forge = |f11: &str, f41: &str, conn: &str| {
+        let mut msg = auth("0100", 0, conn, "4111");
+        msg.data.set_path("iso8583.field.11", f11).expect("path");
+        msg.data.set_path("iso8583.field.41", f41).expect("path");
+        msg
+    };
+    h.send("in", forge("1|1:2", "x", "a")).expect("processed");
+    h.send("in", forge("1", "2|1:x", "b")).expect("processed");
+    let sent = h.take("out_a");
+    assert_eq!(sent.len(), 2, "two tickets, not a retransmission");
+    h.send("in_reply", reply_to(&sent[1])).expect("processed");
+    let answered = h.take("out_response");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("b"));
+}
+
+#[tokio::test]
+async fn a_key_too_long_for_the_durable_store_is_refused() {
+    let snake = snake::Snake::memory();
+    let mut h = durable(&snake).await;
+    let mut long = auth("0100", 1, "a", "4111");
+    long.data
+        .set_path("iso8583.field.41", "T".repeat(300))
+        .expect("path");
+    h.send("in", long).expect("processed");
+    assert_eq!(h.error_reasons(), ["key_too_long"]);
+    assert!(h.take("out_visa_a").is_empty());
+    h.shutdown().await;
+}
