@@ -774,3 +774,110 @@ async fn a_key_too_long_for_the_durable_store_is_refused() {
     assert!(h.take("out_visa_a").is_empty());
     h.shutdown().await;
 }
+
+/// Requests flow while the sweeping task runs on another thread and the clock jumps:
+/// every request ends exactly once, answered or timed out, and every reply that found no
+/// ticket (it came after its ticket expired) is counted as `unmatched_reply`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_is_lost_or_answered_twice_while_the_sweeper_runs() {
+    let mut config = config();
+    config["valet"] = json!({ "default_ttl": "2s", "retain_after_close": "1s" });
+    let mut h = harness(&config);
+    h.start().expect("started");
+    let clock = h.clock().clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut sent = Vec::new();
+    let total = 3000u32;
+    for i in 0..total {
+        h.send("in", auth("0100", i, &format!("c{}", i % 11), "4111"))
+            .expect("processed");
+        sent.extend(h.take("out_visa_a"));
+        if i % 50 == 0 {
+            clock.advance(Duration::from_millis(700));
+            tokio::task::yield_now().await;
+        }
+        // Reply to a random earlier request, now and then.
+        if i % 3 == 0 && !sent.is_empty() {
+            let k = rand::RngExt::random_range(&mut rng, 0..sent.len());
+            let request = sent.swap_remove(k);
+            h.send("in_reply", reply_to(&request)).expect("processed");
+        }
+    }
+    clock.advance(Duration::from_secs(10));
+    let mut answered = Vec::new();
+    let mut errors = Vec::new();
+    let mut ended = |h: &mut Harness| {
+        answered.extend(h.take("out_response"));
+        errors.extend(h.take("error"));
+        let timeouts = errors
+            .iter()
+            .filter(|m| meta(m, "error.reason") == Some("timeout"))
+            .count();
+        answered.len() + timeouts
+    };
+    // The sweeper, on its own thread, hands over the rest.
+    let deadline = std::time::Instant::now() + testkit::PATIENCE;
+    while ended(&mut h) < total as usize && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ends = HashMap::new();
+    for msg in answered.iter().chain(
+        errors
+            .iter()
+            .filter(|m| meta(m, "error.reason") == Some("timeout")),
+    ) {
+        *ends
+            .entry(field(msg, 11).expect("a STAN").to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(ends.len(), total as usize, "every request ended");
+    assert!(ends.values().all(|n| *n == 1), "none ended twice");
+    for msg in &answered {
+        let stan: u32 = field(msg, 11).and_then(|s| s.parse().ok()).expect("a STAN");
+        assert_eq!(
+            meta(msg, "conn.id"),
+            Some(format!("c{}", stan % 11).as_str())
+        );
+    }
+    let others: Vec<&str> = errors
+        .iter()
+        .filter_map(|m| meta(m, "error.reason"))
+        .filter(|r| *r != "timeout")
+        .collect();
+    assert!(others.iter().all(|r| *r == "unmatched_reply"), "{others:?}");
+    h.shutdown().await;
+}
+
+#[test]
+fn a_link_that_dies_mid_stream_fails_new_requests_over_and_times_the_open_ones_out() {
+    let mut h = harness(&config());
+    for stan in 0..5 {
+        h.send("in", auth("0100", stan, "a", "4111"))
+            .expect("processed");
+    }
+    assert_eq!(h.take("out_visa_a").len(), 5);
+    // The link behind out_visa_a goes down: the engine marks the port unavailable.
+    h.port_status("out_visa_a").set_available(false);
+    for stan in 5..10 {
+        h.send("in", auth("0100", stan, "a", "4111"))
+            .expect("processed");
+    }
+    let b = h.take("out_visa_b");
+    assert_eq!(b.len(), 5);
+    for msg in &b {
+        h.send("in_reply", reply_to(msg)).expect("processed");
+    }
+    assert_eq!(h.take("out_response").len(), 5);
+    h.clock().advance(Duration::from_secs(31));
+    h.send("in", auth("0100", 10, "a", "4111"))
+        .expect("processed");
+    let timeouts = h.take("error");
+    let mut stans: Vec<&str> = timeouts.iter().filter_map(|m| field(m, 11)).collect();
+    stans.sort_unstable();
+    assert_eq!(stans, ["000000", "000001", "000002", "000003", "000004"]);
+    assert!(
+        timeouts
+            .iter()
+            .all(|m| meta(m, "error.reason") == Some("timeout"))
+    );
+}
