@@ -161,6 +161,7 @@ pub use self::mti::{CorrelationKey, Kind};
 use self::mti::{KeySpec, Kinds, Mti};
 use crate::condition::{Condition, Scratch, Test};
 use crate::field::Field;
+use crate::offload;
 use crate::route::{self, Destination, Leaf, Node};
 use crate::valet::{
     DurableValet, Lookup, MemoryValet, ReturnContext, Ticket, Valet, ValetError, ValetSettings,
@@ -500,6 +501,8 @@ struct Logic {
     text: String,
     valet: ValetConfig,
     max_in_flight: Option<u32>,
+    /// A route evaluates a Rhai expression: batches run off the async worker.
+    scripted: bool,
     clock: Option<Arc<dyn Clock>>,
     writer: Option<ValetWriter>,
     expired: Vec<FluxMsg>,
@@ -642,6 +645,9 @@ impl GearType for Conductor {
             return Err(ConfigError::field("max_in_flight", "at least 1"));
         }
         let settings = valet_settings(v);
+        let scripted = routes
+            .iter()
+            .any(|r| r.when.as_ref().is_some_and(Test::has_expr));
         let core = Core {
             // Replaced in `init`, with the engine's clock.
             valet: Box::new(MemoryValet::new(
@@ -674,6 +680,7 @@ impl GearType for Conductor {
                 text: String::new(),
                 valet: config.valet.clone(),
                 max_in_flight: config.max_in_flight,
+                scripted,
                 clock: None,
                 writer: None,
                 expired: Vec::new(),
@@ -876,6 +883,21 @@ impl Gear for Conductor {
             }
         });
         Ok(())
+    }
+
+    /// With a Rhai expression in a route's `when`, the whole batch in one hand-over to a
+    /// thread that may block (`block_in_place`); otherwise message by message.
+    fn process_batch(
+        &mut self,
+        port: InPort,
+        batch: &mut Vec<FluxMsg>,
+        out: &mut Outbox<'_>,
+    ) -> bool {
+        if !self.logic.scripted {
+            return false;
+        }
+        offload::each(batch, out, |msg, out| self.process(port, msg, out));
+        true
     }
 
     fn process(

@@ -881,3 +881,25 @@ fn a_link_that_dies_mid_stream_fails_new_requests_over_and_times_the_open_ones_o
             .all(|m| meta(m, "error.reason") == Some("timeout"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_with_expressions_run_off_the_async_worker_and_still_correlate() {
+    let mut h = harness(&json!({
+        "correlation_key": ["data.iso8583.field.11"],
+        "routes": [
+            { "name": "big", "when": { "expr": "data.amount > 1000" }, "destination": "out_big" },
+            { "destination": "out_small" }
+        ]
+    }));
+    let mut big = auth("0100", 1, "a", "4111");
+    big.data.set_path("amount", 5000).expect("path");
+    let mut small = auth("0100", 2, "b", "4111");
+    small.data.set_path("amount", 10).expect("path");
+    h.send_batch("in", [big, small]).expect("processed");
+    let sent = h.take("out_big");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(decision(&sent[0]), "big -> out_big");
+    assert_eq!(h.take("out_small").len(), 1);
+    h.send("in_reply", reply_to(&sent[0])).expect("processed");
+    assert_eq!(meta(&h.take("out_response")[0], "conn.id"), Some("a"));
+}
