@@ -318,11 +318,9 @@ impl DurableValet {
             tracing::warn!(bucket = %bucket, unreadable, "Stored tickets that could not be read were skipped.");
         }
         tracing::info!(bucket = %bucket, open, retained, "Read back the conductor's stored tickets.");
-        // Retained replies past their time are forgotten, in the bucket too; expired
-        // tickets stay until the conductor's next sweep hands them over.
-        let mut none = Vec::new();
-        valet.mem.expire_into(&mut Vec::new(), &mut valet.forgotten);
-        valet.delete_forgotten(&mut none);
+        // Tickets past their deadline stay open until the conductor's next sweep hands them
+        // over (to `error`, `timeout`); retained replies past their time read as absent and
+        // are forgotten (and deleted) at that sweep too.
         Ok(valet)
     }
 
