@@ -56,7 +56,7 @@
 //! | `park_fields` | `[]` | fields removed from the request sent and put back on its reply |
 //! | `return_context` | `[conn.id, peer.ip, peer.port, iso8583.tpdu, iso8583.raw_header]` | metadata keys that route a reply back: kept with the ticket, removed from the request sent, set on the reply as the request had them (a key the request lacked is removed from the reply) |
 //! | `mti_kinds` | `{}` | overrides of the request/response rule by MTI pattern (`"0180"`, `"xx8x"`: digits or `x`): `request`, `response` or `one_way` (routed, no ticket) |
-//! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets survive a restart) |
+//! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets and retained replies survive a restart; opened when the gear loads, with the engine's snake handle; see [`DurableValet`](crate::valet::DurableValet) for what a crash may lose) |
 //! | `valet.bucket` | `conductor_tickets` | the bucket of the durable store |
 //! | `valet.default_ttl` | `1m` | how long a ticket waits for its reply |
 //! | `valet.retain_after_close` | `5s` | how long a reply is kept to answer a retransmission |
@@ -475,6 +475,15 @@ impl Core {
     }
 }
 
+/// A known origin and where its replies go.
+#[derive(Debug)]
+struct Origin {
+    name: Text,
+    port: OutPort,
+    reply: Text,
+    replay: Text,
+}
+
 /// The `conductor` gear (see the [module docs](self)).
 #[derive(Debug)]
 pub struct Conductor {
@@ -491,7 +500,8 @@ struct Logic {
     context_keys: Vec<Text>,
     origin: Option<Text>,
     response: OutPort,
-    origins: Vec<(Text, OutPort)>,
+    /// Each known origin, its reply port, and the decisions of a reply and a replay there.
+    origins: Vec<Origin>,
     in_reply: InPort,
     routes: Vec<CompiledRoute>,
     leaves: Vec<Leaf>,
@@ -589,10 +599,13 @@ impl GearType for Conductor {
         };
         let mut origins = Vec::new();
         for origin in &config.known_origins {
-            origins.push((
-                Text::from(origin.as_str()),
-                ports.resolve_output(&format!("out_response_{origin}"))?,
-            ));
+            let port = format!("out_response_{origin}");
+            origins.push(Origin {
+                name: Text::from(origin.as_str()),
+                port: ports.resolve_output(&port)?,
+                reply: Text::from(format!("reply -> {port}")),
+                replay: Text::from(format!("replay -> {port}")),
+            });
         }
         let mut leaves = Vec::new();
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -952,11 +965,17 @@ impl Logic {
         }
     }
 
-    /// The reply port of a requester with this context.
-    fn response_port(&self, ctx: &ReturnContext) -> OutPort {
-        origin_of(ctx)
-            .and_then(|o| self.origins.iter().find(|(name, _)| name == o))
-            .map_or(self.response, |(_, port)| *port)
+    /// The reply port of a requester with this context, and the decisions of a reply and
+    /// a replay sent there.
+    fn response_port(&self, ctx: &ReturnContext) -> (OutPort, Text, Text) {
+        match origin_of(ctx).and_then(|o| self.origins.iter().find(|known| known.name == *o)) {
+            Some(o) => (o.port, o.reply.clone(), o.replay.clone()),
+            None => (
+                self.response,
+                Text::from("reply -> out_response"),
+                Text::from("replay -> out_response"),
+            ),
+        }
     }
 
     fn request(
@@ -970,7 +989,7 @@ impl Logic {
         self.keys.build(mti, msg, &mut self.key, &mut self.text)?;
         let ctx = context_of(msg, &self.context_keys);
         if let Some(origin) = origin_of(&ctx)
-            && !self.origins.iter().any(|(name, _)| name == origin)
+            && !self.origins.iter().any(|known| known.name == *origin)
         {
             return Err(GearError::new("unknown_origin").with_detail(format_args!(
                 "the request comes from {origin:?}, which is not in known_origins"
@@ -980,8 +999,8 @@ impl Logic {
             Lookup::Closed(outcome) => {
                 let mut reply = outcome.clone();
                 apply_context(&mut reply, &self.context_keys, &ctx);
-                let port = self.response_port(&ctx);
-                sdk::decide(&mut reply, "replay -> out_response");
+                let (port, _, replay) = self.response_port(&ctx);
+                sdk::decide(&mut reply, replay);
                 *msg = reply;
                 return Ok(Outcome::Emit(port));
             }
@@ -1120,14 +1139,14 @@ impl Logic {
         for ctx in &ticket.attached {
             let mut copy = msg.clone();
             apply_context(&mut copy, &self.context_keys, ctx);
-            let port = self.response_port(ctx);
-            sdk::decide(&mut copy, "reply -> attached requester");
+            let (port, reply, _) = self.response_port(ctx);
+            sdk::decide(&mut copy, reply);
             out.emit(port, copy);
         }
         let ctx = context_of(&ticket.request, &self.context_keys);
         apply_context(msg, &self.context_keys, &ctx);
-        let port = self.response_port(&ctx);
-        sdk::decide(msg, "reply -> out_response");
+        let (port, reply, _) = self.response_port(&ctx);
+        sdk::decide(msg, reply);
         Ok(Outcome::Emit(port))
     }
 }

@@ -26,8 +26,18 @@ pub enum Kind {
 }
 
 /// The kind of every MTI, 0000 to 9999.
-#[derive(Debug)]
 pub(crate) struct Kinds(Vec<Kind>);
+
+impl std::fmt::Debug for Kinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let responses = self.0.iter().filter(|k| **k == Kind::Response).count();
+        let one_way = self.0.iter().filter(|k| **k == Kind::OneWay).count();
+        f.debug_struct("Kinds")
+            .field("responses", &responses)
+            .field("one_way", &one_way)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Kinds {
     /// The function digit's parity (even: request, odd: response), then the overrides,

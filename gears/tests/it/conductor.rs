@@ -532,6 +532,7 @@ fn origins_are_stamped_and_replies_go_home_by_origin() {
     assert_eq!(west.len(), 1);
     assert_eq!(meta(&west[0], "conn.id"), Some("w-conn"));
     assert_eq!(meta(&west[0], "conductor.origin"), None);
+    assert_eq!(decision(&west[0]), "reply -> out_response_west");
     let local = h.take("out_response");
     assert_eq!(meta(&local[0], "conn.id"), Some("local"));
 
