@@ -904,3 +904,23 @@ async fn routes_with_expressions_run_off_the_async_worker_and_still_correlate() 
     h.send("in_reply", reply_to(&sent[0])).expect("processed");
     assert_eq!(meta(&h.take("out_response")[0], "conn.id"), Some("a"));
 }
+
+#[test]
+fn a_durable_valet_needs_the_load_step() {
+    let mut config = config();
+    config["valet"] = json!({ "store": "durable", "bucket": "tickets" });
+    // `Harness::new` skips `Gear::load`, where the bucket is opened (a rack always loads).
+    let err = Harness::new::<Conductor>(&config).expect_err("not loaded");
+    assert!(
+        testkit::chain(&err).contains("the durable valet is opened when the gear loads"),
+        "{}",
+        testkit::chain(&err)
+    );
+    config["valet"] = json!({ "store": "durable", "bucket": "no.dots" });
+    let err = Harness::new::<Conductor>(&config).expect_err("a bad bucket name");
+    assert!(
+        testkit::chain(&err).contains("valet.bucket"),
+        "{}",
+        testkit::chain(&err)
+    );
+}
