@@ -56,7 +56,7 @@
 //! | `park_fields` | `[]` | fields removed from the request sent and put back on its reply |
 //! | `return_context` | `[conn.id, peer.ip, peer.port, iso8583.tpdu, iso8583.raw_header]` | metadata keys that route a reply back: kept with the ticket, removed from the request sent, set on the reply as the request had them (a key the request lacked is removed from the reply) |
 //! | `mti_kinds` | `{}` | overrides of the request/response rule by MTI pattern (`"0180"`, `"xx8x"`: digits or `x`): `request`, `response` or `one_way` (routed, no ticket) |
-//! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets and retained replies survive a restart; opened when the gear loads, with the engine's snake handle; see [`DurableValet`](crate::valet::DurableValet) for what a crash may lose) |
+//! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets and retained replies survive a restart; opened when the gear loads, with the engine's snake handle; see [`DurableValet`] for what a crash may lose) |
 //! | `valet.bucket` | `conductor_tickets` | the bucket of the durable store |
 //! | `valet.default_ttl` | `1m` | how long a ticket waits for its reply |
 //! | `valet.retain_after_close` | `5s` | how long a reply is kept to answer a retransmission |
