@@ -924,3 +924,26 @@ fn a_durable_valet_needs_the_load_step() {
         testkit::chain(&err)
     );
 }
+
+#[test]
+fn a_reply_on_in_is_matched_too_and_origins_are_stripped_without_our_own() {
+    let mut h = harness(&json!({
+        "known_origins": ["west"],
+        "correlation_key": ["data.iso8583.field.11"],
+        "routes": [ { "destination": "out_issuer" } ]
+    }));
+    let mut from_west = auth("0100", 1, "w", "4111");
+    from_west.meta.insert("conductor.origin", "west".into());
+    h.send("in", from_west).expect("processed");
+    let sent = h.take("out_issuer");
+    assert_eq!(
+        meta(&sent[0], "conductor.origin"),
+        None,
+        "stripped before the external hop"
+    );
+    // One wire for everything: the response's MTI makes it a reply.
+    h.send("in", reply_to(&sent[0])).expect("processed");
+    let home = h.take("out_response_west");
+    assert_eq!(home.len(), 1);
+    assert_eq!(meta(&home[0], "conn.id"), Some("w"));
+}
