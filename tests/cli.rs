@@ -208,6 +208,7 @@ fn the_gear_catalog_is_listed_and_each_manifest_shown() {
         [
             "coatcheck",
             "codec_iso8583",
+            "conductor",
             "filter",
             "generate",
             "io_http",

@@ -12,6 +12,7 @@ use testkit::gears::Echo;
 const BUILTIN: &[&str] = &[
     "coatcheck",
     "codec_iso8583",
+    "conductor",
     "filter",
     "generate",
     "io_http",

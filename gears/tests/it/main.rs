@@ -2,6 +2,7 @@
 
 mod coatcheck;
 mod codec_iso8583;
+mod conductor;
 mod cpu;
 mod factory;
 mod filter;
@@ -14,6 +15,7 @@ mod route;
 mod sim_responder;
 mod sockets;
 mod transform;
+mod valet;
 #[cfg(feature = "wasm")]
 mod wasm;
 #[cfg(feature = "wasm")]
