@@ -2,7 +2,7 @@
 //!
 //! Each request on `in` (as `codec_iso8583` decodes it: fields under
 //! `data.iso8583.field.<n>`, the MTI in `meta.iso8583.mti`) becomes its response: the response
-//! MTI, the request's fields that a response echoes, DE 39 (`00` unless told otherwise), the
+//! MTI (the function digit plus one; a repeat answered as the original: 0101 → 0110), the request's fields that a response echoes, DE 39 (`00` unless told otherwise), the
 //! `default` fields, then the `set` fields of the first rule whose `when` holds. The metadata
 //! stays (so `conn.id` takes the answer back to the connection the request came from), `raw`
 //! is emptied, and the response leaves on `out` ready for `codec_iso8583` to encode, at once

@@ -1,5 +1,6 @@
 //! The response MTI of a request MTI: the function digit (the third) goes from a request
-//! kind to its response kind, whatever the version and origin digits say.
+//! kind to its response kind, and a repeat's origin digit (the fourth: 1, 3, 5) loses its
+//! repeat (0101 and 0100 are both answered 0110, 0421 and 0420 both 0430).
 
 use sdk::GearError;
 
@@ -38,6 +39,10 @@ pub(super) fn response_mti(request: Option<&str>) -> Result<[u8; 4], GearError> 
         b'0' | b'2' | b'4' | b'6' => {
             let mut response = digits;
             response[2] += 1;
+            // The origin digits 0/1, 2/3, 4/5 are an origin and its repeat.
+            if matches!(response[3], b'1' | b'3' | b'5') {
+                response[3] -= 1;
+            }
             Ok(response)
         }
         b'1' | b'3' | b'5' | b'7' => Err(GearError::new("response_mti").with_detail(format_args!(
@@ -81,6 +86,11 @@ mod tests {
             ("2206", "2216"),
             ("0340", "0350"),
             ("0160", "0170"),
+            ("0101", "0110"),
+            ("0421", "0430"),
+            ("0423", "0432"),
+            ("0205", "0214"),
+            ("0102", "0112"),
         ] {
             assert_eq!(answer(request).as_deref(), Ok(response), "{request}");
         }
