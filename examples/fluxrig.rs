@@ -202,6 +202,49 @@ struct RunArgs {
     /// Serve the rack's counters at `http://<addr>/metrics` (Prometheus text).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Mint message ids from these machine ids (`100-107`, `3,9,12`), which no other rack
+    /// or generator of the fleet may use. One machine id mints at most 25,600 ids a second,
+    /// and every message that enters the rack (a frame read, a generated message) takes one:
+    /// give a busy rack several [default: one, derived from this host].
+    #[arg(long, value_name = "IDS", value_parser = parse_machine_ids)]
+    machine_ids: Option<MachineIds>,
+}
+
+/// The machine ids of `--machine-ids`, each once.
+#[derive(Debug, Clone)]
+struct MachineIds(Vec<u32>);
+
+/// The most machine ids `--machine-ids` takes.
+const MAX_MACHINE_IDS: usize = 1024;
+
+/// `100-107`, `3,9,12`, or both mixed: machine ids, each once.
+fn parse_machine_ids(text: &str) -> Result<MachineIds, String> {
+    let mut ids = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let number = |n: &str| {
+            n.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{n:?} is not a machine id (a number)"))
+        };
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => (number(part)?, number(part)?),
+        };
+        if first > last {
+            return Err(format!("{part:?} runs backwards"));
+        }
+        let count = (last - first) as usize + 1;
+        if ids.len() + count > MAX_MACHINE_IDS {
+            return Err(format!("more than {MAX_MACHINE_IDS} machine ids"));
+        }
+        ids.extend(first..=last);
+    }
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("machine id {} is given twice", w[0]));
+    }
+    Ok(MachineIds(ids))
 }
 
 #[derive(Debug, Subcommand)]
@@ -429,6 +472,13 @@ fn rack_run(args: &RunArgs, output: &mut dyn Write) -> Result<(), Failure> {
         .context("cannot start the runtime")?;
     runtime.block_on(async {
         let mut builder = fluxrig::rack::Rack::builder(&rack_name);
+        if let Some(MachineIds(machine_ids)) = &args.machine_ids {
+            let pool = fluxrig::idgen::Pool::builder()
+                .machine_ids(machine_ids.iter().copied())
+                .build()
+                .context("cannot use the machine ids of --machine-ids")?;
+            builder = builder.ids(std::sync::Arc::new(pool));
+        }
         if let Some(url) = &args.nats {
             let options = fluxrig::snake::NatsOptions::new(url.as_str()).name(&rack_name);
             let bus = fluxrig::snake::Snake::nats(options)

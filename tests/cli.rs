@@ -265,6 +265,42 @@ fn rack_run_runs_the_shipped_pipeline_to_the_end() {
     );
 }
 
+/// `--machine-ids` gives the rack a pool of machine ids; a list that could mint the same id
+/// twice, or one that does not fit the id layout, is refused before anything runs.
+#[test]
+fn rack_run_takes_a_pool_of_machine_ids_and_refuses_bad_ones() {
+    let pipeline = "examples/scenarios/pipeline.yaml";
+    let run = fluxrig(
+        &[
+            "rack",
+            "run",
+            pipeline,
+            "--duration",
+            "60s",
+            "--machine-ids",
+            "100-103,200",
+        ],
+        b"",
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["terminals", "0", "1000", "0"]),
+        "{out}"
+    );
+    for (ids, why) in [
+        ("5-3", "runs backwards"),
+        ("3,4-6,5", "machine id 5 is given twice"),
+        ("seven", "is not a machine id"),
+        ("70000", "does not fit in 16 bits"),
+    ] {
+        let run = fluxrig(&["rack", "run", pipeline, "--machine-ids", ids], b"");
+        assert_ne!(run.status, 0, "{ids}: {run:?}");
+        assert!(run.stderr.contains(why), "{ids}: {}", run.stderr);
+    }
+}
+
 #[test]
 fn rack_run_runs_the_shipped_wasm_scenario_to_the_end() {
     // The scenario names the module where `make guests` (and testkit) put it.
