@@ -44,7 +44,7 @@
 //! | `value_fields` | none | `meta.<key>` and `data.<path>` fields parked (absent ones are skipped) |
 //! | `include_values` | `false` | keep the parked fields in the message too |
 //! | `await_store` | `true` | `store` sends the message on once the bucket acknowledged the entry; `false` sends it on at once and parks in the background |
-//! | `store_timeout` | `5s` | how long a message waits for the bucket (store or restore) |
+//! | `store_timeout` | `5s` | how long a message waits for the bucket (store or restore; see [Errors](#errors)) |
 //! | `default_ttl` | `1m` | how long an entry stays claimable |
 //! | `max_ttl` | `5m` | the longest a message's own `coatcheck.ttl` metadata may ask for |
 //! | `on_missing` | `error` | `restore` without an entry (never parked, already claimed, expired): `error`, `drop` (counted as `coatcheck_missing`), `forward` (sent on `out` unchanged) |
@@ -86,8 +86,14 @@
 //! - `bad_ttl`: `coatcheck.ttl` is not a duration above zero.
 //! - `bucket_not_found`: the bucket does not exist (no daemon created it).
 //! - `store_failed`, `store_timeout`: the bucket refused the entry or did not answer in
-//!   `store_timeout` (the message goes to `error` as it came, parked fields included).
+//!   `store_timeout` (the message goes to `error` as it came, parked fields included). A write
+//!   that lands after its timeout is taken back (deleted at the revision it wrote) once the
+//!   bucket answers, so that no timeout event comes for a message that went to `error`.
 //! - `restore_failed`, `restore_timeout`; `corrupt_entry` (an entry this gear cannot read).
+//!   `restore_timeout` bounds reading the entry: nothing was taken. Once a restore asks for
+//!   the entry's removal it waits for the answer (the snake client bounds that wait with its
+//!   own request timeout), since the entry may be gone already: a restore that took the entry
+//!   always comes back with it. A removal the bucket refuses is `restore_failed`.
 //! - `coatcheck_missing`: no entry to restore, with `on_missing: error`.
 //! - `overloaded`: `max_in_flight` messages already wait for the bucket; `not_running`: the
 //!   gear is not started yet, or draining.
@@ -135,6 +141,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bucket;
 mod daemon;
 mod entry;
 mod key;

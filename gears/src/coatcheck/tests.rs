@@ -248,3 +248,186 @@ proptest! {
         let _ = entry::decode(&Codec::new(), &bytes);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A bucket double: the real (memory) KV whose answers come late, for the timeout races.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sdk::{DynGearType, Harness};
+use serde_json::json;
+use snake::{Kv, KvConfig, KvEntry, Snake, Storage};
+
+use super::Coatcheck;
+use super::bucket::{self, Bucket};
+
+/// What a double does to each operation on its bucket.
+#[derive(Debug, Default)]
+struct Script {
+    /// A get answers this much later.
+    get_after: Duration,
+    /// A put lands at once; its answer comes this much later.
+    put_answer_after: Duration,
+    /// A delete lands at once; its answer comes this much later.
+    delete_answer_after: Duration,
+    /// Gets running now, and the most at once.
+    gets: AtomicUsize,
+    peak_gets: AtomicUsize,
+}
+
+struct Double {
+    kv: Kv,
+    script: Arc<Script>,
+}
+
+/// Doubles by bucket name (each test has buckets of its own).
+static DOUBLES: Mutex<BTreeMap<String, Arc<Script>>> = Mutex::new(BTreeMap::new());
+
+/// The double registered for bucket `name`, in front of `kv`.
+pub(super) fn double(name: &str, kv: &Kv) -> Option<Arc<dyn Bucket>> {
+    let script = DOUBLES.lock().ok()?.get(name).cloned()?;
+    Some(Arc::new(Double {
+        kv: kv.clone(),
+        script,
+    }))
+}
+
+/// Puts a double with `script` in front of bucket `name`, and creates the bucket.
+async fn doubled(snake: &Snake, name: &str, script: Script) -> (Kv, Arc<Script>) {
+    let script = Arc::new(script);
+    DOUBLES
+        .lock()
+        .expect("doubles")
+        .insert(name.to_owned(), Arc::clone(&script));
+    let cfg = KvConfig::new(name).expect("name").storage(Storage::Memory);
+    (snake.kv(cfg).await.expect("bucket"), script)
+}
+
+impl Bucket for Double {
+    fn get<'a>(&'a self, key: &'a str) -> bucket::Op<'a, Option<KvEntry>> {
+        Box::pin(async move {
+            let now = self.script.gets.fetch_add(1, Ordering::SeqCst) + 1;
+            self.script.peak_gets.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.script.get_after).await;
+            self.script.gets.fetch_sub(1, Ordering::SeqCst);
+            self.kv.get(key).await
+        })
+    }
+
+    fn put<'a>(&'a self, key: &'a str, value: Bytes) -> bucket::Op<'a, u64> {
+        Box::pin(async move {
+            let landed = self.kv.put(key, value).await;
+            tokio::time::sleep(self.script.put_answer_after).await;
+            landed
+        })
+    }
+
+    fn delete_if<'a>(&'a self, key: &'a str, revision: u64) -> bucket::Op<'a, u64> {
+        Box::pin(async move {
+            let landed = self.kv.delete_if(key, revision).await;
+            tokio::time::sleep(self.script.delete_answer_after).await;
+            landed
+        })
+    }
+}
+
+async fn coatcheck(snake: &Snake, config: serde_json::Value) -> Harness {
+    let gear_type = DynGearType::of::<Coatcheck>().expect("registers");
+    let mut h = Harness::builder(gear_type)
+        .snake(snake.clone())
+        .build_loaded(&config)
+        .await
+        .expect("a valid coatcheck config");
+    h.start().expect("starts");
+    h
+}
+
+fn pan_request(stan: &str, pan: &str) -> FluxMsg {
+    FluxMsg::builder()
+        .data("stan", stan)
+        .data("pan", pan)
+        .build()
+}
+
+fn text<'a>(msg: &'a FluxMsg, path: &str) -> Option<&'a str> {
+    msg.data.get_path(path).and_then(Value::as_str)
+}
+
+/// Finding: the restore timeout covered the delete too; a delete that landed but answered
+/// after `store_timeout` took the entry while its message went to `error` without its fields,
+/// and no timeout event ever came for it. The delete is now waited for.
+#[tokio::test(start_paused = true)]
+async fn a_restore_whose_delete_answers_late_still_restores() {
+    let snake = Snake::memory();
+    let script = Script {
+        delete_answer_after: Duration::from_secs(3),
+        ..Script::default()
+    };
+    let (kv, _) = doubled(&snake, "late_delete", script).await;
+    let config = |mode: &str| {
+        json!({
+            "mode": mode, "bucket": "late_delete", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"], "store_timeout": "1s"
+        })
+    };
+    let mut st = coatcheck(&snake, config("store")).await;
+    let mut rs = coatcheck(&snake, config("restore")).await;
+    st.send("in", pan_request("1", "4111")).expect("sent");
+    st.recv("out").await.expect("stored");
+    rs.send("in", FluxMsg::builder().data("stan", "1").build())
+        .expect("sent");
+    let back = rs.recv("out").await;
+    assert_eq!(rs.error_reasons(), Vec::<String>::new());
+    let back = back.expect("restored once the delete answers");
+    assert_eq!(text(&back, "pan"), Some("4111"));
+    let mut watch = kv.watch(">").await.expect("watch");
+    assert!(
+        tokio::time::timeout(Duration::ZERO, watch.next())
+            .await
+            .is_err(),
+        "the entry is gone"
+    );
+}
+
+/// Finding: a put that landed after `store_timeout` stayed in the bucket while its message
+/// went to `error`, and the sweep later made a timeout event of it. What landed late is now
+/// taken back.
+#[tokio::test(start_paused = true)]
+async fn a_store_that_times_out_takes_back_what_lands_late() {
+    let snake = Snake::memory();
+    let script = Script {
+        put_answer_after: Duration::from_secs(3),
+        ..Script::default()
+    };
+    let (kv, _) = doubled(&snake, "late_put", script).await;
+    let mut st = coatcheck(
+        &snake,
+        json!({
+            "mode": "store", "bucket": "late_put", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"], "store_timeout": "1s"
+        }),
+    )
+    .await;
+    let mut watch = kv.watch(">").await.expect("watch");
+    st.send("in", pan_request("1", "4111")).expect("sent");
+    let refused = st.recv("error").await.expect("timed out");
+    assert_eq!(
+        refused.meta.get("error.reason").map(|r| r.as_str()),
+        Some("store_timeout")
+    );
+    assert_eq!(text(&refused, "pan"), Some("4111"), "the message whole");
+    let landed = testkit::within("the late put", watch.next())
+        .await
+        .expect("put");
+    assert_eq!(landed.operation, snake::KvOperation::Put);
+    let gone = testkit::within("the entry taken back", watch.next())
+        .await
+        .expect("delete");
+    assert_eq!(
+        (gone.key, gone.operation),
+        (landed.key, snake::KvOperation::Delete)
+    );
+}
