@@ -65,7 +65,10 @@
 //! Exactly one daemon per bucket: it creates the bucket when it loads (stores and restores
 //! never do, so without a daemon they fail with `bucket_not_found`). It watches the bucket to
 //! keep an index of the expiry times (rebuilt from the bucket every 60 sweeps, in case a change
-//! went unseen) and, every `sweep_interval`, takes each entry past its expiry out of the bucket.
+//! went unseen) and, every `sweep_interval`, takes each entry past its expiry out of the bucket:
+//! up to 64 entries at once and 4,096 per sweep (when more are due, the next sweep follows at
+//! once), applying the watch's changes after every 256, so that a mass expiry neither waits on
+//! one round trip after the other nor overflows the watch.
 //! A restore and the sweep that reach the same entry both delete it on the revision they read,
 //! so exactly one of them gets it: a message is either restored or timed out, never both.
 //!

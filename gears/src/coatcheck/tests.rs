@@ -178,9 +178,12 @@ fn the_index_yields_what_is_due_soonest_first_and_forgets_removed_keys() {
     index.put("c".into(), 20);
     index.put("a".into(), 15); // stored again: the later write counts
     index.remove("c");
-    assert_eq!(index.due(9), []);
-    assert_eq!(index.due(20), [("b".to_owned(), 10), ("a".to_owned(), 15)]);
-    assert_eq!(index.due(u64::MAX), []);
+    assert_eq!(index.due(9, usize::MAX), []);
+    assert!(index.has_due(10) && !index.has_due(9));
+    assert_eq!(index.due(20, 1), [("b".to_owned(), 10)], "at most `max`");
+    assert_eq!(index.due(20, usize::MAX), [("a".to_owned(), 15)]);
+    assert!(!index.has_due(20));
+    assert_eq!(index.due(u64::MAX, usize::MAX), []);
 }
 
 /// What the index does to its model: a map of key to expiry.
@@ -225,13 +228,14 @@ proptest! {
                         .collect();
                     want.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
                     model.retain(|_, e| *e > now);
-                    prop_assert_eq!(index.due(now), want);
+                    prop_assert_eq!(index.has_due(now), !want.is_empty());
+                    prop_assert_eq!(index.due(now, usize::MAX), want);
                 }
             }
         }
         let mut rest: Vec<(String, u64)> = model.into_iter().collect();
         rest.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-        prop_assert_eq!(index.due(u64::MAX), rest);
+        prop_assert_eq!(index.due(u64::MAX, usize::MAX), rest);
     }
 
     /// Two different lists of values never share a key, whatever they hold.
@@ -429,5 +433,44 @@ async fn a_store_that_times_out_takes_back_what_lands_late() {
     assert_eq!(
         (gone.key, gone.operation),
         (landed.key, snake::KvOperation::Delete)
+    );
+}
+
+/// Finding: the sweep took expired entries one after the other, a round trip each. It now
+/// works on up to `WINDOW` at once.
+#[tokio::test(start_paused = true)]
+async fn the_sweep_works_on_many_expired_entries_at_once() {
+    let snake = Snake::memory();
+    let script = Script {
+        get_after: Duration::from_millis(5),
+        ..Script::default()
+    };
+    let (_, script) = doubled(&snake, "wide_sweep", script).await;
+    let mut dm = coatcheck(
+        &snake,
+        json!({ "mode": "daemon", "bucket": "wide_sweep", "storage": "memory" }),
+    )
+    .await;
+    let mut st = coatcheck(
+        &snake,
+        json!({
+            "mode": "store", "bucket": "wide_sweep", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"]
+        }),
+    )
+    .await;
+    let n = super::daemon::WINDOW * 3;
+    for i in 0..n {
+        st.send("in", pan_request(&i.to_string(), "4111"))
+            .expect("sent");
+        st.recv("out").await.expect("stored");
+    }
+    dm.clock().advance(Duration::from_secs(61));
+    for _ in 0..n {
+        dm.recv("out").await.expect("a timeout event");
+    }
+    assert_eq!(
+        script.peak_gets.load(Ordering::SeqCst),
+        super::daemon::WINDOW
     );
 }
