@@ -81,6 +81,12 @@
 //! `include_values: true`). A second store under the same key replaces the entry and its
 //! expiry (a retransmission parks again).
 //!
+//! Parking `meta.conn.id`, as in the example, sends a reply back to the connection its
+//! request came in on. Connection ids do not repeat across restarts, so an entry parked
+//! before a restart (a `file` bucket keeps it) names a connection that is gone: its reply, or
+//! anything sent with a timeout event's `conn.id`, goes to the link gear's `error`, never to
+//! another terminal.
+//!
 //! # Errors
 //!
 //! On `error`, with `error.reason`:
