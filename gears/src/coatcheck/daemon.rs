@@ -191,7 +191,7 @@ enum Sweep {
 /// What became of one expired entry.
 enum Swept {
     /// Taken out of the bucket: its timeout event, published already.
-    Event(FluxMsg),
+    Event(Box<FluxMsg>),
     /// Still there: due again at this time (stored again later, or the bucket failed).
     Again(String, u64),
     /// Restored meanwhile, or unreadable.
@@ -267,7 +267,7 @@ impl Sweeper {
             };
             match done {
                 Ok(Swept::Event(event)) => {
-                    if self.emitter.emit(self.out, event).await.is_err() {
+                    if self.emitter.emit(self.out, *event).await.is_err() {
                         self.emitter.stats().add_dropped("shutdown", 1);
                         return Sweep::Gone;
                     }
@@ -325,7 +325,7 @@ impl Shared {
         }
         let event = self.event(parked, key, expires_at, now);
         self.publish(&event).await;
-        Swept::Event(event)
+        Swept::Event(Box::new(event))
     }
 
     fn event(&self, parked: FluxMsg, key: String, expired_at: Duration, now: Duration) -> FluxMsg {
