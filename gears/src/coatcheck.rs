@@ -109,7 +109,8 @@
 //!
 //! With `await_store: false`, a background store that fails is counted as dropped
 //! `store_failed` (the message has gone on; its fields are lost), one that finds the queue full
-//! as `store_overloaded`. Keys and values never appear in logs or error details: they may hold
+//! as `store_overloaded`; `store_timeout` bounds only its opening of the bucket, and a write
+//! the bucket acknowledges late is not counted lost. Keys and values never appear in logs or error details: they may hold
 //! card data.
 //!
 //! ```

@@ -277,6 +277,8 @@ struct Script {
     put_answer_after: Duration,
     /// A delete lands at once; its answer comes this much later.
     delete_answer_after: Duration,
+    /// Puts answered so far.
+    puts_answered: AtomicUsize,
     /// Gets running now, and the most at once.
     gets: AtomicUsize,
     peak_gets: AtomicUsize,
@@ -325,6 +327,7 @@ impl Bucket for Double {
         Box::pin(async move {
             let landed = self.kv.put(key, value).await;
             tokio::time::sleep(self.script.put_answer_after).await;
+            self.script.puts_answered.fetch_add(1, Ordering::SeqCst);
             landed
         })
     }
@@ -434,6 +437,40 @@ async fn a_store_that_times_out_takes_back_what_lands_late() {
         (gone.key, gone.operation),
         (landed.key, snake::KvOperation::Delete)
     );
+}
+
+/// A background store's message has gone on: a write acknowledged after `store_timeout` is
+/// parked all the same, and not counted lost.
+#[tokio::test(start_paused = true)]
+async fn a_background_store_acknowledged_late_is_not_counted_lost() {
+    let snake = Snake::memory();
+    let script = Script {
+        put_answer_after: Duration::from_secs(3),
+        ..Script::default()
+    };
+    let (kv, script) = doubled(&snake, "late_bg", script).await;
+    let mut st = coatcheck(
+        &snake,
+        json!({
+            "mode": "store", "bucket": "late_bg", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"], "store_timeout": "1s", "await_store": false
+        }),
+    )
+    .await;
+    st.send("in", pan_request("1", "4111")).expect("sent");
+    assert_eq!(st.take("out").len(), 1, "sent on at once");
+    // The worker handles the answer in the poll that receives it; a store that gave up
+    // before it counts the drop.
+    testkit::wait_until("the store's outcome", || {
+        script.puts_answered.load(Ordering::SeqCst) == 1 || st.stats().dropped("store_failed") > 0
+    })
+    .await;
+    assert_eq!(st.stats().dropped("store_failed"), 0);
+    let mut watch = kv.watch(">").await.expect("watch");
+    let parked = testkit::within("the entry", watch.next())
+        .await
+        .expect("parked");
+    assert_eq!(parked.operation, snake::KvOperation::Put);
 }
 
 /// Finding: the sweep took expired entries one after the other, a round trip each. It now

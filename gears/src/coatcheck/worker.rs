@@ -5,7 +5,8 @@
 //! that has asked for its entry's removal waits for the answer (the snake client bounds that
 //! wait with its own request timeout), since the entry may be gone already; a store that timed
 //! out waits for its write in the background and takes back what landed, since its message
-//! went to `error`.
+//! went to `error`. A background store (`await_store: false`) waits for its write's answer
+//! past `store_timeout`: its message has gone on, and a write that lands late is not lost.
 
 use std::future::Future;
 use std::pin::pin;
@@ -203,14 +204,16 @@ async fn run(shared: Arc<Shared>, job: Job) {
             }
         }
         Job::Background { key, value } => {
+            // The message has gone on: a write that lands late is still what it needs, so
+            // the bucket's answer decides, however late it comes.
             let put = async {
                 let kv = shared
                     .bucket("store_failed", "store_timeout", deadline)
                     .await?;
-                match timeout_at(deadline, kv.put(&key, value)).await {
-                    Ok(done) => done.map(|_| ()).map_err(|e| store_failed(&e)),
-                    Err(_) => Err(late("store_timeout", wait)),
-                }
+                kv.put(&key, value)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| store_failed(&e))
             };
             let Err(failure) = put.await else {
                 return;
