@@ -275,6 +275,10 @@ struct Script {
     get_after: Duration,
     /// A put lands at once; its answer comes this much later.
     put_answer_after: Duration,
+    /// Only the first this many puts answer late (all of them when `None`).
+    slow_puts: Option<usize>,
+    /// Puts asked for so far.
+    puts: AtomicUsize,
     /// A delete lands at once; its answer comes this much later.
     delete_answer_after: Duration,
     /// Puts answered so far.
@@ -326,7 +330,10 @@ impl Bucket for Double {
     fn put<'a>(&'a self, key: &'a str, value: Bytes) -> bucket::Op<'a, u64> {
         Box::pin(async move {
             let landed = self.kv.put(key, value).await;
-            tokio::time::sleep(self.script.put_answer_after).await;
+            let nth = self.script.puts.fetch_add(1, Ordering::SeqCst);
+            if self.script.slow_puts.is_none_or(|n| nth < n) {
+                tokio::time::sleep(self.script.put_answer_after).await;
+            }
             self.script.puts_answered.fetch_add(1, Ordering::SeqCst);
             landed
         })
@@ -437,6 +444,44 @@ async fn a_store_that_times_out_takes_back_what_lands_late() {
         (gone.key, gone.operation),
         (landed.key, snake::KvOperation::Delete)
     );
+}
+
+/// Taking back a late write deletes that write only: a retransmission parked meanwhile stays.
+#[tokio::test(start_paused = true)]
+async fn taking_back_a_late_write_spares_a_retransmission() {
+    let snake = Snake::memory();
+    let script = Script {
+        put_answer_after: Duration::from_secs(3),
+        slow_puts: Some(1),
+        ..Script::default()
+    };
+    let (_, script) = doubled(&snake, "late_again", script).await;
+    let config = |mode: &str| {
+        json!({
+            "mode": mode, "bucket": "late_again", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"], "store_timeout": "1s"
+        })
+    };
+    let mut st = coatcheck(&snake, config("store")).await;
+    let mut rs = coatcheck(&snake, config("restore")).await;
+    st.send("in", pan_request("1", "4111")).expect("sent");
+    assert_eq!(
+        st.recv("error")
+            .await
+            .map(|m| text(&m, "pan").map(str::to_owned)),
+        Some(Some("4111".to_owned())),
+        "the first store timed out"
+    );
+    st.send("in", pan_request("1", "4222")).expect("sent");
+    st.recv("out").await.expect("the retransmission is parked");
+    testkit::wait_until("the first write's late answer", || {
+        script.puts_answered.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    rs.send("in", FluxMsg::builder().data("stan", "1").build())
+        .expect("sent");
+    let back = rs.recv("out").await.expect("restored");
+    assert_eq!(text(&back, "pan"), Some("4222"));
 }
 
 /// A background store's message has gone on: a write acknowledged after `store_timeout` is
