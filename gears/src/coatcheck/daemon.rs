@@ -2,9 +2,10 @@
 //! sweeps what expired into timeout events.
 //!
 //! A sweep works on up to [`WINDOW`] expired entries at once (each read, deleted, published),
-//! on at most [`SWEEP_MAX`] per sweep (when more are due, the next sweep starts at once), and
-//! applies the changes the watch has after every [`CHUNK`] entries, so that a mass expiry
-//! neither falls behind the bucket's round trips nor lets the watch overflow and lose changes.
+//! on at most [`SWEEP_MAX`] per sweep (when more are due, the next sweep starts at once, unless
+//! the bucket failed), and applies the changes the watch has after every [`CHUNK`] entries, so
+//! that a mass expiry neither falls behind the bucket's round trips nor lets the watch overflow
+//! and lose changes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -182,7 +183,8 @@ struct Shared {
 enum Sweep {
     /// Every due entry was looked at.
     Done,
-    /// It stopped at [`SWEEP_MAX`] entries; more are due.
+    /// It stopped at [`SWEEP_MAX`] entries, all without a failure of the bucket; more are
+    /// due.
     More,
     /// The engine is gone.
     Gone,
@@ -192,8 +194,10 @@ enum Sweep {
 enum Swept {
     /// Taken out of the bucket: its timeout event, published already.
     Event(Box<FluxMsg>),
-    /// Still there: due again at this time (stored again later, or the bucket failed).
+    /// Stored again with a later expiry: due at this time.
     Again(String, u64),
+    /// The bucket failed: due again (at this time) at the next sweep.
+    Failed(String, u64),
     /// Restored meanwhile, or unreadable.
     Nothing,
 }
@@ -252,9 +256,11 @@ impl Sweeper {
     /// sends their timeout events; applies the watch's changes every [`CHUNK`] entries.
     async fn sweep(&mut self, watch: &mut Option<KvWatch>) -> Sweep {
         let now = self.clock.now();
-        let mut due = self.index.due(entry::nanos(now), SWEEP_MAX).into_iter();
+        let due = self.index.due(entry::nanos(now), SWEEP_MAX);
+        let full = due.len() == SWEEP_MAX;
+        let mut due = due.into_iter();
         let mut running = JoinSet::new();
-        let mut finished: usize = 0;
+        let (mut finished, mut failed): (usize, usize) = (0, 0);
         loop {
             while running.len() < WINDOW
                 && let Some((key, expires)) = due.next()
@@ -273,6 +279,10 @@ impl Sweeper {
                     }
                 }
                 Ok(Swept::Again(key, expires)) => self.index.put(key, expires),
+                Ok(Swept::Failed(key, expires)) => {
+                    failed += 1;
+                    self.index.put(key, expires);
+                }
                 Ok(Swept::Nothing) => {}
                 Err(e) => {
                     tracing::warn!(bucket = %self.shared.settings.bucket, error = %e, "A sweep task ended early.");
@@ -285,7 +295,8 @@ impl Sweeper {
                 drain_ready(w, &mut self.index).await;
             }
         }
-        if self.index.has_due(entry::nanos(now)) {
+        // A failing bucket waits for the next tick: hurrying would only hammer it.
+        if full && failed == 0 && self.index.has_due(entry::nanos(now)) {
             Sweep::More
         } else {
             Sweep::Done
@@ -303,7 +314,7 @@ impl Shared {
             Ok(None) => return Swept::Nothing,
             Err(e) => {
                 tracing::warn!(bucket = %bucket, error = %describe(&e), "Cannot read an expired entry; the next sweep tries again.");
-                return Swept::Again(key, expires);
+                return Swept::Failed(key, expires);
             }
         };
         let Ok((expires_at, parked)) = entry::decode(&self.settings.codec, &found.value) else {
@@ -320,7 +331,7 @@ impl Shared {
             Err(snake::Error::WrongRevision { .. }) => return Swept::Nothing,
             Err(e) => {
                 tracing::warn!(bucket = %bucket, error = %describe(&e), "Cannot remove an expired entry; the next sweep tries again.");
-                return Swept::Again(key, expires);
+                return Swept::Failed(key, expires);
             }
         }
         let event = self.event(parked, key, expires_at, now);

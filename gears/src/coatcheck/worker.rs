@@ -256,8 +256,8 @@ fn late(reason: &'static str, wait: Duration) -> GearError {
 }
 
 impl Shared {
-    /// The bucket, opened once by `deadline`; `failed` is the reason of any failure but a
-    /// missing bucket, `late` that of a bucket that does not answer in time.
+    /// The bucket, opened once, by `deadline`; `failed` is the reason of any failure but a
+    /// missing bucket, `late_reason` that of a bucket that does not answer in time.
     async fn bucket(
         &self,
         failed: &'static str,
