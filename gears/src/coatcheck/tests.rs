@@ -281,6 +281,10 @@ struct Script {
     puts: AtomicUsize,
     /// A delete lands at once; its answer comes this much later.
     delete_answer_after: Duration,
+    /// The first this many deletes fail (without deleting).
+    failing_deletes: usize,
+    /// Deletes asked for so far.
+    deletes: AtomicUsize,
     /// Puts answered so far.
     puts_answered: AtomicUsize,
     /// Gets running now, and the most at once.
@@ -341,6 +345,9 @@ impl Bucket for Double {
 
     fn delete_if<'a>(&'a self, key: &'a str, revision: u64) -> bucket::Op<'a, u64> {
         Box::pin(async move {
+            if self.script.deletes.fetch_add(1, Ordering::SeqCst) < self.script.failing_deletes {
+                return Err(snake::Error::Timeout(Duration::from_secs(5)));
+            }
             let landed = self.kv.delete_if(key, revision).await;
             tokio::time::sleep(self.script.delete_answer_after).await;
             landed
@@ -555,4 +562,55 @@ async fn the_sweep_works_on_many_expired_entries_at_once() {
         script.peak_gets.load(Ordering::SeqCst),
         super::daemon::WINDOW
     );
+}
+
+/// An entry the bucket fails to delete is swept again at the next sweep, and each entry
+/// becomes one event only; a restore that fails to delete its entry leaves it to the sweep.
+#[tokio::test(start_paused = true)]
+async fn failed_deletes_are_tried_again_and_each_entry_times_out_once() {
+    let snake = Snake::memory();
+    let script = Script {
+        failing_deletes: 3,
+        ..Script::default()
+    };
+    let (_, script) = doubled(&snake, "flaky", script).await;
+    let mut dm = coatcheck(
+        &snake,
+        json!({ "mode": "daemon", "bucket": "flaky", "storage": "memory" }),
+    )
+    .await;
+    let config = |mode: &str| {
+        json!({
+            "mode": mode, "bucket": "flaky", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan", "data.stan"], "include_values": true
+        })
+    };
+    let mut st = coatcheck(&snake, config("store")).await;
+    let mut rs = coatcheck(&snake, config("restore")).await;
+    for i in 0..3 {
+        st.send("in", pan_request(&i.to_string(), "4111"))
+            .expect("sent");
+        st.recv("out").await.expect("stored");
+    }
+    // The first delete fails: the restore goes to error without the fields, the entry stays.
+    rs.send("in", FluxMsg::builder().data("stan", "0").build())
+        .expect("sent");
+    let refused = rs.recv("error").await.expect("refused");
+    assert_eq!(
+        refused.meta.get("error.reason").map(|r| r.as_str()),
+        Some("restore_failed")
+    );
+    assert_eq!(text(&refused, "pan"), None);
+    // The next two fail in the first sweep; each entry still times out, once.
+    dm.clock().advance(Duration::from_secs(61));
+    let mut stans = Vec::new();
+    for _ in 0..3 {
+        let event = dm.recv("out").await.expect("a timeout event");
+        stans.push(text(&event, "stan").expect("stan").to_owned());
+    }
+    stans.sort();
+    assert_eq!(stans, ["0", "1", "2"]);
+    assert_eq!(script.deletes.load(Ordering::SeqCst), 1 + 3 + 2);
+    dm.advance(Duration::from_secs(5)).await;
+    assert!(dm.take("out").is_empty(), "one event per entry");
 }
