@@ -44,7 +44,7 @@
 //! | `value_fields` | none | `meta.<key>` and `data.<path>` fields parked (absent ones are skipped) |
 //! | `include_values` | `false` | keep the parked fields in the message too |
 //! | `await_store` | `true` | `store` sends the message on once the bucket acknowledged the entry; `false` sends it on at once and parks in the background |
-//! | `store_timeout` | `5s` | how long a message waits for the bucket (store or restore) |
+//! | `store_timeout` | `5s` | how long a message waits for the bucket (store or restore; see [Errors](#errors)) |
 //! | `default_ttl` | `1m` | how long an entry stays claimable |
 //! | `max_ttl` | `5m` | the longest a message's own `coatcheck.ttl` metadata may ask for |
 //! | `on_missing` | `error` | `restore` without an entry (never parked, already claimed, expired): `error`, `drop` (counted as `coatcheck_missing`), `forward` (sent on `out` unchanged) |
@@ -65,7 +65,10 @@
 //! Exactly one daemon per bucket: it creates the bucket when it loads (stores and restores
 //! never do, so without a daemon they fail with `bucket_not_found`). It watches the bucket to
 //! keep an index of the expiry times (rebuilt from the bucket every 60 sweeps, in case a change
-//! went unseen) and, every `sweep_interval`, takes each entry past its expiry out of the bucket.
+//! went unseen) and, every `sweep_interval`, takes each entry past its expiry out of the bucket:
+//! up to 64 entries at once and 4,096 per sweep (when more are due, the next sweep follows at
+//! once), applying the watch's changes after every 256, so that a mass expiry neither waits on
+//! one round trip after the other nor overflows the watch.
 //! A restore and the sweep that reach the same entry both delete it on the revision they read,
 //! so exactly one of them gets it: a message is either restored or timed out, never both.
 //!
@@ -78,6 +81,12 @@
 //! `include_values: true`). A second store under the same key replaces the entry and its
 //! expiry (a retransmission parks again).
 //!
+//! Parking `meta.conn.id`, as in the example, sends a reply back to the connection its
+//! request came in on. Connection ids do not repeat across restarts, so an entry parked
+//! before a restart (a `file` bucket keeps it) names a connection that is gone: its reply, or
+//! anything sent with a timeout event's `conn.id`, goes to the link gear's `error`, never to
+//! another terminal.
+//!
 //! # Errors
 //!
 //! On `error`, with `error.reason`:
@@ -86,15 +95,22 @@
 //! - `bad_ttl`: `coatcheck.ttl` is not a duration above zero.
 //! - `bucket_not_found`: the bucket does not exist (no daemon created it).
 //! - `store_failed`, `store_timeout`: the bucket refused the entry or did not answer in
-//!   `store_timeout` (the message goes to `error` as it came, parked fields included).
+//!   `store_timeout` (the message goes to `error` as it came, parked fields included). A write
+//!   that lands after its timeout is taken back (deleted at the revision it wrote) once the
+//!   bucket answers, so that no timeout event comes for a message that went to `error`.
 //! - `restore_failed`, `restore_timeout`; `corrupt_entry` (an entry this gear cannot read).
+//!   `restore_timeout` bounds reading the entry: nothing was taken. Once a restore asks for
+//!   the entry's removal it waits for the answer (the snake client bounds that wait with its
+//!   own request timeout), since the entry may be gone already: a restore that took the entry
+//!   always comes back with it. A removal the bucket refuses is `restore_failed`.
 //! - `coatcheck_missing`: no entry to restore, with `on_missing: error`.
 //! - `overloaded`: `max_in_flight` messages already wait for the bucket; `not_running`: the
 //!   gear is not started yet, or draining.
 //!
 //! With `await_store: false`, a background store that fails is counted as dropped
 //! `store_failed` (the message has gone on; its fields are lost), one that finds the queue full
-//! as `store_overloaded`. Keys and values never appear in logs or error details: they may hold
+//! as `store_overloaded`; `store_timeout` bounds only its opening of the bucket, and a write
+//! the bucket acknowledges late is not counted lost. Keys and values never appear in logs or error details: they may hold
 //! card data.
 //!
 //! ```
@@ -135,6 +151,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bucket;
 mod daemon;
 mod entry;
 mod key;

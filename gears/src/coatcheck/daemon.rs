@@ -1,5 +1,11 @@
 //! The daemon: creates the bucket, keeps an index of expiry times from a watch on it, and
 //! sweeps what expired into timeout events.
+//!
+//! A sweep works on up to [`WINDOW`] expired entries at once (each read, deleted, published),
+//! on at most [`SWEEP_MAX`] per sweep (when more are due, the next sweep starts at once, unless
+//! the bucket failed), and applies the changes the watch has after every [`CHUNK`] entries, so
+//! that a mass expiry neither falls behind the bucket's round trips nor lets the watch overflow
+//! and lose changes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -8,9 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fluxmsg::FluxMsg;
-use sdk::{Clock, Context, Emitter, GearError, IdSource, OutPort};
+use sdk::{Clock, Context, Emitter, GearError, IdSource, OutPort, Stats};
 use snake::{Kv, KvConfig, KvEntry, KvOperation, KvWatch, Message, Snake, Storage, Subject};
+use tokio::task::JoinSet;
+use tracing::Instrument;
 
+use super::bucket::{self, Bucket};
 use super::worker::describe;
 use super::{Settings, StorageKind, TIMEOUT_EVENT_TYPE, TIMEOUT_SUBJECT_PREFIX, entry};
 
@@ -20,6 +29,16 @@ const RESYNC_EVERY: u64 = 60;
 
 /// The most changes applied from the watch before a sweep.
 const DRAIN_MAX: usize = 100_000;
+
+/// The most expired entries one sweep takes on.
+pub(crate) const SWEEP_MAX: usize = 4_096;
+
+/// How many expired entries a sweep works on at once.
+pub(crate) const WINDOW: usize = 64;
+
+/// After this many entries the sweep applies the watch's changes (a memory bucket's watcher
+/// keeps 4,096 unread changes: the sweep's own deletes count).
+const CHUNK: usize = 256;
 
 /// The metadata key of a timeout event's type.
 pub(crate) const EVENT_TYPE_META: &str = "event.type";
@@ -59,14 +78,19 @@ pub(crate) fn start(
 ) -> Result<(), GearError> {
     let subject = Subject::parse(&format!("{TIMEOUT_SUBJECT_PREFIX}.{}", settings.bucket))
         .map_err(|e| GearError::new("bad_subject").with_detail(e))?;
+    let emitter = ctx.emitter();
     let sweeper = Sweeper {
-        snake,
+        shared: Arc::new(Shared {
+            ops: bucket::ops(&settings.bucket, kv.clone()),
+            snake,
+            settings,
+            subject,
+            ids: ctx.ids(),
+            stats: Arc::clone(emitter.stats()),
+        }),
         kv,
-        settings,
-        subject,
         clock: ctx.clock(),
-        ids: ctx.ids(),
-        emitter: ctx.emitter(),
+        emitter,
         out,
         index: Index::default(),
     };
@@ -97,10 +121,12 @@ impl Index {
         }
     }
 
-    /// Takes out the keys that expire at `now` or before: `(key, expires)`, soonest first.
-    pub(crate) fn due(&mut self, now: u64) -> Vec<(String, u64)> {
+    /// Takes out up to `max` keys that expire at `now` or before: `(key, expires)`, soonest
+    /// first.
+    pub(crate) fn due(&mut self, now: u64, max: usize) -> Vec<(String, u64)> {
         let mut due = Vec::new();
-        while let Some((expires, _)) = self.by_time.first()
+        while due.len() < max
+            && let Some((expires, _)) = self.by_time.first()
             && *expires <= now
         {
             let Some((expires, key)) = self.by_time.pop_first() else {
@@ -110,6 +136,13 @@ impl Index {
             due.push((key, expires));
         }
         due
+    }
+
+    /// Whether a key expires at `now` or before.
+    pub(crate) fn has_due(&self, now: u64) -> bool {
+        self.by_time
+            .first()
+            .is_some_and(|(expires, _)| *expires <= now)
     }
 
     fn apply(&mut self, e: KvEntry) {
@@ -127,21 +160,52 @@ impl Index {
 }
 
 struct Sweeper {
-    snake: Snake,
+    shared: Arc<Shared>,
+    /// For the watch.
     kv: Kv,
-    settings: Arc<Settings>,
-    subject: Subject,
     clock: Arc<dyn Clock>,
-    ids: Arc<dyn IdSource>,
     emitter: Emitter,
     out: OutPort,
     index: Index,
 }
 
+/// What the tasks that take expired entries out share.
+struct Shared {
+    ops: Arc<dyn Bucket>,
+    snake: Snake,
+    settings: Arc<Settings>,
+    subject: Subject,
+    ids: Arc<dyn IdSource>,
+    stats: Arc<Stats>,
+}
+
+/// How a sweep ended.
+enum Sweep {
+    /// Every due entry was looked at.
+    Done,
+    /// It stopped at [`SWEEP_MAX`] entries, all without a failure of the bucket; more are
+    /// due.
+    More,
+    /// The engine is gone.
+    Gone,
+}
+
+/// What became of one expired entry.
+enum Swept {
+    /// Taken out of the bucket: its timeout event, published already.
+    Event(Box<FluxMsg>),
+    /// Stored again with a later expiry: due at this time.
+    Again(String, u64),
+    /// The bucket failed: due again (at this time) at the next sweep.
+    Failed(String, u64),
+    /// Restored meanwhile, or unreadable.
+    Nothing,
+}
+
 impl Sweeper {
     async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
-        let mut tick = tokio::time::interval(self.settings.sweep_interval);
+        let mut tick = tokio::time::interval(self.shared.settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = self.watch().await;
         let mut sweeps: u64 = 0;
@@ -150,7 +214,7 @@ impl Sweeper {
                 e = next(&mut watch), if watch.is_some() => match e {
                     Some(e) => self.index.apply(e),
                     None => {
-                        tracing::warn!(bucket = %self.settings.bucket, "The watch on the bucket ended; it starts again at the next sweep.");
+                        tracing::warn!(bucket = %self.shared.settings.bucket, "The watch on the bucket ended; it starts again at the next sweep.");
                         watch = None;
                     }
                 },
@@ -166,8 +230,11 @@ impl Sweeper {
                     if let Some(w) = watch.as_mut() {
                         drain_ready(w, &mut self.index).await;
                     }
-                    if !self.sweep().await {
-                        break;
+                    match self.sweep(&mut watch).await {
+                        Sweep::Done => {}
+                        // The rest at once, once shutdown and the watch had their turn.
+                        Sweep::More => tick.reset_immediately(),
+                        Sweep::Gone => break,
                     }
                 }
                 () = &mut shutdown => break,
@@ -179,54 +246,97 @@ impl Sweeper {
         match self.kv.watch(">").await {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(bucket = %self.settings.bucket, error = %describe(&e), "Cannot watch the bucket; trying again at the next sweep.");
+                tracing::warn!(bucket = %self.shared.settings.bucket, error = %describe(&e), "Cannot watch the bucket; trying again at the next sweep.");
                 None
             }
         }
     }
 
-    /// Takes every expired entry out of the bucket and sends its timeout event. `false` once
-    /// the engine is gone.
-    async fn sweep(&mut self) -> bool {
+    /// Takes up to [`SWEEP_MAX`] expired entries out of the bucket, [`WINDOW`] at once, and
+    /// sends their timeout events; applies the watch's changes every [`CHUNK`] entries.
+    async fn sweep(&mut self, watch: &mut Option<KvWatch>) -> Sweep {
         let now = self.clock.now();
-        for (key, expires) in self.index.due(entry::nanos(now)) {
-            let found = match self.kv.get(&key).await {
-                Ok(Some(found)) => found,
-                // Restored meanwhile.
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(bucket = %self.settings.bucket, error = %describe(&e), "Cannot read an expired entry; the next sweep tries again.");
-                    self.index.put(key, expires);
-                    continue;
-                }
-            };
-            let Ok((expires_at, parked)) = entry::decode(&self.settings.codec, &found.value) else {
-                tracing::warn!(bucket = %self.settings.bucket, "An expired entry is unreadable; the sweep leaves it.");
-                continue;
-            };
-            if expires_at > now {
-                // Stored again with a later expiry.
-                self.index.put(key, entry::nanos(expires_at));
-                continue;
+        let due = self.index.due(entry::nanos(now), SWEEP_MAX);
+        let full = due.len() == SWEEP_MAX;
+        let mut due = due.into_iter();
+        let mut running = JoinSet::new();
+        let (mut finished, mut failed): (usize, usize) = (0, 0);
+        loop {
+            while running.len() < WINDOW
+                && let Some((key, expires)) = due.next()
+            {
+                let shared = Arc::clone(&self.shared);
+                running.spawn(shared.take(key, expires, now).in_current_span());
             }
-            match self.kv.delete_if(&key, found.revision).await {
-                Ok(_) => {}
-                // Restored or stored again meanwhile: the watch tells which.
-                Err(snake::Error::WrongRevision { .. }) => continue,
-                Err(e) => {
-                    tracing::warn!(bucket = %self.settings.bucket, error = %describe(&e), "Cannot remove an expired entry; the next sweep tries again.");
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            match done {
+                Ok(Swept::Event(event)) => {
+                    if self.emitter.emit(self.out, *event).await.is_err() {
+                        self.emitter.stats().add_dropped("shutdown", 1);
+                        return Sweep::Gone;
+                    }
+                }
+                Ok(Swept::Again(key, expires)) => self.index.put(key, expires),
+                Ok(Swept::Failed(key, expires)) => {
+                    failed += 1;
                     self.index.put(key, expires);
-                    continue;
+                }
+                Ok(Swept::Nothing) => {}
+                Err(e) => {
+                    tracing::warn!(bucket = %self.shared.settings.bucket, error = %e, "A sweep task ended early.");
                 }
             }
-            let event = self.event(parked, key, expires_at, now);
-            self.publish(&event).await;
-            if self.emitter.emit(self.out, event).await.is_err() {
-                self.emitter.stats().add_dropped("shutdown", 1);
-                return false;
+            finished += 1;
+            if finished.is_multiple_of(CHUNK)
+                && let Some(w) = watch.as_mut()
+            {
+                drain_ready(w, &mut self.index).await;
             }
         }
-        true
+        // A failing bucket waits for the next tick: hurrying would only hammer it.
+        if full && failed == 0 && self.index.has_due(entry::nanos(now)) {
+            Sweep::More
+        } else {
+            Sweep::Done
+        }
+    }
+}
+
+impl Shared {
+    /// Takes the expired entry under `key` out of the bucket and publishes its timeout event.
+    async fn take(self: Arc<Self>, key: String, expires: u64, now: Duration) -> Swept {
+        let bucket = &self.settings.bucket;
+        let found = match self.ops.get(&key).await {
+            Ok(Some(found)) => found,
+            // Restored meanwhile.
+            Ok(None) => return Swept::Nothing,
+            Err(e) => {
+                tracing::warn!(bucket = %bucket, error = %describe(&e), "Cannot read an expired entry; the next sweep tries again.");
+                return Swept::Failed(key, expires);
+            }
+        };
+        let Ok((expires_at, parked)) = entry::decode(&self.settings.codec, &found.value) else {
+            tracing::warn!(bucket = %bucket, "An expired entry is unreadable; the sweep leaves it.");
+            return Swept::Nothing;
+        };
+        if expires_at > now {
+            // Stored again with a later expiry.
+            return Swept::Again(key, entry::nanos(expires_at));
+        }
+        match self.ops.delete_if(&key, found.revision).await {
+            Ok(_) => {}
+            // Restored or stored again meanwhile: the watch tells which.
+            Err(snake::Error::WrongRevision { .. }) => return Swept::Nothing,
+            Err(e) => {
+                tracing::warn!(bucket = %bucket, error = %describe(&e), "Cannot remove an expired entry; the next sweep tries again.");
+                return Swept::Failed(key, expires);
+            }
+        }
+        let event = self.event(parked, key, expires_at, now);
+        self.publish(&event).await;
+        Swept::Event(Box::new(event))
     }
 
     fn event(&self, parked: FluxMsg, key: String, expired_at: Duration, now: Duration) -> FluxMsg {
@@ -253,7 +363,7 @@ impl Sweeper {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(bucket = %self.settings.bucket, error = %e, "Cannot encode a timeout event for the bus.");
-                self.emitter.stats().add_dropped("event_publish_failed", 1);
+                self.stats.add_dropped("event_publish_failed", 1);
                 return;
             }
         };
@@ -263,7 +373,7 @@ impl Sweeper {
             .await
         {
             tracing::warn!(bucket = %self.settings.bucket, error = %e, "Cannot publish a timeout event on the bus.");
-            self.emitter.stats().add_dropped("event_publish_failed", 1);
+            self.stats.add_dropped("event_publish_failed", 1);
         }
     }
 }

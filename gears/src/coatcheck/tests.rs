@@ -178,9 +178,12 @@ fn the_index_yields_what_is_due_soonest_first_and_forgets_removed_keys() {
     index.put("c".into(), 20);
     index.put("a".into(), 15); // stored again: the later write counts
     index.remove("c");
-    assert_eq!(index.due(9), []);
-    assert_eq!(index.due(20), [("b".to_owned(), 10), ("a".to_owned(), 15)]);
-    assert_eq!(index.due(u64::MAX), []);
+    assert_eq!(index.due(9, usize::MAX), []);
+    assert!(index.has_due(10) && !index.has_due(9));
+    assert_eq!(index.due(20, 1), [("b".to_owned(), 10)], "at most `max`");
+    assert_eq!(index.due(20, usize::MAX), [("a".to_owned(), 15)]);
+    assert!(!index.has_due(20));
+    assert_eq!(index.due(u64::MAX, usize::MAX), []);
 }
 
 /// What the index does to its model: a map of key to expiry.
@@ -225,13 +228,14 @@ proptest! {
                         .collect();
                     want.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
                     model.retain(|_, e| *e > now);
-                    prop_assert_eq!(index.due(now), want);
+                    prop_assert_eq!(index.has_due(now), !want.is_empty());
+                    prop_assert_eq!(index.due(now, usize::MAX), want);
                 }
             }
         }
         let mut rest: Vec<(String, u64)> = model.into_iter().collect();
         rest.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-        prop_assert_eq!(index.due(u64::MAX), rest);
+        prop_assert_eq!(index.due(u64::MAX, usize::MAX), rest);
     }
 
     /// Two different lists of values never share a key, whatever they hold.
@@ -247,4 +251,366 @@ proptest! {
     fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
         let _ = entry::decode(&Codec::new(), &bytes);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A bucket double: the real (memory) KV whose answers come late, for the timeout races.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use sdk::{DynGearType, Harness};
+use serde_json::json;
+use snake::{Kv, KvConfig, KvEntry, Snake, Storage};
+
+use super::Coatcheck;
+use super::bucket::{self, Bucket};
+
+/// What a double does to each operation on its bucket.
+#[derive(Debug, Default)]
+struct Script {
+    /// A get answers this much later.
+    get_after: Duration,
+    /// A put lands at once; its answer comes this much later.
+    put_answer_after: Duration,
+    /// Only the first this many puts answer late (all of them when `None`).
+    slow_puts: Option<usize>,
+    /// Puts asked for so far.
+    puts: AtomicUsize,
+    /// A delete lands at once; its answer comes this much later.
+    delete_answer_after: Duration,
+    /// The first this many deletes fail (without deleting).
+    failing_deletes: usize,
+    /// Deletes asked for so far.
+    deletes: AtomicUsize,
+    /// Puts answered so far.
+    puts_answered: AtomicUsize,
+    /// Gets running now, and the most at once.
+    gets: AtomicUsize,
+    peak_gets: AtomicUsize,
+}
+
+struct Double {
+    kv: Kv,
+    script: Arc<Script>,
+}
+
+/// Doubles by bucket name (each test has buckets of its own).
+static DOUBLES: Mutex<BTreeMap<String, Arc<Script>>> = Mutex::new(BTreeMap::new());
+
+/// The double registered for bucket `name`, in front of `kv`.
+pub(super) fn double(name: &str, kv: &Kv) -> Option<Arc<dyn Bucket>> {
+    let script = DOUBLES.lock().ok()?.get(name).cloned()?;
+    Some(Arc::new(Double {
+        kv: kv.clone(),
+        script,
+    }))
+}
+
+/// Puts a double with `script` in front of bucket `name`, and creates the bucket.
+async fn doubled(snake: &Snake, name: &str, script: Script) -> (Kv, Arc<Script>) {
+    let script = Arc::new(script);
+    DOUBLES
+        .lock()
+        .expect("doubles")
+        .insert(name.to_owned(), Arc::clone(&script));
+    let cfg = KvConfig::new(name).expect("name").storage(Storage::Memory);
+    (snake.kv(cfg).await.expect("bucket"), script)
+}
+
+impl Bucket for Double {
+    fn get<'a>(&'a self, key: &'a str) -> bucket::Op<'a, Option<KvEntry>> {
+        Box::pin(async move {
+            let now = self.script.gets.fetch_add(1, Ordering::SeqCst) + 1;
+            self.script.peak_gets.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.script.get_after).await;
+            self.script.gets.fetch_sub(1, Ordering::SeqCst);
+            self.kv.get(key).await
+        })
+    }
+
+    fn put<'a>(&'a self, key: &'a str, value: Bytes) -> bucket::Op<'a, u64> {
+        Box::pin(async move {
+            let landed = self.kv.put(key, value).await;
+            let nth = self.script.puts.fetch_add(1, Ordering::SeqCst);
+            if self.script.slow_puts.is_none_or(|n| nth < n) {
+                tokio::time::sleep(self.script.put_answer_after).await;
+            }
+            self.script.puts_answered.fetch_add(1, Ordering::SeqCst);
+            landed
+        })
+    }
+
+    fn delete_if<'a>(&'a self, key: &'a str, revision: u64) -> bucket::Op<'a, u64> {
+        Box::pin(async move {
+            if self.script.deletes.fetch_add(1, Ordering::SeqCst) < self.script.failing_deletes {
+                return Err(snake::Error::Timeout(Duration::from_secs(5)));
+            }
+            let landed = self.kv.delete_if(key, revision).await;
+            tokio::time::sleep(self.script.delete_answer_after).await;
+            landed
+        })
+    }
+}
+
+async fn coatcheck(snake: &Snake, config: serde_json::Value) -> Harness {
+    let gear_type = DynGearType::of::<Coatcheck>().expect("registers");
+    let mut h = Harness::builder(gear_type)
+        .snake(snake.clone())
+        .build_loaded(&config)
+        .await
+        .expect("a valid coatcheck config");
+    h.start().expect("starts");
+    h
+}
+
+fn pan_request(stan: &str, pan: &str) -> FluxMsg {
+    FluxMsg::builder()
+        .data("stan", stan)
+        .data("pan", pan)
+        .build()
+}
+
+fn text<'a>(msg: &'a FluxMsg, path: &str) -> Option<&'a str> {
+    msg.data.get_path(path).and_then(Value::as_str)
+}
+
+/// Finding: the restore timeout covered the delete too; a delete that landed but answered
+/// after `store_timeout` took the entry while its message went to `error` without its fields,
+/// and no timeout event ever came for it. The delete is now waited for.
+#[tokio::test(start_paused = true)]
+async fn a_restore_whose_delete_answers_late_still_restores() {
+    let snake = Snake::memory();
+    let script = Script {
+        delete_answer_after: Duration::from_secs(3),
+        ..Script::default()
+    };
+    let (kv, _) = doubled(&snake, "late_delete", script).await;
+    let config = |mode: &str| {
+        json!({
+            "mode": mode, "bucket": "late_delete", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"], "store_timeout": "1s"
+        })
+    };
+    let mut st = coatcheck(&snake, config("store")).await;
+    let mut rs = coatcheck(&snake, config("restore")).await;
+    st.send("in", pan_request("1", "4111")).expect("sent");
+    st.recv("out").await.expect("stored");
+    rs.send("in", FluxMsg::builder().data("stan", "1").build())
+        .expect("sent");
+    let back = rs.recv("out").await;
+    assert_eq!(rs.error_reasons(), Vec::<String>::new());
+    let back = back.expect("restored once the delete answers");
+    assert_eq!(text(&back, "pan"), Some("4111"));
+    let mut watch = kv.watch(">").await.expect("watch");
+    assert!(
+        tokio::time::timeout(Duration::ZERO, watch.next())
+            .await
+            .is_err(),
+        "the entry is gone"
+    );
+}
+
+/// Finding: a put that landed after `store_timeout` stayed in the bucket while its message
+/// went to `error`, and the sweep later made a timeout event of it. What landed late is now
+/// taken back.
+#[tokio::test(start_paused = true)]
+async fn a_store_that_times_out_takes_back_what_lands_late() {
+    let snake = Snake::memory();
+    let script = Script {
+        put_answer_after: Duration::from_secs(3),
+        ..Script::default()
+    };
+    let (kv, _) = doubled(&snake, "late_put", script).await;
+    let mut st = coatcheck(
+        &snake,
+        json!({
+            "mode": "store", "bucket": "late_put", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"], "store_timeout": "1s"
+        }),
+    )
+    .await;
+    let mut watch = kv.watch(">").await.expect("watch");
+    st.send("in", pan_request("1", "4111")).expect("sent");
+    let refused = st.recv("error").await.expect("timed out");
+    assert_eq!(
+        refused.meta.get("error.reason").map(|r| r.as_str()),
+        Some("store_timeout")
+    );
+    assert_eq!(text(&refused, "pan"), Some("4111"), "the message whole");
+    let landed = testkit::within("the late put", watch.next())
+        .await
+        .expect("put");
+    assert_eq!(landed.operation, snake::KvOperation::Put);
+    let gone = testkit::within("the entry taken back", watch.next())
+        .await
+        .expect("delete");
+    assert_eq!(
+        (gone.key, gone.operation),
+        (landed.key, snake::KvOperation::Delete)
+    );
+}
+
+/// Taking back a late write deletes that write only: a retransmission parked meanwhile stays.
+#[tokio::test(start_paused = true)]
+async fn taking_back_a_late_write_spares_a_retransmission() {
+    let snake = Snake::memory();
+    let script = Script {
+        put_answer_after: Duration::from_secs(3),
+        slow_puts: Some(1),
+        ..Script::default()
+    };
+    let (_, script) = doubled(&snake, "late_again", script).await;
+    let config = |mode: &str| {
+        json!({
+            "mode": mode, "bucket": "late_again", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"], "store_timeout": "1s"
+        })
+    };
+    let mut st = coatcheck(&snake, config("store")).await;
+    let mut rs = coatcheck(&snake, config("restore")).await;
+    st.send("in", pan_request("1", "4111")).expect("sent");
+    assert_eq!(
+        st.recv("error")
+            .await
+            .map(|m| text(&m, "pan").map(str::to_owned)),
+        Some(Some("4111".to_owned())),
+        "the first store timed out"
+    );
+    st.send("in", pan_request("1", "4222")).expect("sent");
+    st.recv("out").await.expect("the retransmission is parked");
+    testkit::wait_until("the first write's late answer", || {
+        script.puts_answered.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    rs.send("in", FluxMsg::builder().data("stan", "1").build())
+        .expect("sent");
+    let back = rs.recv("out").await.expect("restored");
+    assert_eq!(text(&back, "pan"), Some("4222"));
+}
+
+/// A background store's message has gone on: a write acknowledged after `store_timeout` is
+/// parked all the same, and not counted lost.
+#[tokio::test(start_paused = true)]
+async fn a_background_store_acknowledged_late_is_not_counted_lost() {
+    let snake = Snake::memory();
+    let script = Script {
+        put_answer_after: Duration::from_secs(3),
+        ..Script::default()
+    };
+    let (kv, script) = doubled(&snake, "late_bg", script).await;
+    let mut st = coatcheck(
+        &snake,
+        json!({
+            "mode": "store", "bucket": "late_bg", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"], "store_timeout": "1s", "await_store": false
+        }),
+    )
+    .await;
+    st.send("in", pan_request("1", "4111")).expect("sent");
+    assert_eq!(st.take("out").len(), 1, "sent on at once");
+    // The worker handles the answer in the poll that receives it; a store that gave up
+    // before it counts the drop.
+    testkit::wait_until("the store's outcome", || {
+        script.puts_answered.load(Ordering::SeqCst) == 1 || st.stats().dropped("store_failed") > 0
+    })
+    .await;
+    assert_eq!(st.stats().dropped("store_failed"), 0);
+    let mut watch = kv.watch(">").await.expect("watch");
+    let parked = testkit::within("the entry", watch.next())
+        .await
+        .expect("parked");
+    assert_eq!(parked.operation, snake::KvOperation::Put);
+}
+
+/// Finding: the sweep took expired entries one after the other, a round trip each. It now
+/// works on up to `WINDOW` at once.
+#[tokio::test(start_paused = true)]
+async fn the_sweep_works_on_many_expired_entries_at_once() {
+    let snake = Snake::memory();
+    let script = Script {
+        get_after: Duration::from_millis(5),
+        ..Script::default()
+    };
+    let (_, script) = doubled(&snake, "wide_sweep", script).await;
+    let mut dm = coatcheck(
+        &snake,
+        json!({ "mode": "daemon", "bucket": "wide_sweep", "storage": "memory" }),
+    )
+    .await;
+    let mut st = coatcheck(
+        &snake,
+        json!({
+            "mode": "store", "bucket": "wide_sweep", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan"]
+        }),
+    )
+    .await;
+    let n = super::daemon::WINDOW * 3;
+    for i in 0..n {
+        st.send("in", pan_request(&i.to_string(), "4111"))
+            .expect("sent");
+        st.recv("out").await.expect("stored");
+    }
+    dm.clock().advance(Duration::from_secs(61));
+    for _ in 0..n {
+        dm.recv("out").await.expect("a timeout event");
+    }
+    assert_eq!(
+        script.peak_gets.load(Ordering::SeqCst),
+        super::daemon::WINDOW
+    );
+}
+
+/// An entry the bucket fails to delete is swept again at the next sweep, and each entry
+/// becomes one event only; a restore that fails to delete its entry leaves it to the sweep.
+#[tokio::test(start_paused = true)]
+async fn failed_deletes_are_tried_again_and_each_entry_times_out_once() {
+    let snake = Snake::memory();
+    let script = Script {
+        failing_deletes: 3,
+        ..Script::default()
+    };
+    let (_, script) = doubled(&snake, "flaky", script).await;
+    let mut dm = coatcheck(
+        &snake,
+        json!({ "mode": "daemon", "bucket": "flaky", "storage": "memory" }),
+    )
+    .await;
+    let config = |mode: &str| {
+        json!({
+            "mode": mode, "bucket": "flaky", "key_fields": ["data.stan"],
+            "value_fields": ["data.pan", "data.stan"], "include_values": true
+        })
+    };
+    let mut st = coatcheck(&snake, config("store")).await;
+    let mut rs = coatcheck(&snake, config("restore")).await;
+    for i in 0..3 {
+        st.send("in", pan_request(&i.to_string(), "4111"))
+            .expect("sent");
+        st.recv("out").await.expect("stored");
+    }
+    // The first delete fails: the restore goes to error without the fields, the entry stays.
+    rs.send("in", FluxMsg::builder().data("stan", "0").build())
+        .expect("sent");
+    let refused = rs.recv("error").await.expect("refused");
+    assert_eq!(
+        refused.meta.get("error.reason").map(|r| r.as_str()),
+        Some("restore_failed")
+    );
+    assert_eq!(text(&refused, "pan"), None);
+    // The next two fail in the first sweep; each entry still times out, once.
+    dm.clock().advance(Duration::from_secs(61));
+    let mut stans = Vec::new();
+    for _ in 0..3 {
+        let event = dm.recv("out").await.expect("a timeout event");
+        stans.push(text(&event, "stan").expect("stan").to_owned());
+    }
+    stans.sort();
+    assert_eq!(stans, ["0", "1", "2"]);
+    assert_eq!(script.deletes.load(Ordering::SeqCst), 1 + 3 + 2);
+    dm.advance(Duration::from_secs(5)).await;
+    assert!(dm.take("out").is_empty(), "one event per entry");
 }

@@ -1,5 +1,12 @@
 //! Store and restore: the task that talks to the bucket, at most `max_in_flight` messages at
 //! once, each under `store_timeout`.
+//!
+//! The timeout never leaves a change behind that the message's outcome contradicts: a restore
+//! that has asked for its entry's removal waits for the answer (the snake client bounds that
+//! wait with its own request timeout), since the entry may be gone already; a store that timed
+//! out waits for its write in the background and takes back what landed, since its message
+//! went to `error`. A background store (`await_store: false`) waits for its write's answer
+//! past `store_timeout`: its message has gone on, and a write that lands late is not lost.
 
 use std::future::Future;
 use std::pin::pin;
@@ -9,11 +16,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use fluxmsg::FluxMsg;
 use sdk::{Clock, Context, Emitter, GearError, OutPort, Outcome};
-use snake::{Kv, Snake};
+use snake::Snake;
 use tokio::sync::{OnceCell, mpsc};
 use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
+use super::bucket::{self, Bucket};
 use super::{MISSING_REASON, MergeStrategy, OnMissing, Settings, entry};
 use crate::queue::CountedRx;
 
@@ -45,7 +54,7 @@ struct Shared {
     snake: Snake,
     settings: Arc<Settings>,
     /// Opened on first use, and again after a failure (the daemon may come later).
-    kv: OnceCell<Kv>,
+    kv: OnceCell<Arc<dyn Bucket>>,
     clock: Arc<dyn Clock>,
     emitter: Emitter,
     out: OutPort,
@@ -158,28 +167,56 @@ async fn dispatch(
 async fn run(shared: Arc<Shared>, job: Job) {
     let settings = &shared.settings;
     let wait = settings.timeout;
+    let deadline = Instant::now() + wait;
     match job {
         Job::Store {
             mut msg,
             key,
             value,
             parked,
-        } => match tokio::time::timeout(wait, shared.put(&key, value)).await {
-            Ok(Ok(())) => shared.emit(msg).await,
-            Ok(Err(e)) => {
-                unpark(&mut msg, parked, settings);
-                shared.error(msg, &e).await;
+        } => {
+            let kv = match shared
+                .bucket("store_failed", "store_timeout", deadline)
+                .await
+            {
+                Ok(kv) => kv,
+                Err(e) => {
+                    unpark(&mut msg, parked, settings);
+                    return shared.error(msg, &e).await;
+                }
+            };
+            let mut put = kv.put(&key, value);
+            match timeout_at(deadline, &mut put).await {
+                Ok(Ok(_)) => shared.emit(msg).await,
+                Ok(Err(e)) => {
+                    unpark(&mut msg, parked, settings);
+                    shared.error(msg, &store_failed(&e)).await;
+                }
+                Err(_) => {
+                    unpark(&mut msg, parked, settings);
+                    shared.error(msg, &late("store_timeout", wait)).await;
+                    // The write may land yet: an entry left behind would become a timeout
+                    // event for a message that went to `error`.
+                    if let Ok(revision) = put.await {
+                        shared.take_back(kv.as_ref(), &key, revision).await;
+                    }
+                }
             }
-            Err(_) => {
-                unpark(&mut msg, parked, settings);
-                shared.error(msg, &late("store_timeout", wait)).await;
-            }
-        },
+        }
         Job::Background { key, value } => {
-            let failure = match tokio::time::timeout(wait, shared.put(&key, value)).await {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => e,
-                Err(_) => late("store_timeout", wait),
+            // The message has gone on: a write that lands late is still what it needs, so
+            // the bucket's answer decides, however late it comes.
+            let put = async {
+                let kv = shared
+                    .bucket("store_failed", "store_timeout", deadline)
+                    .await?;
+                kv.put(&key, value)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| store_failed(&e))
+            };
+            let Err(failure) = put.await else {
+                return;
             };
             tracing::warn!(
                 bucket = %settings.bucket,
@@ -189,28 +226,29 @@ async fn run(shared: Arc<Shared>, job: Job) {
             );
             shared.emitter.stats().add_dropped("store_failed", 1);
         }
-        Job::Restore { mut msg, key } => {
-            match tokio::time::timeout(wait, shared.claim(&key)).await {
-                Ok(Ok(Some(parked))) => {
-                    entry::merge(&mut msg, parked, settings.merge);
-                    shared.emit(msg).await;
-                }
-                Ok(Ok(None)) => match settings.on_missing {
-                    OnMissing::Error => {
-                        let e = GearError::new(MISSING_REASON).with_detail(format_args!(
-                            "no parked entry for this key in bucket `{}` (never stored, already restored, or expired)",
-                            settings.bucket
-                        ));
-                        shared.error(msg, &e).await;
-                    }
-                    OnMissing::Drop => shared.emitter.stats().add_dropped(MISSING_REASON, 1),
-                    OnMissing::Forward => shared.emit(msg).await,
-                },
-                Ok(Err(e)) => shared.error(msg, &e).await,
-                Err(_) => shared.error(msg, &late("restore_timeout", wait)).await,
+        Job::Restore { mut msg, key } => match shared.claim(&key, deadline).await {
+            Ok(Some(parked)) => {
+                entry::merge(&mut msg, parked, settings.merge);
+                shared.emit(msg).await;
             }
-        }
+            Ok(None) => match settings.on_missing {
+                OnMissing::Error => {
+                    let e = GearError::new(MISSING_REASON).with_detail(format_args!(
+                        "no parked entry for this key in bucket `{}` (never stored, already restored, or expired)",
+                        settings.bucket
+                    ));
+                    shared.error(msg, &e).await;
+                }
+                OnMissing::Drop => shared.emitter.stats().add_dropped(MISSING_REASON, 1),
+                OnMissing::Forward => shared.emit(msg).await,
+            },
+            Err(e) => shared.error(msg, &e).await,
+        },
     }
+}
+
+fn store_failed(e: &snake::Error) -> GearError {
+    GearError::new("store_failed").with_detail(describe(e))
 }
 
 fn late(reason: &'static str, wait: Duration) -> GearError {
@@ -218,36 +256,43 @@ fn late(reason: &'static str, wait: Duration) -> GearError {
 }
 
 impl Shared {
-    /// The bucket, opened once; `failed` is the reason of any failure but a missing bucket.
-    async fn bucket(&self, failed: &'static str) -> Result<&Kv, GearError> {
-        self.kv
-            .get_or_try_init(|| self.snake.kv_open(&self.settings.bucket))
-            .await
-            .map_err(|e| match e {
-                snake::Error::BucketNotFound(b) => GearError::new("bucket_not_found").with_detail(
-                    format_args!(
-                        "bucket `{b}` not found: the coatcheck gear in daemon mode creates it, and none has"
-                    ),
-                ),
-                e => GearError::new(failed).with_detail(describe(&e)),
-            })
-    }
-
-    async fn put(&self, key: &str, value: Bytes) -> Result<(), GearError> {
-        let kv = self.bucket("store_failed").await?;
-        kv.put(key, value)
-            .await
-            .map(|_| ())
-            .map_err(|e| GearError::new("store_failed").with_detail(describe(&e)))
+    /// The bucket, opened once, by `deadline`; `failed` is the reason of any failure but a
+    /// missing bucket, `late_reason` that of a bucket that does not answer in time.
+    async fn bucket(
+        &self,
+        failed: &'static str,
+        late_reason: &'static str,
+        deadline: Instant,
+    ) -> Result<Arc<dyn Bucket>, GearError> {
+        let open = self.kv.get_or_try_init(|| async {
+            let kv = self.snake.kv_open(&self.settings.bucket).await?;
+            Ok::<_, snake::Error>(bucket::ops(&self.settings.bucket, kv))
+        });
+        match timeout_at(deadline, open).await {
+            Ok(Ok(kv)) => Ok(Arc::clone(kv)),
+            Ok(Err(snake::Error::BucketNotFound(b))) => Err(GearError::new("bucket_not_found")
+                .with_detail(format_args!(
+                    "bucket `{b}` not found: the coatcheck gear in daemon mode creates it, and none has"
+                ))),
+            Ok(Err(e)) => Err(GearError::new(failed).with_detail(describe(&e))),
+            Err(_) => Err(late(late_reason, self.settings.timeout)),
+        }
     }
 
     /// Takes the live entry under `key` out of the bucket: `None` when there is none, it has
-    /// expired (the daemon's to sweep), or someone else took it first.
-    async fn claim(&self, key: &str) -> Result<Option<FluxMsg>, GearError> {
-        let kv = self.bucket("restore_failed").await?;
+    /// expired (the daemon's to sweep), or someone else took it first. Reading the entry waits
+    /// until `deadline` at most; removing it is waited for, however long the bucket takes to
+    /// answer, since once asked for the removal may land.
+    async fn claim(&self, key: &str, deadline: Instant) -> Result<Option<FluxMsg>, GearError> {
+        let kv = self
+            .bucket("restore_failed", "restore_timeout", deadline)
+            .await?;
         let failed = |e: &snake::Error| GearError::new("restore_failed").with_detail(describe(e));
         for _ in 0..CLAIM_ATTEMPTS {
-            let Some(found) = kv.get(key).await.map_err(|e| failed(&e))? else {
+            let found = timeout_at(deadline, kv.get(key))
+                .await
+                .map_err(|_| late("restore_timeout", self.settings.timeout))?;
+            let Some(found) = found.map_err(|e| failed(&e))? else {
                 return Ok(None);
             };
             let (expires, parked) = entry::decode(&self.settings.codec, &found.value)?;
@@ -262,6 +307,25 @@ impl Shared {
             }
         }
         Ok(None)
+    }
+
+    /// Deletes what a store that timed out wrote (`revision`), unless it changed since.
+    async fn take_back(&self, kv: &dyn Bucket, key: &str, revision: u64) {
+        match kv.delete_if(key, revision).await {
+            Ok(_) => tracing::debug!(
+                bucket = %self.settings.bucket,
+                "A store that timed out landed late; its entry is taken back."
+            ),
+            // Stored again (a retransmission), restored or swept since: not ours to delete.
+            Err(snake::Error::WrongRevision { .. }) => {}
+            Err(e) => {
+                tracing::warn!(
+                    bucket = %self.settings.bucket,
+                    error = %describe(&e),
+                    "A store that timed out landed late and cannot be taken back; it will time out."
+                );
+            }
+        }
     }
 
     async fn emit(&self, msg: FluxMsg) {

@@ -621,6 +621,63 @@ async fn a_restarted_daemon_sweeps_what_was_parked_before() {
     assert_eq!(pans, [Some("4111".to_owned()), Some("4222".to_owned())]);
 }
 
+/// A sweep used to read nothing from the watch until it ended: a mass expiry (more changes
+/// than a watcher keeps) lost the changes made meanwhile, and an entry parked during it was
+/// not swept until the index was rebuilt, 60 sweeps later. The sweep now applies the watch's
+/// changes between chunks.
+#[tokio::test(start_paused = true)]
+async fn an_entry_parked_during_a_mass_expiry_times_out_in_its_turn() {
+    let snake = Snake::memory();
+    let gear_type = DynGearType::of::<Coatcheck>().expect("registers");
+    // Room for few events: the sweep waits on `out` while the test parks during it.
+    let mut dm = Harness::builder(gear_type)
+        .snake(snake.clone())
+        .emit_capacity(8)
+        .build_loaded(&json!({ "mode": "daemon", "bucket": "mass", "storage": "memory" }))
+        .await
+        .expect("a daemon");
+    dm.start().expect("starts");
+    let parking = json!({
+        "max_in_flight": 250, "value_fields": ["data.pan", "data.stan"], "include_values": true
+    });
+    let mut st = store(&snake, "mass", parking).await;
+    // More than a memory bucket's watcher keeps (4,096 changes).
+    let n = 5_000u32;
+    let all: Vec<u32> = (0..n).collect();
+    for chunk in all.chunks(250) {
+        st.send_batch("in", chunk.iter().map(|i| request(&i.to_string(), "4111")))
+            .expect("sent");
+        for _ in chunk {
+            st.recv("out").await.expect("stored");
+        }
+    }
+    let with_ttl = |stan: &str, ttl: &str| {
+        let mut m = request(stan, "4222");
+        m.meta.insert("coatcheck.ttl", ttl.into());
+        m
+    };
+    dm.clock().advance(Duration::from_secs(61));
+    dm.recv("out").await.expect("the mass expiry is under way");
+    park(&mut st, with_ttl("during", "2m")).await;
+    for _ in 1..n {
+        let event = dm.recv("out").await.expect("a timeout event");
+        assert_ne!(text(&event, "stan"), Some("during"));
+    }
+    park(&mut st, with_ttl("after", "2m")).await;
+    park(&mut st, with_ttl("later", "3m")).await;
+    // "during" and "after" expire together, "later" a minute after: each comes in its turn.
+    let mut seen = Vec::new();
+    for (secs, last) in [(60, "after"), (60, "later")] {
+        dm.clock().advance(Duration::from_secs(secs));
+        while seen.last().map(String::as_str) != Some(last) {
+            let event = dm.recv("out").await.expect("a timeout event");
+            seen.push(text(&event, "stan").expect("stan").to_owned());
+        }
+    }
+    seen[..2].sort();
+    assert_eq!(seen, ["after", "during", "later"]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn each_entry_is_either_restored_or_timed_out_never_both() {
     restores_race_the_sweep(300).await;
