@@ -11,6 +11,7 @@
 //! | [`route`] | logic | `in` → `out_<name>` | ordered rules choose a port; `failover`, `round_robin`, `least_loaded` trees |
 //! | [`filter`] | logic | `in` → `out` | pass or drop by a condition (drops counted) |
 //! | [`codec_iso8583`] | codec | `in` → `out` | ISO 8583 bytes to fields and back by a spec (built-in or YAML), per-MTI validation, card data masked in errors |
+//! | [`sim_responder`] | logic | `in` → `out` | an authorizer simulator: answers ISO 8583 requests by ordered rules (response code, fields, delay, drop), seeded |
 //! | [`log`] | observability | `in` → `out` | one JSON line per message, sampled, as a sink or a tap |
 //! | [`io_tcp`] | io | `in`, `out` | TCP server or client; delimiter or length-prefix framing; replies by `conn.id` |
 //! | [`io_iso8583`] | io | `in`, `out`, `link` | ISO 8583 over TCP: 2- or 4-byte length headers, TPDU, protocol header, link events and availability, sign-on and echo |
@@ -87,6 +88,7 @@ pub mod io_iso8583;
 pub mod io_tcp;
 pub mod log;
 pub mod route;
+pub mod sim_responder;
 pub mod transform;
 #[cfg(feature = "wasm")]
 pub mod wasm;
@@ -110,6 +112,7 @@ fn register_builtin(factory: &mut Factory) -> Result<(), Error> {
     io_tcp::register(factory)?;
     io_iso8583::register(factory)?;
     io_http::register(factory)?;
+    sim_responder::register(factory)?;
     #[cfg(feature = "wasm")]
     wasm::register(factory)?;
     Ok(())

@@ -11,12 +11,13 @@ use rand::rngs::ChaCha8Rng;
 use sdk::ConfigError;
 
 use super::MessageTemplate;
+use super::iso::{self, IsoVar};
 use crate::template::{Now, Template};
 
 /// The most bytes of `random_hex` and digits of `random_digits` one placeholder may ask for.
 pub(super) const MAX_RANDOM_LEN: usize = 4096;
 
-/// The placeholders, for error messages.
+/// The general placeholders, for error messages.
 const KNOWN: &str = "counter, counter:START, random_int:MIN:MAX, random_float:MIN:MAX, \
      random_choice:a|b|c, random_hex:N, random_digits:N, uuid, now, now_ms, now_unix";
 
@@ -39,6 +40,8 @@ enum Var {
     Uuid,
     /// `now`, `now_ms`, `now_unix`.
     Now(Now),
+    /// An ISO 8583 field: `pan`, `stan`, `rrn`, `amount`, `expiry`, the date and time fields.
+    Iso(IsoVar),
 }
 
 impl Var {
@@ -85,7 +88,13 @@ impl Var {
             ("random_hex" | "random_digits", None) => {
                 Err(format!("${{{inner}}} needs a length: ${{{name}:N}}"))
             }
-            _ => Err(format!("unknown placeholder ${{{inner}}} (known: {KNOWN})")),
+            _ => match IsoVar::parse(inner, name, arg) {
+                Some(parsed) => parsed.map(Var::Iso),
+                None => Err(format!(
+                    "unknown placeholder ${{{inner}}} (known: {KNOWN}; ISO 8583: {})",
+                    iso::KNOWN
+                )),
+            },
         }
     }
 
@@ -157,6 +166,7 @@ impl Var {
                 }
             }
             Var::Now(form) => form.write(cx.now, out),
+            Var::Iso(var) => var.write(cx, out),
         }
     }
 }
@@ -183,10 +193,31 @@ fn length(inner: &str, n: &str) -> Result<usize, String> {
 }
 
 /// What one message's placeholders read: its index, the time, the random generator.
-pub(super) struct Cx<'a> {
-    pub(super) index: u64,
-    pub(super) now: Duration,
-    pub(super) rng: &'a mut ChaCha8Rng,
+pub(crate) struct Cx<'a> {
+    /// The message's index: 0 for the first.
+    pub(crate) index: u64,
+    /// The time, since the Unix epoch.
+    pub(crate) now: Duration,
+    /// The seeded generator every random value comes from.
+    pub(crate) rng: &'a mut ChaCha8Rng,
+}
+
+/// A string template with the `generate` gear's placeholders, compiled, for other gears
+/// (`sim_responder`'s values).
+#[derive(Debug, Clone)]
+pub(crate) struct ValueTemplate(Str);
+
+impl ValueTemplate {
+    /// Compiles `src`; `path` names it in errors (`rules[0].set.38`).
+    pub(crate) fn compile(src: &str, path: &str) -> Result<ValueTemplate, ConfigError> {
+        Str::compile(src, path).map(ValueTemplate)
+    }
+
+    /// The value for one message: a number when `src` is exactly one numeric placeholder
+    /// (`${counter}`), text otherwise.
+    pub(crate) fn value(&self, cx: &mut Cx<'_>) -> Value {
+        self.0.value(cx)
+    }
 }
 
 /// A string of the template, compiled.

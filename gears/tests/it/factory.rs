@@ -18,6 +18,7 @@ const BUILTIN: &[&str] = &[
     "io_tcp",
     "log",
     "route",
+    "sim_responder",
     "transform",
     #[cfg(feature = "wasm")]
     "wasm",

@@ -434,9 +434,9 @@ async fn shutdown_stops_the_task() {
 
 #[test]
 fn config_errors_name_the_field_and_the_problem() {
-    let err = refused(&json!({ "template": { "data": { "amount": "${amount}" } } }));
+    let err = refused(&json!({ "template": { "data": { "amount": "${amt}" } } }));
     assert!(
-        err.contains("config.template.data.amount: unknown placeholder ${amount}"),
+        err.contains("config.template.data.amount: unknown placeholder ${amt}"),
         "{err}"
     );
 
@@ -508,4 +508,282 @@ fn config_errors_name_the_field_and_the_problem() {
         err.contains("config.template.data.x: unclosed placeholder"),
         "{err}"
     );
+}
+
+/// The ISO 8583 authorisation template of the module docs.
+fn authorisation(seed: u64, count: u64) -> serde_json::Value {
+    json!({
+        "count": count,
+        "rate": { "tps": 1000 },
+        "seed": seed,
+        "template": {
+            "meta": { "iso8583.mti": "0100" },
+            "data": {
+                "iso8583.field.2": "${pan:411111|550000|340000:16}",
+                "iso8583.field.3": "000000",
+                "iso8583.field.4": "${amount:100:250000}",
+                "iso8583.field.7": "${transmission_datetime}",
+                "iso8583.field.11": "${stan}",
+                "iso8583.field.12": "${local_time}",
+                "iso8583.field.13": "${local_date}",
+                "iso8583.field.14": "${expiry:36:2}",
+                "iso8583.field.22": "051",
+                "iso8583.field.37": "${rrn}",
+                "iso8583.field.41": "TERM${random_digits:4}",
+                "iso8583.field.42": "MERCHANT0000042",
+                "iso8583.field.49": "840"
+            }
+        }
+    })
+}
+
+/// Whether `digits` passes the Luhn check (written here independently of the gear).
+fn luhn_valid(digits: &str) -> bool {
+    let mut sum = 0;
+    for (i, c) in digits.chars().rev().enumerate() {
+        let Some(mut d) = c.to_digit(10) else {
+            return false;
+        };
+        if i % 2 == 1 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    !digits.is_empty() && sum % 10 == 0
+}
+
+fn iso(msg: &FluxMsg, n: u16) -> &str {
+    data(msg, &format!("iso8583.field.{n}"))
+        .as_str()
+        .unwrap_or_else(|| panic!("field {n} is not text in {msg:?}"))
+}
+
+/// Generates `count` messages of `config` at its rate, advancing the clock by `by`.
+async fn generated(config: &serde_json::Value, by: Duration) -> Vec<FluxMsg> {
+    let mut h = harness(config);
+    h.advance(by).await;
+    let mut all = h.take("out");
+    all.extend(read_all(&mut h).await);
+    all
+}
+
+#[tokio::test(start_paused = true)]
+async fn iso_authorisations_encode_with_spec87ascii_at_a_rate()
+-> Result<(), Box<dyn std::error::Error>> {
+    let mut h = harness(&authorisation(11, 1000));
+    // 1,000 a second: message k is due at k ms, the first at once, so 0 to 500 by 500 ms.
+    h.advance(Duration::from_millis(500)).await;
+    settle().await;
+    assert_eq!(h.take("out").len(), 501);
+    h.advance(Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(h.take("out").len(), 499);
+    h.advance(Duration::from_secs(1)).await;
+    settle().await;
+    assert!(h.take("out").is_empty(), "count stops it");
+
+    let msgs = generated(&authorisation(11, 1000), Duration::from_secs(1)).await;
+    assert_eq!(msgs.len(), 1000);
+    let mut codec = Harness::new::<gears::codec_iso8583::CodecIso8583>(
+        &json!({ "spec": "builtin:spec87ascii", "direction": "encode" }),
+    )?;
+    codec.send_batch("in", msgs.clone())?;
+    assert_eq!(codec.error_reasons(), Vec::<String>::new());
+    let encoded = codec.take("out");
+    assert_eq!(encoded.len(), 1000);
+    let spec = iso8583::Spec::builtin("moov:spec87ascii").ok_or("no builtin spec")?;
+    for msg in &encoded {
+        let back = spec.unpack(&msg.raw)?;
+        assert_eq!(back.mti(), "0100");
+        let pan = back.get(2).and_then(|f| f.bytes()).ok_or("no PAN")?;
+        assert!(luhn_valid(std::str::from_utf8(pan)?));
+    }
+    let mut stans = std::collections::BTreeSet::new();
+    for msg in &msgs {
+        let pan = iso(msg, 2);
+        assert_eq!(pan.len(), 16);
+        assert!(luhn_valid(pan), "{pan}");
+        assert!(["411111", "550000", "340000"].contains(&&pan[..6]), "{pan}");
+        let amount = iso(msg, 4);
+        assert_eq!(amount.len(), 12);
+        assert!(
+            (100..=250_000).contains(&amount.parse::<u64>()?),
+            "{amount}"
+        );
+        assert!(stans.insert(iso(msg, 11).to_owned()), "STANs are distinct");
+        assert!(iso(msg, 37).starts_with("6001"), "2026, day 001");
+        assert_eq!(iso(msg, 37).len(), 12);
+        assert_eq!(iso(msg, 13), "0101");
+    }
+    assert_eq!(
+        generated(&authorisation(11, 1000), Duration::from_secs(1)).await,
+        msgs,
+        "the same seed gives the same messages"
+    );
+    assert_ne!(
+        generated(&authorisation(12, 1000), Duration::from_secs(1)).await,
+        msgs
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn stan_counts_from_its_start_and_wraps_after_999999() {
+    let msgs = generated(
+        &json!({ "count": 4, "template": { "data": {
+            "a": "${stan}", "b": "${stan:999998}", "r": "${rrn:99999999}"
+        } } }),
+        Duration::ZERO,
+    )
+    .await;
+    let col = |key: &str| {
+        msgs.iter()
+            .map(|m| data(m, key).as_str().unwrap_or("?").to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(col("a"), ["000001", "000002", "000003", "000004"]);
+    assert_eq!(col("b"), ["999998", "999999", "000001", "000002"]);
+    assert_eq!(
+        col("r"),
+        [
+            "600199999999",
+            "600100000000",
+            "600100000001",
+            "600100000002"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dates_and_times_follow_the_manual_clock() {
+    let config = json!({ "rate": { "tps": 1 }, "count": 2, "template": { "data": {
+        "de7": "${transmission_datetime}", "de12": "${local_time}", "de13": "${local_date}",
+        "rrn": "${rrn}"
+    } } });
+    let mut h = harness(&config);
+    settle().await;
+    let first = h.take("out");
+    // 2026-01-01T00:00:00Z, then one second later plus 40 days, 1 h 2 min 2 s on the clock.
+    h.clock().advance(Duration::from_secs(40 * 86_400 + 3_722));
+    h.advance(Duration::from_secs(1)).await;
+    settle().await;
+    let second = h.take("out");
+    let row = |m: &FluxMsg| {
+        ["de7", "de12", "de13", "rrn"].map(|k| data(m, k).as_str().unwrap_or("?").to_owned())
+    };
+    assert_eq!(
+        row(&first[0]),
+        ["0101000000", "000000", "0101", "600100000000"]
+    );
+    assert_eq!(
+        row(&second[0]),
+        ["0210010203", "010203", "0210", "604100000001"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_dates_are_in_the_future_unless_asked_for_expired_ones() {
+    let months = |config: serde_json::Value| async move {
+        generated(&config, Duration::ZERO)
+            .await
+            .iter()
+            .map(|m| {
+                let yymm = data(m, "exp").as_str().unwrap_or("?").to_owned();
+                assert_eq!(yymm.len(), 4, "{yymm}");
+                let yy: i32 = yymm[..2].parse().unwrap_or(-1);
+                let mm: i32 = yymm[2..].parse().unwrap_or(-1);
+                assert!((1..=12).contains(&mm), "{yymm}");
+                // Months after January 2026 (the harness's start).
+                (2000 + yy) * 12 + mm - 1 - (2026 * 12)
+            })
+            .collect::<Vec<i32>>()
+    };
+    let ahead =
+        months(json!({ "count": 500, "template": { "data": { "exp": "${expiry}" } } })).await;
+    assert!(ahead.iter().all(|m| (1..=36).contains(m)), "{ahead:?}");
+    assert!(ahead.contains(&1) && ahead.contains(&36));
+    let near =
+        months(json!({ "count": 200, "template": { "data": { "exp": "${expiry:2}" } } })).await;
+    assert!(near.iter().all(|m| (1..=2).contains(m)));
+    let expired =
+        months(json!({ "count": 200, "template": { "data": { "exp": "${expiry:12:100}" } } }))
+            .await;
+    assert!(
+        expired.iter().all(|m| (-24..=-1).contains(m)),
+        "{expired:?}"
+    );
+    let some = months(
+        json!({ "count": 1000, "seed": 5, "template": { "data": { "exp": "${expiry:12:30}" } } }),
+    )
+    .await;
+    let past = some.iter().filter(|m| **m < 0).count();
+    // 30 % of 1,000 draws: far from 0 and from 1,000 whatever the seed.
+    assert!((200..=400).contains(&past), "{past}");
+}
+
+#[test]
+fn iso_placeholder_arguments_are_checked_and_named() {
+    let cases = [
+        ("${pan}", "needs at least one BIN"),
+        ("${pan:4x1111}", "a BIN is one or more digits"),
+        ("${pan:411111:20}", "LEN must be an integer 12..=19"),
+        (
+            "${pan:4111111111111111:16}",
+            "leaves no room for the check digit",
+        ),
+        ("${stan:0}", "START must be an integer 1..=999999"),
+        ("${rrn:-1}", "START must be an integer 0..=99999999"),
+        ("${amount}", "needs a range in minor units"),
+        ("${amount:10:1}", "MIN is greater than MAX"),
+        ("${amount:0:9999999999999}", "two integers 0..=999999999999"),
+        ("${expiry:0}", "MONTHS must be an integer 1..=600"),
+        (
+            "${expiry:12:150}",
+            "EXPIRED_PERCENT must be a number 0..=100",
+        ),
+        ("${local_date:1}", "takes no argument"),
+    ];
+    for (placeholder, why) in cases {
+        let err = refused(&json!({ "template": { "data": { "iso8583.field.2": placeholder } } }));
+        assert!(
+            err.contains(&format!("config.template.data.iso8583.field.2: ${{"))
+                && err.contains(why),
+            "{placeholder}: {err}"
+        );
+    }
+    let err = refused(&json!({ "template": { "data": { "x": "${pann:4111}" } } }));
+    assert!(
+        err.contains("unknown placeholder ${pann:4111}") && err.contains("pan:BIN|BIN:LEN"),
+        "{err}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Every PAN passes the Luhn check, has its length, and starts with one of its BINs.
+    #[test]
+    fn every_pan_passes_luhn(
+        seed: u64,
+        bins in prop::collection::vec("[0-9]{1,8}", 1..4),
+        len in 12usize..=19,
+    ) {
+        let placeholder = format!("${{pan:{}:{len}}}", bins.join("|"));
+        let config = json!({ "count": 64, "seed": seed, "template": { "data": { "pan": placeholder } } });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()?;
+        let msgs = rt.block_on(async { generated(&config, Duration::ZERO).await });
+        prop_assert_eq!(msgs.len(), 64);
+        for m in &msgs {
+            let pan = data(m, "pan").as_str().unwrap_or("?");
+            prop_assert_eq!(pan.len(), len);
+            prop_assert!(luhn_valid(pan), "{}", pan);
+            prop_assert!(bins.iter().any(|b| pan.starts_with(b.as_str())), "{} from {:?}", pan, bins);
+        }
+    }
 }

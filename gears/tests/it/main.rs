@@ -10,6 +10,7 @@ mod io_iso8583;
 mod io_tcp;
 mod log;
 mod route;
+mod sim_responder;
 mod sockets;
 mod transform;
 #[cfg(feature = "wasm")]
