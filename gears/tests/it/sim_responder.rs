@@ -49,7 +49,7 @@ fn auth(conn: &str, pan: &str, amount: &str, stan: &str) -> FluxMsg {
     )
 }
 
-fn field<'a>(msg: &'a FluxMsg, n: u16) -> Option<&'a str> {
+fn field(msg: &FluxMsg, n: u16) -> Option<&str> {
     msg.data
         .get_path(&format!("iso8583.field.{n}"))
         .and_then(Value::as_str)
