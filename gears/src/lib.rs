@@ -8,7 +8,8 @@
 //! |---|---|---|---|
 //! | [`generate`] | logic | `out` | a source for simulation and load: count or duration, constant or ramp rate, templates with counters, seeded random values and time |
 //! | [`transform`] | logic | `in` → `out` | set, copy, move, delete fields and metadata; literals, templates, Rhai expressions |
-//! | [`route`] | logic | `in` → `out_<name>` | ordered rules choose a port; `failover`, `round_robin`, `least_loaded` trees |
+//! | [`route`] | logic | `in` → `out_<name>` | ordered rules choose a port; `failover`, `round_robin`, `least_loaded`, `weighted` trees |
+//! | [`conductor`] | logic | `in`, `in_reply` → `out_<name>`, `out_response` | a transaction switch: routes requests by card range, correlates replies by key through the [`valet`] (memory or durable), retransmissions, expiry, breakers |
 //! | [`filter`] | logic | `in` → `out` | pass or drop by a condition (drops counted) |
 //! | [`codec_iso8583`] | codec | `in` → `out` | ISO 8583 bytes to fields and back by a spec (built-in or YAML), per-MTI validation, card data masked in errors |
 //! | [`sim_responder`] | logic | `in` → `out` | an authorizer simulator: answers ISO 8583 requests by ordered rules (response code, fields, delay, drop), seeded |
@@ -81,6 +82,7 @@ mod tcp;
 mod template;
 
 pub mod codec_iso8583;
+pub mod conductor;
 pub mod filter;
 pub mod generate;
 pub mod io_http;
@@ -90,6 +92,7 @@ pub mod log;
 pub mod route;
 pub mod sim_responder;
 pub mod transform;
+pub mod valet;
 #[cfg(feature = "wasm")]
 pub mod wasm;
 
@@ -106,6 +109,7 @@ fn register_builtin(factory: &mut Factory) -> Result<(), Error> {
     generate::register(factory)?;
     transform::register(factory)?;
     route::register(factory)?;
+    conductor::register(factory)?;
     filter::register(factory)?;
     log::register(factory)?;
     codec_iso8583::register(factory)?;

@@ -2,9 +2,10 @@
 //!
 //! Rules are tried in order; the first whose `when` [`Condition`] holds sends the message to
 //! its destination. A destination is an output port (`out_<name>`) or a tree of
-//! `failover` (the first available), `round_robin` (the next available in turn) and
-//! `least_loaded` (the available one with the fewest messages in flight; ties in turn), as in
-//! the reference's conductor. Availability and load come from the engine (the link state of
+//! `failover` (the first available), `round_robin` (the next available in turn),
+//! `least_loaded` (the available one with the fewest messages in flight; ties in turn) and
+//! `weighted` (the available ones in proportion to their weights, smoothly interleaved), as in
+//! the reference's conductor. The `conductor` gear uses the same trees. Availability and load come from the engine (the link state of
 //! the I/O gear a port leads to, and the depth of its queue).
 //!
 //! A message that no rule matches goes to `default` if set, else to `error` with
@@ -29,7 +30,7 @@
 //! A rule is named `rule <index>` unless it has a `name`. In parentheses, each choice
 //! (`failover`, `round_robin`, `least_loaded`) that passed over unavailable destinations
 //! names them, outermost first, separated by `; `; a subtree is shown as
-//! `failover[out_a, out_b]`. Without such a detour the text is the one computed when the gear
+//! `failover[out_a, out_b]`. A `weighted` choice notes its unavailable entries the same way. Without such a detour the text is the one computed when the gear
 //! was built, so recording it costs a copy of a short inline string. A decision is cut to
 //! [`sdk::MAX_DECISION_LEN`] bytes.
 //!
@@ -45,6 +46,9 @@
 //!         to: out_mastercard
 //!       - when: { all: [ { field: data.amount, gt: 10000 }, { field: meta.country, not_equals: FR } ] }
 //!         to: { round_robin: [out_review_1, out_review_2] }
+//!       - when: { field: data.pan, prefix: "6" }
+//!         # 3 of every 4 to out_a, interleaved (a, a, b, a, ...); an entry may be a subtree
+//!         to: { weighted: [ { port: out_a, weight: 3 }, { port: out_b, weight: 1 } ] }
 //!     default: out_other
 //! ```
 //!
@@ -136,24 +140,64 @@ pub enum Destination {
         /// The destinations.
         least_loaded: Vec<Destination>,
     },
+    /// The available destinations in proportion to their weights, smoothly interleaved
+    /// (weights 3 and 1 give `a, a, b, a, ...`); an unavailable one is passed over and the
+    /// others share its turns.
+    Weighted {
+        /// The destinations and their weights.
+        weighted: Vec<WeightedEntry>,
+    },
 }
 
-/// A destination tree with its ports resolved; a port is an index into [`Route::leaves`].
+/// One entry of a `weighted` destination.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct WeightedEntry {
+    /// The output port, or a subtree.
+    #[serde(alias = "to")]
+    pub port: Destination,
+    /// Its share, 1 to 1,000,000.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub weight: u32,
+}
+
+/// The largest weight of a `weighted` entry.
+const MAX_WEIGHT: u32 = 1_000_000;
+
+/// A destination tree with its ports resolved; a port is an index into the gear's leaves.
 #[derive(Debug)]
-enum Node {
+pub(crate) enum Node {
     Port(usize),
     Failover(Vec<Node>),
     RoundRobin(Vec<Node>, usize),
     LeastLoaded(Vec<Node>, usize),
+    /// The children, their weights, and their current scores (smooth weighted round robin).
+    Weighted(Vec<Node>, Vec<u32>, Vec<i64>),
 }
 
 /// A port as one rule (or the default) reaches it.
 #[derive(Debug)]
-struct Leaf {
-    port: OutPort,
-    name: Box<str>,
+pub(crate) struct Leaf {
+    pub(crate) port: OutPort,
+    pub(crate) name: Box<str>,
     /// `<rule> -> <port>`, computed when the gear is built.
-    decision: Text,
+    pub(crate) decision: Text,
+}
+
+/// What a destination tree asks about its ports when it chooses: whether each is available
+/// and, if so, how loaded it is. `route` asks the engine ([`Outbox::status`]); the
+/// `conductor` adds its circuit breakers, its in-flight cap and its open tickets.
+pub(crate) trait Gauge {
+    /// `None` when `port` cannot take a message now; otherwise its load.
+    fn gauge(&self, port: OutPort) -> Option<u32>;
+}
+
+impl Gauge for Outbox<'_> {
+    fn gauge(&self, port: OutPort) -> Option<u32> {
+        let status = self.status(port);
+        status.is_available().then(|| status.load())
+    }
 }
 
 /// A rule or the default, compiled.
@@ -192,10 +236,10 @@ impl GearType for Route {
         let mut ports = Ports::fixed(&Route::manifest());
         let mut names = Vec::new();
         for (i, rule) in config.rules.iter().enumerate() {
-            collect(&rule.to, &format!("rules[{i}].to"), &mut names)?;
+            collect(&rule.to, &format!("rules[{i}].to"), "route", &mut names)?;
         }
         if let Some(default) = &config.default {
-            collect(default, "default", &mut names)?;
+            collect(default, "default", "route", &mut names)?;
         }
         for name in names {
             ports.push(Direction::Output, name);
@@ -230,8 +274,13 @@ impl GearType for Route {
     }
 }
 
-/// Checks every port a destination names and collects them.
-fn collect(dest: &Destination, path: &str, names: &mut Vec<PortName>) -> Result<(), ConfigError> {
+/// Checks every port a destination of the gear type `gear` names and collects them.
+pub(crate) fn collect(
+    dest: &Destination,
+    path: &str,
+    gear: &str,
+    names: &mut Vec<PortName>,
+) -> Result<(), ConfigError> {
     let (kind, children) = match dest {
         Destination::Port(name) => {
             let valid = name
@@ -242,7 +291,7 @@ fn collect(dest: &Destination, path: &str, names: &mut Vec<PortName>) -> Result<
                 return Err(ConfigError::field(
                     path,
                     format!(
-                        "{name:?} is not an output port of route: name it out_<name> with a-z, 0-9, '_' or '-'"
+                        "{name:?} is not an output port of {gear}: name it out_<name> with a-z, 0-9, '_' or '-'"
                     ),
                 ));
             }
@@ -254,6 +303,29 @@ fn collect(dest: &Destination, path: &str, names: &mut Vec<PortName>) -> Result<
         Destination::Failover { failover } => ("failover", failover),
         Destination::RoundRobin { round_robin } => ("round_robin", round_robin),
         Destination::LeastLoaded { least_loaded } => ("least_loaded", least_loaded),
+        Destination::Weighted { weighted } => {
+            if weighted.is_empty() {
+                return Err(ConfigError::field(
+                    format!("{path}.weighted"),
+                    "an empty list",
+                ));
+            }
+            for (i, entry) in weighted.iter().enumerate() {
+                if entry.weight == 0 || entry.weight > MAX_WEIGHT {
+                    return Err(ConfigError::field(
+                        format!("{path}.weighted[{i}].weight"),
+                        format!("a weight is 1 to {MAX_WEIGHT}"),
+                    ));
+                }
+                collect(
+                    &entry.port,
+                    &format!("{path}.weighted[{i}].port"),
+                    gear,
+                    names,
+                )?;
+            }
+            return Ok(());
+        }
     };
     if children.is_empty() {
         return Err(ConfigError::field(
@@ -262,7 +334,7 @@ fn collect(dest: &Destination, path: &str, names: &mut Vec<PortName>) -> Result<
         ));
     }
     for (i, child) in children.iter().enumerate() {
-        collect(child, &format!("{path}.{kind}[{i}]"), names)?;
+        collect(child, &format!("{path}.{kind}[{i}]"), gear, names)?;
     }
     Ok(())
 }
@@ -309,7 +381,7 @@ fn rule_label(rules: &[Rule], i: usize) -> Result<Box<str>, ConfigError> {
 /// The destination tree with its ports resolved (every one is in `ports`: [`Route::ports`]
 /// collected them from the same configuration), each port a new leaf whose decision names
 /// `label`.
-fn node(
+pub(crate) fn node(
     dest: &Destination,
     ports: &Ports,
     label: &str,
@@ -333,19 +405,27 @@ fn node(
         Destination::Failover { failover } => Node::Failover(all(failover)?),
         Destination::RoundRobin { round_robin } => Node::RoundRobin(all(round_robin)?, 0),
         Destination::LeastLoaded { least_loaded } => Node::LeastLoaded(all(least_loaded)?, 0),
+        Destination::Weighted { weighted } => {
+            let children = weighted
+                .iter()
+                .map(|e| node(&e.port, ports, label, leaves))
+                .collect::<Result<Vec<_>, _>>()?;
+            let weights = weighted.iter().map(|e| e.weight.max(1)).collect();
+            let scores = vec![0; weighted.len()];
+            Node::Weighted(children, weights, scores)
+        }
     })
 }
 
 impl Node {
     /// The fewest messages in flight among the available ports below, without choosing.
-    fn load(&self, leaves: &[Leaf], out: &Outbox<'_>) -> Option<u32> {
+    pub(crate) fn load(&self, leaves: &[Leaf], out: &impl Gauge) -> Option<u32> {
         match self {
-            Node::Port(leaf) => {
-                let status = out.status(leaves[*leaf].port);
-                status.is_available().then(|| status.load())
-            }
+            Node::Port(leaf) => out.gauge(leaves[*leaf].port),
             Node::Failover(children) => children.iter().find_map(|c| c.load(leaves, out)),
-            Node::RoundRobin(children, _) | Node::LeastLoaded(children, _) => {
+            Node::RoundRobin(children, _)
+            | Node::LeastLoaded(children, _)
+            | Node::Weighted(children, ..) => {
                 children.iter().filter_map(|c| c.load(leaves, out)).min()
             }
         }
@@ -356,13 +436,15 @@ impl Node {
     /// A choice that passes over unavailable children notes them in `why`, before the notes
     /// of the child it chose (outermost first); a node that finds nothing leaves `why` as it
     /// found it, and its parent names it whole.
-    fn pick(&mut self, leaves: &[Leaf], out: &Outbox<'_>, why: &mut String) -> Option<usize> {
+    pub(crate) fn pick(
+        &mut self,
+        leaves: &[Leaf],
+        out: &impl Gauge,
+        why: &mut String,
+    ) -> Option<usize> {
         let start = why.len();
         match self {
-            Node::Port(leaf) => out
-                .status(leaves[*leaf].port)
-                .is_available()
-                .then_some(*leaf),
+            Node::Port(leaf) => out.gauge(leaves[*leaf].port).map(|_| *leaf),
             Node::Failover(children) => {
                 for k in 0..children.len() {
                     if let Some(leaf) = children[k].pick(leaves, out, why) {
@@ -405,11 +487,35 @@ impl Node {
                 note(why, start, "least_loaded", unavailable, leaves);
                 Some(leaf)
             }
+            Node::Weighted(children, weights, scores) => {
+                // Smooth weighted round robin over the available children: each gains its
+                // weight, the highest score is chosen and pays back the total.
+                let mut total = 0i64;
+                let mut best: Option<usize> = None;
+                for i in 0..children.len() {
+                    if children[i].load(leaves, out).is_none() {
+                        continue;
+                    }
+                    let weight = i64::from(weights[i]);
+                    total += weight;
+                    scores[i] += weight;
+                    if best.is_none_or(|b| scores[i] > scores[b]) {
+                        best = Some(i);
+                    }
+                }
+                let i = best?;
+                scores[i] -= total;
+                let n = children.len();
+                let leaf = (0..n).find_map(|k| children[(i + k) % n].pick(leaves, out, why))?;
+                let unavailable = children.iter().filter(|c| c.load(leaves, out).is_none());
+                note(why, start, "weighted", unavailable, leaves);
+                Some(leaf)
+            }
         }
     }
 
     /// Writes the node for a decision: a port's name, or `failover[out_a, out_b]`.
-    fn describe(&self, leaves: &[Leaf], to: &mut String) {
+    pub(crate) fn describe(&self, leaves: &[Leaf], to: &mut String) {
         let (kind, children) = match self {
             Node::Port(leaf) => {
                 to.push_str(&leaves[*leaf].name);
@@ -418,6 +524,7 @@ impl Node {
             Node::Failover(children) => ("failover", children),
             Node::RoundRobin(children, _) => ("round_robin", children),
             Node::LeastLoaded(children, _) => ("least_loaded", children),
+            Node::Weighted(children, ..) => ("weighted", children),
         };
         to.push_str(kind);
         to.push('[');
@@ -431,7 +538,7 @@ impl Node {
     }
 
     /// Writes the names of every port below, separated by commas.
-    fn ports(&self, leaves: &[Leaf], to: &mut String) {
+    pub(crate) fn ports(&self, leaves: &[Leaf], to: &mut String) {
         match self {
             Node::Port(leaf) => {
                 if !to.is_empty() {
@@ -441,7 +548,8 @@ impl Node {
             }
             Node::Failover(children)
             | Node::RoundRobin(children, _)
-            | Node::LeastLoaded(children, _) => {
+            | Node::LeastLoaded(children, _)
+            | Node::Weighted(children, ..) => {
                 children.iter().for_each(|c| c.ports(leaves, to));
             }
         }

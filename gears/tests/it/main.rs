@@ -1,6 +1,7 @@
 //! The gears crate's integration tests: one module per gear, all through the sdk harness.
 
 mod codec_iso8583;
+mod conductor;
 mod cpu;
 mod factory;
 mod filter;
@@ -13,6 +14,7 @@ mod route;
 mod sim_responder;
 mod sockets;
 mod transform;
+mod valet;
 #[cfg(feature = "wasm")]
 mod wasm;
 #[cfg(feature = "wasm")]

@@ -1,0 +1,1104 @@
+//! The `conductor` gear: a transaction switch that routes requests by card range and
+//! correlates each reply with the request waiting for it.
+//!
+//! A request opens a **ticket** in the [valet](crate::valet) under its correlation key and
+//! goes out on the destination its route chooses; the reply, matched by the same key, goes
+//! back with the request's return context (`conn.id` and the like) restored, so that the I/O
+//! gear answers on the connection the request came from. It never authors a response.
+//!
+//! ```yaml
+//! - name: switch
+//!   type: conductor
+//!   config:
+//!     origin: east                # optional: stamped as meta conductor.origin on requests sent
+//!     known_origins: [west]       # requests stamped west get their reply on out_response_west
+//!     correlation_key:            # a list for every MTI class, or a map by class
+//!       default: [data.iso8583.field.11, data.iso8583.field.7, data.iso8583.field.32, data.iso8583.field.41]
+//!       "08": [data.iso8583.field.11, data.iso8583.field.37]   # network management: no DE 41
+//!     park_fields: [data.iso8583.field.62]  # kept back from the request, put on the reply
+//!     valet: { store: memory, default_ttl: 30s, retain_after_close: 5s, max_tickets: 100000 }
+//!     routes:
+//!       - name: visa
+//!         match: { field: data.iso8583.field.2, prefix: "4" }
+//!         destination: { failover: [ { least_loaded: [out_visa_a, out_visa_b] }, out_backup ] }
+//!       - name: mastercard
+//!         match: { field: data.iso8583.field.2, ranges: [ { from: "510000", to: "559999" } ] }
+//!         when: { field: data.iso8583.field.4, lt: 100000 }   # route's conditions, too
+//!         destination: out_mc
+//!       - name: rest                                          # no match: catch-all
+//!         destination: { weighted: [ { port: out_a, weight: 3 }, { port: out_b, weight: 1 } ] }
+//!     breaker: { trip_after: 5, cooldown: 10s, half_open_probes: 1 }
+//!     max_in_flight: 1000
+//! ```
+//!
+//! # Ports
+//!
+//! | port | direction | what travels |
+//! | --- | --- | --- |
+//! | `in` | input | requests and their retransmissions (a response arriving here is handled as on `in_reply`) |
+//! | `in_reply` | input | replies from the destinations |
+//! | `out_<name>` | output | requests, one port per port named in the destination trees |
+//! | `out_response` | output | replies, with the request's return context restored |
+//! | `out_response_<origin>` | output | replies to requests stamped with `conductor.origin` = a known origin |
+//! | `error` | output | refusals and expired requests, with `error.reason` |
+//!
+//! # Configuration
+//!
+//! | key | default | meaning |
+//! | --- | --- | --- |
+//! | `correlation_key` | required | field paths (`data.<path>`, `meta.<key>`; `iso8583.field.<n>` is short for `data.iso8583.field.<n>`, the reference's alias; anything else is refused), one list for every MTI class or a map by class (`"08"`) with `default` |
+//! | `routes` | required | ordered `{name, match, when, destination}`; the first that holds wins; without `match` and `when` a route is a catch-all |
+//! | `routes[].match` | — | `{field, prefix}` (a text or a list) or `{field, ranges: [{from, to}]}`: the first `len(from)` characters of the field's text between `from` and `to` (same length), both included |
+//! | `routes[].when` | — | a condition as in `route` (`field` tests, `all`, `any`, `not`, `expr`) |
+//! | `routes[].destination` | required | a port `out_<name>` or a tree of `failover`, `round_robin`, `least_loaded` (fewest open tickets), `weighted` |
+//! | `origin` | — | stamped as `conductor.origin` on every request sent (replaces the one it came with) |
+//! | `known_origins` | `[]` | origins whose requests are answered on `out_response_<origin>` |
+//! | `park_fields` | `[]` | fields removed from the request sent and put back on its reply |
+//! | `return_context` | `[conn.id, peer.ip, peer.port, iso8583.tpdu, iso8583.raw_header]` | metadata keys that route a reply back: kept with the ticket, removed from the request sent, set on the reply as the request had them (a key the request lacked is removed from the reply) |
+//! | `mti_kinds` | `{}` | overrides of the request/response rule by MTI pattern (`"0180"`, `"xx8x"`: digits or `x`): `request`, `response` or `one_way` (routed, no ticket) |
+//! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets survive a restart) |
+//! | `valet.bucket` | `conductor_tickets` | the bucket of the durable store |
+//! | `valet.default_ttl` | `1m` | how long a ticket waits for its reply |
+//! | `valet.retain_after_close` | `5s` | how long a reply is kept to answer a retransmission |
+//! | `valet.max_tickets` | `100000` | the most open tickets (and retained replies) |
+//! | `breaker` | — | `{trip_after, cooldown (10s), half_open_probes (1)}`, per destination port |
+//! | `max_in_flight` | — | the most open tickets per destination port |
+//!
+//! # Requests and responses
+//!
+//! The MTI comes from `meta.iso8583.mti` (four digits; otherwise `bad_mti`). Its third digit,
+//! the function, decides: even (request, advice, notification) opens a ticket, odd (request
+//! response, advice response, notification acknowledgement) answers one; `mti_kinds`
+//! overrides it for odd classes (ISO 8583:1987's x8x and x9x acknowledgements, a scheme's
+//! private MTIs). The key is the MTI class (first two digits), the request's function digit
+//! (a response's made even: 0110 and 0100 share a key, 0130 answers 0120) and the text of
+//! each key field of that class: a reply is keyed with its request's class, so a class
+//! without DE 41 (network management) is keyed without it.
+//!
+//! # Behaviour
+//!
+//! - A new key opens a ticket; the request, stripped of its return context and parked fields
+//!   (and with `conductor.origin` set to `origin`, or removed), goes out on the port its
+//!   route chooses.
+//! - A retransmission of an open key is not sent again: its requester is attached to the
+//!   ticket (dropped as `attached`; a requester with the same return context as one already
+//!   waiting is dropped as `retransmission`). When the reply comes, **every** requester gets
+//!   it, each with its own return context.
+//! - A key closed within `retain_after_close` is answered at once with the retained reply.
+//! - A reply that matches no open ticket goes to `error` (`unmatched_reply`).
+//! - A ticket past its deadline sends its request (once per requester, each with its own
+//!   return context) to `error` with `timeout`. A task sweeps every 50 ms, on the engine's
+//!   clock, and each message sweeps first too.
+//!
+//! # Circuit breaker and in-flight cap
+//!
+//! Per destination port: a `timeout` counts as a failure (an error reply does not: the
+//! destination answered); after `trip_after` consecutive failures the port is open,
+//! unavailable for `cooldown`; then it is half-open and lets `half_open_probes` requests
+//! through; a reply closes it, a failed probe opens it again. With `max_in_flight`, a port
+//! with that many open tickets is unavailable. Both join the engine's availability (the link
+//! state of the I/O gear the port leads to): `failover`, `least_loaded` and the others pass
+//! over such a port.
+//!
+//! # Errors and counts
+//!
+//! `error.reason` is one of `bad_mti`, `no_key` (a key field is missing, or no key for the
+//! class), `no_route`, `no_destination`, `valet_full`, `unknown_origin` (a request stamped
+//! with an origin not in `known_origins`), `not_a_reply` (a request on `in_reply`),
+//! `unmatched_reply`, `timeout`. Each is counted in the gear's error count and in the
+//! metric `flux.conductor.errors` (labels `gear`, `reason`); retransmissions are counted as
+//! drops (`attached`, `retransmission`).
+//!
+//! Each message sent records its decision under `flux.decision`, as `route` does:
+//! `visa -> out_visa_b (failover: out_visa_a unavailable)`, `reply -> out_response`,
+//! `replay -> out_response`, `timeout on out_visa_a`, `no_route`.
+//!
+//! ```
+//! # fn main() -> Result<(), sdk::Error> {
+//! use fluxmsg::FluxMsg;
+//! let mut h = sdk::Harness::new::<gears::conductor::Conductor>(&serde_json::json!({
+//!     "correlation_key": ["data.iso8583.field.11", "data.iso8583.field.41"],
+//!     "routes": [ { "name": "visa", "match": { "field": "data.iso8583.field.2", "prefix": "4" },
+//!                   "destination": "out_visa" } ]
+//! }))?;
+//! let msg = |mti: &str| -> Result<FluxMsg, fluxmsg::Error> {
+//!     Ok(FluxMsg::builder().meta("iso8583.mti", mti).meta("conn.id", "7")
+//!         .data_path("iso8583.field.2", "4111111111111111")?
+//!         .data_path("iso8583.field.11", "000042")?
+//!         .data_path("iso8583.field.41", "TERM0001")?.build())
+//! };
+//! h.send("in", msg("0100").expect("valid"))?;
+//! let sent = h.take("out_visa");
+//! assert_eq!(sent[0].meta.get("conn.id"), None, "the return context stays with the ticket");
+//!
+//! let mut reply = msg("0110").expect("valid");
+//! reply.meta.insert("conn.id", "issuer-link".into());
+//! h.send("in_reply", reply)?;
+//! let answered = h.take("out_response");
+//! assert_eq!(answered[0].meta.get("conn.id").map(|t| t.as_str()), Some("7"));
+//! # Ok(()) }
+//! ```
+
+mod breaker;
+mod mti;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fluxmsg::{FluxMsg, Text};
+use schemars::JsonSchema;
+use sdk::{
+    Category, Clock, ConfigError, Context, Direction, Gear, GearError, GearType, HumanDuration,
+    InPort, LoadFuture, Manifest, OutPort, Outbox, Outcome, PortName, Ports, Terminus,
+};
+use serde::{Deserialize, Serialize};
+
+use self::breaker::{BreakerSettings, Gauge, PortState};
+pub use self::mti::{CorrelationKey, Kind};
+use self::mti::{KeySpec, Kinds, Mti};
+use crate::condition::{Condition, Scratch, Test};
+use crate::field::Field;
+use crate::route::{self, Destination, Leaf, Node};
+use crate::valet::{
+    DurableValet, Lookup, MemoryValet, ReturnContext, Ticket, Valet, ValetSettings, ValetWriter,
+};
+use crate::{Error, Factory};
+
+pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
+    factory.register::<Conductor>()
+}
+
+/// The metadata key of a request's origin.
+pub const ORIGIN_META: &str = "conductor.origin";
+/// How often expired tickets are swept when no message comes.
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// The configuration of a `conductor` gear (see the [module docs](self)).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The key fields, for every MTI class or by class.
+    pub correlation_key: CorrelationKey,
+    /// The routes, tried in order.
+    pub routes: Vec<RouteConfig>,
+    /// Stamped as `conductor.origin` on the requests sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Origins whose requests are answered on `out_response_<origin>`.
+    #[serde(default)]
+    pub known_origins: Vec<String>,
+    /// Fields removed from the request sent and restored on its reply.
+    #[serde(default)]
+    pub park_fields: Vec<String>,
+    /// The metadata keys that route a reply back to its requester.
+    #[serde(default = "default_return_context")]
+    pub return_context: Vec<String>,
+    /// Request/response overrides by MTI pattern.
+    #[serde(default)]
+    pub mti_kinds: BTreeMap<String, Kind>,
+    /// The ticket store.
+    #[serde(default)]
+    pub valet: ValetConfig,
+    /// A circuit breaker per destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerConfig>,
+    /// The most open tickets per destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_in_flight: Option<u32>,
+}
+
+fn default_return_context() -> Vec<String> {
+    [
+        "conn.id",
+        "peer.ip",
+        "peer.port",
+        "iso8583.tpdu",
+        "iso8583.raw_header",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// One route.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RouteConfig {
+    /// Its name in decisions; `route <index>` without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A prefix or range test on one field.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<Match>,
+    /// A condition, as `route`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Condition>,
+    /// Where its requests go.
+    pub destination: Destination,
+}
+
+/// A prefix or range test on one field.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Match {
+    /// The field tested.
+    pub field: String,
+    /// The field's text starts with this (or one of these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<Prefixes>,
+    /// The field's first characters fall in one of these ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<Vec<Range>>,
+}
+
+/// One prefix or several.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum Prefixes {
+    /// One prefix.
+    One(String),
+    /// Any of these.
+    Many(Vec<String>),
+}
+
+/// A range of leading characters (a BIN range): `from` and `to` have the same length.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Range {
+    /// The lowest, included.
+    pub from: String,
+    /// The highest, included.
+    pub to: String,
+}
+
+/// Where tickets are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Store {
+    /// In memory (lost if the process dies).
+    #[default]
+    Memory,
+    /// In memory and in a snake KV bucket.
+    Durable,
+}
+
+/// The valet's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ValetConfig {
+    /// `memory` or `durable`.
+    pub store: Store,
+    /// The bucket of the durable store.
+    pub bucket: String,
+    /// How long a ticket waits for its reply.
+    pub default_ttl: HumanDuration,
+    /// How long a reply is retained after its ticket closed.
+    pub retain_after_close: HumanDuration,
+    /// The most open tickets.
+    #[schemars(range(min = 1))]
+    pub max_tickets: usize,
+}
+
+impl Default for ValetConfig {
+    fn default() -> Self {
+        ValetConfig {
+            store: Store::Memory,
+            bucket: "conductor_tickets".to_owned(),
+            default_ttl: HumanDuration(crate::valet::DEFAULT_TTL),
+            retain_after_close: HumanDuration(crate::valet::DEFAULT_RETAIN),
+            max_tickets: crate::valet::DEFAULT_MAX_TICKETS,
+        }
+    }
+}
+
+/// The circuit breaker's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BreakerConfig {
+    /// Consecutive failures (timeouts) that open it.
+    #[schemars(range(min = 1))]
+    pub trip_after: u32,
+    /// How long it stays open.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: HumanDuration,
+    /// Requests let through when the cooldown is over, before a reply closes it.
+    #[serde(default = "default_probes")]
+    #[schemars(range(min = 1))]
+    pub half_open_probes: u32,
+}
+
+fn default_cooldown() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+fn default_probes() -> u32 {
+    1
+}
+
+/// The error reasons, for the per-reason counters.
+const REASONS: [&str; 9] = [
+    "bad_mti",
+    "no_key",
+    "no_route",
+    "no_destination",
+    "valet_full",
+    "unknown_origin",
+    "not_a_reply",
+    "unmatched_reply",
+    "timeout",
+];
+
+/// `flux.conductor.errors` by reason.
+#[derive(Debug, Default)]
+struct Counters(Vec<(&'static str, metrics::Counter)>);
+
+impl Counters {
+    fn new(gear: &str) -> Counters {
+        Counters(
+            REASONS
+                .iter()
+                .map(|r| {
+                    let c = metrics::counter!("flux.conductor.errors", "gear" => gear.to_owned(), "reason" => *r);
+                    (*r, c)
+                })
+                .collect(),
+        )
+    }
+
+    fn count(&self, reason: &str, n: u64) {
+        if let Some((_, c)) = self.0.iter().find(|(r, _)| *r == reason) {
+            c.increment(n);
+        }
+    }
+}
+
+/// A route, compiled.
+#[derive(Debug)]
+struct CompiledRoute {
+    label: Box<str>,
+    matcher: Option<Matcher>,
+    when: Option<Test>,
+    node: Node,
+}
+
+#[derive(Debug)]
+struct Matcher {
+    field: Field,
+    prefixes: Vec<String>,
+    ranges: Vec<(String, String)>,
+}
+
+impl Matcher {
+    fn matches(&self, msg: &FluxMsg, text: &mut String) -> bool {
+        let Some(value) = self.field.get(msg) else {
+            return false;
+        };
+        text.clear();
+        value.write_text(text);
+        let bytes = text.as_bytes();
+        self.prefixes.iter().any(|p| text.starts_with(p.as_str()))
+            || self.ranges.iter().any(|(from, to)| {
+                bytes.len() >= from.len() && {
+                    let head = &bytes[..from.len()];
+                    head >= from.as_bytes() && head <= to.as_bytes()
+                }
+            })
+    }
+}
+
+/// What the sweeping task shares with the gear: the tickets and the per-port state.
+#[derive(Debug)]
+struct Core {
+    valet: Box<dyn Valet>,
+    ports: Vec<PortState>,
+    /// Output port names, by index (to find a ticket's port).
+    names: Vec<PortName>,
+    context_keys: Vec<Text>,
+    breaker: Option<BreakerSettings>,
+    counters: Counters,
+    due: Vec<(Arc<str>, Ticket)>,
+}
+
+impl Core {
+    fn port_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n.as_str() == name)
+    }
+
+    /// Hands over the expired tickets as `error` messages (`timeout`), one per requester.
+    fn expire(&mut self, now: Duration, into: &mut Vec<FluxMsg>) {
+        if self.valet.next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        self.valet.expire(&mut self.due);
+        let mut n = 0;
+        for (_, ticket) in self.due.drain(..) {
+            if let Some(i) = self.names.iter().position(|p| *p.as_str() == *ticket.port) {
+                let state = &mut self.ports[i];
+                state.open = state.open.saturating_sub(1);
+                if let Some(s) = &self.breaker
+                    && state.breaker.on_failure(now, s)
+                {
+                    tracing::warn!(port = %ticket.port, cooldown = ?s.cooldown, "A destination's circuit breaker opened after timeouts.");
+                }
+            }
+            let mut msg = ticket.request;
+            sdk::decide(&mut msg, format!("timeout on {}", ticket.port));
+            let failure = GearError::new("timeout").with_detail(format_args!(
+                "no reply from {} before the ticket's deadline",
+                ticket.port
+            ));
+            sdk::mark_error(&mut msg, &failure);
+            for ctx in &ticket.attached {
+                let mut copy = msg.clone();
+                apply_context(&mut copy, &self.context_keys, ctx);
+                into.push(copy);
+                n += 1;
+            }
+            into.push(msg);
+            n += 1;
+        }
+        self.counters.count("timeout", n);
+    }
+}
+
+/// The `conductor` gear (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Conductor {
+    core: Arc<Mutex<Core>>,
+    logic: Logic,
+}
+
+/// Everything but the shared core.
+#[derive(Debug)]
+struct Logic {
+    kinds: Kinds,
+    keys: KeySpec,
+    park: Vec<Field>,
+    context_keys: Vec<Text>,
+    origin: Option<Text>,
+    response: OutPort,
+    origins: Vec<(Text, OutPort)>,
+    in_reply: InPort,
+    routes: Vec<CompiledRoute>,
+    leaves: Vec<Leaf>,
+    scratch: Scratch,
+    why: String,
+    key: String,
+    text: String,
+    valet: ValetConfig,
+    max_in_flight: Option<u32>,
+    clock: Option<Arc<dyn Clock>>,
+    writer: Option<ValetWriter>,
+    expired: Vec<FluxMsg>,
+}
+
+impl GearType for Conductor {
+    type Config = Config;
+
+    fn manifest() -> Manifest {
+        Manifest::new("conductor", Category::Logic)
+            .summary("routes requests by card range and correlates replies; tickets, retransmissions, expiry, breakers")
+            .input("in", "requests and their retransmissions")
+            .input("in_reply", "replies from the destinations")
+            .output("out_response", "replies with the request's return context restored")
+            .dynamic_output("out_response_<origin>", "replies to requests from a known origin")
+            .dynamic_output("out_<name>", "one port per destination named in the routes")
+            .terminus(Terminus::Opaque)
+    }
+
+    fn ports(config: &Config) -> Result<Ports, ConfigError> {
+        let mut ports = Ports::fixed(&Conductor::manifest());
+        let mut names = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            let path = format!("routes[{i}].destination");
+            let start = names.len();
+            route::collect(&r.destination, &path, "conductor", &mut names)?;
+            if let Some(bad) = names[start..]
+                .iter()
+                .find(|n| n.as_str() == "out_response" || n.as_str().starts_with("out_response_"))
+            {
+                return Err(ConfigError::field(
+                    path,
+                    format!("{bad} is a reply port of the conductor; name destinations otherwise"),
+                ));
+            }
+        }
+        for name in names {
+            ports.push(Direction::Output, name);
+        }
+        for (i, origin) in config.known_origins.iter().enumerate() {
+            let name = format!("out_response_{origin}");
+            let port = PortName::new(&name).map_err(|_| {
+                ConfigError::field(
+                    format!("known_origins[{i}]"),
+                    format!("{origin:?} cannot name a port: use a-z, 0-9, '_' or '-'"),
+                )
+            })?;
+            ports.push(Direction::Output, port);
+        }
+        Ok(ports)
+    }
+
+    fn new(config: Config, ports: &Ports) -> Result<Conductor, ConfigError> {
+        let kinds = Kinds::new(&config.mti_kinds)?;
+        let keys = KeySpec::new(&config.correlation_key)?;
+        let park = config
+            .park_fields
+            .iter()
+            .enumerate()
+            .map(|(i, p)| mti::field(p, &format!("park_fields[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut context_keys = Vec::with_capacity(config.return_context.len() + 1);
+        for (i, key) in config.return_context.iter().enumerate() {
+            if key.is_empty() || key.chars().any(char::is_control) {
+                return Err(ConfigError::field(
+                    format!("return_context[{i}]"),
+                    "a metadata key is non-empty text without control characters",
+                ));
+            }
+            context_keys.push(Text::from(key.as_str()));
+        }
+        if !context_keys.iter().any(|k| k == ORIGIN_META) {
+            context_keys.push(Text::from(ORIGIN_META));
+        }
+        let origin = match &config.origin {
+            Some(o) if o.is_empty() || o.len() > 64 || o.chars().any(char::is_control) => {
+                return Err(ConfigError::field(
+                    "origin",
+                    "an origin is 1 to 64 bytes without control characters",
+                ));
+            }
+            Some(o) => Some(Text::from(o.as_str())),
+            None => None,
+        };
+        let mut origins = Vec::new();
+        for origin in &config.known_origins {
+            origins.push((
+                Text::from(origin.as_str()),
+                ports.resolve_output(&format!("out_response_{origin}"))?,
+            ));
+        }
+        let mut leaves = Vec::new();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let label = route_label(&config.routes, i)?;
+            let matcher = match &r.matches {
+                Some(m) => Some(matcher(m, &format!("routes[{i}].match"))?),
+                None => None,
+            };
+            let when = match &r.when {
+                Some(c) => Some(c.compile(&format!("routes[{i}].when"))?),
+                None => None,
+            };
+            let node = route::node(&r.destination, ports, &label, &mut leaves)?;
+            routes.push(CompiledRoute {
+                label,
+                matcher,
+                when,
+                node,
+            });
+        }
+        if routes.is_empty() {
+            return Err(ConfigError::field("routes", "at least one route"));
+        }
+        let v = &config.valet;
+        if v.default_ttl.get().is_zero() {
+            return Err(ConfigError::field("valet.default_ttl", "more than zero"));
+        }
+        if v.max_tickets == 0 {
+            return Err(ConfigError::field("valet.max_tickets", "at least 1"));
+        }
+        if v.store == Store::Durable {
+            snake::token("bucket", &v.bucket).map_err(|e| ConfigError::field("valet.bucket", e))?;
+        }
+        let breaker = match &config.breaker {
+            Some(b) if b.trip_after == 0 => {
+                return Err(ConfigError::field("breaker.trip_after", "at least 1"));
+            }
+            Some(b) if b.half_open_probes == 0 => {
+                return Err(ConfigError::field("breaker.half_open_probes", "at least 1"));
+            }
+            Some(b) => Some(BreakerSettings {
+                trip_after: b.trip_after,
+                cooldown: b.cooldown.get(),
+                half_open_probes: b.half_open_probes,
+            }),
+            None => None,
+        };
+        if config.max_in_flight == Some(0) {
+            return Err(ConfigError::field("max_in_flight", "at least 1"));
+        }
+        let settings = valet_settings(v);
+        let core = Core {
+            // Replaced in `init`, with the engine's clock.
+            valet: Box::new(MemoryValet::new(
+                settings,
+                Arc::new(sdk::ManualClock::from_unix_secs(0)),
+            )),
+            ports: vec![PortState::default(); ports.outputs().len()],
+            names: ports.outputs().to_vec(),
+            context_keys: context_keys.clone(),
+            breaker,
+            counters: Counters::default(),
+            due: Vec::new(),
+        };
+        Ok(Conductor {
+            core: Arc::new(Mutex::new(core)),
+            logic: Logic {
+                kinds,
+                keys,
+                park,
+                context_keys,
+                origin,
+                response: ports.resolve_output("out_response")?,
+                origins,
+                in_reply: ports.resolve_input("in_reply")?,
+                routes,
+                leaves,
+                scratch: Scratch::default(),
+                why: String::new(),
+                key: String::new(),
+                text: String::new(),
+                valet: config.valet.clone(),
+                max_in_flight: config.max_in_flight,
+                clock: None,
+                writer: None,
+                expired: Vec::new(),
+            },
+        })
+    }
+}
+
+fn valet_settings(v: &ValetConfig) -> ValetSettings {
+    ValetSettings::new(
+        v.default_ttl.get(),
+        v.retain_after_close.get(),
+        v.max_tickets,
+    )
+}
+
+/// The longest route name.
+const MAX_NAME_LEN: usize = 64;
+
+fn route_label(routes: &[RouteConfig], i: usize) -> Result<Box<str>, ConfigError> {
+    let Some(name) = &routes[i].name else {
+        return Ok(format!("route {i}").into());
+    };
+    let path = format!("routes[{i}].name");
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(ConfigError::field(
+            path,
+            format!("a route name has 1 to {MAX_NAME_LEN} bytes and no control characters"),
+        ));
+    }
+    if matches!(name.as_str(), "reply" | "replay") {
+        return Err(ConfigError::field(
+            path,
+            format!("`{name}` names reply decisions; choose another name"),
+        ));
+    }
+    if let Some(first) = routes[..i]
+        .iter()
+        .position(|r| r.name.as_deref() == Some(name))
+    {
+        return Err(ConfigError::field(
+            path,
+            format!("{name:?} already names routes[{first}]"),
+        ));
+    }
+    Ok(name.as_str().into())
+}
+
+fn matcher(m: &Match, path: &str) -> Result<Matcher, ConfigError> {
+    let field = mti::field(&m.field, &format!("{path}.field"))?;
+    let prefixes = match &m.prefix {
+        Some(Prefixes::One(p)) => vec![p.clone()],
+        Some(Prefixes::Many(list)) => list.clone(),
+        None => Vec::new(),
+    };
+    let mut ranges = Vec::new();
+    for (i, r) in m.ranges.iter().flatten().enumerate() {
+        if r.from.is_empty() || r.from.len() != r.to.len() || r.from > r.to {
+            return Err(ConfigError::field(
+                format!("{path}.ranges[{i}]"),
+                "a range has `from` and `to` of the same non-zero length, `from` not above `to`",
+            ));
+        }
+        ranges.push((r.from.clone(), r.to.clone()));
+    }
+    if prefixes.is_empty() && ranges.is_empty() {
+        return Err(ConfigError::field(
+            path,
+            "give `prefix` (a text or a list) or `ranges`",
+        ));
+    }
+    if prefixes.iter().any(String::is_empty) {
+        return Err(ConfigError::field(
+            format!("{path}.prefix"),
+            "an empty prefix matches everything: leave `match` out for a catch-all",
+        ));
+    }
+    Ok(Matcher {
+        field,
+        prefixes,
+        ranges,
+    })
+}
+
+/// The return context of `msg`: its values of `keys`, in order.
+fn context_of(msg: &FluxMsg, keys: &[Text]) -> ReturnContext {
+    keys.iter()
+        .filter_map(|k| msg.meta.get(k).map(|v| (k.clone(), v.clone())))
+        .collect()
+}
+
+/// Sets `msg`'s return-context keys to `ctx`'s values, removing those `ctx` lacks; the
+/// origin is never set on a reply.
+fn apply_context(msg: &mut FluxMsg, keys: &[Text], ctx: &ReturnContext) {
+    for key in keys {
+        if key == ORIGIN_META {
+            msg.meta.remove(key);
+            continue;
+        }
+        match ctx.iter().find(|(k, _)| k == key) {
+            Some((_, v)) => {
+                msg.meta.insert(key.clone(), v.clone());
+            }
+            None => {
+                msg.meta.remove(key);
+            }
+        }
+    }
+}
+
+fn origin_of(ctx: &ReturnContext) -> Option<&Text> {
+    ctx.iter().find(|(k, _)| k == ORIGIN_META).map(|(_, v)| v)
+}
+
+fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Gear for Conductor {
+    fn load<'a>(&'a mut self, ctx: &'a Context) -> LoadFuture<'a> {
+        Box::pin(async move {
+            if self.logic.valet.store != Store::Durable {
+                return Ok(());
+            }
+            let Some(snake) = ctx.snake() else {
+                return Err(GearError::new("no_snake")
+                    .with_detail("the durable valet needs the engine's snake handle"));
+            };
+            let valet = DurableValet::open(
+                snake,
+                &self.logic.valet.bucket,
+                ctx.name(),
+                valet_settings(&self.logic.valet),
+                ctx.clock(),
+            )
+            .await
+            .map_err(|e| GearError::new("valet").with_detail(e))?;
+            self.logic.writer = Some(valet.writer());
+            let mut core = lock(&self.core);
+            let mut counts = vec![0u32; core.ports.len()];
+            let names = &core.names;
+            valet.for_each_open(&mut |t| {
+                if let Some(i) = names.iter().position(|n| *n.as_str() == *t.port) {
+                    counts[i] += 1;
+                }
+            });
+            for (state, n) in core.ports.iter_mut().zip(counts) {
+                state.open = n;
+            }
+            core.valet = Box::new(valet);
+            Ok(())
+        })
+    }
+
+    fn init(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        let clock = ctx.clock();
+        let mut core = lock(&self.core);
+        core.counters = Counters::new(ctx.name());
+        if self.logic.writer.is_none() {
+            if self.logic.valet.store == Store::Durable {
+                return Err(GearError::new("valet")
+                    .with_detail("the durable valet is opened when the gear loads"));
+            }
+            core.valet = Box::new(MemoryValet::new(
+                valet_settings(&self.logic.valet),
+                Arc::clone(&clock),
+            ));
+        }
+        drop(core);
+        self.logic.clock = Some(clock);
+        Ok(())
+    }
+
+    fn start(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        if let Some(writer) = self.logic.writer.clone() {
+            ctx.spawn(writer.run(ctx.shutdown()));
+        }
+        let core = Arc::clone(&self.core);
+        let emitter = ctx.emitter();
+        let shutdown = ctx.shutdown();
+        let clock = ctx.clock();
+        ctx.spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut expired = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = shutdown.fired() => return,
+                }
+                lock(&core).expire(clock.now(), &mut expired);
+                if !expired.is_empty()
+                    && emitter
+                        .emit_batch(OutPort::ERROR, std::mem::take(&mut expired))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        port: InPort,
+        msg: &mut FluxMsg,
+        out: &mut Outbox<'_>,
+    ) -> Result<Outcome, GearError> {
+        let mut core = lock(&self.core);
+        let logic = &mut self.logic;
+        let now = logic.clock.as_ref().map_or(Duration::ZERO, |c| c.now());
+        core.expire(now, &mut logic.expired);
+        for expired in logic.expired.drain(..) {
+            out.emit(OutPort::ERROR, expired);
+        }
+        let result = logic.handle(&mut core, port, msg, out, now);
+        if let Err(e) = &result {
+            core.counters.count(e.reason(), 1);
+        }
+        result
+    }
+}
+
+impl Logic {
+    fn handle(
+        &mut self,
+        core: &mut Core,
+        port: InPort,
+        msg: &mut FluxMsg,
+        out: &mut Outbox<'_>,
+        now: Duration,
+    ) -> Result<Outcome, GearError> {
+        let mti = Mti::of(msg)?;
+        let kind = self.kinds.of(&mti);
+        if port == self.in_reply {
+            if kind != Kind::Response {
+                return Err(GearError::new("not_a_reply").with_detail(format_args!(
+                    "MTI {} is not a response",
+                    String::from_utf8_lossy(&mti.0)
+                )));
+            }
+            return self.reply(core, mti, msg, out);
+        }
+        match kind {
+            Kind::Response => self.reply(core, mti, msg, out),
+            Kind::Request => self.request(core, mti, msg, out, now),
+            Kind::OneWay => {
+                let (port, _) = self.route(core, msg, out, now)?;
+                self.strip(msg);
+                Ok(Outcome::Emit(port))
+            }
+        }
+    }
+
+    /// The reply port of a requester with this context.
+    fn response_port(&self, ctx: &ReturnContext) -> OutPort {
+        origin_of(ctx)
+            .and_then(|o| self.origins.iter().find(|(name, _)| name == o))
+            .map_or(self.response, |(_, port)| *port)
+    }
+
+    fn request(
+        &mut self,
+        core: &mut Core,
+        mti: Mti,
+        msg: &mut FluxMsg,
+        out: &mut Outbox<'_>,
+        now: Duration,
+    ) -> Result<Outcome, GearError> {
+        self.keys.build(mti, msg, &mut self.key)?;
+        let ctx = context_of(msg, &self.context_keys);
+        if let Some(origin) = origin_of(&ctx)
+            && !self.origins.iter().any(|(name, _)| name == origin)
+        {
+            return Err(GearError::new("unknown_origin").with_detail(format_args!(
+                "the request comes from {origin:?}, which is not in known_origins"
+            )));
+        }
+        match core.valet.lookup(&self.key) {
+            Lookup::Closed(outcome) => {
+                let mut reply = outcome.clone();
+                apply_context(&mut reply, &self.context_keys, &ctx);
+                let port = self.response_port(&ctx);
+                sdk::decide(&mut reply, "replay -> out_response");
+                *msg = reply;
+                return Ok(Outcome::Emit(port));
+            }
+            Lookup::Open(ticket) => {
+                let waiting = context_of(&ticket.request, &self.context_keys) == ctx
+                    || ticket.attached.contains(&ctx);
+                if waiting {
+                    return Ok(Outcome::Drop("retransmission"));
+                }
+                core.valet.attach(&self.key, ctx);
+                return Ok(Outcome::Drop("attached"));
+            }
+            Lookup::Absent => {}
+        }
+        let (port, leaf) = self.route(core, msg, out, now)?;
+        let name = Text::from(&*self.leaves[leaf].name);
+        if let Err(e) = core.valet.park(&self.key, msg.clone(), name) {
+            sdk::decide(msg, "valet_full");
+            return Err(GearError::new("valet_full").with_detail(e));
+        }
+        let state = &mut core.ports[port.index()];
+        state.open = state.open.saturating_add(1);
+        state.breaker.on_send(now);
+        self.strip(msg);
+        Ok(Outcome::Emit(port))
+    }
+
+    /// Takes the return context and the parked fields off a request that leaves, and
+    /// stamps the origin.
+    fn strip(&self, msg: &mut FluxMsg) {
+        for key in &self.context_keys {
+            msg.meta.remove(key);
+        }
+        for field in &self.park {
+            field.take(msg);
+        }
+        if let Some(origin) = &self.origin {
+            msg.meta.insert(ORIGIN_META, origin.clone());
+        }
+    }
+
+    /// Chooses the destination of a request and records the decision.
+    fn route(
+        &mut self,
+        core: &Core,
+        msg: &mut FluxMsg,
+        out: &Outbox<'_>,
+        now: Duration,
+    ) -> Result<(OutPort, usize), GearError> {
+        let mut chosen = None;
+        for i in 0..self.routes.len() {
+            let r = &mut self.routes[i];
+            if let Some(m) = &r.matcher
+                && !m.matches(msg, &mut self.text)
+            {
+                continue;
+            }
+            if let Some(test) = &mut r.when
+                && !test.matches(msg, &mut self.scratch)?
+            {
+                continue;
+            }
+            chosen = Some(i);
+            break;
+        }
+        let Some(i) = chosen else {
+            sdk::decide(msg, "no_route");
+            return Err(GearError::new("no_route"));
+        };
+        let gauge = Gauge {
+            out,
+            ports: &core.ports,
+            now,
+            max_in_flight: self.max_in_flight,
+            breaker: core.breaker.as_ref(),
+        };
+        self.why.clear();
+        let target = &mut self.routes[i];
+        let Some(leaf) = target.node.pick(&self.leaves, &gauge, &mut self.why) else {
+            let mut ports = String::new();
+            target.node.ports(&self.leaves, &mut ports);
+            sdk::decide(
+                msg,
+                format!("{} -> no_destination ({ports} unavailable)", target.label),
+            );
+            return Err(GearError::new("no_destination"));
+        };
+        let l = &self.leaves[leaf];
+        if self.why.is_empty() {
+            sdk::decide(msg, l.decision.clone());
+        } else {
+            let mut text = String::with_capacity(l.decision.len() + self.why.len() + 3);
+            let _ = write!(text, "{} ({})", l.decision, self.why);
+            sdk::decide(msg, text);
+        }
+        Ok((l.port, leaf))
+    }
+
+    fn reply(
+        &mut self,
+        core: &mut Core,
+        mti: Mti,
+        msg: &mut FluxMsg,
+        out: &mut Outbox<'_>,
+    ) -> Result<Outcome, GearError> {
+        self.keys.build(mti, msg, &mut self.key)?;
+        let Lookup::Open(ticket) = core.valet.lookup(&self.key) else {
+            sdk::decide(msg, "unmatched_reply");
+            return Err(
+                GearError::new("unmatched_reply").with_detail("no open ticket has the reply's key")
+            );
+        };
+        for field in &self.park {
+            if let Some(value) = field.get(&ticket.request) {
+                let value = value.to_value();
+                if let Err(e) = field.set(msg, value) {
+                    tracing::warn!(reason = %e.reason(), "A parked field could not be put back on a reply.");
+                }
+            }
+        }
+        msg.meta.remove(ORIGIN_META);
+        let Some(ticket) = core.valet.redeem(&self.key, msg.clone()) else {
+            return Err(GearError::new("unmatched_reply"));
+        };
+        if let Some(i) = core.port_of(&ticket.port) {
+            let state = &mut core.ports[i];
+            state.open = state.open.saturating_sub(1);
+            if state.breaker.on_success() {
+                tracing::info!(port = %ticket.port, "A destination's circuit breaker closed after a reply.");
+            }
+        }
+        for ctx in &ticket.attached {
+            let mut copy = msg.clone();
+            apply_context(&mut copy, &self.context_keys, ctx);
+            let port = self.response_port(ctx);
+            sdk::decide(&mut copy, "reply -> attached requester");
+            out.emit(port, copy);
+        }
+        let ctx = context_of(&ticket.request, &self.context_keys);
+        apply_context(msg, &self.context_keys, &ctx);
+        let port = self.response_port(&ctx);
+        sdk::decide(msg, "reply -> out_response");
+        Ok(Outcome::Emit(port))
+    }
+}

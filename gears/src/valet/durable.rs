@@ -1,0 +1,581 @@
+//! [`DurableValet`]: the memory valet, written behind to a snake KV bucket.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fluxmsg::bytes::Bytes;
+use fluxmsg::{Codec, FluxMsg, Map, Text, Value};
+use snake::{Kv, KvConfig, KvOperation, Snake};
+use tokio::sync::Notify;
+
+use super::memory::MemoryValet;
+use super::{Clock, Lookup, ReturnContext, Ticket, Valet, ValetError, ValetSettings};
+
+/// How long opening a durable valet waits for the bucket to hand over its tickets.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many KV writes the writer keeps in flight at once.
+const WRITE_WINDOW: usize = 64;
+
+/// Why a [`DurableValet`] could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurableError {
+    /// The snake KV bucket failed.
+    #[error("the ticket bucket {bucket:?} failed: {source}")]
+    Kv {
+        /// The bucket.
+        bucket: String,
+        /// The cause.
+        #[source]
+        source: snake::Error,
+    },
+    /// The bucket did not hand over its tickets in time.
+    #[error(
+        "the ticket bucket {bucket:?} did not hand over its tickets within {0:?}",
+        SYNC_TIMEOUT
+    )]
+    Sync {
+        /// The bucket.
+        bucket: String,
+    },
+}
+
+/// The durable valet: a [`MemoryValet`] whose every change is also written to a snake KV
+/// bucket, so that open tickets and retained replies survive a rack restart (the reference
+/// loses them).
+///
+/// Each key is stored under `<gear>.t.<key in URL-safe base64>` as a small CBOR map: an open
+/// ticket (the request with its return context and parked fields, the port, the deadline,
+/// the attached requesters) or a retained reply (and when it is forgotten). [`open`]
+/// reads them back: open tickets stay open with their deadlines (those past theirs expire at
+/// the next sweep, to `error` with `timeout`: none is lost silently), retained replies stay
+/// retained.
+///
+/// Writes happen **behind** the hot path: each change marks its key dirty (a newer change
+/// of the same key replaces an unwritten older one), and the [`ValetWriter`] task writes
+/// the dirty keys, up to 64 at a time, retrying with backoff while the bucket fails, and
+/// once more when the gear drains. A graceful restart keeps everything; a crash loses the
+/// changes of the last few milliseconds (what was not written yet). One bucket may serve
+/// several conductors: keys are prefixed with the gear's name.
+///
+/// [`open`]: DurableValet::open
+#[derive(Debug)]
+pub struct DurableValet {
+    mem: MemoryValet,
+    prefix: String,
+    writes: Arc<Writes>,
+    kv: Kv,
+    bucket: String,
+    codec: Codec,
+    buf: Vec<u8>,
+    forgotten: Vec<Arc<str>>,
+}
+
+/// The keys changed and not yet written: the value to put, or `None` to delete.
+#[derive(Debug, Default)]
+struct Writes {
+    dirty: Mutex<HashMap<String, Option<Bytes>>>,
+    notify: Notify,
+}
+
+impl Writes {
+    fn mark(&self, key: String, value: Option<Bytes>) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, value);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> HashMap<String, Option<Bytes>> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn pending(&self) -> usize {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Puts back a write that failed, unless a newer change of the key came meanwhile.
+    fn retry(&self, key: String, value: Option<Bytes>) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(value);
+    }
+}
+
+/// The task that writes a [`DurableValet`]'s changes to its bucket (from
+/// [`DurableValet::writer`]).
+#[derive(Debug, Clone)]
+pub struct ValetWriter {
+    writes: Arc<Writes>,
+    kv: Kv,
+    bucket: String,
+}
+
+impl ValetWriter {
+    /// Writes changes as they come until `shutdown` fires, then writes what is left.
+    pub async fn run(self, shutdown: sdk::Shutdown) {
+        let mut backoff = sdk::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = self.writes.notify.notified() => {}
+                () = shutdown.fired() => break,
+            }
+            while !self.flush().await {
+                let wait = backoff.next_wait();
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.fired() => break,
+                }
+            }
+            backoff.reset();
+        }
+        if !self.flush().await {
+            tracing::error!(
+                bucket = %self.bucket,
+                unwritten = self.writes.pending(),
+                "The ticket bucket failed while the conductor drained; tickets changed since the last write are not stored."
+            );
+        }
+    }
+
+    /// Writes every change made so far; `false` if a write failed (it stays pending).
+    pub async fn flush(&self) -> bool {
+        let batch = self.writes.take();
+        if batch.is_empty() {
+            return true;
+        }
+        let mut ok = true;
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut batch = batch.into_iter();
+        loop {
+            while tasks.len() < WRITE_WINDOW {
+                let Some((key, value)) = batch.next() else {
+                    break;
+                };
+                let kv = self.kv.clone();
+                tasks.spawn(async move {
+                    let result = match &value {
+                        Some(bytes) => kv.put(&key, bytes.clone()).await.map(|_| ()),
+                        None => kv.delete(&key).await.map(|_| ()),
+                    };
+                    (key, value, result)
+                });
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((_, _, Ok(()))) => {}
+                Ok((key, value, Err(e))) => {
+                    if ok {
+                        tracing::warn!(bucket = %self.bucket, error = %e, "A ticket write failed; it is retried.");
+                    }
+                    ok = false;
+                    self.writes.retry(key, value);
+                }
+                Err(e) => {
+                    tracing::warn!(bucket = %self.bucket, error = %e, "A ticket write task failed.");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+}
+
+/// A value no earlier marker holds: the process, the system time, and a count of the
+/// markers this process wrote.
+fn nonce() -> String {
+    static MARKERS: AtomicU64 = AtomicU64::new(0);
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        since_epoch.as_nanos(),
+        MARKERS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The part of a gear's name usable in a KV key: letters, digits, `-` and `_` (others
+/// become `_`).
+fn key_prefix(gear: &str) -> String {
+    let name: String = gear
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "conductor".to_owned()
+    } else {
+        name
+    }
+}
+
+impl DurableValet {
+    /// Opens the bucket `bucket` (created if needed) for the conductor `gear` and reads back
+    /// the tickets and retained replies it holds.
+    ///
+    /// # Errors
+    ///
+    /// [`DurableError`] when the bucket cannot be opened or read.
+    pub async fn open(
+        snake: &Snake,
+        bucket: &str,
+        gear: &str,
+        settings: ValetSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<DurableValet, DurableError> {
+        let fail = |source| DurableError::Kv {
+            bucket: bucket.to_owned(),
+            source,
+        };
+        let kv = snake
+            .kv(KvConfig::new(bucket).map_err(fail)?)
+            .await
+            .map_err(fail)?;
+        let gear = key_prefix(gear);
+        let mut valet = DurableValet {
+            mem: MemoryValet::new(settings, Arc::clone(&clock)),
+            prefix: format!("{gear}.t."),
+            writes: Arc::new(Writes::default()),
+            kv: kv.clone(),
+            bucket: bucket.to_owned(),
+            codec: Codec::new(),
+            buf: Vec::new(),
+            forgotten: Vec::new(),
+        };
+        // Watch the gear's keys, then write a marker: every entry before the marker is the
+        // stored state.
+        let mut watch = kv.watch(&format!("{gear}.>")).await.map_err(fail)?;
+        let marker = format!("{gear}.sync");
+        let nonce = nonce();
+        kv.put(&marker, nonce.clone()).await.map_err(fail)?;
+        let (mut open, mut retained, mut unreadable) = (0usize, 0usize, 0usize);
+        let read = async {
+            while let Some(entry) = watch.next().await {
+                if entry.key == marker {
+                    if entry.value.as_ref() == nonce.as_bytes() {
+                        return true;
+                    }
+                    continue;
+                }
+                let Some(key) = entry
+                    .key
+                    .strip_prefix(valet.prefix.as_str())
+                    .and_then(decode_key)
+                else {
+                    continue;
+                };
+                if entry.operation == KvOperation::Delete {
+                    valet.mem.remove(&key);
+                    continue;
+                }
+                match valet.decode(&entry.value) {
+                    Some(Record::Open(ticket)) => {
+                        valet.mem.restore_open(&key, ticket);
+                        open += 1;
+                    }
+                    Some(Record::Closed(outcome, until)) => {
+                        valet.mem.restore_closed(&key, outcome, until);
+                        retained += 1;
+                    }
+                    None => unreadable += 1,
+                }
+            }
+            false
+        };
+        let synced = tokio::time::timeout(SYNC_TIMEOUT, read).await;
+        if !matches!(synced, Ok(true)) {
+            return Err(DurableError::Sync {
+                bucket: bucket.to_owned(),
+            });
+        }
+        if unreadable > 0 {
+            tracing::warn!(bucket = %bucket, unreadable, "Stored tickets that could not be read were skipped.");
+        }
+        tracing::info!(bucket = %bucket, open, retained, "Read back the conductor's stored tickets.");
+        // Retained replies past their time are forgotten, in the bucket too; expired
+        // tickets stay until the conductor's next sweep hands them over.
+        let mut none = Vec::new();
+        valet.mem.expire_into(&mut Vec::new(), &mut valet.forgotten);
+        valet.delete_forgotten(&mut none);
+        Ok(valet)
+    }
+
+    /// The task that writes this valet's changes; run it (`ValetWriter::run`) while the
+    /// valet is in use.
+    pub fn writer(&self) -> ValetWriter {
+        ValetWriter {
+            writes: Arc::clone(&self.writes),
+            kv: self.kv.clone(),
+            bucket: self.bucket.clone(),
+        }
+    }
+
+    fn kv_key(&self, key: &str) -> String {
+        let mut out = self.prefix.clone();
+        encode_key(key.as_bytes(), &mut out);
+        out
+    }
+
+    fn persist_open(&mut self, key: &str) {
+        let Some(ticket) = self.mem.open_ticket(key) else {
+            return;
+        };
+        let mut map = Map::with_capacity(5);
+        map.insert("s", Value::from("open"));
+        map.insert("d", Value::from(sdk::unix_nanos(ticket.deadline)));
+        map.insert("p", Value::from(ticket.port.clone()));
+        self.buf.clear();
+        if self.codec.encode(&ticket.request, &mut self.buf).is_err() {
+            tracing::warn!(bucket = %self.bucket, "A ticket's request could not be encoded; it is kept in memory only.");
+            return;
+        }
+        map.insert("r", Value::Bytes(Bytes::copy_from_slice(&self.buf)));
+        let attached = ticket
+            .attached
+            .iter()
+            .map(|ctx| {
+                Value::Array(
+                    ctx.iter()
+                        .flat_map(|(k, v)| [Value::from(k.clone()), Value::from(v.clone())])
+                        .collect(),
+                )
+            })
+            .collect();
+        map.insert("a", Value::Array(attached));
+        self.write(key, Value::Map(map));
+    }
+
+    fn persist_closed(&mut self, key: &str) {
+        let (outcome, until) = match self.mem.lookup_closed(key) {
+            Some(found) => found,
+            None => {
+                let k = self.kv_key(key);
+                self.writes.mark(k, None);
+                return;
+            }
+        };
+        self.buf.clear();
+        if self.codec.encode(outcome, &mut self.buf).is_err() {
+            tracing::warn!(bucket = %self.bucket, "A reply could not be encoded; it is retained in memory only.");
+            let k = self.kv_key(key);
+            self.writes.mark(k, None);
+            return;
+        }
+        let mut map = Map::with_capacity(3);
+        map.insert("s", Value::from("closed"));
+        map.insert("u", Value::from(sdk::unix_nanos(until)));
+        map.insert("o", Value::Bytes(Bytes::copy_from_slice(&self.buf)));
+        self.write(key, Value::Map(map));
+    }
+
+    fn write(&mut self, key: &str, record: Value) {
+        self.buf.clear();
+        if self.codec.encode_value(&record, &mut self.buf).is_err() {
+            tracing::warn!(bucket = %self.bucket, "A ticket record could not be encoded.");
+            return;
+        }
+        let value = Bytes::copy_from_slice(&self.buf);
+        let k = self.kv_key(key);
+        self.writes.mark(k, Some(value));
+    }
+
+    fn delete(&self, key: &str) {
+        self.writes.mark(self.kv_key(key), None);
+    }
+
+    fn delete_forgotten(&mut self, scratch: &mut Vec<Arc<str>>) {
+        std::mem::swap(scratch, &mut self.forgotten);
+        for key in scratch.drain(..) {
+            self.delete(&key);
+        }
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Option<Record> {
+        let value = self.codec.decode_value(bytes).ok()?;
+        let map = value.as_map()?;
+        match map.get("s")?.as_str()? {
+            "open" => {
+                let deadline = nanos(map.get("d")?)?;
+                let port = Text::from(map.get("p")?.as_str()?);
+                let request = self.codec.decode(map.get("r")?.as_bytes()?).ok()?;
+                let mut attached = Vec::new();
+                for ctx in map.get("a")?.as_array()? {
+                    let items = ctx.as_array()?;
+                    let pairs: Option<ReturnContext> = items
+                        .chunks_exact(2)
+                        .map(|kv| Some((Text::from(kv[0].as_str()?), Text::from(kv[1].as_str()?))))
+                        .collect();
+                    attached.push(pairs?);
+                }
+                Some(Record::Open(Ticket {
+                    request,
+                    port,
+                    deadline,
+                    attached,
+                }))
+            }
+            "closed" => {
+                let until = nanos(map.get("u")?)?;
+                let outcome = self.codec.decode(map.get("o")?.as_bytes()?).ok()?;
+                Some(Record::Closed(outcome, until))
+            }
+            _ => None,
+        }
+    }
+}
+
+enum Record {
+    Open(Ticket),
+    Closed(FluxMsg, Duration),
+}
+
+fn nanos(value: &Value) -> Option<Duration> {
+    value
+        .as_i64()
+        .map(|n| Duration::from_nanos(u64::try_from(n).unwrap_or(0)))
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// URL-safe base64 without padding.
+fn encode_key(bytes: &[u8], out: &mut String) {
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let digits = chunk.len() + 1;
+        for i in 0..digits {
+            out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+}
+
+/// The inverse of [`encode_key`]; `None` for text that is not its output or not UTF-8.
+fn decode_key(text: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
+    for chunk in text.as_bytes().chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            let d = B64.iter().position(|b| b == c)?;
+            n |= (d as u32) << (18 - 6 * i);
+        }
+        for i in 0..chunk.len() - 1 {
+            bytes.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+impl Valet for DurableValet {
+    fn lookup(&self, key: &str) -> Lookup<'_> {
+        self.mem.lookup(key)
+    }
+
+    fn park(&mut self, key: &str, request: FluxMsg, port: Text) -> Result<&Ticket, ValetError> {
+        self.mem.park(key, request, port)?;
+        self.persist_open(key);
+        self.mem.open_ticket(key).ok_or(ValetError::AlreadyOpen)
+    }
+
+    fn attach(&mut self, key: &str, requester: ReturnContext) -> bool {
+        if !self.mem.attach(key, requester) {
+            return false;
+        }
+        self.persist_open(key);
+        true
+    }
+
+    fn redeem(&mut self, key: &str, outcome: FluxMsg) -> Option<Ticket> {
+        let mut forgotten = std::mem::take(&mut self.forgotten);
+        let ticket = self.mem.redeem_into(key, outcome, &mut forgotten);
+        self.forgotten = forgotten;
+        if ticket.is_some() {
+            self.persist_closed(key);
+        }
+        let mut scratch = Vec::new();
+        self.delete_forgotten(&mut scratch);
+        ticket
+    }
+
+    fn release(&mut self, key: &str) -> Option<Ticket> {
+        let ticket = self.mem.release(key)?;
+        self.delete(key);
+        Some(ticket)
+    }
+
+    fn expire(&mut self, due: &mut Vec<(Arc<str>, Ticket)>) {
+        let start = due.len();
+        let mut forgotten = std::mem::take(&mut self.forgotten);
+        self.mem.expire_into(due, &mut forgotten);
+        self.forgotten = forgotten;
+        for (key, _) in &due[start..] {
+            self.delete(key);
+        }
+        let mut scratch = Vec::new();
+        self.delete_forgotten(&mut scratch);
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        self.mem.next_deadline()
+    }
+
+    fn open_tickets(&self) -> usize {
+        self.mem.open_tickets()
+    }
+
+    fn retained(&self) -> usize {
+        self.mem.retained()
+    }
+
+    fn for_each_open(&self, f: &mut dyn FnMut(&Ticket)) {
+        self.mem.for_each_open(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_key, encode_key};
+
+    #[test]
+    fn keys_round_trip_through_base64() {
+        for key in [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "010\u{1f}000123\u{1f}TERM0001",
+            "é✓",
+        ] {
+            let mut text = String::new();
+            encode_key(key.as_bytes(), &mut text);
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+            assert_eq!(decode_key(&text).as_deref(), Some(key));
+        }
+    }
+}
