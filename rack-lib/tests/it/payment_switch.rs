@@ -5,6 +5,7 @@
 //! runs over the in-process transport.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use iso8583::{Message, Spec};
@@ -15,6 +16,7 @@ use testkit::{frame, wait_until, within};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 const SINGLE: &str = concat!(
@@ -134,7 +136,16 @@ async fn connect(port: u16) -> (OwnedReadHalf, OwnedWriteHalf) {
 }
 
 /// Reads `count` replies from a terminal's connection, each within the patience.
-fn replies(mut rd: OwnedReadHalf, count: usize) -> JoinHandle<Vec<Message>> {
+fn replies(rd: OwnedReadHalf, count: usize) -> JoinHandle<Vec<Message>> {
+    replies_freeing(rd, count, None)
+}
+
+/// As [`replies`], adding a permit to `window` for each reply read.
+fn replies_freeing(
+    mut rd: OwnedReadHalf,
+    count: usize,
+    window: Option<Arc<Semaphore>>,
+) -> JoinHandle<Vec<Message>> {
     tokio::spawn(async move {
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
@@ -142,9 +153,37 @@ fn replies(mut rd: OwnedReadHalf, count: usize) -> JoinHandle<Vec<Message>> {
                 .await
                 .expect("the switch answers before it closes");
             out.push(spec().unpack(&body).expect("a reply that unpacks"));
+            if let Some(window) = &window {
+                window.add_permits(1);
+            }
         }
         out
     })
+}
+
+/// What each gear counted, for a failure message.
+fn summary(rack: &Rack) -> String {
+    rack.stats()
+        .iter()
+        .map(|(gear, s)| {
+            format!(
+                "{gear}: in {} out {} errors {} dropped {:?}",
+                s.messages_in, s.messages_out, s.errors, s.dropped
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits for a terminal's replies; on failure says what each gear counted.
+async fn collect(rack: &Rack, c: usize, reader: JoinHandle<Vec<Message>>) -> Vec<Message> {
+    match reader.await {
+        Ok(replies) => replies,
+        Err(e) => panic!(
+            "connection {c}: replies missing ({e}); the rack:\n{}",
+            summary(rack)
+        ),
+    }
 }
 
 /// Replies by STAN, checking there is one per STAN and that each is the terminal's own.
@@ -182,21 +221,32 @@ fn by_stan(
 async fn ten_thousand_interleaved_requests_each_answered_on_its_own_connection() {
     const CONNS: usize = 8;
     const PER_CONN: usize = 1250;
+    const WINDOW: usize = 64;
     let (acquirer, issuer) = (testkit::free_port(), testkit::free_port());
     let rack = single_rack(acquirer, issuer, ISSUER_ADDR, "30s").await;
     link_up(&rack).await;
 
+    // Each terminal keeps up to WINDOW requests waiting (8 x 64 in flight): a burst beyond
+    // what an io_iso8583 gear queues (1,024 messages) is refused as `overloaded`, and those
+    // requests would time out.
     let mut writers = Vec::new();
     let mut readers = Vec::new();
+    let mut windows = Vec::new();
     for _ in 0..CONNS {
         let (rd, wr) = connect(acquirer).await;
-        readers.push(replies(rd, PER_CONN));
+        let window = Arc::new(Semaphore::new(WINDOW));
+        readers.push(replies_freeing(rd, PER_CONN, Some(Arc::clone(&window))));
         writers.push(wr);
+        windows.push(window);
     }
     // Interleaved: request n of every connection before request n + 1 of any; BINs 4 and 5.
     let mut pans: Vec<HashMap<u32, String>> = vec![HashMap::new(); CONNS];
     for n in 0..PER_CONN {
         for (c, wr) in writers.iter_mut().enumerate() {
+            within("room in the window", windows[c].acquire())
+                .await
+                .expect("the window stays open")
+                .forget();
             let stan = u32::try_from(n + 1).expect("small");
             let bin = if (n + c) % 2 == 0 { "411111" } else { "555555" };
             let pan = pan(bin, (c * PER_CONN + n) as u64);
@@ -205,14 +255,19 @@ async fn ten_thousand_interleaved_requests_each_answered_on_its_own_connection()
         }
     }
     for (c, reader) in readers.into_iter().enumerate() {
-        let got = by_stan(c, reader.await.expect("the reader"), &pans[c]);
+        let got = by_stan(c, collect(&rack, c, reader).await, &pans[c]);
         assert_eq!(
             got.len(),
             PER_CONN,
             "connection {c}: every request answered"
         );
         for (stan, reply) in &got {
-            assert_eq!(reply.text(39), Some("00"), "connection {c}, STAN {stan}");
+            assert_eq!(
+                reply.text(39),
+                Some("00"),
+                "connection {c}, STAN {stan}; the rack:\n{}",
+                summary(&rack)
+            );
         }
     }
     let stats = rack.stats();
@@ -240,7 +295,7 @@ async fn an_unknown_card_range_is_declined_with_30_and_others_still_flow() {
             .await
             .expect("write");
     }
-    let got = by_stan(0, reader.await.expect("the reader"), &pans);
+    let got = by_stan(0, collect(&rack, 0, reader).await, &pans);
     assert_eq!(got[&1].text(39), Some("30"));
     assert_eq!(got[&2].text(39), Some("00"));
     assert_eq!(got[&3].text(39), Some("30"));
@@ -258,7 +313,7 @@ async fn a_request_the_issuer_never_answers_is_declined_with_68_after_its_ttl() 
     // request the issuer does answer could time out too on a slow machine.)
     let pans: HashMap<u32, String> = [(7, pan("499999", 7))].into_iter().collect();
     wr.write_all(&auth(&pans[&7], 7, 0)).await.expect("write");
-    let got = by_stan(0, reader.await.expect("the reader"), &pans);
+    let got = by_stan(0, collect(&rack, 0, reader).await, &pans);
     assert_eq!(got[&7].text(39), Some("68"), "timed out");
     assert_eq!(
         rack.stats()["authorizer"].messages_in,
@@ -351,7 +406,7 @@ async fn an_issuer_link_that_dies_mid_stream_loses_no_request_silently() {
 
     let mut codes: HashMap<String, usize> = HashMap::new();
     for (c, reader) in readers.into_iter().enumerate() {
-        let got = by_stan(c, reader.await.expect("the reader"), &pans[c]);
+        let got = by_stan(c, collect(&rack, c, reader).await, &pans[c]);
         assert_eq!(
             got.len(),
             2 * PER_CONN,
@@ -457,7 +512,7 @@ async fn the_two_rack_switch_answers_terminals_across_racks() {
         pans[c].insert(9999, pan);
     }
     for (c, reader) in readers.into_iter().enumerate() {
-        let got = by_stan(c, reader.await.expect("the reader"), &pans[c]);
+        let got = by_stan(c, collect(&acquirer, c, reader).await, &pans[c]);
         assert_eq!(got.len(), PER_CONN + 1);
         for (stan, reply) in &got {
             let want = if *stan == 9999 { "30" } else { "00" };
