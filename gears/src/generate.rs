@@ -71,6 +71,11 @@
 //! | `${now_ms}` | the time in milliseconds since the Unix epoch |
 //! | `${now_unix}` | the time in seconds since the Unix epoch |
 //!
+//! N is 1 to 4,096. A string that is exactly one numeric placeholder (`counter`,
+//! `random_int`, `random_float`, `now_ms`, `now_unix`) with nothing around it becomes a number
+//! (a float for `random_float`, an integer otherwise); anything else is text. In `meta`,
+//! `raw` and `trace` everything is text.
+//!
 //! # ISO 8583 placeholders
 //!
 //! These write an ISO 8583:1987 field at its width, as text of digits, so that a template
@@ -116,11 +121,6 @@
 //!         iso8583.field.42: "MERCHANT0000042"
 //!         iso8583.field.49: "840"
 //! ```
-//!
-//! N is 1 to 4,096. A string that is exactly one numeric placeholder (`counter`,
-//! `random_int`, `random_float`, `now_ms`, `now_unix`) with nothing around it becomes a number
-//! (a float for `random_float`, an integer otherwise); anything else is text. In `meta`,
-//! `raw` and `trace` everything is text.
 //!
 //! # Determinism
 //!

@@ -6,7 +6,7 @@
 //!
 //! | type | category | ports | what it does |
 //! |---|---|---|---|
-//! | [`generate`] | logic | `out` | a source for simulation and load: count or duration, constant or ramp rate, templates with counters, seeded random values and time |
+//! | [`generate`] | logic | `out` | a source for simulation and load: count or duration, constant or ramp rate, templates with counters, seeded random values, time, and ISO 8583 fields (Luhn-valid PANs, STAN and RRN sequences, amounts, expiry dates) |
 //! | [`transform`] | logic | `in` → `out` | set, copy, move, delete fields and metadata; literals, templates, Rhai expressions |
 //! | [`route`] | logic | `in` → `out_<name>` | ordered rules choose a port; `failover`, `round_robin`, `least_loaded`, `weighted` trees |
 //! | [`conductor`] | logic | `in`, `in_reply` → `out_<name>`, `out_response` | a transaction switch: routes requests by card range, correlates replies by key through the [`valet`] (memory or durable), retransmissions, expiry, breakers |

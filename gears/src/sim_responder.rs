@@ -52,7 +52,8 @@
 //!   `when` always does) applies its `set` after `default`, its `delay` instead of the gear's,
 //!   or with `drop: true` drops the request (counted as dropped, reason `rule_drop`). The
 //!   matched rule's `name` (default `rules[<i>]`) goes in the response's `sim.rule` metadata.
-//!   `when` is a condition as `route` and `filter` write it.
+//!   `when` is a condition as `route` and `filter` write it, tested on the request as it
+//!   arrived.
 //! - `seed` (default 0): the seed of every random value (delays and placeholders). The same
 //!   seed and the same requests in the same order give the same responses.
 //! - `max_pending` (default 100,000): the most delayed responses that may wait at once; a
@@ -91,9 +92,9 @@
 //! let request = FluxMsg::builder()
 //!     .meta("iso8583.mti", "0100")
 //!     .meta("conn.id", "7")
-//!     .data("iso8583", serde_json::from_value::<fluxmsg::Value>(serde_json::json!({
-//!         "field": { "2": "4111111111111111", "4": "000000250000", "11": "000042" }
-//!     }))?)
+//!     .data_path("iso8583.field.2", "4111111111111111")?
+//!     .data_path("iso8583.field.4", "000000250000")?
+//!     .data_path("iso8583.field.11", "000042")?
 //!     .build();
 //! h.send("in", request)?;
 //! let response = h.take("out").remove(0);
@@ -485,7 +486,23 @@ impl Gear for SimResponder {
         let now = self.clock.as_ref().map_or(Duration::ZERO, |c| c.now());
         let wait = rule.and_then(|r| r.wait).unwrap_or(self.wait);
         let delay = wait.draw(&mut self.rng);
-        self.respond(msg, mti, rule, now)?;
+        if !delay.is_zero() && self.pending.is_full() {
+            return Err(full(&self.pending));
+        }
+        let mut cx = Cx {
+            index: self.built,
+            now,
+            rng: &mut self.rng,
+        };
+        self.built = self.built.wrapping_add(1);
+        respond(
+            msg,
+            mti,
+            self.echo.as_deref(),
+            &self.defaults,
+            rule,
+            &mut cx,
+        )?;
         if delay.is_zero() {
             return Ok(Outcome::Emit(self.out));
         }
@@ -494,93 +511,86 @@ impl Gear for SimResponder {
             Ok(()) => Ok(Outcome::Consumed),
             Err(back) => {
                 *msg = back;
-                Err(GearError::new("pending_full").with_detail(format_args!(
-                    "{} delayed responses already wait (max_pending)",
-                    self.pending.len()
-                )))
+                Err(full(&self.pending))
             }
         }
     }
 }
 
-impl SimResponder {
-    /// Turns the request `msg` into its response, in place.
-    fn respond(
-        &mut self,
-        msg: &mut FluxMsg,
-        mti: [u8; 4],
-        rule: Option<&Compiled>,
-        now: Duration,
-    ) -> Result<(), GearError> {
-        let request = std::mem::take(&mut msg.data);
-        msg.data = Map::new();
-        msg.data.insert("iso8583", Value::Map(self.echoed(request)));
-        msg.raw = Default::default();
-        let mti = std::str::from_utf8(&mti).unwrap_or("0000");
-        msg.meta.insert("iso8583.mti", Text::from(mti));
-        msg.meta.insert(
-            "iso8583.mti_class",
-            Text::from(mti.get(..2).unwrap_or("00")),
-        );
-        let mut cx = Cx {
-            index: self.built,
-            now,
-            rng: &mut self.rng,
-        };
-        self.built = self.built.wrapping_add(1);
-        let setters = self.defaults.iter().chain(rule.map_or(&[][..], |r| &r.set));
-        for setter in setters {
-            match &setter.assign {
-                Assign::Const(v) => setter.field.set(msg, v.clone())?,
-                Assign::Template(t) => setter.field.set(msg, t.value(&mut cx))?,
-                Assign::Remove => {
-                    setter.field.take(msg);
-                }
-            }
-        }
-        match rule {
-            Some(rule) => msg.meta.insert(RULE_META, rule.name.clone()),
-            None => msg.meta.remove(RULE_META),
-        };
-        Ok(())
-    }
+/// The error of a request refused because `max_pending` responses wait.
+fn full(pending: &Pending) -> GearError {
+    GearError::new("pending_full").with_detail(format_args!(
+        "{} delayed responses already wait (max_pending)",
+        pending.len()
+    ))
+}
 
-    /// The `iso8583` map of the response: the echoed fields (with their BER-TLV
-    /// bookkeeping) and DE 39 `00`.
-    fn echoed(&self, mut request: Map<Value>) -> Map<Value> {
-        let mut iso = match request.remove("iso8583") {
-            Some(Value::Map(iso)) => iso,
-            _ => Map::new(),
-        };
-        let mut fields = match iso.remove("field") {
-            Some(Value::Map(fields)) => fields,
-            _ => Map::new(),
-        };
-        let mut out = Map::new();
-        match &self.echo {
-            None => {
-                for part in ["unknown_tags", "tlv_order", "tlv_lengths"] {
-                    if let Some(v) = iso.remove(part) {
-                        out.insert(part, v);
-                    }
-                }
-            }
-            Some(keep) => {
-                fields = pick(&mut fields, keep);
-                for part in ["unknown_tags", "tlv_order", "tlv_lengths"] {
-                    if let Some(Value::Map(mut m)) = iso.remove(part) {
-                        let m = pick(&mut m, keep);
-                        if !m.is_empty() {
-                            out.insert(part, Value::Map(m));
-                        }
-                    }
-                }
+/// Turns the request `msg` into its response, in place: the echoed fields, DE 39, the
+/// response MTI, then `defaults` and the rule's `set`.
+fn respond(
+    msg: &mut FluxMsg,
+    mti: [u8; 4],
+    echo: Option<&[Text]>,
+    defaults: &[Setter],
+    rule: Option<&Compiled>,
+    cx: &mut Cx<'_>,
+) -> Result<(), GearError> {
+    let request = std::mem::take(&mut msg.data);
+    msg.data
+        .insert("iso8583", Value::Map(echoed(request, echo)));
+    msg.raw = Default::default();
+    let mti = std::str::from_utf8(&mti).unwrap_or("0000");
+    msg.meta.insert("iso8583.mti", Text::from(mti));
+    msg.meta.insert(
+        "iso8583.mti_class",
+        Text::from(mti.get(..2).unwrap_or("00")),
+    );
+    let setters = defaults.iter().chain(rule.map_or(&[][..], |r| &r.set));
+    for setter in setters {
+        match &setter.assign {
+            Assign::Const(v) => setter.field.set(msg, v.clone())?,
+            Assign::Template(t) => setter.field.set(msg, t.value(cx))?,
+            Assign::Remove => {
+                setter.field.take(msg);
             }
         }
-        fields.insert("39", Value::from("00"));
-        out.insert("field", Value::Map(fields));
-        out
     }
+    match rule {
+        Some(rule) => msg.meta.insert(RULE_META, rule.name.clone()),
+        None => msg.meta.remove(RULE_META),
+    };
+    Ok(())
+}
+
+/// The `iso8583` map of the response: the echoed fields (with their BER-TLV bookkeeping)
+/// and DE 39 `00`. `echo` is `None` for all.
+fn echoed(mut request: Map<Value>, echo: Option<&[Text]>) -> Map<Value> {
+    let mut iso = match request.remove("iso8583") {
+        Some(Value::Map(iso)) => iso,
+        _ => Map::new(),
+    };
+    let mut fields = match iso.remove("field") {
+        Some(Value::Map(fields)) => fields,
+        _ => Map::new(),
+    };
+    let mut out = Map::new();
+    for part in ["unknown_tags", "tlv_order", "tlv_lengths"] {
+        let kept = match (iso.remove(part), echo) {
+            (Some(v), None) => Some(v),
+            (Some(Value::Map(mut m)), Some(keep)) => Some(Value::Map(pick(&mut m, keep)))
+                .filter(|v| v.as_map().is_some_and(|m| !m.is_empty())),
+            _ => None,
+        };
+        if let Some(v) = kept {
+            out.insert(part, v);
+        }
+    }
+    if let Some(keep) = echo {
+        fields = pick(&mut fields, keep);
+    }
+    fields.insert("39", Value::from("00"));
+    out.insert("field", Value::Map(fields));
+    out
 }
 
 /// The entries of `map` under the keys `keep`, taken out of it.

@@ -335,7 +335,82 @@ impl Civil {
 mod tests {
     use std::time::Duration;
 
-    use super::{Civil, IsoVar, luhn_check_digit};
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+    use rand::rngs::ChaCha8Rng;
+
+    use super::{Civil, Cx, IsoVar, luhn_check_digit};
+
+    fn text(var: &IsoVar, index: u64) -> String {
+        text_at(var, index, 1_767_225_600)
+    }
+
+    fn text_at(var: &IsoVar, index: u64, unix_secs: u64) -> String {
+        let mut rng = ChaCha8Rng::seed_from_u64(index);
+        let mut cx = Cx {
+            index,
+            now: Duration::from_secs(unix_secs),
+            rng: &mut rng,
+        };
+        let mut out = String::new();
+        var.write(&mut cx, &mut out);
+        out
+    }
+
+    #[test]
+    fn expiry_months_cross_years_both_ways() {
+        // 2026-12-15T10:00:00Z.
+        let december = 1_797_328_800;
+        let next = IsoVar::Expiry {
+            months: 1,
+            expired_percent: 0.0,
+        };
+        assert_eq!(text_at(&next, 0, december), "2701");
+        let past = IsoVar::Expiry {
+            months: 1,
+            expired_percent: 100.0,
+        };
+        // 2026-01-01: 1 to 24 months back is 2024-01 to 2025-12.
+        for i in 0..200 {
+            let yymm = text_at(&past, i, 1_767_225_600);
+            assert!(("2401"..="2512").contains(&yymm.as_str()), "{yymm}");
+            assert!(!yymm.ends_with("00") && yymm[2..] <= *"12", "{yymm}");
+        }
+        // The RRN's year digit and Julian day: 2026-12-15 is day 349.
+        assert_eq!(text_at(&IsoVar::Rrn(5), 0, december), "634900000005");
+        assert_eq!(
+            text_at(&IsoVar::TransmissionDateTime, 0, december),
+            "1215100000"
+        );
+    }
+
+    proptest! {
+        /// A STAN is six digits in 000001..=999999 and the next one follows it, wrapping.
+        #[test]
+        fn stans_step_by_one_and_wrap(start in 1u64..=999_999, index in 0u64..u64::MAX) {
+            let var = IsoVar::Stan(start);
+            let here: u64 = text(&var, index).parse().unwrap_or(0);
+            let next: u64 = text(&var, index.wrapping_add(1)).parse().unwrap_or(0);
+            prop_assert!((1..=999_999).contains(&here));
+            prop_assert_eq!(text(&var, index).len(), 6);
+            if index < u64::MAX {
+                prop_assert_eq!(next, here % 999_999 + 1);
+            }
+        }
+
+        /// Calendar fields round-trip through the day count: each second of a day has the
+        /// date of the day's first second.
+        #[test]
+        fn a_day_has_one_date(day in 0u64..200_000, second in 0u64..86_400) {
+            let start = Civil::of(Duration::from_secs(day * 86_400));
+            let later = Civil::of(Duration::from_secs(day * 86_400 + second));
+            prop_assert_eq!((start.year, start.month, start.day), (later.year, later.month, later.day));
+            let next = Civil::of(Duration::from_secs((day + 1) * 86_400));
+            let step = (next.year, next.day_of_year) == (start.year, start.day_of_year + 1)
+                || (next.year == start.year + 1 && next.day_of_year == 1 && next.month == 1);
+            prop_assert!(step, "{:?} then {:?}", start, next);
+        }
+    }
 
     fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32, u32) {
         let c = Civil::of(Duration::from_secs(secs));

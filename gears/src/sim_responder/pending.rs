@@ -91,6 +91,11 @@ impl Pending {
         Ok(())
     }
 
+    /// Whether it holds as many responses as it may.
+    pub(super) fn is_full(&self) -> bool {
+        self.lock().entries.len() >= self.capacity
+    }
+
     /// How many responses wait.
     pub(super) fn len(&self) -> usize {
         self.lock().entries.len()
@@ -131,16 +136,20 @@ impl Pending {
         gear: String,
     ) {
         let mut due = Vec::new();
+        // Responses taken out of the heap that did not leave (the gear drained meanwhile).
+        let mut lost = 0;
         loop {
             let next = self.take_due(clock.now(), &mut due);
             if !due.is_empty() {
                 let batch = std::mem::take(&mut due);
+                let n = batch.len();
                 let sent = tokio::select! {
                     biased;
-                    () = shutdown.fired() => break,
-                    sent = emitter.emit_batch(out, batch) => sent,
+                    () = shutdown.fired() => Err(()),
+                    sent = emitter.emit_batch(out, batch) => sent.map_err(|_| ()),
                 };
                 if sent.is_err() {
+                    lost += n;
                     break;
                 }
                 continue;
@@ -155,7 +164,7 @@ impl Pending {
                 () = sleep(wait) => {}
             }
         }
-        let left = self.clear();
+        let left = self.clear() + lost;
         if left > 0 {
             emitter.stats().add_dropped("drained", left as u64);
             tracing::warn!(gear = %gear, count = left, "Dropped the delayed responses still waiting when the gear drained.");

@@ -602,3 +602,126 @@ proptest! {
         prop_assert_eq!(order, expected);
     }
 }
+
+#[test]
+fn odd_request_shapes_get_a_bare_response_or_a_clear_error() {
+    // `data.iso8583` that is not a map, or fields that are not a map: nothing to echo.
+    for data in [
+        json!("text"),
+        json!({ "field": [1, 2, 3] }),
+        json!({ "field": 7 }),
+    ] {
+        let mut msg = request("0100", "c", &[]);
+        msg.data.insert(
+            "iso8583",
+            fluxmsg::json::value_from_json(&data).expect("a value"),
+        );
+        let r = check(&json!({}), msg);
+        assert_eq!(numbers(&r), [39], "{data}");
+    }
+    // A big field is echoed whole.
+    let big = "9".repeat(1 << 20);
+    let r = check(
+        &json!({ "echo": "all" }),
+        request("0100", "c", &[(48, &big)]),
+    );
+    assert_eq!(field(&r, 48).map(str::len), Some(1 << 20));
+    // A `set` that runs into a text field, and an expression that fails, go to `error`.
+    let mut h = harness(&json!({ "default": { "data.iso8583.field.39.sub": "x" } }));
+    h.send("in", request("0100", "c", &[(11, "000001")]))
+        .expect("processed");
+    assert_eq!(h.error_reasons(), ["path_conflict"]);
+    let mut h =
+        harness(&json!({ "rules": [ { "when": { "expr": "data.amount / data.divisor > 1" } } ] }));
+    let mut msg = request("0100", "c", &[(11, "000001")]);
+    msg.data.insert("amount", Value::from(10));
+    msg.data.insert("divisor", Value::from(0));
+    h.send("in", msg).expect("processed");
+    assert!(h.take("out").is_empty());
+    assert_eq!(h.error_reasons(), ["expr_failed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delayed_response_leaves_once_while_requests_keep_coming() {
+    // The task emits on one worker while requests arrive on the other; the manual clock moves
+    // in small steps. Every response must come out exactly once, on its own connection.
+    let mut h = harness(&json!({ "seed": 9, "delay": { "min": "0ms", "max": "5ms" } }));
+    h.start().expect("starts");
+    let mut seen = std::collections::BTreeMap::new();
+    let mut collect = |h: &mut Harness| {
+        for m in h.take("out") {
+            let stan = field(&m, 11).unwrap_or("?").to_owned();
+            let conn = meta(&m, "conn.id").unwrap_or("?").to_owned();
+            *seen.entry(stan.clone()).or_insert(0) += 1;
+            let n: u32 = stan.parse().unwrap_or(0);
+            assert_eq!(
+                conn,
+                format!("conn-{}", n % 7),
+                "{stan} on its own connection"
+            );
+        }
+    };
+    let total = 2_000u32;
+    for round in 0..20 {
+        for i in 0..total / 20 {
+            let n = round * (total / 20) + i + 1;
+            let msg = auth(
+                &format!("conn-{}", n % 7),
+                "4111111111111111",
+                "000000001000",
+                &format!("{n:06}"),
+            );
+            h.send("in", msg).expect("processed");
+        }
+        h.advance(Duration::from_millis(1)).await;
+        collect(&mut h);
+    }
+    h.advance(Duration::from_millis(10)).await;
+    testkit::within("every response", async {
+        while seen.len() < total as usize {
+            match h.recv("out").await {
+                Some(m) => {
+                    let stan = field(&m, 11).unwrap_or("?").to_owned();
+                    *seen.entry(stan).or_insert(0) += 1;
+                }
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert_eq!(seen.len(), total as usize);
+    assert!(seen.values().all(|n| *n == 1), "no response twice");
+    assert_eq!(h.stats().errors, 0);
+    h.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn responses_caught_by_a_drain_are_counted_never_lost_silently() {
+    // Room for one emission: the second batch waits for the engine when the gear drains, and
+    // the third is still in the heap. Both are counted.
+    let rules: Vec<_> = (1..=3)
+        .map(|d| {
+            json!({
+                "when": { "field": "data.iso8583.field.11", "equals": format!("{d:06}") },
+                "delay": format!("{}ms", d * 10)
+            })
+        })
+        .collect();
+    let gear_type = DynGearType::of::<SimResponder>().expect("a gear type");
+    let mut h = Harness::builder(gear_type)
+        .emit_capacity(1)
+        .build(&json!({ "rules": rules }))
+        .expect("valid");
+    h.start().expect("starts");
+    for n in 1..=3 {
+        h.send("in", request("0100", "c", &[(11, &format!("{n:06}"))]))
+            .expect("processed");
+    }
+    for _ in 0..3 {
+        h.advance(Duration::from_millis(10)).await;
+        settle().await;
+    }
+    h.shutdown().await;
+    assert_eq!(stans(&h.take("out")), ["000001"]);
+    assert_eq!(h.stats().dropped("drained"), 2);
+}
