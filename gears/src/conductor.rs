@@ -56,7 +56,7 @@
 //! | `park_fields` | `[]` | fields removed from the request sent and put back on its reply |
 //! | `return_context` | `[conn.id, peer.ip, peer.port, iso8583.tpdu, iso8583.raw_header]` | metadata keys that route a reply back: kept with the ticket, removed from the request sent, set on the reply as the request had them (a key the request lacked is removed from the reply) |
 //! | `mti_kinds` | `{}` | overrides of the request/response rule by MTI pattern (`"0180"`, `"xx8x"`: digits or `x`): `request`, `response` or `one_way` (routed, no ticket) |
-//! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets survive a restart) |
+//! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets and retained replies survive a restart; opened when the gear loads, with the engine's snake handle; see [`DurableValet`] for what a crash may lose) |
 //! | `valet.bucket` | `conductor_tickets` | the bucket of the durable store |
 //! | `valet.default_ttl` | `1m` | how long a ticket waits for its reply |
 //! | `valet.retain_after_close` | `5s` | how long a reply is kept to answer a retransmission |
@@ -79,7 +79,8 @@
 //!
 //! - A new key opens a ticket; the request, stripped of its return context and parked fields
 //!   (and with `conductor.origin` set to `origin`, or removed), goes out on the port its
-//!   route chooses.
+//!   route chooses. The ticket is open before the request leaves the gear, so no reply can
+//!   outrun it.
 //! - A retransmission of an open key is not sent again: its requester is attached to the
 //!   ticket (dropped as `attached`; a requester with the same return context as one already
 //!   waiting is dropped as `retransmission`). When the reply comes, **every** requester gets
@@ -89,6 +90,14 @@
 //! - A ticket past its deadline sends its request (once per requester, each with its own
 //!   return context) to `error` with `timeout`. A task sweeps every 50 ms, on the engine's
 //!   clock, and each message sweeps first too.
+//!
+//! # Cost
+//!
+//! Per message: one uncontended lock (shared with the sweeping task), one hash lookup, and
+//! for a request one copy of it kept in the ticket; for a reply one copy retained for
+//! replay. Expiry pops a deadline heap: nothing scans the tickets. (In a debug build on the
+//! shared 2-core development machine, 50,000 request/reply pairs went through the gear in
+//! batches of 64 at about 24,000 pairs per second, harness included.)
 //!
 //! # Circuit breaker and in-flight cap
 //!
@@ -105,7 +114,8 @@
 //! `error.reason` is one of `bad_mti`, `no_key` (a key field is missing, or no key for the
 //! class), `no_route`, `no_destination`, `valet_full`, `unknown_origin` (a request stamped
 //! with an origin not in `known_origins`), `not_a_reply` (a request on `in_reply`),
-//! `unmatched_reply`, `timeout`. Each is counted in the gear's error count and in the
+//! `unmatched_reply`, `timeout`, and `key_too_long` (durable store only: a key too long for
+//! a KV key, about 140 bytes with a short gear name). Each is counted in the gear's error count and in the
 //! metric `flux.conductor.errors` (labels `gear`, `reason`); retransmissions are counted as
 //! drops (`attached`, `retransmission`).
 //!
@@ -160,9 +170,11 @@ pub use self::mti::{CorrelationKey, Kind};
 use self::mti::{KeySpec, Kinds, Mti};
 use crate::condition::{Condition, Scratch, Test};
 use crate::field::Field;
+use crate::offload;
 use crate::route::{self, Destination, Leaf, Node};
 use crate::valet::{
-    DurableValet, Lookup, MemoryValet, ReturnContext, Ticket, Valet, ValetSettings, ValetWriter,
+    DurableValet, Lookup, MemoryValet, ReturnContext, Ticket, Valet, ValetError, ValetSettings,
+    ValetWriter,
 };
 use crate::{Error, Factory};
 
@@ -346,8 +358,9 @@ fn default_probes() -> u32 {
 }
 
 /// The error reasons, for the per-reason counters.
-const REASONS: [&str; 9] = [
+const REASONS: [&str; 10] = [
     "bad_mti",
+    "key_too_long",
     "no_key",
     "no_route",
     "no_destination",
@@ -471,6 +484,15 @@ impl Core {
     }
 }
 
+/// A known origin and where its replies go.
+#[derive(Debug)]
+struct Origin {
+    name: Text,
+    port: OutPort,
+    reply: Text,
+    replay: Text,
+}
+
 /// The `conductor` gear (see the [module docs](self)).
 #[derive(Debug)]
 pub struct Conductor {
@@ -487,7 +509,8 @@ struct Logic {
     context_keys: Vec<Text>,
     origin: Option<Text>,
     response: OutPort,
-    origins: Vec<(Text, OutPort)>,
+    /// Each known origin, its reply port, and the decisions of a reply and a replay there.
+    origins: Vec<Origin>,
     in_reply: InPort,
     routes: Vec<CompiledRoute>,
     leaves: Vec<Leaf>,
@@ -497,6 +520,8 @@ struct Logic {
     text: String,
     valet: ValetConfig,
     max_in_flight: Option<u32>,
+    /// A route evaluates a Rhai expression: batches run off the async worker.
+    scripted: bool,
     clock: Option<Arc<dyn Clock>>,
     writer: Option<ValetWriter>,
     expired: Vec<FluxMsg>,
@@ -583,10 +608,13 @@ impl GearType for Conductor {
         };
         let mut origins = Vec::new();
         for origin in &config.known_origins {
-            origins.push((
-                Text::from(origin.as_str()),
-                ports.resolve_output(&format!("out_response_{origin}"))?,
-            ));
+            let port = format!("out_response_{origin}");
+            origins.push(Origin {
+                name: Text::from(origin.as_str()),
+                port: ports.resolve_output(&port)?,
+                reply: Text::from(format!("reply -> {port}")),
+                replay: Text::from(format!("replay -> {port}")),
+            });
         }
         let mut leaves = Vec::new();
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -639,6 +667,9 @@ impl GearType for Conductor {
             return Err(ConfigError::field("max_in_flight", "at least 1"));
         }
         let settings = valet_settings(v);
+        let scripted = routes
+            .iter()
+            .any(|r| r.when.as_ref().is_some_and(Test::has_expr));
         let core = Core {
             // Replaced in `init`, with the engine's clock.
             valet: Box::new(MemoryValet::new(
@@ -671,6 +702,7 @@ impl GearType for Conductor {
                 text: String::new(),
                 valet: config.valet.clone(),
                 max_in_flight: config.max_in_flight,
+                scripted,
                 clock: None,
                 writer: None,
                 expired: Vec::new(),
@@ -875,6 +907,21 @@ impl Gear for Conductor {
         Ok(())
     }
 
+    /// With a Rhai expression in a route's `when`, the whole batch in one hand-over to a
+    /// thread that may block (`block_in_place`); otherwise message by message.
+    fn process_batch(
+        &mut self,
+        port: InPort,
+        batch: &mut Vec<FluxMsg>,
+        out: &mut Outbox<'_>,
+    ) -> bool {
+        if !self.logic.scripted {
+            return false;
+        }
+        offload::each(batch, out, |msg, out| self.process(port, msg, out));
+        true
+    }
+
     fn process(
         &mut self,
         port: InPort,
@@ -927,11 +974,17 @@ impl Logic {
         }
     }
 
-    /// The reply port of a requester with this context.
-    fn response_port(&self, ctx: &ReturnContext) -> OutPort {
-        origin_of(ctx)
-            .and_then(|o| self.origins.iter().find(|(name, _)| name == o))
-            .map_or(self.response, |(_, port)| *port)
+    /// The reply port of a requester with this context, and the decisions of a reply and
+    /// a replay sent there.
+    fn response_port(&self, ctx: &ReturnContext) -> (OutPort, Text, Text) {
+        match origin_of(ctx).and_then(|o| self.origins.iter().find(|known| known.name == *o)) {
+            Some(o) => (o.port, o.reply.clone(), o.replay.clone()),
+            None => (
+                self.response,
+                Text::from("reply -> out_response"),
+                Text::from("replay -> out_response"),
+            ),
+        }
     }
 
     fn request(
@@ -942,10 +995,10 @@ impl Logic {
         out: &mut Outbox<'_>,
         now: Duration,
     ) -> Result<Outcome, GearError> {
-        self.keys.build(mti, msg, &mut self.key)?;
+        self.keys.build(mti, msg, &mut self.key, &mut self.text)?;
         let ctx = context_of(msg, &self.context_keys);
         if let Some(origin) = origin_of(&ctx)
-            && !self.origins.iter().any(|(name, _)| name == origin)
+            && !self.origins.iter().any(|known| known.name == *origin)
         {
             return Err(GearError::new("unknown_origin").with_detail(format_args!(
                 "the request comes from {origin:?}, which is not in known_origins"
@@ -955,8 +1008,8 @@ impl Logic {
             Lookup::Closed(outcome) => {
                 let mut reply = outcome.clone();
                 apply_context(&mut reply, &self.context_keys, &ctx);
-                let port = self.response_port(&ctx);
-                sdk::decide(&mut reply, "replay -> out_response");
+                let (port, _, replay) = self.response_port(&ctx);
+                sdk::decide(&mut reply, replay);
                 *msg = reply;
                 return Ok(Outcome::Emit(port));
             }
@@ -974,8 +1027,12 @@ impl Logic {
         let (port, leaf) = self.route(core, msg, out, now)?;
         let name = Text::from(&*self.leaves[leaf].name);
         if let Err(e) = core.valet.park(&self.key, msg.clone(), name) {
-            sdk::decide(msg, "valet_full");
-            return Err(GearError::new("valet_full").with_detail(e));
+            let reason = match e {
+                ValetError::KeyTooLong(_) => "key_too_long",
+                _ => "valet_full",
+            };
+            sdk::decide(msg, reason);
+            return Err(GearError::new(reason).with_detail(e));
         }
         let state = &mut core.ports[port.index()];
         state.open = state.open.saturating_add(1);
@@ -1062,7 +1119,7 @@ impl Logic {
         msg: &mut FluxMsg,
         out: &mut Outbox<'_>,
     ) -> Result<Outcome, GearError> {
-        self.keys.build(mti, msg, &mut self.key)?;
+        self.keys.build(mti, msg, &mut self.key, &mut self.text)?;
         let Lookup::Open(ticket) = core.valet.lookup(&self.key) else {
             sdk::decide(msg, "unmatched_reply");
             return Err(
@@ -1091,14 +1148,14 @@ impl Logic {
         for ctx in &ticket.attached {
             let mut copy = msg.clone();
             apply_context(&mut copy, &self.context_keys, ctx);
-            let port = self.response_port(ctx);
-            sdk::decide(&mut copy, "reply -> attached requester");
+            let (port, reply, _) = self.response_port(ctx);
+            sdk::decide(&mut copy, reply);
             out.emit(port, copy);
         }
         let ctx = context_of(&ticket.request, &self.context_keys);
         apply_context(msg, &self.context_keys, &ctx);
-        let port = self.response_port(&ctx);
-        sdk::decide(msg, "reply -> out_response");
+        let (port, reply, _) = self.response_port(&ctx);
+        sdk::decide(msg, reply);
         Ok(Outcome::Emit(port))
     }
 }

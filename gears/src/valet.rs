@@ -95,6 +95,10 @@ pub enum ValetError {
     /// A ticket is already open under the key (attach to it instead).
     #[error("a ticket is already open under this key")]
     AlreadyOpen,
+    /// The store cannot hold a key this long (the durable store: its KV keys are bounded);
+    /// the most bytes it takes.
+    #[error("the correlation key is longer than the {0} bytes the store takes")]
+    KeyTooLong(usize),
 }
 
 /// How long tickets live and how many there may be.
@@ -132,7 +136,8 @@ pub trait Valet: Send + fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`ValetError::Full`] at `max_tickets` open tickets; [`ValetError::AlreadyOpen`].
+    /// [`ValetError::Full`] at `max_tickets` open tickets; [`ValetError::AlreadyOpen`];
+    /// [`ValetError::KeyTooLong`] for a key the store cannot hold.
     fn park(&mut self, key: &str, request: FluxMsg, port: Text) -> Result<&Ticket, ValetError>;
 
     /// Attaches a retransmission's requester to the open ticket under `key`; `false` when

@@ -1,6 +1,7 @@
 //! Message kinds by MTI and correlation keys by MTI class.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use fluxmsg::FluxMsg;
 use schemars::JsonSchema;
@@ -25,8 +26,18 @@ pub enum Kind {
 }
 
 /// The kind of every MTI, 0000 to 9999.
-#[derive(Debug)]
 pub(crate) struct Kinds(Vec<Kind>);
+
+impl std::fmt::Debug for Kinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let responses = self.0.iter().filter(|k| **k == Kind::Response).count();
+        let one_way = self.0.iter().filter(|k| **k == Kind::OneWay).count();
+        f.debug_struct("Kinds")
+            .field("responses", &responses)
+            .field("one_way", &one_way)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Kinds {
     /// The function digit's parity (even: request, odd: response), then the overrides,
@@ -131,11 +142,6 @@ pub(crate) struct KeySpec {
     by_class: Vec<Option<Vec<Field>>>,
 }
 
-/// The separator between the parts of a key (a control character no field value of
-/// interest holds; a value that holds it cannot forge another key's parts because each
-/// part's position is fixed by the configuration).
-const SEP: char = '\u{1f}';
-
 impl KeySpec {
     pub(crate) fn new(key: &CorrelationKey) -> Result<KeySpec, ConfigError> {
         let mut by_class: Vec<Option<Vec<Field>>> = vec![None; 100];
@@ -179,23 +185,32 @@ impl KeySpec {
     }
 
     /// Writes the key of `msg` into `key`: the class, the request's function digit (a
-    /// response's, made even: 0110 keys as 0100), and each field's text.
-    pub(crate) fn build(&self, mti: Mti, msg: &FluxMsg, key: &mut String) -> Result<(), GearError> {
+    /// response's, made even: 0110 keys as 0100), and each field's text after its length
+    /// (`6:000123`), so that no value, whatever it holds, can shift another's place.
+    pub(crate) fn build(
+        &self,
+        mti: Mti,
+        msg: &FluxMsg,
+        key: &mut String,
+        text: &mut String,
+    ) -> Result<(), GearError> {
         let class = mti.class();
         let Some(fields) = &self.by_class[class] else {
-            return Err(GearError::new("no_key").with_detail(format_args!(
-                "no correlation_key for MTI class {:02}",
-                class
-            )));
+            return Err(GearError::new("no_key")
+                .with_detail(format_args!("no correlation_key for MTI class {class:02}")));
         };
         key.clear();
         key.push(char::from(mti.0[0]));
         key.push(char::from(mti.0[1]));
         key.push(char::from(mti.0[2] & !1));
         for field in fields {
-            key.push(SEP);
             match field.get(msg) {
-                Some(value) => value.write_text(key),
+                Some(value) => {
+                    text.clear();
+                    value.write_text(text);
+                    let _ = write!(key, "|{}:", text.len());
+                    key.push_str(text);
+                }
                 None => {
                     return Err(GearError::new("no_key")
                         .with_detail(format_args!("{} is missing", field_name(field))));

@@ -174,6 +174,14 @@ impl ValetWriter {
             };
             match joined {
                 Ok((_, _, Ok(()))) => {}
+                Ok((
+                    _,
+                    _,
+                    Err(e @ (snake::Error::InvalidKey(_) | snake::Error::ValueTooLarge { .. })),
+                )) => {
+                    // Retrying cannot help: the ticket stays in memory only.
+                    tracing::error!(bucket = %self.bucket, error = %e, "A ticket could not be stored; it is kept in memory only.");
+                }
                 Ok((key, value, Err(e))) => {
                     if ok {
                         tracing::warn!(bucket = %self.bucket, error = %e, "A ticket write failed; it is retried.");
@@ -310,11 +318,9 @@ impl DurableValet {
             tracing::warn!(bucket = %bucket, unreadable, "Stored tickets that could not be read were skipped.");
         }
         tracing::info!(bucket = %bucket, open, retained, "Read back the conductor's stored tickets.");
-        // Retained replies past their time are forgotten, in the bucket too; expired
-        // tickets stay until the conductor's next sweep hands them over.
-        let mut none = Vec::new();
-        valet.mem.expire_into(&mut Vec::new(), &mut valet.forgotten);
-        valet.delete_forgotten(&mut none);
+        // Tickets past their deadline stay open until the conductor's next sweep hands them
+        // over (to `error`, `timeout`); retained replies past their time read as absent and
+        // are forgotten (and deleted) at that sweep too.
         Ok(valet)
     }
 
@@ -326,6 +332,11 @@ impl DurableValet {
             kv: self.kv.clone(),
             bucket: self.bucket.clone(),
         }
+    }
+
+    /// The longest correlation key whose KV key (prefix and base64) fits snake's 256 bytes.
+    fn max_key_len(&self) -> usize {
+        256usize.saturating_sub(self.prefix.len()) / 4 * 3
     }
 
     fn kv_key(&self, key: &str) -> String {
@@ -360,17 +371,14 @@ impl DurableValet {
             })
             .collect();
         map.insert("a", Value::Array(attached));
-        self.write(key, Value::Map(map));
+        self.write(key, &Value::Map(map));
     }
 
     fn persist_closed(&mut self, key: &str) {
-        let (outcome, until) = match self.mem.lookup_closed(key) {
-            Some(found) => found,
-            None => {
-                let k = self.kv_key(key);
-                self.writes.mark(k, None);
-                return;
-            }
+        let Some((outcome, until)) = self.mem.lookup_closed(key) else {
+            let k = self.kv_key(key);
+            self.writes.mark(k, None);
+            return;
         };
         self.buf.clear();
         if self.codec.encode(outcome, &mut self.buf).is_err() {
@@ -383,12 +391,12 @@ impl DurableValet {
         map.insert("s", Value::from("closed"));
         map.insert("u", Value::from(sdk::unix_nanos(until)));
         map.insert("o", Value::Bytes(Bytes::copy_from_slice(&self.buf)));
-        self.write(key, Value::Map(map));
+        self.write(key, &Value::Map(map));
     }
 
-    fn write(&mut self, key: &str, record: Value) {
+    fn write(&mut self, key: &str, record: &Value) {
         self.buf.clear();
-        if self.codec.encode_value(&record, &mut self.buf).is_err() {
+        if self.codec.encode_value(record, &mut self.buf).is_err() {
             tracing::warn!(bucket = %self.bucket, "A ticket record could not be encoded.");
             return;
         }
@@ -494,6 +502,10 @@ impl Valet for DurableValet {
     }
 
     fn park(&mut self, key: &str, request: FluxMsg, port: Text) -> Result<&Ticket, ValetError> {
+        let most = self.max_key_len();
+        if key.len() > most {
+            return Err(ValetError::KeyTooLong(most));
+        }
         self.mem.park(key, request, port)?;
         self.persist_open(key);
         self.mem.open_ticket(key).ok_or(ValetError::AlreadyOpen)

@@ -14,8 +14,8 @@ use super::{Clock, Lookup, ReturnContext, Ticket, Valet, ValetError, ValetSettin
 ///
 /// Every operation costs a hash lookup and, for a new deadline, a heap push: no scan of
 /// the tickets. A redeemed ticket's deadline stays in the heap until its time comes or the
-/// heap is rebuilt (when it holds twice as many deadlines as open tickets, and 1,024 more):
-/// each entry carries a generation, so a stale one is recognised and skipped. Retained
+/// heap is rebuilt (when it holds twice as many deadlines as keys, and 1,024 more): each
+/// entry carries a generation, so a stale one is recognised and skipped. Retained
 /// replies expire in the order they were retained (one retention for all), so a queue
 /// holds them.
 ///
@@ -161,19 +161,27 @@ impl MemoryValet {
                 forgotten.push(key);
             }
         }
-        // Redeemed tickets leave their deadlines behind: rebuild when they dominate.
-        if self.deadlines.len() > 2 * self.open + 1024 {
-            self.deadlines = self
-                .map
-                .iter()
-                .filter_map(|(key, entry)| match entry {
-                    Entry::Open { ticket, generation } => {
-                        Some(Reverse((ticket.deadline, *generation, Arc::clone(key))))
-                    }
-                    Entry::Closed { .. } => None,
-                })
-                .collect();
+        self.compact();
+    }
+
+    /// Redeemed tickets leave their deadlines behind: rebuilds the heap when they
+    /// dominate, so that it holds at most twice as many deadlines as keys (and 1,024 more).
+    /// A rebuild walks the keys once and comes after at least as many pushes: amortised, a
+    /// constant cost per ticket.
+    fn compact(&mut self) {
+        if self.deadlines.len() <= 2 * self.map.len() + 1024 {
+            return;
         }
+        self.deadlines = self
+            .map
+            .iter()
+            .filter_map(|(key, entry)| match entry {
+                Entry::Open { ticket, generation } => {
+                    Some(Reverse((ticket.deadline, *generation, Arc::clone(key))))
+                }
+                Entry::Closed { .. } => None,
+            })
+            .collect();
     }
 
     /// Removes the retained reply under `key` if it is the one of `generation`.
@@ -271,6 +279,7 @@ impl Valet for MemoryValet {
             return Err(ValetError::Full(self.settings.max_tickets));
         }
         self.forget(key);
+        self.compact();
         let deadline = self.clock.now().saturating_add(self.settings.default_ttl);
         let generation = self.next_generation();
         let key: Arc<str> = key.into();

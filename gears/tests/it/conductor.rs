@@ -73,7 +73,7 @@ fn meta<'a>(msg: &'a FluxMsg, key: &str) -> Option<&'a str> {
     msg.meta.get(key).map(|t| t.as_str())
 }
 
-fn field<'a>(msg: &'a FluxMsg, n: u32) -> Option<&'a str> {
+fn field(msg: &FluxMsg, n: u32) -> Option<&str> {
     msg.data
         .get_path(&format!("iso8583.field.{n}"))
         .and_then(Value::as_str)
@@ -532,6 +532,7 @@ fn origins_are_stamped_and_replies_go_home_by_origin() {
     assert_eq!(west.len(), 1);
     assert_eq!(meta(&west[0], "conn.id"), Some("w-conn"));
     assert_eq!(meta(&west[0], "conductor.origin"), None);
+    assert_eq!(decision(&west[0]), "reply -> out_response_west");
     let local = h.take("out_response");
     assert_eq!(meta(&local[0], "conn.id"), Some("local"));
 
@@ -567,8 +568,8 @@ fn one_way_messages_are_routed_without_a_ticket() {
 }
 
 #[track_caller]
-fn check_refused(config: serde_json::Value, expect: &str) {
-    let err = Harness::new::<Conductor>(&config).expect_err("refused");
+fn check_refused(config: &serde_json::Value, expect: &str) {
+    let err = Harness::new::<Conductor>(config).expect_err("refused");
     let text = testkit::chain(&err);
     assert!(text.contains(expect), "{text}");
 }
@@ -577,37 +578,37 @@ fn check_refused(config: serde_json::Value, expect: &str) {
 fn bad_configurations_are_refused_naming_the_field() {
     let routes = json!([ { "destination": "out_a" } ]);
     check_refused(
-        json!({ "correlation_key": ["de11"], "routes": routes }),
+        &json!({ "correlation_key": ["de11"], "routes": routes }),
         "config.correlation_key[0]: \"de11\" is not a field path",
     );
     check_refused(
-        json!({ "correlation_key": { "8": ["data.x"] }, "routes": routes }),
+        &json!({ "correlation_key": { "8": ["data.x"] }, "routes": routes }),
         "correlation_key.8",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"], "routes": [ { "destination": "out_response" } ] }),
+        &json!({ "correlation_key": ["data.x"], "routes": [ { "destination": "out_response" } ] }),
         "out_response is a reply port",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"], "routes": routes, "mti_kinds": { "01": "request" } }),
+        &json!({ "correlation_key": ["data.x"], "routes": routes, "mti_kinds": { "01": "request" } }),
         "mti_kinds.01",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"],
+        &json!({ "correlation_key": ["data.x"],
                 "routes": [ { "match": { "field": "data.pan", "ranges": [ { "from": "5", "to": "45" } ] }, "destination": "out_a" } ] }),
         "routes[0].match.ranges[0]",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"],
+        &json!({ "correlation_key": ["data.x"],
                 "routes": [ { "destination": { "weighted": [ { "port": "out_a", "weight": 0 } ] } } ] }),
         "weight",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"], "routes": routes, "known_origins": ["West Side"] }),
+        &json!({ "correlation_key": ["data.x"], "routes": routes, "known_origins": ["West Side"] }),
         "known_origins[0]",
     );
     check_refused(
-        json!({ "correlation_key": ["data.x"], "routes": routes, "breaker": { "trip_after": 0 } }),
+        &json!({ "correlation_key": ["data.x"], "routes": routes, "breaker": { "trip_after": 0 } }),
         "trip_after",
     );
     // The reference's short alias is accepted.
@@ -684,7 +685,7 @@ async fn check_restart(snake: &snake::Snake) {
     first.shutdown().await;
     drop(first);
 
-    let mut second = durable(&snake).await;
+    let mut second = durable(snake).await;
     second
         .send("in_reply", reply_to(&sent[0]))
         .expect("processed");
@@ -737,4 +738,212 @@ async fn durable_tickets_left_open_past_their_deadline_time_out_after_a_restart(
     assert_eq!(meta(&errors[0], "error.reason"), Some("timeout"));
     assert_eq!(meta(&errors[0], "conn.id"), Some("conn-1"));
     second.shutdown().await;
+}
+
+#[test]
+fn key_values_cannot_forge_each_others_parts() {
+    let mut h = harness(&json!({
+        "correlation_key": ["data.iso8583.field.11", "data.iso8583.field.41"],
+        "routes": [ { "destination": "out_a" } ]
+    }));
+    // Joined naively, both would read `1|1:2|1:x`.
+    let forge = |f11: &str, f41: &str, conn: &str| {
+        let mut msg = auth("0100", 0, conn, "4111");
+        msg.data.set_path("iso8583.field.11", f11).expect("path");
+        msg.data.set_path("iso8583.field.41", f41).expect("path");
+        msg
+    };
+    h.send("in", forge("1|1:2", "x", "a")).expect("processed");
+    h.send("in", forge("1", "2|1:x", "b")).expect("processed");
+    let sent = h.take("out_a");
+    assert_eq!(sent.len(), 2, "two tickets, not a retransmission");
+    h.send("in_reply", reply_to(&sent[1])).expect("processed");
+    let answered = h.take("out_response");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("b"));
+}
+
+#[tokio::test]
+async fn a_key_too_long_for_the_durable_store_is_refused() {
+    let snake = snake::Snake::memory();
+    let mut h = durable(&snake).await;
+    let mut long = auth("0100", 1, "a", "4111");
+    long.data
+        .set_path("iso8583.field.41", "T".repeat(300))
+        .expect("path");
+    h.send("in", long).expect("processed");
+    assert_eq!(h.error_reasons(), ["key_too_long"]);
+    assert!(h.take("out_visa_a").is_empty());
+    h.shutdown().await;
+}
+
+/// Requests flow while the sweeping task runs on another thread and the clock jumps:
+/// every request ends exactly once, answered or timed out, and every reply that found no
+/// ticket (it came after its ticket expired) is counted as `unmatched_reply`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_is_lost_or_answered_twice_while_the_sweeper_runs() {
+    let mut config = config();
+    config["valet"] = json!({ "default_ttl": "2s", "retain_after_close": "1s" });
+    let mut h = harness(&config);
+    h.start().expect("started");
+    let clock = h.clock().clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut sent = Vec::new();
+    let total = 3000u32;
+    for i in 0..total {
+        h.send("in", auth("0100", i, &format!("c{}", i % 11), "4111"))
+            .expect("processed");
+        sent.extend(h.take("out_visa_a"));
+        if i % 50 == 0 {
+            clock.advance(Duration::from_millis(700));
+            tokio::task::yield_now().await;
+        }
+        // Reply to a random earlier request, now and then.
+        if i % 3 == 0 && !sent.is_empty() {
+            let k = rand::RngExt::random_range(&mut rng, 0..sent.len());
+            let request = sent.swap_remove(k);
+            h.send("in_reply", reply_to(&request)).expect("processed");
+        }
+    }
+    clock.advance(Duration::from_secs(10));
+    let mut answered = Vec::new();
+    let mut errors = Vec::new();
+    let mut ended = |h: &mut Harness| {
+        answered.extend(h.take("out_response"));
+        errors.extend(h.take("error"));
+        let timeouts = errors
+            .iter()
+            .filter(|m| meta(m, "error.reason") == Some("timeout"))
+            .count();
+        answered.len() + timeouts
+    };
+    // The sweeper, on its own thread, hands over the rest.
+    let deadline = std::time::Instant::now() + testkit::PATIENCE;
+    while ended(&mut h) < total as usize && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ends = HashMap::new();
+    for msg in answered.iter().chain(
+        errors
+            .iter()
+            .filter(|m| meta(m, "error.reason") == Some("timeout")),
+    ) {
+        *ends
+            .entry(field(msg, 11).expect("a STAN").to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(ends.len(), total as usize, "every request ended");
+    assert!(ends.values().all(|n| *n == 1), "none ended twice");
+    for msg in &answered {
+        let stan: u32 = field(msg, 11).and_then(|s| s.parse().ok()).expect("a STAN");
+        assert_eq!(
+            meta(msg, "conn.id"),
+            Some(format!("c{}", stan % 11).as_str())
+        );
+    }
+    let others: Vec<&str> = errors
+        .iter()
+        .filter_map(|m| meta(m, "error.reason"))
+        .filter(|r| *r != "timeout")
+        .collect();
+    assert!(others.iter().all(|r| *r == "unmatched_reply"), "{others:?}");
+    h.shutdown().await;
+}
+
+#[test]
+fn a_link_that_dies_mid_stream_fails_new_requests_over_and_times_the_open_ones_out() {
+    let mut h = harness(&config());
+    for stan in 0..5 {
+        h.send("in", auth("0100", stan, "a", "4111"))
+            .expect("processed");
+    }
+    assert_eq!(h.take("out_visa_a").len(), 5);
+    // The link behind out_visa_a goes down: the engine marks the port unavailable.
+    h.port_status("out_visa_a").set_available(false);
+    for stan in 5..10 {
+        h.send("in", auth("0100", stan, "a", "4111"))
+            .expect("processed");
+    }
+    let b = h.take("out_visa_b");
+    assert_eq!(b.len(), 5);
+    for msg in &b {
+        h.send("in_reply", reply_to(msg)).expect("processed");
+    }
+    assert_eq!(h.take("out_response").len(), 5);
+    h.clock().advance(Duration::from_secs(31));
+    h.send("in", auth("0100", 10, "a", "4111"))
+        .expect("processed");
+    let timeouts = h.take("error");
+    let mut stans: Vec<&str> = timeouts.iter().filter_map(|m| field(m, 11)).collect();
+    stans.sort_unstable();
+    assert_eq!(stans, ["000000", "000001", "000002", "000003", "000004"]);
+    assert!(
+        timeouts
+            .iter()
+            .all(|m| meta(m, "error.reason") == Some("timeout"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_with_expressions_run_off_the_async_worker_and_still_correlate() {
+    let mut h = harness(&json!({
+        "correlation_key": ["data.iso8583.field.11"],
+        "routes": [
+            { "name": "big", "when": { "expr": "data.amount > 1000" }, "destination": "out_big" },
+            { "destination": "out_small" }
+        ]
+    }));
+    let mut big = auth("0100", 1, "a", "4111");
+    big.data.set_path("amount", 5000).expect("path");
+    let mut small = auth("0100", 2, "b", "4111");
+    small.data.set_path("amount", 10).expect("path");
+    h.send_batch("in", [big, small]).expect("processed");
+    let sent = h.take("out_big");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(decision(&sent[0]), "big -> out_big");
+    assert_eq!(h.take("out_small").len(), 1);
+    h.send("in_reply", reply_to(&sent[0])).expect("processed");
+    assert_eq!(meta(&h.take("out_response")[0], "conn.id"), Some("a"));
+}
+
+#[test]
+fn a_durable_valet_needs_the_load_step() {
+    let mut config = config();
+    config["valet"] = json!({ "store": "durable", "bucket": "tickets" });
+    // `Harness::new` skips `Gear::load`, where the bucket is opened (a rack always loads).
+    let err = Harness::new::<Conductor>(&config).expect_err("not loaded");
+    assert!(
+        testkit::chain(&err).contains("the durable valet is opened when the gear loads"),
+        "{}",
+        testkit::chain(&err)
+    );
+    config["valet"] = json!({ "store": "durable", "bucket": "no.dots" });
+    let err = Harness::new::<Conductor>(&config).expect_err("a bad bucket name");
+    assert!(
+        testkit::chain(&err).contains("valet.bucket"),
+        "{}",
+        testkit::chain(&err)
+    );
+}
+
+#[test]
+fn a_reply_on_in_is_matched_too_and_origins_are_stripped_without_our_own() {
+    let mut h = harness(&json!({
+        "known_origins": ["west"],
+        "correlation_key": ["data.iso8583.field.11"],
+        "routes": [ { "destination": "out_issuer" } ]
+    }));
+    let mut from_west = auth("0100", 1, "w", "4111");
+    from_west.meta.insert("conductor.origin", "west".into());
+    h.send("in", from_west).expect("processed");
+    let sent = h.take("out_issuer");
+    assert_eq!(
+        meta(&sent[0], "conductor.origin"),
+        None,
+        "stripped before the external hop"
+    );
+    // One wire for everything: the response's MTI makes it a reply.
+    h.send("in", reply_to(&sent[0])).expect("processed");
+    let home = h.take("out_response_west");
+    assert_eq!(home.len(), 1);
+    assert_eq!(meta(&home[0], "conn.id"), Some("w"));
 }

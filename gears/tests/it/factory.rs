@@ -11,6 +11,7 @@ use testkit::gears::Echo;
 /// The catalog in name order; `wasm` is there with its feature.
 const BUILTIN: &[&str] = &[
     "codec_iso8583",
+    "conductor",
     "filter",
     "generate",
     "io_http",

@@ -8,6 +8,7 @@ use std::time::Duration;
 use fluxmsg::FluxMsg;
 use gears::valet::{DurableValet, Lookup, MemoryValet, Valet, ValetError, ValetSettings};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use sdk::ManualClock;
 
 const TTL: u64 = 10;
@@ -111,6 +112,128 @@ impl World {
     }
 }
 
+/// Runs `ops` on `valet` and on the model, checking every answer and every key's state
+/// after each step; returns the model.
+fn run_model(
+    valet: &mut dyn Valet,
+    clock: &ManualClock,
+    ops: Vec<Op>,
+) -> Result<World, TestCaseError> {
+    let mut world = World::default();
+    let mut tag = 0u32;
+    for op in ops {
+        match op {
+            Op::Park(k) => {
+                tag += 1;
+                let got = valet
+                    .park(&k.to_string(), request(tag), "out_a".into())
+                    .map(|t| t.deadline);
+                let expect = match world.keys.get(&k) {
+                    Some(Model::Open { .. }) => Err(ValetError::AlreadyOpen),
+                    _ if world.open() >= MAX => Err(ValetError::Full(MAX)),
+                    _ => {
+                        if matches!(world.keys.get(&k), Some(Model::Closed { .. })) {
+                            world.close_order_forget(k);
+                        }
+                        world.keys.insert(
+                            k,
+                            Model::Open {
+                                deadline: world.now + TTL,
+                                attached: 0,
+                                tag,
+                            },
+                        );
+                        Ok(Duration::from_secs(world.now + TTL))
+                    }
+                };
+                prop_assert_eq!(got, expect);
+            }
+            Op::Attach(k) => {
+                let got = valet.attach(&k.to_string(), vec![("conn.id".into(), "x".into())]);
+                let expect = match world.keys.get_mut(&k) {
+                    Some(Model::Open { attached, .. }) => {
+                        *attached += 1;
+                        true
+                    }
+                    _ => false,
+                };
+                prop_assert_eq!(got, expect);
+            }
+            Op::Redeem(k) => {
+                let got = valet.redeem(&k.to_string(), request(1000 + u32::from(k)));
+                match world.keys.get(&k).cloned() {
+                    Some(Model::Open { attached, tag, .. }) => {
+                        let ticket = got.expect("an open ticket is redeemed");
+                        prop_assert_eq!(ticket.attached.len(), attached);
+                        prop_assert_eq!(
+                            ticket.request.meta.get("tag").map(|t| t.to_string()),
+                            Some(tag.to_string())
+                        );
+                        world.keys.insert(
+                            k,
+                            Model::Closed {
+                                until: world.now + RETAIN,
+                                tag: 1000 + u32::from(k),
+                            },
+                        );
+                        world.closed.push_back(k);
+                        while world.retained() > MAX {
+                            if let Some(old) = world.closed.pop_front() {
+                                world.keys.remove(&old);
+                            }
+                        }
+                    }
+                    _ => prop_assert!(got.is_none()),
+                }
+            }
+            Op::Release(k) => {
+                let got = valet.release(&k.to_string());
+                match world.keys.get(&k) {
+                    Some(Model::Open { .. }) => {
+                        prop_assert!(got.is_some());
+                        world.keys.remove(&k);
+                    }
+                    _ => prop_assert!(got.is_none()),
+                }
+            }
+            Op::Advance(s) => {
+                clock.advance(Duration::from_secs(s));
+                world.now += s;
+            }
+            Op::Expire => {
+                let mut due = Vec::new();
+                valet.expire(&mut due);
+                let mut got: Vec<u8> = due.iter().map(|(k, _)| k.parse().expect("a key")).collect();
+                got.sort_unstable();
+                prop_assert_eq!(got, world.expire());
+            }
+        }
+        check_keys(valet, &world)?;
+    }
+    Ok(world)
+}
+
+/// Every key reads as the model says (a retained reply past its time reads as absent even
+/// before `expire` forgets it), and the open count agrees.
+fn check_keys(valet: &dyn Valet, world: &World) -> Result<(), TestCaseError> {
+    for k in 0u8..5 {
+        let expect = match world.keys.get(&k) {
+            Some(Model::Open { tag, .. }) => format!("open {tag}"),
+            Some(Model::Closed { until, tag }) if *until > world.now => format!("closed {tag}"),
+            _ => "absent".to_owned(),
+        };
+        let tag_of = |m: &FluxMsg| m.meta.get("tag").map(|t| t.to_string()).unwrap_or_default();
+        let got = match valet.lookup(&k.to_string()) {
+            Lookup::Open(t) => format!("open {}", tag_of(&t.request)),
+            Lookup::Closed(m) => format!("closed {}", tag_of(m)),
+            Lookup::Absent => "absent".to_owned(),
+        };
+        prop_assert_eq!(got, expect, "key {}", k);
+    }
+    prop_assert_eq!(valet.open_tickets(), world.open());
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -118,91 +241,31 @@ proptest! {
     fn the_memory_valet_behaves_as_its_model(ops in proptest::collection::vec(op(), 1..80)) {
         let clock = ManualClock::from_unix_secs(0);
         let mut valet = MemoryValet::new(settings(), Arc::new(clock.clone()));
-        let mut world = World::default();
-        let mut tag = 0u32;
-        for op in ops {
-            match op {
-                Op::Park(k) => {
-                    tag += 1;
-                    let got = valet.park(&k.to_string(), request(tag), "out_a".into()).map(|t| t.deadline);
-                    let expect = match world.keys.get(&k) {
-                        Some(Model::Open { .. }) => Err(ValetError::AlreadyOpen),
-                        _ if world.open() >= MAX => Err(ValetError::Full(MAX)),
-                        _ => {
-                            if matches!(world.keys.get(&k), Some(Model::Closed { .. })) {
-                                world.close_order_forget(k);
-                            }
-                            world.keys.insert(k, Model::Open { deadline: world.now + TTL, attached: 0, tag });
-                            Ok(Duration::from_secs(world.now + TTL))
-                        }
-                    };
-                    prop_assert_eq!(got, expect);
-                }
-                Op::Attach(k) => {
-                    let got = valet.attach(&k.to_string(), vec![("conn.id".into(), "x".into())]);
-                    let expect = match world.keys.get_mut(&k) {
-                        Some(Model::Open { attached, .. }) => { *attached += 1; true }
-                        _ => false,
-                    };
-                    prop_assert_eq!(got, expect);
-                }
-                Op::Redeem(k) => {
-                    let got = valet.redeem(&k.to_string(), request(1000 + u32::from(k)));
-                    match world.keys.get(&k).cloned() {
-                        Some(Model::Open { attached, tag, .. }) => {
-                            let ticket = got.expect("an open ticket is redeemed");
-                            prop_assert_eq!(ticket.attached.len(), attached);
-                            prop_assert_eq!(ticket.request.meta.get("tag").map(|t| t.to_string()), Some(tag.to_string()));
-                            world.keys.insert(k, Model::Closed { until: world.now + RETAIN, tag: 1000 + u32::from(k) });
-                            world.closed.push_back(k);
-                            while world.retained() > MAX {
-                                if let Some(old) = world.closed.pop_front() {
-                                    world.keys.remove(&old);
-                                }
-                            }
-                        }
-                        _ => prop_assert!(got.is_none()),
-                    }
-                }
-                Op::Release(k) => {
-                    let got = valet.release(&k.to_string());
-                    match world.keys.get(&k) {
-                        Some(Model::Open { .. }) => {
-                            prop_assert!(got.is_some());
-                            world.keys.remove(&k);
-                        }
-                        _ => prop_assert!(got.is_none()),
-                    }
-                }
-                Op::Advance(s) => {
-                    clock.advance(Duration::from_secs(s));
-                    world.now += s;
-                }
-                Op::Expire => {
-                    let mut due = Vec::new();
-                    valet.expire(&mut due);
-                    let mut got: Vec<u8> = due.iter().map(|(k, _)| k.parse().expect("a key")).collect();
-                    got.sort_unstable();
-                    prop_assert_eq!(got, world.expire());
-                }
-            }
-            // Every key reads as the model says (a retained reply past its time reads as
-            // absent even before `expire` forgets it).
-            for k in 0u8..5 {
-                let expect = match world.keys.get(&k) {
-                    Some(Model::Open { tag, .. }) => format!("open {tag}"),
-                    Some(Model::Closed { until, tag }) if *until > world.now => format!("closed {tag}"),
-                    _ => "absent".to_owned(),
-                };
-                let got = match valet.lookup(&k.to_string()) {
-                    Lookup::Open(t) => format!("open {}", t.request.meta.get("tag").map(|t| t.to_string()).unwrap_or_default()),
-                    Lookup::Closed(m) => format!("closed {}", m.meta.get("tag").map(|t| t.to_string()).unwrap_or_default()),
-                    Lookup::Absent => "absent".to_owned(),
-                };
-                prop_assert_eq!(got, expect, "key {}", k);
-            }
-            prop_assert_eq!(valet.open_tickets(), world.open());
-        }
+        run_model(&mut valet, &clock, ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The durable valet answers as the model too, and a valet reopened on its bucket
+    /// afterwards holds the same open tickets and retained replies.
+    #[test]
+    fn the_durable_valet_behaves_as_its_model_across_a_reopening(ops in proptest::collection::vec(op(), 1..60)) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let snake = snake::Snake::memory();
+            let clock = ManualClock::from_unix_secs(0);
+            let mut valet = open(&snake, &clock).await;
+            let world = run_model(&mut valet, &clock, ops)?;
+            prop_assert!(valet.writer().flush().await);
+            drop(valet);
+            let again = open(&snake, &clock).await;
+            check_keys(&again, &world)
+        })?;
     }
 }
 
