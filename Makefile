@@ -14,7 +14,7 @@ help:
 	@echo "make guests  - build the example wasm guests (target/guests/wasm32-unknown-unknown/release)"
 	@echo "make lint    - rustfmt and clippy, warnings denied"
 	@echo "make doc     - the API docs, warnings denied"
-	@echo "make bench   - the criterion suites (codec, idgen, gears, rack, snake, wasm); runs setup-nats first"
+	@echo "make bench   - the criterion suites (codec, idgen, gears, rack, snake, wasm), then the payment switch under load (scripts/bench-switch.sh); runs setup-nats first"
 	@echo "make run     - the main job on the embedded default: the dual head (a mixer and a rack in one process, with the API)"
 	@echo "make fuzz    - fuzz the fluxMsg decoder, MsgView and the ISO 8583 unpackers for FUZZ_SECONDS seconds each (default 60)"
 
@@ -52,7 +52,8 @@ lint:
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
 
-# The snake, rack and fleet suites start a nats-server.
+# The snake, rack and fleet suites start a nats-server. bench-switch.sh drives the single-rack
+# payment switch from a separate load-generator process (examples/iso8583_load.rs).
 bench: setup-nats
 	$(CARGO) bench --bench codec
 	$(CARGO) bench --bench idgen
@@ -62,6 +63,7 @@ bench: setup-nats
 	$(CARGO) bench --bench wasm
 	$(CARGO) bench --bench fleet
 	$(CARGO) bench --bench api
+	CARGO=$(CARGO) scripts/bench-switch.sh
 
 bench-build:
 	$(CARGO) bench --no-run

@@ -8,6 +8,7 @@ mod guaranteed;
 mod history;
 mod io_iso8583;
 mod lanes;
+mod payment_switch;
 mod plan;
 mod scenario;
 mod scenarios;
