@@ -6,7 +6,9 @@
 # two codecs, no conductor, no issuer link) as a baseline. Prints one Markdown table.
 #
 # Knobs (environment): DURATION (10s per run), RATES ("1000 5000 20000"), CONNECTIONS (8),
-# WINDOW (closed-loop requests outstanding per connection, 32), CARGO_TARGET_DIR.
+# WINDOW (closed-loop requests outstanding per connection, 32), MACHINE_IDS (the racks'
+# `--machine-ids`, 1000-1007: one machine id mints at most 25,600 ids a second and a switched
+# pair takes three, so one would cap the switch near 8,500 pairs/s), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,6 +18,7 @@ DURATION="${DURATION:-10s}"
 RATES="${RATES:-1000 5000 20000}"
 CONNECTIONS="${CONNECTIONS:-8}"
 WINDOW="${WINDOW:-32}"
+MACHINE_IDS="${MACHINE_IDS:-1000-1007}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 "$CARGO" build --release --example fluxrig --example iso8583_load
@@ -46,7 +49,7 @@ free_port() {
 # Starts `fluxrig rack run $1` in the background and waits (at most 30 s) for port $2.
 start_rack() {
     local scenario="$1" port="$2" log="$3"
-    "$FLUXRIG" rack run "$scenario" >"$log" 2>&1 &
+    "$FLUXRIG" rack run "$scenario" --machine-ids "$MACHINE_IDS" >"$log" 2>&1 &
     RACK_PID=$!
     for _ in $(seq 1 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
