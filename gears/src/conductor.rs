@@ -114,9 +114,11 @@
 //! `error.reason` is one of `bad_mti`, `no_key` (a key field is missing, or no key for the
 //! class), `no_route`, `no_destination`, `valet_full`, `unknown_origin` (a request stamped
 //! with an origin not in `known_origins`), `not_a_reply` (a request on `in_reply`),
-//! `unmatched_reply`, `timeout`, and `key_too_long` (durable store only: a key too long for
-//! a KV key, about 140 bytes with a short gear name). Each is counted in the gear's error count and in the
-//! metric `flux.conductor.errors` (labels `gear`, `reason`); retransmissions are counted as
+//! `unmatched_reply`, `timeout`, `requester_gone` (a durable ticket read back from an
+//! earlier process: its requester's connection ended with that process, so its reply, or
+//! its request at the deadline, goes here without the old return context), and
+//! `key_too_long` (durable store only: a key too long for a KV key, about 140 bytes with a
+//! short gear name). Each is counted in the gear's error count and in the metric `flux.conductor.errors` (labels `gear`, `reason`); retransmissions are counted as
 //! drops (`attached`, `retransmission`).
 //!
 //! Each message sent records its decision under `flux.decision`, as `route` does:
@@ -189,7 +191,7 @@ pub const ORIGIN_META: &str = "conductor.origin";
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 /// The error reasons, for the per-reason counters.
-const REASONS: [&str; 10] = [
+const REASONS: [&str; 11] = [
     "bad_mti",
     "key_too_long",
     "no_key",
@@ -200,6 +202,7 @@ const REASONS: [&str; 10] = [
     "not_a_reply",
     "unmatched_reply",
     "timeout",
+    "requester_gone",
 ];
 
 /// `flux.conductor.errors` by reason.
@@ -284,7 +287,7 @@ impl Core {
             return;
         }
         self.valet.expire(&mut self.due);
-        let mut n = 0;
+        let (mut n, mut gone) = (0, 0);
         for (_, ticket) in self.due.drain(..) {
             if let Some(i) = self.names.iter().position(|p| *p.as_str() == *ticket.port) {
                 let state = &mut self.ports[i];
@@ -302,16 +305,27 @@ impl Core {
                 ticket.port
             ));
             sdk::mark_error(&mut msg, &failure);
-            for ctx in &ticket.attached {
+            let gone_count = ticket.gone.unwrap_or(0);
+            for ctx in ticket.attached.iter().skip(gone_count) {
                 let mut copy = msg.clone();
                 apply_context(&mut copy, &self.context_keys, ctx);
                 into.push(copy);
                 n += 1;
             }
-            into.push(msg);
-            n += 1;
+            if ticket.gone.is_some() {
+                // The requesters of an earlier process: their connections are gone. One
+                // message, without a return context, says so.
+                apply_context(&mut msg, &self.context_keys, &ReturnContext::new());
+                sdk::mark_error(&mut msg, &requester_gone(&ticket.port));
+                into.push(msg);
+                gone += 1;
+            } else {
+                into.push(msg);
+                n += 1;
+            }
         }
         self.counters.count("timeout", n);
+        self.counters.count("requester_gone", gone);
     }
 }
 
@@ -642,6 +656,14 @@ fn apply_context(msg: &mut FluxMsg, keys: &[Text], ctx: &ReturnContext) {
             }
         }
     }
+}
+
+/// The error of a restored ticket whose requester's connection ended with an earlier
+/// process.
+fn requester_gone(port: &str) -> GearError {
+    GearError::new("requester_gone").with_detail(format_args!(
+        "the request (sent on {port}) came on a connection of an earlier process"
+    ))
 }
 
 fn origin_of(ctx: &ReturnContext) -> Option<&Text> {
@@ -976,12 +998,19 @@ impl Logic {
                 tracing::info!(port = %ticket.port, "A destination's circuit breaker closed after a reply.");
             }
         }
-        for ctx in &ticket.attached {
+        for ctx in ticket.attached.iter().skip(ticket.gone.unwrap_or(0)) {
             let mut copy = msg.clone();
             apply_context(&mut copy, &self.context_keys, ctx);
             let (port, reply, _) = self.response_port(ctx);
             sdk::decide(&mut copy, reply);
             out.emit(port, copy);
+        }
+        if ticket.gone.is_some() {
+            // Its requester came on a connection of an earlier process: not answered on
+            // whatever connection holds that id now.
+            apply_context(msg, &self.context_keys, &ReturnContext::new());
+            sdk::decide(msg, "requester_gone");
+            return Err(requester_gone(&ticket.port));
         }
         let ctx = context_of(&ticket.request, &self.context_keys);
         apply_context(msg, &self.context_keys, &ctx);

@@ -72,6 +72,11 @@ pub struct Ticket {
     pub deadline: Duration,
     /// The return contexts of retransmissions from other requesters, in arrival order.
     pub attached: Vec<ReturnContext>,
+    /// For a ticket read back from a store written by an earlier process: how many of
+    /// `attached` (the first ones) came with it. Those requesters and the request's own are
+    /// gone (their connections ended with that process, and a connection id may name
+    /// another one now); `None` when every requester is live.
+    pub gone: Option<usize>,
 }
 
 /// What the valet knows about a key.

@@ -214,6 +214,13 @@ fn nonce() -> String {
     )
 }
 
+/// This process's instance: stamped on the tickets it stores, so that a ticket read back
+/// by a later process is known to come from an earlier one.
+fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(nonce)
+}
+
 /// The part of a gear's name usable in a KV key: letters, digits, `-` and `_` (others
 /// become `_`).
 fn key_prefix(gear: &str) -> String {
@@ -349,8 +356,12 @@ impl DurableValet {
         let Some(ticket) = self.mem.open_ticket(key) else {
             return;
         };
-        let mut map = Map::with_capacity(5);
+        let mut map = Map::with_capacity(7);
         map.insert("s", Value::from("open"));
+        map.insert("i", Value::from(instance()));
+        if let Some(gone) = ticket.gone {
+            map.insert("g", Value::from(i64::try_from(gone).unwrap_or(i64::MAX)));
+        }
         map.insert("d", Value::from(sdk::unix_nanos(ticket.deadline)));
         map.insert("p", Value::from(ticket.port.clone()));
         self.buf.clear();
@@ -433,11 +444,20 @@ impl DurableValet {
                         .collect();
                     attached.push(pairs?);
                 }
+                // A ticket of an earlier process: its requesters' connections are gone.
+                let gone = if map.get("i").and_then(Value::as_str) == Some(instance()) {
+                    map.get("g")
+                        .and_then(Value::as_i64)
+                        .map(|n| usize::try_from(n).unwrap_or(0).min(attached.len()))
+                } else {
+                    Some(attached.len())
+                };
                 Some(Record::Open(Ticket {
                     request,
                     port,
                     deadline,
                     attached,
+                    gone,
                 }))
             }
             "closed" => {

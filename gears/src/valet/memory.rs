@@ -291,6 +291,7 @@ impl Valet for MemoryValet {
             port,
             deadline,
             attached: Vec::new(),
+            gone: None,
         };
         match self.map.entry(key) {
             MapEntry::Vacant(slot) => match slot.insert(Entry::Open { ticket, generation }) {

@@ -640,7 +640,7 @@ async fn durable_tickets_survive_a_restart() {
 /// The same against a real nats-server (feature `nats-server-tests`, after `make
 /// setup-nats`): JetStream KV keeps the tickets.
 #[cfg(feature = "nats-server-tests")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn durable_tickets_survive_a_restart_on_nats() {
     let server = snake::NatsServer::start().unwrap_or_else(|e| panic!("{e}"));
     let connect = || async {
@@ -946,4 +946,82 @@ fn a_reply_on_in_is_matched_too_and_origins_are_stripped_without_our_own() {
     let home = h.take("out_response_west");
     assert_eq!(home.len(), 1);
     assert_eq!(meta(&home[0], "conn.id"), Some("w"));
+}
+
+/// Rewrites the stored tickets of the conductor `switch` as if an earlier process had
+/// stored them.
+async fn stamp_as_earlier_process(snake: &snake::Snake) {
+    let kv = snake
+        .kv(snake::KvConfig::new("tickets").expect("a bucket name"))
+        .await
+        .expect("the bucket");
+    let mut watch = kv.watch("switch.>").await.expect("a watch");
+    kv.put("switch.test-marker", "end").await.expect("put");
+    let codec = fluxmsg::Codec::new();
+    let mut rewrite = Vec::new();
+    while let Some(entry) = watch.next().await {
+        if entry.key == "switch.test-marker" {
+            break;
+        }
+        if !entry.key.starts_with("switch.t.") || entry.operation != snake::KvOperation::Put {
+            continue;
+        }
+        let value = codec.decode_value(&entry.value).expect("a stored record");
+        let mut map = value.as_map().expect("a map").clone();
+        map.insert("i", Value::from("an-earlier-process"));
+        let mut buf = Vec::new();
+        codec
+            .encode_value(&Value::Map(map), &mut buf)
+            .expect("encoded");
+        rewrite.push((entry.key.clone(), buf));
+    }
+    assert!(!rewrite.is_empty(), "tickets were stored");
+    for (key, buf) in rewrite {
+        kv.put(&key, buf).await.expect("put");
+    }
+}
+
+/// Review finding 1: after a restart of the process, `conn.id` values stored with tickets
+/// name connections of the earlier process: neither the reply nor the timeout goes out
+/// with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_of_an_earlier_process_do_not_answer_its_connections() {
+    let snake = snake::Snake::memory();
+    let mut first = durable(&snake).await;
+    for stan in 1..=2 {
+        first
+            .send("in", auth("0100", stan, &format!("conn-{stan}"), "4111"))
+            .expect("processed");
+    }
+    let sent = first.take("out_visa_a");
+    first.shutdown().await;
+    drop(first);
+    stamp_as_earlier_process(&snake).await;
+
+    let mut second = durable(&snake).await;
+    // A retransmission on a connection of this process attaches, and is answered.
+    second
+        .send("in", auth("0101", 1, "conn-new", "4111"))
+        .expect("processed");
+    second
+        .send("in_reply", reply_to(&sent[0]))
+        .expect("processed");
+    let answered = second.take("out_response");
+    assert_eq!(answered.len(), 1, "only the live requester: {answered:?}");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("conn-new"));
+    let errors = second.take("error");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(meta(&errors[0], "error.reason"), Some("requester_gone"));
+    assert_eq!(meta(&errors[0], "conn.id"), None);
+    // The other one times out: to error as requester_gone, without its old conn.id.
+    second.clock().advance(Duration::from_secs(31));
+    let mut errors = Vec::new();
+    testkit::wait_until("the restored ticket's expiry", || {
+        errors.extend(second.take("error"));
+        !errors.is_empty()
+    })
+    .await;
+    assert_eq!(meta(&errors[0], "error.reason"), Some("requester_gone"));
+    assert_eq!(meta(&errors[0], "conn.id"), None);
+    second.shutdown().await;
 }
