@@ -369,6 +369,8 @@ struct Logic {
     scripted: bool,
     clock: Option<Arc<dyn Clock>>,
     writer: Option<ValetWriter>,
+    /// The durable valet's writer task, from `start` to `stop`.
+    writing: Option<tokio::task::JoinHandle<()>>,
     expired: Vec<FluxMsg>,
 }
 
@@ -550,6 +552,7 @@ impl GearType for Conductor {
                 scripted,
                 clock: None,
                 writer: None,
+                writing: None,
                 expired: Vec::new(),
             },
         })
@@ -670,6 +673,15 @@ fn origin_of(ctx: &ReturnContext) -> Option<&Text> {
     ctx.iter().find(|(k, _)| k == ORIGIN_META).map(|(_, v)| v)
 }
 
+impl Drop for Conductor {
+    /// A conductor dropped without `stop` still ends its writer (which writes what is left).
+    fn drop(&mut self) {
+        if let Some(writer) = &self.logic.writer {
+            writer.close();
+        }
+    }
+}
+
 fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
     core.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -731,7 +743,9 @@ impl Gear for Conductor {
 
     fn start(&mut self, ctx: &mut Context) -> Result<(), GearError> {
         if let Some(writer) = self.logic.writer.clone() {
-            ctx.spawn(writer.run(ctx.shutdown()));
+            // Not a context task: those end when the gear drains, and a draining conductor
+            // still changes tickets. It ends when the gear stops.
+            self.logic.writing = Some(tokio::spawn(writer.run()));
         }
         let core = Arc::clone(&self.core);
         let emitter = ctx.emitter();
@@ -773,6 +787,26 @@ impl Gear for Conductor {
         }
         offload::each(batch, out, |msg, out| self.process(port, msg, out));
         true
+    }
+
+    /// Ends the durable valet's writer: it writes what is left (for up to
+    /// [`FINAL_FLUSH`](crate::valet::FINAL_FLUSH)); on a multi-threaded runtime (a rack's)
+    /// `stop` waits for it, so that a graceful restart finds every change.
+    fn stop(&mut self) {
+        if let Some(writer) = &self.logic.writer {
+            writer.close();
+        }
+        let Some(task) = self.logic.writing.take() else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current()
+            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            let wait = crate::valet::FINAL_FLUSH + Duration::from_secs(1);
+            tokio::task::block_in_place(|| {
+                let _ = handle.block_on(tokio::time::timeout(wait, task));
+            });
+        }
     }
 
     fn process(

@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use fluxmsg::{FluxMsg, Text};
 
-pub use self::durable::{DurableError, DurableValet, ValetWriter};
+pub use self::durable::{DurableError, DurableValet, FINAL_FLUSH, ValetWriter};
 pub use self::memory::MemoryValet;
 pub use sdk::Clock;
 

@@ -17,6 +17,8 @@ use super::{Clock, Lookup, ReturnContext, Ticket, Valet, ValetError, ValetSettin
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many KV writes the writer keeps in flight at once.
 const WRITE_WINDOW: usize = 64;
+/// How long the writer keeps trying to write what is left once the gear stops.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 /// Why a [`DurableValet`] could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +57,18 @@ pub enum DurableError {
 ///
 /// Writes happen **behind** the hot path: each change marks its key dirty (a newer change
 /// of the same key replaces an unwritten older one), and the [`ValetWriter`] task writes
-/// the dirty keys, up to 64 at a time, retrying with backoff while the bucket fails, and
-/// once more when the gear drains. A graceful restart keeps everything; a crash loses the
-/// changes of the last few milliseconds (what was not written yet). One bucket may serve
-/// several conductors: keys are prefixed with the gear's name.
+/// the dirty keys, up to 64 at a time, retrying with backoff while the bucket fails. It
+/// runs until the gear **stops** (not when it drains: a draining conductor still opens and
+/// closes tickets), then writes what is left, retrying for up to [`FINAL_FLUSH`]; the
+/// conductor's `stop` waits for that on a multi-threaded runtime (a rack's). A graceful
+/// restart keeps everything; a crash loses the changes of the last few milliseconds (what
+/// was not written yet). One bucket may serve several conductors: keys are prefixed with
+/// the gear's name.
+///
+/// Each open ticket is stamped with the process that stored it. Read back by a later
+/// process, its requesters are marked gone ([`Ticket::gone`]): their connections ended with
+/// the earlier process, so the conductor does not send them a reply or a timeout with a
+/// `conn.id` that may name another connection now.
 ///
 /// [`open`]: DurableValet::open
 #[derive(Debug)]
@@ -78,6 +88,10 @@ pub struct DurableValet {
 struct Writes {
     dirty: Mutex<HashMap<String, Option<Bytes>>>,
     notify: Notify,
+    /// Held by a flush: two flushes never race on the same key.
+    flushing: tokio::sync::Mutex<()>,
+    /// Set when the gear stops: the writer writes what is left and ends.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Writes {
@@ -120,34 +134,51 @@ pub struct ValetWriter {
 }
 
 impl ValetWriter {
-    /// Writes changes as they come until `shutdown` fires, then writes what is left.
-    pub async fn run(self, shutdown: sdk::Shutdown) {
+    /// Writes changes as they come until [`close`](ValetWriter::close) is called (when the
+    /// gear stops, not when it drains: a draining conductor still changes tickets), then
+    /// writes what is left, retrying for up to [`FINAL_FLUSH`].
+    pub async fn run(self) {
         let mut backoff = sdk::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                () = self.writes.notify.notified() => {}
-                () = shutdown.fired() => break,
-            }
-            while !self.flush().await {
+        while !self.is_closed() {
+            self.writes.notify.notified().await;
+            while !self.is_closed() && !self.flush().await {
                 let wait = backoff.next_wait();
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = shutdown.fired() => break,
+                    () = self.writes.notify.notified() => {}
                 }
             }
             backoff.reset();
         }
-        if !self.flush().await {
+        let last = async {
+            while !self.flush().await {
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+        };
+        if tokio::time::timeout(FINAL_FLUSH, last).await.is_err() {
             tracing::error!(
                 bucket = %self.bucket,
                 unwritten = self.writes.pending(),
-                "The ticket bucket failed while the conductor drained; tickets changed since the last write are not stored."
+                "The ticket bucket failed while the conductor stopped; tickets changed since the last write are not stored."
             );
         }
     }
 
+    /// Tells [`run`](ValetWriter::run) to write what is left and end.
+    pub fn close(&self) {
+        self.writes
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.writes.notify.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.writes.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Writes every change made so far; `false` if a write failed (it stays pending).
     pub async fn flush(&self) -> bool {
+        let _one_at_a_time = self.writes.flushing.lock().await;
         let batch = self.writes.take();
         if batch.is_empty() {
             return true;

@@ -632,7 +632,7 @@ async fn durable(snake: &snake::Snake) -> Harness {
     h
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_tickets_survive_a_restart() {
     check_restart(&snake::Snake::memory()).await;
 }
@@ -640,7 +640,7 @@ async fn durable_tickets_survive_a_restart() {
 /// The same against a real nats-server (feature `nats-server-tests`, after `make
 /// setup-nats`): JetStream KV keeps the tickets.
 #[cfg(feature = "nats-server-tests")]
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_tickets_survive_a_restart_on_nats() {
     let server = snake::NatsServer::start().unwrap_or_else(|e| panic!("{e}"));
     let connect = || async {
@@ -714,7 +714,7 @@ async fn check_restart(snake: &snake::Snake) {
     second.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_tickets_left_open_past_their_deadline_time_out_after_a_restart() {
     let snake = snake::Snake::memory();
     let mut first = durable(&snake).await;
@@ -1023,5 +1023,45 @@ async fn tickets_of_an_earlier_process_do_not_answer_its_connections() {
     .await;
     assert_eq!(meta(&errors[0], "error.reason"), Some("requester_gone"));
     assert_eq!(meta(&errors[0], "conn.id"), None);
+    second.shutdown().await;
+}
+
+/// Review finding 2: what the conductor changes while it drains is stored too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_draining_survive_a_restart() {
+    let snake = snake::Snake::memory();
+    let mut first = durable(&snake).await;
+    first
+        .send("in", auth("0100", 1, "conn-1", "4111"))
+        .expect("processed");
+    let sent1 = first.take("out_visa_a");
+    first.runner().drain(Duration::from_secs(1)).await;
+    // Draining: the reply closes ticket 1, a new request opens ticket 2.
+    first
+        .send("in_reply", reply_to(&sent1[0]))
+        .expect("processed");
+    assert_eq!(first.take("out_response").len(), 1);
+    first
+        .send("in", auth("0100", 2, "conn-2", "4111"))
+        .expect("processed");
+    let sent2 = first.take("out_visa_a");
+    assert_eq!(sent2.len(), 1);
+    first.shutdown().await;
+    drop(first);
+
+    let mut second = durable(&snake).await;
+    second
+        .send("in", auth("0101", 1, "conn-9", "4111"))
+        .expect("processed");
+    let replay = second.take("out_response");
+    assert_eq!(replay.len(), 1, "ticket 1 was closed: its reply replays");
+    assert_eq!(meta(&replay[0], "conn.id"), Some("conn-9"));
+    second
+        .send("in_reply", reply_to(&sent2[0]))
+        .expect("processed");
+    let answered = second.take("out_response");
+    assert_eq!(answered.len(), 1, "ticket 2 was stored");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("conn-2"));
+    assert!(second.take("error").is_empty());
     second.shutdown().await;
 }
