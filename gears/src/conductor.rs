@@ -87,6 +87,8 @@
 //!   it, each with its own return context.
 //! - A key closed within `retain_after_close` is answered at once with the retained reply.
 //! - A reply that matches no open ticket goes to `error` (`unmatched_reply`).
+//! - A retained reply is forgotten after `retain_after_close` (the sweep runs for those
+//!   too, not only for open tickets' deadlines).
 //! - A ticket past its deadline sends its request (once per requester, each with its own
 //!   return context) to `error` with `timeout`. A task sweeps every 50 ms, on the engine's
 //!   clock, and each message sweeps first too.
@@ -272,6 +274,8 @@ struct Core {
     names: Vec<PortName>,
     context_keys: Vec<Text>,
     breaker: Option<BreakerSettings>,
+    /// The tickets' time to live: a ticket was sent at its deadline less this.
+    ttl: Duration,
     counters: Counters,
     due: Vec<(Arc<str>, Ticket)>,
 }
@@ -292,9 +296,13 @@ impl Core {
             if let Some(i) = self.names.iter().position(|p| *p.as_str() == *ticket.port) {
                 let state = &mut self.ports[i];
                 state.open = state.open.saturating_sub(1);
+                let sent = ticket.deadline.saturating_sub(self.ttl);
+                let before_trip = state.tripped_at.is_some_and(|t| sent < t);
                 if let Some(s) = &self.breaker
+                    && !before_trip
                     && state.breaker.on_failure(now, s)
                 {
+                    state.tripped_at = Some(now);
                     tracing::warn!(port = %ticket.port, cooldown = ?s.cooldown, "A destination's circuit breaker opened after timeouts.");
                 }
             }
@@ -527,6 +535,7 @@ impl GearType for Conductor {
             names: ports.outputs().to_vec(),
             context_keys: context_keys.clone(),
             breaker,
+            ttl: settings.default_ttl,
             counters: Counters::default(),
             due: Vec::new(),
         };

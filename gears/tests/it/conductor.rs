@@ -1065,3 +1065,42 @@ async fn changes_made_while_draining_survive_a_restart() {
     assert!(second.take("error").is_empty());
     second.shutdown().await;
 }
+
+/// Review finding 5: tickets sent before the breaker opened, expiring after a probe closed
+/// it, do not open it again.
+#[test]
+fn stragglers_sent_before_a_trip_do_not_reopen_the_breaker() {
+    let mut config = breaker_config();
+    config["valet"]["default_ttl"] = json!("30s");
+    let mut h = harness(&config);
+    let clock = h.clock().clone();
+    let send = |h: &mut Harness, stan: u32| {
+        h.send("in", auth("0100", stan, "a", "4111"))
+            .expect("processed");
+    };
+    send(&mut h, 1);
+    send(&mut h, 2);
+    clock.advance(Duration::from_secs(20));
+    send(&mut h, 3);
+    send(&mut h, 4);
+    assert_eq!(h.take("out_a").len(), 4);
+    // 1 and 2 expire: the breaker opens.
+    clock.advance(Duration::from_secs(11));
+    send(&mut h, 5);
+    assert_eq!(h.error_reasons(), ["timeout", "timeout"]);
+    let b = h.take("out_b");
+    assert_eq!(b.len(), 1);
+    h.send("in_reply", reply_to(&b[0])).expect("processed");
+    // Cooled down: a probe, answered, closes it.
+    clock.advance(Duration::from_secs(11));
+    send(&mut h, 6);
+    let probe = h.take("out_a");
+    assert_eq!(probe.len(), 1);
+    h.send("in_reply", reply_to(&probe[0])).expect("processed");
+    // 3 and 4, sent before the trip, expire now: out_a stays closed.
+    clock.advance(Duration::from_secs(9));
+    send(&mut h, 7);
+    assert_eq!(h.error_reasons(), ["timeout", "timeout"]);
+    assert_eq!(h.take("out_a").len(), 1, "the breaker stayed closed");
+    assert!(h.take("out_b").is_empty());
+}
