@@ -106,7 +106,9 @@
 //! Per destination port: a `timeout` counts as a failure (an error reply does not: the
 //! destination answered); after `trip_after` consecutive failures the port is open,
 //! unavailable for `cooldown`; then it is half-open and lets `half_open_probes` requests
-//! through; a reply closes it, a failed probe opens it again. With `max_in_flight`, a port
+//! through; a reply closes it, a failed probe opens it again. A ticket sent before the
+//! breaker last opened does not count when it expires later: once a probe has closed the
+//! breaker, the stragglers of the outage do not open it again. With `max_in_flight`, a port
 //! with that many open tickets is unavailable. Both join the engine's availability (the link
 //! state of the I/O gear the port leads to): `failover`, `least_loaded` and the others pass
 //! over such a port.

@@ -160,8 +160,8 @@ pub trait Valet: Send + fmt::Debug {
     /// forgets the retained replies past their time.
     fn expire(&mut self, due: &mut Vec<(Arc<str>, Ticket)>);
 
-    /// The earliest deadline of an open ticket, if any (it may be one already redeemed: a
-    /// hint for when to call [`expire`](Valet::expire) next).
+    /// When [`expire`](Valet::expire) has work next: the earliest deadline of an open ticket
+    /// (it may be one already redeemed) or time a retained reply is forgotten, if any.
     fn next_deadline(&self) -> Option<Duration>;
 
     /// How many tickets are open.

@@ -337,7 +337,12 @@ impl Valet for MemoryValet {
     }
 
     fn next_deadline(&self) -> Option<Duration> {
-        self.deadlines.peek().map(|Reverse((d, ..))| *d)
+        let open = self.deadlines.peek().map(|Reverse((d, ..))| *d);
+        let retained = self.closed.front().map(|(until, ..)| *until);
+        match (open, retained) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn open_tickets(&self) -> usize {

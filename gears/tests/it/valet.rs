@@ -360,3 +360,19 @@ async fn a_full_durable_valet_refuses_too() {
         Err(ValetError::Full(MAX))
     );
 }
+
+/// Review finding 9: a retained reply is due to be forgotten even when no open ticket is
+/// due (the conductor sweeps on `next_deadline`).
+#[test]
+fn a_retained_reply_sets_the_next_deadline() {
+    let clock = ManualClock::from_unix_secs(0);
+    let settings = ValetSettings::new(Duration::from_secs(30), Duration::from_secs(5), 10);
+    let mut valet = MemoryValet::new(settings, Arc::new(clock.clone()));
+    valet.park("k", request(1), "out_a".into()).expect("room");
+    valet.redeem("k", request(2)).expect("open");
+    assert_eq!(valet.next_deadline(), Some(Duration::from_secs(5)));
+    clock.advance(Duration::from_secs(5));
+    let mut due = Vec::new();
+    valet.expire(&mut due);
+    assert_eq!(valet.retained(), 0);
+}
