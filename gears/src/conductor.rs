@@ -35,7 +35,7 @@
 //!
 //! | port | direction | what travels |
 //! | --- | --- | --- |
-//! | `in` | input | requests and their retransmissions (a response arriving here is handled as on `in_reply`) |
+//! | `in` | input | requests and their retransmissions (a response arriving here is refused as `not_a_request`, or handled as on `in_reply` with `replies_on_in`) |
 //! | `in_reply` | input | replies from the destinations |
 //! | `out_<name>` | output | requests, one port per port named in the destination trees |
 //! | `out_response` | output | replies, with the request's return context restored |
@@ -55,6 +55,8 @@
 //! | `known_origins` | `[]` | origins whose requests are answered on `out_response_<origin>` |
 //! | `park_fields` | `[]` | fields removed from the request sent and put back on its reply |
 //! | `return_context` | `[conn.id, peer.ip, peer.port, iso8583.tpdu, iso8583.raw_header]` | metadata keys that route a reply back: kept with the ticket, removed from the request sent, set on the reply as the request had them (a key the request lacked is removed from the reply) |
+//! | `fingerprint` | `[data.iso8583.field.2, data.iso8583.field.4, data.iso8583.field.32, data.iso8583.field.41, data.iso8583.field.42]` | fields a retransmission shares with its request beyond the key: with the MTI's class and function, they must match (present in both with the same text, or absent from both) for it to attach or be replayed to |
+//! | `replies_on_in` | `false` | match a response arriving on `in` as on `in_reply` (one wire carrying both directions); off, it is refused (`not_a_request`), so a requester cannot close another's ticket |
 //! | `mti_kinds` | `{}` | overrides of the request/response rule by MTI pattern (`"0180"`, `"xx8x"`: digits or `x`): `request`, `response` or `one_way` (routed, no ticket) |
 //! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets and retained replies survive a restart; opened when the gear loads, with the engine's snake handle; see [`DurableValet`] for what a crash may lose) |
 //! | `valet.bucket` | `conductor_tickets` | the bucket of the durable store |
@@ -81,6 +83,11 @@
 //!   (and with `conductor.origin` set to `origin`, or removed), goes out on the port its
 //!   route chooses. The ticket is open before the request leaves the gear, so no reply can
 //!   outrun it.
+//! - A request under an open or recently closed key must be a retransmission of the same
+//!   request: the same MTI class and function and the same `fingerprint` fields (a digest
+//!   kept with the ticket, and with the retained reply). Another request whose key collides
+//!   (two terminals with the same TID and STAN) is refused as `duplicate_key`: it never
+//!   gets the other's reply.
 //! - A retransmission of an open key is not sent again: its requester is attached to the
 //!   ticket (dropped as `attached`; a requester with the same return context as one already
 //!   waiting is dropped as `retransmission`). When the reply comes, **every** requester gets
@@ -118,6 +125,8 @@
 //! `error.reason` is one of `bad_mti`, `no_key` (a key field is missing, or no key for the
 //! class), `no_route`, `no_destination`, `valet_full`, `unknown_origin` (a request stamped
 //! with an origin not in `known_origins`), `not_a_reply` (a request on `in_reply`),
+//! `not_a_request` (a response on `in` without `replies_on_in`), `duplicate_key` (a request
+//! under the key of a different request's ticket or retained reply),
 //! `unmatched_reply`, `timeout`, `requester_gone` (a durable ticket read back from an
 //! earlier process: its requester's connection ended with that process, so its reply, or
 //! its request at the deadline, goes here without the old return context), and
@@ -191,11 +200,13 @@ pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
 
 /// The metadata key of a request's origin.
 pub const ORIGIN_META: &str = "conductor.origin";
+/// The metadata key of a retained reply's request fingerprint (removed from replays).
+const FINGERPRINT_META: &str = "conductor.fingerprint";
 /// How often expired tickets are swept when no message comes.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 /// The error reasons, for the per-reason counters.
-const REASONS: [&str; 11] = [
+const REASONS: [&str; 13] = [
     "bad_mti",
     "key_too_long",
     "no_key",
@@ -207,6 +218,8 @@ const REASONS: [&str; 11] = [
     "unmatched_reply",
     "timeout",
     "requester_gone",
+    "duplicate_key",
+    "not_a_request",
 ];
 
 /// `flux.conductor.errors` by reason.
@@ -362,6 +375,9 @@ struct Logic {
     keys: KeySpec,
     park: Vec<Field>,
     context_keys: Vec<Text>,
+    /// What a retransmission shares with its request besides the key.
+    fingerprint: Vec<Field>,
+    replies_on_in: bool,
     origin: Option<Text>,
     response: OutPort,
     /// Each known origin, its reply port, and the decisions of a reply and a replay there.
@@ -439,6 +455,12 @@ impl GearType for Conductor {
             .iter()
             .enumerate()
             .map(|(i, p)| mti::field(p, &format!("park_fields[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fingerprint = config
+            .fingerprint
+            .iter()
+            .enumerate()
+            .map(|(i, p)| mti::field(p, &format!("fingerprint[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
         let mut context_keys = Vec::with_capacity(config.return_context.len() + 1);
         for (i, key) in config.return_context.iter().enumerate() {
@@ -548,6 +570,8 @@ impl GearType for Conductor {
                 keys,
                 park,
                 context_keys,
+                fingerprint,
+                replies_on_in: config.replies_on_in,
                 origin,
                 response: ports.resolve_output("out_response")?,
                 origins,
@@ -670,6 +694,13 @@ fn apply_context(msg: &mut FluxMsg, keys: &[Text], ctx: &ReturnContext) {
             }
         }
     }
+}
+
+/// A request whose key is open (or recently closed) for a different request.
+fn duplicate_key() -> GearError {
+    GearError::new("duplicate_key").with_detail(
+        "a ticket under this key belongs to a different request (MTI or fingerprint fields differ)",
+    )
 }
 
 /// The error of a restored ticket whose requester's connection ended with an earlier
@@ -862,6 +893,13 @@ impl Logic {
             return self.reply(core, mti, msg, out);
         }
         match kind {
+            Kind::Response if !self.replies_on_in => {
+                sdk::decide(msg, "not_a_request");
+                Err(GearError::new("not_a_request").with_detail(format_args!(
+                    "MTI {} is a response, and replies_on_in is off",
+                    String::from_utf8_lossy(&mti.0)
+                )))
+            }
             Kind::Response => self.reply(core, mti, msg, out),
             Kind::Request => self.request(core, mti, msg, out, now),
             Kind::OneWay => {
@@ -905,6 +943,10 @@ impl Logic {
         match core.valet.lookup(&self.key) {
             Lookup::Closed(outcome) => {
                 let mut reply = outcome.clone();
+                let kept = reply.meta.remove(FINGERPRINT_META);
+                if kept.is_some_and(|f| *f != *format!("{:016x}", self.fingerprint_of(msg))) {
+                    return Err(duplicate_key());
+                }
                 apply_context(&mut reply, &self.context_keys, &ctx);
                 let (port, _, replay) = self.response_port(&ctx);
                 sdk::decide(&mut reply, replay);
@@ -912,6 +954,9 @@ impl Logic {
                 return Ok(Outcome::Emit(port));
             }
             Lookup::Open(ticket) => {
+                if self.fingerprint_of(&ticket.request) != self.fingerprint_of(msg) {
+                    return Err(duplicate_key());
+                }
                 let waiting = context_of(&ticket.request, &self.context_keys) == ctx
                     || ticket.attached.contains(&ctx);
                 if waiting {
@@ -937,6 +982,34 @@ impl Logic {
         state.breaker.on_send(now);
         self.strip(msg);
         Ok(Outcome::Emit(port))
+    }
+
+    /// A digest of what a retransmission shares with its request besides the key: the
+    /// MTI's class and function, and the text (or absence) of each fingerprint field
+    /// (FNV-1a, 64 bits: the same in every process and version).
+    fn fingerprint_of(&mut self, msg: &FluxMsg) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                hash ^= u64::from(*b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let mti = msg.meta.get("iso8583.mti").map_or("", |t| t.as_str());
+        eat(mti.get(..3).unwrap_or(mti).as_bytes());
+        for field in &self.fingerprint {
+            self.text.clear();
+            match field.get(msg) {
+                Some(v) => {
+                    v.write_text(&mut self.text);
+                    eat(b"\x01");
+                    eat(self.text.as_bytes());
+                }
+                None => eat(b"\x00"),
+            }
+            eat(b"\x1f");
+        }
+        hash
     }
 
     /// Takes the return context and the parked fields off a request that leaves, and
@@ -1033,7 +1106,12 @@ impl Logic {
             }
         }
         msg.meta.remove(ORIGIN_META);
-        let Some(ticket) = core.valet.redeem(&self.key, msg.clone()) else {
+        let fingerprint = self.fingerprint_of(&ticket.request);
+        let mut retained = msg.clone();
+        retained
+            .meta
+            .insert(FINGERPRINT_META, format!("{fingerprint:016x}").into());
+        let Some(ticket) = core.valet.redeem(&self.key, retained) else {
             return Err(GearError::new("unmatched_reply"));
         };
         if let Some(i) = core.port_of(&ticket.port) {

@@ -513,6 +513,7 @@ fn origins_are_stamped_and_replies_go_home_by_origin() {
         "origin": "east",
         "known_origins": ["west"],
         "correlation_key": ["data.iso8583.field.11"],
+        "replies_on_in": true,
         "routes": [ { "destination": "out_issuer" } ]
     }));
     let mut from_west = auth("0100", 1, "w-conn", "4111");
@@ -930,6 +931,7 @@ fn a_reply_on_in_is_matched_too_and_origins_are_stripped_without_our_own() {
     let mut h = harness(&json!({
         "known_origins": ["west"],
         "correlation_key": ["data.iso8583.field.11"],
+        "replies_on_in": true,
         "routes": [ { "destination": "out_issuer" } ]
     }));
     let mut from_west = auth("0100", 1, "w", "4111");
@@ -1103,4 +1105,54 @@ fn stragglers_sent_before_a_trip_do_not_reopen_the_breaker() {
     assert_eq!(h.error_reasons(), ["timeout", "timeout"]);
     assert_eq!(h.take("out_a").len(), 1, "the breaker stayed closed");
     assert!(h.take("out_b").is_empty());
+}
+
+/// Review finding 4: a request whose key collides with another's open ticket (two
+/// terminals with the same TID and STAN) is refused, not attached; after the close it is
+/// not answered with the other's reply either.
+#[test]
+fn a_different_request_under_the_same_key_is_refused_not_attached() {
+    let mut h = harness(&config());
+    h.send("in", auth("0100", 7, "terminal-a", "4111111111111111"))
+        .expect("processed");
+    let mut b = auth("0100", 7, "terminal-b", "4222222222222222");
+    h.send("in", b.clone()).expect("processed");
+    assert_eq!(h.error_reasons(), ["duplicate_key"]);
+    let sent = h.take("out_visa_a");
+    assert_eq!(sent.len(), 1, "only A's request goes out");
+    // A's own retransmission still attaches.
+    h.send("in", auth("0101", 7, "terminal-a2", "4111111111111111"))
+        .expect("processed");
+    assert!(h.take("error").is_empty());
+    h.send("in_reply", reply_to(&sent[0])).expect("processed");
+    let answered = h.take("out_response");
+    let conns: Vec<_> = answered.iter().map(|m| meta(m, "conn.id")).collect();
+    assert_eq!(conns, [Some("terminal-a2"), Some("terminal-a")]);
+    // Retained: B is refused, A's retransmission replays (without the digest).
+    b.meta.insert("iso8583.mti", "0101".into());
+    h.send("in", b).expect("processed");
+    assert_eq!(h.error_reasons(), ["duplicate_key"]);
+    h.send("in", auth("0101", 7, "terminal-a", "4111111111111111"))
+        .expect("processed");
+    let replay = h.take("out_response");
+    assert_eq!(replay.len(), 1);
+    assert_eq!(meta(&replay[0], "conductor.fingerprint"), None);
+    assert!(decision(&replay[0]).starts_with("replay"));
+}
+
+/// Review finding 4: a response forged on `in` does not close a ticket unless the wire is
+/// declared to carry replies (`replies_on_in`).
+#[test]
+fn a_response_on_in_is_refused_by_default() {
+    let mut h = harness(&config());
+    h.send("in", auth("0100", 1, "terminal-a", "4111"))
+        .expect("processed");
+    let sent = h.take("out_visa_a");
+    h.send("in", reply_to(&sent[0])).expect("processed");
+    assert_eq!(h.error_reasons(), ["not_a_request"]);
+    assert!(h.take("out_response").is_empty());
+    // The ticket is still open: the real reply answers A.
+    h.send("in_reply", reply_to(&sent[0])).expect("processed");
+    let answered = h.take("out_response");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("terminal-a"));
 }
