@@ -173,7 +173,9 @@ impl ValetWriter {
     }
 
     fn is_closed(&self) -> bool {
-        self.writes.closed.load(std::sync::atomic::Ordering::Acquire)
+        self.writes
+            .closed
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Writes every change made so far; `false` if a write failed (it stays pending).
