@@ -100,6 +100,20 @@
 //!   return context) to `error` with `timeout`. A task sweeps every 50 ms, on the engine's
 //!   clock, and each message sweeps first too.
 //!
+//! # Stopping, restarts and reloads
+//!
+//! - **Memory valet**: tickets end with the gear. When it drains (a rack shutdown, a
+//!   reload, a removal), every open ticket's request goes to `error` with `shutdown`, once
+//!   per requester with its return context: none vanishes silently (a reply that comes
+//!   later is an `unmatched_reply`).
+//! - **Durable valet**: changes are written until the gear stops, then the rest (see
+//!   [`DurableValet`]), so a graceful restart finds them all. A reload in the same process
+//!   loads the new instance (reading the bucket) while the old one still runs; the old one
+//!   leaves its valet behind when it stops and the new one takes it over when it starts,
+//!   with what changed in between (the bucket's owner key says which instance follows
+//!   which). After a process restart, restored tickets' requesters are gone
+//!   (`requester_gone`).
+//!
 //! # Cost
 //!
 //! Per message: one uncontended lock (shared with the sweeping task), one hash lookup, and
@@ -126,7 +140,8 @@
 //! class), `no_route`, `no_destination`, `valet_full`, `unknown_origin` (a request stamped
 //! with an origin not in `known_origins`), `not_a_reply` (a request on `in_reply`),
 //! `not_a_request` (a response on `in` without `replies_on_in`), `duplicate_key` (a request
-//! under the key of a different request's ticket or retained reply),
+//! under the key of a different request's ticket or retained reply), `shutdown` (memory
+//! valet: a ticket still open when the gear drains),
 //! `unmatched_reply`, `timeout`, `requester_gone` (a durable ticket read back from an
 //! earlier process: its requester's connection ended with that process, so its reply, or
 //! its request at the deadline, goes here without the old return context), and
@@ -206,7 +221,7 @@ const FINGERPRINT_META: &str = "conductor.fingerprint";
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 /// The error reasons, for the per-reason counters.
-const REASONS: [&str; 13] = [
+const REASONS: [&str; 14] = [
     "bad_mti",
     "key_too_long",
     "no_key",
@@ -220,6 +235,7 @@ const REASONS: [&str; 13] = [
     "requester_gone",
     "duplicate_key",
     "not_a_request",
+    "shutdown",
 ];
 
 /// `flux.conductor.errors` by reason.
@@ -298,6 +314,58 @@ struct Core {
 impl Core {
     fn port_of(&self, name: &str) -> Option<usize> {
         self.names.iter().position(|n| n.as_str() == name)
+    }
+
+    /// Recounts the open tickets per port from the valet (after it was read back or taken
+    /// over).
+    fn recount(&mut self) {
+        let mut counts = vec![0u32; self.ports.len()];
+        let names = &self.names;
+        self.valet.for_each_open(&mut |t| {
+            if let Some(i) = names.iter().position(|n| *n.as_str() == *t.port) {
+                counts[i] += 1;
+            }
+        });
+        for (state, n) in self.ports.iter_mut().zip(counts) {
+            state.open = n;
+        }
+    }
+
+    /// Hands every open ticket over as `error` messages (`shutdown`), one per live
+    /// requester: a memory valet's tickets end with the gear.
+    fn shut(&mut self, into: &mut Vec<FluxMsg>) {
+        let mut due = std::mem::take(&mut self.due);
+        self.valet.release_all(&mut due);
+        let mut n = 0;
+        for (_, ticket) in due.drain(..) {
+            if let Some(i) = self.port_of(&ticket.port) {
+                let state = &mut self.ports[i];
+                state.open = state.open.saturating_sub(1);
+            }
+            let mut msg = ticket.request;
+            sdk::decide(
+                &mut msg,
+                format!("shutdown with a ticket open on {}", ticket.port),
+            );
+            let failure = GearError::new("shutdown").with_detail(format_args!(
+                "the conductor stopped before the reply from {} came (memory valet)",
+                ticket.port
+            ));
+            sdk::mark_error(&mut msg, &failure);
+            for ctx in ticket.attached.iter().skip(ticket.gone.unwrap_or(0)) {
+                let mut copy = msg.clone();
+                apply_context(&mut copy, &self.context_keys, ctx);
+                into.push(copy);
+                n += 1;
+            }
+            if ticket.gone.is_some() {
+                apply_context(&mut msg, &self.context_keys, &ReturnContext::new());
+            }
+            into.push(msg);
+            n += 1;
+        }
+        self.due = due;
+        self.counters.count("shutdown", n);
     }
 
     /// Hands over the expired tickets as `error` messages (`timeout`), one per requester.
@@ -397,6 +465,11 @@ struct Logic {
     writer: Option<ValetWriter>,
     /// The durable valet's writer task, from `start` to `stop`.
     writing: Option<tokio::task::JoinHandle<()>>,
+    /// The durable valet's mark in its bucket, and its predecessor's.
+    token: Option<String>,
+    predecessor: Option<String>,
+    /// For the memory valet's tickets when the gear drains.
+    emitter: Option<sdk::Emitter>,
     expired: Vec<FluxMsg>,
 }
 
@@ -588,6 +661,9 @@ impl GearType for Conductor {
                 clock: None,
                 writer: None,
                 writing: None,
+                token: None,
+                predecessor: None,
+                emitter: None,
                 expired: Vec::new(),
             },
         })
@@ -715,6 +791,32 @@ fn origin_of(ctx: &ReturnContext) -> Option<&Text> {
     ctx.iter().find(|(k, _)| k == ORIGIN_META).map(|(_, v)| v)
 }
 
+/// A stopped durable conductor's valet, left for the instance that replaces it.
+struct Handover {
+    /// The valet's mark in its bucket (its successor names it as its predecessor).
+    token: String,
+    at: std::time::Instant,
+    valet: Box<dyn Valet>,
+    writer: ValetWriter,
+}
+
+/// How long a left valet waits for its successor (a gear removed for good has none).
+const HANDOVER_KEPT: Duration = Duration::from_secs(600);
+
+static HANDOVERS: Mutex<Vec<Handover>> = Mutex::new(Vec::new());
+
+fn leave_handover(left: Handover) {
+    let mut all = HANDOVERS.lock().unwrap_or_else(PoisonError::into_inner);
+    all.retain(|h| h.at.elapsed() < HANDOVER_KEPT);
+    all.push(left);
+}
+
+fn take_handover(token: &str) -> Option<Handover> {
+    let mut all = HANDOVERS.lock().unwrap_or_else(PoisonError::into_inner);
+    let i = all.iter().position(|h| h.token == token)?;
+    Some(all.swap_remove(i))
+}
+
 impl Drop for Conductor {
     /// A conductor dropped without `stop` still ends its writer (which writes what is left).
     fn drop(&mut self) {
@@ -748,18 +850,17 @@ impl Gear for Conductor {
             .await
             .map_err(|e| GearError::new("valet").with_detail(e))?;
             self.logic.writer = Some(valet.writer());
+            self.logic.token = Some(valet.token().to_owned());
+            // A predecessor that already stopped left everything in the bucket, which this
+            // valet just read: its in-memory valet is not needed. One still running is
+            // being replaced (a reload): this instance takes its valet over in `start`.
+            self.logic.predecessor = valet
+                .predecessor()
+                .filter(|p| take_handover(p).is_none())
+                .map(str::to_owned);
             let mut core = lock(&self.core);
-            let mut counts = vec![0u32; core.ports.len()];
-            let names = &core.names;
-            valet.for_each_open(&mut |t| {
-                if let Some(i) = names.iter().position(|n| *n.as_str() == *t.port) {
-                    counts[i] += 1;
-                }
-            });
-            for (state, n) in core.ports.iter_mut().zip(counts) {
-                state.open = n;
-            }
             core.valet = Box::new(valet);
+            core.recount();
             Ok(())
         })
     }
@@ -784,6 +885,22 @@ impl Gear for Conductor {
     }
 
     fn start(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        // A reload in this process: the instance this one replaces stopped (the rack stops
+        // it before starting this one) and left its valet, with every change it made after
+        // this one read the bucket.
+        if let Some(predecessor) = &self.logic.predecessor
+            && let Some(Handover { valet, writer, .. }) = take_handover(predecessor)
+        {
+            writer.reopen();
+            let mut core = lock(&self.core);
+            core.valet = valet;
+            core.valet.set_settings(valet_settings(&self.logic.valet));
+            core.recount();
+            drop(core);
+            tracing::info!(gear = %ctx.name(), "Took over the valet of the conductor this one replaces.");
+            self.logic.writer = Some(writer);
+        }
+        self.logic.emitter = Some(ctx.emitter());
         if let Some(writer) = self.logic.writer.clone() {
             // Not a context task: those end when the gear drains, and a draining conductor
             // still changes tickets. It ends when the gear stops.
@@ -834,6 +951,9 @@ impl Gear for Conductor {
     /// Ends the durable valet's writer: it writes what is left (for up to
     /// [`FINAL_FLUSH`](crate::valet::FINAL_FLUSH)); on a multi-threaded runtime (a rack's)
     /// `stop` waits for it, so that a graceful restart finds every change.
+    ///
+    /// A durable conductor then leaves its valet for the instance that replaces it in this
+    /// process (a reload), which takes it over when it starts.
     fn stop(&mut self) {
         if let Some(writer) = &self.logic.writer {
             writer.close();
@@ -848,6 +968,51 @@ impl Gear for Conductor {
             tokio::task::block_in_place(|| {
                 let _ = handle.block_on(tokio::time::timeout(wait, task));
             });
+        }
+        if let (Some(token), Some(writer)) = (self.logic.token.take(), self.logic.writer.clone()) {
+            let settings = valet_settings(&self.logic.valet);
+            let clock = self
+                .logic
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(sdk::ManualClock::from_unix_secs(0)));
+            let valet = std::mem::replace(
+                &mut lock(&self.core).valet,
+                Box::new(MemoryValet::new(settings, clock)),
+            );
+            leave_handover(Handover {
+                token,
+                at: std::time::Instant::now(),
+                valet,
+                writer,
+            });
+        }
+    }
+
+    /// A memory valet's open tickets end with the gear: their requests go to `error` with
+    /// `shutdown` now (the last point where the gear's output still flows), so that none
+    /// vanishes silently. A durable valet keeps its tickets.
+    fn drain(&mut self) {
+        if self.logic.valet.store != Store::Memory {
+            return;
+        }
+        let Some(emitter) = &self.logic.emitter else {
+            return;
+        };
+        let mut left = Vec::new();
+        lock(&self.core).shut(&mut left);
+        let mut lost = 0;
+        for msg in left {
+            if emitter.try_emit(OutPort::ERROR, msg).is_err() {
+                lost += 1;
+            }
+        }
+        if lost > 0 {
+            emitter.stats().add_dropped("shutdown", lost);
+            tracing::warn!(
+                lost,
+                "Requests of open tickets could not go to error as the conductor drained."
+            );
         }
     }
 

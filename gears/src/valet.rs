@@ -12,6 +12,7 @@
 //! | [`redeem`](Valet::redeem) | closes an open ticket with its reply, which is retained for `retain_after_close` so that a late retransmission is answered at once |
 //! | [`expire`](Valet::expire) | removes the open tickets whose deadline passed (handed back) and forgets retained replies past their time |
 //! | [`release`](Valet::release) | removes an open ticket without a reply |
+//! | [`release_all`](Valet::release_all) | removes every open ticket without a reply (when the gear stops) |
 //! | [`lookup`](Valet::lookup) | open, closed (with the retained reply) or absent |
 //!
 //! Time comes from a pluggable [`Clock`] (a [`ManualClock`](sdk::ManualClock) in tests).
@@ -172,6 +173,14 @@ pub trait Valet: Send + fmt::Debug {
 
     /// Calls `f` with every open ticket (to rebuild per-port counts after a restart).
     fn for_each_open(&self, f: &mut dyn FnMut(&Ticket));
+
+    /// Removes every open ticket without a reply, into `due` (with their keys): what a
+    /// store that does not outlive the gear hands back when the gear stops.
+    fn release_all(&mut self, due: &mut Vec<(Arc<str>, Ticket)>);
+
+    /// Replaces the settings (a reloaded gear's, for the valet it takes over); they apply
+    /// to tickets opened and replies retained from now on.
+    fn set_settings(&mut self, settings: ValetSettings);
 }
 
 /// The default time-to-live of a ticket: one minute, as the reference.

@@ -65,6 +65,11 @@ pub enum DurableError {
 /// was not written yet). One bucket may serve several conductors: keys are prefixed with
 /// the gear's name.
 ///
+/// Opening also writes the valet's mark to the key `<gear>.owner` and remembers the mark
+/// it replaced ([`predecessor`](DurableValet::predecessor)): a conductor reloaded in the
+/// same process takes over its predecessor's valet in memory when that one stops, rather
+/// than the bucket as it read it while the predecessor still ran.
+///
 /// Each open ticket is stamped with the process that stored it. Read back by a later
 /// process, its requesters are marked gone ([`Ticket::gone`]): their connections ended with
 /// the earlier process, so the conductor does not send them a reply or a timeout with a
@@ -81,6 +86,10 @@ pub struct DurableValet {
     codec: Codec,
     buf: Vec<u8>,
     forgotten: Vec<Arc<str>>,
+    /// This valet's mark in the bucket's owner key.
+    token: String,
+    /// The owner key's value when this valet opened: the valet it follows.
+    predecessor: Option<String>,
 }
 
 /// The keys changed and not yet written: the value to put, or `None` to delete.
@@ -162,6 +171,14 @@ impl ValetWriter {
                 "The ticket bucket failed while the conductor stopped; tickets changed since the last write are not stored."
             );
         }
+    }
+
+    /// Lets a new [`run`](ValetWriter::run) write again after [`close`](ValetWriter::close)
+    /// (a reloaded conductor taking over its predecessor's valet).
+    pub fn reopen(&self) {
+        self.writes
+            .closed
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Tells [`run`](ValetWriter::run) to write what is left and end.
@@ -307,12 +324,16 @@ impl DurableValet {
             codec: Codec::new(),
             buf: Vec::new(),
             forgotten: Vec::new(),
+            token: String::new(),
+            predecessor: None,
         };
         // Watch the gear's keys, then write a marker: every entry before the marker is the
         // stored state.
         let mut watch = kv.watch(&format!("{gear}.>")).await.map_err(fail)?;
         let marker = format!("{gear}.sync");
+        let owner = format!("{gear}.owner");
         let nonce = nonce();
+        let mut predecessor = None;
         kv.put(&marker, nonce.clone()).await.map_err(fail)?;
         let (mut open, mut retained, mut unreadable) = (0usize, 0usize, 0usize);
         let read = async {
@@ -321,6 +342,11 @@ impl DurableValet {
                     if entry.value.as_ref() == nonce.as_bytes() {
                         return true;
                     }
+                    continue;
+                }
+                if entry.key == owner {
+                    predecessor = (entry.operation != KvOperation::Delete)
+                        .then(|| String::from_utf8_lossy(&entry.value).into_owned());
                     continue;
                 }
                 let Some(key) = entry
@@ -357,11 +383,27 @@ impl DurableValet {
         if unreadable > 0 {
             tracing::warn!(bucket = %bucket, unreadable, "Stored tickets that could not be read were skipped.");
         }
+        // The owner key names the latest valet opened on these keys: a conductor reloaded
+        // in this process takes over its predecessor's tickets when that one stops.
+        kv.put(&owner, nonce.clone()).await.map_err(fail)?;
+        valet.token = nonce;
+        valet.predecessor = predecessor;
         tracing::info!(bucket = %bucket, open, retained, "Read back the conductor's stored tickets.");
         // Tickets past their deadline stay open until the conductor's next sweep hands them
         // over (to `error`, `timeout`); retained replies past their time read as absent and
         // are forgotten (and deleted) at that sweep too.
         Ok(valet)
+    }
+
+    /// This valet's mark in the bucket (unique): the conductor deposits its valet under it
+    /// when it stops, for the instance that follows it.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The mark of the valet that owned these keys when this one opened, if any.
+    pub fn predecessor(&self) -> Option<&str> {
+        self.predecessor.as_deref()
     }
 
     /// The task that writes this valet's changes; run it (`ValetWriter::run`) while the
@@ -616,6 +658,18 @@ impl Valet for DurableValet {
 
     fn for_each_open(&self, f: &mut dyn FnMut(&Ticket)) {
         self.mem.for_each_open(f);
+    }
+
+    fn release_all(&mut self, due: &mut Vec<(Arc<str>, Ticket)>) {
+        let start = due.len();
+        self.mem.release_all(due);
+        for (key, _) in &due[start..] {
+            self.delete(key);
+        }
+    }
+
+    fn set_settings(&mut self, settings: ValetSettings) {
+        self.mem.set_settings(settings);
     }
 }
 

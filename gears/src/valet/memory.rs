@@ -360,4 +360,24 @@ impl Valet for MemoryValet {
             }
         }
     }
+
+    fn release_all(&mut self, due: &mut Vec<(Arc<str>, Ticket)>) {
+        let keys: Vec<Arc<str>> = self
+            .map
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Open { .. }))
+            .map(|(k, _)| Arc::clone(k))
+            .collect();
+        for key in keys {
+            if let Some(Entry::Open { ticket, .. }) = self.map.remove(&key) {
+                self.open -= 1;
+                due.push((key, ticket));
+            }
+        }
+        self.deadlines.clear();
+    }
+
+    fn set_settings(&mut self, settings: ValetSettings) {
+        self.settings = settings;
+    }
 }

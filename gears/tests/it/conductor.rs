@@ -621,16 +621,21 @@ fn bad_configurations_are_refused_naming_the_field() {
 
 /// A conductor on a durable valet in the bucket of `snake`.
 async fn durable(snake: &snake::Snake) -> Harness {
+    let mut h = durable_loaded(snake).await;
+    h.start().expect("started");
+    h
+}
+
+/// The same, loaded (the bucket read) but not started.
+async fn durable_loaded(snake: &snake::Snake) -> Harness {
     let mut config = config();
     config["valet"] = json!({ "store": "durable", "bucket": "tickets", "default_ttl": "30s" });
-    let mut h = Harness::builder(DynGearType::of::<Conductor>().expect("a gear type"))
+    Harness::builder(DynGearType::of::<Conductor>().expect("a gear type"))
         .name("switch")
         .snake(snake.clone())
         .build_loaded(&config)
         .await
-        .expect("a valid configuration");
-    h.start().expect("started");
-    h
+        .expect("a valid configuration")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1155,4 +1160,63 @@ fn a_response_on_in_is_refused_by_default() {
     h.send("in_reply", reply_to(&sent[0])).expect("processed");
     let answered = h.take("out_response");
     assert_eq!(meta(&answered[0], "conn.id"), Some("terminal-a"));
+}
+
+/// Review finding 3: a reloaded durable conductor loads (reads the bucket) while the old
+/// instance still runs; what the old one changes after that read is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_what_the_old_instance_changed_after_the_new_one_loaded() {
+    let snake = snake::Snake::memory();
+    let mut old = durable(&snake).await;
+    old.send("in", auth("0100", 1, "conn-1", "4111"))
+        .expect("processed");
+    let sent1 = old.take("out_visa_a");
+    // The rack loads the new instance first…
+    let mut new = durable_loaded(&snake).await;
+    // …while the old one still works: it closes ticket 1 and opens ticket 2.
+    old.send("in_reply", reply_to(&sent1[0]))
+        .expect("processed");
+    assert_eq!(old.take("out_response").len(), 1);
+    old.send("in", auth("0100", 2, "conn-2", "4111"))
+        .expect("processed");
+    let sent2 = old.take("out_visa_a");
+    // Then it stops the old one and starts the new one.
+    old.shutdown().await;
+    new.start().expect("started");
+    new.send("in", auth("0101", 1, "conn-9", "4111"))
+        .expect("processed");
+    let replay = new.take("out_response");
+    assert_eq!(replay.len(), 1, "ticket 1 is closed: its reply replays");
+    assert_eq!(meta(&replay[0], "conn.id"), Some("conn-9"));
+    new.send("in_reply", reply_to(&sent2[0]))
+        .expect("processed");
+    let answered = new.take("out_response");
+    assert_eq!(answered.len(), 1, "ticket 2 is known");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("conn-2"));
+    assert!(new.take("error").is_empty());
+    new.shutdown().await;
+}
+
+/// Review finding 3: a memory valet's open tickets do not vanish silently when the gear
+/// stops: their requests go to error with `shutdown`, each to its requester.
+#[tokio::test]
+async fn a_memory_valet_hands_its_open_tickets_to_error_when_the_gear_drains() {
+    let mut h = harness(&config());
+    h.start().expect("started");
+    h.send("in", auth("0100", 1, "conn-1", "4111"))
+        .expect("processed");
+    h.send("in", auth("0101", 1, "conn-2", "4111"))
+        .expect("processed");
+    let sent = h.take("out_visa_a");
+    h.shutdown().await;
+    let errors = h.take("error");
+    let mut conns: Vec<_> = errors.iter().map(|m| meta(m, "conn.id")).collect();
+    conns.sort();
+    assert_eq!(conns, [Some("conn-1"), Some("conn-2")]);
+    assert!(
+        errors
+            .iter()
+            .all(|m| meta(m, "error.reason") == Some("shutdown"))
+    );
+    assert_eq!(sent.len(), 1);
 }
