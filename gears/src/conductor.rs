@@ -969,7 +969,9 @@ impl Gear for Conductor {
                 let _ = handle.block_on(tokio::time::timeout(wait, task));
             });
         }
-        if let (Some(token), Some(writer)) = (self.logic.token.take(), self.logic.writer.clone()) {
+        // Taken: dropping this conductor later must not close the writer its successor
+        // reopened.
+        if let (Some(token), Some(writer)) = (self.logic.token.take(), self.logic.writer.take()) {
             let settings = valet_settings(&self.logic.valet);
             let clock = self
                 .logic

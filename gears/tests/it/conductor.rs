@@ -1194,7 +1194,20 @@ async fn a_reload_keeps_what_the_old_instance_changed_after_the_new_one_loaded()
     assert_eq!(answered.len(), 1, "ticket 2 is known");
     assert_eq!(meta(&answered[0], "conn.id"), Some("conn-2"));
     assert!(new.take("error").is_empty());
+    // The old instance is dropped after the new one started: the new one still writes, and
+    // a third instance after it finds ticket 3.
+    drop(old);
+    new.send("in", auth("0100", 3, "conn-3", "4111"))
+        .expect("processed");
+    let sent3 = new.take("out_visa_a");
     new.shutdown().await;
+    drop(new);
+    let mut third = durable(&snake).await;
+    third
+        .send("in_reply", reply_to(&sent3[0]))
+        .expect("processed");
+    assert_eq!(third.take("out_response").len(), 1, "ticket 3 was written");
+    third.shutdown().await;
 }
 
 /// Review finding 3: a memory valet's open tickets do not vanish silently when the gear
