@@ -60,6 +60,7 @@
 //! | `mti_kinds` | `{}` | overrides of the request/response rule by MTI pattern (`"0180"`, `"xx8x"`: digits or `x`): `request`, `response` or `one_way` (routed, no ticket) |
 //! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets and retained replies survive a restart; opened when the gear loads, with the engine's snake handle; see [`DurableValet`] for what a crash may lose) |
 //! | `valet.bucket` | `conductor_tickets` | the bucket of the durable store |
+//! | `valet.prefix` | — | put before the gear's name in the durable store's keys: the rack's name, when racks running the same scenario share a bucket (otherwise they would read back each other's tickets) |
 //! | `valet.default_ttl` | `1m` | how long a ticket waits for its reply |
 //! | `valet.retain_after_close` | `5s` | how long a reply is kept to answer a retransmission |
 //! | `valet.max_tickets` | `100000` | the most open tickets (and retained replies) |
@@ -145,9 +146,12 @@
 //! `unmatched_reply`, `timeout`, `requester_gone` (a durable ticket read back from an
 //! earlier process: its requester's connection ended with that process, so its reply, or
 //! its request at the deadline, goes here without the old return context), and
-//! `key_too_long` (durable store only: a key too long for a KV key, about 140 bytes with a
-//! short gear name). Each is counted in the gear's error count and in the metric `flux.conductor.errors` (labels `gear`, `reason`); retransmissions are counted as
-//! drops (`attached`, `retransmission`).
+//! `key_too_long` (durable store only: a key too long for a KV key, at most (256 − the
+//! length of the key's prefix) × 3/4 bytes: 183 for a gear named `switch`, fewer with a
+//! `valet.prefix` or a name with characters other than letters, digits, `-` and `_`, which
+//! add a digest; see [`DurableValet`]). Each is
+//! counted in the gear's error count and in the metric `flux.conductor.errors` (labels
+//! `gear`, `reason`); retransmissions are counted as drops (`attached`, `retransmission`).
 //!
 //! Each message sent records its decision under `flux.decision`, as `route` does:
 //! `visa -> out_visa_b (failover: out_visa_a unavailable)`, `reply -> out_response`,
@@ -601,6 +605,14 @@ impl GearType for Conductor {
         if v.store == Store::Durable {
             snake::token("bucket", &v.bucket).map_err(|e| ConfigError::field("valet.bucket", e))?;
         }
+        if let Some(prefix) = &v.prefix
+            && (prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(char::is_control))
+        {
+            return Err(ConfigError::field(
+                "valet.prefix",
+                "a prefix is 1 to 64 bytes without control characters",
+            ));
+        }
         let breaker = match &config.breaker {
             Some(b) if b.trip_after == 0 => {
                 return Err(ConfigError::field("breaker.trip_after", "at least 1"));
@@ -840,10 +852,14 @@ impl Gear for Conductor {
                 return Err(GearError::new("no_snake")
                     .with_detail("the durable valet needs the engine's snake handle"));
             };
+            let scope = match &self.logic.valet.prefix {
+                Some(prefix) => format!("{prefix}.{}", ctx.name()),
+                None => ctx.name().to_owned(),
+            };
             let valet = DurableValet::open(
                 snake,
                 &self.logic.valet.bucket,
-                ctx.name(),
+                &scope,
                 valet_settings(&self.logic.valet),
                 ctx.clock(),
             )

@@ -148,6 +148,10 @@ pub struct ValetConfig {
     pub store: Store,
     /// The bucket of the durable store.
     pub bucket: String,
+    /// Put before the gear's name in the durable store's keys (the rack's name, when
+    /// several racks running the same scenario share a bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
     /// How long a ticket waits for its reply.
     pub default_ttl: HumanDuration,
     /// How long a reply is retained after its ticket closed.
@@ -162,6 +166,7 @@ impl Default for ValetConfig {
         ValetConfig {
             store: Store::Memory,
             bucket: "conductor_tickets".to_owned(),
+            prefix: None,
             default_ttl: HumanDuration(crate::valet::DEFAULT_TTL),
             retain_after_close: HumanDuration(crate::valet::DEFAULT_RETAIN),
             max_tickets: crate::valet::DEFAULT_MAX_TICKETS,

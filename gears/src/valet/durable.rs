@@ -50,7 +50,11 @@ pub enum DurableError {
 ///
 /// Each key is stored under `<gear>.t.<key in URL-safe base64>` as a small CBOR map: an open
 /// ticket (the request with its return context and parked fields, the port, the deadline,
-/// the attached requesters) or a retained reply (and when it is forgotten). [`open`]
+/// the attached requesters) or a retained reply (and when it is forgotten). `<gear>` is the
+/// name given to [`open`] made a key token (see the conductor's `valet.prefix`); a name
+/// with other characters than letters, digits, `-` and `_` gets a digest of itself, so that
+/// two names never share keys. A correlation key takes at most (256 − the length of
+/// `<gear>.t.`) × 3/4 bytes: 183 for a conductor named `switch`. [`open`]
 /// reads them back: open tickets stay open with their deadlines (those past theirs expire at
 /// the next sweep, to `error` with `timeout`: none is lost silently), retained replies stay
 /// retained.
@@ -271,30 +275,33 @@ fn instance() -> &'static str {
     INSTANCE.get_or_init(nonce)
 }
 
-/// The part of a gear's name usable in a KV key: letters, digits, `-` and `_` (others
-/// become `_`).
+/// A gear's name as a KV key token: letters, digits, `-` and `_` kept, up to 64 of them;
+/// a name that needed changes (other characters become `_`, longer names are cut) gets
+/// `-` and a digest of the whole name, so that `a.b` and `a_b` do not share keys.
 fn key_prefix(gear: &str) -> String {
-    let name: String = gear
+    let kept = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut name: String = gear
         .chars()
         .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if kept(c) { c } else { '_' })
         .collect();
-    if name.is_empty() {
-        "conductor".to_owned()
-    } else {
-        name
+    if name.is_empty() && gear.is_empty() {
+        return "conductor".to_owned();
     }
+    if name != gear {
+        // FNV-1a: the same digest in every process and version.
+        let digest = gear.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        name.push_str(&format!("-{:08x}", digest >> 32));
+    }
+    name
 }
 
 impl DurableValet {
     /// Opens the bucket `bucket` (created if needed) for the conductor `gear` and reads back
-    /// the tickets and retained replies it holds.
+    /// the tickets and retained replies it holds. `gear` names the keys: give it the
+    /// rack's name too (`east.switch`) when several racks share the bucket.
     ///
     /// # Errors
     ///

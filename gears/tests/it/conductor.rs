@@ -1233,3 +1233,52 @@ async fn a_memory_valet_hands_its_open_tickets_to_error_when_the_gear_drains() {
     );
     assert_eq!(sent.len(), 1);
 }
+
+/// Review finding 11: two racks running the same scenario on one bucket keep their
+/// tickets apart with `valet.prefix`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racks_sharing_a_bucket_keep_their_tickets_apart_with_a_prefix() {
+    let snake = snake::Snake::memory();
+    let on = |prefix: &str| {
+        let mut config = config();
+        config["valet"] = json!({ "store": "durable", "bucket": "tickets", "prefix": prefix });
+        config
+    };
+    let build = |config: serde_json::Value| {
+        let snake = snake.clone();
+        async move {
+            let mut h = Harness::builder(DynGearType::of::<Conductor>().expect("a gear type"))
+                .name("switch")
+                .snake(snake)
+                .build_loaded(&config)
+                .await
+                .expect("a valid configuration");
+            h.start().expect("started");
+            h
+        }
+    };
+    let mut east = build(on("east")).await;
+    east.send("in", auth("0100", 1, "conn-1", "4111"))
+        .expect("processed");
+    let sent = east.take("out_visa_a");
+    east.shutdown().await;
+    let mut west = build(on("west")).await;
+    west.send("in_reply", reply_to(&sent[0]))
+        .expect("processed");
+    assert_eq!(
+        west.error_reasons(),
+        ["unmatched_reply"],
+        "west has no east tickets"
+    );
+    west.shutdown().await;
+    let mut east = build(on("east")).await;
+    east.send("in_reply", reply_to(&sent[0]))
+        .expect("processed");
+    assert_eq!(east.take("out_response").len(), 1);
+    east.shutdown().await;
+    check_refused(
+        &json!({ "correlation_key": ["data.x"], "routes": [ { "destination": "out_a" } ],
+                 "valet": { "store": "durable", "prefix": "" } }),
+        "valet.prefix",
+    );
+}

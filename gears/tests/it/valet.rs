@@ -376,3 +376,31 @@ fn a_retained_reply_sets_the_next_deadline() {
     valet.expire(&mut due);
     assert_eq!(valet.retained(), 0);
 }
+
+/// Review finding 11: gear names that make the same key token (`a.b`, `a_b`) do not share
+/// tickets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gear_names_that_sanitise_alike_do_not_share_tickets() {
+    let snake = snake::Snake::memory();
+    let clock = ManualClock::from_unix_secs(100);
+    let open_as = |gear: &'static str| {
+        let snake = snake.clone();
+        let clock = clock.clone();
+        async move {
+            DurableValet::open(&snake, "valet_test", gear, settings(), Arc::new(clock))
+                .await
+                .expect("opened")
+        }
+    };
+    let mut dotted = open_as("a.b").await;
+    dotted.park("k", request(1), "out_a".into()).expect("room");
+    assert!(dotted.writer().flush().await);
+    let underscored = open_as("a_b").await;
+    assert_eq!(
+        underscored.open_tickets(),
+        0,
+        "a_b does not read a.b's tickets"
+    );
+    let again = open_as("a.b").await;
+    assert_eq!(again.open_tickets(), 1);
+}
