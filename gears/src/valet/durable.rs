@@ -64,7 +64,11 @@ pub enum DurableError {
 /// the dirty keys, up to 64 at a time, retrying with backoff while the bucket fails. It
 /// runs until the gear **stops** (not when it drains: a draining conductor still opens and
 /// closes tickets), then writes what is left, retrying for up to [`FINAL_FLUSH`]; the
-/// conductor's `stop` waits for that on a multi-threaded runtime (a rack's). A graceful
+/// conductor's `stop` waits for that on a multi-threaded runtime (a rack's). While the
+/// bucket is down, pending writes stay bounded: a ticket opened and closed meanwhile
+/// leaves nothing to write (a delete of a key never stored cancels its put), and beyond
+/// four times `max_tickets` pending keys (at least 1,024) further changes stay in memory
+/// only, counted in `flux.conductor.valet.unwritten` with a warning. A graceful
 /// restart keeps everything; a crash loses the changes of the last few milliseconds (what
 /// was not written yet). One bucket may serve several conductors: keys are prefixed with
 /// the gear's name.
@@ -100,6 +104,13 @@ pub struct DurableValet {
 #[derive(Debug, Default)]
 struct Writes {
     dirty: Mutex<HashMap<String, Option<Bytes>>>,
+    /// The keys that may be in the bucket (read back, or put at least once, not deleted
+    /// since): a delete of any other key has nothing to delete.
+    stored: Mutex<std::collections::HashSet<String>>,
+    /// The most pending writes; a change of a new key beyond it is not stored.
+    cap: usize,
+    /// Changes not stored because `cap` pending writes waited.
+    over: AtomicU64,
     notify: Notify,
     /// Held by a flush: two flushes never race on the same key.
     flushing: tokio::sync::Mutex<()>,
@@ -108,16 +119,73 @@ struct Writes {
 }
 
 impl Writes {
+    fn with_cap(cap: usize) -> Writes {
+        Writes {
+            cap,
+            ..Writes::default()
+        }
+    }
+
+    /// Marks `key` to be put (`Some`) or deleted (`None`). A delete of a key never stored
+    /// only drops its unwritten put: while the bucket is down, tickets opened and closed
+    /// meanwhile leave nothing pending. A new key beyond `cap` pending writes is not
+    /// stored (counted, and warned about once per overflow).
     fn mark(&self, key: String, value: Option<Bytes>) {
-        self.dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, value);
+        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        if value.is_none()
+            && !self
+                .stored
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&key)
+        {
+            dirty.remove(&key);
+            return;
+        }
+        if self.cap > 0 && dirty.len() >= self.cap && !dirty.contains_key(&key) {
+            if self.over.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    pending = dirty.len(),
+                    "The ticket bucket is behind by its most pending writes; further changes stay in memory only until it catches up."
+                );
+            }
+            metrics::counter!("flux.conductor.valet.unwritten").increment(1);
+            return;
+        }
+        dirty.insert(key, value);
+        drop(dirty);
         self.notify.notify_one();
     }
 
     fn take(&self) -> HashMap<String, Option<Bytes>> {
-        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner))
+        let batch = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, value) in &batch {
+            if value.is_some() {
+                // May land even if the put reports a failure: counted as stored.
+                stored.insert(key.clone());
+            }
+        }
+        self.over.store(0, Ordering::Relaxed);
+        batch
+    }
+
+    /// A delete landed: the key is no longer in the bucket.
+    fn deleted(&self, key: &str) {
+        self.stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
+    /// A key read back from the bucket.
+    fn found(&self, key: &str, present: bool) {
+        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        if present {
+            stored.insert(key.to_owned());
+        } else {
+            stored.remove(key);
+        }
     }
 
     fn pending(&self) -> usize {
@@ -227,7 +295,8 @@ impl ValetWriter {
                 break;
             };
             match joined {
-                Ok((_, _, Ok(()))) => {}
+                Ok((key, None, Ok(()))) => self.writes.deleted(&key),
+                Ok((_, Some(_), Ok(()))) => {}
                 Ok((
                     _,
                     _,
@@ -325,7 +394,10 @@ impl DurableValet {
         let mut valet = DurableValet {
             mem: MemoryValet::new(settings, Arc::clone(&clock)),
             prefix: format!("{gear}.t."),
-            writes: Arc::new(Writes::default()),
+            // Open tickets and retained replies, twice over (a put and a delete each).
+            writes: Arc::new(Writes::with_cap(
+                settings.max_tickets.saturating_mul(4).max(1024),
+            )),
             kv: kv.clone(),
             bucket: bucket.to_owned(),
             codec: Codec::new(),
@@ -365,15 +437,18 @@ impl DurableValet {
                 };
                 if entry.operation == KvOperation::Delete {
                     valet.mem.remove(&key);
+                    valet.writes.found(&entry.key, false);
                     continue;
                 }
                 match valet.decode(&entry.value) {
                     Some(Record::Open(ticket)) => {
                         valet.mem.restore_open(&key, ticket);
+                        valet.writes.found(&entry.key, true);
                         open += 1;
                     }
                     Some(Record::Closed(outcome, until)) => {
                         valet.mem.restore_closed(&key, outcome, until);
+                        valet.writes.found(&entry.key, true);
                         retained += 1;
                     }
                     None => unreadable += 1,

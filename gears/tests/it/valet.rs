@@ -404,3 +404,38 @@ async fn gear_names_that_sanitise_alike_do_not_share_tickets() {
     let again = open_as("a.b").await;
     assert_eq!(again.open_tickets(), 1);
 }
+
+/// Review finding 6: a ticket opened and closed before the writer ran leaves nothing to
+/// write (no delete of a key the bucket never had), so pending writes do not pile up while
+/// the bucket is down.
+#[tokio::test]
+async fn tickets_never_written_leave_no_deletes_behind() {
+    let snake = snake::Snake::memory();
+    let clock = ManualClock::from_unix_secs(0);
+    let settings = ValetSettings::new(Duration::from_secs(30), Duration::ZERO, 100);
+    let mut valet = DurableValet::open(&snake, "valet_test", "gear", settings, Arc::new(clock))
+        .await
+        .expect("opened");
+    let kv = snake
+        .kv(snake::KvConfig::new("valet_test").expect("a bucket name"))
+        .await
+        .expect("the bucket");
+    let before = kv.put("probe", "1").await.expect("put");
+    for i in 0..50u32 {
+        let key = i.to_string();
+        valet.park(&key, request(i), "out_a".into()).expect("room");
+        valet.release(&key).expect("open");
+    }
+    assert!(valet.writer().flush().await);
+    let after = kv.put("probe", "2").await.expect("put");
+    assert_eq!(after, before + 1, "nothing was written between the probes");
+    // A ticket that was written is deleted when it closes.
+    valet
+        .park("kept", request(1), "out_a".into())
+        .expect("room");
+    assert!(valet.writer().flush().await);
+    valet.release("kept").expect("open");
+    assert!(valet.writer().flush().await);
+    let last = kv.put("probe", "3").await.expect("put");
+    assert_eq!(last, after + 3, "one put and one delete");
+}
