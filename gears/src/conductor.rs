@@ -106,7 +106,8 @@
 //! - **Memory valet**: tickets end with the gear. When it drains (a rack shutdown, a
 //!   reload, a removal), every open ticket's request goes to `error` with `shutdown`, once
 //!   per requester with its return context: none vanishes silently (a reply that comes
-//!   later is an `unmatched_reply`).
+//!   later is an `unmatched_reply`). A request that arrives while it drains goes to
+//!   `error` with `shutdown` too, not out (retained replies still answer retransmissions).
 //! - **Durable valet**: changes are written until the gear stops, then the rest (see
 //!   [`DurableValet`]), so a graceful restart finds them all. A reload in the same process
 //!   loads the new instance (reading the bucket) while the old one still runs; the old one
@@ -474,6 +475,8 @@ struct Logic {
     predecessor: Option<String>,
     /// For the memory valet's tickets when the gear drains.
     emitter: Option<sdk::Emitter>,
+    /// A memory conductor drained: it opens no more tickets (they would end with it).
+    drained: bool,
     expired: Vec<FluxMsg>,
 }
 
@@ -676,6 +679,7 @@ impl GearType for Conductor {
                 token: None,
                 predecessor: None,
                 emitter: None,
+                drained: false,
                 expired: Vec::new(),
             },
         })
@@ -1014,6 +1018,7 @@ impl Gear for Conductor {
         if self.logic.valet.store != Store::Memory {
             return;
         }
+        self.logic.drained = true;
         let Some(emitter) = &self.logic.emitter else {
             return;
         };
@@ -1149,6 +1154,11 @@ impl Logic {
                 return Ok(Outcome::Drop("attached"));
             }
             Lookup::Absent => {}
+        }
+        if self.drained {
+            sdk::decide(msg, "shutdown");
+            return Err(GearError::new("shutdown")
+                .with_detail("the conductor is draining: a ticket opened now would end with it"));
         }
         let (port, leaf) = self.route(core, msg, out, now)?;
         let name = Text::from(&*self.leaves[leaf].name);

@@ -1221,11 +1221,16 @@ async fn a_memory_valet_hands_its_open_tickets_to_error_when_the_gear_drains() {
     h.send("in", auth("0101", 1, "conn-2", "4111"))
         .expect("processed");
     let sent = h.take("out_visa_a");
+    h.runner().drain(Duration::from_secs(1)).await;
+    // Draining: a new request opens no ticket that would vanish at stop.
+    h.send("in", auth("0100", 2, "conn-3", "4111"))
+        .expect("processed");
+    assert!(h.take("out_visa_a").is_empty());
     h.shutdown().await;
     let errors = h.take("error");
     let mut conns: Vec<_> = errors.iter().map(|m| meta(m, "conn.id")).collect();
     conns.sort();
-    assert_eq!(conns, [Some("conn-1"), Some("conn-2")]);
+    assert_eq!(conns, [Some("conn-1"), Some("conn-2"), Some("conn-3")]);
     assert!(
         errors
             .iter()
