@@ -651,6 +651,17 @@ async fn write_loop(
 mod tests {
     use bytes::Buf;
 
+    /// Review finding 1: connection ids carry the process's random high half, so a
+    /// `conn.id` stored by an earlier process does not name a connection of this one.
+    #[test]
+    fn connection_ids_carry_a_per_process_high_half() {
+        let (a, b) = (super::next_conn_id(), super::next_conn_id());
+        assert_ne!(a >> 32, 0, "the high half is set");
+        assert_eq!(a >> 32, b >> 32, "one high half per process");
+        assert_ne!(a, b);
+        assert_eq!(super::parse_conn_id(&super::format_conn_id(a)), Some(a));
+    }
+
     use super::{Budget, ReadBuf, Settings, Spent};
 
     fn settings(config: serde_json::Value) -> Settings {
