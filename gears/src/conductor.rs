@@ -35,7 +35,7 @@
 //!
 //! | port | direction | what travels |
 //! | --- | --- | --- |
-//! | `in` | input | requests and their retransmissions (a response arriving here is handled as on `in_reply`) |
+//! | `in` | input | requests and their retransmissions (a response arriving here is refused as `not_a_request`, or handled as on `in_reply` with `replies_on_in`) |
 //! | `in_reply` | input | replies from the destinations |
 //! | `out_<name>` | output | requests, one port per port named in the destination trees |
 //! | `out_response` | output | replies, with the request's return context restored |
@@ -55,9 +55,12 @@
 //! | `known_origins` | `[]` | origins whose requests are answered on `out_response_<origin>` |
 //! | `park_fields` | `[]` | fields removed from the request sent and put back on its reply |
 //! | `return_context` | `[conn.id, peer.ip, peer.port, iso8583.tpdu, iso8583.raw_header]` | metadata keys that route a reply back: kept with the ticket, removed from the request sent, set on the reply as the request had them (a key the request lacked is removed from the reply) |
+//! | `fingerprint` | `[data.iso8583.field.2, data.iso8583.field.4, data.iso8583.field.32, data.iso8583.field.41, data.iso8583.field.42]` | fields a retransmission shares with its request beyond the key: with the MTI's class and function, they must match (present in both with the same text, or absent from both) for it to attach or be replayed to |
+//! | `replies_on_in` | `false` | match a response arriving on `in` as on `in_reply` (one wire carrying both directions); off, it is refused (`not_a_request`), so a requester cannot close another's ticket |
 //! | `mti_kinds` | `{}` | overrides of the request/response rule by MTI pattern (`"0180"`, `"xx8x"`: digits or `x`): `request`, `response` or `one_way` (routed, no ticket) |
 //! | `valet.store` | `memory` | `memory` or `durable` (a snake KV bucket: open tickets and retained replies survive a restart; opened when the gear loads, with the engine's snake handle; see [`DurableValet`] for what a crash may lose) |
 //! | `valet.bucket` | `conductor_tickets` | the bucket of the durable store |
+//! | `valet.prefix` | — | put before the gear's name in the durable store's keys: the rack's name, when racks running the same scenario share a bucket (otherwise they would read back each other's tickets) |
 //! | `valet.default_ttl` | `1m` | how long a ticket waits for its reply |
 //! | `valet.retain_after_close` | `5s` | how long a reply is kept to answer a retransmission |
 //! | `valet.max_tickets` | `100000` | the most open tickets (and retained replies) |
@@ -81,15 +84,37 @@
 //!   (and with `conductor.origin` set to `origin`, or removed), goes out on the port its
 //!   route chooses. The ticket is open before the request leaves the gear, so no reply can
 //!   outrun it.
+//! - A request under an open or recently closed key must be a retransmission of the same
+//!   request: the same MTI class and function and the same `fingerprint` fields (a digest
+//!   kept with the ticket, and with the retained reply). Another request whose key collides
+//!   (two terminals with the same TID and STAN) is refused as `duplicate_key`: it never
+//!   gets the other's reply.
 //! - A retransmission of an open key is not sent again: its requester is attached to the
 //!   ticket (dropped as `attached`; a requester with the same return context as one already
 //!   waiting is dropped as `retransmission`). When the reply comes, **every** requester gets
 //!   it, each with its own return context.
 //! - A key closed within `retain_after_close` is answered at once with the retained reply.
 //! - A reply that matches no open ticket goes to `error` (`unmatched_reply`).
+//! - A retained reply is forgotten after `retain_after_close` (the sweep runs for those
+//!   too, not only for open tickets' deadlines).
 //! - A ticket past its deadline sends its request (once per requester, each with its own
 //!   return context) to `error` with `timeout`. A task sweeps every 50 ms, on the engine's
 //!   clock, and each message sweeps first too.
+//!
+//! # Stopping, restarts and reloads
+//!
+//! - **Memory valet**: tickets end with the gear. When it drains (a rack shutdown, a
+//!   reload, a removal), every open ticket's request goes to `error` with `shutdown`, once
+//!   per requester with its return context: none vanishes silently (a reply that comes
+//!   later is an `unmatched_reply`). A request that arrives while it drains goes to
+//!   `error` with `shutdown` too, not out (retained replies still answer retransmissions).
+//! - **Durable valet**: changes are written until the gear stops, then the rest (see
+//!   [`DurableValet`]), so a graceful restart finds them all. A reload in the same process
+//!   loads the new instance (reading the bucket) while the old one still runs; the old one
+//!   leaves its valet behind when it stops and the new one takes it over when it starts,
+//!   with what changed in between (the bucket's owner key says which instance follows
+//!   which). After a process restart, restored tickets' requesters are gone
+//!   (`requester_gone`).
 //!
 //! # Cost
 //!
@@ -104,7 +129,9 @@
 //! Per destination port: a `timeout` counts as a failure (an error reply does not: the
 //! destination answered); after `trip_after` consecutive failures the port is open,
 //! unavailable for `cooldown`; then it is half-open and lets `half_open_probes` requests
-//! through; a reply closes it, a failed probe opens it again. With `max_in_flight`, a port
+//! through; a reply closes it, a failed probe opens it again. A ticket sent before the
+//! breaker last opened does not count when it expires later: once a probe has closed the
+//! breaker, the stragglers of the outage do not open it again. With `max_in_flight`, a port
 //! with that many open tickets is unavailable. Both join the engine's availability (the link
 //! state of the I/O gear the port leads to): `failover`, `least_loaded` and the others pass
 //! over such a port.
@@ -114,10 +141,18 @@
 //! `error.reason` is one of `bad_mti`, `no_key` (a key field is missing, or no key for the
 //! class), `no_route`, `no_destination`, `valet_full`, `unknown_origin` (a request stamped
 //! with an origin not in `known_origins`), `not_a_reply` (a request on `in_reply`),
-//! `unmatched_reply`, `timeout`, and `key_too_long` (durable store only: a key too long for
-//! a KV key, about 140 bytes with a short gear name). Each is counted in the gear's error count and in the
-//! metric `flux.conductor.errors` (labels `gear`, `reason`); retransmissions are counted as
-//! drops (`attached`, `retransmission`).
+//! `not_a_request` (a response on `in` without `replies_on_in`), `duplicate_key` (a request
+//! under the key of a different request's ticket or retained reply), `shutdown` (memory
+//! valet: a ticket still open when the gear drains),
+//! `unmatched_reply`, `timeout`, `requester_gone` (a durable ticket read back from an
+//! earlier process: its requester's connection ended with that process, so its reply, or
+//! its request at the deadline, goes here without the old return context), and
+//! `key_too_long` (durable store only: a key too long for a KV key, at most (256 − the
+//! length of the key's prefix) × 3/4 bytes: 183 for a gear named `switch`, fewer with a
+//! `valet.prefix` or a name with characters other than letters, digits, `-` and `_`, which
+//! add a digest; see [`DurableValet`]). Each is
+//! counted in the gear's error count and in the metric `flux.conductor.errors` (labels
+//! `gear`, `reason`); retransmissions are counted as drops (`attached`, `retransmission`).
 //!
 //! Each message sent records its decision under `flux.decision`, as `route` does:
 //! `visa -> out_visa_b (failover: out_visa_a unavailable)`, `reply -> out_response`,
@@ -185,11 +220,13 @@ pub(crate) fn register(factory: &mut Factory) -> Result<(), Error> {
 
 /// The metadata key of a request's origin.
 pub const ORIGIN_META: &str = "conductor.origin";
+/// The metadata key of a retained reply's request fingerprint (removed from replays).
+const FINGERPRINT_META: &str = "conductor.fingerprint";
 /// How often expired tickets are swept when no message comes.
 const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 /// The error reasons, for the per-reason counters.
-const REASONS: [&str; 10] = [
+const REASONS: [&str; 14] = [
     "bad_mti",
     "key_too_long",
     "no_key",
@@ -200,6 +237,10 @@ const REASONS: [&str; 10] = [
     "not_a_reply",
     "unmatched_reply",
     "timeout",
+    "requester_gone",
+    "duplicate_key",
+    "not_a_request",
+    "shutdown",
 ];
 
 /// `flux.conductor.errors` by reason.
@@ -269,6 +310,8 @@ struct Core {
     names: Vec<PortName>,
     context_keys: Vec<Text>,
     breaker: Option<BreakerSettings>,
+    /// The tickets' time to live: a ticket was sent at its deadline less this.
+    ttl: Duration,
     counters: Counters,
     due: Vec<(Arc<str>, Ticket)>,
 }
@@ -278,20 +321,76 @@ impl Core {
         self.names.iter().position(|n| n.as_str() == name)
     }
 
+    /// Recounts the open tickets per port from the valet (after it was read back or taken
+    /// over).
+    fn recount(&mut self) {
+        let mut counts = vec![0u32; self.ports.len()];
+        let names = &self.names;
+        self.valet.for_each_open(&mut |t| {
+            if let Some(i) = names.iter().position(|n| *n.as_str() == *t.port) {
+                counts[i] += 1;
+            }
+        });
+        for (state, n) in self.ports.iter_mut().zip(counts) {
+            state.open = n;
+        }
+    }
+
+    /// Hands every open ticket over as `error` messages (`shutdown`), one per live
+    /// requester: a memory valet's tickets end with the gear.
+    fn shut(&mut self, into: &mut Vec<FluxMsg>) {
+        let mut due = std::mem::take(&mut self.due);
+        self.valet.release_all(&mut due);
+        let mut n = 0;
+        for (_, ticket) in due.drain(..) {
+            if let Some(i) = self.port_of(&ticket.port) {
+                let state = &mut self.ports[i];
+                state.open = state.open.saturating_sub(1);
+            }
+            let mut msg = ticket.request;
+            sdk::decide(
+                &mut msg,
+                format!("shutdown with a ticket open on {}", ticket.port),
+            );
+            let failure = GearError::new("shutdown").with_detail(format_args!(
+                "the conductor stopped before the reply from {} came (memory valet)",
+                ticket.port
+            ));
+            sdk::mark_error(&mut msg, &failure);
+            for ctx in ticket.attached.iter().skip(ticket.gone.unwrap_or(0)) {
+                let mut copy = msg.clone();
+                apply_context(&mut copy, &self.context_keys, ctx);
+                into.push(copy);
+                n += 1;
+            }
+            if ticket.gone.is_some() {
+                apply_context(&mut msg, &self.context_keys, &ReturnContext::new());
+            }
+            into.push(msg);
+            n += 1;
+        }
+        self.due = due;
+        self.counters.count("shutdown", n);
+    }
+
     /// Hands over the expired tickets as `error` messages (`timeout`), one per requester.
     fn expire(&mut self, now: Duration, into: &mut Vec<FluxMsg>) {
         if self.valet.next_deadline().is_none_or(|d| d > now) {
             return;
         }
         self.valet.expire(&mut self.due);
-        let mut n = 0;
+        let (mut n, mut gone) = (0, 0);
         for (_, ticket) in self.due.drain(..) {
             if let Some(i) = self.names.iter().position(|p| *p.as_str() == *ticket.port) {
                 let state = &mut self.ports[i];
                 state.open = state.open.saturating_sub(1);
+                let sent = ticket.deadline.saturating_sub(self.ttl);
+                let before_trip = state.tripped_at.is_some_and(|t| sent < t);
                 if let Some(s) = &self.breaker
+                    && !before_trip
                     && state.breaker.on_failure(now, s)
                 {
+                    state.tripped_at = Some(now);
                     tracing::warn!(port = %ticket.port, cooldown = ?s.cooldown, "A destination's circuit breaker opened after timeouts.");
                 }
             }
@@ -302,16 +401,27 @@ impl Core {
                 ticket.port
             ));
             sdk::mark_error(&mut msg, &failure);
-            for ctx in &ticket.attached {
+            let gone_count = ticket.gone.unwrap_or(0);
+            for ctx in ticket.attached.iter().skip(gone_count) {
                 let mut copy = msg.clone();
                 apply_context(&mut copy, &self.context_keys, ctx);
                 into.push(copy);
                 n += 1;
             }
-            into.push(msg);
-            n += 1;
+            if ticket.gone.is_some() {
+                // The requesters of an earlier process: their connections are gone. One
+                // message, without a return context, says so.
+                apply_context(&mut msg, &self.context_keys, &ReturnContext::new());
+                sdk::mark_error(&mut msg, &requester_gone(&ticket.port));
+                into.push(msg);
+                gone += 1;
+            } else {
+                into.push(msg);
+                n += 1;
+            }
         }
         self.counters.count("timeout", n);
+        self.counters.count("requester_gone", gone);
     }
 }
 
@@ -338,6 +448,9 @@ struct Logic {
     keys: KeySpec,
     park: Vec<Field>,
     context_keys: Vec<Text>,
+    /// What a retransmission shares with its request besides the key.
+    fingerprint: Vec<Field>,
+    replies_on_in: bool,
     origin: Option<Text>,
     response: OutPort,
     /// Each known origin, its reply port, and the decisions of a reply and a replay there.
@@ -355,6 +468,15 @@ struct Logic {
     scripted: bool,
     clock: Option<Arc<dyn Clock>>,
     writer: Option<ValetWriter>,
+    /// The durable valet's writer task, from `start` to `stop`.
+    writing: Option<tokio::task::JoinHandle<()>>,
+    /// The durable valet's mark in its bucket, and its predecessor's.
+    token: Option<String>,
+    predecessor: Option<String>,
+    /// For the memory valet's tickets when the gear drains.
+    emitter: Option<sdk::Emitter>,
+    /// A memory conductor drained: it opens no more tickets (they would end with it).
+    drained: bool,
     expired: Vec<FluxMsg>,
 }
 
@@ -413,6 +535,12 @@ impl GearType for Conductor {
             .iter()
             .enumerate()
             .map(|(i, p)| mti::field(p, &format!("park_fields[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fingerprint = config
+            .fingerprint
+            .iter()
+            .enumerate()
+            .map(|(i, p)| mti::field(p, &format!("fingerprint[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
         let mut context_keys = Vec::with_capacity(config.return_context.len() + 1);
         for (i, key) in config.return_context.iter().enumerate() {
@@ -480,6 +608,14 @@ impl GearType for Conductor {
         if v.store == Store::Durable {
             snake::token("bucket", &v.bucket).map_err(|e| ConfigError::field("valet.bucket", e))?;
         }
+        if let Some(prefix) = &v.prefix
+            && (prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(char::is_control))
+        {
+            return Err(ConfigError::field(
+                "valet.prefix",
+                "a prefix is 1 to 64 bytes without control characters",
+            ));
+        }
         let breaker = match &config.breaker {
             Some(b) if b.trip_after == 0 => {
                 return Err(ConfigError::field("breaker.trip_after", "at least 1"));
@@ -511,6 +647,7 @@ impl GearType for Conductor {
             names: ports.outputs().to_vec(),
             context_keys: context_keys.clone(),
             breaker,
+            ttl: settings.default_ttl,
             counters: Counters::default(),
             due: Vec::new(),
         };
@@ -521,6 +658,8 @@ impl GearType for Conductor {
                 keys,
                 park,
                 context_keys,
+                fingerprint,
+                replies_on_in: config.replies_on_in,
                 origin,
                 response: ports.resolve_output("out_response")?,
                 origins,
@@ -536,6 +675,11 @@ impl GearType for Conductor {
                 scripted,
                 clock: None,
                 writer: None,
+                writing: None,
+                token: None,
+                predecessor: None,
+                emitter: None,
+                drained: false,
                 expired: Vec::new(),
             },
         })
@@ -644,8 +788,58 @@ fn apply_context(msg: &mut FluxMsg, keys: &[Text], ctx: &ReturnContext) {
     }
 }
 
+/// A request whose key is open (or recently closed) for a different request.
+fn duplicate_key() -> GearError {
+    GearError::new("duplicate_key").with_detail(
+        "a ticket under this key belongs to a different request (MTI or fingerprint fields differ)",
+    )
+}
+
+/// The error of a restored ticket whose requester's connection ended with an earlier
+/// process.
+fn requester_gone(port: &str) -> GearError {
+    GearError::new("requester_gone").with_detail(format_args!(
+        "the request (sent on {port}) came on a connection of an earlier process"
+    ))
+}
+
 fn origin_of(ctx: &ReturnContext) -> Option<&Text> {
     ctx.iter().find(|(k, _)| k == ORIGIN_META).map(|(_, v)| v)
+}
+
+/// A stopped durable conductor's valet, left for the instance that replaces it.
+struct Handover {
+    /// The valet's mark in its bucket (its successor names it as its predecessor).
+    token: String,
+    at: std::time::Instant,
+    valet: Box<dyn Valet>,
+    writer: ValetWriter,
+}
+
+/// How long a left valet waits for its successor (a gear removed for good has none).
+const HANDOVER_KEPT: Duration = Duration::from_secs(600);
+
+static HANDOVERS: Mutex<Vec<Handover>> = Mutex::new(Vec::new());
+
+fn leave_handover(left: Handover) {
+    let mut all = HANDOVERS.lock().unwrap_or_else(PoisonError::into_inner);
+    all.retain(|h| h.at.elapsed() < HANDOVER_KEPT);
+    all.push(left);
+}
+
+fn take_handover(token: &str) -> Option<Handover> {
+    let mut all = HANDOVERS.lock().unwrap_or_else(PoisonError::into_inner);
+    let i = all.iter().position(|h| h.token == token)?;
+    Some(all.swap_remove(i))
+}
+
+impl Drop for Conductor {
+    /// A conductor dropped without `stop` still ends its writer (which writes what is left).
+    fn drop(&mut self) {
+        if let Some(writer) = &self.logic.writer {
+            writer.close();
+        }
+    }
 }
 
 fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
@@ -662,28 +856,31 @@ impl Gear for Conductor {
                 return Err(GearError::new("no_snake")
                     .with_detail("the durable valet needs the engine's snake handle"));
             };
+            let scope = match &self.logic.valet.prefix {
+                Some(prefix) => format!("{prefix}.{}", ctx.name()),
+                None => ctx.name().to_owned(),
+            };
             let valet = DurableValet::open(
                 snake,
                 &self.logic.valet.bucket,
-                ctx.name(),
+                &scope,
                 valet_settings(&self.logic.valet),
                 ctx.clock(),
             )
             .await
             .map_err(|e| GearError::new("valet").with_detail(e))?;
             self.logic.writer = Some(valet.writer());
+            self.logic.token = Some(valet.token().to_owned());
+            // A predecessor that already stopped left everything in the bucket, which this
+            // valet just read: its in-memory valet is not needed. One still running is
+            // being replaced (a reload): this instance takes its valet over in `start`.
+            self.logic.predecessor = valet
+                .predecessor()
+                .filter(|p| take_handover(p).is_none())
+                .map(str::to_owned);
             let mut core = lock(&self.core);
-            let mut counts = vec![0u32; core.ports.len()];
-            let names = &core.names;
-            valet.for_each_open(&mut |t| {
-                if let Some(i) = names.iter().position(|n| *n.as_str() == *t.port) {
-                    counts[i] += 1;
-                }
-            });
-            for (state, n) in core.ports.iter_mut().zip(counts) {
-                state.open = n;
-            }
             core.valet = Box::new(valet);
+            core.recount();
             Ok(())
         })
     }
@@ -708,8 +905,26 @@ impl Gear for Conductor {
     }
 
     fn start(&mut self, ctx: &mut Context) -> Result<(), GearError> {
+        // A reload in this process: the instance this one replaces stopped (the rack stops
+        // it before starting this one) and left its valet, with every change it made after
+        // this one read the bucket.
+        if let Some(predecessor) = &self.logic.predecessor
+            && let Some(Handover { valet, writer, .. }) = take_handover(predecessor)
+        {
+            writer.reopen();
+            let mut core = lock(&self.core);
+            core.valet = valet;
+            core.valet.set_settings(valet_settings(&self.logic.valet));
+            core.recount();
+            drop(core);
+            tracing::info!(gear = %ctx.name(), "Took over the valet of the conductor this one replaces.");
+            self.logic.writer = Some(writer);
+        }
+        self.logic.emitter = Some(ctx.emitter());
         if let Some(writer) = self.logic.writer.clone() {
-            ctx.spawn(writer.run(ctx.shutdown()));
+            // Not a context task: those end when the gear drains, and a draining conductor
+            // still changes tickets. It ends when the gear stops.
+            self.logic.writing = Some(tokio::spawn(writer.run()));
         }
         let core = Arc::clone(&self.core);
         let emitter = ctx.emitter();
@@ -751,6 +966,77 @@ impl Gear for Conductor {
         }
         offload::each(batch, out, |msg, out| self.process(port, msg, out));
         true
+    }
+
+    /// Ends the durable valet's writer: it writes what is left (for up to
+    /// [`FINAL_FLUSH`](crate::valet::FINAL_FLUSH)); on a multi-threaded runtime (a rack's)
+    /// `stop` waits for it, so that a graceful restart finds every change.
+    ///
+    /// A durable conductor then leaves its valet for the instance that replaces it in this
+    /// process (a reload), which takes it over when it starts.
+    fn stop(&mut self) {
+        if let Some(writer) = &self.logic.writer {
+            writer.close();
+        }
+        let Some(task) = self.logic.writing.take() else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current()
+            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            let wait = crate::valet::FINAL_FLUSH + Duration::from_secs(1);
+            tokio::task::block_in_place(|| {
+                let _ = handle.block_on(tokio::time::timeout(wait, task));
+            });
+        }
+        // Taken: dropping this conductor later must not close the writer its successor
+        // reopened.
+        if let (Some(token), Some(writer)) = (self.logic.token.take(), self.logic.writer.take()) {
+            let settings = valet_settings(&self.logic.valet);
+            let clock = self
+                .logic
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(sdk::ManualClock::from_unix_secs(0)));
+            let valet = std::mem::replace(
+                &mut lock(&self.core).valet,
+                Box::new(MemoryValet::new(settings, clock)),
+            );
+            leave_handover(Handover {
+                token,
+                at: std::time::Instant::now(),
+                valet,
+                writer,
+            });
+        }
+    }
+
+    /// A memory valet's open tickets end with the gear: their requests go to `error` with
+    /// `shutdown` now (the last point where the gear's output still flows), so that none
+    /// vanishes silently. A durable valet keeps its tickets.
+    fn drain(&mut self) {
+        if self.logic.valet.store != Store::Memory {
+            return;
+        }
+        self.logic.drained = true;
+        let Some(emitter) = &self.logic.emitter else {
+            return;
+        };
+        let mut left = Vec::new();
+        lock(&self.core).shut(&mut left);
+        let mut lost = 0;
+        for msg in left {
+            if emitter.try_emit(OutPort::ERROR, msg).is_err() {
+                lost += 1;
+            }
+        }
+        if lost > 0 {
+            emitter.stats().add_dropped("shutdown", lost);
+            tracing::warn!(
+                lost,
+                "Requests of open tickets could not go to error as the conductor drained."
+            );
+        }
     }
 
     fn process(
@@ -795,6 +1081,13 @@ impl Logic {
             return self.reply(core, mti, msg, out);
         }
         match kind {
+            Kind::Response if !self.replies_on_in => {
+                sdk::decide(msg, "not_a_request");
+                Err(GearError::new("not_a_request").with_detail(format_args!(
+                    "MTI {} is a response, and replies_on_in is off",
+                    String::from_utf8_lossy(&mti.0)
+                )))
+            }
             Kind::Response => self.reply(core, mti, msg, out),
             Kind::Request => self.request(core, mti, msg, out, now),
             Kind::OneWay => {
@@ -838,6 +1131,10 @@ impl Logic {
         match core.valet.lookup(&self.key) {
             Lookup::Closed(outcome) => {
                 let mut reply = outcome.clone();
+                let kept = reply.meta.remove(FINGERPRINT_META);
+                if kept.is_some_and(|f| *f != *format!("{:016x}", self.fingerprint_of(msg))) {
+                    return Err(duplicate_key());
+                }
                 apply_context(&mut reply, &self.context_keys, &ctx);
                 let (port, _, replay) = self.response_port(&ctx);
                 sdk::decide(&mut reply, replay);
@@ -845,6 +1142,9 @@ impl Logic {
                 return Ok(Outcome::Emit(port));
             }
             Lookup::Open(ticket) => {
+                if self.fingerprint_of(&ticket.request) != self.fingerprint_of(msg) {
+                    return Err(duplicate_key());
+                }
                 let waiting = context_of(&ticket.request, &self.context_keys) == ctx
                     || ticket.attached.contains(&ctx);
                 if waiting {
@@ -854,6 +1154,11 @@ impl Logic {
                 return Ok(Outcome::Drop("attached"));
             }
             Lookup::Absent => {}
+        }
+        if self.drained {
+            sdk::decide(msg, "shutdown");
+            return Err(GearError::new("shutdown")
+                .with_detail("the conductor is draining: a ticket opened now would end with it"));
         }
         let (port, leaf) = self.route(core, msg, out, now)?;
         let name = Text::from(&*self.leaves[leaf].name);
@@ -870,6 +1175,34 @@ impl Logic {
         state.breaker.on_send(now);
         self.strip(msg);
         Ok(Outcome::Emit(port))
+    }
+
+    /// A digest of what a retransmission shares with its request besides the key: the
+    /// MTI's class and function, and the text (or absence) of each fingerprint field
+    /// (FNV-1a, 64 bits: the same in every process and version).
+    fn fingerprint_of(&mut self, msg: &FluxMsg) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                hash ^= u64::from(*b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let mti = msg.meta.get("iso8583.mti").map_or("", |t| t.as_str());
+        eat(mti.get(..3).unwrap_or(mti).as_bytes());
+        for field in &self.fingerprint {
+            self.text.clear();
+            match field.get(msg) {
+                Some(v) => {
+                    v.write_text(&mut self.text);
+                    eat(b"\x01");
+                    eat(self.text.as_bytes());
+                }
+                None => eat(b"\x00"),
+            }
+            eat(b"\x1f");
+        }
+        hash
     }
 
     /// Takes the return context and the parked fields off a request that leaves, and
@@ -966,7 +1299,12 @@ impl Logic {
             }
         }
         msg.meta.remove(ORIGIN_META);
-        let Some(ticket) = core.valet.redeem(&self.key, msg.clone()) else {
+        let fingerprint = self.fingerprint_of(&ticket.request);
+        let mut retained = msg.clone();
+        retained
+            .meta
+            .insert(FINGERPRINT_META, format!("{fingerprint:016x}").into());
+        let Some(ticket) = core.valet.redeem(&self.key, retained) else {
             return Err(GearError::new("unmatched_reply"));
         };
         if let Some(i) = core.port_of(&ticket.port) {
@@ -976,12 +1314,19 @@ impl Logic {
                 tracing::info!(port = %ticket.port, "A destination's circuit breaker closed after a reply.");
             }
         }
-        for ctx in &ticket.attached {
+        for ctx in ticket.attached.iter().skip(ticket.gone.unwrap_or(0)) {
             let mut copy = msg.clone();
             apply_context(&mut copy, &self.context_keys, ctx);
             let (port, reply, _) = self.response_port(ctx);
             sdk::decide(&mut copy, reply);
             out.emit(port, copy);
+        }
+        if ticket.gone.is_some() {
+            // Its requester came on a connection of an earlier process: not answered on
+            // whatever connection holds that id now.
+            apply_context(msg, &self.context_keys, &ReturnContext::new());
+            sdk::decide(msg, "requester_gone");
+            return Err(requester_gone(&ticket.port));
         }
         let ctx = context_of(&ticket.request, &self.context_keys);
         apply_context(msg, &self.context_keys, &ctx);

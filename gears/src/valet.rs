@@ -12,6 +12,7 @@
 //! | [`redeem`](Valet::redeem) | closes an open ticket with its reply, which is retained for `retain_after_close` so that a late retransmission is answered at once |
 //! | [`expire`](Valet::expire) | removes the open tickets whose deadline passed (handed back) and forgets retained replies past their time |
 //! | [`release`](Valet::release) | removes an open ticket without a reply |
+//! | [`release_all`](Valet::release_all) | removes every open ticket without a reply (when the gear stops) |
 //! | [`lookup`](Valet::lookup) | open, closed (with the retained reply) or absent |
 //!
 //! Time comes from a pluggable [`Clock`] (a [`ManualClock`](sdk::ManualClock) in tests).
@@ -51,7 +52,7 @@ use std::time::Duration;
 
 use fluxmsg::{FluxMsg, Text};
 
-pub use self::durable::{DurableError, DurableValet, ValetWriter};
+pub use self::durable::{DurableError, DurableValet, FINAL_FLUSH, ValetWriter};
 pub use self::memory::MemoryValet;
 pub use sdk::Clock;
 
@@ -72,6 +73,11 @@ pub struct Ticket {
     pub deadline: Duration,
     /// The return contexts of retransmissions from other requesters, in arrival order.
     pub attached: Vec<ReturnContext>,
+    /// For a ticket read back from a store written by an earlier process: how many of
+    /// `attached` (the first ones) came with it. Those requesters and the request's own are
+    /// gone (their connections ended with that process, and a connection id may name
+    /// another one now); `None` when every requester is live.
+    pub gone: Option<usize>,
 }
 
 /// What the valet knows about a key.
@@ -155,8 +161,8 @@ pub trait Valet: Send + fmt::Debug {
     /// forgets the retained replies past their time.
     fn expire(&mut self, due: &mut Vec<(Arc<str>, Ticket)>);
 
-    /// The earliest deadline of an open ticket, if any (it may be one already redeemed: a
-    /// hint for when to call [`expire`](Valet::expire) next).
+    /// When [`expire`](Valet::expire) has work next: the earliest deadline of an open ticket
+    /// (it may be one already redeemed) or time a retained reply is forgotten, if any.
     fn next_deadline(&self) -> Option<Duration>;
 
     /// How many tickets are open.
@@ -167,6 +173,14 @@ pub trait Valet: Send + fmt::Debug {
 
     /// Calls `f` with every open ticket (to rebuild per-port counts after a restart).
     fn for_each_open(&self, f: &mut dyn FnMut(&Ticket));
+
+    /// Removes every open ticket without a reply, into `due` (with their keys): what a
+    /// store that does not outlive the gear hands back when the gear stops.
+    fn release_all(&mut self, due: &mut Vec<(Arc<str>, Ticket)>);
+
+    /// Replaces the settings (a reloaded gear's, for the valet it takes over); they apply
+    /// to tickets opened and replies retained from now on.
+    fn set_settings(&mut self, settings: ValetSettings);
 }
 
 /// The default time-to-live of a ticket: one minute, as the reference.

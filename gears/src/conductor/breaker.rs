@@ -91,6 +91,9 @@ pub(crate) struct PortState {
     /// Open tickets whose request went out on the port.
     pub(crate) open: u32,
     pub(crate) breaker: Breaker,
+    /// When the breaker last opened: tickets sent before then that expire later do not
+    /// count as failures (the destination may have recovered since).
+    pub(crate) tripped_at: Option<Duration>,
 }
 
 /// The availability and load of ports as the conductor sees them: the engine's status

@@ -31,6 +31,14 @@ pub struct Config {
     /// The metadata keys that route a reply back to its requester.
     #[serde(default = "default_return_context")]
     pub return_context: Vec<String>,
+    /// The fields a retransmission must share with the request of the open ticket it
+    /// attaches to (or with a retained reply, where the reply has them).
+    #[serde(default = "default_fingerprint")]
+    pub fingerprint: Vec<String>,
+    /// Whether a response arriving on `in` is matched as on `in_reply` (one wire for both
+    /// directions); otherwise it is refused (`not_a_request`).
+    #[serde(default)]
+    pub replies_on_in: bool,
     /// Request/response overrides by MTI pattern.
     #[serde(default)]
     pub mti_kinds: BTreeMap<String, Kind>,
@@ -56,6 +64,12 @@ fn default_return_context() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+fn default_fingerprint() -> Vec<String> {
+    [2, 4, 32, 41, 42]
+        .map(|n| format!("data.iso8583.field.{n}"))
+        .to_vec()
 }
 
 /// One route.
@@ -134,6 +148,10 @@ pub struct ValetConfig {
     pub store: Store,
     /// The bucket of the durable store.
     pub bucket: String,
+    /// Put before the gear's name in the durable store's keys (the rack's name, when
+    /// several racks running the same scenario share a bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
     /// How long a ticket waits for its reply.
     pub default_ttl: HumanDuration,
     /// How long a reply is retained after its ticket closed.
@@ -148,6 +166,7 @@ impl Default for ValetConfig {
         ValetConfig {
             store: Store::Memory,
             bucket: "conductor_tickets".to_owned(),
+            prefix: None,
             default_ttl: HumanDuration(crate::valet::DEFAULT_TTL),
             retain_after_close: HumanDuration(crate::valet::DEFAULT_RETAIN),
             max_tickets: crate::valet::DEFAULT_MAX_TICKETS,

@@ -30,13 +30,33 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// An idle write buffer larger than this is given back rather than kept for the next batch.
 const SHRINK_ABOVE: usize = 256 * 1024;
 
-/// Connection ids, unique in the process, so that a `conn.id` kept across a gear restart
-/// never reaches a newer connection.
+/// Connection ids, counted in the process: the low 32 bits of an id.
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A new connection id.
+/// The high 32 bits of every connection id of this process: random, drawn once, so that a
+/// `conn.id` kept across a restart (a durable conductor ticket) never names a connection
+/// of a later process.
+fn conn_id_seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // `RandomState` is seeded from the system's randomness; mix in time and process.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        h.write_u128(nanos);
+        // Never zero, so that an id is never mistaken for a small counter.
+        (h.finish() << 32) | (1 << 63)
+    })
+}
+
+/// A new connection id: the process's random high half, a counter in the low half (which
+/// wraps after 2^32 connections, within the same process).
 pub(crate) fn next_conn_id() -> u64 {
-    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
+    conn_id_seed() | (NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
 }
 
 /// A connection id as it appears in `conn.id`: 16 lower-case hex digits.
@@ -630,6 +650,17 @@ async fn write_loop(
 #[cfg(test)]
 mod tests {
     use bytes::Buf;
+
+    /// Review finding 1: connection ids carry the process's random high half, so a
+    /// `conn.id` stored by an earlier process does not name a connection of this one.
+    #[test]
+    fn connection_ids_carry_a_per_process_high_half() {
+        let (a, b) = (super::next_conn_id(), super::next_conn_id());
+        assert_ne!(a >> 32, 0, "the high half is set");
+        assert_eq!(a >> 32, b >> 32, "one high half per process");
+        assert_ne!(a, b);
+        assert_eq!(super::parse_conn_id(&super::format_conn_id(a)), Some(a));
+    }
 
     use super::{Budget, ReadBuf, Settings, Spent};
 

@@ -17,6 +17,8 @@ use super::{Clock, Lookup, ReturnContext, Ticket, Valet, ValetError, ValetSettin
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many KV writes the writer keeps in flight at once.
 const WRITE_WINDOW: usize = 64;
+/// How long the writer keeps trying to write what is left once the gear stops.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 /// Why a [`DurableValet`] could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -48,17 +50,38 @@ pub enum DurableError {
 ///
 /// Each key is stored under `<gear>.t.<key in URL-safe base64>` as a small CBOR map: an open
 /// ticket (the request with its return context and parked fields, the port, the deadline,
-/// the attached requesters) or a retained reply (and when it is forgotten). [`open`]
+/// the attached requesters) or a retained reply (and when it is forgotten). `<gear>` is the
+/// name given to [`open`] made a key token (see the conductor's `valet.prefix`); a name
+/// with other characters than letters, digits, `-` and `_` gets a digest of itself, so that
+/// two names never share keys. A correlation key takes at most (256 − the length of
+/// `<gear>.t.`) × 3/4 bytes: 183 for a conductor named `switch`. [`open`]
 /// reads them back: open tickets stay open with their deadlines (those past theirs expire at
 /// the next sweep, to `error` with `timeout`: none is lost silently), retained replies stay
 /// retained.
 ///
 /// Writes happen **behind** the hot path: each change marks its key dirty (a newer change
 /// of the same key replaces an unwritten older one), and the [`ValetWriter`] task writes
-/// the dirty keys, up to 64 at a time, retrying with backoff while the bucket fails, and
-/// once more when the gear drains. A graceful restart keeps everything; a crash loses the
-/// changes of the last few milliseconds (what was not written yet). One bucket may serve
-/// several conductors: keys are prefixed with the gear's name.
+/// the dirty keys, up to 64 at a time, retrying with backoff while the bucket fails. It
+/// runs until the gear **stops** (not when it drains: a draining conductor still opens and
+/// closes tickets), then writes what is left, retrying for up to [`FINAL_FLUSH`]; the
+/// conductor's `stop` waits for that on a multi-threaded runtime (a rack's). While the
+/// bucket is down, pending writes stay bounded: a ticket opened and closed meanwhile
+/// leaves nothing to write (a delete of a key never stored cancels its put), and beyond
+/// four times `max_tickets` pending keys (at least 1,024) further changes stay in memory
+/// only, counted in `flux.conductor.valet.unwritten` with a warning. A graceful
+/// restart keeps everything; a crash loses the changes of the last few milliseconds (what
+/// was not written yet). One bucket may serve several conductors: keys are prefixed with
+/// the gear's name.
+///
+/// Opening also writes the valet's mark to the key `<gear>.owner` and remembers the mark
+/// it replaced ([`predecessor`](DurableValet::predecessor)): a conductor reloaded in the
+/// same process takes over its predecessor's valet in memory when that one stops, rather
+/// than the bucket as it read it while the predecessor still ran.
+///
+/// Each open ticket is stamped with the process that stored it. Read back by a later
+/// process, its requesters are marked gone ([`Ticket::gone`]): their connections ended with
+/// the earlier process, so the conductor does not send them a reply or a timeout with a
+/// `conn.id` that may name another connection now.
 ///
 /// [`open`]: DurableValet::open
 #[derive(Debug)]
@@ -71,26 +94,98 @@ pub struct DurableValet {
     codec: Codec,
     buf: Vec<u8>,
     forgotten: Vec<Arc<str>>,
+    /// This valet's mark in the bucket's owner key.
+    token: String,
+    /// The owner key's value when this valet opened: the valet it follows.
+    predecessor: Option<String>,
 }
 
 /// The keys changed and not yet written: the value to put, or `None` to delete.
 #[derive(Debug, Default)]
 struct Writes {
     dirty: Mutex<HashMap<String, Option<Bytes>>>,
+    /// The keys that may be in the bucket (read back, or put at least once, not deleted
+    /// since): a delete of any other key has nothing to delete.
+    stored: Mutex<std::collections::HashSet<String>>,
+    /// The most pending writes; a change of a new key beyond it is not stored.
+    cap: usize,
+    /// Changes not stored because `cap` pending writes waited.
+    over: AtomicU64,
     notify: Notify,
+    /// Held by a flush: two flushes never race on the same key.
+    flushing: tokio::sync::Mutex<()>,
+    /// Set when the gear stops: the writer writes what is left and ends.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Writes {
+    fn with_cap(cap: usize) -> Writes {
+        Writes {
+            cap,
+            ..Writes::default()
+        }
+    }
+
+    /// Marks `key` to be put (`Some`) or deleted (`None`). A delete of a key never stored
+    /// only drops its unwritten put: while the bucket is down, tickets opened and closed
+    /// meanwhile leave nothing pending. A new key beyond `cap` pending writes is not
+    /// stored (counted, and warned about once per overflow).
     fn mark(&self, key: String, value: Option<Bytes>) {
-        self.dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, value);
+        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
+        if value.is_none()
+            && !self
+                .stored
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&key)
+        {
+            dirty.remove(&key);
+            return;
+        }
+        if self.cap > 0 && dirty.len() >= self.cap && !dirty.contains_key(&key) {
+            if self.over.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    pending = dirty.len(),
+                    "The ticket bucket is behind by its most pending writes; further changes stay in memory only until it catches up."
+                );
+            }
+            metrics::counter!("flux.conductor.valet.unwritten").increment(1);
+            return;
+        }
+        dirty.insert(key, value);
+        drop(dirty);
         self.notify.notify_one();
     }
 
     fn take(&self) -> HashMap<String, Option<Bytes>> {
-        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner))
+        let batch = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key, value) in &batch {
+            if value.is_some() {
+                // May land even if the put reports a failure: counted as stored.
+                stored.insert(key.clone());
+            }
+        }
+        self.over.store(0, Ordering::Relaxed);
+        batch
+    }
+
+    /// A delete landed: the key is no longer in the bucket.
+    fn deleted(&self, key: &str) {
+        self.stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+
+    /// A key read back from the bucket.
+    fn found(&self, key: &str, present: bool) {
+        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        if present {
+            stored.insert(key.to_owned());
+        } else {
+            stored.remove(key);
+        }
     }
 
     fn pending(&self) -> usize {
@@ -120,34 +215,61 @@ pub struct ValetWriter {
 }
 
 impl ValetWriter {
-    /// Writes changes as they come until `shutdown` fires, then writes what is left.
-    pub async fn run(self, shutdown: sdk::Shutdown) {
+    /// Writes changes as they come until [`close`](ValetWriter::close) is called (when the
+    /// gear stops, not when it drains: a draining conductor still changes tickets), then
+    /// writes what is left, retrying for up to [`FINAL_FLUSH`].
+    pub async fn run(self) {
         let mut backoff = sdk::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                () = self.writes.notify.notified() => {}
-                () = shutdown.fired() => break,
-            }
-            while !self.flush().await {
+        while !self.is_closed() {
+            self.writes.notify.notified().await;
+            while !self.is_closed() && !self.flush().await {
                 let wait = backoff.next_wait();
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = shutdown.fired() => break,
+                    () = self.writes.notify.notified() => {}
                 }
             }
             backoff.reset();
         }
-        if !self.flush().await {
+        let last = async {
+            while !self.flush().await {
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+        };
+        if tokio::time::timeout(FINAL_FLUSH, last).await.is_err() {
             tracing::error!(
                 bucket = %self.bucket,
                 unwritten = self.writes.pending(),
-                "The ticket bucket failed while the conductor drained; tickets changed since the last write are not stored."
+                "The ticket bucket failed while the conductor stopped; tickets changed since the last write are not stored."
             );
         }
     }
 
+    /// Lets a new [`run`](ValetWriter::run) write again after [`close`](ValetWriter::close)
+    /// (a reloaded conductor taking over its predecessor's valet).
+    pub fn reopen(&self) {
+        self.writes
+            .closed
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Tells [`run`](ValetWriter::run) to write what is left and end.
+    pub fn close(&self) {
+        self.writes
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.writes.notify.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.writes
+            .closed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Writes every change made so far; `false` if a write failed (it stays pending).
     pub async fn flush(&self) -> bool {
+        let _one_at_a_time = self.writes.flushing.lock().await;
         let batch = self.writes.take();
         if batch.is_empty() {
             return true;
@@ -173,7 +295,8 @@ impl ValetWriter {
                 break;
             };
             match joined {
-                Ok((_, _, Ok(()))) => {}
+                Ok((key, None, Ok(()))) => self.writes.deleted(&key),
+                Ok((_, Some(_), Ok(()))) => {}
                 Ok((
                     _,
                     _,
@@ -214,30 +337,40 @@ fn nonce() -> String {
     )
 }
 
-/// The part of a gear's name usable in a KV key: letters, digits, `-` and `_` (others
-/// become `_`).
+/// This process's instance: stamped on the tickets it stores, so that a ticket read back
+/// by a later process is known to come from an earlier one.
+fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(nonce)
+}
+
+/// A gear's name as a KV key token: letters, digits, `-` and `_` kept, up to 64 of them;
+/// a name that needed changes (other characters become `_`, longer names are cut) gets
+/// `-` and a digest of the whole name, so that `a.b` and `a_b` do not share keys.
 fn key_prefix(gear: &str) -> String {
-    let name: String = gear
+    let kept = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut name: String = gear
         .chars()
         .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if kept(c) { c } else { '_' })
         .collect();
-    if name.is_empty() {
-        "conductor".to_owned()
-    } else {
-        name
+    if name.is_empty() && gear.is_empty() {
+        return "conductor".to_owned();
     }
+    if name != gear {
+        // FNV-1a: the same digest in every process and version.
+        let digest = gear.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        name.push_str(&format!("-{:08x}", digest >> 32));
+    }
+    name
 }
 
 impl DurableValet {
     /// Opens the bucket `bucket` (created if needed) for the conductor `gear` and reads back
-    /// the tickets and retained replies it holds.
+    /// the tickets and retained replies it holds. `gear` names the keys: give it the
+    /// rack's name too (`east.switch`) when several racks share the bucket.
     ///
     /// # Errors
     ///
@@ -261,18 +394,25 @@ impl DurableValet {
         let mut valet = DurableValet {
             mem: MemoryValet::new(settings, Arc::clone(&clock)),
             prefix: format!("{gear}.t."),
-            writes: Arc::new(Writes::default()),
+            // Open tickets and retained replies, twice over (a put and a delete each).
+            writes: Arc::new(Writes::with_cap(
+                settings.max_tickets.saturating_mul(4).max(1024),
+            )),
             kv: kv.clone(),
             bucket: bucket.to_owned(),
             codec: Codec::new(),
             buf: Vec::new(),
             forgotten: Vec::new(),
+            token: String::new(),
+            predecessor: None,
         };
         // Watch the gear's keys, then write a marker: every entry before the marker is the
         // stored state.
         let mut watch = kv.watch(&format!("{gear}.>")).await.map_err(fail)?;
         let marker = format!("{gear}.sync");
+        let owner = format!("{gear}.owner");
         let nonce = nonce();
+        let mut predecessor = None;
         kv.put(&marker, nonce.clone()).await.map_err(fail)?;
         let (mut open, mut retained, mut unreadable) = (0usize, 0usize, 0usize);
         let read = async {
@@ -281,6 +421,11 @@ impl DurableValet {
                     if entry.value.as_ref() == nonce.as_bytes() {
                         return true;
                     }
+                    continue;
+                }
+                if entry.key == owner {
+                    predecessor = (entry.operation != KvOperation::Delete)
+                        .then(|| String::from_utf8_lossy(&entry.value).into_owned());
                     continue;
                 }
                 let Some(key) = entry
@@ -292,15 +437,18 @@ impl DurableValet {
                 };
                 if entry.operation == KvOperation::Delete {
                     valet.mem.remove(&key);
+                    valet.writes.found(&entry.key, false);
                     continue;
                 }
                 match valet.decode(&entry.value) {
                     Some(Record::Open(ticket)) => {
                         valet.mem.restore_open(&key, ticket);
+                        valet.writes.found(&entry.key, true);
                         open += 1;
                     }
                     Some(Record::Closed(outcome, until)) => {
                         valet.mem.restore_closed(&key, outcome, until);
+                        valet.writes.found(&entry.key, true);
                         retained += 1;
                     }
                     None => unreadable += 1,
@@ -317,11 +465,27 @@ impl DurableValet {
         if unreadable > 0 {
             tracing::warn!(bucket = %bucket, unreadable, "Stored tickets that could not be read were skipped.");
         }
+        // The owner key names the latest valet opened on these keys: a conductor reloaded
+        // in this process takes over its predecessor's tickets when that one stops.
+        kv.put(&owner, nonce.clone()).await.map_err(fail)?;
+        valet.token = nonce;
+        valet.predecessor = predecessor;
         tracing::info!(bucket = %bucket, open, retained, "Read back the conductor's stored tickets.");
         // Tickets past their deadline stay open until the conductor's next sweep hands them
         // over (to `error`, `timeout`); retained replies past their time read as absent and
         // are forgotten (and deleted) at that sweep too.
         Ok(valet)
+    }
+
+    /// This valet's mark in the bucket (unique): the conductor deposits its valet under it
+    /// when it stops, for the instance that follows it.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The mark of the valet that owned these keys when this one opened, if any.
+    pub fn predecessor(&self) -> Option<&str> {
+        self.predecessor.as_deref()
     }
 
     /// The task that writes this valet's changes; run it (`ValetWriter::run`) while the
@@ -349,8 +513,12 @@ impl DurableValet {
         let Some(ticket) = self.mem.open_ticket(key) else {
             return;
         };
-        let mut map = Map::with_capacity(5);
+        let mut map = Map::with_capacity(7);
         map.insert("s", Value::from("open"));
+        map.insert("i", Value::from(instance()));
+        if let Some(gone) = ticket.gone {
+            map.insert("g", Value::from(i64::try_from(gone).unwrap_or(i64::MAX)));
+        }
         map.insert("d", Value::from(sdk::unix_nanos(ticket.deadline)));
         map.insert("p", Value::from(ticket.port.clone()));
         self.buf.clear();
@@ -433,11 +601,20 @@ impl DurableValet {
                         .collect();
                     attached.push(pairs?);
                 }
+                // A ticket of an earlier process: its requesters' connections are gone.
+                let gone = if map.get("i").and_then(Value::as_str) == Some(instance()) {
+                    map.get("g")
+                        .and_then(Value::as_i64)
+                        .map(|n| usize::try_from(n).unwrap_or(0).min(attached.len()))
+                } else {
+                    Some(attached.len())
+                };
                 Some(Record::Open(Ticket {
                     request,
                     port,
                     deadline,
                     attached,
+                    gone,
                 }))
             }
             "closed" => {
@@ -563,6 +740,18 @@ impl Valet for DurableValet {
 
     fn for_each_open(&self, f: &mut dyn FnMut(&Ticket)) {
         self.mem.for_each_open(f);
+    }
+
+    fn release_all(&mut self, due: &mut Vec<(Arc<str>, Ticket)>) {
+        let start = due.len();
+        self.mem.release_all(due);
+        for (key, _) in &due[start..] {
+            self.delete(key);
+        }
+    }
+
+    fn set_settings(&mut self, settings: ValetSettings) {
+        self.mem.set_settings(settings);
     }
 }
 

@@ -291,6 +291,7 @@ impl Valet for MemoryValet {
             port,
             deadline,
             attached: Vec::new(),
+            gone: None,
         };
         match self.map.entry(key) {
             MapEntry::Vacant(slot) => match slot.insert(Entry::Open { ticket, generation }) {
@@ -336,7 +337,12 @@ impl Valet for MemoryValet {
     }
 
     fn next_deadline(&self) -> Option<Duration> {
-        self.deadlines.peek().map(|Reverse((d, ..))| *d)
+        let open = self.deadlines.peek().map(|Reverse((d, ..))| *d);
+        let retained = self.closed.front().map(|(until, ..)| *until);
+        match (open, retained) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn open_tickets(&self) -> usize {
@@ -353,5 +359,25 @@ impl Valet for MemoryValet {
                 f(ticket);
             }
         }
+    }
+
+    fn release_all(&mut self, due: &mut Vec<(Arc<str>, Ticket)>) {
+        let keys: Vec<Arc<str>> = self
+            .map
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Open { .. }))
+            .map(|(k, _)| Arc::clone(k))
+            .collect();
+        for key in keys {
+            if let Some(Entry::Open { ticket, .. }) = self.map.remove(&key) {
+                self.open -= 1;
+                due.push((key, ticket));
+            }
+        }
+        self.deadlines.clear();
+    }
+
+    fn set_settings(&mut self, settings: ValetSettings) {
+        self.settings = settings;
     }
 }

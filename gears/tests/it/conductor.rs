@@ -513,6 +513,7 @@ fn origins_are_stamped_and_replies_go_home_by_origin() {
         "origin": "east",
         "known_origins": ["west"],
         "correlation_key": ["data.iso8583.field.11"],
+        "replies_on_in": true,
         "routes": [ { "destination": "out_issuer" } ]
     }));
     let mut from_west = auth("0100", 1, "w-conn", "4111");
@@ -620,19 +621,24 @@ fn bad_configurations_are_refused_naming_the_field() {
 
 /// A conductor on a durable valet in the bucket of `snake`.
 async fn durable(snake: &snake::Snake) -> Harness {
-    let mut config = config();
-    config["valet"] = json!({ "store": "durable", "bucket": "tickets", "default_ttl": "30s" });
-    let mut h = Harness::builder(DynGearType::of::<Conductor>().expect("a gear type"))
-        .name("switch")
-        .snake(snake.clone())
-        .build_loaded(&config)
-        .await
-        .expect("a valid configuration");
+    let mut h = durable_loaded(snake).await;
     h.start().expect("started");
     h
 }
 
-#[tokio::test]
+/// The same, loaded (the bucket read) but not started.
+async fn durable_loaded(snake: &snake::Snake) -> Harness {
+    let mut config = config();
+    config["valet"] = json!({ "store": "durable", "bucket": "tickets", "default_ttl": "30s" });
+    Harness::builder(DynGearType::of::<Conductor>().expect("a gear type"))
+        .name("switch")
+        .snake(snake.clone())
+        .build_loaded(&config)
+        .await
+        .expect("a valid configuration")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_tickets_survive_a_restart() {
     check_restart(&snake::Snake::memory()).await;
 }
@@ -714,7 +720,7 @@ async fn check_restart(snake: &snake::Snake) {
     second.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_tickets_left_open_past_their_deadline_time_out_after_a_restart() {
     let snake = snake::Snake::memory();
     let mut first = durable(&snake).await;
@@ -930,6 +936,7 @@ fn a_reply_on_in_is_matched_too_and_origins_are_stripped_without_our_own() {
     let mut h = harness(&json!({
         "known_origins": ["west"],
         "correlation_key": ["data.iso8583.field.11"],
+        "replies_on_in": true,
         "routes": [ { "destination": "out_issuer" } ]
     }));
     let mut from_west = auth("0100", 1, "w", "4111");
@@ -946,4 +953,337 @@ fn a_reply_on_in_is_matched_too_and_origins_are_stripped_without_our_own() {
     let home = h.take("out_response_west");
     assert_eq!(home.len(), 1);
     assert_eq!(meta(&home[0], "conn.id"), Some("w"));
+}
+
+/// Rewrites the stored tickets of the conductor `switch` as if an earlier process had
+/// stored them.
+async fn stamp_as_earlier_process(snake: &snake::Snake) {
+    let kv = snake
+        .kv(snake::KvConfig::new("tickets").expect("a bucket name"))
+        .await
+        .expect("the bucket");
+    let mut watch = kv.watch("switch.>").await.expect("a watch");
+    kv.put("switch.test-marker", "end").await.expect("put");
+    let codec = fluxmsg::Codec::new();
+    let mut rewrite = Vec::new();
+    while let Some(entry) = watch.next().await {
+        if entry.key == "switch.test-marker" {
+            break;
+        }
+        if !entry.key.starts_with("switch.t.") || entry.operation != snake::KvOperation::Put {
+            continue;
+        }
+        let value = codec.decode_value(&entry.value).expect("a stored record");
+        let mut map = value.as_map().expect("a map").clone();
+        map.insert("i", Value::from("an-earlier-process"));
+        let mut buf = Vec::new();
+        codec
+            .encode_value(&Value::Map(map), &mut buf)
+            .expect("encoded");
+        rewrite.push((entry.key.clone(), buf));
+    }
+    assert!(!rewrite.is_empty(), "tickets were stored");
+    for (key, buf) in rewrite {
+        kv.put(&key, buf).await.expect("put");
+    }
+}
+
+/// Review finding 1: after a restart of the process, `conn.id` values stored with tickets
+/// name connections of the earlier process: neither the reply nor the timeout goes out
+/// with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_of_an_earlier_process_do_not_answer_its_connections() {
+    let snake = snake::Snake::memory();
+    let mut first = durable(&snake).await;
+    for stan in 1..=2 {
+        first
+            .send("in", auth("0100", stan, &format!("conn-{stan}"), "4111"))
+            .expect("processed");
+    }
+    let sent = first.take("out_visa_a");
+    first.shutdown().await;
+    drop(first);
+    stamp_as_earlier_process(&snake).await;
+
+    let mut second = durable(&snake).await;
+    // A retransmission on a connection of this process attaches, and is answered.
+    second
+        .send("in", auth("0101", 1, "conn-new", "4111"))
+        .expect("processed");
+    second
+        .send("in_reply", reply_to(&sent[0]))
+        .expect("processed");
+    let answered = second.take("out_response");
+    assert_eq!(answered.len(), 1, "only the live requester: {answered:?}");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("conn-new"));
+    let errors = second.take("error");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(meta(&errors[0], "error.reason"), Some("requester_gone"));
+    assert_eq!(meta(&errors[0], "conn.id"), None);
+    // The other one times out: to error as requester_gone, without its old conn.id.
+    second.clock().advance(Duration::from_secs(31));
+    let mut errors = Vec::new();
+    testkit::wait_until("the restored ticket's expiry", || {
+        errors.extend(second.take("error"));
+        !errors.is_empty()
+    })
+    .await;
+    assert_eq!(meta(&errors[0], "error.reason"), Some("requester_gone"));
+    assert_eq!(meta(&errors[0], "conn.id"), None);
+    second.shutdown().await;
+}
+
+/// Review finding 2: what the conductor changes while it drains is stored too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_draining_survive_a_restart() {
+    let snake = snake::Snake::memory();
+    let mut first = durable(&snake).await;
+    first
+        .send("in", auth("0100", 1, "conn-1", "4111"))
+        .expect("processed");
+    let sent1 = first.take("out_visa_a");
+    first.runner().drain(Duration::from_secs(1)).await;
+    // Draining: the reply closes ticket 1, a new request opens ticket 2.
+    first
+        .send("in_reply", reply_to(&sent1[0]))
+        .expect("processed");
+    assert_eq!(first.take("out_response").len(), 1);
+    first
+        .send("in", auth("0100", 2, "conn-2", "4111"))
+        .expect("processed");
+    let sent2 = first.take("out_visa_a");
+    assert_eq!(sent2.len(), 1);
+    first.shutdown().await;
+    drop(first);
+
+    let mut second = durable(&snake).await;
+    second
+        .send("in", auth("0101", 1, "conn-9", "4111"))
+        .expect("processed");
+    let replay = second.take("out_response");
+    assert_eq!(replay.len(), 1, "ticket 1 was closed: its reply replays");
+    assert_eq!(meta(&replay[0], "conn.id"), Some("conn-9"));
+    second
+        .send("in_reply", reply_to(&sent2[0]))
+        .expect("processed");
+    let answered = second.take("out_response");
+    assert_eq!(answered.len(), 1, "ticket 2 was stored");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("conn-2"));
+    assert!(second.take("error").is_empty());
+    second.shutdown().await;
+}
+
+/// Review finding 5: tickets sent before the breaker opened, expiring after a probe closed
+/// it, do not open it again.
+#[test]
+fn stragglers_sent_before_a_trip_do_not_reopen_the_breaker() {
+    let mut config = breaker_config();
+    config["valet"]["default_ttl"] = json!("30s");
+    let mut h = harness(&config);
+    let clock = h.clock().clone();
+    let send = |h: &mut Harness, stan: u32| {
+        h.send("in", auth("0100", stan, "a", "4111"))
+            .expect("processed");
+    };
+    send(&mut h, 1);
+    send(&mut h, 2);
+    clock.advance(Duration::from_secs(20));
+    send(&mut h, 3);
+    send(&mut h, 4);
+    assert_eq!(h.take("out_a").len(), 4);
+    // 1 and 2 expire: the breaker opens.
+    clock.advance(Duration::from_secs(11));
+    send(&mut h, 5);
+    assert_eq!(h.error_reasons(), ["timeout", "timeout"]);
+    let b = h.take("out_b");
+    assert_eq!(b.len(), 1);
+    h.send("in_reply", reply_to(&b[0])).expect("processed");
+    // Cooled down: a probe, answered, closes it.
+    clock.advance(Duration::from_secs(11));
+    send(&mut h, 6);
+    let probe = h.take("out_a");
+    assert_eq!(probe.len(), 1);
+    h.send("in_reply", reply_to(&probe[0])).expect("processed");
+    // 3 and 4, sent before the trip, expire now: out_a stays closed.
+    clock.advance(Duration::from_secs(9));
+    send(&mut h, 7);
+    assert_eq!(h.error_reasons(), ["timeout", "timeout"]);
+    assert_eq!(h.take("out_a").len(), 1, "the breaker stayed closed");
+    assert!(h.take("out_b").is_empty());
+}
+
+/// Review finding 4: a request whose key collides with another's open ticket (two
+/// terminals with the same TID and STAN) is refused, not attached; after the close it is
+/// not answered with the other's reply either.
+#[test]
+fn a_different_request_under_the_same_key_is_refused_not_attached() {
+    let mut h = harness(&config());
+    h.send("in", auth("0100", 7, "terminal-a", "4111111111111111"))
+        .expect("processed");
+    let mut b = auth("0100", 7, "terminal-b", "4222222222222222");
+    h.send("in", b.clone()).expect("processed");
+    assert_eq!(h.error_reasons(), ["duplicate_key"]);
+    let sent = h.take("out_visa_a");
+    assert_eq!(sent.len(), 1, "only A's request goes out");
+    // A's own retransmission still attaches.
+    h.send("in", auth("0101", 7, "terminal-a2", "4111111111111111"))
+        .expect("processed");
+    assert!(h.take("error").is_empty());
+    h.send("in_reply", reply_to(&sent[0])).expect("processed");
+    let answered = h.take("out_response");
+    let conns: Vec<_> = answered.iter().map(|m| meta(m, "conn.id")).collect();
+    assert_eq!(conns, [Some("terminal-a2"), Some("terminal-a")]);
+    // Retained: B is refused, A's retransmission replays (without the digest).
+    b.meta.insert("iso8583.mti", "0101".into());
+    h.send("in", b).expect("processed");
+    assert_eq!(h.error_reasons(), ["duplicate_key"]);
+    h.send("in", auth("0101", 7, "terminal-a", "4111111111111111"))
+        .expect("processed");
+    let replay = h.take("out_response");
+    assert_eq!(replay.len(), 1);
+    assert_eq!(meta(&replay[0], "conductor.fingerprint"), None);
+    assert!(decision(&replay[0]).starts_with("replay"));
+}
+
+/// Review finding 4: a response forged on `in` does not close a ticket unless the wire is
+/// declared to carry replies (`replies_on_in`).
+#[test]
+fn a_response_on_in_is_refused_by_default() {
+    let mut h = harness(&config());
+    h.send("in", auth("0100", 1, "terminal-a", "4111"))
+        .expect("processed");
+    let sent = h.take("out_visa_a");
+    h.send("in", reply_to(&sent[0])).expect("processed");
+    assert_eq!(h.error_reasons(), ["not_a_request"]);
+    assert!(h.take("out_response").is_empty());
+    // The ticket is still open: the real reply answers A.
+    h.send("in_reply", reply_to(&sent[0])).expect("processed");
+    let answered = h.take("out_response");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("terminal-a"));
+}
+
+/// Review finding 3: a reloaded durable conductor loads (reads the bucket) while the old
+/// instance still runs; what the old one changes after that read is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_what_the_old_instance_changed_after_the_new_one_loaded() {
+    let snake = snake::Snake::memory();
+    let mut old = durable(&snake).await;
+    old.send("in", auth("0100", 1, "conn-1", "4111"))
+        .expect("processed");
+    let sent1 = old.take("out_visa_a");
+    // The rack loads the new instance first…
+    let mut new = durable_loaded(&snake).await;
+    // …while the old one still works: it closes ticket 1 and opens ticket 2.
+    old.send("in_reply", reply_to(&sent1[0]))
+        .expect("processed");
+    assert_eq!(old.take("out_response").len(), 1);
+    old.send("in", auth("0100", 2, "conn-2", "4111"))
+        .expect("processed");
+    let sent2 = old.take("out_visa_a");
+    // Then it stops the old one and starts the new one.
+    old.shutdown().await;
+    new.start().expect("started");
+    new.send("in", auth("0101", 1, "conn-9", "4111"))
+        .expect("processed");
+    let replay = new.take("out_response");
+    assert_eq!(replay.len(), 1, "ticket 1 is closed: its reply replays");
+    assert_eq!(meta(&replay[0], "conn.id"), Some("conn-9"));
+    new.send("in_reply", reply_to(&sent2[0]))
+        .expect("processed");
+    let answered = new.take("out_response");
+    assert_eq!(answered.len(), 1, "ticket 2 is known");
+    assert_eq!(meta(&answered[0], "conn.id"), Some("conn-2"));
+    assert!(new.take("error").is_empty());
+    // The old instance is dropped after the new one started: the new one still writes, and
+    // a third instance after it finds ticket 3.
+    drop(old);
+    new.send("in", auth("0100", 3, "conn-3", "4111"))
+        .expect("processed");
+    let sent3 = new.take("out_visa_a");
+    new.shutdown().await;
+    drop(new);
+    let mut third = durable(&snake).await;
+    third
+        .send("in_reply", reply_to(&sent3[0]))
+        .expect("processed");
+    assert_eq!(third.take("out_response").len(), 1, "ticket 3 was written");
+    third.shutdown().await;
+}
+
+/// Review finding 3: a memory valet's open tickets do not vanish silently when the gear
+/// stops: their requests go to error with `shutdown`, each to its requester.
+#[tokio::test]
+async fn a_memory_valet_hands_its_open_tickets_to_error_when_the_gear_drains() {
+    let mut h = harness(&config());
+    h.start().expect("started");
+    h.send("in", auth("0100", 1, "conn-1", "4111"))
+        .expect("processed");
+    h.send("in", auth("0101", 1, "conn-2", "4111"))
+        .expect("processed");
+    let sent = h.take("out_visa_a");
+    h.runner().drain(Duration::from_secs(1)).await;
+    // Draining: a new request opens no ticket that would vanish at stop.
+    h.send("in", auth("0100", 2, "conn-3", "4111"))
+        .expect("processed");
+    assert!(h.take("out_visa_a").is_empty());
+    h.shutdown().await;
+    let errors = h.take("error");
+    let mut conns: Vec<_> = errors.iter().map(|m| meta(m, "conn.id")).collect();
+    conns.sort();
+    assert_eq!(conns, [Some("conn-1"), Some("conn-2"), Some("conn-3")]);
+    assert!(
+        errors
+            .iter()
+            .all(|m| meta(m, "error.reason") == Some("shutdown"))
+    );
+    assert_eq!(sent.len(), 1);
+}
+
+/// Review finding 11: two racks running the same scenario on one bucket keep their
+/// tickets apart with `valet.prefix`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racks_sharing_a_bucket_keep_their_tickets_apart_with_a_prefix() {
+    let snake = snake::Snake::memory();
+    let on = |prefix: &str| {
+        let mut config = config();
+        config["valet"] = json!({ "store": "durable", "bucket": "tickets", "prefix": prefix });
+        config
+    };
+    let build = |config: serde_json::Value| {
+        let snake = snake.clone();
+        async move {
+            let mut h = Harness::builder(DynGearType::of::<Conductor>().expect("a gear type"))
+                .name("switch")
+                .snake(snake)
+                .build_loaded(&config)
+                .await
+                .expect("a valid configuration");
+            h.start().expect("started");
+            h
+        }
+    };
+    let mut east = build(on("east")).await;
+    east.send("in", auth("0100", 1, "conn-1", "4111"))
+        .expect("processed");
+    let sent = east.take("out_visa_a");
+    east.shutdown().await;
+    let mut west = build(on("west")).await;
+    west.send("in_reply", reply_to(&sent[0]))
+        .expect("processed");
+    assert_eq!(
+        west.error_reasons(),
+        ["unmatched_reply"],
+        "west has no east tickets"
+    );
+    west.shutdown().await;
+    let mut east = build(on("east")).await;
+    east.send("in_reply", reply_to(&sent[0]))
+        .expect("processed");
+    assert_eq!(east.take("out_response").len(), 1);
+    east.shutdown().await;
+    check_refused(
+        &json!({ "correlation_key": ["data.x"], "routes": [ { "destination": "out_a" } ],
+                 "valet": { "store": "durable", "prefix": "" } }),
+        "valet.prefix",
+    );
 }

@@ -360,3 +360,82 @@ async fn a_full_durable_valet_refuses_too() {
         Err(ValetError::Full(MAX))
     );
 }
+
+/// Review finding 9: a retained reply is due to be forgotten even when no open ticket is
+/// due (the conductor sweeps on `next_deadline`).
+#[test]
+fn a_retained_reply_sets_the_next_deadline() {
+    let clock = ManualClock::from_unix_secs(0);
+    let settings = ValetSettings::new(Duration::from_secs(30), Duration::from_secs(5), 10);
+    let mut valet = MemoryValet::new(settings, Arc::new(clock.clone()));
+    valet.park("k", request(1), "out_a".into()).expect("room");
+    valet.redeem("k", request(2)).expect("open");
+    assert_eq!(valet.next_deadline(), Some(Duration::from_secs(5)));
+    clock.advance(Duration::from_secs(5));
+    let mut due = Vec::new();
+    valet.expire(&mut due);
+    assert_eq!(valet.retained(), 0);
+}
+
+/// Review finding 11: gear names that make the same key token (`a.b`, `a_b`) do not share
+/// tickets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gear_names_that_sanitise_alike_do_not_share_tickets() {
+    let snake = snake::Snake::memory();
+    let clock = ManualClock::from_unix_secs(100);
+    let open_as = |gear: &'static str| {
+        let snake = snake.clone();
+        let clock = clock.clone();
+        async move {
+            DurableValet::open(&snake, "valet_test", gear, settings(), Arc::new(clock))
+                .await
+                .expect("opened")
+        }
+    };
+    let mut dotted = open_as("a.b").await;
+    dotted.park("k", request(1), "out_a".into()).expect("room");
+    assert!(dotted.writer().flush().await);
+    let underscored = open_as("a_b").await;
+    assert_eq!(
+        underscored.open_tickets(),
+        0,
+        "a_b does not read a.b's tickets"
+    );
+    let again = open_as("a.b").await;
+    assert_eq!(again.open_tickets(), 1);
+}
+
+/// Review finding 6: a ticket opened and closed before the writer ran leaves nothing to
+/// write (no delete of a key the bucket never had), so pending writes do not pile up while
+/// the bucket is down.
+#[tokio::test]
+async fn tickets_never_written_leave_no_deletes_behind() {
+    let snake = snake::Snake::memory();
+    let clock = ManualClock::from_unix_secs(0);
+    let settings = ValetSettings::new(Duration::from_secs(30), Duration::ZERO, 100);
+    let mut valet = DurableValet::open(&snake, "valet_test", "gear", settings, Arc::new(clock))
+        .await
+        .expect("opened");
+    let kv = snake
+        .kv(snake::KvConfig::new("valet_test").expect("a bucket name"))
+        .await
+        .expect("the bucket");
+    let before = kv.put("probe", "1").await.expect("put");
+    for i in 0..50u32 {
+        let key = i.to_string();
+        valet.park(&key, request(i), "out_a".into()).expect("room");
+        valet.release(&key).expect("open");
+    }
+    assert!(valet.writer().flush().await);
+    let after = kv.put("probe", "2").await.expect("put");
+    assert_eq!(after, before + 1, "nothing was written between the probes");
+    // A ticket that was written is deleted when it closes.
+    valet
+        .park("kept", request(1), "out_a".into())
+        .expect("room");
+    assert!(valet.writer().flush().await);
+    valet.release("kept").expect("open");
+    assert!(valet.writer().flush().await);
+    let last = kv.put("probe", "3").await.expect("put");
+    assert_eq!(last, after + 3, "one put and one delete");
+}
