@@ -235,7 +235,7 @@ fn the_gear_catalog_is_listed_and_each_manifest_shown() {
     check_failure(
         &run,
         1,
-        "unknown gear type \"bento\" (known: codec_iso8583, filter, generate",
+        "unknown gear type \"bento\" (known: coatcheck, codec_iso8583, conductor, filter, generate",
     );
 }
 
