@@ -70,6 +70,7 @@ FEATURE_CHECKS = [
 TEST_ONLY_FEATURES = {
     ("snake", "nats-server-tests"),
     ("rack-lib", "nats-server-tests"),
+    ("gears", "nats-server-tests"),  # coatcheck and the durable valet over a real nats-server
     ("fluxrig", "nats-server-tests"),  # the chaos test of tests/cli.rs
     ("mixer-lib", "postgres-tests"),  # the SQL store tests on a PostgreSQL server they start
     ("mixer-lib", "nats-server-tests"),  # a mixer and its agents over a real nats-server
