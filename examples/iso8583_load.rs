@@ -244,21 +244,9 @@ fn luhn_pan(bin: &str, account: u64) -> String {
     let width = 15usize.saturating_sub(bin.len());
     let digits = format!("{account:0width$}");
     let mut pan = format!("{bin}{}", &digits[digits.len() - width..]);
-    let sum: u32 = pan
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let d = d * 2;
-                if d > 9 { d - 9 } else { d }
-            } else {
-                d
-            }
-        })
-        .sum();
-    pan.push(char::from(b'0' + ((10 - sum % 10) % 10) as u8));
+    // BINs here are digits, so there is a check digit.
+    let check = iso8583::luhn_check_digit(pan.as_bytes()).unwrap_or(0);
+    pan.push(char::from(b'0' + check));
     pan
 }
 
@@ -724,21 +712,7 @@ mod tests {
 
     /// Whether `pan` passes the Luhn check.
     fn luhn_ok(pan: &str) -> bool {
-        let sum: u32 = pan
-            .bytes()
-            .rev()
-            .enumerate()
-            .map(|(i, b)| {
-                let d = u32::from(b.wrapping_sub(b'0'));
-                if i % 2 == 1 {
-                    let d = d * 2;
-                    if d > 9 { d - 9 } else { d }
-                } else {
-                    d
-                }
-            })
-            .sum();
-        pan.bytes().all(|b| b.is_ascii_digit()) && sum.is_multiple_of(10)
+        iso8583::luhn_valid(pan.as_bytes())
     }
 
     #[test]

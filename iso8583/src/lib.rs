@@ -92,7 +92,7 @@ pub use crate::error::{
     MapError, PackError, PackErrorKind, Problem, SpecError, UnpackError, UnpackErrorKind,
 };
 pub use crate::load::SpecLoader;
-pub use crate::mask::{REDACTED, mask_pans, mask_value};
+pub use crate::mask::{REDACTED, luhn_check_digit, luhn_valid, mask_pans, mask_value};
 pub use crate::message::{Field, FieldRef, Message, MessageRef, Subfield, SubfieldRef, Subfields};
 pub use crate::spec::{
     Composite, Encoding, FieldPath, FieldSpec, FieldType, Layout, MAX_FIELD, PadSide, Padding,

@@ -113,7 +113,7 @@ pub fn mask_pans(text: &str) -> Cow<'_, str> {
             i += 1;
         }
         let run = &bytes[start..i];
-        if (13..=19).contains(&run.len()) && luhn(run) {
+        if (13..=19).contains(&run.len()) && luhn_valid(run) {
             let s = out.get_or_insert_with(|| String::with_capacity(text.len()));
             s.push_str(&text[copied..start]);
             s.push_str(&mask_pan(run));
@@ -129,12 +129,38 @@ pub fn mask_pans(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// Whether a run of ASCII digits passes the Luhn check.
-pub(crate) fn luhn(digits: &[u8]) -> bool {
+/// Whether `digits` (ASCII digits, the last one the check digit) pass the Luhn check, as every
+/// card number does. A byte that is not a digit fails it.
+///
+/// ```
+/// assert!(iso8583::luhn_valid(b"4111111111111111"));
+/// assert!(!iso8583::luhn_valid(b"4111111111111112"));
+/// ```
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    match digits.split_last() {
+        Some((&check, payload)) if check.is_ascii_digit() => {
+            luhn_check_digit(payload) == Some(check - b'0')
+        }
+        _ => false,
+    }
+}
+
+/// The Luhn check digit that makes `payload` (ASCII digits) followed by it a valid number,
+/// as a card number's last digit; `None` when a byte is not a digit.
+///
+/// ```
+/// assert_eq!(iso8583::luhn_check_digit(b"411111111111111"), Some(1));
+/// assert_eq!(iso8583::luhn_check_digit(b"41111x"), None);
+/// ```
+pub fn luhn_check_digit(payload: &[u8]) -> Option<u8> {
+    // The digit next to the check digit is doubled, then every second one going left.
     let mut sum = 0u32;
-    for (i, d) in digits.iter().rev().enumerate() {
+    for (i, d) in payload.iter().rev().enumerate() {
+        if !d.is_ascii_digit() {
+            return None;
+        }
         let mut v = u32::from(d - b'0');
-        if i % 2 == 1 {
+        if i % 2 == 0 {
             v *= 2;
             if v > 9 {
                 v -= 9;
@@ -142,5 +168,6 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum.is_multiple_of(10)
+    // A digit: the sum's remainder is below 10.
+    Some((10 - sum % 10) as u8 % 10)
 }

@@ -57,8 +57,23 @@ fn bcd_prefix_layout() {
 
 #[test]
 fn luhn() {
-    assert!(crate::mask::luhn(b"4111111111111111"));
-    assert!(!crate::mask::luhn(b"4111111111111112"));
+    assert!(crate::luhn_valid(b"4111111111111111"));
+    assert!(!crate::luhn_valid(b"4111111111111112"));
+    assert!(!crate::luhn_valid(b""));
+    assert!(!crate::luhn_valid(b"411111111111111x"));
+    for (payload, check) in [
+        ("411111111111111", 1),
+        ("555555555555444", 4),
+        ("7992739871", 3),
+        ("37828224631000", 5),
+        ("", 0),
+    ] {
+        assert_eq!(
+            crate::luhn_check_digit(payload.as_bytes()),
+            Some(check),
+            "{payload}"
+        );
+    }
 }
 
 #[test]

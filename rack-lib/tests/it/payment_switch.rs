@@ -89,23 +89,8 @@ fn pan(bin: &str, account: u64) -> String {
     let width = 15 - bin.len();
     let digits = format!("{account:0width$}");
     let mut pan = format!("{bin}{}", &digits[digits.len() - width..]);
-    let sum: u32 = pan
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let d = d * 2;
-                if d > 9 { d - 9 } else { d }
-            } else {
-                d
-            }
-        })
-        .sum();
-    pan.push(char::from(
-        b'0' + u8::try_from((10 - sum % 10) % 10).expect("a digit"),
-    ));
+    let check = iso8583::luhn_check_digit(pan.as_bytes()).expect("a BIN of digits");
+    pan.push(char::from(b'0' + check));
     pan
 }
 
