@@ -14,6 +14,8 @@
 //! - PostgreSQL (Linux): [`postgres::Postgres`], a throwaway server in a temporary directory
 //!   on a free port, started without root or Docker (as `nobody` when the tests run as root)
 //!   and removed on drop or when the process ends.
+//! - Allocations: [`CountingAlloc`], a global allocator that counts per thread, and
+//!   [`counted`], what one call allocated on this thread.
 //! - Gears (feature `gears`): the module `gears`, small fixture gears that the tests of
 //!   several crates register, such as `gears::Echo`.
 //!
@@ -22,6 +24,7 @@
 //! | `gears` | the module `gears` (depends on `sdk`) |
 #![doc(test(attr(deny(warnings))))]
 
+mod alloc;
 mod errors;
 mod guest;
 mod net;
@@ -32,6 +35,7 @@ pub mod gears;
 #[cfg(target_os = "linux")]
 pub mod postgres;
 
+pub use alloc::{Allocated, CountingAlloc, counted};
 pub use errors::{causes, chain};
 pub use guest::{guest_wasm, workspace_root};
 pub use net::{frame, free_port, read_frame};

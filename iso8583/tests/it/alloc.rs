@@ -1,25 +1,19 @@
 //! The borrowed unpack allocates nothing, counted by a global allocator (not by timing), and
 //! hostile lengths reserve nothing beyond the input.
 
-use std::alloc::System;
-
 use iso8583::{Message, MessageRef};
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use testkit::{CountingAlloc, counted};
 
 use crate::support::{hex, spec};
 
+/// Counts per thread: other tests' threads do not show in a count.
 #[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
-/// The fewest allocations `f` made over many runs: the counter is global, so another test's
-/// thread may allocate during one run, but not during every run.
+/// The fewest allocations `f` made over a few runs (a first run may fill a lazy cache).
 fn fewest_allocations(mut f: impl FnMut()) -> usize {
-    (0..200)
-        .map(|_| {
-            let region = Region::new(GLOBAL);
-            f();
-            region.change().allocations + region.change().reallocations
-        })
+    (0..5)
+        .map(|_| counted(&mut f).1.allocations)
         .min()
         .unwrap_or(usize::MAX)
 }
@@ -53,14 +47,14 @@ fn hostile_lengths_reserve_nothing_beyond_the_input() {
     // A BCD.LLL field 100 claiming 999 digits, and a TLV claiming 4 GiB.
     let mut input = hex("0200 8000000000000000 0000000010000000");
     input.extend_from_slice(&[0x09, 0x99, 0x12]);
-    let region = Region::new(GLOBAL);
-    assert!(spec.unpack(&input).is_err());
-    assert!(region.change().bytes_allocated < 64 * 1024);
+    let (unpacked, allocated) = counted(|| spec.unpack(&input));
+    assert!(unpacked.is_err());
+    assert!(allocated.bytes < 64 * 1024, "{allocated:?}");
     let mut tlv = hex("0200 0000020000000000");
     tlv.extend_from_slice(&[0x0A, 0x9F, 0x02, 0x84, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0]);
-    let region = Region::new(GLOBAL);
-    assert!(spec.unpack(&tlv).is_err());
-    assert!(region.change().bytes_allocated < 64 * 1024);
+    let (unpacked, allocated) = counted(|| spec.unpack(&tlv));
+    assert!(unpacked.is_err());
+    assert!(allocated.bytes < 64 * 1024, "{allocated:?}");
 }
 
 #[test]
