@@ -148,21 +148,24 @@ impl NatsKv {
         match self.store.update(k, value, expected).await {
             Ok(r) => Ok(r),
             Err(e) if e.kind() == jkv::UpdateErrorKind::WrongLastRevision => {
-                // The revision now there, delete markers included (0 when there is none).
-                let current = self
-                    .store
-                    .entry(k)
-                    .await
-                    .map_err(kv_error)?
-                    .map_or(0, |e| e.revision);
-                Err(Error::WrongRevision {
-                    bucket: self.cfg.bucket.clone(),
-                    key: k.to_owned(),
-                    expected,
-                    current,
-                })
+                Err(self.wrong_revision(k, expected).await)
             }
             Err(e) => Err(kv_error(e)),
+        }
+    }
+
+    /// The error of a write that expected `expected` at `k`, naming the revision now there
+    /// (delete markers included; 0 when there is none).
+    async fn wrong_revision(&self, k: &str, expected: u64) -> Error {
+        let current = match self.store.entry(k).await {
+            Ok(entry) => entry.map_or(0, |e| e.revision),
+            Err(e) => return kv_error(e),
+        };
+        Error::WrongRevision {
+            bucket: self.cfg.bucket.clone(),
+            key: k.to_owned(),
+            expected,
+            current,
         }
     }
 
@@ -176,19 +179,7 @@ impl NatsKv {
         match self.delete_marker(k, Some(expected)).await {
             Ok(r) => Ok(r),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                // The revision now there, delete markers included (0 when there is none).
-                let current = self
-                    .store
-                    .entry(k)
-                    .await
-                    .map_err(kv_error)?
-                    .map_or(0, |e| e.revision);
-                Err(Error::WrongRevision {
-                    bucket: self.cfg.bucket.clone(),
-                    key: k.to_owned(),
-                    expected,
-                    current,
-                })
+                Err(self.wrong_revision(k, expected).await)
             }
             Err(e) => Err(kv_error(e)),
         }
