@@ -109,7 +109,7 @@ impl IsoVar {
                     out.push(char::from(b'0' + cx.rng.random_range(0..10u8)));
                 }
                 // BINs are digits (checked when the template is compiled), and so is the rest.
-                let check = iso8583::luhn_check_digit(out[start..].as_bytes()).unwrap_or(0);
+                let check = iso8583::luhn_check_digit(&out.as_bytes()[start..]).unwrap_or(0);
                 out.push(char::from(b'0' + check));
             }
             IsoVar::Stan(start) => {
