@@ -54,13 +54,7 @@ async fn echo_host(port: u16, log: &std::path::Path) -> Rack {
             "output: stderr",
             &format!("output: file\n      path: {:?}", log.display().to_string()),
         );
-    let validated = Scenario::parse(&text)
-        .expect("parses")
-        .validate(&gears::Factory::builtin())
-        .expect("validates");
-    let mut rack = Rack::builder("local").build().expect("a rack");
-    rack.apply_scenario(&validated).await.expect("applied");
-    rack
+    crate::local_rack(&text).await
 }
 
 /// `clients` connections each send `per_client` requests (own PANs and STANs) and check that
@@ -259,12 +253,7 @@ wires:
   - {{ from: switch.out_b, to: link-b.in }}
 "#
     );
-    let validated = Scenario::parse(&yaml)
-        .expect("parses")
-        .validate(&gears::Factory::builtin())
-        .expect("validates");
-    let mut rack = Rack::builder("local").build().expect("a rack");
-    rack.apply_scenario(&validated).await.expect("applied");
+    let rack = crate::local_rack(&yaml).await;
     let inject = rack.injector("switch", "in").expect("an injector");
     let send = |stan: u32| {
         let inject = inject.clone();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use iso8583::{Message, Spec};
 use rack_lib::Rack;
-use rack_lib::scenario::{Lane, Scenario, Validated};
+use rack_lib::scenario::Lane;
 use snake::Snake;
 use testkit::{frame, wait_until, within};
 use tokio::io::AsyncWriteExt;
@@ -46,13 +46,6 @@ fn scenario_text(path: &str, edits: &[(&str, &str)]) -> String {
     text
 }
 
-fn validate(text: &str) -> Validated {
-    Scenario::parse(text)
-        .expect("parses")
-        .validate(&gears::Factory::builtin())
-        .expect("validates")
-}
-
 /// The single-rack switch, terminals on `acquirer`, its issuer host on `issuer` and its link
 /// connecting to `link` (the in-rack host unless a test stands in for it), with `ttl`.
 async fn single_rack(acquirer: u16, issuer: u16, link: &str, ttl: &str) -> Rack {
@@ -69,11 +62,7 @@ async fn single_rack(acquirer: u16, issuer: u16, link: &str, ttl: &str) -> Rack 
             ("default_ttl: 30s", &ttl),
         ],
     );
-    let mut rack = Rack::builder("local").build().expect("a rack");
-    rack.apply_scenario(&validate(&text))
-        .await
-        .expect("applied");
-    rack
+    crate::local_rack(&text).await
 }
 
 /// Waits until the issuer link has reported its first `conn.up`.
@@ -420,7 +409,7 @@ async fn an_issuer_link_that_dies_mid_stream_loses_no_request_silently() {
 
 #[test]
 fn the_two_rack_switch_validates_with_guaranteed_lanes_between_its_racks() {
-    let validated = validate(&std::fs::read_to_string(TWO_RACKS).expect("the scenario"));
+    let validated = crate::validated(&std::fs::read_to_string(TWO_RACKS).expect("the scenario"));
     assert_eq!(validated.racks(), ["acquirer", "issuer"]);
     let acquirer = validated.plan("acquirer");
     let issuer = validated.plan("issuer");
@@ -452,7 +441,7 @@ async fn the_two_rack_switch_answers_terminals_across_racks() {
             (ISSUER_ADDR, &format!("127.0.0.1:{issuer_port}")),
         ],
     );
-    let validated = validate(&text);
+    let validated = crate::validated(&text);
     let snake = Snake::memory();
     let mut issuer = Rack::builder("issuer")
         .snake(snake.clone())

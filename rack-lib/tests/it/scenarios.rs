@@ -54,12 +54,7 @@ wires:
   - {{ from: shout.out, to: listener.in }}
 "#
     );
-    let validated = Scenario::parse(&yaml)
-        .expect("parses")
-        .validate(&gears::Factory::builtin())
-        .expect("validates");
-    let mut rack = Rack::builder("local").build().expect("a rack");
-    rack.apply_scenario(&validated).await.expect("applied");
+    let rack = crate::local_rack(&yaml).await;
 
     // The listener is bound when apply returns (the gear binds in start).
     let mut clients = Vec::new();
