@@ -8,8 +8,6 @@
 //! went to `error`. A background store (`await_store: false`) waits for its write's answer
 //! past `store_timeout`: its message has gone on, and a write that lands late is not lost.
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +16,11 @@ use fluxmsg::FluxMsg;
 use sdk::{Clock, Context, Emitter, GearError, OutPort, Outcome};
 use snake::Snake;
 use tokio::sync::{OnceCell, mpsc};
-use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use super::bucket::{self, Bucket};
 use super::{MISSING_REASON, MergeStrategy, OnMissing, Settings, entry};
-use crate::queue::CountedRx;
 
 /// How many times a restore reads an entry again when it changed between its read and its
 /// delete (stored again meanwhile).
@@ -78,7 +74,16 @@ pub(crate) fn start(
     });
     let span = ctx.span().clone();
     let shutdown = ctx.shutdown().fired_owned();
-    ctx.spawn(dispatch(rx, shared, span, shutdown));
+    let stats = Arc::clone(shared.emitter.stats());
+    let max = shared.settings.max_in_flight;
+    // Up to `max_in_flight` jobs at once; on shutdown what is queued still runs.
+    ctx.spawn(crate::queue::run_bounded(
+        rx,
+        stats,
+        max,
+        shutdown,
+        move |job| run(Arc::clone(&shared), job).instrument(span.clone()),
+    ));
     tx
 }
 
@@ -129,39 +134,6 @@ pub(crate) fn unpark(msg: &mut FluxMsg, parked: FluxMsg, settings: &Settings) {
     if !settings.include_values {
         entry::merge(msg, parked, MergeStrategy::Overwrite);
     }
-}
-
-/// Runs up to `max_in_flight` jobs at once. On shutdown it closes the queue, runs what is
-/// queued, and waits for every job.
-async fn dispatch(
-    rx: mpsc::Receiver<Job>,
-    shared: Arc<Shared>,
-    span: tracing::Span,
-    shutdown: impl Future<Output = ()>,
-) {
-    // What is still queued when this task is aborted is counted as dropped `shutdown`.
-    let mut rx = CountedRx::new(rx, Arc::clone(shared.emitter.stats()));
-    let rx = &mut *rx;
-    let mut running = JoinSet::new();
-    let mut shutdown = pin!(shutdown);
-    let mut closing = false;
-    let max = shared.settings.max_in_flight;
-    loop {
-        tokio::select! {
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            job = rx.recv(), if running.len() < max => match job {
-                Some(job) => {
-                    running.spawn(run(Arc::clone(&shared), job).instrument(span.clone()));
-                }
-                None => break,
-            },
-            () = &mut shutdown, if !closing => {
-                closing = true;
-                rx.close();
-            }
-        }
-    }
-    while running.join_next().await.is_some() {}
 }
 
 async fn run(shared: Arc<Shared>, job: Job) {

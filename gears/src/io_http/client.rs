@@ -1,8 +1,6 @@
 //! Client mode: a dispatcher task that turns queued messages into requests, at most
 //! `max_in_flight` at once, with retries.
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sdk::{Context, Emitter, GearError, IdSource, OutPort, Outcome, Stats};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::task::JoinSet;
 use tracing::Instrument;
-
-use crate::queue::CountedRx;
 
 use super::config::ClientSettings;
 use super::meta::{self, Now};
@@ -62,7 +57,20 @@ pub(super) fn start(
         span: ctx.span().clone(),
     });
     let shutdown = ctx.shutdown().fired_owned();
-    ctx.spawn(dispatch(rx, shared, shutdown));
+    let stats = Arc::clone(shared.emitter.stats());
+    let max = shared.settings.max_in_flight;
+    // A request task per queued message, at most `max_in_flight` at once; on shutdown what is
+    // already queued is sent.
+    ctx.spawn(crate::queue::run_bounded(
+        rx,
+        stats,
+        max,
+        shutdown,
+        move |msg| {
+            let span = shared.span.clone();
+            call(Arc::clone(&shared), msg).instrument(span)
+        },
+    ));
     tx
 }
 
@@ -87,41 +95,6 @@ pub(super) fn enqueue(
     Err(error)
 }
 
-/// Starts a request task per queued message, at most `max_in_flight` at once. On shutdown it
-/// closes the queue, sends what is already queued, and waits for every request.
-async fn dispatch(
-    rx: mpsc::Receiver<FluxMsg>,
-    shared: Arc<Shared>,
-    shutdown: impl Future<Output = ()>,
-) {
-    // What is still queued when this task is aborted is counted as dropped `shutdown`.
-    let mut rx = CountedRx::new(rx, Arc::clone(shared.emitter.stats()));
-    let rx = &mut *rx;
-    let mut running = JoinSet::new();
-    let mut shutdown = pin!(shutdown);
-    let mut closing = false;
-    let max = shared.settings.max_in_flight;
-    loop {
-        tokio::select! {
-            Some(done) = running.join_next(), if !running.is_empty() => finished(&shared, done),
-            msg = rx.recv(), if running.len() < max => match msg {
-                Some(msg) => {
-                    let span = shared.span.clone();
-                    running.spawn(call(Arc::clone(&shared), msg).instrument(span));
-                }
-                None => break,
-            },
-            () = &mut shutdown, if !closing => {
-                closing = true;
-                rx.close();
-            }
-        }
-    }
-    while let Some(done) = running.join_next().await {
-        finished(&shared, done);
-    }
-}
-
 /// One request in flight. Dropped before [`InFlight::done`] (its task was aborted at the
 /// drain timeout), its message is counted as dropped `shutdown`; a panic is counted by
 /// [`finished`] instead.
@@ -143,13 +116,6 @@ impl Drop for InFlight {
             stats.add_dropped("shutdown", 1);
             tracing::debug!("Dropped a request in flight: its task was aborted.");
         }
-    }
-}
-
-fn finished(shared: &Shared, done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        tracing::error!(error = %e, "An HTTP request task failed; its message is lost.");
-        shared.emitter.stats().add_dropped("panic", 1);
     }
 }
 
