@@ -103,10 +103,9 @@ pub struct DurableValet {
 /// The keys changed and not yet written: the value to put, or `None` to delete.
 #[derive(Debug, Default)]
 struct Writes {
-    dirty: Mutex<HashMap<String, Option<Bytes>>>,
-    /// The keys that may be in the bucket (read back, or put at least once, not deleted
-    /// since): a delete of any other key has nothing to delete.
-    stored: Mutex<std::collections::HashSet<String>>,
+    /// Under one lock, so that a key taken to be written is never seen as "not stored" by a
+    /// delete in between (which would drop the delete and leave the put in the bucket).
+    pending: Mutex<Pending>,
     /// The most pending writes; a change of a new key beyond it is not stored.
     cap: usize,
     /// Changes not stored because `cap` pending writes waited.
@@ -118,6 +117,14 @@ struct Writes {
     closed: std::sync::atomic::AtomicBool,
 }
 
+#[derive(Debug, Default)]
+struct Pending {
+    dirty: HashMap<String, Option<Bytes>>,
+    /// The keys that may be in the bucket (read back, or put at least once, not deleted
+    /// since): a delete of any other key has nothing to delete.
+    stored: std::collections::HashSet<String>,
+}
+
 impl Writes {
     fn with_cap(cap: usize) -> Writes {
         Writes {
@@ -126,22 +133,21 @@ impl Writes {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Marks `key` to be put (`Some`) or deleted (`None`). A delete of a key never stored
     /// only drops its unwritten put: while the bucket is down, tickets opened and closed
     /// meanwhile leave nothing pending. A new key beyond `cap` pending writes is not
     /// stored (counted, and warned about once per overflow).
     fn mark(&self, key: String, value: Option<Bytes>) {
-        let mut dirty = self.dirty.lock().unwrap_or_else(PoisonError::into_inner);
-        if value.is_none()
-            && !self
-                .stored
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(&key)
-        {
-            dirty.remove(&key);
+        let mut pending = self.lock();
+        if value.is_none() && !pending.stored.contains(&key) {
+            pending.dirty.remove(&key);
             return;
         }
+        let dirty = &mut pending.dirty;
         if self.cap > 0 && dirty.len() >= self.cap && !dirty.contains_key(&key) {
             if self.over.fetch_add(1, Ordering::Relaxed) == 0 {
                 tracing::warn!(
@@ -153,17 +159,17 @@ impl Writes {
             return;
         }
         dirty.insert(key, value);
-        drop(dirty);
+        drop(pending);
         self.notify.notify_one();
     }
 
     fn take(&self) -> HashMap<String, Option<Bytes>> {
-        let batch = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.lock();
+        let batch = std::mem::take(&mut pending.dirty);
         for (key, value) in &batch {
             if value.is_some() {
                 // May land even if the put reports a failure: counted as stored.
-                stored.insert(key.clone());
+                pending.stored.insert(key.clone());
             }
         }
         self.over.store(0, Ordering::Relaxed);
@@ -172,36 +178,26 @@ impl Writes {
 
     /// A delete landed: the key is no longer in the bucket.
     fn deleted(&self, key: &str) {
-        self.stored
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
+        self.lock().stored.remove(key);
     }
 
     /// A key read back from the bucket.
     fn found(&self, key: &str, present: bool) {
-        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.lock();
         if present {
-            stored.insert(key.to_owned());
+            pending.stored.insert(key.to_owned());
         } else {
-            stored.remove(key);
+            pending.stored.remove(key);
         }
     }
 
     fn pending(&self) -> usize {
-        self.dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.lock().dirty.len()
     }
 
     /// Puts back a write that failed, unless a newer change of the key came meanwhile.
     fn retry(&self, key: String, value: Option<Bytes>) {
-        self.dirty
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_insert(value);
+        self.lock().dirty.entry(key).or_insert(value);
     }
 }
 
