@@ -144,6 +144,9 @@
 
 mod blueprint;
 mod iso;
+
+/// UTC calendar fields of a time, which io_iso8583's DE 7 uses too.
+pub(crate) use iso::Civil;
 mod pace;
 
 use std::collections::BTreeMap;
