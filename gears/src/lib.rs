@@ -70,6 +70,7 @@
 //! MSRV: the workspace's `rust-version`.
 #![doc(test(attr(deny(warnings))))]
 
+mod base64url;
 mod condition;
 mod error;
 mod expr;

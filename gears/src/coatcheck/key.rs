@@ -5,6 +5,7 @@ use fluxmsg::FluxMsg;
 use sdk::{ConfigError, GearError};
 
 use super::KeyNormalize;
+pub(crate) use crate::base64url::encode as base64url;
 use crate::field::Field;
 
 /// The longest joined key, in bytes: its base64 form (4 characters for 3 bytes) stays within
@@ -97,24 +98,4 @@ pub(crate) fn normalize(value: &str, how: KeyNormalize) -> String {
             }
         }
     }
-}
-
-/// URL-safe base64 without padding (RFC 4648 §5).
-pub(crate) fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        // A chunk of n bytes gives n + 1 characters.
-        for i in 0..=chunk.len() {
-            let index = (n >> (18 - 6 * i)) & 0x3f;
-            out.push(char::from(ALPHABET[index as usize]));
-        }
-    }
-    out
 }

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use super::memory::MemoryValet;
 use super::{Clock, Lookup, ReturnContext, Ticket, Valet, ValetError, ValetSettings};
+use crate::base64url::encode_into as encode_key;
 
 /// How long opening a durable valet waits for the bucket to hand over its tickets.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -634,39 +635,9 @@ fn nanos(value: &Value) -> Option<Duration> {
         .map(|n| Duration::from_nanos(u64::try_from(n).unwrap_or(0)))
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/// URL-safe base64 without padding.
-fn encode_key(bytes: &[u8], out: &mut String) {
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        let digits = chunk.len() + 1;
-        for i in 0..digits {
-            out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-}
-
 /// The inverse of [`encode_key`]; `None` for text that is not its output or not UTF-8.
 fn decode_key(text: &str) -> Option<String> {
-    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.as_bytes().chunks(4) {
-        if chunk.len() == 1 {
-            return None;
-        }
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            let d = B64.iter().position(|b| b == c)?;
-            n |= (d as u32) << (18 - 6 * i);
-        }
-        for i in 0..chunk.len() - 1 {
-            bytes.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    String::from_utf8(bytes).ok()
+    String::from_utf8(crate::base64url::decode(text)?).ok()
 }
 
 impl Valet for DurableValet {
