@@ -1,6 +1,9 @@
 //! The claim-check key: the values of `key_fields`, normalised, joined, and encoded as
 //! URL-safe base64 without padding, so that any value gives a valid KV key.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
 use fluxmsg::FluxMsg;
 use sdk::{ConfigError, GearError};
 
@@ -39,13 +42,15 @@ impl KeySpec {
     /// The key of `msg`. The error names the field, never its value (it may be a card
     /// number).
     pub(crate) fn key(&self, msg: &FluxMsg) -> Result<String, GearError> {
-        let mut joined = Vec::with_capacity(64);
+        let mut joined = String::with_capacity(64);
+        let mut text = String::new();
         for (field, path) in &self.fields {
             let Some(val) = field.get(msg) else {
                 return Err(GearError::new("no_key")
                     .with_detail(format_args!("the key field {path} is missing")));
             };
-            let text = val.text();
+            text.clear();
+            val.write_text(&mut text);
             let value = normalize(&text, self.normalize);
             if value.is_empty() {
                 return Err(GearError::new("no_key").with_detail(format_args!(
@@ -53,9 +58,8 @@ impl KeySpec {
                 )));
             }
             // Each value with its length in front, so that no two lists of values join alike.
-            joined.extend_from_slice(value.len().to_string().as_bytes());
-            joined.push(b':');
-            joined.extend_from_slice(value.as_bytes());
+            let _ = write!(joined, "{}:", value.len());
+            joined.push_str(&value);
         }
         if joined.len() > MAX_JOINED {
             return Err(GearError::new("key_too_long").with_detail(format_args!(
@@ -63,7 +67,7 @@ impl KeySpec {
                 joined.len()
             )));
         }
-        Ok(base64url(&joined))
+        Ok(base64url(joined.as_bytes()))
     }
 }
 
@@ -85,17 +89,17 @@ pub(crate) fn message_field(path: &str, at: &str) -> Result<Field, ConfigError> 
 /// - `numeric`: its ASCII digits only (spaces, signs and separators go), without leading
 ///   zeros; all zeros give `0`, no digit at all gives the empty string (refused as a key).
 /// - `none`: as it is.
-pub(crate) fn normalize(value: &str, how: KeyNormalize) -> String {
+pub(crate) fn normalize(value: &str, how: KeyNormalize) -> Cow<'_, str> {
     match how {
-        KeyNormalize::Trim => value.trim().to_owned(),
-        KeyNormalize::None => value.to_owned(),
+        KeyNormalize::Trim => Cow::Borrowed(value.trim()),
+        KeyNormalize::None => Cow::Borrowed(value),
         KeyNormalize::Numeric => {
             let digits: String = value.chars().filter(char::is_ascii_digit).collect();
-            match digits.trim_start_matches('0') {
+            Cow::Owned(match digits.trim_start_matches('0') {
                 "" if digits.is_empty() => String::new(),
                 "" => "0".to_owned(),
                 rest => rest.to_owned(),
-            }
+            })
         }
     }
 }
