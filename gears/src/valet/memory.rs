@@ -229,7 +229,8 @@ impl MemoryValet {
         if !matches!(self.map.get(key), Some(Entry::Open { .. })) {
             return None;
         }
-        let Some(Entry::Open { ticket, .. }) = self.map.remove(key) else {
+        // The stored key is kept for the retained reply: no new allocation per reply.
+        let Some((key, Entry::Open { ticket, .. })) = self.map.remove_entry(key) else {
             return None;
         };
         self.open -= 1;
@@ -239,7 +240,6 @@ impl MemoryValet {
                 .now()
                 .saturating_add(self.settings.retain_after_close);
             let generation = self.next_generation();
-            let key: Arc<str> = key.into();
             self.closed.push_back((until, generation, Arc::clone(&key)));
             self.map.insert(
                 key,
