@@ -90,6 +90,7 @@ mod id;
 pub mod json;
 mod map;
 mod msg;
+pub mod pack;
 mod path;
 mod serde_impl;
 pub mod system;

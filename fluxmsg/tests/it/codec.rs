@@ -271,6 +271,33 @@ proptest! {
     }
 
     #[test]
+    fn a_pack_gives_back_each_message_and_is_never_taken_for_one(
+        msgs in proptest::collection::vec(strategy::message(), 0..8),
+    ) {
+        let codec = Codec::new();
+        let encoded: Vec<Vec<u8>> = msgs
+            .iter()
+            .map(|m| codec.encode_to_vec(m).expect("encode"))
+            .collect();
+        let mut payload = Vec::new();
+        fluxmsg::pack::write(encoded.iter().map(Vec::as_slice), &mut payload);
+        prop_assert!(fluxmsg::pack::is_pack(&payload));
+        prop_assert!(payload.len() <= fluxmsg::pack::size_bound(msgs.len(), encoded.iter().map(Vec::len).sum()));
+        let parts = fluxmsg::pack::parts(&Bytes::from(payload.clone())).expect("a pack");
+        prop_assert_eq!(parts.len(), msgs.len());
+        for (part, msg) in parts.iter().zip(&msgs) {
+            prop_assert_eq!(&codec.decode_shared(part).expect("decode"), msg);
+            // A single message is never a pack, and a pack never a message.
+            prop_assert!(!fluxmsg::pack::is_pack(part));
+        }
+        prop_assert!(codec.decode(&payload).is_err());
+        // Cut short anywhere, a pack is refused, never half read.
+        for cut in 0..payload.len() {
+            prop_assert!(fluxmsg::pack::parts(&Bytes::copy_from_slice(&payload[..cut])).is_err());
+        }
+    }
+
+    #[test]
     fn envelope_first_bytes_decode_to_the_same_message(msg in strategy::message()) {
         let codec = Codec::new();
         let mut first = Vec::new();
