@@ -862,6 +862,32 @@ impl Delivery {
             Acker::Nats(n) => n.term(self.message, self.deliveries, reason).await,
         }
     }
+
+    /// Handled, except `parts`: payloads cut from this one (the messages of a pack that
+    /// failed for good), each with its index in the pack and the reason. Each goes to the
+    /// dead-letter subject as a dead letter of its own (marked with its part), and the
+    /// delivery is acked, so the rest is not delivered again.
+    ///
+    /// # Errors
+    ///
+    /// As [`Delivery::ack`]; over the network, a dead letter that could not be kept yet, in
+    /// which case the delivery is nak'ed instead and comes back.
+    pub async fn dead_letter_parts(self, parts: Vec<(usize, Bytes, String)>) -> Result<(), Error> {
+        match self.acker {
+            Acker::Memory {
+                memory,
+                stream,
+                consumer,
+            } => {
+                stream.dead_letter_parts(&memory, &consumer, self.sequence, parts);
+                Ok(())
+            }
+            Acker::Nats(n) => {
+                n.dead_letter_parts(self.message, self.deliveries, parts)
+                    .await
+            }
+        }
+    }
 }
 
 /// What a key-value entry records.

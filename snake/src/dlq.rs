@@ -66,6 +66,9 @@ pub struct DeadLetter {
     pub deliveries: Option<u32>,
     /// When it gave up, in milliseconds since the Unix epoch.
     pub time_ms: Option<u64>,
+    /// Which part of a pack it was (a lane publishes several messages as one pack; only this
+    /// one gave up, the rest were handled), or `None` for a whole message.
+    pub part: Option<u32>,
     /// The message as kept: the original payload and headers, plus the `Flux-Dlq-*` ones.
     pub message: Message,
 }
@@ -84,6 +87,7 @@ impl DeadLetter {
             origin_sequence: h.get(header::DLQ_SEQUENCE).and_then(|s| s.parse().ok()),
             deliveries: h.get(header::DLQ_DELIVERIES).and_then(|s| s.parse().ok()),
             time_ms: h.get(header::DLQ_TIME).and_then(|s| s.parse().ok()),
+            part: h.get(header::DLQ_PART).and_then(|s| s.parse().ok()),
             message,
         }
     }
@@ -119,6 +123,7 @@ impl DeadLetter {
             header::DLQ_DELIVERIES,
             header::DLQ_TIME,
             header::DLQ_MSG_ID,
+            header::DLQ_PART,
             header::MSG_ID,
         ] {
             msg.headers.remove(name);

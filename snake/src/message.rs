@@ -25,6 +25,9 @@ pub mod header {
     pub const DLQ_TIME: &str = "Flux-Dlq-Time";
     /// The message id it had (its dead letter is deduplicated on an id of its own).
     pub const DLQ_MSG_ID: &str = "Flux-Dlq-Msg-Id";
+    /// Which part of a pack (several messages published as one) it was, from 0: only that
+    /// part gave up, the rest of the pack was handled.
+    pub const DLQ_PART: &str = "Flux-Dlq-Part";
 }
 
 /// Message headers: an ordered list of name/value pairs (a name may repeat).
@@ -91,7 +94,7 @@ impl Headers {
 }
 
 /// The header names snake sets and reads, kept without a copy.
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     header::MSG_ID,
     header::DLQ_REASON,
     header::DLQ_SUBJECT,
@@ -100,6 +103,7 @@ const KNOWN: [&str; 8] = [
     header::DLQ_SEQUENCE,
     header::DLQ_TIME,
     header::DLQ_MSG_ID,
+    header::DLQ_PART,
 ];
 
 /// `name`, borrowed from [`KNOWN`] when it is one of those.
@@ -164,6 +168,8 @@ pub(crate) struct GaveUp<'a> {
     pub(crate) reason: &'a str,
     /// How many times it was delivered.
     pub(crate) deliveries: u32,
+    /// Which part of a pack gave up (`None`: the whole message).
+    pub(crate) part: Option<usize>,
 }
 
 impl GaveUp<'_> {
@@ -185,10 +191,14 @@ impl GaveUp<'_> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         h.insert(header::DLQ_TIME, now.to_string());
-        h.insert(
-            header::MSG_ID,
-            format!("dlq:{}:{}", self.stream, self.sequence),
-        );
+        let id = match self.part {
+            Some(part) => {
+                h.insert(header::DLQ_PART, part.to_string());
+                format!("dlq:{}:{}:{part}", self.stream, self.sequence)
+            }
+            None => format!("dlq:{}:{}", self.stream, self.sequence),
+        };
+        h.insert(header::MSG_ID, id);
         msg.subject = to;
         msg.reply = None;
         msg

@@ -284,6 +284,7 @@ impl Memory {
                 sequence: letter.sequence,
                 reason: &letter.reason,
                 deliveries: letter.deliveries,
+                part: letter.part,
             };
             let Some(to) = letter.to.clone() else {
                 self.count_dead_drop(&letter.stream, &letter.reason, "no_dead_letter_subject");
@@ -323,6 +324,7 @@ struct DeadLetter {
     sequence: u64,
     reason: String,
     deliveries: u32,
+    part: Option<usize>,
 }
 
 struct Stored {
@@ -670,6 +672,43 @@ impl Stream {
         memory.dead_letters(letter.into_iter().collect());
     }
 
+    /// Acks a delivery and sends `parts` (payloads cut from it, each with its reason) to the
+    /// dead-letter subject, each as a dead letter of its own.
+    pub(crate) fn dead_letter_parts(
+        &self,
+        memory: &Memory,
+        name: &str,
+        seq: u64,
+        parts: Vec<(usize, bytes::Bytes, String)>,
+    ) {
+        let letters: Vec<DeadLetter> = {
+            let mut guard = lock(&self.state);
+            let st = &mut *guard;
+            let Some(c) = st.consumers.get_mut(name) else {
+                return;
+            };
+            let Some(p) = c.pending.remove(&seq) else {
+                return;
+            };
+            let Some(stored) = st.msgs.get(&seq) else {
+                return;
+            };
+            parts
+                .into_iter()
+                .map(|(part, payload, reason)| DeadLetter {
+                    msg: Message::new(stored.msg.subject.clone(), payload),
+                    to: c.cfg.dead_letter.clone(),
+                    stream: self.cfg.name.clone(),
+                    sequence: seq,
+                    reason: format!("terminated: {reason}"),
+                    deliveries: p.deliveries,
+                    part: Some(part),
+                })
+                .collect()
+        };
+        memory.dead_letters(letters);
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.cfg.name
     }
@@ -689,6 +728,7 @@ impl Stream {
             sequence,
             reason,
             deliveries,
+            part: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
+use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 
 use super::{Nats, from_nats, with_headers};
@@ -340,6 +341,7 @@ async fn advisories(
                 sequence: seq,
                 reason: "max_deliver",
                 deliveries,
+                part: None,
             };
             // A failure is logged there; the server has given up on it, so there is no
             // delivery left to leave it to.
@@ -404,6 +406,40 @@ impl NatsDelivery {
             .await
     }
 
+    /// Dead-letters each of `parts` (payloads cut from `message`, with their reasons) as a
+    /// message of its own, then acks the delivery; when one could not be kept yet, naks it
+    /// instead, so that it comes back (the parts kept already are deduplicated then).
+    pub(crate) async fn dead_letter_parts(
+        self,
+        message: Message,
+        deliveries: u32,
+        parts: Vec<(usize, Bytes, String)>,
+    ) -> Result<(), Error> {
+        let s = &self.shared;
+        for (part, payload, reason) in parts {
+            let reason = format!("terminated: {reason}");
+            let gave_up = GaveUp {
+                stream: &s.stream,
+                sequence: self.sequence,
+                reason: &reason,
+                deliveries,
+                part: Some(part),
+            };
+            let letter = Message::new(message.subject.clone(), payload);
+            if let Err(e) = s
+                .nats
+                .dead_letter(letter, s.dead_letter.as_ref(), &gave_up)
+                .await
+            {
+                let _ = s
+                    .send(self.reply, AckKind::Nak(Some(RETRY_DEAD_LETTER)))
+                    .await;
+                return Err(e);
+            }
+        }
+        s.send(self.reply, AckKind::Ack).await
+    }
+
     /// Dead-letters the message and terminates the delivery; when the dead letter could not
     /// be kept yet, naks it instead, so that it comes back (past `max_deliver`, to be
     /// dead-lettered again) rather than being lost.
@@ -414,6 +450,7 @@ impl NatsDelivery {
             sequence: self.sequence,
             reason,
             deliveries,
+            part: None,
         };
         match s
             .nats

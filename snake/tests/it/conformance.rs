@@ -412,6 +412,74 @@ pub(crate) async fn dead_letters_are_kept_listed_and_replayed(snake: &Snake, str
     quiet(&mut consumer, Duration::from_secs(1)).await;
 }
 
+/// Parts cut from one delivery (the failed messages of a pack) are dead letters of their own,
+/// marked with their part, and the delivery is acked: it does not come back. Giving up the
+/// same parts again (a redelivery before the ack landed) keeps each once.
+pub(crate) async fn parts_of_a_delivery_are_dead_lettered_each_once(snake: &Snake, stream: &str) {
+    msg_stream(snake, stream).await;
+    snake
+        .create_stream(StreamConfig::dead_letters())
+        .await
+        .expect("dead-letter stream");
+    let to = subject("flux.msg.r0.src.out");
+    snake
+        .stream_publish(Message::new(to.clone(), b"a|b|c".to_vec()).with_id("pack-1"))
+        .await
+        .expect("publish");
+    let cfg = ConsumerConfig::new(to.clone().into())
+        .durable("parts")
+        .expect("durable")
+        .ack_wait(Duration::from_millis(500))
+        .dead_letter(Subject::dead_letter("r1", "sink", "in").expect("dlq"));
+    let mut consumer = snake.consumer(stream, cfg).await.expect("consumer");
+    let d = tokio::time::timeout(Duration::from_secs(2), consumer.next())
+        .await
+        .expect("a delivery")
+        .expect("delivery");
+    let sequence = d.sequence;
+    let payload = d.message.payload.clone();
+    // Not acked in time: delivered again, and both deliveries give the parts up.
+    let again = tokio::time::timeout(Duration::from_secs(3), consumer.next())
+        .await
+        .expect("a redelivery")
+        .expect("delivery");
+    assert_eq!((again.sequence, again.deliveries), (sequence, 2));
+    let parts = |d: snake::Delivery| {
+        d.dead_letter_parts(vec![
+            (0, payload.slice(0..1), "bad a".to_owned()),
+            (2, payload.slice(4..5), "bad c".to_owned()),
+        ])
+    };
+    parts(d).await.expect("dead-lettered");
+    parts(again).await.expect("dead-lettered again");
+    quiet(&mut consumer, Duration::from_secs(1)).await;
+
+    let all = Pattern::dead_letters_of(None, None).expect("filter");
+    let mut letters = snake.dead_letters(&all, 0, 10).await.expect("list");
+    letters.sort_by_key(|l| l.part);
+    let seen: Vec<_> = letters
+        .iter()
+        .map(|l| (l.part, &l.message.payload[..], l.reason.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Some(0), &b"a"[..], "terminated: bad a"),
+            (Some(2), &b"c"[..], "terminated: bad c")
+        ]
+    );
+    for l in &letters {
+        assert_eq!(l.origin.as_ref(), Some(&to));
+        assert_eq!(l.origin_sequence, Some(sequence));
+        // A part replays as the message it was, not as the pack.
+        let original = l.original();
+        assert_eq!(original.subject, to);
+        assert!(original.headers.get(header::DLQ_PART).is_none());
+    }
+
+    assert_eq!(snake.count_dead_letters(&all).await.expect("count"), 2);
+}
+
 /// A queue group shares the messages among its members, each once; a plain subscriber
 /// still sees them all.
 pub(crate) async fn a_queue_group_gets_each_message_once(snake: &Snake) {
@@ -858,6 +926,7 @@ macro_rules! cases {
             a_durable_created_ahead_keeps_what_came_after("ahead");
             a_queue_group_gets_each_message_once;
             deliveries_come_in_batches_in_order("batches");
+            parts_of_a_delivery_are_dead_lettered_each_once("parts");
         }
     };
 }
