@@ -179,12 +179,30 @@ async fn show(snake: &Snake, sequence: u64, output: &mut dyn Write) -> Result<()
     for (name, value) in letter.message.headers.iter() {
         writeln!(output, "  {name}: {value}")?;
     }
-    match Codec::default().decode(&letter.message.payload) {
-        Ok(msg) => writeln!(output, "message:\n{}", json::to_string_pretty(&msg))?,
+    let payload = &letter.message.payload;
+    if !fluxmsg::pack::is_pack(payload) {
+        return show_message(payload, "message", output);
+    }
+    // A lane's pack that gave up whole (its deliveries ran out): every message in it.
+    match fluxmsg::pack::parts(payload) {
+        Ok(parts) => {
+            writeln!(output, "a pack of {} messages:", parts.len())?;
+            for (i, part) in parts.iter().enumerate() {
+                show_message(part, &format!("message {i}"), output)?;
+            }
+        }
+        Err(e) => writeln!(output, "payload: {} bytes, not a pack ({e})", payload.len())?,
+    }
+    Ok(())
+}
+
+fn show_message(payload: &[u8], label: &str, output: &mut dyn Write) -> Result<(), Failure> {
+    match Codec::default().decode(payload) {
+        Ok(msg) => writeln!(output, "{label}:\n{}", json::to_string_pretty(&msg))?,
         Err(e) => writeln!(
             output,
-            "payload: {} bytes, not a fluxMsg ({e})",
-            letter.message.payload.len()
+            "{label}: {} bytes, not a fluxMsg ({e})",
+            payload.len()
         )?,
     }
     Ok(())

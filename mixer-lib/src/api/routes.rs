@@ -955,10 +955,15 @@ pub struct DeadLetterBody {
     pub reason: String,
     /// How many times it was delivered.
     pub deliveries: Option<u32>,
+    /// Which message of a lane's pack it was (the rest of the pack was handled), when it
+    /// was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
     /// When it gave up, milliseconds since the Unix epoch.
     pub time_ms: Option<u64>,
     /// The fluxMsg as JSON (only when one is asked for by sequence), or `null` when its
-    /// bytes are not a fluxMsg.
+    /// bytes are not a fluxMsg. A pack that gave up whole (a lane publishes several messages
+    /// as one pack; its deliveries ran out) is an array of its messages.
     #[schema(value_type = Option<Object>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<serde_json::Value>,
@@ -974,12 +979,22 @@ impl DeadLetterBody {
             origin: letter.origin.as_ref().map(|s| s.as_str().to_owned()),
             reason: letter.reason.clone(),
             deliveries: letter.deliveries,
+            part: letter.part,
             time_ms: letter.time_ms,
             message: with_message.then(|| {
-                Codec::default()
-                    .decode(&letter.message.payload)
-                    .map(|m| json::to_json(&m))
-                    .unwrap_or(serde_json::Value::Null)
+                let codec = Codec::default();
+                let one = |bytes: &[u8]| {
+                    codec
+                        .decode(bytes)
+                        .map_or(serde_json::Value::Null, |m| json::to_json(&m))
+                };
+                let payload = &letter.message.payload;
+                if !fluxmsg::pack::is_pack(payload) {
+                    return one(payload);
+                }
+                fluxmsg::pack::parts(payload).map_or(serde_json::Value::Null, |parts| {
+                    parts.iter().map(|p| one(p)).collect()
+                })
             }),
         }
     }

@@ -12,13 +12,17 @@
 //! Messages that never touched a guaranteed lane carry no share: an empty `Vec`, no
 //! allocation.
 //!
+//! One delivery may be a pack of several messages (see [`fluxmsg::pack`]): they all hold
+//! shares of the one finalizer, and the delivery is acked or nak'ed as a whole.
+//!
 //! A message that a gear failed, sent to an `error` port that leads nowhere, poisons the
 //! finalizer of the input with the same message id ([`poison`]): that input is terminated with
 //! the gear's reason instead, which keeps it in the dead-letter stream rather than delivering
-//! it again until its deliveries run out.
+//! it again until its deliveries run out. In a pack, only the failed messages are
+//! dead-lettered, each on its own, and the pack is acked if the rest settled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -65,6 +69,27 @@ pub(crate) enum Verdict {
     Nak,
     /// A gear failed it for good: terminated with this reason, which dead-letters it.
     Term(String),
+    /// Parts of a pack failed for good (each with its index and reason): those are
+    /// dead-lettered, each on its own, and the delivery is acked.
+    DeadLetterParts(Vec<(usize, String)>),
+}
+
+/// The ids of the messages of one delivery: what a failed message is matched against (see
+/// [`poison`]).
+#[derive(Debug)]
+pub(crate) enum Ids {
+    /// A single message.
+    One(Option<fluxmsg::Id>),
+    /// A pack, in order.
+    Pack(Box<[Option<fluxmsg::Id>]>),
+}
+
+/// A delivery taken from a lane, registered by [`Finalizer::shares`].
+pub(crate) struct Taken {
+    pub(crate) delivery: snake::Delivery,
+    pub(crate) ids: Ids,
+    /// Parts of a pack that failed already (could not be decoded), with their reasons.
+    pub(crate) broken: Vec<(usize, String)>,
 }
 
 /// Where verdicts go: the lane's acker task.
@@ -74,31 +99,32 @@ pub(crate) type Verdicts = mpsc::UnboundedSender<(snake::Delivery, Verdict)>;
 #[derive(Debug)]
 pub(crate) struct Finalizer {
     delivery: Option<snake::Delivery>,
-    /// The delivered message's id: what a failed message on an unwired `error` port is
+    /// The delivered messages' ids: what a failed message on an unwired `error` port is
     /// matched against (see [`poison`]).
-    id: Option<fluxmsg::Id>,
+    ids: Ids,
     failed: AtomicBool,
-    poisoned: OnceLock<String>,
+    /// The messages failed for good, by index in the delivery, with their reasons.
+    poisoned: Mutex<Vec<(usize, String)>>,
     acker: Verdicts,
 }
 
 impl Finalizer {
-    /// The first share of the acknowledgement of each delivery of `deliveries` (with the id
-    /// of its message), in order, registered with the lane's `outstanding` under one lock;
-    /// `acker` carries the verdicts to the task that acks and naks.
+    /// The first share of the acknowledgement of each delivery of `taken`, in order,
+    /// registered with the lane's `outstanding` under one lock; `acker` carries the verdicts
+    /// to the task that acks and naks.
     pub(crate) fn shares(
-        deliveries: Vec<(snake::Delivery, Option<fluxmsg::Id>)>,
+        taken: impl IntoIterator<Item = Taken>,
         acker: &Verdicts,
         outstanding: &Outstanding,
     ) -> Vec<Share> {
-        let shares: Vec<Share> = deliveries
+        let shares: Vec<Share> = taken
             .into_iter()
-            .map(|(delivery, id)| Share {
+            .map(|taken| Share {
                 finalizer: Arc::new(Finalizer {
-                    delivery: Some(delivery),
-                    id,
+                    delivery: Some(taken.delivery),
+                    ids: taken.ids,
                     failed: AtomicBool::new(false),
-                    poisoned: OnceLock::new(),
+                    poisoned: Mutex::new(taken.broken),
                     acker: acker.clone(),
                 }),
                 settled: false,
@@ -115,10 +141,22 @@ impl Finalizer {
 impl Drop for Finalizer {
     fn drop(&mut self) {
         if let Some(delivery) = self.delivery.take() {
-            let verdict = match self.poisoned.take() {
-                Some(reason) => Verdict::Term(reason),
-                None if self.failed.load(Ordering::Acquire) => Verdict::Nak,
-                None => Verdict::Ack,
+            let mut poisoned = std::mem::take(
+                self.poisoned
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            let failed = self.failed.load(Ordering::Acquire);
+            let verdict = match (&self.ids, poisoned.is_empty()) {
+                (Ids::One(_), false) => Verdict::Term(poisoned.swap_remove(0).1),
+                // The rest of the pack comes back; so do its failed parts, to fail again.
+                (Ids::Pack(_), false) if failed => Verdict::Nak,
+                (Ids::Pack(_), false) => {
+                    poisoned.sort_unstable_by_key(|(i, _)| *i);
+                    Verdict::DeadLetterParts(poisoned)
+                }
+                (_, true) if failed => Verdict::Nak,
+                (_, true) => Verdict::Ack,
             };
             // A closed acker means the rack was aborted: the lane redelivers after ack_wait.
             let _ = self.acker.send((delivery, verdict));
@@ -137,6 +175,12 @@ impl Share {
     /// This holder's part ended well.
     pub(crate) fn settle(mut self) {
         self.settled = true;
+    }
+
+    /// Whether the last of `held` is a share of the same acknowledgement as `share`.
+    pub(crate) fn same(held: &[Share], share: &Share) -> bool {
+        held.last()
+            .is_some_and(|last| Arc::ptr_eq(&last.finalizer, &share.finalizer))
     }
 }
 
@@ -180,16 +224,27 @@ pub(crate) fn poison(gear: &str, failed: &[fluxmsg::FluxMsg], shares: &[Share]) 
     let mut found = 0;
     for msg in failed {
         let Some(id) = msg.id else { continue };
-        let Some(share) = shares.iter().find(|s| s.finalizer.id == Some(id)) else {
-            continue;
-        };
         let meta = |key| msg.meta.get(key).map_or("", |t: &fluxmsg::Text| t.as_str());
-        let reason = match meta(sdk::ERROR_DETAIL) {
+        let reason = || match meta(sdk::ERROR_DETAIL) {
             "" => format!("{gear}: {}", meta(sdk::ERROR_REASON)),
             detail => format!("{gear}: {}: {detail}", meta(sdk::ERROR_REASON)),
         };
-        let _ = share.finalizer.poisoned.set(reason);
-        found += 1;
+        // The first message with this id not failed yet, in the first delivery holding one.
+        let hit = shares.iter().find_map(|share| {
+            let f = &share.finalizer;
+            let mut poisoned = f.poisoned.lock().unwrap_or_else(PoisonError::into_inner);
+            let index = match &f.ids {
+                Ids::One(one) => (*one == Some(id) && poisoned.is_empty()).then_some(0),
+                Ids::Pack(ids) => ids.iter().enumerate().position(|(i, one)| {
+                    *one == Some(id) && !poisoned.iter().any(|(p, _)| *p == i)
+                }),
+            }?;
+            poisoned.push((index, reason()));
+            Some(())
+        });
+        if hit.is_some() {
+            found += 1;
+        }
     }
     found
 }
@@ -227,6 +282,7 @@ pub(crate) fn spawn_acker(
                             Verdict::Ack => delivery.ack().await,
                             Verdict::Nak => delivery.nak(NAK_DELAY).await,
                             Verdict::Term(reason) => delivery.term(&reason).await,
+                            Verdict::DeadLetterParts(failed) => dead_letter_parts(delivery, failed).await,
                         };
                         if let Err(e) = result {
                             tracing::warn!(durable, error = %e, "Ack failed; the message will be delivered again.");
@@ -246,6 +302,24 @@ pub(crate) fn spawn_acker(
         }
     });
     (acker, task)
+}
+
+/// Dead-letters the `failed` parts of a pack, each with its reason, and acks the rest.
+async fn dead_letter_parts(
+    delivery: snake::Delivery,
+    failed: Vec<(usize, String)>,
+) -> Result<(), snake::Error> {
+    match fluxmsg::pack::parts(&delivery.message.payload) {
+        Ok(parts) => {
+            let letters = failed
+                .into_iter()
+                .filter_map(|(i, reason)| Some((i, parts.get(i)?.clone(), reason)))
+                .collect();
+            delivery.dead_letter_parts(letters).await
+        }
+        // It was read as a pack when it was taken; should that change, all of it is kept.
+        Err(e) => delivery.term(&format!("undecodable pack: {e}")).await,
+    }
 }
 
 /// Tells the server that every delivery of the lane still in the rack is in progress.

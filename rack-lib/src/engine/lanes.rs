@@ -19,7 +19,9 @@ use snake::{
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::ack::{Finalizer, Outstanding, Share, Verdicts, fail_all, settle_all, spawn_acker};
+use super::ack::{
+    Finalizer, Ids, Outstanding, Share, Taken, Verdicts, fail_all, settle_all, spawn_acker,
+};
 use super::node::{Delivery, InFlight, Outgoing};
 use crate::scenario::History;
 
@@ -65,12 +67,16 @@ pub(crate) async fn ensure_stream(
 /// server acked every message of it (end-to-end acknowledgement: the inputs upstream are
 /// acked only then).
 ///
-/// Up to `WINDOW` publishes are in flight at once. A publish that fails is sent again, the
-/// same message with the same dedup id, with backoff, until it lands or the rack stops; then
-/// the batch's shares are dropped unsettled, so its inputs are delivered again upstream.
-/// Each publish carries a dedup id of its own hop (see [`DedupIds`]), so that a message
-/// crossing several lanes, or coming back to a lane it crossed before, is never taken for a
-/// duplicate; only a retry of the same publish is.
+/// Messages that are there together are published together, as one pack (see
+/// [`fluxmsg::pack`]) of up to [`PACK_MAX`] messages: one publish, one stored message, one
+/// delivery and one ack for all of them, which is most of what a lane costs the server. A
+/// message alone goes out as itself. Up to `WINDOW` publishes are in flight at once. A
+/// publish that fails is sent again, the same bytes with the same dedup id, with backoff,
+/// until it lands or the rack stops; then the shares of its batches are dropped unsettled,
+/// so their inputs are delivered again upstream. Each publish carries a dedup id of its own
+/// hop (see [`DedupIds`]), so that a message crossing several lanes, or coming back to a
+/// lane it crossed before, is never taken for a duplicate; only a retry of the same publish
+/// is.
 pub(crate) fn spawn_publisher(
     snake: &Snake,
     subject: Subject,
@@ -84,6 +90,12 @@ pub(crate) fn spawn_publisher(
 /// Publishes in flight at once per lane.
 const WINDOW: usize = 256;
 
+/// Most messages in one pack.
+pub(crate) const PACK_MAX: usize = 64;
+
+/// Most bytes in one pack when the transport sets no payload limit (the in-process bus).
+const PACK_BYTES: usize = 1 << 20;
+
 /// Bytes kept free under the transport's payload limit for what goes around a message's
 /// payload (the headers with the dedup id).
 const HEADROOM: usize = 1024;
@@ -91,7 +103,7 @@ const HEADROOM: usize = 1024;
 /// One guaranteed lane's publisher: its batches waiting for acks, by number.
 struct Publisher {
     rx: mpsc::Receiver<Outgoing>,
-    /// Each publish is tagged with its batch and the retry round it was sent in.
+    /// Each publish is tagged with its pack and the retry round it was sent in.
     publisher: TrackedPublisher<(u64, u64)>,
     /// The transport's payload limit: a message over it can never land, so it is refused
     /// up front instead of being retried for ever (its inputs are nak'ed upstream).
@@ -104,12 +116,16 @@ struct Publisher {
     /// Batches with messages not yet acked: how many, whether one failed, their shares.
     batches: BTreeMap<u64, Pending>,
     next_batch: u64,
+    /// Packs in flight: how many messages of which batch each carries.
+    packs: BTreeMap<u64, Vec<(u64, usize)>>,
+    next_pack: u64,
     in_flight: Arc<InFlight>,
     stats: Arc<Stats>,
     codec: Codec,
+    /// The encodings of the messages taken and not packed yet.
     buf: Vec<u8>,
-    /// Where each message of the batch being published lies in `buf` (`None`: refused).
-    spans: Vec<Option<std::ops::Range<usize>>>,
+    /// Each message of `buf`: its batch, its id and where it lies.
+    staged: Vec<Staged>,
     /// Waits between failed publishes; reset by an ack.
     backoff: sdk::Backoff,
     /// Retry rounds so far: one per backoff wait after a failed acknowledgement. A failure of
@@ -117,6 +133,12 @@ struct Publisher {
     /// sent again at once: a window of acks lost together (a server restart) costs one wait,
     /// not one each.
     round: u64,
+}
+
+struct Staged {
+    batch: u64,
+    id: Option<fluxmsg::Id>,
+    span: std::ops::Range<usize>,
 }
 
 struct Pending {
@@ -143,11 +165,13 @@ impl Publisher {
             seq: 0,
             batches: BTreeMap::new(),
             next_batch: 0,
+            packs: BTreeMap::new(),
+            next_pack: 0,
             in_flight,
             stats,
             codec: Codec::default(),
             buf: Vec::new(),
-            spans: Vec::new(),
+            staged: Vec::new(),
             backoff: retry(),
             round: 0,
         }
@@ -166,24 +190,29 @@ impl Publisher {
                 self.rx.try_recv().ok()
             };
             match next {
-                Some((msgs, shares)) => self.publish(msgs, shares).await,
+                Some(batch) => {
+                    self.stage(batch);
+                    // What else is there already goes into the same packs.
+                    while self.staged.len() < PACK_MAX
+                        && let Ok(batch) = self.rx.try_recv()
+                    {
+                        self.stage(batch);
+                    }
+                    self.publish().await;
+                }
                 None => self.answer().await,
             }
         }
     }
 
-    /// Sends a batch's messages, answering acks whenever the window is full.
-    ///
-    /// The batch is encoded into one buffer first, and each payload is a slice of it: no
-    /// allocation per message, and the transport's copy of a payload only counts a reference.
-    /// A slice held on (a retry, a message the in-process stream keeps) keeps the whole
-    /// buffer alive, at most one batch's bytes.
-    async fn publish(&mut self, msgs: Vec<FluxMsg>, shares: Vec<Share>) {
-        let id = self.next_batch;
+    /// Encodes a batch's messages into `buf`, to be packed; refuses (and counts) those that
+    /// cannot be encoded or could never land.
+    fn stage(&mut self, (msgs, shares): Outgoing) {
+        let batch = self.next_batch;
         self.next_batch += 1;
         let total = msgs.len();
         self.batches.insert(
-            id,
+            batch,
             Pending {
                 left: total,
                 total,
@@ -191,16 +220,13 @@ impl Publisher {
                 shares,
             },
         );
-        let mut spans = std::mem::take(&mut self.spans);
-        spans.clear();
         for msg in &msgs {
             let start = self.buf.len();
             // A failed encode leaves the buffer as it was.
             if let Err(e) = self.codec.encode(msg, &mut self.buf) {
                 tracing::warn!(subject = %self.subject, error = %e, "A message that cannot be encoded is dropped.");
                 self.stats.add_dropped("unencodable", 1);
-                self.done(id, false);
-                spans.push(None);
+                self.done(batch, false, 1);
                 continue;
             }
             let len = self.buf.len() - start;
@@ -212,41 +238,85 @@ impl Publisher {
                 self.buf.truncate(start);
                 tracing::warn!(subject = %self.subject, bytes = len, max_payload = ?self.max_payload, "A message over the transport's payload limit is refused.");
                 self.stats.add_dropped("oversized", 1);
-                self.done(id, false);
-                spans.push(None);
+                self.done(batch, false, 1);
                 continue;
             }
-            spans.push(Some(start..self.buf.len()));
+            self.staged.push(Staged {
+                batch,
+                id: msg.id,
+                span: start..self.buf.len(),
+            });
         }
-        // The encoded bytes are handed over whole; the next batch gets a new buffer.
-        let len = self.buf.len();
-        let encoded = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(len)));
-        for (msg, span) in msgs.iter().zip(spans.drain(..)) {
-            let Some(span) = span else { continue };
-            self.seq += 1;
-            let out = Message::new(self.subject.clone(), encoded.slice(span))
-                .with_id(self.dedup.id(msg, self.seq));
-            while self.publisher.is_full() {
-                self.answer().await;
-            }
-            self.send(out, (id, self.round)).await;
-        }
-        self.spans = spans;
         if total == 0 {
-            self.done(id, true);
+            self.done(batch, true, 0);
         }
     }
 
-    /// Sends one message, retrying what the transport refuses outright.
+    /// Packs what was staged and sends it, answering acks whenever the window is full.
+    ///
+    /// A message alone is a slice of the encoded buffer (the transport's copy of it only
+    /// counts a reference); a pack copies its messages once into a payload of its own.
+    async fn publish(&mut self) {
+        let len = self.buf.len();
+        let encoded = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(len)));
+        let staged = std::mem::take(&mut self.staged);
+        let budget = self
+            .max_payload
+            .map_or(PACK_BYTES, |max| max.saturating_sub(HEADROOM));
+        let mut rest = &staged[..];
+        while let Some(first) = rest.first() {
+            // The longest run that fits a pack; a message alone always fits (see `stage`).
+            let mut n = 1;
+            let mut bytes = first.span.len();
+            while let Some(next) = rest.get(n) {
+                let more = bytes + next.span.len();
+                if n == PACK_MAX || fluxmsg::pack::size_bound(n + 1, more) > budget {
+                    break;
+                }
+                bytes = more;
+                n += 1;
+            }
+            let (run, after) = rest.split_at(n);
+            rest = after;
+            let payload = if n == 1 {
+                encoded.slice(first.span.clone())
+            } else {
+                let mut payload = Vec::with_capacity(fluxmsg::pack::size_bound(n, bytes));
+                fluxmsg::pack::write(run.iter().map(|m| &encoded[m.span.clone()]), &mut payload);
+                Bytes::from(payload)
+            };
+            let mut members: Vec<(u64, usize)> = Vec::new();
+            for m in run {
+                match members.last_mut() {
+                    Some((batch, count)) if *batch == m.batch => *count += 1,
+                    _ => members.push((m.batch, 1)),
+                }
+            }
+            let pack = self.next_pack;
+            self.next_pack += 1;
+            self.packs.insert(pack, members);
+            self.seq += 1;
+            let out = Message::new(self.subject.clone(), payload)
+                .with_id(self.dedup.id(first.id, self.seq));
+            while self.publisher.is_full() {
+                self.answer().await;
+            }
+            self.send(out, (pack, self.round)).await;
+        }
+        // The buffer's allocation is kept for the next round.
+        let mut staged = staged;
+        staged.clear();
+        self.staged = staged;
+    }
+
+    /// Sends one publish, retrying what the transport refuses outright.
     async fn send(&mut self, mut out: Message, tag: (u64, u64)) {
-        let id = tag.0;
         loop {
             match self.publisher.send(out, tag).await {
                 Ok(()) => return,
                 Err(refused) => {
                     if matches!(refused.error, snake::Error::Closed) {
-                        self.stats.add_dropped("bus_closed", 1);
-                        self.done(id, false);
+                        self.pack_done(tag.0, false, "bus_closed");
                         return;
                     }
                     let wait = self.backoff.next_wait();
@@ -258,7 +328,7 @@ impl Publisher {
         }
     }
 
-    /// Takes the oldest answer: an ack counts its message done, a failure sends it again.
+    /// Takes the oldest answer: an ack counts its pack done, a failure sends it again.
     async fn answer(&mut self) {
         let Some(answer) = self.publisher.next().await else {
             return;
@@ -266,18 +336,17 @@ impl Publisher {
         match answer.result {
             Ok(ack) => {
                 self.backoff.reset();
-                if ack.duplicate {
-                    // A retry of a publish that had landed: nothing is lost or doubled.
-                    self.stats.add_dropped("duplicate_publish", 1);
-                }
-                self.done(answer.tag.0, true);
+                // A retry of a publish that had landed: nothing is lost or doubled.
+                let note = if ack.duplicate {
+                    "duplicate_publish"
+                } else {
+                    ""
+                };
+                self.pack_done(answer.tag.0, true, note);
             }
-            Err(snake::Error::Closed) => {
-                self.stats.add_dropped("bus_closed", 1);
-                self.done(answer.tag.0, false);
-            }
+            Err(snake::Error::Closed) => self.pack_done(answer.tag.0, false, "bus_closed"),
             Err(e) => {
-                let (id, round) = answer.tag;
+                let (pack, round) = answer.tag;
                 if round == self.round {
                     let wait = self.backoff.next_wait();
                     tracing::warn!(subject = %self.subject, error = %e, retry_in = ?wait, "Publish not acked; sending it again.");
@@ -286,18 +355,32 @@ impl Publisher {
                 } else {
                     tracing::debug!(subject = %self.subject, error = %e, "Publish not acked in an outage already waited for; sending it again.");
                 }
-                self.send(answer.message, (id, self.round)).await;
+                self.send(answer.message, (pack, self.round)).await;
             }
         }
     }
 
-    /// One message of batch `id` is done; the last one settles (or fails) its shares.
-    fn done(&mut self, id: u64, ok: bool) {
+    /// Pack `pack` landed (`ok`) or never will; `count` (unless empty) names what its
+    /// messages are counted as.
+    fn pack_done(&mut self, pack: u64, ok: bool, count: &'static str) {
+        let Some(members) = self.packs.remove(&pack) else {
+            return;
+        };
+        for (batch, n) in members {
+            if !count.is_empty() {
+                self.stats.add_dropped(count, n as u64);
+            }
+            self.done(batch, ok, n);
+        }
+    }
+
+    /// `n` messages of batch `id` are done; the last one settles (or fails) its shares.
+    fn done(&mut self, id: u64, ok: bool, n: usize) {
         let Some(batch) = self.batches.get_mut(&id) else {
             return;
         };
         batch.failed |= !ok;
-        batch.left = batch.left.saturating_sub(1);
+        batch.left = batch.left.saturating_sub(n);
         if batch.left > 0 {
             return;
         }
@@ -337,8 +420,8 @@ impl Drop for Publisher {
     }
 }
 
-/// The dedup ids of one publisher run. The dedup id of one publish is the message's id (for
-/// people reading the stream), the lane's subject (one per rack, gear and port in the
+/// The dedup ids of one publisher run. The dedup id of one publish is the id of its message
+/// (the first one of a pack; for people reading the stream), the lane's subject (one per rack, gear and port in the
 /// fleet), the publisher's nonce (which tells this run of the publisher from an earlier one,
 /// say before a crash) and its running count: `<id>:<subject>:<nonce>:<count in hex>`. Two
 /// publishes share it only when they are retries of one publish, whatever lanes the message
@@ -355,11 +438,11 @@ impl DedupIds {
         }
     }
 
-    /// The dedup id of publish number `seq`, carrying `msg`.
-    fn id(&self, msg: &FluxMsg, seq: u64) -> String {
+    /// The dedup id of publish number `seq`, whose (first) message has id `msg_id`.
+    fn id(&self, msg_id: Option<fluxmsg::Id>, seq: u64) -> String {
         // An id as text is at most 36 bytes (a UUID), a count 16 hex digits.
         let mut id = String::with_capacity(self.middle.len() + 56);
-        match &msg.id {
+        match &msg_id {
             // Writing into a String cannot fail.
             Some(msg_id) => {
                 let _ = write!(id, "{msg_id}");
@@ -631,32 +714,95 @@ impl Puller {
         }
     }
 
-    /// Decodes what was taken into a batch, each message with the first share of its
-    /// acknowledgement (registered, so that it is kept alive from now on); terminates what
-    /// cannot be decoded.
+    /// Decodes what was taken into batches of at most `Limits::batch` messages, each
+    /// delivery with the first share of its acknowledgement (registered, so that it is kept
+    /// alive from now on; the messages of a pack share it); terminates what cannot be
+    /// decoded (in a pack, only the parts that cannot be, which are dead-lettered when the
+    /// rest is done).
     async fn register(&mut self) {
-        let mut msgs = Vec::with_capacity(self.taken.len());
-        let mut shares = Vec::with_capacity(self.taken.len());
-        for delivery in self.taken.drain(..) {
-            match self.codec.decode_shared(&delivery.message.payload) {
-                Ok(msg) => {
-                    let id = msg.id;
-                    msgs.push(msg);
-                    shares.push((delivery, id));
+        let mut decoded = Vec::with_capacity(self.taken.len());
+        let mut taken = Vec::with_capacity(self.taken.len());
+        // Taken out for the loop and put back after, to keep its allocation.
+        let mut pulled = std::mem::take(&mut self.taken);
+        for delivery in pulled.drain(..) {
+            let payload = delivery.message.payload.clone();
+            if !fluxmsg::pack::is_pack(&payload) {
+                match self.codec.decode_shared(&payload) {
+                    Ok(msg) => {
+                        let ids = Ids::One(msg.id);
+                        decoded.push(vec![msg]);
+                        taken.push(Taken {
+                            delivery,
+                            ids,
+                            broken: Vec::new(),
+                        });
+                    }
+                    Err(e) => self.undecodable(delivery, &e).await,
                 }
+                continue;
+            }
+            let parts = match fluxmsg::pack::parts(&payload) {
+                Ok(parts) => parts,
                 Err(e) => {
-                    self.inbound.stats.add_dropped("undecodable", 1);
-                    let reason = format!("undecodable: {e}");
-                    if let Err(e) = delivery.term(&reason).await {
-                        tracing::warn!(durable = %self.inbound.durable, error = %e, "Term failed.");
+                    self.undecodable(delivery, &e).await;
+                    continue;
+                }
+            };
+            let mut msgs = Vec::with_capacity(parts.len());
+            let mut ids = Vec::with_capacity(parts.len());
+            let mut broken = Vec::new();
+            for (i, part) in parts.iter().enumerate() {
+                match self.codec.decode_shared(part) {
+                    Ok(msg) => {
+                        ids.push(msg.id);
+                        msgs.push(msg);
+                    }
+                    Err(e) => {
+                        self.inbound.stats.add_dropped("undecodable", 1);
+                        ids.push(None);
+                        broken.push((i, format!("undecodable: {e}")));
                     }
                 }
             }
+            decoded.push(msgs);
+            taken.push(Taken {
+                delivery,
+                ids: Ids::Pack(ids.into_boxed_slice()),
+                broken,
+            });
         }
-        if msgs.is_empty() {
+        self.taken = pulled;
+        if taken.is_empty() {
             return;
         }
-        let shares = Finalizer::shares(shares, &self.acker, &self.outstanding);
-        self.ready.push_back((msgs, shares));
+        let shares = Finalizer::shares(taken, &self.acker, &self.outstanding);
+        let max = self.inbound.batch.max(1);
+        let (mut msgs, mut held) = (Vec::new(), Vec::new());
+        for (batch, share) in decoded.into_iter().zip(shares) {
+            for msg in batch {
+                if msgs.len() == max {
+                    self.ready
+                        .push_back((std::mem::take(&mut msgs), std::mem::take(&mut held)));
+                }
+                if !Share::same(&held, &share) {
+                    held.push(share.clone());
+                }
+                msgs.push(msg);
+            }
+            // Its part here is done: the batches it went into hold copies.
+            share.settle();
+        }
+        if !msgs.is_empty() {
+            self.ready.push_back((msgs, held));
+        }
+    }
+
+    /// Terminates a delivery that is not a message or a pack.
+    async fn undecodable(&self, delivery: snake::Delivery, e: &fluxmsg::Error) {
+        self.inbound.stats.add_dropped("undecodable", 1);
+        let reason = format!("undecodable: {e}");
+        if let Err(e) = delivery.term(&reason).await {
+            tracing::warn!(durable = %self.inbound.durable, error = %e, "Term failed.");
+        }
     }
 }

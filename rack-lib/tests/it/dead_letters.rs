@@ -88,6 +88,9 @@ async fn poisoned_inputs_are_dead_lettered(a_bus: &Snake, b_bus: &Snake) {
             l.reason
         );
         assert_eq!(l.deliveries, Some(1), "dead-lettered on its first failure");
+        // The lane packs the batches (of 8) that are there together: each failed message
+        // is dead-lettered alone, as its part of a pack, and the rest of the pack is acked.
+        assert!(l.part.is_some(), "a part of a pack: {l:?}");
         assert_eq!(l.gear(), Some("picky"));
         let msg = codec.decode(&l.message.payload).expect("a fluxMsg");
         numbers.insert(msg.data.get("n").and_then(Value::as_i64).expect("n"));
@@ -122,6 +125,79 @@ async fn poisoned_inputs_are_dead_lettered(a_bus: &Snake, b_bus: &Snake) {
     assert_eq!(picky.dropped.get("dead_lettered").copied(), Some(bad + 1));
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A pack (as a lane publishes it) with a part that is not a fluxMsg: the other parts are
+/// delivered and the bad part alone is dead-lettered, as undecodable.
+async fn a_broken_part_of_a_pack_is_dead_lettered_alone(bus: &Snake) {
+    let mut b = rack("b", bus).await;
+    b.apply(
+        Graph::new()
+            .gear("picky", "transform", json!({ "steps": [] }))
+            .subscribe("a", "gen.out", "picky"),
+    )
+    .await
+    .expect("b applies");
+    let mut tap = b.tap("picky", "out").await.expect("tap");
+    let codec = fluxmsg::Codec::default();
+    let msg = |n: i64| {
+        codec
+            .encode_to_vec(&fluxmsg::FluxMsg::builder().data("n", n).build())
+            .expect("encode")
+    };
+    let (one, two) = (msg(1), msg(2));
+    let mut pack = Vec::new();
+    fluxmsg::pack::write(
+        [one.as_slice(), b"\xa1\x00".as_slice(), two.as_slice()],
+        &mut pack,
+    );
+    let subject = snake::Subject::msg("a", "gen", "out").expect("a subject");
+    bus.stream_publish(snake::Message::new(subject, pack))
+        .await
+        .expect("published");
+
+    let mut seen = BTreeSet::new();
+    while seen.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(10), tap.recv())
+            .await
+            .expect("the good parts arrive")
+            .expect("a message");
+        seen.insert(m.data.get("n").and_then(Value::as_i64).expect("n"));
+    }
+    assert_eq!(seen, BTreeSet::from([1, 2]));
+    assert_eq!(dead_letter_count(bus, 1).await, 1);
+    let filter = Pattern::dead_letters_of(Some("b"), None).expect("filter");
+    let letters = bus.dead_letters(&filter, 0, 10).await.expect("list");
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0].part, Some(1));
+    assert_eq!(&letters[0].message.payload[..], b"\xa1\x00");
+    assert!(
+        letters[0].reason.starts_with("terminated: undecodable"),
+        "{}",
+        letters[0].reason
+    );
+    let stats = b.stats();
+    assert_eq!(
+        stats.get("picky").map(|s| s.messages_in),
+        Some(2),
+        "the good parts went through the gear once"
+    );
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_part_of_a_pack_is_dead_lettered_alone_in_process() {
+    a_broken_part_of_a_pack_is_dead_lettered_alone(&Snake::memory()).await;
+}
+
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_part_of_a_pack_is_dead_lettered_alone_over_nats() {
+    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let bus = Snake::nats(snake::NatsOptions::new(server.url()))
+        .await
+        .expect("connects");
+    a_broken_part_of_a_pack_is_dead_lettered_alone(&bus).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,25 @@ async fn source(bus: &Snake) -> (Rack, Injector) {
     (src, input)
 }
 
+/// How many messages the stream holds from `src`, counting each message of a pack.
+async fn stored(bus: &Snake) -> u64 {
+    let filter = Pattern::msg_rack("src").expect("a filter");
+    let (mut count, mut from) = (0, 0);
+    while let Some((seq, msg)) = bus
+        .stream_next(STREAM, &filter, from)
+        .await
+        .expect("a read")
+    {
+        count += if fluxmsg::pack::is_pack(&msg.payload) {
+            fluxmsg::pack::parts(&msg.payload).expect("a pack").len() as u64
+        } else {
+            1
+        };
+        from = seq + 1;
+    }
+    count
+}
+
 /// Sends the numbers of `range` through the source, and waits until the stream holds `total`
 /// of its messages.
 async fn send(input: &Injector, bus: &Snake, range: Range<i64>, total: u64) {
@@ -51,10 +70,9 @@ async fn send(input: &Injector, bus: &Snake, range: Range<i64>, total: u64) {
             .await
             .expect("the source takes it");
     }
-    let filter = Pattern::msg_rack("src").expect("a filter");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let stored = bus.stream_count(STREAM, &filter).await.expect("a count");
+        let stored = stored(bus).await;
         if stored >= total {
             break;
         }
