@@ -835,6 +835,30 @@ fn chaos_poisoned_messages_are_dead_lettered_listed_and_replayed() {
     );
     assert_eq!(chaos.dead_letters(&["--rack", "sink"]).0, 0);
     assert_eq!(chaos.dead_letters(&["--gear", "out"]).0, 0);
+    // One of them in full: the reason, where it came from, and the message, alone even when
+    // its lane had packed it with others.
+    let sequence = listed
+        .lines()
+        .find(|l| l.contains("relay.hop.in"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a listed sequence");
+    let run = fluxrig(
+        &["dlq", "show", sequence, "--nats", chaos.url.as_str()],
+        b"",
+    );
+    let shown = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        shown.contains("reason:     terminated: hop: ") && shown.contains("message:\n"),
+        "{shown}"
+    );
+    let n = shown
+        .split("\"n\": ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse::<u64>().ok())
+        .expect("the message's number");
+    assert!(poisoned(n), "a poisoned number: {shown}");
 
     // Fixed, then replayed.
     relay.kill().expect("stop the broken relay");

@@ -180,11 +180,11 @@ async fn show(snake: &Snake, sequence: u64, output: &mut dyn Write) -> Result<()
         writeln!(output, "  {name}: {value}")?;
     }
     let payload = &letter.message.payload;
-    if !fluxmsg::pack::is_pack(payload) {
+    if !fluxrig::fluxmsg::pack::is_pack(payload) {
         return show_message(payload, "message", output);
     }
     // A lane's pack that gave up whole (its deliveries ran out): every message in it.
-    match fluxmsg::pack::parts(payload) {
+    match fluxrig::fluxmsg::pack::parts(payload) {
         Ok(parts) => {
             writeln!(output, "a pack of {} messages:", parts.len())?;
             for (i, part) in parts.iter().enumerate() {

@@ -133,17 +133,29 @@ pub(crate) fn tail(args: &TailArgs, output: &mut dyn Write) -> Result<(), Failur
                 _ = tokio::signal::ctrl_c() => None,
             };
             let Some(msg) = msg else { break };
-            seen += 1;
-            let line = match codec.decode(&msg.payload) {
-                Ok(m) => json::to_string(&m),
-                Err(e) => format!("(not a fluxMsg: {e}; {} bytes)", msg.payload.len()),
+            // A lane publishes the messages waiting together as one pack: one line each.
+            let payloads = if fluxrig::fluxmsg::pack::is_pack(&msg.payload) {
+                fluxrig::fluxmsg::pack::parts(&msg.payload)
+                    .unwrap_or_else(|_| vec![msg.payload.clone()])
+            } else {
+                vec![msg.payload.clone()]
             };
-            writeln!(
-                output,
-                "{} {}",
-                msg.subject.as_str(),
-                iso8583::mask_pans(&line)
-            )?;
+            for payload in payloads {
+                if args.count.is_some_and(|n| seen >= n) {
+                    break;
+                }
+                seen += 1;
+                let line = match codec.decode(&payload) {
+                    Ok(m) => json::to_string(&m),
+                    Err(e) => format!("(not a fluxMsg: {e}; {} bytes)", payload.len()),
+                };
+                writeln!(
+                    output,
+                    "{} {}",
+                    msg.subject.as_str(),
+                    iso8583::mask_pans(&line)
+                )?;
+            }
             output.flush()?;
         }
         Ok::<(), anyhow::Error>(())
