@@ -492,3 +492,105 @@ async fn a_consumer_that_applies_after_its_producer_gets_everything_over_nats() 
     );
     producer_first(&a, &b).await;
 }
+
+/// Names whose lane identity runs past JetStream's 255-character limit on consumer names
+/// still get a consumer each, on a real server, and every message of both arrives.
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_with_identities_past_the_servers_name_limit_are_read() {
+    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let bus = Snake::nats(snake::NatsOptions::new(server.url()))
+        .await
+        .expect("connects");
+    // Two sources whose names differ only in their last character; every name as long as a
+    // subject token may be (64 bytes), so that a lane's identity is 300 characters and more.
+    let names = [
+        format!("{}a", "r".repeat(63)),
+        format!("{}b", "r".repeat(63)),
+    ];
+    let gear = "g".repeat(64);
+    let mut sink = rack("x", &bus).await;
+    let mut graph = Graph::new().gear(&"s".repeat(64), "transform", stamp("sink"));
+    for name in &names {
+        graph = graph.subscribe(name, &format!("{gear}.out"), &"s".repeat(64));
+    }
+    sink.apply(graph).await.expect("the sink applies");
+    let mut tap = sink.tap(&"s".repeat(64), "out").await.expect("tap");
+    let mut racks = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut r = rack(name, &bus).await;
+        r.apply(
+            Graph::new()
+                .gear(
+                    &gear,
+                    "generate",
+                    json!({ "count": 10, "template": { "data": { "n": format!("{i}${{counter}}") } } }),
+                )
+                .publish(&format!("{gear}.out")),
+        )
+        .await
+        .expect("a source applies");
+        racks.push(r);
+    }
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 20 {
+        match tokio::time::timeout_at(deadline, tap.recv()).await {
+            Ok(Some(m)) => {
+                seen.insert(format!("{:?}", m.data.get("n")));
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(seen.len(), 20, "both sources were read: {seen:?}");
+    for r in racks {
+        r.shutdown(Duration::from_secs(5)).await;
+    }
+    sink.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A lane whose consumer the server refuses (here: `flux-msg` was made by someone else as a
+/// work queue that already has a consumer of every subject, and a work queue takes no second
+/// consumer of the same subjects) fails the apply with the lane named, instead of an apply
+/// that reports success while nothing is ever read.
+#[cfg(feature = "nats-server-tests")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_the_server_refuses_fails_the_apply() {
+    use async_nats::jetstream::{self, consumer::pull, stream};
+    let server = snake::NatsServer::start().expect("nats-server (make setup-nats)");
+    let js = jetstream::new(async_nats::connect(server.url()).await.expect("connects"));
+    let queue = js
+        .create_stream(stream::Config {
+            name: "flux-msg".to_owned(),
+            subjects: vec!["flux.msg.>".to_owned()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .expect("a work queue");
+    queue
+        .create_consumer(pull::Config {
+            durable_name: Some("everything".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .expect("its consumer");
+    let bus = Snake::nats(snake::NatsOptions::new(server.url()))
+        .await
+        .expect("connects");
+    let mut sink = rack("x", &bus).await;
+    let applied = sink
+        .apply(
+            Graph::new()
+                .gear("in", "transform", stamp("sink"))
+                .subscribe("a", "gen.out", "in"),
+        )
+        .await;
+    match applied {
+        Err(rack_lib::Error::Lane { lane, source }) => {
+            assert!(lane.contains("a.gen.out"), "{lane}: {source}");
+        }
+        other => panic!("the apply should fail with the lane: {other:?}"),
+    }
+    sink.shutdown(Duration::from_secs(5)).await;
+}
