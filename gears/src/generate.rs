@@ -464,8 +464,9 @@ impl<N: Fn() -> Duration> Job<N> {
                 return Stop::Duration;
             }
             let n = usize::try_from(left).map_or(plan.batch, |left| left.min(plan.batch));
+            let now = (self.now)();
             let msgs = (0..n as u64)
-                .map(|i| self.build(*emitted + i, rng))
+                .map(|i| self.build(*emitted + i, now, rng))
                 .collect();
             if self.emitter.emit_batch(self.out, msgs).await.is_err() {
                 return Stop::Closed;
@@ -496,7 +497,8 @@ impl<N: Fn() -> Duration> Job<N> {
                 None => std::future::pending().await,
             }
             let elapsed = start.elapsed();
-            batch.push(self.build(k, rng));
+            let now = (self.now)();
+            batch.push(self.build(k, now, rng));
             while batch.len() < plan.batch {
                 let next = k + batch.len() as u64;
                 if plan.count.is_some_and(|c| next >= c)
@@ -504,7 +506,7 @@ impl<N: Fn() -> Duration> Job<N> {
                 {
                     break;
                 }
-                batch.push(self.build(next, rng));
+                batch.push(self.build(next, now, rng));
             }
             let n = batch.len() as u64;
             let sent = if batch.len() == 1 {
@@ -523,12 +525,10 @@ impl<N: Fn() -> Duration> Job<N> {
         }
     }
 
-    fn build(&self, index: u64, rng: &mut ChaCha8Rng) -> FluxMsg {
-        let mut cx = Cx {
-            index,
-            now: (self.now)(),
-            rng,
-        };
+    /// Message number `index`, made at `now` (the messages of one batch are made together,
+    /// with one reading of the clock).
+    fn build(&self, index: u64, now: Duration, rng: &mut ChaCha8Rng) -> FluxMsg {
+        let mut cx = Cx { index, now, rng };
         self.plan.blueprint.build(&mut cx)
     }
 }

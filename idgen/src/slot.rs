@@ -25,13 +25,38 @@ pub enum Backwards {
 /// The outcome of one attempt to mint under one machine id.
 #[derive(Debug)]
 pub(crate) enum Step {
-    /// An id.
-    Minted(Id),
+    /// A run of ids: the first and how many (at least 1). The others follow it one sequence
+    /// number apart, so the `k`-th is [`Step::nth`].
+    Minted(Id, u64),
     /// The sequence of the current time unit is used up, or the clock went backwards and the
     /// policy is to wait: the slot can mint again from this time unit on.
     WaitFor { tick: u64 },
     /// The lease of this slot has expired.
     Expired,
+}
+
+impl Step {
+    /// The `k`-th id of a run that starts at `first`, under a layout with `machine_id_bits`.
+    pub(crate) fn nth(first: Id, k: u64, machine_id_bits: u8) -> Id {
+        Id::from_raw(first.get() + (k << machine_id_bits))
+    }
+
+    /// Appends `n` ids to `out`, taking runs (first id, count) from `run`, which is asked for
+    /// what is still missing.
+    pub(crate) fn collect(
+        n: usize,
+        machine_id_bits: u8,
+        out: &mut impl Extend<Id>,
+        mut run: impl FnMut(u64) -> Result<(Id, u64), Error>,
+    ) -> Result<(), Error> {
+        let mut left = n as u64;
+        while left > 0 {
+            let (first, count) = run(left)?;
+            out.extend((0..count).map(|k| Step::nth(first, k, machine_id_bits)));
+            left = left.saturating_sub(count);
+        }
+        Ok(())
+    }
 }
 
 /// One machine id's state, on a cache line of its own so that pool members do not
@@ -78,7 +103,8 @@ impl Slot {
         }
     }
 
-    /// Mints one id if the clock allows it now and the time unit is not below `floor` (a
+    /// Mints up to `want` ids (at least 1) of one time unit, with one reading of the clock
+    /// and one swap, if the clock allows it now and the time unit is not below `floor` (a
     /// pool's highest unit so far, so that an idle member does not mint behind the others
     /// after the clock went backwards; 0 for a lone generator).
     ///
@@ -92,7 +118,9 @@ impl Slot {
         clock: &C,
         backwards: Backwards,
         floor: u64,
+        want: u64,
     ) -> Result<Step, Error> {
+        let want = want.max(1);
         let seq_bits = layout.sequence_bits();
         let max_seq = layout.max_sequence();
         let mut cur = self.state.load(Ordering::Acquire);
@@ -104,7 +132,8 @@ impl Slot {
             let tick = layout.tick_of(now)?;
             let own = cur >> seq_bits;
             let last = own.max(floor);
-            let next = if tick < last {
+            // The first id of the run, and the state once the run is taken.
+            let (first, taken) = if tick < last {
                 let behind =
                     Duration::from_nanos(layout.tick_start_nanos(last).saturating_sub(now));
                 return match backwards {
@@ -124,7 +153,8 @@ impl Slot {
                         time_bits: layout.time_bits(),
                     });
                 }
-                tick << seq_bits
+                let first = tick << seq_bits;
+                (first, first + want.min(max_seq + 1) - 1)
             } else if cur & max_seq == max_seq {
                 if own >= layout.max_time() {
                     return Err(Error::TimeExhausted {
@@ -133,16 +163,17 @@ impl Slot {
                 }
                 return Ok(Step::WaitFor { tick: own + 1 });
             } else {
-                cur + 1
+                (cur + 1, cur + want.min(max_seq - (cur & max_seq)))
             };
             match self
                 .state
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(cur, taken, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    return Ok(Step::Minted(Id::from_raw(
-                        (next << layout.machine_id_bits()) | u64::from(self.machine_id),
-                    )));
+                    let id = Id::from_raw(
+                        (first << layout.machine_id_bits()) | u64::from(self.machine_id),
+                    );
+                    return Ok(Step::Minted(id, taken - first + 1));
                 }
                 Err(actual) => cur = actual,
             }

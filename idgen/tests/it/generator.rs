@@ -293,6 +293,38 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Runs of ids taken together (`next_ids`) and one at a time, on a clock that walks and
+    /// a sequence that fills up: the ids are exactly as many as asked, unique and increasing,
+    /// as if each had been taken alone.
+    #[test]
+    fn runs_of_ids_keep_every_id_unique_and_increasing(
+        steps in proptest::collection::vec((0usize..600, any::<bool>(), 0u64..30), 1..20),
+    ) {
+        let clock = clock_at(100);
+        let ids = generator(9, &clock, Backwards::Wait);
+        let mut all: Vec<idgen::Id> = Vec::new();
+        for (n, together, step_ms) in steps {
+            let before = all.len();
+            if together {
+                ids.next_ids(n, &mut all).expect("mint");
+            } else {
+                all.extend((0..n).map(|_| ids.next().expect("mint")));
+            }
+            prop_assert_eq!(all.len() - before, n);
+            clock.advance(Duration::from_millis(step_ms));
+        }
+        for pair in all.windows(2) {
+            prop_assert!(pair[0] < pair[1], "{} !< {}", pair[0], pair[1]);
+        }
+        for id in &all {
+            prop_assert_eq!(ids.decompose(*id).machine_id, 9);
+        }
+    }
+}
+
 #[test]
 fn machine_id_from_host_is_a_private_address_or_a_typed_error() {
     // The outcome depends on the host's addresses; either way it is never machine id 0 or

@@ -159,3 +159,44 @@ proptest! {
         prop_assert!(per_member.values().sum::<usize>() == threads * per_thread);
     }
 }
+
+/// Runs taken together from a pool on several threads, mixed with single ids: every id is
+/// unique, under one of the pool's machine ids, and increasing per member in each thread.
+#[test]
+fn runs_of_ids_from_a_pool_are_unique_across_threads() {
+    let clock = clock_at(100);
+    let pool = pool(&[3, 4], &clock);
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                let mut out = Vec::new();
+                for round in 0..200 {
+                    if (round + t) % 3 == 0 {
+                        out.push(pool.next().expect("mint"));
+                    } else {
+                        pool.next_ids(37, &mut out).expect("mint");
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = HashSet::new();
+    for h in handles {
+        let mut last: HashMap<u32, Id> = HashMap::new();
+        for id in h.join().expect("thread") {
+            let member = pool.decompose(id).machine_id;
+            assert!(member == 3 || member == 4, "{member}");
+            if let Some(prev) = last.insert(member, id) {
+                assert!(prev < id, "{prev} !< {id}");
+            }
+            assert!(all.insert(id), "{id} twice");
+        }
+    }
+    // Exactly as many as asked.
+    let singles: usize = (0..4)
+        .map(|t| (0..200).filter(|r| (r + t) % 3 == 0).count())
+        .sum();
+    assert_eq!(all.len(), singles + (800 - singles) * 37);
+}

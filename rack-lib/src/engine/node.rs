@@ -147,6 +147,8 @@ struct Scratch {
     /// something of the batch gets a copy of them.
     shares: Vec<Share>,
     out: SdkOutputs,
+    /// Ids minted for the messages of one port that had none.
+    ids: Vec<fluxmsg::Id>,
 }
 
 impl Node {
@@ -169,6 +171,7 @@ impl Node {
             batch: Vec::with_capacity(self.limits.batch),
             shares: Vec::new(),
             out: SdkOutputs::new(),
+            ids: Vec::new(),
         };
         let time =
             metrics::histogram!("flux.gear.processing_time_ms", "gear" => self.name.to_string());
@@ -377,20 +380,25 @@ impl Node {
         let ports = self.identity.ports.len().max(1);
         let now = sdk::unix_nanos(self.clock.now());
         let max_hops = fluxmsg::Limits::default().max_hops();
+        let fresh = &mut scratch.ids;
         for (port, msgs) in scratch.out.ports_mut() {
             let hop = Hop::new(
                 self.identity.gear,
                 self.identity.ports[port.index().min(ports - 1)],
                 now,
             );
+            // The ids the port's messages lack, minted together.
+            fresh.clear();
+            let missing = msgs.iter().filter(|m| m.id.is_none()).count();
+            if missing > 0
+                && let Err(e) = self.ids.next_ids(missing, fresh)
+            {
+                tracing::warn!(gear = %self.name, error = %e, without = missing - fresh.len(), "No id for some messages.");
+            }
+            let mut fresh = fresh.drain(..);
             for msg in msgs.iter_mut() {
                 if msg.id.is_none() {
-                    match self.ids.next_id() {
-                        Ok(id) => msg.id = Some(id),
-                        Err(e) => {
-                            tracing::warn!(gear = %self.name, error = %e, "No id for a message.");
-                        }
-                    }
+                    msg.id = fresh.next();
                 }
                 if msg.path.len() >= max_hops {
                     msg.path.remove(0);
