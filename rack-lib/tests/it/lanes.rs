@@ -158,23 +158,24 @@ async fn a_round_trip_delivers_everything_over_nats() {
 /// that one source was never read; and names long enough to pass the 64-byte token limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lanes_whose_names_run_together_each_get_their_own_consumer() {
-    let bus = Snake::memory();
     let long = "g".repeat(64);
-    let mut sink = rack("x", &bus).await;
-    sink.apply(
-        Graph::new()
-            .gear("in", "transform", stamp("sink"))
-            .subscribe("a-b", "c.out", "in")
-            .subscribe("a", "b-c.out", "in")
-            .subscribe(&long, &format!("{long}.out"), "in"),
-    )
-    .await
-    .expect("the sink applies");
-    let mut tap = sink.tap("in", "out").await.expect("tap");
     let sources = [("a-b", "c"), ("a", "b-c"), (long.as_str(), long.as_str())];
+    every_source_is_read(&Snake::memory(), "in", &sources).await;
+}
+
+/// Rack `x`, whose gear `sink` subscribes to `gear.out` of each of `sources` (rack, gear),
+/// gets all 10 messages that each source publishes.
+async fn every_source_is_read(bus: &Snake, sink_gear: &str, sources: &[(&str, &str)]) {
+    let mut sink = rack("x", bus).await;
+    let mut graph = Graph::new().gear(sink_gear, "transform", stamp("sink"));
+    for (rack_name, gear) in sources {
+        graph = graph.subscribe(rack_name, &format!("{gear}.out"), sink_gear);
+    }
+    sink.apply(graph).await.expect("the sink applies");
+    let mut tap = sink.tap(sink_gear, "out").await.expect("tap");
     let mut racks = Vec::new();
     for (i, (rack_name, gear)) in sources.iter().enumerate() {
-        let mut r = rack(rack_name, &bus).await;
+        let mut r = rack(rack_name, bus).await;
         let graph = Graph::new()
             .gear(
                 gear,
@@ -185,9 +186,10 @@ async fn lanes_whose_names_run_together_each_get_their_own_consumer() {
         r.apply(graph).await.expect("a source applies");
         racks.push(r);
     }
+    let want = 10 * sources.len();
     let mut seen = BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while seen.len() < 30 {
+    while seen.len() < want {
         match tokio::time::timeout_at(deadline, tap.recv()).await {
             Ok(Some(m)) => {
                 seen.insert(format!("{:?}", m.data.get("n")));
@@ -195,7 +197,7 @@ async fn lanes_whose_names_run_together_each_get_their_own_consumer() {
             _ => break,
         }
     }
-    assert_eq!(seen.len(), 30, "every source was read: {seen:?}");
+    assert_eq!(seen.len(), want, "every source was read: {seen:?}");
     for r in racks {
         r.shutdown(Duration::from_secs(5)).await;
     }
@@ -509,44 +511,11 @@ async fn lanes_with_identities_past_the_servers_name_limit_are_read() {
         format!("{}b", "r".repeat(63)),
     ];
     let gear = "g".repeat(64);
-    let mut sink = rack("x", &bus).await;
-    let mut graph = Graph::new().gear(&"s".repeat(64), "transform", stamp("sink"));
-    for name in &names {
-        graph = graph.subscribe(name, &format!("{gear}.out"), &"s".repeat(64));
-    }
-    sink.apply(graph).await.expect("the sink applies");
-    let mut tap = sink.tap(&"s".repeat(64), "out").await.expect("tap");
-    let mut racks = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let mut r = rack(name, &bus).await;
-        r.apply(
-            Graph::new()
-                .gear(
-                    &gear,
-                    "generate",
-                    json!({ "count": 10, "template": { "data": { "n": format!("{i}${{counter}}") } } }),
-                )
-                .publish(&format!("{gear}.out")),
-        )
-        .await
-        .expect("a source applies");
-        racks.push(r);
-    }
-    let mut seen = BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while seen.len() < 20 {
-        match tokio::time::timeout_at(deadline, tap.recv()).await {
-            Ok(Some(m)) => {
-                seen.insert(format!("{:?}", m.data.get("n")));
-            }
-            _ => break,
-        }
-    }
-    assert_eq!(seen.len(), 20, "both sources were read: {seen:?}");
-    for r in racks {
-        r.shutdown(Duration::from_secs(5)).await;
-    }
-    sink.shutdown(Duration::from_secs(5)).await;
+    let sources = [
+        (names[0].as_str(), gear.as_str()),
+        (names[1].as_str(), gear.as_str()),
+    ];
+    every_source_is_read(&bus, &"s".repeat(64), &sources).await;
 }
 
 /// A lane whose consumer the server refuses (here: `flux-msg` was made by someone else as a
