@@ -720,7 +720,9 @@ impl Puller {
     /// decoded (in a pack, only the parts that cannot be, which are dead-lettered when the
     /// rest is done).
     async fn register(&mut self) {
+        // Every message decoded, in order, and how many each delivery gave.
         let mut decoded = Vec::with_capacity(self.taken.len());
+        let mut counts = Vec::with_capacity(self.taken.len());
         let mut taken = Vec::with_capacity(self.taken.len());
         // Taken out for the loop and put back after, to keep its allocation.
         let mut pulled = std::mem::take(&mut self.taken);
@@ -730,7 +732,8 @@ impl Puller {
                 match self.codec.decode_shared(&payload) {
                     Ok(msg) => {
                         let ids = Ids::One(msg.id);
-                        decoded.push(vec![msg]);
+                        decoded.push(msg);
+                        counts.push(1);
                         taken.push(Taken {
                             delivery,
                             ids,
@@ -748,14 +751,14 @@ impl Puller {
                     continue;
                 }
             };
-            let mut msgs = Vec::with_capacity(parts.len());
+            let before = decoded.len();
             let mut ids = Vec::with_capacity(parts.len());
             let mut broken = Vec::new();
             for (i, part) in parts.iter().enumerate() {
                 match self.codec.decode_shared(part) {
                     Ok(msg) => {
                         ids.push(msg.id);
-                        msgs.push(msg);
+                        decoded.push(msg);
                     }
                     Err(e) => {
                         self.inbound.stats.add_dropped("undecodable", 1);
@@ -764,7 +767,7 @@ impl Puller {
                     }
                 }
             }
-            decoded.push(msgs);
+            counts.push(decoded.len() - before);
             taken.push(Taken {
                 delivery,
                 ids: Ids::Pack(ids.into_boxed_slice()),
@@ -777,9 +780,10 @@ impl Puller {
         }
         let shares = Finalizer::shares(taken, &self.acker, &self.outstanding);
         let max = self.inbound.batch.max(1);
-        let (mut msgs, mut held) = (Vec::new(), Vec::new());
-        for (batch, share) in decoded.into_iter().zip(shares) {
-            for msg in batch {
+        let (mut msgs, mut held) = (Vec::with_capacity(max), Vec::new());
+        let mut decoded = decoded.into_iter();
+        for (count, share) in counts.into_iter().zip(shares) {
+            for msg in decoded.by_ref().take(count) {
                 if msgs.len() == max {
                     self.ready
                         .push_back((std::mem::take(&mut msgs), std::mem::take(&mut held)));

@@ -651,25 +651,15 @@ impl Stream {
     }
 
     pub(crate) fn term(&self, memory: &Memory, name: &str, seq: u64, reason: &str) {
-        let letter = {
-            let mut guard = lock(&self.state);
-            let st = &mut *guard;
-            let Some(c) = st.consumers.get_mut(name) else {
-                return;
-            };
-            let Some(p) = c.pending.remove(&seq) else {
-                return;
-            };
-            st.msgs.get(&seq).map(|stored| {
-                self.letter(
-                    (seq, stored),
-                    &c.cfg,
-                    format!("terminated: {reason}"),
-                    p.deliveries,
-                )
-            })
-        };
-        memory.dead_letters(letter.into_iter().collect());
+        let letters = self.give_up(name, seq, |stored, cfg, deliveries| {
+            vec![self.letter(
+                (seq, stored),
+                cfg,
+                format!("terminated: {reason}"),
+                deliveries,
+            )]
+        });
+        memory.dead_letters(letters);
     }
 
     /// Acks a delivery and sends `parts` (payloads cut from it, each with its reason) to the
@@ -681,32 +671,44 @@ impl Stream {
         seq: u64,
         parts: Vec<(usize, bytes::Bytes, String)>,
     ) {
-        let letters: Vec<DeadLetter> = {
-            let mut guard = lock(&self.state);
-            let st = &mut *guard;
-            let Some(c) = st.consumers.get_mut(name) else {
-                return;
-            };
-            let Some(p) = c.pending.remove(&seq) else {
-                return;
-            };
-            let Some(stored) = st.msgs.get(&seq) else {
-                return;
-            };
+        let letters = self.give_up(name, seq, |stored, cfg, deliveries| {
             parts
                 .into_iter()
                 .map(|(part, payload, reason)| DeadLetter {
                     msg: Message::new(stored.msg.subject.clone(), payload),
-                    to: c.cfg.dead_letter.clone(),
-                    stream: self.cfg.name.clone(),
-                    sequence: seq,
-                    reason: format!("terminated: {reason}"),
-                    deliveries: p.deliveries,
                     part: Some(part),
+                    ..self.letter(
+                        (seq, stored),
+                        cfg,
+                        format!("terminated: {reason}"),
+                        deliveries,
+                    )
                 })
                 .collect()
-        };
+        });
         memory.dead_letters(letters);
+    }
+
+    /// Ends the pending delivery `seq` of consumer `name` for good and returns the dead
+    /// letters `letters` makes of it (from the stored message, the consumer's settings and
+    /// the deliveries so far); none when it is not pending.
+    fn give_up(
+        &self,
+        name: &str,
+        seq: u64,
+        letters: impl FnOnce(&Stored, &ConsumerConfig, u32) -> Vec<DeadLetter>,
+    ) -> Vec<DeadLetter> {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let Some(c) = st.consumers.get_mut(name) else {
+            return Vec::new();
+        };
+        let Some(p) = c.pending.remove(&seq) else {
+            return Vec::new();
+        };
+        st.msgs
+            .get(&seq)
+            .map_or_else(Vec::new, |stored| letters(stored, &c.cfg, p.deliveries))
     }
 
     pub(crate) fn name(&self) -> &str {
